@@ -1,0 +1,1 @@
+//! Scalar executor of a lowered program (to be written).

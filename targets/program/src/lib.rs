@@ -1,0 +1,365 @@
+//! The lowered program: the contract between the edgecc compiler and its targets.
+//!
+//! A [`Program`] is an ordered list of [`Kernel`]s over flat buffers: the caller's
+//! inputs and outputs, one arena for every intermediate, and constant blobs. It carries
+//! no ONNX and no graph: a target needs nothing else to emit code, and a kernel's meaning
+//! is fully defined by the doc comments here. The compiler's reference interpreter is the
+//! oracle a target is tested against; [`exec`] is a second, scalar executor of the lowered
+//! program itself, so that lowering and targets can be told apart when a test fails.
+//!
+//! Conventions shared by every kernel:
+//! - All tensors are dense, little-endian, row-major unless strides say otherwise.
+//! - Strides and offsets are in **elements**, not bytes, except [`Buffer::Arena`] offsets,
+//!   which are in bytes (the memory planner works in bytes).
+//! - Kernels run in order; a kernel may read a buffer an earlier kernel wrote. Two views a
+//!   kernel reads and writes never overlap unless the doc says so (elementwise in place).
+
+pub mod exec;
+
+/// Element type of a tensor that crosses the artifact boundary or lives in the arena.
+///
+/// The numbering is ONNX's `TensorProto.DataType`, so descriptors and headers can use one
+/// table everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum DType {
+    F32 = 1,
+    U8 = 2,
+    I8 = 3,
+    I32 = 6,
+    I64 = 7,
+    Bool = 9,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 | DType::Bool => 1,
+            DType::F32 | DType::I32 => 4,
+            DType::I64 => 8,
+        }
+    }
+
+    /// The lower-case name used in headers, manifests and reports (`f32`, `i64`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::U8 => "u8",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::Bool => "bool",
+        }
+    }
+}
+
+/// A tensor the caller passes in or gets back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoTensor {
+    /// The ONNX value name, kept verbatim for descriptors and manifests.
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+}
+
+impl IoTensor {
+    pub fn num_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    pub fn byte_size(&self) -> u64 {
+        self.num_elements() * self.dtype.size() as u64
+    }
+}
+
+/// Index of a constant blob in [`Program::consts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConstId(pub u32);
+
+/// A constant tensor baked into the artifact (weights, biases, folded parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Const {
+    /// Where it came from, for symbol names and reports; not semantically meaningful.
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// Little-endian element data, `shape.product() * dtype.size()` bytes.
+    pub data: Vec<u8>,
+}
+
+impl Const {
+    /// The data as f32 values; empty when the dtype is not `F32`.
+    pub fn f32s(&self) -> Vec<f32> {
+        if self.dtype != DType::F32 {
+            return Vec::new();
+        }
+        self.data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+}
+
+/// Where a kernel operand lives. The element offset within it is carried by [`View`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    /// The arena, at a byte offset that is a multiple of [`Program::arena_align`].
+    Arena { offset: u64 },
+    /// The i-th caller input.
+    Input(u32),
+    /// The i-th caller output.
+    Output(u32),
+    /// A constant blob.
+    Const(ConstId),
+}
+
+/// A strided view of a buffer: element `idx` (a multi-index over the kernel's iteration
+/// shape) is at `offset + sum(idx[d] * strides[d])`, in elements of the kernel's dtype.
+/// A stride of 0 broadcasts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct View {
+    pub buf: Buffer,
+    pub offset: u64,
+    pub strides: Vec<i64>,
+}
+
+/// A fused activation applied to a kernel's result before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// `min(max(x, lo), hi)`; Relu6 is `Clip { lo: 0, hi: 6 }`.
+    Clip {
+        lo: f32,
+        hi: f32,
+    },
+    Sigmoid,
+    Tanh,
+}
+
+/// One-input float functions. Transcendentals are emitted inline (no libm) within the
+/// tolerance the interpreter tests state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Relu,
+    Exp,
+    Tanh,
+    Sigmoid,
+    Sqrt,
+    Reciprocal,
+}
+
+/// Two-input float functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+/// A node of an elementwise expression; operands index earlier nodes of the same
+/// expression, so the list is in SSA order and the last node is the result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExprNode {
+    /// The value of the kernel's i-th input view at the current index.
+    Input(u32),
+    Const(f32),
+    Unary(UnaryOp, u32),
+    Binary(BinaryOp, u32, u32),
+    /// `min(max(x, lo), hi)` with NaN passing through as ONNX Clip does.
+    Clip {
+        x: u32,
+        lo: f32,
+        hi: f32,
+    },
+}
+
+/// Max or average pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    /// Average; with `count_include_pad` the divisor is the full window, else only the
+    /// in-bounds elements.
+    Avg {
+        count_include_pad: bool,
+    },
+}
+
+/// Reductions over one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// Geometry of a 2-D sliding window over NCHW data. 1-D ops use `h = kh = 1`,
+/// `stride_h = dilation_h = 1`, `pad_top = pad_bottom = 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub kh: u32,
+    pub kw: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub dilation_h: u32,
+    pub dilation_w: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
+    pub pad_bottom: u32,
+    pub pad_right: u32,
+}
+
+/// Input and output spatial sizes of a windowed kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spatial {
+    pub n: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+}
+
+/// One step of the program. All float kernels are f32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// `C[b] = act(A[b] · B[b] + bias)` for `b in 0..batch`, with `A[b]` M×K, `B[b]` K×N,
+    /// `C[b]` M×N. The views are indexed `[b, row, col]` (three strides each), so
+    /// transposed operands and broadcast batches (stride 0) need no copy. `bias` is
+    /// indexed `[b, row, col]` too (Gemm's C input, any broadcast form). A target may
+    /// repack a constant `a` or `b` at compile time into whatever layout it likes.
+    Gemm {
+        batch: u32,
+        m: u32,
+        n: u32,
+        k: u32,
+        a: View,
+        b: View,
+        /// Multiplies A·B before the bias is added (ONNX Gemm's alpha).
+        alpha: f32,
+        /// Added after scaling, already multiplied by Gemm's beta by the lowering.
+        bias: Option<View>,
+        act: Activation,
+        c: View,
+    },
+    /// NCHW convolution, `out[n, co, oy, ox] = act(bias[co] + sum over ci in co's group,
+    /// ky, kx of in[n, ci, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] * w[co, ci%cpg, ky, kx])`,
+    /// zero outside the input. Input, weights (OIHW, `c_out × c_in/groups × kh × kw`) and
+    /// output are dense. `scratch` is an arena area of at least
+    /// [`Kernel::conv_scratch_bytes`] bytes the target may use (im2col), present when that
+    /// is non-zero.
+    Conv {
+        c_in: u32,
+        c_out: u32,
+        groups: u32,
+        spatial: Spatial,
+        window: Window,
+        input: Buffer,
+        weight: ConstId,
+        bias: Option<ConstId>,
+        act: Activation,
+        output: Buffer,
+        scratch: Option<Buffer>,
+    },
+    /// Pooling over dense NCHW: `channels` is N·C, each plane pooled independently.
+    Pool {
+        kind: PoolKind,
+        channels: u32,
+        spatial: Spatial,
+        window: Window,
+        input: Buffer,
+        output: Buffer,
+    },
+    /// `out[i] = expr(inputs[..][i])` for every multi-index `i` of `shape`. Views are
+    /// indexed with `shape.len()` strides. Covers arithmetic with broadcasting and pure
+    /// data movement (transpose, concat slices, broadcast copies) as `expr = [Input(0)]`.
+    Elementwise {
+        shape: Vec<u64>,
+        inputs: Vec<View>,
+        expr: Vec<ExprNode>,
+        output: View,
+    },
+    /// Softmax over the middle axis of a dense `[outer, len, inner]` tensor.
+    Softmax {
+        outer: u64,
+        len: u64,
+        inner: u64,
+        input: Buffer,
+        output: Buffer,
+    },
+    /// Reduction over the middle axis of a dense `[outer, len, inner]` tensor into a
+    /// dense `[outer, inner]` one.
+    Reduce {
+        op: ReduceOp,
+        outer: u64,
+        len: u64,
+        inner: u64,
+        input: Buffer,
+        output: Buffer,
+    },
+    /// Raw copy of `bytes` bytes between non-overlapping buffers (any dtype).
+    Copy {
+        bytes: u64,
+        src: Buffer,
+        dst: Buffer,
+    },
+}
+
+impl Kernel {
+    /// The scratch a [`Kernel::Conv`] gets: one group's im2col matrix,
+    /// `(c_in/groups · kh · kw) × (out_h · out_w)` floats, unless the convolution needs
+    /// none (pointwise with unit stride and no padding, or depthwise).
+    pub fn conv_scratch_bytes(c_in: u32, c_out: u32, groups: u32, s: &Spatial, w: &Window) -> u64 {
+        let pointwise = w.kh == 1
+            && w.kw == 1
+            && w.stride_h == 1
+            && w.stride_w == 1
+            && w.pad_top == 0
+            && w.pad_left == 0
+            && w.pad_bottom == 0
+            && w.pad_right == 0;
+        let depthwise = groups == c_in && groups == c_out;
+        if pointwise || depthwise {
+            return 0;
+        }
+        let k = (c_in / groups) as u64 * w.kh as u64 * w.kw as u64;
+        k * s.out_h as u64 * s.out_w as u64 * 4
+    }
+
+    /// A short lower-case name for reports and symbol names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kernel::Gemm { .. } => "gemm",
+            Kernel::Conv { .. } => "conv",
+            Kernel::Pool { .. } => "pool",
+            Kernel::Elementwise { .. } => "elementwise",
+            Kernel::Softmax { .. } => "softmax",
+            Kernel::Reduce { .. } => "reduce",
+            Kernel::Copy { .. } => "copy",
+        }
+    }
+}
+
+/// Everything a target needs to emit an artifact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// C identifier prefix for every exported symbol (`<name>_run`, `<name>_model`).
+    pub name: String,
+    pub inputs: Vec<IoTensor>,
+    pub outputs: Vec<IoTensor>,
+    /// Bytes of scratch memory the caller provides; every `Buffer::Arena` lies within.
+    pub arena_size: u64,
+    /// Required alignment of the arena's base address, in bytes.
+    pub arena_align: u64,
+    pub consts: Vec<Const>,
+    pub kernels: Vec<Kernel>,
+}
+
+/// The alignment every arena offset and the arena base honour: one cache line, so
+/// 128-bit vector accesses never split lines at tensor starts.
+pub const ARENA_ALIGN: u64 = 64;
