@@ -1,1 +1,887 @@
-//! Scalar executor of a lowered program (to be written).
+//! Scalar executor of a lowered [`Program`]: the oracle the code generators are tested
+//! against.
+//!
+//! Every kernel is implemented the most direct way its doc comment in the crate root
+//! reads, one element at a time, with `f32` arithmetic in the documented order (sums run
+//! over ascending indices) and transcendentals from `std`. Nothing here is fast; it is
+//! meant to be obviously right. Every buffer access is bounds-checked and reported as an
+//! [`ExecError`], so a malformed program is an error value, never a panic.
+//!
+//! Choices the contract leaves open, fixed here so that targets can match them:
+//! - `Relu` is `max(x, 0)` with NaN giving 0; binary `Max`/`Min` use `f32::max`/`min`.
+//! - Max pooling over a window with no in-bounds element gives `-inf`; average pooling
+//!   that counts no element (padding only, `count_include_pad = false`) gives 0.
+//! - Elementwise kernels move 4-byte elements: `[Input(0)]` copies any 4-byte dtype bit
+//!   for bit.
+
+use crate::{
+    Activation, BinaryOp, Buffer, Const, ExprNode, Kernel, PoolKind, Program, ReduceOp, UnaryOp,
+    View,
+};
+
+/// Why a program could not be executed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecError {
+    WrongInputCount {
+        expected: usize,
+        given: usize,
+    },
+    WrongOutputCount {
+        expected: usize,
+        given: usize,
+    },
+    /// Input or output `index` has the wrong byte size.
+    IoSize {
+        output: bool,
+        index: usize,
+        expected: u64,
+        given: usize,
+    },
+    ArenaTooSmall {
+        needed: u64,
+        given: usize,
+    },
+    /// Kernel `kernel` touched an element outside of `buf` (or a negative index).
+    OutOfRange {
+        kernel: usize,
+        buf: Buffer,
+        byte_offset: i128,
+        bytes: u64,
+    },
+    /// A buffer index (input, output or constant) that does not exist.
+    NoSuchBuffer {
+        kernel: usize,
+        buf: Buffer,
+    },
+    /// A kernel that is malformed in a way bounds checks cannot express (an expression
+    /// node that refers forward, a view with the wrong number of strides, ...).
+    Malformed {
+        kernel: usize,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecError::WrongInputCount { expected, given } => {
+                write!(f, "program takes {expected} inputs, got {given}")
+            }
+            ExecError::WrongOutputCount { expected, given } => {
+                write!(f, "program has {expected} outputs, got {given}")
+            }
+            ExecError::IoSize {
+                output,
+                index,
+                expected,
+                given,
+            } => write!(
+                f,
+                "{} {index}: expected {expected} bytes, got {given}",
+                if *output { "output" } else { "input" }
+            ),
+            ExecError::ArenaTooSmall { needed, given } => {
+                write!(f, "arena too small: need {needed} bytes, got {given}")
+            }
+            ExecError::OutOfRange {
+                kernel,
+                buf,
+                byte_offset,
+                bytes,
+            } => write!(
+                f,
+                "kernel {kernel}: access of {bytes} bytes at byte {byte_offset} is outside {buf:?}"
+            ),
+            ExecError::NoSuchBuffer { kernel, buf } => {
+                write!(f, "kernel {kernel}: no such buffer {buf:?}")
+            }
+            ExecError::Malformed { kernel, reason } => write!(f, "kernel {kernel}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+/// Runs `p` on `inputs`, writing `outputs` and using `arena` as scratch memory.
+///
+/// Buffers are checked against the program's I/O sizes and arena size first; the arena
+/// needs no particular alignment here (it is only accessed bytewise).
+pub fn run(
+    p: &Program,
+    inputs: &[&[u8]],
+    outputs: &mut [&mut [u8]],
+    arena: &mut [u8],
+) -> Result<(), ExecError> {
+    if inputs.len() != p.inputs.len() {
+        return Err(ExecError::WrongInputCount {
+            expected: p.inputs.len(),
+            given: inputs.len(),
+        });
+    }
+    if outputs.len() != p.outputs.len() {
+        return Err(ExecError::WrongOutputCount {
+            expected: p.outputs.len(),
+            given: outputs.len(),
+        });
+    }
+    for (index, (buf, t)) in inputs.iter().zip(&p.inputs).enumerate() {
+        if buf.len() as u64 != t.byte_size() {
+            return Err(ExecError::IoSize {
+                output: false,
+                index,
+                expected: t.byte_size(),
+                given: buf.len(),
+            });
+        }
+    }
+    for (index, (buf, t)) in outputs.iter().zip(&p.outputs).enumerate() {
+        if buf.len() as u64 != t.byte_size() {
+            return Err(ExecError::IoSize {
+                output: true,
+                index,
+                expected: t.byte_size(),
+                given: buf.len(),
+            });
+        }
+    }
+    if (arena.len() as u64) < p.arena_size {
+        return Err(ExecError::ArenaTooSmall {
+            needed: p.arena_size,
+            given: arena.len(),
+        });
+    }
+    let mut mem = Mem {
+        inputs,
+        outputs,
+        arena,
+        consts: &p.consts,
+        kernel: 0,
+    };
+    for (i, k) in p.kernels.iter().enumerate() {
+        mem.kernel = i;
+        run_kernel(&mut mem, k)?;
+    }
+    Ok(())
+}
+
+/// All buffers of one run, with checked element access.
+struct Mem<'a, 'b, 'c> {
+    inputs: &'a [&'b [u8]],
+    outputs: &'a mut [&'c mut [u8]],
+    arena: &'a mut [u8],
+    consts: &'a [Const],
+    /// The kernel being run, for error messages.
+    kernel: usize,
+}
+
+impl Mem<'_, '_, '_> {
+    /// The bytes of `buf` and the byte offset views of it start from.
+    fn bytes(&self, buf: Buffer) -> Result<(&[u8], u64), ExecError> {
+        let no = || ExecError::NoSuchBuffer {
+            kernel: self.kernel,
+            buf,
+        };
+        Ok(match buf {
+            Buffer::Arena { offset } => (&*self.arena, offset),
+            Buffer::Input(i) => (*self.inputs.get(i as usize).ok_or_else(no)?, 0),
+            Buffer::Output(i) => (&*self.outputs.get(i as usize).ok_or_else(no)?, 0),
+            Buffer::Const(c) => (&self.consts.get(c.0 as usize).ok_or_else(no)?.data[..], 0),
+        })
+    }
+
+    fn bytes_mut(&mut self, buf: Buffer) -> Result<(&mut [u8], u64), ExecError> {
+        let kernel = self.kernel;
+        let no = || ExecError::NoSuchBuffer { kernel, buf };
+        Ok(match buf {
+            Buffer::Arena { offset } => (&mut *self.arena, offset),
+            Buffer::Output(i) => (&mut **self.outputs.get_mut(i as usize).ok_or_else(no)?, 0),
+            Buffer::Input(_) | Buffer::Const(_) => {
+                return Err(ExecError::Malformed {
+                    kernel,
+                    reason: format!("writes to read-only buffer {buf:?}"),
+                });
+            }
+        })
+    }
+
+    fn range(
+        &self,
+        buf: Buffer,
+        base: u64,
+        elem: i128,
+        size: u64,
+        len: usize,
+    ) -> Result<usize, ExecError> {
+        let at = base as i128 + elem * size as i128;
+        if at < 0 || at + size as i128 > len as i128 {
+            return Err(ExecError::OutOfRange {
+                kernel: self.kernel,
+                buf,
+                byte_offset: at,
+                bytes: size,
+            });
+        }
+        Ok(at as usize)
+    }
+
+    /// The f32 at element index `elem` of `buf` (after its base offset).
+    fn ld(&self, buf: Buffer, elem: i128) -> Result<f32, ExecError> {
+        let (b, base) = self.bytes(buf)?;
+        let at = self.range(buf, base, elem, 4, b.len())?;
+        Ok(f32::from_le_bytes(b[at..at + 4].try_into().unwrap()))
+    }
+
+    fn st(&mut self, buf: Buffer, elem: i128, v: f32) -> Result<(), ExecError> {
+        let kernel = self.kernel;
+        let (b, base) = self.bytes_mut(buf)?;
+        let len = b.len();
+        let at = base as i128 + elem * 4;
+        if at < 0 || at + 4 > len as i128 {
+            return Err(ExecError::OutOfRange {
+                kernel,
+                buf,
+                byte_offset: at,
+                bytes: 4,
+            });
+        }
+        let at = at as usize;
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> ExecError {
+        ExecError::Malformed {
+            kernel: self.kernel,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Element index of multi-index `idx` in `v`.
+fn at(v: &View, idx: &[u64]) -> i128 {
+    v.offset as i128
+        + idx
+            .iter()
+            .zip(&v.strides)
+            .map(|(&i, &s)| i as i128 * s as i128)
+            .sum::<i128>()
+}
+
+/// Applies a fused activation exactly as [`Activation`] documents.
+pub fn activate(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Clip { lo, hi } => clip(x, lo, hi),
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+fn clip(x: f32, lo: f32, hi: f32) -> f32 {
+    if x.is_nan() { x } else { x.max(lo).min(hi) }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Evaluates one elementwise expression on the input values `ins`.
+pub fn eval_expr(expr: &[ExprNode], ins: &[f32]) -> Option<f32> {
+    let mut vals: Vec<f32> = Vec::with_capacity(expr.len());
+    for node in expr {
+        let get = |i: u32| vals.get(i as usize).copied();
+        let v = match *node {
+            ExprNode::Input(i) => *ins.get(i as usize)?,
+            ExprNode::Const(c) => c,
+            ExprNode::Unary(op, a) => {
+                let a = get(a)?;
+                match op {
+                    UnaryOp::Neg => -a,
+                    UnaryOp::Abs => a.abs(),
+                    UnaryOp::Relu => a.max(0.0),
+                    UnaryOp::Exp => a.exp(),
+                    UnaryOp::Tanh => a.tanh(),
+                    UnaryOp::Sigmoid => sigmoid(a),
+                    UnaryOp::Sqrt => a.sqrt(),
+                    UnaryOp::Reciprocal => 1.0 / a,
+                }
+            }
+            ExprNode::Binary(op, a, b) => {
+                let (a, b) = (get(a)?, get(b)?);
+                match op {
+                    BinaryOp::Add => a + b,
+                    BinaryOp::Sub => a - b,
+                    BinaryOp::Mul => a * b,
+                    BinaryOp::Div => a / b,
+                    BinaryOp::Max => a.max(b),
+                    BinaryOp::Min => a.min(b),
+                }
+            }
+            ExprNode::Clip { x, lo, hi } => clip(get(x)?, lo, hi),
+        };
+        vals.push(v);
+    }
+    vals.last().copied()
+}
+
+/// Calls `f` with every multi-index of `shape` in row-major order.
+fn for_each_index(
+    shape: &[u64],
+    mut f: impl FnMut(&[u64]) -> Result<(), ExecError>,
+) -> Result<(), ExecError> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let mut idx = vec![0u64; shape.len()];
+    loop {
+        f(&idx)?;
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return Ok(());
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn check_rank(mem: &Mem, v: &View, rank: usize, what: &str) -> Result<(), ExecError> {
+    if v.strides.len() != rank {
+        return Err(mem.malformed(format!(
+            "{what} view has {} strides, expected {rank}",
+            v.strides.len()
+        )));
+    }
+    Ok(())
+}
+
+fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
+    match k {
+        Kernel::Gemm {
+            batch,
+            m,
+            n,
+            k,
+            a,
+            b,
+            alpha,
+            bias,
+            act,
+            c,
+        } => {
+            check_rank(mem, a, 3, "a")?;
+            check_rank(mem, b, 3, "b")?;
+            check_rank(mem, c, 3, "c")?;
+            if let Some(bias) = bias {
+                check_rank(mem, bias, 3, "bias")?;
+            }
+            for bi in 0..*batch as u64 {
+                for i in 0..*m as u64 {
+                    for j in 0..*n as u64 {
+                        let mut acc = 0.0f32;
+                        for kk in 0..*k as u64 {
+                            acc += mem.ld(a.buf, at(a, &[bi, i, kk]))?
+                                * mem.ld(b.buf, at(b, &[bi, kk, j]))?;
+                        }
+                        let mut v = alpha * acc;
+                        if let Some(bias) = bias {
+                            v += mem.ld(bias.buf, at(bias, &[bi, i, j]))?;
+                        }
+                        mem.st(c.buf, at(c, &[bi, i, j]), activate(*act, v))?;
+                    }
+                }
+            }
+        }
+        Kernel::Conv {
+            c_in,
+            c_out,
+            groups,
+            spatial: s,
+            window: w,
+            input,
+            weight,
+            bias,
+            act,
+            output,
+            ..
+        } => {
+            let g = *groups;
+            if g == 0 || c_in % g != 0 || c_out % g != 0 {
+                return Err(mem.malformed("groups must divide c_in and c_out"));
+            }
+            let (cpg, opg) = ((c_in / g) as i128, (c_out / g) as i128);
+            let (kh, kw) = (w.kh as i128, w.kw as i128);
+            let (ih, iw, oh, ow) = (
+                s.in_h as i128,
+                s.in_w as i128,
+                s.out_h as i128,
+                s.out_w as i128,
+            );
+            for n in 0..s.n as i128 {
+                for co in 0..*c_out as i128 {
+                    let grp = co / opg;
+                    let bv = match bias {
+                        Some(bc) => mem.ld(Buffer::Const(*bc), co)?,
+                        None => 0.0,
+                    };
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 0.0f32;
+                            for ci in 0..cpg {
+                                let cin = grp * cpg + ci;
+                                for ky in 0..kh {
+                                    let iy = oy * w.stride_h as i128 - w.pad_top as i128
+                                        + ky * w.dilation_h as i128;
+                                    if iy < 0 || iy >= ih {
+                                        continue;
+                                    }
+                                    for kx in 0..kw {
+                                        let ix = ox * w.stride_w as i128 - w.pad_left as i128
+                                            + kx * w.dilation_w as i128;
+                                        if ix < 0 || ix >= iw {
+                                            continue;
+                                        }
+                                        let x = mem.ld(
+                                            *input,
+                                            ((n * *c_in as i128 + cin) * ih + iy) * iw + ix,
+                                        )?;
+                                        let wv = mem.ld(
+                                            Buffer::Const(*weight),
+                                            ((co * cpg + ci) * kh + ky) * kw + kx,
+                                        )?;
+                                        acc += x * wv;
+                                    }
+                                }
+                            }
+                            let o = ((n * *c_out as i128 + co) * oh + oy) * ow + ox;
+                            mem.st(*output, o, activate(*act, acc + bv))?;
+                        }
+                    }
+                }
+            }
+        }
+        Kernel::Pool {
+            kind,
+            channels,
+            spatial: s,
+            window: w,
+            input,
+            output,
+        } => {
+            let (ih, iw, oh, ow) = (
+                s.in_h as i128,
+                s.in_w as i128,
+                s.out_h as i128,
+                s.out_w as i128,
+            );
+            for c in 0..*channels as i128 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut max = f32::NEG_INFINITY;
+                        let mut sum = 0.0f32;
+                        let mut count = 0u32;
+                        for ky in 0..w.kh as i128 {
+                            let iy = oy * w.stride_h as i128 - w.pad_top as i128
+                                + ky * w.dilation_h as i128;
+                            for kx in 0..w.kw as i128 {
+                                let ix = ox * w.stride_w as i128 - w.pad_left as i128
+                                    + kx * w.dilation_w as i128;
+                                if iy < 0 || iy >= ih || ix < 0 || ix >= iw {
+                                    continue;
+                                }
+                                let x = mem.ld(*input, (c * ih + iy) * iw + ix)?;
+                                max = max.max(x);
+                                sum += x;
+                                count += 1;
+                            }
+                        }
+                        let v = match kind {
+                            PoolKind::Max => max,
+                            PoolKind::Avg {
+                                count_include_pad: true,
+                            } => sum / (w.kh * w.kw).max(1) as f32,
+                            PoolKind::Avg {
+                                count_include_pad: false,
+                            } => sum / count.max(1) as f32,
+                        };
+                        mem.st(*output, (c * oh + oy) * ow + ox, v)?;
+                    }
+                }
+            }
+        }
+        Kernel::Elementwise {
+            shape,
+            inputs,
+            expr,
+            output,
+        } => {
+            for (i, v) in inputs.iter().enumerate() {
+                check_rank(mem, v, shape.len(), &format!("input {i}"))?;
+            }
+            check_rank(mem, output, shape.len(), "output")?;
+            if expr.is_empty() {
+                return Err(mem.malformed("empty expression"));
+            }
+            // Evaluate everything before storing anything, so that in-place kernels read
+            // their inputs unmodified whatever the iteration order.
+            let mut results = Vec::new();
+            let mut ins = vec![0.0f32; inputs.len()];
+            for_each_index(shape, |idx| {
+                for (slot, v) in ins.iter_mut().zip(inputs) {
+                    *slot = mem.ld(v.buf, at(v, idx))?;
+                }
+                let r =
+                    eval_expr(expr, &ins).ok_or_else(|| mem.malformed("bad expression operand"))?;
+                results.push((at(output, idx), r));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st(output.buf, o, r)?;
+            }
+        }
+        Kernel::Softmax {
+            outer,
+            len,
+            inner,
+            input,
+            output,
+        } => {
+            let (len, inner) = (*len as i128, *inner as i128);
+            for o in 0..*outer as i128 {
+                for i in 0..inner {
+                    let idx = |l: i128| (o * len + l) * inner + i;
+                    let mut m = f32::NEG_INFINITY;
+                    for l in 0..len {
+                        m = m.max(mem.ld(*input, idx(l))?);
+                    }
+                    let mut e = Vec::with_capacity(len as usize);
+                    let mut sum = 0.0f32;
+                    for l in 0..len {
+                        let v = (mem.ld(*input, idx(l))? - m).exp();
+                        sum += v;
+                        e.push(v);
+                    }
+                    for (l, v) in e.into_iter().enumerate() {
+                        mem.st(*output, idx(l as i128), v / sum)?;
+                    }
+                }
+            }
+        }
+        Kernel::Reduce {
+            op,
+            outer,
+            len,
+            inner,
+            input,
+            output,
+        } => {
+            let (len, inner) = (*len as i128, *inner as i128);
+            for o in 0..*outer as i128 {
+                for i in 0..inner {
+                    let mut acc = match op {
+                        ReduceOp::Max => f32::NEG_INFINITY,
+                        _ => 0.0,
+                    };
+                    for l in 0..len {
+                        let x = mem.ld(*input, (o * len + l) * inner + i)?;
+                        acc = match op {
+                            ReduceOp::Max => acc.max(x),
+                            _ => acc + x,
+                        };
+                    }
+                    if *op == ReduceOp::Mean {
+                        acc /= len as f32;
+                    }
+                    mem.st(*output, o * inner + i, acc)?;
+                }
+            }
+        }
+        Kernel::Copy { bytes, src, dst } => {
+            let (s, sbase) = mem.bytes(*src)?;
+            let sat = mem.range(*src, sbase, 0, *bytes, s.len())?;
+            let data = s[sat..sat + *bytes as usize].to_vec();
+            let kernel = mem.kernel;
+            let (d, dbase) = mem.bytes_mut(*dst)?;
+            let end = dbase as u128 + *bytes as u128;
+            if end > d.len() as u128 {
+                return Err(ExecError::OutOfRange {
+                    kernel,
+                    buf: *dst,
+                    byte_offset: dbase as i128,
+                    bytes: *bytes,
+                });
+            }
+            d[dbase as usize..end as usize].copy_from_slice(&data);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConstId, DType, IoTensor, Spatial, Window};
+
+    fn f32s(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn io(name: &str, shape: &[u64]) -> IoTensor {
+        IoTensor {
+            name: name.into(),
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+        }
+    }
+    fn prog(
+        inputs: Vec<IoTensor>,
+        outputs: Vec<IoTensor>,
+        consts: Vec<Const>,
+        kernels: Vec<Kernel>,
+    ) -> Program {
+        Program {
+            name: "t".into(),
+            inputs,
+            outputs,
+            arena_size: 256,
+            arena_align: 64,
+            consts,
+            kernels,
+        }
+    }
+    fn view(buf: Buffer, offset: u64, strides: &[i64]) -> View {
+        View {
+            buf,
+            offset,
+            strides: strides.to_vec(),
+        }
+    }
+    fn run1(p: &Program, ins: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ExecError> {
+        let ins: Vec<Vec<u8>> = ins.iter().map(|v| bytes(v)).collect();
+        let in_refs: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+        let mut outs: Vec<Vec<u8>> = p
+            .outputs
+            .iter()
+            .map(|t| vec![0u8; t.byte_size() as usize])
+            .collect();
+        let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+        let mut arena = vec![0u8; p.arena_size as usize];
+        run(p, &in_refs, &mut out_refs, &mut arena)?;
+        Ok(outs.iter().map(|o| f32s(o)).collect())
+    }
+
+    #[test]
+    fn gemm_transposed_b_with_bias_and_relu() {
+        // A 2x3, B given as B^T (2x3 row-major, so strides [.., 1, 3]), bias per column.
+        let p = prog(
+            vec![io("a", &[2, 3]), io("bt", &[2, 3])],
+            vec![io("c", &[2, 2])],
+            vec![Const {
+                name: "bias".into(),
+                dtype: DType::F32,
+                shape: vec![2],
+                data: bytes(&[1.0, -100.0]),
+            }],
+            vec![Kernel::Gemm {
+                batch: 1,
+                m: 2,
+                n: 2,
+                k: 3,
+                a: view(Buffer::Input(0), 0, &[0, 3, 1]),
+                b: view(Buffer::Input(1), 0, &[0, 1, 3]),
+                alpha: 2.0,
+                bias: Some(view(Buffer::Const(ConstId(0)), 0, &[0, 0, 1])),
+                act: Activation::Relu,
+                c: view(Buffer::Output(0), 0, &[0, 2, 1]),
+            }],
+        );
+        let out = run1(
+            &p,
+            &[vec![1., 2., 3., 4., 5., 6.], vec![1., 0., 1., 0., 1., 0.]],
+        )
+        .unwrap();
+        // A·B = [[4, 2], [10, 5]]; ×2 + bias = [[9, -96], [21, -90]]; relu.
+        assert_eq!(out[0], vec![9.0, 0.0, 21.0, 0.0]);
+    }
+
+    #[test]
+    fn conv_with_padding_matches_hand_computation() {
+        let w = Window {
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+        };
+        let s = Spatial {
+            n: 1,
+            in_h: 2,
+            in_w: 2,
+            out_h: 2,
+            out_w: 2,
+        };
+        let p = prog(
+            vec![io("x", &[1, 1, 2, 2])],
+            vec![io("y", &[1, 1, 2, 2])],
+            vec![Const {
+                name: "w".into(),
+                dtype: DType::F32,
+                shape: vec![1, 1, 3, 3],
+                data: bytes(&[1.0; 9]),
+            }],
+            vec![Kernel::Conv {
+                c_in: 1,
+                c_out: 1,
+                groups: 1,
+                spatial: s,
+                window: w,
+                input: Buffer::Input(0),
+                weight: ConstId(0),
+                bias: None,
+                act: Activation::None,
+                output: Buffer::Output(0),
+                scratch: None,
+            }],
+        );
+        let out = run1(&p, &[vec![1., 2., 3., 4.]]).unwrap();
+        assert_eq!(out[0], vec![10.0; 4]);
+    }
+
+    #[test]
+    fn pool_avg_both_counting_modes() {
+        let w = Window {
+            kh: 2,
+            kw: 2,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 0,
+            pad_right: 0,
+        };
+        let s = Spatial {
+            n: 1,
+            in_h: 1,
+            in_w: 1,
+            out_h: 1,
+            out_w: 1,
+        };
+        let mk = |count_include_pad| {
+            prog(
+                vec![io("x", &[1, 1, 1, 1])],
+                vec![io("y", &[1, 1, 1, 1])],
+                vec![],
+                vec![Kernel::Pool {
+                    kind: PoolKind::Avg { count_include_pad },
+                    channels: 1,
+                    spatial: s,
+                    window: w,
+                    input: Buffer::Input(0),
+                    output: Buffer::Output(0),
+                }],
+            )
+        };
+        assert_eq!(run1(&mk(true), &[vec![8.0]]).unwrap()[0], vec![2.0]);
+        assert_eq!(run1(&mk(false), &[vec![8.0]]).unwrap()[0], vec![8.0]);
+    }
+
+    #[test]
+    fn elementwise_broadcast_softmax_reduce_copy_through_arena() {
+        let p = prog(
+            vec![io("x", &[2, 3]), io("b", &[3])],
+            vec![io("s", &[2, 3]), io("r", &[2]), io("c", &[2, 3])],
+            vec![],
+            vec![
+                Kernel::Elementwise {
+                    shape: vec![2, 3],
+                    inputs: vec![
+                        view(Buffer::Input(0), 0, &[3, 1]),
+                        view(Buffer::Input(1), 0, &[0, 1]),
+                    ],
+                    expr: vec![
+                        ExprNode::Input(0),
+                        ExprNode::Input(1),
+                        ExprNode::Binary(BinaryOp::Add, 0, 1),
+                    ],
+                    output: view(Buffer::Arena { offset: 64 }, 0, &[3, 1]),
+                },
+                Kernel::Softmax {
+                    outer: 2,
+                    len: 3,
+                    inner: 1,
+                    input: Buffer::Arena { offset: 64 },
+                    output: Buffer::Output(0),
+                },
+                Kernel::Reduce {
+                    op: ReduceOp::Max,
+                    outer: 2,
+                    len: 3,
+                    inner: 1,
+                    input: Buffer::Arena { offset: 64 },
+                    output: Buffer::Output(1),
+                },
+                Kernel::Copy {
+                    bytes: 24,
+                    src: Buffer::Arena { offset: 64 },
+                    dst: Buffer::Output(2),
+                },
+            ],
+        );
+        let out = run1(&p, &[vec![0., 1., 2., 3., 4., 5.], vec![10., 20., 30.]]).unwrap();
+        assert_eq!(out[2], vec![10., 21., 32., 13., 24., 35.]);
+        assert_eq!(out[1], vec![32., 35.]);
+        let e: Vec<f32> = [10f32, 21., 32.].iter().map(|x| (x - 32.).exp()).collect();
+        let s: f32 = e.iter().sum();
+        assert!((out[0][2] - e[2] / s).abs() < 1e-7);
+    }
+
+    #[test]
+    fn out_of_range_view_is_an_error() {
+        let p = prog(
+            vec![io("x", &[4])],
+            vec![io("y", &[4])],
+            vec![],
+            vec![Kernel::Elementwise {
+                shape: vec![4],
+                inputs: vec![view(Buffer::Input(0), 1, &[1])],
+                expr: vec![ExprNode::Input(0)],
+                output: view(Buffer::Output(0), 0, &[1]),
+            }],
+        );
+        assert!(matches!(
+            run1(&p, &[vec![0.0; 4]]),
+            Err(ExecError::OutOfRange { kernel: 0, .. })
+        ));
+        let mut bad = p.clone();
+        bad.kernels[0] = Kernel::Copy {
+            bytes: 4,
+            src: Buffer::Input(3),
+            dst: Buffer::Output(0),
+        };
+        assert!(matches!(
+            run1(&bad, &[vec![0.0; 4]]),
+            Err(ExecError::NoSuchBuffer { .. })
+        ));
+        assert!(matches!(
+            run1(&p, &[]),
+            Err(ExecError::WrongInputCount { .. })
+        ));
+    }
+}
