@@ -184,7 +184,7 @@ impl Mem<'_, '_, '_> {
         Ok(match buf {
             Buffer::Arena { offset } => (&*self.arena, offset),
             Buffer::Input(i) => (*self.inputs.get(i as usize).ok_or_else(no)?, 0),
-            Buffer::Output(i) => (&*self.outputs.get(i as usize).ok_or_else(no)?, 0),
+            Buffer::Output(i) => (*self.outputs.get(i as usize).ok_or_else(no)?, 0),
             Buffer::Const(c) => (&self.consts.get(c.0 as usize).ok_or_else(no)?.data[..], 0),
         })
     }
