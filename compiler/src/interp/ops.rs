@@ -1,0 +1,578 @@
+//! One function per op. Shapes were checked by inference when the node was built; these
+//! re-derive what they need and return `Err` rather than panic if handed something else.
+
+use crate::ir::infer::{broadcast, flatten_axis, norm_axis, reshape_target};
+use crate::ir::{Binary, DType, Data, Op, Tensor, Unary, WindowAttrs};
+
+type R = Result<Vec<Tensor>, String>;
+
+fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
+    t.as_f32()
+        .ok_or_else(|| format!("{what} must be f32, got {}", t.dtype))
+}
+
+/// Row-major strides of a shape, in elements.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Strides that read `shape` as if broadcast to `out` (0 on broadcast dims).
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let s = strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|d| {
+            if d < off || shape[d - off] == 1 {
+                0
+            } else {
+                s[d - off]
+            }
+        })
+        .collect()
+}
+
+/// Calls `f(flat_out_index, multi_index)` for every element of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0; shape.len()];
+    for flat in 0..n {
+        f(flat, &idx);
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn dot(idx: &[usize], s: &[usize]) -> usize {
+    idx.iter().zip(s).map(|(a, b)| a * b).sum()
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Evaluates one op on concrete tensors.
+pub fn eval(op: &Op, x: &[&Tensor]) -> R {
+    let arg = |i: usize| -> Result<&Tensor, String> {
+        x.get(i)
+            .copied()
+            .ok_or_else(|| format!("missing input {i}"))
+    };
+    match op {
+        Op::Unary(u) => {
+            let a = f32s(arg(0)?, "input")?;
+            let f: fn(f32) -> f32 = match u {
+                Unary::Relu => |v| {
+                    if v > 0.0 {
+                        v
+                    } else if v.is_nan() {
+                        v
+                    } else {
+                        0.0
+                    }
+                },
+                Unary::Sigmoid => sigmoid,
+                Unary::Tanh => f32::tanh,
+                Unary::Exp => f32::exp,
+                Unary::Neg => |v| -v,
+                Unary::Abs => f32::abs,
+                Unary::Sqrt => f32::sqrt,
+                Unary::Reciprocal => |v| 1.0 / v,
+            };
+            Ok(vec![Tensor::f32(
+                arg(0)?.shape.clone(),
+                a.iter().map(|&v| f(v)).collect(),
+            )])
+        }
+        Op::Clip { min, max } => {
+            let a = f32s(arg(0)?, "input")?;
+            let (lo, hi) = (*min, *max);
+            let out = a
+                .iter()
+                .map(|&v| if v.is_nan() { v } else { v.max(lo).min(hi) })
+                .collect();
+            Ok(vec![Tensor::f32(arg(0)?.shape.clone(), out)])
+        }
+        Op::Binary(b) => {
+            let (ta, tb) = (arg(0)?, arg(1)?);
+            let (a, bv) = (f32s(ta, "A")?, f32s(tb, "B")?);
+            let shape = broadcast(&ta.shape, &tb.shape)?;
+            let (sa, sb) = (
+                broadcast_strides(&ta.shape, &shape),
+                broadcast_strides(&tb.shape, &shape),
+            );
+            let f: fn(f32, f32) -> f32 = match b {
+                Binary::Add => |p, q| p + q,
+                Binary::Sub => |p, q| p - q,
+                Binary::Mul => |p, q| p * q,
+                Binary::Div => |p, q| p / q,
+                Binary::Max => |p, q| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.max(q)
+                    }
+                },
+                Binary::Min => |p, q| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.min(q)
+                    }
+                },
+            };
+            let mut out = vec![0.0; shape.iter().product()];
+            for_each_index(&shape, |i, idx| {
+                out[i] = f(a[dot(idx, &sa)], bv[dot(idx, &sb)])
+            });
+            Ok(vec![Tensor::f32(shape, out)])
+        }
+        Op::MatMul => matmul(arg(0)?, arg(1)?),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => gemm(
+            arg(0)?,
+            arg(1)?,
+            x.get(2).copied(),
+            *alpha,
+            *beta,
+            *trans_a,
+            *trans_b,
+        ),
+        Op::Conv { window, group } => conv(arg(0)?, arg(1)?, x.get(2).copied(), window, *group),
+        Op::MaxPool { window } => pool(arg(0)?, window, None),
+        Op::AveragePool {
+            window,
+            count_include_pad,
+        } => pool(arg(0)?, window, Some(*count_include_pad)),
+        Op::GlobalAveragePool => {
+            let t = arg(0)?;
+            let a = f32s(t, "X")?;
+            let planes = t.shape[0] * t.shape[1];
+            let size: usize = t.shape[2..].iter().product();
+            let out = (0..planes)
+                .map(|p| {
+                    let s: f64 = a[p * size..(p + 1) * size].iter().map(|&v| v as f64).sum();
+                    (s / size as f64) as f32
+                })
+                .collect();
+            let mut shape = t.shape.clone();
+            for d in shape.iter_mut().skip(2) {
+                *d = 1;
+            }
+            Ok(vec![Tensor::f32(shape, out)])
+        }
+        Op::BatchNorm { epsilon } => {
+            let t = arg(0)?;
+            let a = f32s(t, "X")?;
+            let (scale, bias, mean, var) = (
+                f32s(arg(1)?, "scale")?,
+                f32s(arg(2)?, "B")?,
+                f32s(arg(3)?, "mean")?,
+                f32s(arg(4)?, "var")?,
+            );
+            let c = t.shape[1];
+            let inner: usize = t.shape[2..].iter().product();
+            let out = a
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = (i / inner) % c;
+                    (v - mean[ch]) / (var[ch] + epsilon).sqrt() * scale[ch] + bias[ch]
+                })
+                .collect();
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+        }
+        Op::Flatten { axis } => {
+            let t = arg(0)?;
+            let axis = flatten_axis(*axis, t.shape.len())?;
+            let outer = t.shape[..axis].iter().product();
+            let inner = t.shape[axis..].iter().product();
+            Ok(vec![reshaped(t, vec![outer, inner])])
+        }
+        Op::Reshape { shape, allowzero } => {
+            let t = arg(0)?;
+            Ok(vec![reshaped(
+                t,
+                reshape_target(&t.shape, shape, *allowzero)?,
+            )])
+        }
+        Op::Identity => Ok(vec![arg(0)?.clone()]),
+        Op::Transpose { perm } => {
+            let t = arg(0)?;
+            let shape: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
+            let s = strides(&t.shape);
+            let ps: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+            let mut src = Vec::with_capacity(t.len());
+            for_each_index(&shape, |_, idx| src.push(dot(idx, &ps)));
+            Ok(vec![gather(t, shape, &src)?])
+        }
+        Op::Concat { axis } => {
+            let first = arg(0)?;
+            let ax = norm_axis(*axis, first.shape.len())?;
+            let mut shape = first.shape.clone();
+            shape[ax] = x.iter().map(|t| t.shape[ax]).sum();
+            let outer: usize = shape[..ax].iter().product();
+            let mut parts: Vec<(usize, &Tensor)> = Vec::new();
+            for t in x {
+                parts.push((t.shape[ax..].iter().product(), t));
+            }
+            // Element sources as (input, flat index) pairs, then one typed gather.
+            let mut src = Vec::new();
+            for o in 0..outer {
+                for (pi, (chunk, _)) in parts.iter().enumerate() {
+                    for j in 0..*chunk {
+                        src.push((pi, o * chunk + j));
+                    }
+                }
+            }
+            Ok(vec![concat_gather(x, first.dtype, shape, &src)?])
+        }
+        Op::Softmax { axis, coerce_2d } => {
+            let t = arg(0)?;
+            let a = f32s(t, "input")?;
+            let ax = norm_axis(*axis, t.shape.len())?;
+            let (outer, len, inner) = if *coerce_2d {
+                (
+                    t.shape[..ax].iter().product(),
+                    t.shape[ax..].iter().product(),
+                    1,
+                )
+            } else {
+                (
+                    t.shape[..ax].iter().product::<usize>(),
+                    t.shape[ax],
+                    t.shape[ax + 1..].iter().product::<usize>(),
+                )
+            };
+            let mut out = vec![0.0f32; a.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |k: usize| o * len * inner + k * inner + i;
+                    let m = (0..len).map(|k| a[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = (0..len).map(|k| ((a[at(k)] - m) as f64).exp()).sum();
+                    for k in 0..len {
+                        out[at(k)] = (((a[at(k)] - m) as f64).exp() / sum) as f32;
+                    }
+                }
+            }
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+        }
+    }
+}
+
+fn reshaped(t: &Tensor, shape: Vec<usize>) -> Tensor {
+    Tensor {
+        dtype: t.dtype,
+        shape,
+        data: t.data.clone(),
+    }
+}
+
+/// `out[i] = t[src[i]]`, for any dtype.
+fn gather(t: &Tensor, shape: Vec<usize>, src: &[usize]) -> Result<Tensor, String> {
+    macro_rules! g {
+        ($v:expr, $k:ident) => {
+            Data::$k(src.iter().map(|&i| $v[i].clone()).collect())
+        };
+    }
+    let data = match &t.data {
+        Data::F32(v) => g!(v, F32),
+        Data::F64(v) => g!(v, F64),
+        Data::I64(v) => g!(v, I64),
+        Data::I32(v) => g!(v, I32),
+        Data::I16(v) => g!(v, I16),
+        Data::I8(v) => g!(v, I8),
+        Data::U64(v) => g!(v, U64),
+        Data::U32(v) => g!(v, U32),
+        Data::U16(v) => g!(v, U16),
+        Data::U8(v) => g!(v, U8),
+        Data::Bool(v) => g!(v, Bool),
+        Data::Str(v) => g!(v, Str),
+        Data::C64(v) => g!(v, C64),
+        Data::C128(v) => g!(v, C128),
+        Data::Codes(v) => g!(v, Codes),
+    };
+    Ok(Tensor {
+        dtype: t.dtype,
+        shape,
+        data,
+    })
+}
+
+fn concat_gather(
+    x: &[&Tensor],
+    dtype: DType,
+    shape: Vec<usize>,
+    src: &[(usize, usize)],
+) -> Result<Tensor, String> {
+    macro_rules! g {
+        ($k:ident) => {{
+            let parts: Vec<&Vec<_>> = x
+                .iter()
+                .map(|t| match &t.data {
+                    Data::$k(v) => Ok(v),
+                    _ => Err("Concat inputs have different dtypes".to_string()),
+                })
+                .collect::<Result<_, _>>()?;
+            Data::$k(src.iter().map(|&(p, i)| parts[p][i].clone()).collect())
+        }};
+    }
+    let data = match &x[0].data {
+        Data::F32(_) => g!(F32),
+        Data::I64(_) => g!(I64),
+        Data::I32(_) => g!(I32),
+        Data::I8(_) => g!(I8),
+        Data::U8(_) => g!(U8),
+        Data::Bool(_) => g!(Bool),
+        _ => return Err(format!("Concat of {dtype} is not supported")),
+    };
+    Ok(Tensor { dtype, shape, data })
+}
+
+fn matmul(ta: &Tensor, tb: &Tensor) -> R {
+    let (a, b) = (f32s(ta, "A")?, f32s(tb, "B")?);
+    let a_shape: Vec<usize> = if ta.shape.len() == 1 {
+        vec![1, ta.shape[0]]
+    } else {
+        ta.shape.clone()
+    };
+    let b_shape: Vec<usize> = if tb.shape.len() == 1 {
+        vec![tb.shape[0], 1]
+    } else {
+        tb.shape.clone()
+    };
+    let (ra, rb) = (a_shape.len(), b_shape.len());
+    let (m, k, n) = (a_shape[ra - 2], a_shape[ra - 1], b_shape[rb - 1]);
+    if b_shape[rb - 2] != k {
+        return Err("inner dims differ".into());
+    }
+    let batch = broadcast(&a_shape[..ra - 2], &b_shape[..rb - 2])?;
+    let sa = broadcast_strides(&a_shape[..ra - 2], &batch);
+    let sb = broadcast_strides(&b_shape[..rb - 2], &batch);
+    let nb: usize = batch.iter().product();
+    let mut out = vec![0.0f32; nb * m * n];
+    for_each_index(&batch, |bi, idx| {
+        let a0 = dot(idx, &sa) * m * k;
+        let b0 = dot(idx, &sb) * k * n;
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    s += a[a0 + i * k + p] as f64 * b[b0 + p * n + j] as f64;
+                }
+                out[bi * m * n + i * n + j] = s as f32;
+            }
+        }
+    });
+    let mut shape = batch;
+    if ta.shape.len() > 1 {
+        shape.push(m);
+    }
+    if tb.shape.len() > 1 {
+        shape.push(n);
+    }
+    Ok(vec![Tensor::f32(shape, out)])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    ta: &Tensor,
+    tb: &Tensor,
+    tc: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+) -> R {
+    let (a, b) = (f32s(ta, "A")?, f32s(tb, "B")?);
+    let (m, k) = if trans_a {
+        (ta.shape[1], ta.shape[0])
+    } else {
+        (ta.shape[0], ta.shape[1])
+    };
+    let n = if trans_b { tb.shape[0] } else { tb.shape[1] };
+    let at = |i: usize, p: usize| if trans_a { a[p * m + i] } else { a[i * k + p] };
+    let bt = |p: usize, j: usize| if trans_b { b[j * k + p] } else { b[p * n + j] };
+    let c = match tc {
+        Some(t) => Some((f32s(t, "C")?, broadcast_strides(&t.shape, &[m, n]))),
+        None => None,
+    };
+    let mut out = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f64;
+            for p in 0..k {
+                s += at(i, p) as f64 * bt(p, j) as f64;
+            }
+            let mut v = alpha as f64 * s;
+            if let Some((cv, cs)) = &c {
+                v += beta as f64 * cv[i * cs[0] + j * cs[1]] as f64;
+            }
+            out[i * n + j] = v as f32;
+        }
+    }
+    Ok(vec![Tensor::f32(vec![m, n], out)])
+}
+
+/// Input spatial dims as (h, w), treating 1-D as h = 1.
+fn hw(shape: &[usize]) -> (usize, usize) {
+    if shape.len() == 3 {
+        (1, shape[2])
+    } else {
+        (shape[2], shape[3])
+    }
+}
+
+/// (kernel, stride, dilation, pad_begin) per axis as (h, w) pairs for 1-D or 2-D windows.
+struct Geo {
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+    p: (usize, usize),
+    /// End pads: positions past the input but before `in + end` count as padding.
+    e: (usize, usize),
+    o: (usize, usize),
+}
+
+fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
+    let (pads, out) = w.resolve(&in_shape[2..])?;
+    Ok(if w.kernel.len() == 1 {
+        Geo {
+            k: (1, w.kernel[0]),
+            s: (1, w.strides[0]),
+            d: (1, w.dilations[0]),
+            p: (0, pads[0]),
+            e: (0, pads[1]),
+            o: (1, out[0]),
+        }
+    } else {
+        Geo {
+            k: (w.kernel[0], w.kernel[1]),
+            s: (w.strides[0], w.strides[1]),
+            d: (w.dilations[0], w.dilations[1]),
+            p: (pads[0], pads[1]),
+            e: (pads[2], pads[3]),
+            o: (out[0], out[1]),
+        }
+    })
+}
+
+fn out_shape(in_shape: &[usize], c: usize, o: (usize, usize)) -> Vec<usize> {
+    if in_shape.len() == 3 {
+        vec![in_shape[0], c, o.1]
+    } else {
+        vec![in_shape[0], c, o.0, o.1]
+    }
+}
+
+fn conv(tx: &Tensor, tw: &Tensor, tb: Option<&Tensor>, w: &WindowAttrs, group: usize) -> R {
+    let (x, wt) = (f32s(tx, "X")?, f32s(tw, "W")?);
+    let bias = tb.map(|t| f32s(t, "B")).transpose()?;
+    let (n, c) = (tx.shape[0], tx.shape[1]);
+    let (h, wd) = hw(&tx.shape);
+    let co = tw.shape[0];
+    let cpg = c / group;
+    let opg = co / group;
+    let g = geo(w, &tx.shape)?;
+    let (oh, ow) = g.o;
+    let mut out = vec![0.0f32; n * co * oh * ow];
+    for b in 0..n {
+        for o in 0..co {
+            let grp = o / opg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |bv| bv[o] as f64);
+                    for ci in 0..cpg {
+                        let ch = grp * cpg + ci;
+                        for ky in 0..g.k.0 {
+                            let iy = (oy * g.s.0 + ky * g.d.0) as isize - g.p.0 as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.k.1 {
+                                let ix = (ox * g.s.1 + kx * g.d.1) as isize - g.p.1 as isize;
+                                if ix < 0 || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * c + ch) * h + iy as usize) * wd + ix as usize];
+                                let wv = wt[((o * cpg + ci) * g.k.0 + ky) * g.k.1 + kx];
+                                s += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((b * co + o) * oh + oy) * ow + ox] = s as f32;
+                }
+            }
+        }
+    }
+    Ok(vec![Tensor::f32(out_shape(&tx.shape, co, g.o), out)])
+}
+
+/// Max pooling when `avg` is None, else average pooling with `count_include_pad`.
+fn pool(tx: &Tensor, w: &WindowAttrs, avg: Option<bool>) -> R {
+    let x = f32s(tx, "X")?;
+    let (n, c) = (tx.shape[0], tx.shape[1]);
+    let (h, wd) = hw(&tx.shape);
+    let g = geo(w, &tx.shape)?;
+    let (oh, ow) = g.o;
+    let mut out = vec![0.0f32; n * c * oh * ow];
+    for p in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut mx = f32::NEG_INFINITY;
+                let mut sum = 0f64;
+                let mut count = 0usize;
+                let mut padded = 0usize;
+                for ky in 0..g.k.0 {
+                    let iy = (oy * g.s.0 + ky * g.d.0) as isize - g.p.0 as isize;
+                    for kx in 0..g.k.1 {
+                        let ix = (ox * g.s.1 + kx * g.d.1) as isize - g.p.1 as isize;
+                        // The window position counts towards count_include_pad if it
+                        // lies within the padded input (not past the end pad, which
+                        // ceil_mode can reach).
+                        let in_padded = iy < (h + g.e.0) as isize && ix < (wd + g.e.1) as isize;
+                        if iy < 0 || iy >= h as isize || ix < 0 || ix >= wd as isize {
+                            if in_padded {
+                                padded += 1;
+                            }
+                            continue;
+                        }
+                        let v = x[(p * h + iy as usize) * wd + ix as usize];
+                        mx = if v.is_nan() || mx.is_nan() {
+                            f32::NAN
+                        } else {
+                            mx.max(v)
+                        };
+                        sum += v as f64;
+                        count += 1;
+                    }
+                }
+                out[(p * oh + oy) * ow + ox] = match avg {
+                    None => mx,
+                    Some(include_pad) => {
+                        let div = if include_pad { count + padded } else { count };
+                        (sum / div.max(1) as f64) as f32
+                    }
+                };
+            }
+        }
+    }
+    Ok(vec![Tensor::f32(out_shape(&tx.shape, c, g.o), out)])
+}

@@ -1,0 +1,316 @@
+//! The graph IR: operator nodes on a `petgraph` stable graph, values in a side table.
+//!
+//! Nodes are operators; a petgraph edge `producer → consumer` carries the [`ValueId`] that
+//! flows along it, so petgraph's algorithms see data dependencies directly. Stable
+//! indices let passes delete and insert nodes without invalidating the others. Every value
+//! has a dtype and a static shape from the moment it exists: [`Graph::add_node`] runs shape
+//! inference for the node it adds, so there is no "not yet inferred" state to forget.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+
+use super::{DType, Op, Tensor, infer};
+use crate::Error;
+
+/// Index of a value in [`Graph::values`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+/// A tensor-valued edge of the graph: a graph input, a constant, or a node output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// The data of a constant (an initializer, a `Constant` node, or a folded result).
+    pub konst: Option<Tensor>,
+    /// The node that computes it; `None` for graph inputs and constants.
+    pub producer: Option<NodeIndex>,
+}
+
+impl Value {
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes the value occupies densely (0 for strings, which never reach the arena).
+    pub fn byte_size(&self) -> usize {
+        (self.num_elements() * self.dtype.bits()).div_ceil(8)
+    }
+}
+
+/// An operator applied to values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The ONNX node name, or a generated `op_N` one when the model had none.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A model's computation with static shapes.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    dag: StableDiGraph<Node, ValueId>,
+    values: Vec<Value>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    pub fn value(&self, v: ValueId) -> &Value {
+        &self.values[v.0 as usize]
+    }
+
+    pub fn value_mut(&mut self, v: ValueId) -> &mut Value {
+        &mut self.values[v.0 as usize]
+    }
+
+    /// Every value ever created, including ones no node uses any more.
+    pub fn values(&self) -> impl Iterator<Item = (ValueId, &Value)> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ValueId(i as u32), v))
+    }
+
+    pub fn node(&self, n: NodeIndex) -> &Node {
+        &self.dag[n]
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.dag.node_count()
+    }
+
+    /// The constant data of `v`, if it is a constant.
+    pub fn konst(&self, v: ValueId) -> Option<&Tensor> {
+        self.value(v).konst.as_ref()
+    }
+
+    /// Declares a graph input (the caller pushes it to [`Graph::inputs`]).
+    pub fn add_input(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> ValueId {
+        self.push_value(Value {
+            name: name.into(),
+            dtype,
+            shape,
+            konst: None,
+            producer: None,
+        })
+    }
+
+    pub fn add_const(&mut self, name: impl Into<String>, t: Tensor) -> ValueId {
+        self.push_value(Value {
+            name: name.into(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            konst: Some(t),
+            producer: None,
+        })
+    }
+
+    fn push_value(&mut self, v: Value) -> ValueId {
+        self.values.push(v);
+        ValueId(self.values.len() as u32 - 1)
+    }
+
+    /// Adds `op` over `inputs`, infers its outputs' types and creates them (named
+    /// `<node>:<i>` until the caller renames them). Fails, changing nothing, when the
+    /// inputs do not fit the op.
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<ValueId>,
+    ) -> Result<(NodeIndex, Vec<ValueId>), Error> {
+        let name = name.into();
+        let types: Vec<(DType, &[usize])> = inputs
+            .iter()
+            .map(|&v| {
+                let v = self.value(v);
+                (v.dtype, v.shape.as_slice())
+            })
+            .collect();
+        let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
+        let out_types = infer::infer(&op, &types, &konsts).map_err(|msg| Error::Shape {
+            node: name.clone(),
+            op: op.name().to_string(),
+            msg,
+        })?;
+        let n = self.dag.add_node(Node {
+            name: name.clone(),
+            op,
+            inputs: inputs.clone(),
+            outputs: Vec::new(),
+        });
+        let outputs: Vec<ValueId> = out_types
+            .into_iter()
+            .enumerate()
+            .map(|(i, (dtype, shape))| {
+                self.push_value(Value {
+                    name: format!("{name}:{i}"),
+                    dtype,
+                    shape,
+                    konst: None,
+                    producer: Some(n),
+                })
+            })
+            .collect();
+        self.dag[n].outputs = outputs.clone();
+        for &v in &inputs {
+            if let Some(p) = self.value(v).producer {
+                self.dag.add_edge(p, n, v);
+            }
+        }
+        Ok((n, outputs))
+    }
+
+    /// Removes a node. Its outputs stay in the value table without a producer; callers
+    /// first reroute their uses.
+    pub fn remove_node(&mut self, n: NodeIndex) -> Option<Node> {
+        let node = self.dag.remove_node(n)?;
+        for &o in &node.outputs {
+            self.values[o.0 as usize].producer = None;
+        }
+        Some(node)
+    }
+
+    /// Nodes that read `v`, in index order, once each.
+    pub fn consumers(&self, v: ValueId) -> Vec<NodeIndex> {
+        let mut out: Vec<NodeIndex> = self
+            .dag
+            .node_indices()
+            .filter(|&n| self.dag[n].inputs.contains(&v))
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Makes every reader of `old` (nodes and graph outputs) read `new` instead.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        for n in self.consumers(old) {
+            for i in self.dag[n].inputs.iter_mut() {
+                if *i == old {
+                    *i = new;
+                }
+            }
+            let stale: Vec<_> = self
+                .dag
+                .edges_directed(n, Direction::Incoming)
+                .filter(|e| *e.weight() == old)
+                .map(|e| e.id())
+                .collect();
+            for e in stale {
+                self.dag.remove_edge(e);
+            }
+            if let Some(p) = self.value(new).producer {
+                self.dag.add_edge(p, n, new);
+            }
+        }
+        for o in self.outputs.iter_mut() {
+            if *o == old {
+                *o = new;
+            }
+        }
+    }
+
+    /// Nodes in a topological order that is a pure function of the graph (ties broken by
+    /// node index, i.e. import order), so printing and code generation are deterministic.
+    pub fn topo_order(&self) -> Vec<NodeIndex> {
+        let mut indegree: std::collections::HashMap<NodeIndex, usize> = self
+            .dag
+            .node_indices()
+            .map(|n| (n, self.dag.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| Reverse(*n))
+            .collect();
+        let mut order = Vec::with_capacity(self.dag.node_count());
+        while let Some(Reverse(n)) = ready.pop() {
+            order.push(n);
+            for e in self.dag.edges_directed(n, Direction::Outgoing) {
+                let d = indegree
+                    .get_mut(&e.target())
+                    .expect("edge target is a node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(Reverse(e.target()));
+                }
+            }
+        }
+        order
+    }
+
+    /// Node indices in index order.
+    pub fn node_indices(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.dag.node_indices()
+    }
+
+    /// Replaces a node's op in place, re-inferring its output types; the outputs must keep
+    /// their types (a rewrite that changes types builds a new node instead).
+    pub fn set_op(&mut self, n: NodeIndex, op: Op, inputs: Vec<ValueId>) -> Result<(), Error> {
+        let types: Vec<(DType, &[usize])> = inputs
+            .iter()
+            .map(|&v| (self.value(v).dtype, self.value(v).shape.as_slice()))
+            .collect();
+        let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
+        let node_name = self.dag[n].name.clone();
+        let out = infer::infer(&op, &types, &konsts).map_err(|msg| Error::Shape {
+            node: node_name.clone(),
+            op: op.name().to_string(),
+            msg,
+        })?;
+        let old = &self.dag[n].outputs;
+        if out.len() != old.len()
+            || out
+                .iter()
+                .zip(old)
+                .any(|((d, s), &o)| *d != self.value(o).dtype || *s != self.value(o).shape)
+        {
+            return Err(Error::Internal(format!(
+                "rewrite of {node_name} changes its output types"
+            )));
+        }
+        let stale: Vec<_> = self
+            .dag
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in stale {
+            self.dag.remove_edge(e);
+        }
+        for &v in &inputs {
+            if let Some(p) = self.value(v).producer {
+                self.dag.add_edge(p, n, v);
+            }
+        }
+        let node = &mut self.dag[n];
+        node.op = op;
+        node.inputs = inputs;
+        Ok(())
+    }
+
+    /// Whether `v` is read by a node or is a graph output.
+    pub fn is_used(&self, v: ValueId) -> bool {
+        self.outputs.contains(&v) || self.dag.node_weights().any(|n| n.inputs.contains(&v))
+    }
+}

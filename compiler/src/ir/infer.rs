@@ -1,0 +1,336 @@
+//! Shape and type inference, one rule per op. Called by [`super::Graph::add_node`], so a
+//! node whose inputs do not fit its op is never built.
+
+use super::{DType, Op, Tensor};
+
+type Types = Vec<(DType, Vec<usize>)>;
+
+/// numpy-style multidirectional broadcast of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i < r - a.len() {
+            1
+        } else {
+            a[i - (r - a.len())]
+        };
+        let db = if i < r - b.len() {
+            1
+        } else {
+            b[i - (r - b.len())]
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(format!(
+                    "shapes {a:?} and {b:?} do not broadcast (dim {da} vs {db})"
+                ));
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Normalises a possibly negative axis against `rank` (`allow_end` admits `rank` itself).
+pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r.max(1) {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+fn want(n: usize, types: &[(DType, &[usize])], lo: usize) -> Result<(), String> {
+    if types.len() < lo || types.len() > n {
+        return Err(if lo == n {
+            format!("expects {n} inputs, got {}", types.len())
+        } else {
+            format!("expects {lo} to {n} inputs, got {}", types.len())
+        });
+    }
+    Ok(())
+}
+
+fn float(t: &(DType, &[usize]), what: &str) -> Result<(), String> {
+    if t.0 != DType::F32 {
+        return Err(format!("{what} must be f32, got {}", t.0));
+    }
+    Ok(())
+}
+
+/// Output types of `op` applied to inputs of the given types; `konsts` holds the data of
+/// inputs that are constants (Reshape needs its shape input's values).
+pub fn infer(
+    op: &Op,
+    types: &[(DType, &[usize])],
+    konsts: &[Option<&Tensor>],
+) -> Result<Types, String> {
+    let _ = konsts;
+    match op {
+        Op::Unary(_) | Op::Clip { .. } | Op::Identity => {
+            want(1, types, 1)?;
+            if !matches!(op, Op::Identity) {
+                float(&types[0], "input")?;
+            }
+            Ok(vec![(types[0].0, types[0].1.to_vec())])
+        }
+        Op::Binary(_) => {
+            want(2, types, 2)?;
+            if types[0].0 != types[1].0 {
+                return Err(format!(
+                    "input types differ: {} and {}",
+                    types[0].0, types[1].0
+                ));
+            }
+            float(&types[0], "input")?;
+            Ok(vec![(types[0].0, broadcast(types[0].1, types[1].1)?)])
+        }
+        Op::MatMul => {
+            want(2, types, 2)?;
+            float(&types[0], "A")?;
+            float(&types[1], "B")?;
+            let (a, b) = (types[0].1, types[1].1);
+            if a.is_empty() || b.is_empty() {
+                return Err("operands must have rank >= 1".into());
+            }
+            // Rank-1 operands are promoted (and the added dim removed afterwards).
+            let a2: Vec<usize> = if a.len() == 1 {
+                vec![1, a[0]]
+            } else {
+                a.to_vec()
+            };
+            let b2: Vec<usize> = if b.len() == 1 {
+                vec![b[0], 1]
+            } else {
+                b.to_vec()
+            };
+            let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+            let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+            if k != k2 {
+                return Err(format!("inner dims differ: {a:?} x {b:?}"));
+            }
+            let mut out = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+            if a.len() > 1 {
+                out.push(m);
+            }
+            if b.len() > 1 {
+                out.push(n);
+            }
+            Ok(vec![(DType::F32, out)])
+        }
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
+            want(3, types, 2)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let (a, b) = (types[0].1, types[1].1);
+            if a.len() != 2 || b.len() != 2 {
+                return Err(format!("A and B must be 2-D, got {a:?} and {b:?}"));
+            }
+            let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+            if k != k2 {
+                return Err(format!("inner dims differ: A' is {m}x{k}, B' is {k2}x{n}"));
+            }
+            if let Some(c) = types.get(2) {
+                let bc = broadcast(c.1, &[m, n])?;
+                if bc != [m, n] {
+                    return Err(format!("C {:?} does not broadcast to [{m}, {n}]", c.1));
+                }
+            }
+            Ok(vec![(DType::F32, vec![m, n])])
+        }
+        Op::Conv { window, group } => {
+            want(3, types, 2)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let (x, w) = (types[0].1, types[1].1);
+            if x.len() < 3 || x.len() > 4 || w.len() != x.len() {
+                return Err(format!("X {x:?} and W {w:?} must both be 3-D or 4-D"));
+            }
+            let g = *group;
+            if g == 0 || x[1] % g != 0 || w[0] % g != 0 || x[1] / g != w[1] {
+                return Err(format!(
+                    "channels do not fit: X has {} channels, W is {w:?}, group {g}",
+                    x[1]
+                ));
+            }
+            if window.kernel != w[2..] {
+                return Err(format!(
+                    "kernel_shape {:?} differs from W's spatial dims {:?}",
+                    window.kernel,
+                    &w[2..]
+                ));
+            }
+            if let Some(b) = types.get(2)
+                && b.1 != [w[0]]
+            {
+                return Err(format!("bias shape {:?} is not [{}]", b.1, w[0]));
+            }
+            let (_, out) = window.resolve(&x[2..])?;
+            let mut shape = vec![x[0], w[0]];
+            shape.extend(out);
+            Ok(vec![(DType::F32, shape)])
+        }
+        Op::MaxPool { window } | Op::AveragePool { window, .. } => {
+            want(1, types, 1)?;
+            float(&types[0], "X")?;
+            let x = types[0].1;
+            if x.len() < 3 || x.len() > 4 {
+                return Err(format!("X {x:?} must be 3-D or 4-D"));
+            }
+            let (_, out) = window.resolve(&x[2..])?;
+            let mut shape = vec![x[0], x[1]];
+            shape.extend(out);
+            Ok(vec![(DType::F32, shape)])
+        }
+        Op::GlobalAveragePool => {
+            want(1, types, 1)?;
+            float(&types[0], "X")?;
+            let x = types[0].1;
+            if x.len() < 3 {
+                return Err(format!("X {x:?} must have rank >= 3"));
+            }
+            let mut shape = x.to_vec();
+            for d in shape.iter_mut().skip(2) {
+                *d = 1;
+            }
+            Ok(vec![(DType::F32, shape)])
+        }
+        Op::BatchNorm { .. } => {
+            want(5, types, 5)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let x = types[0].1;
+            if x.len() < 2 {
+                return Err(format!("X {x:?} must have rank >= 2"));
+            }
+            for (i, t) in types.iter().enumerate().skip(1) {
+                if t.1 != [x[1]] {
+                    return Err(format!(
+                        "input {i} has shape {:?}, expected [{}]",
+                        t.1, x[1]
+                    ));
+                }
+            }
+            Ok(vec![(DType::F32, x.to_vec())])
+        }
+        Op::Flatten { axis } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            let axis = flatten_axis(*axis, x.len())?;
+            let outer: usize = x[..axis].iter().product();
+            let inner: usize = x[axis..].iter().product();
+            Ok(vec![(types[0].0, vec![outer, inner])])
+        }
+        Op::Reshape { shape, allowzero } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            Ok(vec![(types[0].0, reshape_target(x, shape, *allowzero)?)])
+        }
+        Op::Transpose { perm } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            let mut seen = vec![false; x.len()];
+            if perm.len() != x.len()
+                || perm
+                    .iter()
+                    .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of rank {}",
+                    x.len()
+                ));
+            }
+            Ok(vec![(types[0].0, perm.iter().map(|&p| x[p]).collect())])
+        }
+        Op::Concat { axis } => {
+            if types.is_empty() {
+                return Err("expects at least one input".into());
+            }
+            let r = types[0].1.len();
+            let ax = norm_axis(*axis, r)?;
+            let mut shape = types[0].1.to_vec();
+            for t in &types[1..] {
+                if t.0 != types[0].0 {
+                    return Err("inputs have different dtypes".into());
+                }
+                if t.1.len() != r
+                    || t.1
+                        .iter()
+                        .zip(types[0].1)
+                        .enumerate()
+                        .any(|(d, (a, b))| d != ax && a != b)
+                {
+                    return Err(format!(
+                        "input shapes {:?} and {:?} differ outside axis {ax}",
+                        types[0].1, t.1
+                    ));
+                }
+                shape[ax] += t.1[ax];
+            }
+            Ok(vec![(types[0].0, shape)])
+        }
+        Op::Softmax { axis, .. } => {
+            want(1, types, 1)?;
+            float(&types[0], "input")?;
+            norm_axis(*axis, types[0].1.len())?;
+            Ok(vec![(DType::F32, types[0].1.to_vec())])
+        }
+    }
+}
+
+/// Flatten's axis in `0..=rank`.
+pub fn flatten_axis(axis: i64, rank: usize) -> Result<usize, String> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a > rank as i64 {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+/// The output shape of ONNX Reshape: 0 copies the input dim (unless `allowzero`), one -1 is
+/// inferred.
+pub fn reshape_target(x: &[usize], shape: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+    let total: usize = x.iter().product();
+    let mut out = Vec::with_capacity(shape.len());
+    let mut infer_at = None;
+    for (i, &s) in shape.iter().enumerate() {
+        match s {
+            -1 => {
+                if infer_at.replace(i).is_some() {
+                    return Err(format!("shape {shape:?} has more than one -1"));
+                }
+                out.push(1);
+            }
+            0 if !allowzero => {
+                let d = *x
+                    .get(i)
+                    .ok_or_else(|| format!("shape {shape:?}: 0 at {i} has no input dim"))?;
+                out.push(d);
+            }
+            s if s >= 0 => out.push(s as usize),
+            _ => return Err(format!("shape {shape:?} has a negative dim")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot reshape {x:?} to {shape:?}"));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!(
+            "cannot reshape {x:?} ({total} elements) to {shape:?}"
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,15 @@
+//! The graph IR: typed ops on a petgraph graph with static shapes.
+
+mod dtype;
+mod graph;
+pub mod infer;
+mod op;
+pub mod print;
+mod tensor;
+pub mod verify;
+
+pub use dtype::DType;
+pub use graph::{Graph, Node, Value, ValueId};
+pub use op::{AutoPad, Binary, Op, Unary, WindowAttrs};
+pub use petgraph::stable_graph::NodeIndex;
+pub use tensor::{Data, Tensor, decode_code};

@@ -1,0 +1,297 @@
+//! Operators with typed, validated attributes. The importer is the only place that sees
+//! ONNX attribute maps; past it, an op is one of these variants.
+
+use std::fmt;
+
+/// Elementwise one-input float ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unary {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+}
+
+/// Elementwise two-input ops with multidirectional (numpy) broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+/// How explicit padding is chosen for windowed ops (ONNX `auto_pad`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AutoPad {
+    /// Use the `pads` attribute.
+    NotSet,
+    /// Output size is `ceil(in / stride)`, extra padding at the end.
+    SameUpper,
+    /// Output size is `ceil(in / stride)`, extra padding at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Geometry of a sliding window over the spatial dims (1-D or 2-D). Vectors have one entry
+/// per spatial dim; `pads` holds all begins then all ends, as in ONNX.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WindowAttrs {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+impl WindowAttrs {
+    /// Explicit begin/end pads and output sizes for the given spatial input sizes.
+    pub fn resolve(&self, input: &[usize]) -> Result<(Vec<usize>, Vec<usize>), String> {
+        let r = input.len();
+        if self.kernel.len() != r || self.strides.len() != r || self.dilations.len() != r {
+            return Err(format!(
+                "window rank {} does not match {r} spatial dims",
+                self.kernel.len()
+            ));
+        }
+        let mut pads = vec![0; 2 * r];
+        let mut out = vec![0; r];
+        for d in 0..r {
+            let (k, s, dil) = (self.kernel[d], self.strides[d], self.dilations[d]);
+            if k == 0 || s == 0 || dil == 0 {
+                return Err("kernel, strides and dilations must be positive".into());
+            }
+            let ek = (k - 1) * dil + 1;
+            match self.auto_pad {
+                AutoPad::NotSet | AutoPad::Valid => {
+                    let (pb, pe) = if self.auto_pad == AutoPad::Valid {
+                        (0, 0)
+                    } else {
+                        (self.pads[d], self.pads[d + r])
+                    };
+                    let span = input[d] + pb + pe;
+                    if span < ek {
+                        return Err(format!(
+                            "window {ek} is larger than padded input {span} in spatial dim {d}"
+                        ));
+                    }
+                    let o = if self.ceil_mode {
+                        let mut o = (span - ek).div_ceil(s) + 1;
+                        // ONNX: the last window must start inside the input or left pad.
+                        if (o - 1) * s >= input[d] + pb {
+                            o -= 1;
+                        }
+                        o
+                    } else {
+                        (span - ek) / s + 1
+                    };
+                    pads[d] = pb;
+                    pads[d + r] = pe;
+                    out[d] = o;
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let o = input[d].div_ceil(s);
+                    let total = ((o - 1) * s + ek).saturating_sub(input[d]);
+                    let small = total / 2;
+                    let big = total - small;
+                    if self.auto_pad == AutoPad::SameUpper {
+                        pads[d] = small;
+                        pads[d + r] = big;
+                    } else {
+                        pads[d] = big;
+                        pads[d + r] = small;
+                    }
+                    out[d] = o;
+                }
+            }
+        }
+        Ok((pads, out))
+    }
+}
+
+/// An operator. Inputs and outputs are positional as in ONNX; optional inputs that were
+/// constant at import (Clip's bounds, Reshape's shape) are folded into attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Unary(Unary),
+    Binary(Binary),
+    /// `min(max(x, min), max)`.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// numpy-style matrix product with batch broadcasting.
+    MatMul,
+    /// `alpha · A' · B' + beta · C` with optional transposes; C (optional) broadcasts.
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// Inputs: X, W, optional B.
+    Conv {
+        window: WindowAttrs,
+        group: usize,
+    },
+    MaxPool {
+        window: WindowAttrs,
+    },
+    AveragePool {
+        window: WindowAttrs,
+        count_include_pad: bool,
+    },
+    GlobalAveragePool,
+    /// Inference-mode batch norm: inputs X, scale, B, mean, var.
+    BatchNorm {
+        epsilon: f32,
+    },
+    /// Collapses to 2-D at `axis` (negative counts from the end, as in ONNX).
+    Flatten {
+        axis: i64,
+    },
+    /// Target shape resolved at shape inference from the constant shape input; `shape` is
+    /// the ONNX form (with 0 and -1), kept for the printer.
+    Reshape {
+        shape: Vec<i64>,
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: i64,
+    },
+    /// Softmax along `axis`; opset < 13 semantics (`coerce_2d`) flatten at `axis` first.
+    Softmax {
+        axis: i64,
+        coerce_2d: bool,
+    },
+    Identity,
+}
+
+impl Op {
+    /// The ONNX-like name used by the printer, reports and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(u) => match u {
+                Unary::Relu => "Relu",
+                Unary::Sigmoid => "Sigmoid",
+                Unary::Tanh => "Tanh",
+                Unary::Exp => "Exp",
+                Unary::Neg => "Neg",
+                Unary::Abs => "Abs",
+                Unary::Sqrt => "Sqrt",
+                Unary::Reciprocal => "Reciprocal",
+            },
+            Op::Binary(b) => match b {
+                Binary::Add => "Add",
+                Binary::Sub => "Sub",
+                Binary::Mul => "Mul",
+                Binary::Div => "Div",
+                Binary::Max => "Max",
+                Binary::Min => "Min",
+            },
+            Op::Clip { .. } => "Clip",
+            Op::MatMul => "MatMul",
+            Op::Gemm { .. } => "Gemm",
+            Op::Conv { .. } => "Conv",
+            Op::MaxPool { .. } => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Softmax { .. } => "Softmax",
+            Op::Identity => "Identity",
+        }
+    }
+}
+
+fn list<T: fmt::Display>(v: &[T]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+impl fmt::Display for WindowAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel={} strides={} dilations={} pads={}",
+            list(&self.kernel),
+            list(&self.strides),
+            list(&self.dilations),
+            list(&self.pads)
+        )?;
+        match self.auto_pad {
+            AutoPad::NotSet => {}
+            AutoPad::SameUpper => f.write_str(" auto_pad=same_upper")?,
+            AutoPad::SameLower => f.write_str(" auto_pad=same_lower")?,
+            AutoPad::Valid => f.write_str(" auto_pad=valid")?,
+        }
+        if self.ceil_mode {
+            f.write_str(" ceil_mode")?;
+        }
+        Ok(())
+    }
+}
+
+/// Attributes in the text format: `Gemm{alpha=1 beta=1 trans_b}`; empty for none.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        match self {
+            Op::Clip { min, max } => write!(f, "{{min={min:?} max={max:?}}}"),
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                write!(f, "{{alpha={alpha:?} beta={beta:?}")?;
+                if *trans_a {
+                    f.write_str(" trans_a")?;
+                }
+                if *trans_b {
+                    f.write_str(" trans_b")?;
+                }
+                f.write_str("}")
+            }
+            Op::Conv { window, group } => write!(f, "{{{window} group={group}}}"),
+            Op::MaxPool { window } => write!(f, "{{{window}}}"),
+            Op::AveragePool {
+                window,
+                count_include_pad,
+            } => write!(f, "{{{window} count_include_pad={count_include_pad}}}"),
+            Op::BatchNorm { epsilon } => write!(f, "{{epsilon={epsilon:?}}}"),
+            Op::Flatten { axis } => write!(f, "{{axis={axis}}}"),
+            Op::Reshape { shape, allowzero } => {
+                write!(f, "{{shape={}", list(shape))?;
+                if *allowzero {
+                    f.write_str(" allowzero")?;
+                }
+                f.write_str("}")
+            }
+            Op::Transpose { perm } => write!(f, "{{perm={}}}", list(perm)),
+            Op::Concat { axis } => write!(f, "{{axis={axis}}}"),
+            Op::Softmax { axis, coerce_2d } => {
+                write!(f, "{{axis={axis}")?;
+                if *coerce_2d {
+                    f.write_str(" coerce_2d")?;
+                }
+                f.write_str("}")
+            }
+            _ => Ok(()),
+        }
+    }
+}

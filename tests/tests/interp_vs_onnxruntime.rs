@@ -1,0 +1,50 @@
+//! The reference interpreter against onnxruntime's outputs, committed next to each
+//! example model by scripts/make_models.py.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use edgecc::onnx::ImportOptions;
+
+fn check(name: &str, input_shapes: &[(&str, Vec<usize>)]) {
+    let dir = common::example(name);
+    let opts = ImportOptions {
+        input_shapes: input_shapes
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let (_, graph) = edgecc::onnx::load(&dir.join("model.onnx"), &opts).unwrap();
+    let inputs = common::npys(&dir, "input");
+    let expected = common::npys(&dir, "output");
+    let got = edgecc::interp::run(&graph, &inputs).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g.shape, e.shape, "{name} output {i} shape");
+        let err = common::max_rel_err(g.as_f32().unwrap(), e.as_f32().unwrap());
+        // Float32 whole-model bound from the design brief; the interpreter accumulates in
+        // f64, so it sits well inside it.
+        assert!(err <= 1e-5, "{name} output {i}: max relative error {err:e}");
+    }
+}
+
+#[test]
+fn mlp() {
+    check("mlp", &[]);
+}
+
+#[test]
+fn cnn() {
+    check("cnn", &[]);
+}
+
+#[test]
+fn conv1d() {
+    check("conv1d", &[]);
+}
+
+#[test]
+fn symbolic_batch_resolved_by_input_shape() {
+    check("symbolic", &[("x", vec![3, 16])]);
+}
