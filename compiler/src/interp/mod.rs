@@ -6,7 +6,7 @@
 //! Softmax denominators) accumulate in f64 and round once, so the interpreter is at least
 //! as accurate as any f32 kernel it checks.
 
-mod ops;
+pub mod ops;
 
 use std::collections::HashMap;
 

@@ -1,1 +1,856 @@
-//! TODO
+//! Lowering: the optimized graph becomes a target-neutral [`Program`] — kernels over the
+//! caller's buffers, constants and one planned arena.
+//!
+//! Done here, because every target wants it:
+//! - shape-only ops (Reshape, Flatten, Identity) cost nothing: their output aliases the
+//!   input's storage;
+//! - an activation whose only reader is a GEMM/MatMul/Conv becomes that kernel's epilogue;
+//! - BatchNormalization becomes one multiply-add with folded per-channel constants;
+//! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
+//!   big matrix product instead of many small ones.
+
+pub mod memory;
+
+use std::collections::HashMap;
+
+use edgecc_program::{
+    self as p, ARENA_ALIGN, Activation, BinaryOp, Buffer, Const, ConstId, ExprNode, IoTensor,
+    Kernel, PoolKind, Program, ReduceOp, Spatial, UnaryOp, View, Window,
+};
+
+use crate::Error;
+use crate::interp::ops::{broadcast_strides, strides};
+use crate::ir::infer::{broadcast, norm_axis};
+use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Tensor, Unary, ValueId, WindowAttrs};
+
+/// The lowered program with what the planner found.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub program: Program,
+    /// Peak of simultaneously live arena bytes; the arena can be no smaller.
+    pub arena_lower_bound: u64,
+    /// The placement heuristic that gave the smallest arena.
+    pub arena_heuristic: &'static str,
+    /// Activations folded into a preceding kernel.
+    pub fused_activations: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loc {
+    Input(u32),
+    Output(u32),
+    Const(ConstId),
+    /// An arena buffer, planned after all kernels are known.
+    Temp(usize),
+}
+
+struct Temp {
+    size: u64,
+    first: usize,
+    last: usize,
+}
+
+struct Builder<'g> {
+    g: &'g Graph,
+    loc: HashMap<ValueId, Loc>,
+    consts: Vec<Const>,
+    temps: Vec<Temp>,
+    kernels: Vec<Kernel>,
+    /// Activation nodes folded into their producer, skipped when reached.
+    skip: Vec<NodeIndex>,
+    fused: usize,
+}
+
+fn unsupported(g: &Graph, n: NodeIndex, why: impl Into<String>) -> Error {
+    let node = g.node(n);
+    Error::Unsupported(vec![crate::UnsupportedOp {
+        node: node.name.clone(),
+        op_type: node.op.name().into(),
+        domain: String::new(),
+        opset: 0,
+        reason: Some(why.into()),
+    }])
+}
+
+fn dense(shape: &[usize]) -> Vec<i64> {
+    strides(shape).into_iter().map(|s| s as i64).collect()
+}
+
+impl<'g> Builder<'g> {
+    /// Where a value lives, creating constants and temps on first sight.
+    fn loc(&mut self, v: ValueId) -> Loc {
+        if let Some(&l) = self.loc.get(&v) {
+            return l;
+        }
+        let val = self.g.value(v);
+        let l = if let Some(t) = &val.konst {
+            let id = ConstId(self.consts.len() as u32);
+            self.consts.push(Const {
+                name: val.name.clone(),
+                dtype: t.dtype.to_program().unwrap_or(p::DType::U8),
+                shape: t.shape.iter().map(|&d| d as u64).collect(),
+                data: t.to_le_bytes().unwrap_or_default(),
+            });
+            Loc::Const(id)
+        } else {
+            self.temps.push(Temp {
+                size: val.byte_size() as u64,
+                first: usize::MAX,
+                last: 0,
+            });
+            Loc::Temp(self.temps.len() - 1)
+        };
+        self.loc.insert(v, l);
+        l
+    }
+
+    /// The buffer of `v` as the kernel about to be pushed reads or writes it.
+    fn buf(&mut self, v: ValueId) -> Buffer {
+        let l = self.loc(v);
+        self.touch(l)
+    }
+
+    fn touch(&mut self, l: Loc) -> Buffer {
+        let step = self.kernels.len();
+        match l {
+            Loc::Input(i) => Buffer::Input(i),
+            Loc::Output(i) => Buffer::Output(i),
+            Loc::Const(c) => Buffer::Const(c),
+            Loc::Temp(t) => {
+                let temp = &mut self.temps[t];
+                temp.first = temp.first.min(step);
+                temp.last = temp.last.max(step);
+                // Temps are numbered; offsets are patched in after planning.
+                Buffer::Arena { offset: t as u64 }
+            }
+        }
+    }
+
+    /// A scratch temp live only during the next kernel.
+    fn scratch(&mut self, size: u64) -> Buffer {
+        self.temps.push(Temp {
+            size,
+            first: usize::MAX,
+            last: 0,
+        });
+        self.touch(Loc::Temp(self.temps.len() - 1))
+    }
+
+    fn konst(&mut self, name: String, t: Tensor) -> ConstId {
+        let id = ConstId(self.consts.len() as u32);
+        self.consts.push(Const {
+            name,
+            dtype: p::DType::F32,
+            shape: t.shape.iter().map(|&d| d as u64).collect(),
+            data: t.to_le_bytes().unwrap_or_default(),
+        });
+        id
+    }
+
+    fn f32_const(&self, v: ValueId) -> Option<&'g [f32]> {
+        self.g.konst(v).and_then(|t| t.as_f32())
+    }
+
+    fn shape(&self, v: ValueId) -> &'g [usize] {
+        &self.g.value(v).shape
+    }
+
+    /// A view of `v` broadcast to `out` shape.
+    fn bview(&mut self, v: ValueId, out: &[usize]) -> View {
+        let strides = broadcast_strides(self.shape(v), out)
+            .into_iter()
+            .map(|s| s as i64)
+            .collect();
+        View {
+            buf: self.buf(v),
+            offset: 0,
+            strides,
+        }
+    }
+
+    fn dview(&mut self, v: ValueId) -> View {
+        let strides = dense(self.shape(v));
+        View {
+            buf: self.buf(v),
+            offset: 0,
+            strides,
+        }
+    }
+
+    /// The single activation reading `v`, if it can be folded into `v`'s producer.
+    fn fusable_activation(&self, v: ValueId) -> Option<(NodeIndex, Activation)> {
+        if self.g.outputs.contains(&v) {
+            return None;
+        }
+        let users = self.g.consumers(v);
+        let [u] = users.as_slice() else { return None };
+        let act = match &self.g.node(*u).op {
+            Op::Unary(Unary::Relu) => Activation::Relu,
+            Op::Unary(Unary::Sigmoid) => Activation::Sigmoid,
+            Op::Unary(Unary::Tanh) => Activation::Tanh,
+            Op::Clip { min, max } => Activation::Clip { lo: *min, hi: *max },
+            _ => return None,
+        };
+        Some((*u, act))
+    }
+
+    /// Output value and activation for a kernel producing `v`, folding a following
+    /// activation when possible.
+    fn epilogue(&mut self, v: ValueId) -> (ValueId, Activation) {
+        match self.fusable_activation(v) {
+            Some((u, act)) => {
+                self.skip.push(u);
+                self.fused += 1;
+                (self.g.node(u).outputs[0], act)
+            }
+            None => (v, Activation::None),
+        }
+    }
+
+    fn elementwise(&mut self, out: ValueId, inputs: &[ValueId], expr: Vec<ExprNode>) {
+        let shape = self.shape(out).to_vec();
+        let views = inputs.iter().map(|&i| self.bview(i, &shape)).collect();
+        let output = self.dview(out);
+        self.kernels.push(Kernel::Elementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            inputs: views,
+            expr,
+            output,
+        });
+    }
+
+    fn copy(&mut self, from: Loc, to: Loc, bytes: u64) {
+        let src = self.touch(from);
+        let dst = self.touch(to);
+        self.kernels.push(Kernel::Copy { bytes, src, dst });
+    }
+
+    fn node(&mut self, n: NodeIndex) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (ins, out) = (&node.inputs, node.outputs[0]);
+        for &o in &node.outputs {
+            if g.value(o).dtype != DType::F32
+                && !matches!(
+                    node.op,
+                    Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
+                )
+            {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
+                        "{} results are not supported by the targets yet",
+                        g.value(o).dtype
+                    ),
+                ));
+            }
+        }
+        match &node.op {
+            Op::Unary(u) => {
+                let op = match u {
+                    Unary::Relu => UnaryOp::Relu,
+                    Unary::Sigmoid => UnaryOp::Sigmoid,
+                    Unary::Tanh => UnaryOp::Tanh,
+                    Unary::Exp => UnaryOp::Exp,
+                    Unary::Neg => UnaryOp::Neg,
+                    Unary::Abs => UnaryOp::Abs,
+                    Unary::Sqrt => UnaryOp::Sqrt,
+                    Unary::Reciprocal => UnaryOp::Reciprocal,
+                };
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![ExprNode::Input(0), ExprNode::Unary(op, 0)],
+                );
+            }
+            Op::Clip { min, max } => {
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![
+                        ExprNode::Input(0),
+                        ExprNode::Clip {
+                            x: 0,
+                            lo: *min,
+                            hi: *max,
+                        },
+                    ],
+                );
+            }
+            Op::Binary(b) => {
+                let op = match b {
+                    Binary::Add => BinaryOp::Add,
+                    Binary::Sub => BinaryOp::Sub,
+                    Binary::Mul => BinaryOp::Mul,
+                    Binary::Div => BinaryOp::Div,
+                    Binary::Max => BinaryOp::Max,
+                    Binary::Min => BinaryOp::Min,
+                };
+                self.elementwise(
+                    out,
+                    &ins[..2],
+                    vec![
+                        ExprNode::Input(0),
+                        ExprNode::Input(1),
+                        ExprNode::Binary(op, 0, 1),
+                    ],
+                );
+            }
+            Op::MatMul => self.matmul(n)?,
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let (sa, sb) = (self.shape(ins[0]), self.shape(ins[1]));
+                let (m, k) = if *trans_a {
+                    (sa[1], sa[0])
+                } else {
+                    (sa[0], sa[1])
+                };
+                let nn = if *trans_b { sb[0] } else { sb[1] };
+                let a_strides = if *trans_a {
+                    vec![0, 1, m as i64]
+                } else {
+                    vec![0, k as i64, 1]
+                };
+                let b_strides = if *trans_b {
+                    vec![0, 1, k as i64]
+                } else {
+                    vec![0, nn as i64, 1]
+                };
+                let bias = match ins.get(2) {
+                    Some(_) if *beta == 0.0 => None,
+                    Some(&c) => {
+                        let cs: Vec<i64> = broadcast_strides(self.shape(c), &[m, nn])
+                            .into_iter()
+                            .map(|s| s as i64)
+                            .collect();
+                        let buf = if *beta == 1.0 {
+                            self.buf(c)
+                        } else if let Some(cv) = self.f32_const(c) {
+                            let scaled = cv.iter().map(|&x| x * beta).collect();
+                            let t = Tensor::f32(self.shape(c).to_vec(), scaled);
+                            Buffer::Const(self.konst(format!("{}*beta", g.value(c).name), t))
+                        } else {
+                            return Err(unsupported(g, n, "beta != 1 with a non-constant C"));
+                        };
+                        Some(View {
+                            buf,
+                            offset: 0,
+                            strides: vec![0, cs[0], cs[1]],
+                        })
+                    }
+                    None => None,
+                };
+                let a = View {
+                    buf: self.buf(ins[0]),
+                    offset: 0,
+                    strides: a_strides,
+                };
+                let b = View {
+                    buf: self.buf(ins[1]),
+                    offset: 0,
+                    strides: b_strides,
+                };
+                let (out, act) = self.epilogue(out);
+                let c = View {
+                    buf: self.buf(out),
+                    offset: 0,
+                    strides: vec![0, nn as i64, 1],
+                };
+                self.kernels.push(Kernel::Gemm {
+                    batch: 1,
+                    m: m as u32,
+                    n: nn as u32,
+                    k: k as u32,
+                    a,
+                    b,
+                    alpha: *alpha,
+                    bias,
+                    act,
+                    c,
+                });
+            }
+            Op::Conv { window, group } => {
+                let xs = self.shape(ins[0]).to_vec();
+                let ws = self.shape(ins[1]).to_vec();
+                if self.f32_const(ins[1]).is_none() {
+                    return Err(unsupported(g, n, "the weight is not a constant"));
+                }
+                let bias = match ins.get(2) {
+                    Some(&b) => match self.loc(b) {
+                        Loc::Const(c) => Some(c),
+                        _ => return Err(unsupported(g, n, "the bias is not a constant")),
+                    },
+                    None => None,
+                };
+                let (spatial, win) = geometry(window, &xs)?;
+                let weight = match self.loc(ins[1]) {
+                    Loc::Const(c) => c,
+                    _ => unreachable!("checked constant above"),
+                };
+                let scratch_bytes = Kernel::conv_scratch_bytes(
+                    xs[1] as u32,
+                    ws[0] as u32,
+                    *group as u32,
+                    &spatial,
+                    &win,
+                );
+                let input = self.buf(ins[0]);
+                let (out, act) = self.epilogue(out);
+                let output = self.buf(out);
+                let scratch = (scratch_bytes > 0).then(|| self.scratch(scratch_bytes));
+                self.kernels.push(Kernel::Conv {
+                    c_in: xs[1] as u32,
+                    c_out: ws[0] as u32,
+                    groups: *group as u32,
+                    spatial,
+                    window: win,
+                    input,
+                    weight,
+                    bias,
+                    act,
+                    output,
+                    scratch,
+                });
+            }
+            Op::MaxPool { window } | Op::AveragePool { window, .. } => {
+                let kind = match &node.op {
+                    Op::AveragePool {
+                        count_include_pad, ..
+                    } => PoolKind::Avg {
+                        count_include_pad: *count_include_pad,
+                    },
+                    _ => PoolKind::Max,
+                };
+                let xs = self.shape(ins[0]).to_vec();
+                let (spatial, win) = geometry(window, &xs)?;
+                let input = self.buf(ins[0]);
+                let output = self.buf(out);
+                self.kernels.push(Kernel::Pool {
+                    kind,
+                    channels: (xs[0] * xs[1]) as u32,
+                    spatial,
+                    window: win,
+                    input,
+                    output,
+                });
+            }
+            Op::GlobalAveragePool => {
+                let xs = self.shape(ins[0]);
+                let (outer, len) = (
+                    (xs[0] * xs[1]) as u64,
+                    xs[2..].iter().product::<usize>() as u64,
+                );
+                let input = self.buf(ins[0]);
+                let output = self.buf(out);
+                self.kernels.push(Kernel::Reduce {
+                    op: ReduceOp::Mean,
+                    outer,
+                    len,
+                    inner: 1,
+                    input,
+                    output,
+                });
+            }
+            Op::BatchNorm { epsilon } => {
+                let params: Vec<&[f32]> = ins[1..5]
+                    .iter()
+                    .map(|&v| self.f32_const(v))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        unsupported(g, n, "scale, bias, mean and var must be constants")
+                    })?;
+                let (scale, bias, mean, var) = (params[0], params[1], params[2], params[3]);
+                let mul: Vec<f32> = scale
+                    .iter()
+                    .zip(var)
+                    .map(|(&s, &v)| s / (v + epsilon).sqrt())
+                    .collect();
+                let add: Vec<f32> = bias
+                    .iter()
+                    .zip(mean)
+                    .zip(&mul)
+                    .map(|((&b, &m), &k)| b - m * k)
+                    .collect();
+                let c = mul.len();
+                let shape = self.shape(out).to_vec();
+                let mut ch = vec![0i64; shape.len()];
+                ch[1] = 1;
+                let mul = self.konst(format!("{}.scale", node.name), Tensor::f32(vec![c], mul));
+                let add = self.konst(format!("{}.shift", node.name), Tensor::f32(vec![c], add));
+                let x = self.bview(ins[0], &shape);
+                let output = self.dview(out);
+                self.kernels.push(Kernel::Elementwise {
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    inputs: vec![
+                        x,
+                        View {
+                            buf: Buffer::Const(mul),
+                            offset: 0,
+                            strides: ch.clone(),
+                        },
+                        View {
+                            buf: Buffer::Const(add),
+                            offset: 0,
+                            strides: ch,
+                        },
+                    ],
+                    expr: vec![
+                        ExprNode::Input(0),
+                        ExprNode::Input(1),
+                        ExprNode::Binary(BinaryOp::Mul, 0, 1),
+                        ExprNode::Input(2),
+                        ExprNode::Binary(BinaryOp::Add, 2, 3),
+                    ],
+                    output,
+                });
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => {
+                let from = self.loc(ins[0]);
+                match self.loc.get(&out).copied() {
+                    // The result must land in a caller buffer: copy it there.
+                    Some(to) => self.copy(from, to, g.value(out).byte_size() as u64),
+                    None => {
+                        self.loc.insert(out, from);
+                    }
+                }
+            }
+            Op::Transpose { perm } => {
+                let s = dense(self.shape(ins[0]));
+                let shape = self.shape(out).to_vec();
+                let input = View {
+                    buf: self.buf(ins[0]),
+                    offset: 0,
+                    strides: perm.iter().map(|&p| s[p]).collect(),
+                };
+                let output = self.dview(out);
+                self.kernels.push(Kernel::Elementwise {
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    inputs: vec![input],
+                    expr: vec![ExprNode::Input(0)],
+                    output,
+                });
+            }
+            Op::Concat { axis } => {
+                let shape = self.shape(out).to_vec();
+                let ax = norm_axis(*axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
+                let os = dense(&shape);
+                let mut at = 0u64;
+                for &i in ins {
+                    let part = self.shape(i).to_vec();
+                    let input = self.dview(i);
+                    let output = View {
+                        buf: self.buf(out),
+                        offset: at * os[ax] as u64,
+                        strides: os.clone(),
+                    };
+                    if part[ax] > 0 {
+                        self.kernels.push(Kernel::Elementwise {
+                            shape: part.iter().map(|&d| d as u64).collect(),
+                            inputs: vec![input],
+                            expr: vec![ExprNode::Input(0)],
+                            output,
+                        });
+                    }
+                    at += part[ax] as u64;
+                }
+            }
+            Op::Softmax { axis, coerce_2d } => {
+                let shape = self.shape(ins[0]).to_vec();
+                let ax = norm_axis(*axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
+                let (outer, len, inner) = if *coerce_2d {
+                    (
+                        shape[..ax].iter().product::<usize>(),
+                        shape[ax..].iter().product::<usize>(),
+                        1,
+                    )
+                } else {
+                    (
+                        shape[..ax].iter().product(),
+                        shape[ax],
+                        shape[ax + 1..].iter().product(),
+                    )
+                };
+                let input = self.buf(ins[0]);
+                let output = self.buf(out);
+                self.kernels.push(Kernel::Softmax {
+                    outer: outer as u64,
+                    len: len as u64,
+                    inner: inner as u64,
+                    input,
+                    output,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(&mut self, n: NodeIndex) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (ia, ib) = (node.inputs[0], node.inputs[1]);
+        let (sa, sb) = (self.shape(ia).to_vec(), self.shape(ib).to_vec());
+        let a2: Vec<usize> = if sa.len() == 1 {
+            vec![1, sa[0]]
+        } else {
+            sa.clone()
+        };
+        let b2: Vec<usize> = if sb.len() == 1 {
+            vec![sb[0], 1]
+        } else {
+            sb.clone()
+        };
+        let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+        let nn = b2[b2.len() - 1];
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let batch = broadcast(ab, bb).map_err(|e| unsupported(g, n, e))?;
+        let nbatch: usize = batch.iter().product();
+        let (out, act) = self.epilogue(node.outputs[0]);
+        let (batch_n, m_eff, a_bs, b_bs) = if bb.iter().product::<usize>() == 1 {
+            // A shared right-hand side: fold A's batch into M.
+            (1, nbatch * m, 0, 0)
+        } else {
+            let stride =
+                |own: &[usize], mat: usize, this: &mut Self, v: ValueId| -> Result<i64, Error> {
+                    if own.iter().product::<usize>() == 1 {
+                        Ok(0)
+                    } else if own.len() == batch.len() && own == batch.as_slice()
+                        || own.iter().product::<usize>() == nbatch
+                            && own
+                                .iter()
+                                .rev()
+                                .zip(batch.iter().rev())
+                                .all(|(a, b)| a == b)
+                    {
+                        Ok(mat as i64)
+                    } else {
+                        let _ = this;
+                        let _ = v;
+                        Err(unsupported(g, n, "partially broadcast batch dimensions"))
+                    }
+                };
+            let a_bs = stride(ab, m * k, self, ia)?;
+            let b_bs = stride(bb, k * nn, self, ib)?;
+            (nbatch, m, a_bs, b_bs)
+        };
+        let a = View {
+            buf: self.buf(ia),
+            offset: 0,
+            strides: vec![a_bs, k as i64, 1],
+        };
+        let b = View {
+            buf: self.buf(ib),
+            offset: 0,
+            strides: vec![b_bs, nn as i64, 1],
+        };
+        let c = View {
+            buf: self.buf(out),
+            offset: 0,
+            strides: vec![if batch_n == 1 { 0 } else { (m * nn) as i64 }, nn as i64, 1],
+        };
+        self.kernels.push(Kernel::Gemm {
+            batch: batch_n as u32,
+            m: m_eff as u32,
+            n: nn as u32,
+            k: k as u32,
+            a,
+            b,
+            alpha: 1.0,
+            bias: None,
+            act,
+            c,
+        });
+        Ok(())
+    }
+}
+
+/// The program's window geometry for 1-D or 2-D NCHW input.
+fn geometry(w: &WindowAttrs, xs: &[usize]) -> Result<(Spatial, Window), Error> {
+    let (pads, out) = w.resolve(&xs[2..]).map_err(Error::Internal)?;
+    let u = |x: usize| x as u32;
+    Ok(if w.kernel.len() == 1 {
+        (
+            Spatial {
+                n: u(xs[0]),
+                in_h: 1,
+                in_w: u(xs[2]),
+                out_h: 1,
+                out_w: u(out[0]),
+            },
+            Window {
+                kh: 1,
+                kw: u(w.kernel[0]),
+                stride_h: 1,
+                stride_w: u(w.strides[0]),
+                dilation_h: 1,
+                dilation_w: u(w.dilations[0]),
+                pad_top: 0,
+                pad_left: u(pads[0]),
+                pad_bottom: 0,
+                pad_right: u(pads[1]),
+            },
+        )
+    } else {
+        (
+            Spatial {
+                n: u(xs[0]),
+                in_h: u(xs[2]),
+                in_w: u(xs[3]),
+                out_h: u(out[0]),
+                out_w: u(out[1]),
+            },
+            Window {
+                kh: u(w.kernel[0]),
+                kw: u(w.kernel[1]),
+                stride_h: u(w.strides[0]),
+                stride_w: u(w.strides[1]),
+                dilation_h: u(w.dilations[0]),
+                dilation_w: u(w.dilations[1]),
+                pad_top: u(pads[0]),
+                pad_left: u(pads[1]),
+                pad_bottom: u(pads[2]),
+                pad_right: u(pads[3]),
+            },
+        )
+    })
+}
+
+fn io_tensor(g: &Graph, v: ValueId) -> Result<IoTensor, Error> {
+    let val = g.value(v);
+    let dtype = val.dtype.to_program().ok_or_else(|| {
+        Error::Target(format!(
+            "'{}' is {}, which artifacts cannot pass yet",
+            val.name, val.dtype
+        ))
+    })?;
+    Ok(IoTensor {
+        name: val.name.clone(),
+        dtype,
+        shape: val.shape.iter().map(|&d| d as u64).collect(),
+    })
+}
+
+/// Applies `f` to every buffer a kernel names.
+fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
+    let v = |view: &mut View| view.buf = f(view.buf);
+    match k {
+        Kernel::Gemm { a, b, bias, c, .. } => {
+            v(a);
+            v(b);
+            if let Some(bias) = bias {
+                v(bias);
+            }
+            v(c);
+        }
+        Kernel::Conv {
+            input,
+            output,
+            scratch,
+            ..
+        } => {
+            *input = f(*input);
+            *output = f(*output);
+            if let Some(s) = scratch {
+                *s = f(*s);
+            }
+        }
+        Kernel::Pool { input, output, .. }
+        | Kernel::Softmax { input, output, .. }
+        | Kernel::Reduce { input, output, .. } => {
+            *input = f(*input);
+            *output = f(*output);
+        }
+        Kernel::Elementwise { inputs, output, .. } => {
+            inputs.iter_mut().for_each(v);
+            v(output);
+        }
+        Kernel::Copy { src, dst, .. } => {
+            *src = f(*src);
+            *dst = f(*dst);
+        }
+    }
+}
+
+/// Lowers a graph whose ops all have kernels. `name` prefixes the artifact's symbols.
+pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
+    let mut b = Builder {
+        g,
+        loc: HashMap::new(),
+        consts: Vec::new(),
+        temps: Vec::new(),
+        kernels: Vec::new(),
+        skip: Vec::new(),
+        fused: 0,
+    };
+    for (i, &v) in g.inputs.iter().enumerate() {
+        b.loc.insert(v, Loc::Input(i as u32));
+    }
+    // Outputs computed by nodes are written in place; the rest are copied at the end.
+    let mut late_copies = Vec::new();
+    for (i, &v) in g.outputs.iter().enumerate() {
+        let out = Loc::Output(i as u32);
+        if g.value(v).producer.is_some() && !b.loc.contains_key(&v) {
+            b.loc.insert(v, out);
+        } else {
+            late_copies.push((v, out));
+        }
+    }
+    for n in g.topo_order() {
+        if b.skip.contains(&n) {
+            continue;
+        }
+        b.node(n)?;
+    }
+    for (v, out) in late_copies {
+        let from = b.loc(v);
+        b.copy(from, out, g.value(v).byte_size() as u64);
+    }
+
+    let reqs: Vec<memory::Request> = b
+        .temps
+        .iter()
+        .map(|t| memory::Request {
+            size: t.size,
+            first: t.first.min(t.last),
+            last: t.last,
+        })
+        .collect();
+    let plan = memory::plan(&reqs, ARENA_ALIGN);
+    let offsets = plan.offsets.clone();
+    let mut kernels = b.kernels;
+    for k in &mut kernels {
+        map_buffers(k, &|buf| match buf {
+            Buffer::Arena { offset } => Buffer::Arena {
+                offset: offsets[offset as usize],
+            },
+            other => other,
+        });
+    }
+    let program = Program {
+        name: name.to_string(),
+        inputs: g
+            .inputs
+            .iter()
+            .map(|&v| io_tensor(g, v))
+            .collect::<Result<_, _>>()?,
+        outputs: g
+            .outputs
+            .iter()
+            .map(|&v| io_tensor(g, v))
+            .collect::<Result<_, _>>()?,
+        arena_size: plan.size,
+        arena_align: ARENA_ALIGN,
+        consts: b.consts,
+        kernels,
+    };
+    Ok(Lowered {
+        program,
+        arena_lower_bound: plan.lower_bound,
+        arena_heuristic: plan.heuristic,
+        fused_activations: b.fused,
+    })
+}
