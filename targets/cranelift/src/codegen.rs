@@ -1,0 +1,237 @@
+//! Turns a [`Program`] into Cranelift functions and data objects inside any
+//! [`Module`] (object file or JIT), in one deterministic order.
+//!
+//! Layout of a module for a program named `m`:
+//! - `m_const<i>`: each program constant some kernel reads as is (local, read-only,
+//!   64-byte aligned);
+//! - `m_k<j>_pa`, `m_k<j>_pb`, `m_k<j>_pw`: compile-time packed GEMM operands and
+//!   convolution weights of kernel `j` (local, read-only, 64-byte aligned);
+//! - `m_k<j>_<kind>`: one local function per kernel, taking `(inputs, outputs, arena)`;
+//! - `m_run`: exported, calls the kernels in order and returns 0.
+//!
+//! Everything is iterated in program order (no hash maps), so the same program gives
+//! the same module, byte for byte.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use edgecc_program::{Buffer, ConstId, Kernel, Program};
+
+use crate::error::Error;
+use crate::fx::{io_params, Features, Fx};
+use crate::kernels::{conv, copy, elementwise, gemm, rows, window};
+
+/// What to record of each function for `--emit asm`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listing {
+    None,
+    /// Cranelift IR as generated, and the final machine code (VCode with registers).
+    ClifAndAsm,
+}
+
+pub(crate) struct Built {
+    pub run: FuncId,
+    /// Bytes of machine code over all functions.
+    pub text_bytes: u64,
+    /// Bytes of constant data (weights as emitted, packed or not).
+    pub const_bytes: u64,
+    pub listing: String,
+}
+
+pub(crate) fn features(isa: &dyn TargetIsa) -> Features {
+    let aarch64 = matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_));
+    Features { fma: aarch64 || isa.has_native_fma(), aarch64 }
+}
+
+/// The constants a kernel reads directly (not through a packed copy).
+fn raw_consts(k: &Kernel) -> Vec<ConstId> {
+    let mut bufs: Vec<Buffer> = Vec::new();
+    match k {
+        Kernel::Gemm { bias, .. } => bufs.extend(bias.iter().map(|v| v.buf)),
+        Kernel::Conv { c_in, c_out, groups, weight, bias, .. } => {
+            if groups == c_in && groups == c_out {
+                bufs.push(Buffer::Const(*weight));
+            }
+            bufs.extend(bias.map(Buffer::Const));
+        }
+        Kernel::Elementwise { inputs, .. } => bufs.extend(inputs.iter().map(|v| v.buf)),
+        Kernel::Pool { input, .. } | Kernel::Softmax { input, .. } | Kernel::Reduce { input, .. } => bufs.push(*input),
+        Kernel::Copy { src, .. } => bufs.push(*src),
+    }
+    bufs.into_iter().filter_map(|b| if let Buffer::Const(c) = b { Some(c) } else { None }).collect()
+}
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn define_data<M: Module>(m: &mut M, name: &str, mut bytes: Vec<u8>, total: &mut u64) -> Result<DataId, Error> {
+    // Never empty, and padded to whole vectors so no load can straddle the end.
+    let padded = bytes.len().max(1).div_ceil(16) * 16;
+    bytes.resize(padded, 0);
+    *total += bytes.len() as u64;
+    let id = m.declare_data(name, Linkage::Local, false, false)?;
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(64);
+    m.define_data(id, &d)?;
+    Ok(id)
+}
+
+/// Declares and defines everything for `p` in `m`.
+pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Result<Built, Error> {
+    crate::check::program(p)?;
+    let feat = features(m.isa());
+    let cfg = m.target_config();
+    let tile = gemm::Tile::for_target(feat);
+    let name = &p.name;
+    let mut const_bytes = 0u64;
+
+    // Data objects: raw constants in use, then packed operands per kernel.
+    let mut used = vec![false; p.consts.len()];
+    for k in &p.kernels {
+        for c in raw_consts(k) {
+            used[c.0 as usize] = true;
+        }
+    }
+    let mut data: Vec<Option<DataId>> = Vec::with_capacity(p.consts.len());
+    for (i, c) in p.consts.iter().enumerate() {
+        data.push(if used[i] { Some(define_data(m, &format!("{name}_const{i}"), c.data.clone(), &mut const_bytes)?) } else { None });
+    }
+    let mut packed: Vec<[Option<usize>; 2]> = Vec::with_capacity(p.kernels.len());
+    for (j, k) in p.kernels.iter().enumerate() {
+        let mut slots = [None, None];
+        let blobs: Vec<(usize, &str, Vec<f32>)> = match k {
+            Kernel::Gemm { batch, m: mm, n, k: kk, a, b, .. } => {
+                let [pa, pb] = gemm::prepare(&p.consts, tile, *batch, *mm, *n, *kk, a, b)?;
+                [(0, "pa", pa), (1, "pb", pb)].into_iter().filter_map(|(s, n, v)| v.map(|v| (s, n, v))).collect()
+            }
+            Kernel::Conv { .. } => conv::prepare(&p.consts, tile, &conv_of(k))?.map(|v| vec![(0, "pw", v)]).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for (slot, suffix, v) in blobs {
+            let id = define_data(m, &format!("{name}_k{j}_{suffix}"), to_bytes(&v), &mut const_bytes)?;
+            slots[slot] = Some(data.len());
+            data.push(Some(id));
+        }
+        packed.push(slots);
+    }
+
+    let mut ctx = m.make_context();
+    let mut fbc = FunctionBuilderContext::new();
+    let mut text_bytes = 0u64;
+    let mut out = String::new();
+    let mut kernel_ids = Vec::with_capacity(p.kernels.len());
+    for (j, k) in p.kernels.iter().enumerate() {
+        let fname = format!("{name}_k{j}_{}", k.name());
+        let mut sig = m.make_signature();
+        io_params(&mut sig);
+        let id = m.declare_function(&fname, Linkage::Local, &sig)?;
+        ctx.func.signature = sig;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let emitted = catch_unwind(AssertUnwindSafe(|| -> Result<(), Error> {
+            let mut fx = Fx::new(FunctionBuilder::new(&mut ctx.func, &mut fbc), cfg, feat, &data);
+            emit_kernel(&mut fx, tile, k, packed[j])?;
+            fx.b.ins().return_(&[]);
+            fx.finish();
+            Ok(())
+        }));
+        match emitted {
+            Ok(r) => r.map_err(|e| match e {
+                Error::Unsupported(s) => Error::Unsupported(format!("kernel {j} ({}): {s}", k.name())),
+                e => e,
+            })?,
+            Err(_) => return Err(Error::Codegen(format!("kernel {j} ({}): emitter panicked", k.name()))),
+        }
+        text_bytes += define(m, &mut ctx, id, &fname, listing, &mut out)?;
+        kernel_ids.push(id);
+    }
+
+    // The entry point.
+    let mut sig = m.make_signature();
+    io_params(&mut sig);
+    sig.returns.push(AbiParam::new(types::I32));
+    let run = m.declare_function(&format!("{name}_run"), Linkage::Export, &sig)?;
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, run.as_u32());
+    {
+        let refs: Vec<_> = kernel_ids.iter().map(|&id| m.declare_func_in_func(id, &mut ctx.func)).collect();
+        let mut fx = Fx::new(FunctionBuilder::new(&mut ctx.func, &mut fbc), cfg, feat, &data);
+        let args = [fx.ins, fx.outs, fx.arena];
+        for r in refs {
+            fx.b.ins().call(r, &args);
+        }
+        let zero = fx.b.ins().iconst(types::I32, 0);
+        fx.b.ins().return_(&[zero]);
+        fx.finish();
+    }
+    text_bytes += define(m, &mut ctx, run, &format!("{name}_run"), listing, &mut out)?;
+    Ok(Built { run, text_bytes, const_bytes, listing: out })
+}
+
+/// Compiles and defines one function; returns its code size.
+fn define<M: Module>(m: &mut M, ctx: &mut Context, id: FuncId, fname: &str, listing: Listing, out: &mut String) -> Result<u64, Error> {
+    if listing == Listing::ClifAndAsm {
+        out.push_str(&format!(";; ---- {fname}: Cranelift IR\n{}\n", ctx.func.display()));
+        ctx.set_disasm(true);
+    }
+    match catch_unwind(AssertUnwindSafe(|| m.define_function(id, ctx))) {
+        Ok(r) => r.map_err(|e| Error::Codegen(format!("{fname}: {e:?}")))?,
+        Err(_) => return Err(Error::Codegen(format!("Cranelift panicked while compiling {fname}"))),
+    }
+    let code = ctx.compiled_code().ok_or_else(|| Error::Codegen(format!("{fname}: no code")))?;
+    let size = code.code_info().total_size as u64;
+    if listing == Listing::ClifAndAsm {
+        if let Some(v) = &code.vcode {
+            out.push_str(&format!(";; ---- {fname}: machine code ({size} bytes)\n{v}\n"));
+        }
+    }
+    ctx.clear();
+    Ok(size)
+}
+
+fn conv_of(k: &Kernel) -> conv::Conv {
+    match *k {
+        Kernel::Conv { c_in, c_out, groups, spatial, window, input, weight, bias, act, output, scratch } => {
+            conv::Conv { c_in, c_out, groups, s: spatial, w: window, input, weight, bias, act, output, scratch }
+        }
+        _ => unreachable!("conv_of on a non-conv kernel"),
+    }
+}
+
+fn emit_kernel(fx: &mut Fx, tile: gemm::Tile, k: &Kernel, packed: [Option<usize>; 2]) -> Result<(), Error> {
+    match k {
+        Kernel::Gemm { batch, m, n, k: kk, a, b, alpha, bias, act, c } => gemm::emit(
+            fx,
+            tile,
+            &gemm::GemmKernel { batch: *batch, m: *m, n: *n, k: *kk, a, b, alpha: *alpha, bias: bias.as_ref(), act: *act, c, packed },
+        ),
+        Kernel::Conv { .. } => conv::emit(fx, tile, &conv_of(k), packed[0]),
+        Kernel::Pool { kind, channels, spatial, window: w, input, output } => {
+            let (i, o) = (fx.buf(*input), fx.buf(*output));
+            window::emit(fx, window::Combine::Pool(*kind), 1, *channels as u64, spatial, w, i, o);
+            Ok(())
+        }
+        Kernel::Elementwise { shape, inputs, expr, output } => elementwise::emit(fx, shape, inputs, expr, output),
+        Kernel::Softmax { outer, len, inner, input, output } => {
+            let (i, o) = (fx.buf(*input), fx.buf(*output));
+            rows::emit_softmax(fx, *outer, *len, *inner, i, o);
+            Ok(())
+        }
+        Kernel::Reduce { op, outer, len, inner, input, output } => {
+            let (i, o) = (fx.buf(*input), fx.buf(*output));
+            rows::emit_reduce(fx, *op, *outer, *len, *inner, i, o);
+            Ok(())
+        }
+        Kernel::Copy { bytes, src, dst } => {
+            let (s, d) = (fx.buf(*src), fx.buf(*dst));
+            copy::emit(fx, *bytes, s, d);
+            Ok(())
+        }
+    }
+}
+

@@ -1,0 +1,202 @@
+//! NCHW convolution, lowered three ways:
+//! - depthwise (`groups == c_in == c_out`): the direct window kernel ([`super::window`]);
+//! - pointwise with unit stride and no padding: GEMM straight on the input, which already
+//!   is the `c_in/groups × (h·w)` B matrix of each image and group;
+//! - everything else: im2col of one image and group into the scratch area, then GEMM.
+//!
+//! In the GEMM forms the weights are the constant A operand (`M = c_out/groups`,
+//! `K = c_in/groups·kh·kw`), packed at compile time, and `N = out_h·out_w`, so the GEMM
+//! writes NCHW output directly; bias (per output row) and activation are its epilogue.
+
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
+use edgecc_program::{Activation, Buffer, Const, ConstId, Spatial, Window};
+
+use crate::error::{unsupported, Error};
+use crate::fx::{Fx, W};
+use crate::kernels::gemm::{self, Gemm2d, Mat, Tile};
+use crate::kernels::window::{self, Combine};
+
+/// The operands of a `Kernel::Conv`.
+pub(crate) struct Conv {
+    pub c_in: u32,
+    pub c_out: u32,
+    pub groups: u32,
+    pub s: Spatial,
+    pub w: Window,
+    pub input: Buffer,
+    pub weight: ConstId,
+    pub bias: Option<ConstId>,
+    pub act: Activation,
+    pub output: Buffer,
+    pub scratch: Option<Buffer>,
+}
+
+impl Conv {
+    fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out
+    }
+    fn is_pointwise(&self) -> bool {
+        let w = &self.w;
+        w.kh == 1
+            && w.kw == 1
+            && w.stride_h == 1
+            && w.stride_w == 1
+            && w.pad_top == 0
+            && w.pad_left == 0
+            && w.pad_bottom == 0
+            && w.pad_right == 0
+            && self.s.in_h == self.s.out_h
+            && self.s.in_w == self.s.out_w
+    }
+    fn k(&self) -> u64 {
+        (self.c_in / self.groups) as u64 * self.w.kh as u64 * self.w.kw as u64
+    }
+
+    /// Checks shapes against the constants; a malformed program is an error here rather
+    /// than an out-of-bounds read in generated code.
+    pub fn check(&self, consts: &[Const]) -> Result<(), Error> {
+        let g = self.groups;
+        if g == 0 || self.c_in % g != 0 || self.c_out % g != 0 {
+            return Err(unsupported("conv groups must divide c_in and c_out"));
+        }
+        let w = &self.w;
+        if [w.kh, w.kw, w.stride_h, w.stride_w, w.dilation_h, w.dilation_w].contains(&0) {
+            return Err(unsupported("conv window sizes, strides and dilations must be non-zero"));
+        }
+        let need = self.c_out as u64 * self.k() * 4;
+        let wc = consts.get(self.weight.0 as usize).ok_or_else(|| unsupported("conv weight constant missing"))?;
+        if (wc.data.len() as u64) < need {
+            return Err(unsupported(format!("conv weight `{}` has {} bytes, needs {need}", wc.name, wc.data.len())));
+        }
+        if let Some(b) = self.bias {
+            let bc = consts.get(b.0 as usize).ok_or_else(|| unsupported("conv bias constant missing"))?;
+            if (bc.data.len() as u64) < self.c_out as u64 * 4 {
+                return Err(unsupported(format!("conv bias `{}` is too small", bc.name)));
+            }
+        }
+        if !self.is_depthwise() && !self.is_pointwise() && self.scratch.is_none() {
+            return Err(unsupported("conv needs a scratch buffer for im2col"));
+        }
+        Ok(())
+    }
+}
+
+/// The packed weights (GEMM A operand, one `[block][k][mr]` copy per group), or `None`
+/// for depthwise convolutions, which read the OIHW weights directly.
+pub(crate) fn prepare(consts: &[Const], t: Tile, cv: &Conv) -> Result<Option<Vec<f32>>, Error> {
+    cv.check(consts)?;
+    if cv.is_depthwise() {
+        return Ok(None);
+    }
+    let wc = &consts[cv.weight.0 as usize];
+    let (m, k) = ((cv.c_out / cv.groups) as u64, cv.k());
+    let mut out = Vec::new();
+    for g in 0..cv.groups as u64 {
+        gemm::pack_a(wc, (g * m * k) as i128, k as i64, 1, m, k, t.mr, &mut out)?;
+    }
+    Ok(Some(out))
+}
+
+pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Result<(), Error> {
+    let s = &cv.s;
+    let input = fx.buf(cv.input);
+    let output = fx.buf(cv.output);
+    let bias = cv.bias.map(|b| fx.buf(Buffer::Const(b)));
+    if cv.is_depthwise() {
+        let weights = fx.buf(Buffer::Const(cv.weight));
+        let how = Combine::Depthwise { weights, bias, act: cv.act };
+        window::emit(fx, how, s.n as u64, cv.c_in as u64, s, &cv.w, input, output);
+        return Ok(());
+    }
+    let packed = packed.ok_or_else(|| Error::Codegen("conv weights were not packed".into()))?;
+    let wts = fx.data_addr(packed);
+    let (cpg, opg) = ((cv.c_in / cv.groups) as i64, (cv.c_out / cv.groups) as u64);
+    let (k, n_out) = (cv.k(), s.out_h as u64 * s.out_w as u64);
+    let in_plane = s.in_h as i64 * s.in_w as i64 * 4;
+    let a_group = (opg.div_ceil(t.mr) * t.mr * k * 4) as i64;
+    let pointwise = cv.is_pointwise();
+    let scratch = match cv.scratch {
+        Some(b) if !pointwise => Some(fx.buf(b)),
+        _ => None,
+    };
+    let groups = cv.groups as u64;
+    fx.for_n(s.n as u64, &[], |fx, ni, _| {
+        fx.for_n(groups, &[], |fx, g, _| {
+            // First input channel of this image and group: n·c_in + g·cpg.
+            let ch = fx.b.ins().imul_imm_s(ni, cv.c_in as i64);
+            let gc = fx.b.ins().imul_imm_s(g, cpg);
+            let ch = fx.b.ins().iadd(ch, gc);
+            let in_g = fx.addp_scaled(input, ch, in_plane);
+            let b = match scratch {
+                None => Mat { base: in_g, rs: in_plane, cs: 4, block: t.nr() as i64 * 4, readonly: true },
+                Some(sc) => {
+                    im2col(fx, cv, in_g, sc);
+                    Mat { base: sc, rs: n_out as i64 * 4, cs: 4, block: t.nr() as i64 * 4, readonly: false }
+                }
+            };
+            let a = Mat { base: fx.addp_scaled(wts, g, a_group), rs: 4, cs: t.mr as i64 * 4, block: (k * t.mr * 4) as i64, readonly: true };
+            let oc = fx.b.ins().imul_imm_s(ni, cv.c_out as i64);
+            let go = fx.b.ins().imul_imm_s(g, opg as i64);
+            let oc = fx.b.ins().iadd(oc, go);
+            let c = Mat { base: fx.addp_scaled(output, oc, n_out as i64 * 4), rs: n_out as i64 * 4, cs: 4, block: 0, readonly: false };
+            let bias = bias.map(|bp| Mat { base: fx.addp_scaled(bp, g, opg as i64 * 4), rs: 4, cs: 0, block: 0, readonly: true });
+            gemm::emit_2d(fx, t, &Gemm2d { m: opg, n: n_out, k, a, b, c, bias, alpha: 1.0, act: cv.act });
+            vec![]
+        });
+        vec![]
+    });
+    Ok(())
+}
+
+/// Writes the `(cpg·kh·kw) × (out_h·out_w)` im2col matrix of one image and group to
+/// `dst`: row `(ci, ky, kx)`, column `(oy, ox)` holds the input tap or 0 in the padding.
+fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value) {
+    let (s, w) = (&cv.s, &cv.w);
+    let (ih, iw, oh, ow) = (s.in_h as i64, s.in_w as i64, s.out_h as u64, s.out_w as u64);
+    let cpg = (cv.c_in / cv.groups) as u64;
+    let (kh, kw) = (w.kh as u64, w.kw as u64);
+    let n_out = (oh * ow) as i64;
+    fx.for_n(cpg, &[], |fx, ci, _| {
+        let plane = fx.addp_scaled(src, ci, ih * iw * 4);
+        fx.for_n(kh, &[], |fx, ky, _| {
+            fx.for_n(kw, &[], |fx, kx, _| {
+                let r = fx.b.ins().imul_imm_s(ci, (kh * kw) as i64);
+                let ry = fx.b.ins().imul_imm_s(ky, kw as i64);
+                let r = fx.b.ins().iadd(r, ry);
+                let r = fx.b.ins().iadd(r, kx);
+                let row = fx.addp_scaled(dst, r, n_out * 4);
+                let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
+                let dy = fx.b.ins().iadd_imm_s(dy, -(w.pad_top as i64));
+                let dx = fx.b.ins().imul_imm_s(kx, w.dilation_w as i64);
+                let dx = fx.b.ins().iadd_imm_s(dx, -(w.pad_left as i64));
+                fx.for_n(oh, &[], |fx, oy, _| {
+                    let iy = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
+                    let iy = fx.b.ins().iadd(iy, dy);
+                    let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
+                    let in_row = fx.b.ins().imul_imm_s(iy, iw);
+                    let out_row = fx.addp_scaled(row, oy, ow as i64 * 4);
+                    fx.for_n(ow, &[], |fx, ox, _| {
+                        let ix = fx.b.ins().imul_imm_s(ox, w.stride_w as i64);
+                        let ix = fx.b.ins().iadd(ix, dx);
+                        let vx = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, iw);
+                        let valid = fx.b.ins().band(vy, vx);
+                        let off = fx.b.ins().iadd(in_row, ix);
+                        let zero = fx.iconst(0);
+                        let off = fx.b.ins().select(valid, off, zero);
+                        let p = fx.addp_scaled(plane, off, 4);
+                        let x = fx.load(types::F32, p, 0, false);
+                        let z = fx.fconst(W::S1, 0.0);
+                        let x = fx.b.ins().select(valid, x, z);
+                        let q = fx.addp_scaled(out_row, ox, 4);
+                        fx.store(x, q, 0);
+                        vec![]
+                    });
+                    vec![]
+                });
+                vec![]
+            });
+            vec![]
+        });
+        vec![]
+    });
+}

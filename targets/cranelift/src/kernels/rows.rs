@@ -1,0 +1,168 @@
+//! Softmax and reductions over the middle axis of a dense `[outer, len, inner]` tensor.
+//!
+//! With `inner == 1` each reduced row is contiguous: it is walked with f32x4 vectors
+//! (lane-wise partial results, combined across lanes at the end) plus a scalar tail.
+//! With `inner > 1` four neighbouring columns are reduced at once, one vector per step of
+//! the axis (stride `inner`), and the `inner mod 4` last columns one at a time.
+//! Softmax is three passes (max, `exp(x − max)` stored and summed, divide), so it also
+//! works in place.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use edgecc_program::ReduceOp;
+
+use crate::fx::{Fx, W};
+use crate::math;
+
+/// Folds `len` elements at `p`, `p + stride`, ... (bytes) with width `w`.
+fn fold(fx: &mut Fx, w: W, p: Value, len: u64, stride: i64, init: Value, f: &mut dyn FnMut(&mut Fx, Value, Value, Value) -> Value) -> Value {
+    fx.for_n(len, &[init], |fx, i, c| {
+        let q = fx.addp_scaled(p, i, stride);
+        let x = fx.load_w(w, q, 0, 4, false);
+        vec![f(fx, q, x, c[0])]
+    })[0]
+}
+
+/// Folds a contiguous row: vectors, then lanes combined by `comb`, then a scalar tail.
+#[allow(clippy::too_many_arguments)]
+fn fold_row(
+    fx: &mut Fx,
+    p: Value,
+    len: u64,
+    neutral: f32,
+    f: &mut dyn FnMut(&mut Fx, W, Value, Value, Value) -> Value,
+    comb: fn(&mut Fx, W, Value) -> Value,
+) -> Value {
+    let v0 = fx.fconst(W::V4, neutral);
+    let acc = fold(fx, W::V4, p, len / 4, 16, v0, &mut |fx, q, x, a| f(fx, W::V4, q, x, a));
+    let mut s = comb(fx, W::V4, acc);
+    let tail = fx.addp(p, (len / 4 * 16) as i64);
+    for t in 0..len % 4 {
+        let q = fx.addp(tail, t as i64 * 4);
+        let x = fx.load_w(W::S1, q, 0, 4, false);
+        s = f(fx, W::S1, q, x, s);
+    }
+    s
+}
+
+fn sum_lanes(fx: &mut Fx, w: W, v: Value) -> Value {
+    fx.hsum(w, v)
+}
+fn max_lanes(fx: &mut Fx, w: W, v: Value) -> Value {
+    fx.hmax(w, v)
+}
+
+/// `out[o, i] = op over l of in[o, l, i]`.
+pub(crate) fn emit_reduce(fx: &mut Fx, op: ReduceOp, outer: u64, len: u64, inner: u64, input: Value, output: Value) {
+    let neutral = if op == ReduceOp::Max { f32::NEG_INFINITY } else { 0.0 };
+    let mut f = move |fx: &mut Fx, w: W, _q: Value, x: Value, a: Value| match op {
+        ReduceOp::Max => fx.max(w, a, x),
+        _ => fx.b.ins().fadd(a, x),
+    };
+    let finish = |fx: &mut Fx, w: W, v: Value| match op {
+        ReduceOp::Mean => {
+            let d = fx.fconst(w, len as f32);
+            fx.b.ins().fdiv(v, d)
+        }
+        _ => v,
+    };
+    fx.for_n(outer, &[], |fx, o, _| {
+        let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
+        let dst = fx.addp_scaled(output, o, (inner * 4) as i64);
+        if inner == 1 {
+            let comb = if op == ReduceOp::Max { max_lanes } else { sum_lanes };
+            let s = fold_row(fx, src, len, neutral, &mut f, comb);
+            let s = finish(fx, W::S1, s);
+            fx.store(s, dst, 0);
+        } else {
+            columns(fx, inner, |fx, w, col| {
+                let p = fx.b.ins().iadd(src, col);
+                let init = fx.fconst(w, neutral);
+                let s = fold(fx, w, p, len, (inner * 4) as i64, init, &mut |fx, q, x, a| f(fx, w, q, x, a));
+                let s = finish(fx, w, s);
+                let q = fx.b.ins().iadd(dst, col);
+                fx.store_w(w, s, q, 0, 4);
+            });
+        }
+        vec![]
+    });
+}
+
+/// Calls `body(w, byte offset of the column group)` for every 4-column group of a row of
+/// `inner` columns (as a loop), then for each of the last `inner mod 4` columns.
+fn columns(fx: &mut Fx, inner: u64, mut body: impl FnMut(&mut Fx, W, Value)) {
+    let groups = inner / 4;
+    fx.for_n(groups, &[], |fx, j, _| {
+        let off = fx.b.ins().imul_imm_s(j, 16);
+        body(fx, W::V4, off);
+        vec![]
+    });
+    for t in 0..inner % 4 {
+        let off = fx.iconst(((groups * 4 + t) * 4) as i64);
+        body(fx, W::S1, off);
+    }
+}
+
+/// Softmax over the middle axis.
+pub(crate) fn emit_softmax(fx: &mut Fx, outer: u64, len: u64, inner: u64, input: Value, output: Value) {
+    fx.for_n(outer, &[], |fx, o, _| {
+        let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
+        let dst = fx.addp_scaled(output, o, (len * inner * 4) as i64);
+        if inner == 1 {
+            let m = fold_row(fx, src, len, f32::NEG_INFINITY, &mut |fx, w, _q, x, a| fx.max(w, a, x), max_lanes);
+            // `q` points into the input; the exp is stored at the same offset of the output.
+            let delta = fx.b.ins().isub(dst, src);
+            let s = fold_row(
+                fx,
+                src,
+                len,
+                0.0,
+                &mut |fx, w, q, x, a| {
+                    let mv = fx.splat(w, m);
+                    let d = fx.b.ins().fsub(x, mv);
+                    let e = math::exp(fx, w, d);
+                    let out = fx.b.ins().iadd(q, delta);
+                    fx.store(e, out, 0);
+                    fx.b.ins().fadd(a, e)
+                },
+                sum_lanes,
+            );
+            fold_row(
+                fx,
+                dst,
+                len,
+                0.0,
+                &mut |fx, w, q, x, a| {
+                    let sv = fx.splat(w, s);
+                    let y = fx.b.ins().fdiv(x, sv);
+                    fx.store(y, q, 0);
+                    a
+                },
+                sum_lanes,
+            );
+        } else {
+            let stride = (inner * 4) as i64;
+            columns(fx, inner, |fx, w, col| {
+                let p = fx.b.ins().iadd(src, col);
+                let q = fx.b.ins().iadd(dst, col);
+                let init = fx.fconst(w, f32::NEG_INFINITY);
+                let m = fold(fx, w, p, len, stride, init, &mut |fx, _q, x, a| fx.max(w, a, x));
+                let delta = fx.b.ins().isub(q, p);
+                let z = fx.fconst(w, 0.0);
+                let s = fold(fx, w, p, len, stride, z, &mut |fx, at, x, a| {
+                    let d = fx.b.ins().fsub(x, m);
+                    let e = math::exp(fx, w, d);
+                    let out = fx.b.ins().iadd(at, delta);
+                    fx.store(e, out, 0);
+                    fx.b.ins().fadd(a, e)
+                });
+                fold(fx, w, q, len, stride, s, &mut |fx, at, x, a| {
+                    let y = fx.b.ins().fdiv(x, s);
+                    fx.store(y, at, 0);
+                    a
+                });
+            });
+        }
+        vec![]
+    });
+}
+

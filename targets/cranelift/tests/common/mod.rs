@@ -1,0 +1,145 @@
+//! Shared test helpers: program builders, deterministic random data, running a program
+//! through the scalar executor and through generated code, and float comparison.
+#![allow(dead_code)]
+
+use edgecc_program::{
+    exec, Activation, Buffer, Const, ConstId, DType, IoTensor, Kernel, Program, View,
+};
+
+pub fn io(name: &str, shape: &[u64]) -> IoTensor {
+    IoTensor { name: name.into(), dtype: DType::F32, shape: shape.to_vec() }
+}
+
+pub fn view(buf: Buffer, offset: u64, strides: &[i64]) -> View {
+    View { buf, offset, strides: strides.to_vec() }
+}
+
+pub fn konst(name: &str, v: &[f32]) -> Const {
+    Const { name: name.into(), dtype: DType::F32, shape: vec![v.len() as u64], data: bytes(v) }
+}
+
+pub fn cid(i: u32) -> Buffer {
+    Buffer::Const(ConstId(i))
+}
+
+pub fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG; no dependency, stable across runs).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn program(inputs: Vec<IoTensor>, outputs: Vec<IoTensor>, consts: Vec<Const>, arena_size: u64, kernels: Vec<Kernel>) -> Program {
+    Program { name: "t".into(), inputs, outputs, arena_size, arena_align: 64, consts, kernels }
+}
+
+/// Random inputs matching the program's input shapes.
+pub fn inputs_for(p: &Program, seed: u64) -> Vec<Vec<f32>> {
+    p.inputs.iter().enumerate().map(|(i, t)| rand_vec(t.num_elements() as usize, seed + i as u64 * 7919)).collect()
+}
+
+/// An arena of `size` bytes aligned to 64 (the over-allocated vector must stay alive).
+pub fn aligned(size: usize) -> (Vec<u8>, usize) {
+    let v = vec![0u8; size + 64];
+    let off = (64 - (v.as_ptr() as usize % 64)) % 64;
+    (v, off)
+}
+
+pub fn run_exec(p: &Program, ins: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let ins: Vec<Vec<u8>> = ins.iter().map(|v| bytes(v)).collect();
+    let refs: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+    let mut outs: Vec<Vec<u8>> = p.outputs.iter().map(|t| bytes(&vec![-777.0; t.byte_size() as usize / 4])).collect();
+    let mut orefs: Vec<&mut [u8]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+    let mut arena = vec![0u8; p.arena_size as usize];
+    exec::run(p, &refs, &mut orefs, &mut arena).expect("exec::run");
+    outs.iter().map(|o| floats(o)).collect()
+}
+
+/// Runs through a descriptor (JIT or loaded `.so`) with the runtime's checked call.
+pub fn run_desc(desc: &edgecc_runtime::ModelDesc, p: &Program, ins: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let model = edgecc_runtime::Model::new(desc).expect("descriptor");
+    let ins: Vec<Vec<u8>> = ins.iter().map(|v| bytes(v)).collect();
+    let refs: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+    // Outputs pre-filled with a pattern, so unwritten elements show up.
+    let mut outs: Vec<Vec<u8>> = p.outputs.iter().map(|t| bytes(&vec![-777.0; t.byte_size() as usize / 4])).collect();
+    let mut orefs: Vec<&mut [u8]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+    let (mut arena, off) = aligned(p.arena_size as usize);
+    model.run(&refs, &mut orefs, &mut arena[off..off + p.arena_size as usize]).expect("run");
+    outs.iter().map(|o| floats(o)).collect()
+}
+
+pub fn run_jit(p: &Program, ins: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let jit = edgecc_cranelift::compile_jit(p).expect("compile_jit");
+    run_desc(jit.desc(), p, ins)
+}
+
+/// `|got - want| <= atol + rtol·|want|` element by element.
+pub fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: output count");
+    for (o, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{what}: output {o} length");
+        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+            let ok = (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
+            assert!(ok, "{what}: output {o}[{i}] = {a}, expected {b} (atol {atol}, rtol {rtol})");
+        }
+    }
+}
+
+/// Compiles with the JIT and compares with the scalar executor.
+pub fn check_jit(p: &Program, atol: f32, rtol: f32, what: &str) {
+    let ins = inputs_for(p, 42);
+    let want = run_exec(p, &ins);
+    let got = run_jit(p, &ins);
+    assert_close(&got, &want, atol, rtol, what);
+}
+
+/// A single Gemm program `C[b] = act(alpha·A·B + bias)` with A, B (and bias) as inputs
+/// or constants.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_program(batch: u32, m: u32, n: u32, k: u32, a_t: bool, b_t: bool, a_const: bool, b_const: bool, a_bcast: bool, bias: Option<&str>, act: Activation, alpha: f32) -> Program {
+    let (bm, bn, bk) = (m as i64, n as i64, k as i64);
+    let a_batches = if a_bcast { 1 } else { batch as u64 };
+    let a_len = a_batches * (m * k) as u64;
+    let b_len = batch as u64 * (k * n) as u64;
+    let a_bs = if a_bcast { 0 } else { bm * bk };
+    let a_str = if a_t { [a_bs, 1, bm] } else { [a_bs, bk, 1] };
+    let b_str = if b_t { [bk * bn, 1, bk] } else { [bk * bn, bn, 1] };
+    let mut inputs = Vec::new();
+    let mut consts = Vec::new();
+    let mut operand = |is_const: bool, name: &str, len: u64, seed: u64| -> Buffer {
+        if is_const {
+            consts.push(konst(name, &rand_vec(len as usize, seed)));
+            cid(consts.len() as u32 - 1)
+        } else {
+            inputs.push(io(name, &[len]));
+            Buffer::Input(inputs.len() as u32 - 1)
+        }
+    };
+    let a = view(operand(a_const, "a", a_len, 1), 0, &a_str);
+    let b = view(operand(b_const, "b", b_len, 2), 0, &b_str);
+    let bias = bias.map(|form| {
+        let (len, strides): (u64, [i64; 3]) = match form {
+            "scalar" => (1, [0, 0, 0]),
+            "row" => (n as u64, [0, 0, 1]),
+            "col" => (m as u64, [0, 1, 0]),
+            "full" => ((m * n) as u64, [0, bn, 1]),
+            _ => (batch as u64 * (m * n) as u64, [bm * bn, bn, 1]),
+        };
+        consts.push(konst("bias", &rand_vec(len as usize, 3)));
+        view(cid(consts.len() as u32 - 1), 0, &strides)
+    });
+    let c = view(Buffer::Output(0), 0, &[bm * bn, bn, 1]);
+    program(inputs, vec![io("c", &[batch as u64, m as u64, n as u64])], consts, 0, vec![Kernel::Gemm { batch, m, n, k, a, b, alpha, bias, act, c }])
+}
