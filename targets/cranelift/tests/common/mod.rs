@@ -143,3 +143,73 @@ pub fn gemm_program(batch: u32, m: u32, n: u32, k: u32, a_t: bool, b_t: bool, a_
     let c = view(Buffer::Output(0), 0, &[bm * bn, bn, 1]);
     program(inputs, vec![io("c", &[batch as u64, m as u64, n as u64])], consts, 0, vec![Kernel::Gemm { batch, m, n, k, a, b, alpha, bias, act, c }])
 }
+
+/// A small network touching every kernel kind, chained through the arena:
+/// conv 3→8 (3×3, pad 1, relu, im2col) → depthwise 3×3 stride 2 (relu6) → max pool 2×2
+/// → gemm 1×32·32×10 (constant B, bias) → elementwise tanh/exp → softmax; plus a mean
+/// reduction, a transposed-input gemm and a copy as further outputs.
+pub fn network() -> Program {
+    use edgecc_program::{ExprNode, PoolKind, ReduceOp, Spatial, UnaryOp, Window, BinaryOp};
+    let w3 = |s: u32| Window { kh: 3, kw: 3, stride_h: s, stride_w: s, dilation_h: 1, dilation_w: 1, pad_top: 1, pad_left: 1, pad_bottom: 1, pad_right: 1 };
+    let arena = |offset: u64| Buffer::Arena { offset };
+    let (s_off, a_off, b_off, c_off, d_off, e_off) = (0, 6912, 8960, 9472, 9600, 9664);
+    let consts = vec![
+        konst("conv_w", &rand_vec(8 * 3 * 9, 11)),
+        konst("conv_b", &rand_vec(8, 12)),
+        konst("dw_w", &rand_vec(8 * 9, 13)),
+        konst("fc_w", &rand_vec(32 * 10, 14)),
+        konst("fc_b", &rand_vec(10, 15)),
+    ];
+    let kernels = vec![
+        Kernel::Conv {
+            c_in: 3, c_out: 8, groups: 1, spatial: Spatial { n: 1, in_h: 8, in_w: 8, out_h: 8, out_w: 8 }, window: w3(1),
+            input: Buffer::Input(0), weight: ConstId(0), bias: Some(ConstId(1)), act: Activation::Relu, output: arena(a_off), scratch: Some(arena(s_off)),
+        },
+        Kernel::Conv {
+            c_in: 8, c_out: 8, groups: 8, spatial: Spatial { n: 1, in_h: 8, in_w: 8, out_h: 4, out_w: 4 }, window: w3(2),
+            input: arena(a_off), weight: ConstId(2), bias: None, act: Activation::Clip { lo: 0.0, hi: 6.0 }, output: arena(b_off), scratch: None,
+        },
+        Kernel::Pool {
+            kind: PoolKind::Max, channels: 8, spatial: Spatial { n: 1, in_h: 4, in_w: 4, out_h: 2, out_w: 2 },
+            window: Window { kh: 2, kw: 2, stride_h: 2, stride_w: 2, dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0 },
+            input: arena(b_off), output: arena(c_off),
+        },
+        Kernel::Gemm {
+            batch: 1, m: 1, n: 10, k: 32, a: view(arena(c_off), 0, &[0, 32, 1]), b: view(cid(3), 0, &[0, 10, 1]), alpha: 1.0,
+            bias: Some(view(cid(4), 0, &[0, 0, 1])), act: Activation::None, c: view(arena(d_off), 0, &[0, 10, 1]),
+        },
+        Kernel::Elementwise {
+            shape: vec![10],
+            inputs: vec![view(arena(d_off), 0, &[1])],
+            expr: vec![
+                ExprNode::Input(0), ExprNode::Unary(UnaryOp::Tanh, 0), ExprNode::Const(2.0), ExprNode::Binary(BinaryOp::Mul, 1, 2),
+                ExprNode::Unary(UnaryOp::Neg, 0), ExprNode::Unary(UnaryOp::Exp, 4), ExprNode::Binary(BinaryOp::Add, 3, 5),
+            ],
+            output: view(arena(e_off), 0, &[1]),
+        },
+        Kernel::Softmax { outer: 1, len: 10, inner: 1, input: arena(e_off), output: Buffer::Output(0) },
+        Kernel::Reduce { op: ReduceOp::Mean, outer: 8, len: 16, inner: 1, input: arena(b_off), output: Buffer::Output(1) },
+        Kernel::Copy { bytes: 40, src: arena(d_off), dst: Buffer::Output(2) },
+        Kernel::Gemm {
+            batch: 1, m: 5, n: 6, k: 7, a: view(Buffer::Input(1), 0, &[0, 1, 5]), b: view(Buffer::Input(2), 0, &[0, 6, 1]), alpha: 1.0,
+            bias: None, act: Activation::Sigmoid, c: view(Buffer::Output(3), 0, &[0, 6, 1]),
+        },
+    ];
+    let mut p = program(
+        vec![io("image", &[1, 3, 8, 8]), io("lhs_t", &[7, 5]), io("rhs", &[7, 6])],
+        vec![io("probs", &[1, 10]), io("mean", &[8]), io("logits", &[10]), io("gemm_t", &[5, 6])],
+        consts,
+        9728,
+        kernels,
+    );
+    p.name = "net".into();
+    p
+}
+
+/// A fresh directory under the system temp dir for one test's files.
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("edgecc-cranelift-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}

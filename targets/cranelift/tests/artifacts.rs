@@ -1,0 +1,119 @@
+//! Object files as artifacts: determinism, a `.so` loaded through the runtime, and an
+//! aarch64 build that really runs (static C harness under `qemu-aarch64`).
+//!
+//! The network mixes every kernel; tolerance `atol = rtol = 3e-5`: GEMM/conv sums of at
+//! most 32 terms reassociated (~32·eps), then the exp polynomial (< 3e-7 relative)
+//! through tanh and softmax.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use edgecc_cranelift::{compile_object, emit_clif, link_shared, ObjectOptions, Target};
+
+const TOL: f32 = 3e-5;
+
+#[test]
+fn object_is_deterministic() {
+    let p = network();
+    for t in ["x86_64", "aarch64-neon"] {
+        let target: Target = t.parse().unwrap();
+        let a = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
+        let b = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
+        assert!(a.bytes == b.bytes, "{t}: two compiles differ");
+        assert!(a.text_bytes > 0 && a.const_bytes >= (8 * 27 + 8 * 9 + 320 + 10 + 8) * 4);
+    }
+}
+
+#[test]
+fn shared_object_through_runtime_loader() {
+    let p = network();
+    let target = Target::host().unwrap();
+    let obj = compile_object(&p, &target, &ObjectOptions { pic: true, ..Default::default() }).unwrap();
+    let dir = scratch_dir("so");
+    let (o, so) = (dir.join("net.o"), dir.join("libnet.so"));
+    std::fs::write(&o, &obj.bytes).unwrap();
+    link_shared(&o, &so, &target).unwrap();
+    // SAFETY: the library is the artifact just built; it has no initialisers.
+    let lib = unsafe { edgecc_runtime::dylib::Library::open(&so, "net") }.unwrap();
+    let model = lib.model().unwrap();
+    assert_eq!(model.name(), "net");
+    assert_eq!(model.inputs().len(), 3);
+    // SAFETY: names in an edgecc descriptor are C strings.
+    assert_eq!(unsafe { model.outputs()[0].name() }, "probs");
+    assert_eq!(model.outputs()[3].shape(), &[5, 6]);
+    let ins = inputs_for(&p, 7);
+    let got = run_desc(model.desc(), &p, &ins);
+    assert_close(&got, &run_exec(&p, &ins), TOL, TOL, "network via .so");
+}
+
+#[test]
+fn jit_network_and_clif_listing() {
+    let p = network();
+    let ins = inputs_for(&p, 9);
+    assert_close(&run_jit(&p, &ins), &run_exec(&p, &ins), TOL, TOL, "network via JIT");
+    let listing = emit_clif(&p, &"aarch64-neon".parse().unwrap()).unwrap();
+    assert!(listing.contains("function") && listing.contains("net_k3_gemm") && listing.contains("fmla"), "{}", &listing[..400]);
+}
+
+#[test]
+fn targets_parse_and_reject() {
+    for ok in ["x86_64", "aarch64-neon", "aarch64-unknown-linux-gnu", "aarch64-unknown-none", "x86_64-unknown-linux-gnu", "x86_64+avx+fma"] {
+        ok.parse::<Target>().unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in ["riscv64gc-unknown-linux-gnu", "x86_64+nonsense", "not a triple"] {
+        assert!(bad.parse::<Target>().is_err(), "{bad} accepted");
+    }
+}
+
+fn tool(name: &str) {
+    let found = Command::new(name).arg("--version").output().is_ok();
+    assert!(found, "`{name}` is required for the aarch64 test (apt install qemu-user gcc-aarch64-linux-gnu); it is missing");
+}
+
+fn write_floats(path: &Path, v: &[f32]) {
+    std::fs::write(path, bytes(v)).unwrap();
+}
+
+/// Compiles the network for aarch64, links it statically with `runtime/c/edgecc_harness.c`
+/// and runs it under qemu. Fails (does not skip) without the cross tools.
+#[test]
+fn aarch64_runs_under_qemu() {
+    tool("aarch64-linux-gnu-gcc");
+    tool("qemu-aarch64");
+    let p = network();
+    let target: Target = "aarch64-neon".parse().unwrap();
+    let dir = scratch_dir("a64");
+    for pic in [false, true] {
+        let obj = compile_object(&p, &target, &ObjectOptions { pic, ..Default::default() }).unwrap();
+        let o = dir.join("net.o");
+        std::fs::write(&o, &obj.bytes).unwrap();
+        let harness_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
+        let exe = dir.join("harness");
+        let out = Command::new("aarch64-linux-gnu-gcc")
+            .args(["-static", "-O2", "-Wall", "-Werror", "-DEDGECC_MODEL=net_model"])
+            .arg(&harness_src)
+            .arg(&o)
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "link failed: {}", String::from_utf8_lossy(&out.stderr));
+        let ins = inputs_for(&p, 3);
+        let mut cmd = Command::new("qemu-aarch64");
+        cmd.arg(&exe);
+        for (i, v) in ins.iter().enumerate() {
+            let f = dir.join(format!("in{i}.bin"));
+            write_floats(&f, v);
+            cmd.arg(f);
+        }
+        cmd.arg("--");
+        let outs: Vec<_> = (0..p.outputs.len()).map(|i| dir.join(format!("out{i}.bin"))).collect();
+        cmd.args(&outs);
+        let run = cmd.output().unwrap();
+        assert!(run.status.success(), "harness failed ({}): {}", run.status, String::from_utf8_lossy(&run.stderr));
+        let got: Vec<Vec<f32>> = outs.iter().map(|f| floats(&std::fs::read(f).unwrap())).collect();
+        assert_close(&got, &run_exec(&p, &ins), TOL, TOL, &format!("network on aarch64 (pic {pic})"));
+    }
+}
