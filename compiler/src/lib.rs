@@ -8,11 +8,14 @@
 
 pub mod artifact;
 mod error;
+pub mod inspect;
 pub mod interp;
 pub mod io;
 pub mod ir;
 pub mod lower;
 pub mod onnx;
 pub mod passes;
+pub mod pipeline;
+pub mod run_target;
 
 pub use error::{Error, UnsupportedOp};

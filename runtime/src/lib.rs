@@ -345,3 +345,8 @@ impl<'a> Model<'a> {
 
 /// The most inputs or outputs [`Model::run`] passes (its pointer arrays live on the stack).
 pub const MAX_IO: usize = 64;
+
+/// The generic C test harness (`runtime/c/edgecc_harness.c`): links against any
+/// artifact, chosen with `-DEDGECC_MODEL=<name>_model`, and runs one inference on raw
+/// files: `harness in0.bin ... -- out0.bin ...`. `edgecc run` uses it for cross targets.
+pub const HARNESS_C: &str = include_str!("../c/edgecc_harness.c");

@@ -1,0 +1,127 @@
+//! Argument parsing and the three subcommands.
+
+mod compile;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use edgecc::Error;
+use edgecc::pipeline::{Options, parse_input_shape};
+
+#[derive(Parser)]
+#[command(
+    name = "edgecc",
+    version,
+    about = "Ahead-of-time compiler from ONNX to native code for edge devices"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+/// Options every subcommand that compiles shares.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Shape for an input with symbolic dims, e.g. `x=1x3x32x32`. Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
+    pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Print the graph after this pass (`all` for every pass) to stderr. Repeatable.
+    #[arg(long = "print-after", value_name = "PASS")]
+    pub print_after: Vec<String>,
+}
+
+impl ModelArgs {
+    pub fn options(&self, name: String) -> Options {
+        Options {
+            input_shapes: self.input_shapes.iter().cloned().collect(),
+            name,
+            print_after: self.print_after.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// ELF relocatable object (+ model.h and manifest).
+    Obj,
+    /// Shared object (+ model.h and manifest).
+    So,
+    /// Cranelift IR and machine code listing of every kernel.
+    Asm,
+    /// The graph after passes, in edgecc's text IR.
+    Ir,
+    /// Only the C header.
+    Header,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inputs, outputs, op histogram, parameters, unsupported ops, arena size.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Compile a model to an object file, shared object, listing, IR or header.
+    Compile {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// `x86_64`, `aarch64-neon`, or a target triple (e.g. `aarch64-unknown-none`).
+        #[arg(long, default_value = "aarch64-neon")]
+        target: String,
+        #[arg(long, value_enum, default_value = "obj")]
+        emit: Emit,
+        /// Output file; the header and manifest go next to it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Symbol prefix (`<name>_run`, `<name>_model`); defaults to the output's stem.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a model on inputs and write one .npy per output.
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Run the compiled code for this target (under qemu when it is not the host).
+        #[arg(long, conflicts_with = "reference")]
+        target: Option<String>,
+        /// Run the reference interpreter instead of compiled code.
+        #[arg(long)]
+        reference: bool,
+        /// An input as NAME=FILE or FILE (in input order); .npy or TensorProto .pb.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Where to write `<output name>.npy` files.
+        #[arg(long, default_value = "out")]
+        output_dir: PathBuf,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<(), Error> {
+    match cli.cmd {
+        Command::Inspect { model } => {
+            print!(
+                "{}",
+                edgecc::inspect::inspect(&model.model, &model.options("model".into()))?
+            );
+            Ok(())
+        }
+        Command::Compile {
+            model,
+            target,
+            emit,
+            output,
+            name,
+        } => compile::compile(&model, &target, emit, output, name),
+        Command::Run {
+            model,
+            target,
+            reference,
+            inputs,
+            output_dir,
+        } => run::run(&model, target.as_deref(), reference, &inputs, &output_dir),
+    }
+}

@@ -1,0 +1,133 @@
+//! `edgecc run`: the interpreter, the host JIT, or a cross target under qemu.
+
+use std::path::{Path, PathBuf};
+
+use edgecc::Error;
+use edgecc::ir::Tensor;
+use edgecc::pipeline;
+use edgecc_program::Program;
+
+use super::ModelArgs;
+use super::compile::parse_target;
+
+/// Pairs `--input` arguments with the model's inputs: `NAME=FILE`, or bare files in order.
+fn read_inputs(names: &[String], args: &[String]) -> Result<Vec<Tensor>, Error> {
+    let mut by_name: Vec<Option<PathBuf>> = vec![None; names.len()];
+    let mut next = 0;
+    for a in args {
+        let (slot, file) = match a.split_once('=') {
+            Some((n, f)) if names.iter().any(|x| x == n) => {
+                (names.iter().position(|x| x == n).expect("found"), f)
+            }
+            Some((n, _)) if !Path::new(a).exists() => {
+                return Err(Error::Input(format!(
+                    "--input {a}: the model has no input '{n}' (inputs: {})",
+                    names.join(", ")
+                )));
+            }
+            _ => {
+                while next < names.len() && by_name[next].is_some() {
+                    next += 1;
+                }
+                if next == names.len() {
+                    return Err(Error::Input(format!(
+                        "--input {a}: more inputs than the model takes"
+                    )));
+                }
+                (next, a.as_str())
+            }
+        };
+        by_name[slot] = Some(PathBuf::from(file));
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&by_name)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Input(format!(
+            "missing --input for: {}",
+            missing.join(", ")
+        )));
+    }
+    by_name
+        .into_iter()
+        .map(|p| edgecc::io::read_tensor(&p.expect("checked")))
+        .collect()
+}
+
+fn check_inputs(program: &Program, inputs: &[Tensor]) -> Result<(), Error> {
+    for (io, t) in program.inputs.iter().zip(inputs) {
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+        if t.dtype.to_program() != Some(io.dtype) || shape != io.shape {
+            return Err(Error::Input(format!(
+                "input '{}' must be {}{:?}, got {}{:?}",
+                io.name,
+                io.dtype.name(),
+                io.shape,
+                t.dtype,
+                t.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_outputs(dir: &Path, names: &[String], outs: &[Tensor]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, t) in names.iter().zip(outs) {
+        let path = dir.join(format!("{}.npy", edgecc::artifact::c_ident(name)));
+        edgecc::io::write_npy(&path, t)?;
+        eprintln!("wrote {} ({}{:?})", path.display(), t.dtype, t.shape);
+    }
+    Ok(())
+}
+
+fn to_tensors(program: &Program, bufs: Vec<Vec<u8>>) -> Result<Vec<Tensor>, Error> {
+    program
+        .outputs
+        .iter()
+        .zip(bufs)
+        .map(|(o, b)| {
+            let dtype = edgecc::ir::DType::from_onnx(o.dtype as i32)
+                .ok_or_else(|| Error::Internal("dtype".into()))?;
+            Tensor::from_le_bytes(dtype, o.shape.iter().map(|&d| d as usize).collect(), &b)
+                .ok_or_else(|| Error::Internal(format!("output '{}' has the wrong size", o.name)))
+        })
+        .collect()
+}
+
+pub fn run(
+    args: &ModelArgs,
+    target: Option<&str>,
+    reference: bool,
+    inputs: &[String],
+    out_dir: &Path,
+) -> Result<(), Error> {
+    let c = pipeline::compile(&args.model, &args.options("model".into()))?;
+    let g = &c.imported;
+    let in_names: Vec<String> = g.inputs.iter().map(|&v| g.value(v).name.clone()).collect();
+    let out_names: Vec<String> = g.outputs.iter().map(|&v| g.value(v).name.clone()).collect();
+    let tensors = read_inputs(&in_names, inputs)?;
+    if reference {
+        let outs = edgecc::interp::run(g, &tensors)?;
+        return write_outputs(out_dir, &out_names, &outs);
+    }
+    let program = &c.lowered.program;
+    check_inputs(program, &tensors)?;
+    let target = match target {
+        Some(t) => parse_target(t)?,
+        None => edgecc_cranelift::Target::host().map_err(|e| Error::Target(e.to_string()))?,
+    };
+    let in_bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.to_le_bytes().expect("program dtype"))
+        .collect();
+    let outs = if target.is_host() {
+        edgecc::run_target::run_jit(program, &in_bytes)?
+    } else {
+        edgecc::run_target::run_cross(program, &target, &in_bytes)?
+    };
+    write_outputs(out_dir, &out_names, &to_tensors(program, outs)?)
+}

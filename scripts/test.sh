@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian and PyPI packages, when missing) and runs every test.
+# CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --python
+# The committed example models and onnxruntime references must be what the script makes.
+python3 scripts/make_models.py --check
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace

@@ -1,0 +1,107 @@
+//! Bad input gets a clear error, never a panic: corrupt files, unsupported ops (all listed
+//! with node names), external data leaving the model's folder, unresolved symbolic dims,
+//! shapes that do not fit.
+
+mod common;
+
+use edgecc::Error;
+use edgecc::onnx::ImportOptions;
+
+fn load(rel: &str) -> Result<edgecc::ir::Graph, Error> {
+    edgecc::onnx::load(&common::root().join(rel), &ImportOptions::default()).map(|(_, g)| g)
+}
+
+#[test]
+fn corrupt_files_are_decode_errors() {
+    for f in [
+        "tests/data/corrupt_truncated.onnx",
+        "tests/data/corrupt_garbage.onnx",
+    ] {
+        match load(f) {
+            Err(Error::Decode(_)) => {}
+            other => panic!("{f}: expected a decode error, got {other:?}"),
+        }
+    }
+    match load("tests/data/empty.onnx") {
+        Err(Error::Model(m)) => assert!(m.contains("no graph"), "{m}"),
+        other => panic!("empty.onnx: {other:?}"),
+    }
+}
+
+#[test]
+fn every_prefix_of_a_model_is_an_error_or_a_model_never_a_panic() {
+    let bytes = std::fs::read(common::example("cnn").join("model.onnx")).unwrap();
+    for cut in (0..bytes.len()).step_by(97) {
+        if let Ok(m) = edgecc::onnx::decode(&bytes[..cut]) {
+            let _ = edgecc::onnx::import(
+                &m,
+                edgecc::onnx::DataDir { base: None },
+                &ImportOptions::default(),
+            );
+        }
+    }
+}
+
+#[test]
+fn unsupported_ops_are_listed_together_with_node_names() {
+    let err = load("tests/data/unsupported_ops.onnx").unwrap_err();
+    let Error::Unsupported(ops) = &err else {
+        panic!("{err:?}")
+    };
+    let names: Vec<&str> = ops.iter().map(|o| o.node.as_str()).collect();
+    assert_eq!(names, ["weird_topk", "my_lstm", "det0"], "{err}");
+    let text = err.to_string();
+    for want in [
+        "weird_topk",
+        "TopK",
+        "my_lstm",
+        "LSTM",
+        "det0",
+        "Det",
+        "opset 17",
+    ] {
+        assert!(text.contains(want), "{want} missing from: {text}");
+    }
+}
+
+#[test]
+fn external_data_inside_the_folder_loads() {
+    let dir = common::root().join("tests/data/external_data");
+    let g = load("tests/data/external_data/model.onnx").unwrap();
+    let out = edgecc::interp::run(&g, &common::npys(&dir, "input")).unwrap();
+    let want = common::npys(&dir, "output");
+    assert!(common::max_rel_err(out[0].as_f32().unwrap(), want[0].as_f32().unwrap()) < 1e-6);
+}
+
+#[test]
+fn external_data_outside_the_folder_is_refused() {
+    for f in [
+        "tests/data/external_escape/model.onnx",
+        "tests/data/external_abs/model.onnx",
+    ] {
+        match load(f) {
+            Err(Error::ExternalData { reason, .. }) => {
+                assert!(reason.contains("leaves the model's folder"), "{reason}")
+            }
+            other => panic!("{f}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn symbolic_dims_must_be_resolved() {
+    let path = common::example("symbolic").join("model.onnx");
+    let err = edgecc::onnx::load(&path, &ImportOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::UnresolvedDims(_)), "{text}");
+    assert!(
+        text.contains("x[batch]") && text.contains("--input-shape"),
+        "{text}"
+    );
+    // A shape that contradicts a fixed dim is refused too.
+    let opts = ImportOptions {
+        input_shapes: [("x".to_string(), vec![3, 17])].into_iter().collect(),
+    };
+    let err = edgecc::onnx::load(&path, &opts).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
