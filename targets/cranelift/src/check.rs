@@ -7,14 +7,17 @@
 
 use edgecc_program::{Buffer, Kernel, Program, View};
 
-use crate::error::{unsupported, Error};
+use crate::error::{Error, unsupported};
 
 /// Bytes available from the start of `buf` (after an arena offset).
 fn capacity(p: &Program, buf: Buffer) -> Result<u64, Error> {
     let cap = match buf {
         Buffer::Arena { offset } => {
             if offset % p.arena_align.max(1) != 0 {
-                return Err(unsupported(format!("arena offset {offset} is not {}-aligned", p.arena_align)));
+                return Err(unsupported(format!(
+                    "arena offset {offset} is not {}-aligned",
+                    p.arena_align
+                )));
             }
             p.arena_size.checked_sub(offset)
         }
@@ -29,7 +32,9 @@ fn capacity(p: &Program, buf: Buffer) -> Result<u64, Error> {
 fn dense(p: &Program, k: usize, buf: Buffer, bytes: u64) -> Result<(), Error> {
     let cap = capacity(p, buf)?;
     if bytes > cap {
-        return Err(unsupported(format!("kernel {k} accesses {bytes} bytes of {buf:?}, which has {cap}")));
+        return Err(unsupported(format!(
+            "kernel {k} accesses {bytes} bytes of {buf:?}, which has {cap}"
+        )));
     }
     Ok(())
 }
@@ -37,7 +42,11 @@ fn dense(p: &Program, k: usize, buf: Buffer, bytes: u64) -> Result<(), Error> {
 /// Checks a f32 view over `shape` (one stride per dimension).
 fn view(p: &Program, k: usize, v: &View, shape: &[u64], what: &str) -> Result<(), Error> {
     if v.strides.len() != shape.len() {
-        return Err(unsupported(format!("kernel {k}: {what} view has {} strides, expected {}", v.strides.len(), shape.len())));
+        return Err(unsupported(format!(
+            "kernel {k}: {what} view has {} strides, expected {}",
+            v.strides.len(),
+            shape.len()
+        )));
     }
     if shape.contains(&0) {
         return Ok(());
@@ -61,14 +70,29 @@ fn view(p: &Program, k: usize, v: &View, shape: &[u64], what: &str) -> Result<()
 /// Checks every kernel of `p`.
 pub(crate) fn program(p: &Program) -> Result<(), Error> {
     let ident = !p.name.is_empty()
-        && p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && p.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !p.name.starts_with(|c: char| c.is_ascii_digit());
     if !ident {
-        return Err(unsupported(format!("model name `{}` is not a C identifier", p.name)));
+        return Err(unsupported(format!(
+            "model name `{}` is not a C identifier",
+            p.name
+        )));
     }
     for (k, kernel) in p.kernels.iter().enumerate() {
         match kernel {
-            Kernel::Gemm { batch, m, n, k: kk, a, b, bias, c, .. } => {
+            Kernel::Gemm {
+                batch,
+                m,
+                n,
+                k: kk,
+                a,
+                b,
+                bias,
+                c,
+                ..
+            } => {
                 let (bt, m, n, kk) = (*batch as u64, *m as u64, *n as u64, *kk as u64);
                 view(p, k, a, &[bt, m, kk], "a")?;
                 view(p, k, b, &[bt, kk, n], "b")?;
@@ -77,10 +101,30 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                     view(p, k, bias, &[bt, m, n], "bias")?;
                 }
             }
-            Kernel::Conv { c_in, c_out, groups, spatial: s, window: w, input, output, scratch, .. } => {
+            Kernel::Conv {
+                c_in,
+                c_out,
+                groups,
+                spatial: s,
+                window: w,
+                input,
+                output,
+                scratch,
+                ..
+            } => {
                 let n = s.n as u64;
-                dense(p, k, *input, n * *c_in as u64 * s.in_h as u64 * s.in_w as u64 * 4)?;
-                dense(p, k, *output, n * *c_out as u64 * s.out_h as u64 * s.out_w as u64 * 4)?;
+                dense(
+                    p,
+                    k,
+                    *input,
+                    n * *c_in as u64 * s.in_h as u64 * s.in_w as u64 * 4,
+                )?;
+                dense(
+                    p,
+                    k,
+                    *output,
+                    n * *c_out as u64 * s.out_h as u64 * s.out_w as u64 * 4,
+                )?;
                 if *groups != 0 {
                     let need = Kernel::conv_scratch_bytes(*c_in, *c_out, *groups, s, w);
                     if let Some(sc) = scratch {
@@ -88,24 +132,65 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                     }
                 }
             }
-            Kernel::Pool { channels, spatial: s, window: w, input, output, .. } => {
-                if [w.kh, w.kw, w.stride_h, w.stride_w, w.dilation_h, w.dilation_w].contains(&0) {
-                    return Err(unsupported(format!("kernel {k}: pool window has a zero size, stride or dilation")));
+            Kernel::Pool {
+                channels,
+                spatial: s,
+                window: w,
+                input,
+                output,
+                ..
+            } => {
+                if [
+                    w.kh,
+                    w.kw,
+                    w.stride_h,
+                    w.stride_w,
+                    w.dilation_h,
+                    w.dilation_w,
+                ]
+                .contains(&0)
+                {
+                    return Err(unsupported(format!(
+                        "kernel {k}: pool window has a zero size, stride or dilation"
+                    )));
                 }
                 let c = *channels as u64;
                 dense(p, k, *input, c * s.in_h as u64 * s.in_w as u64 * 4)?;
                 dense(p, k, *output, c * s.out_h as u64 * s.out_w as u64 * 4)?;
             }
-            Kernel::Elementwise { shape, inputs, output, .. } => {
+            Kernel::Elementwise {
+                shape,
+                inputs,
+                output,
+                ..
+            } => {
                 for (i, v) in inputs.iter().enumerate() {
                     view(p, k, v, shape, &format!("input {i}"))?;
                 }
                 view(p, k, output, shape, "output")?;
             }
-            Kernel::Softmax { outer, len, inner, input, output } | Kernel::Reduce { outer, len, inner, input, output, .. } => {
+            Kernel::Softmax {
+                outer,
+                len,
+                inner,
+                input,
+                output,
+            }
+            | Kernel::Reduce {
+                outer,
+                len,
+                inner,
+                input,
+                output,
+                ..
+            } => {
                 let total = outer * len * inner * 4;
                 dense(p, k, *input, total)?;
-                let out = if matches!(kernel, Kernel::Softmax { .. }) { total } else { outer * inner * 4 };
+                let out = if matches!(kernel, Kernel::Softmax { .. }) {
+                    total
+                } else {
+                    outer * inner * 4
+                };
                 dense(p, k, *output, out)?;
             }
             Kernel::Copy { bytes, src, dst } => {
@@ -125,8 +210,12 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
 fn written(k: &Kernel) -> Vec<Buffer> {
     match k {
         Kernel::Gemm { c, .. } => vec![c.buf],
-        Kernel::Conv { output, scratch, .. } => std::iter::once(*output).chain(*scratch).collect(),
-        Kernel::Pool { output, .. } | Kernel::Softmax { output, .. } | Kernel::Reduce { output, .. } => vec![*output],
+        Kernel::Conv {
+            output, scratch, ..
+        } => std::iter::once(*output).chain(*scratch).collect(),
+        Kernel::Pool { output, .. }
+        | Kernel::Softmax { output, .. }
+        | Kernel::Reduce { output, .. } => vec![*output],
         Kernel::Elementwise { output, .. } => vec![output.buf],
         Kernel::Copy { dst, .. } => vec![*dst],
     }

@@ -12,17 +12,17 @@
 //! Everything is iterated in program order (no hash maps), so the same program gives
 //! the same module, byte for byte.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
-use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName, types};
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use edgecc_program::{Buffer, ConstId, Kernel, Program};
 
 use crate::error::Error;
-use crate::fx::{io_params, Features, Fx};
+use crate::fx::{Features, Fx, io_params};
 use crate::kernels::{conv, copy, elementwise, gemm, rows, window};
 
 /// What to record of each function for `--emit asm`.
@@ -43,8 +43,14 @@ pub(crate) struct Built {
 }
 
 pub(crate) fn features(isa: &dyn TargetIsa) -> Features {
-    let aarch64 = matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_));
-    Features { fma: aarch64 || isa.has_native_fma(), aarch64 }
+    let aarch64 = matches!(
+        isa.triple().architecture,
+        target_lexicon::Architecture::Aarch64(_)
+    );
+    Features {
+        fma: aarch64 || isa.has_native_fma(),
+        aarch64,
+    }
 }
 
 /// The constants a kernel reads directly (not through a packed copy).
@@ -52,24 +58,46 @@ fn raw_consts(k: &Kernel) -> Vec<ConstId> {
     let mut bufs: Vec<Buffer> = Vec::new();
     match k {
         Kernel::Gemm { bias, .. } => bufs.extend(bias.iter().map(|v| v.buf)),
-        Kernel::Conv { c_in, c_out, groups, weight, bias, .. } => {
+        Kernel::Conv {
+            c_in,
+            c_out,
+            groups,
+            weight,
+            bias,
+            ..
+        } => {
             if groups == c_in && groups == c_out {
                 bufs.push(Buffer::Const(*weight));
             }
             bufs.extend(bias.map(Buffer::Const));
         }
         Kernel::Elementwise { inputs, .. } => bufs.extend(inputs.iter().map(|v| v.buf)),
-        Kernel::Pool { input, .. } | Kernel::Softmax { input, .. } | Kernel::Reduce { input, .. } => bufs.push(*input),
+        Kernel::Pool { input, .. }
+        | Kernel::Softmax { input, .. }
+        | Kernel::Reduce { input, .. } => bufs.push(*input),
         Kernel::Copy { src, .. } => bufs.push(*src),
     }
-    bufs.into_iter().filter_map(|b| if let Buffer::Const(c) = b { Some(c) } else { None }).collect()
+    bufs.into_iter()
+        .filter_map(|b| {
+            if let Buffer::Const(c) = b {
+                Some(c)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn define_data<M: Module>(m: &mut M, name: &str, mut bytes: Vec<u8>, total: &mut u64) -> Result<DataId, Error> {
+fn define_data<M: Module>(
+    m: &mut M,
+    name: &str,
+    mut bytes: Vec<u8>,
+    total: &mut u64,
+) -> Result<DataId, Error> {
     // Never empty, and padded to whole vectors so no load can straddle the end.
     let padded = bytes.len().max(1).div_ceil(16) * 16;
     bytes.resize(padded, 0);
@@ -100,21 +128,48 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     }
     let mut data: Vec<Option<DataId>> = Vec::with_capacity(p.consts.len());
     for (i, c) in p.consts.iter().enumerate() {
-        data.push(if used[i] { Some(define_data(m, &format!("{name}_const{i}"), c.data.clone(), &mut const_bytes)?) } else { None });
+        data.push(if used[i] {
+            Some(define_data(
+                m,
+                &format!("{name}_const{i}"),
+                c.data.clone(),
+                &mut const_bytes,
+            )?)
+        } else {
+            None
+        });
     }
     let mut packed: Vec<[Option<usize>; 2]> = Vec::with_capacity(p.kernels.len());
     for (j, k) in p.kernels.iter().enumerate() {
         let mut slots = [None, None];
         let blobs: Vec<(usize, &str, Vec<f32>)> = match k {
-            Kernel::Gemm { batch, m: mm, n, k: kk, a, b, .. } => {
+            Kernel::Gemm {
+                batch,
+                m: mm,
+                n,
+                k: kk,
+                a,
+                b,
+                ..
+            } => {
                 let [pa, pb] = gemm::prepare(&p.consts, tile, *batch, *mm, *n, *kk, a, b)?;
-                [(0, "pa", pa), (1, "pb", pb)].into_iter().filter_map(|(s, n, v)| v.map(|v| (s, n, v))).collect()
+                [(0, "pa", pa), (1, "pb", pb)]
+                    .into_iter()
+                    .filter_map(|(s, n, v)| v.map(|v| (s, n, v)))
+                    .collect()
             }
-            Kernel::Conv { .. } => conv::prepare(&p.consts, tile, &conv_of(k))?.map(|v| vec![(0, "pw", v)]).unwrap_or_default(),
+            Kernel::Conv { .. } => conv::prepare(&p.consts, tile, &conv_of(k))?
+                .map(|v| vec![(0, "pw", v)])
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         for (slot, suffix, v) in blobs {
-            let id = define_data(m, &format!("{name}_k{j}_{suffix}"), to_bytes(&v), &mut const_bytes)?;
+            let id = define_data(
+                m,
+                &format!("{name}_k{j}_{suffix}"),
+                to_bytes(&v),
+                &mut const_bytes,
+            )?;
             slots[slot] = Some(data.len());
             data.push(Some(id));
         }
@@ -134,7 +189,12 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         let emitted = catch_unwind(AssertUnwindSafe(|| -> Result<(), Error> {
-            let mut fx = Fx::new(FunctionBuilder::new(&mut ctx.func, &mut fbc), cfg, feat, &data);
+            let mut fx = Fx::new(
+                FunctionBuilder::new(&mut ctx.func, &mut fbc),
+                cfg,
+                feat,
+                &data,
+            );
             emit_kernel(&mut fx, tile, k, packed[j])?;
             fx.b.ins().return_(&[]);
             fx.finish();
@@ -142,10 +202,17 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
         }));
         match emitted {
             Ok(r) => r.map_err(|e| match e {
-                Error::Unsupported(s) => Error::Unsupported(format!("kernel {j} ({}): {s}", k.name())),
+                Error::Unsupported(s) => {
+                    Error::Unsupported(format!("kernel {j} ({}): {s}", k.name()))
+                }
                 e => e,
             })?,
-            Err(_) => return Err(Error::Codegen(format!("kernel {j} ({}): emitter panicked", k.name()))),
+            Err(_) => {
+                return Err(Error::Codegen(format!(
+                    "kernel {j} ({}): emitter panicked",
+                    k.name()
+                )));
+            }
         }
         text_bytes += define(m, &mut ctx, id, &fname, listing, &mut out)?;
         kernel_ids.push(id);
@@ -159,8 +226,16 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0, run.as_u32());
     {
-        let refs: Vec<_> = kernel_ids.iter().map(|&id| m.declare_func_in_func(id, &mut ctx.func)).collect();
-        let mut fx = Fx::new(FunctionBuilder::new(&mut ctx.func, &mut fbc), cfg, feat, &data);
+        let refs: Vec<_> = kernel_ids
+            .iter()
+            .map(|&id| m.declare_func_in_func(id, &mut ctx.func))
+            .collect();
+        let mut fx = Fx::new(
+            FunctionBuilder::new(&mut ctx.func, &mut fbc),
+            cfg,
+            feat,
+            &data,
+        );
         let args = [fx.ins, fx.outs, fx.arena];
         for r in refs {
             fx.b.ins().call(r, &args);
@@ -170,24 +245,49 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
         fx.finish();
     }
     text_bytes += define(m, &mut ctx, run, &format!("{name}_run"), listing, &mut out)?;
-    Ok(Built { run, text_bytes, const_bytes, listing: out })
+    Ok(Built {
+        run,
+        text_bytes,
+        const_bytes,
+        listing: out,
+    })
 }
 
 /// Compiles and defines one function; returns its code size.
-fn define<M: Module>(m: &mut M, ctx: &mut Context, id: FuncId, fname: &str, listing: Listing, out: &mut String) -> Result<u64, Error> {
+fn define<M: Module>(
+    m: &mut M,
+    ctx: &mut Context,
+    id: FuncId,
+    fname: &str,
+    listing: Listing,
+    out: &mut String,
+) -> Result<u64, Error> {
     if listing == Listing::ClifAndAsm {
-        out.push_str(&format!(";; ---- {fname}: Cranelift IR\n{}\n", ctx.func.display()));
+        out.push_str(&format!(
+            ";; ---- {fname}: Cranelift IR\n{}\n",
+            ctx.func.display()
+        ));
         ctx.set_disasm(true);
     }
-    match catch_unwind(AssertUnwindSafe(|| m.define_function(id, ctx))) {
-        Ok(r) => r.map_err(|e| Error::Codegen(format!("{fname}: {e:?}")))?,
-        Err(_) => return Err(Error::Codegen(format!("Cranelift panicked while compiling {fname}"))),
+    match catch_unwind(AssertUnwindSafe(|| {
+        m.define_function(id, ctx).map_err(|e| format!("{e:?}"))
+    })) {
+        Ok(r) => r.map_err(|e| Error::Codegen(format!("{fname}: {e}")))?,
+        Err(_) => {
+            return Err(Error::Codegen(format!(
+                "Cranelift panicked while compiling {fname}"
+            )));
+        }
     }
-    let code = ctx.compiled_code().ok_or_else(|| Error::Codegen(format!("{fname}: no code")))?;
+    let code = ctx
+        .compiled_code()
+        .ok_or_else(|| Error::Codegen(format!("{fname}: no code")))?;
     let size = code.code_info().total_size as u64;
-    if listing == Listing::ClifAndAsm {
-        if let Some(v) = &code.vcode {
-            out.push_str(&format!(";; ---- {fname}: machine code ({size} bytes)\n{v}\n"));
+    if let (Listing::ClifAndAsm, Some(v)) = (listing, &code.vcode) {
+        {
+            out.push_str(&format!(
+                ";; ---- {fname}: machine code ({size} bytes)\n{v}\n"
+            ));
         }
     }
     ctx.clear();
@@ -196,33 +296,117 @@ fn define<M: Module>(m: &mut M, ctx: &mut Context, id: FuncId, fname: &str, list
 
 fn conv_of(k: &Kernel) -> conv::Conv {
     match *k {
-        Kernel::Conv { c_in, c_out, groups, spatial, window, input, weight, bias, act, output, scratch } => {
-            conv::Conv { c_in, c_out, groups, s: spatial, w: window, input, weight, bias, act, output, scratch }
-        }
+        Kernel::Conv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window,
+            input,
+            weight,
+            bias,
+            act,
+            output,
+            scratch,
+        } => conv::Conv {
+            c_in,
+            c_out,
+            groups,
+            s: spatial,
+            w: window,
+            input,
+            weight,
+            bias,
+            act,
+            output,
+            scratch,
+        },
         _ => unreachable!("conv_of on a non-conv kernel"),
     }
 }
 
-fn emit_kernel(fx: &mut Fx, tile: gemm::Tile, k: &Kernel, packed: [Option<usize>; 2]) -> Result<(), Error> {
+fn emit_kernel(
+    fx: &mut Fx,
+    tile: gemm::Tile,
+    k: &Kernel,
+    packed: [Option<usize>; 2],
+) -> Result<(), Error> {
     match k {
-        Kernel::Gemm { batch, m, n, k: kk, a, b, alpha, bias, act, c } => gemm::emit(
+        Kernel::Gemm {
+            batch,
+            m,
+            n,
+            k: kk,
+            a,
+            b,
+            alpha,
+            bias,
+            act,
+            c,
+        } => gemm::emit(
             fx,
             tile,
-            &gemm::GemmKernel { batch: *batch, m: *m, n: *n, k: *kk, a, b, alpha: *alpha, bias: bias.as_ref(), act: *act, c, packed },
+            &gemm::GemmKernel {
+                batch: *batch,
+                m: *m,
+                n: *n,
+                k: *kk,
+                a,
+                b,
+                alpha: *alpha,
+                bias: bias.as_ref(),
+                act: *act,
+                c,
+                packed,
+            },
         ),
         Kernel::Conv { .. } => conv::emit(fx, tile, &conv_of(k), packed[0]),
-        Kernel::Pool { kind, channels, spatial, window: w, input, output } => {
+        Kernel::Pool {
+            kind,
+            channels,
+            spatial,
+            window: w,
+            input,
+            output,
+        } => {
             let (i, o) = (fx.buf(*input), fx.buf(*output));
-            window::emit(fx, window::Combine::Pool(*kind), 1, *channels as u64, spatial, w, i, o);
+            window::emit(
+                fx,
+                window::Combine::Pool(*kind),
+                1,
+                *channels as u64,
+                spatial,
+                w,
+                i,
+                o,
+            );
             Ok(())
         }
-        Kernel::Elementwise { shape, inputs, expr, output } => elementwise::emit(fx, shape, inputs, expr, output),
-        Kernel::Softmax { outer, len, inner, input, output } => {
+        Kernel::Elementwise {
+            shape,
+            inputs,
+            expr,
+            output,
+        } => elementwise::emit(fx, shape, inputs, expr, output),
+        Kernel::Softmax {
+            outer,
+            len,
+            inner,
+            input,
+            output,
+        } => {
             let (i, o) = (fx.buf(*input), fx.buf(*output));
             rows::emit_softmax(fx, *outer, *len, *inner, i, o);
             Ok(())
         }
-        Kernel::Reduce { op, outer, len, inner, input, output } => {
+        Kernel::Reduce {
+            op,
+            outer,
+            len,
+            inner,
+            input,
+            output,
+        } => {
             let (i, o) = (fx.buf(*input), fx.buf(*output));
             rows::emit_reduce(fx, *op, *outer, *len, *inner, i, o);
             Ok(())
@@ -234,4 +418,3 @@ fn emit_kernel(fx: &mut Fx, tile: gemm::Tile, k: &Kernel, packed: [Option<usize>
         }
     }
 }
-

@@ -11,7 +11,7 @@ use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use edgecc_program::{IoTensor, Program};
 use edgecc_runtime::{ABI_MAGIC, ABI_VERSION, MAX_RANK};
 
-use crate::error::{unsupported, Error};
+use crate::error::{Error, unsupported};
 
 pub(crate) const TENSOR_DESC_SIZE: usize = 88;
 pub(crate) const MODEL_DESC_SIZE: usize = 64;
@@ -19,7 +19,11 @@ pub(crate) const MODEL_DESC_SIZE: usize = 64;
 /// The fixed fields of a tensor descriptor: `(dtype, rank, byte_size, shape)`.
 pub(crate) fn tensor_fields(t: &IoTensor) -> Result<(u32, u32, u64, [u64; MAX_RANK]), Error> {
     if t.shape.len() > MAX_RANK {
-        return Err(unsupported(format!("tensor `{}` has rank {} > {MAX_RANK}", t.name, t.shape.len())));
+        return Err(unsupported(format!(
+            "tensor `{}` has rank {} > {MAX_RANK}",
+            t.name,
+            t.shape.len()
+        )));
     }
     let mut shape = [0u64; MAX_RANK];
     shape[..t.shape.len()].copy_from_slice(&t.shape);
@@ -51,30 +55,31 @@ pub(crate) fn define<M: Module>(m: &mut M, p: &Program, run: FuncId) -> Result<D
     d.define(strtab.into_boxed_slice());
     m.define_data(str_id, &d)?;
 
-    let mut table = |suffix: &str, ts: &[IoTensor], offs: &[i64]| -> Result<Option<DataId>, Error> {
-        if ts.is_empty() {
-            return Ok(None);
-        }
-        let mut bytes = vec![0u8; ts.len() * TENSOR_DESC_SIZE];
-        let id = m.declare_data(&format!("{name}_{suffix}"), Linkage::Local, false, false)?;
-        let mut d = DataDescription::new();
-        let gv = m.declare_data_in_data(str_id, &mut d);
-        for (i, (t, &off)) in ts.iter().zip(offs).enumerate() {
-            let (dtype, rank, size, shape) = tensor_fields(t)?;
-            let b = &mut bytes[i * TENSOR_DESC_SIZE..(i + 1) * TENSOR_DESC_SIZE];
-            b[8..12].copy_from_slice(&dtype.to_le_bytes());
-            b[12..16].copy_from_slice(&rank.to_le_bytes());
-            b[16..24].copy_from_slice(&size.to_le_bytes());
-            for (j, s) in shape.iter().enumerate() {
-                b[24 + 8 * j..32 + 8 * j].copy_from_slice(&s.to_le_bytes());
+    let mut table =
+        |suffix: &str, ts: &[IoTensor], offs: &[i64]| -> Result<Option<DataId>, Error> {
+            if ts.is_empty() {
+                return Ok(None);
             }
-            d.write_data_addr((i * TENSOR_DESC_SIZE) as u32, gv, off);
-        }
-        d.define(bytes.into_boxed_slice());
-        d.set_align(8);
-        m.define_data(id, &d)?;
-        Ok(Some(id))
-    };
+            let mut bytes = vec![0u8; ts.len() * TENSOR_DESC_SIZE];
+            let id = m.declare_data(&format!("{name}_{suffix}"), Linkage::Local, false, false)?;
+            let mut d = DataDescription::new();
+            let gv = m.declare_data_in_data(str_id, &mut d);
+            for (i, (t, &off)) in ts.iter().zip(offs).enumerate() {
+                let (dtype, rank, size, shape) = tensor_fields(t)?;
+                let b = &mut bytes[i * TENSOR_DESC_SIZE..(i + 1) * TENSOR_DESC_SIZE];
+                b[8..12].copy_from_slice(&dtype.to_le_bytes());
+                b[12..16].copy_from_slice(&rank.to_le_bytes());
+                b[16..24].copy_from_slice(&size.to_le_bytes());
+                for (j, s) in shape.iter().enumerate() {
+                    b[24 + 8 * j..32 + 8 * j].copy_from_slice(&s.to_le_bytes());
+                }
+                d.write_data_addr((i * TENSOR_DESC_SIZE) as u32, gv, off);
+            }
+            d.define(bytes.into_boxed_slice());
+            d.set_align(8);
+            m.define_data(id, &d)?;
+            Ok(Some(id))
+        };
     let n_in = p.inputs.len();
     let ins = table("inputs", &p.inputs, &offsets[..n_in])?;
     let outs = table("outputs", &p.outputs, &offsets[n_in..])?;

@@ -11,15 +11,15 @@
 //!   lets the e-graph hoist and schedule them; everything else is plain `notrap`.
 
 use cranelift_codegen::ir::{
-    self, condcodes::FloatCC, condcodes::IntCC, types, AbiParam, Block, BlockArg, ConstantData,
-    GlobalValue, InstBuilder, MemFlagsData, Type, Value,
+    self, AbiParam, Block, BlockArg, ConstantData, GlobalValue, InstBuilder, MemFlagsData, Type,
+    Value, condcodes::FloatCC, condcodes::IntCC, types,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::DataId;
 use edgecc_program::Buffer;
 
-use crate::error::{unsupported, Error};
+use crate::error::{Error, unsupported};
 
 /// Vector width of an emitted computation: four f32 lanes (`f32x4`) or one scalar. Tails
 /// and strided operands use `S1` with the very same code as the vector body.
@@ -85,7 +85,12 @@ pub(crate) struct Fx<'f, 'd> {
 
 impl<'f, 'd> Fx<'f, 'd> {
     /// Starts a function whose entry block takes `(inputs, outputs, arena)`.
-    pub fn new(mut b: FunctionBuilder<'f>, cfg: TargetFrontendConfig, feat: Features, data: &'d [Option<DataId>]) -> Self {
+    pub fn new(
+        mut b: FunctionBuilder<'f>,
+        cfg: TargetFrontendConfig,
+        feat: Features,
+        data: &'d [Option<DataId>],
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -118,7 +123,11 @@ impl<'f, 'd> Fx<'f, 'd> {
 
     /// `p + bytes`.
     pub fn addp(&mut self, p: Value, bytes: i64) -> Value {
-        if bytes == 0 { p } else { self.b.ins().iadd_imm_s(p, bytes) }
+        if bytes == 0 {
+            p
+        } else {
+            self.b.ins().iadd_imm_s(p, bytes)
+        }
     }
 
     /// `p + i * bytes`.
@@ -126,7 +135,11 @@ impl<'f, 'd> Fx<'f, 'd> {
         if bytes == 0 {
             return p;
         }
-        let off = if bytes == 1 { i } else { self.b.ins().imul_imm_s(i, bytes) };
+        let off = if bytes == 1 {
+            i
+        } else {
+            self.b.ins().imul_imm_s(i, bytes)
+        };
         self.b.ins().iadd(p, off)
     }
 
@@ -135,17 +148,24 @@ impl<'f, 'd> Fx<'f, 'd> {
         let gv = match self.data_gv[index] {
             Some(gv) => gv,
             None => {
-                let id = self.data[index].expect("a kernel referenced a data object the module does not define");
-                let name = self.b.func.declare_imported_user_function(ir::UserExternalName {
-                    namespace: 1,
-                    index: id.as_u32(),
-                });
-                let gv = self.b.func.create_global_value(ir::GlobalValueData::Symbol {
-                    name: ir::ExternalName::user(name),
-                    offset: ir::immediates::Imm64::new(0),
-                    colocated: true,
-                    tls: false,
-                });
+                let id = self.data[index]
+                    .expect("a kernel referenced a data object the module does not define");
+                let name = self
+                    .b
+                    .func
+                    .declare_imported_user_function(ir::UserExternalName {
+                        namespace: 1,
+                        index: id.as_u32(),
+                    });
+                let gv = self
+                    .b
+                    .func
+                    .create_global_value(ir::GlobalValueData::Symbol {
+                        name: ir::ExternalName::user(name),
+                        offset: ir::immediates::Imm64::new(0),
+                        colocated: true,
+                        tls: false,
+                    });
                 self.data_gv[index] = Some(gv);
                 gv
             }
@@ -263,7 +283,11 @@ impl<'f, 'd> Fx<'f, 'd> {
 
     /// Reinterprets float bits as integers of the same width, or back.
     pub fn bitcast(&mut self, to: Type, v: Value) -> Value {
-        self.b.ins().bitcast(to, MemFlagsData::new().with_endianness(ir::Endianness::Little), v)
+        self.b.ins().bitcast(
+            to,
+            MemFlagsData::new().with_endianness(ir::Endianness::Little),
+            v,
+        )
     }
 
     /// `a < b ? b : a` chosen per lane: NaN in `a` gives `b`. On x64 this exact pattern
@@ -347,7 +371,10 @@ impl<'f, 'd> Fx<'f, 'd> {
             }
             _ => {}
         }
-        let tys: Vec<Type> = carried.iter().map(|&v| self.b.func.dfg.value_type(v)).collect();
+        let tys: Vec<Type> = carried
+            .iter()
+            .map(|&v| self.b.func.dfg.value_type(v))
+            .collect();
         let head = self.b.create_block();
         let exit = self.b.create_block();
         self.b.append_block_param(head, PTR);
@@ -362,7 +389,10 @@ impl<'f, 'd> Fx<'f, 'd> {
         let params = self.b.block_params(head).to_vec();
         let next = body(self, params[0], &params[1..]);
         let i1 = self.b.ins().iadd_imm_s(params[0], 1);
-        let more = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, i1, n as i64);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, i1, n as i64);
         let back = block_args(i1, &next);
         let out: Vec<BlockArg> = next.iter().map(|&v| v.into()).collect();
         self.b.ins().brif(more, head, &back, exit, &out);
@@ -404,7 +434,10 @@ impl<'f, 'd> Fx<'f, 'd> {
 }
 
 fn block_args(first: Value, rest: &[Value]) -> Vec<BlockArg> {
-    std::iter::once(first).chain(rest.iter().copied()).map(BlockArg::from).collect()
+    std::iter::once(first)
+        .chain(rest.iter().copied())
+        .map(BlockArg::from)
+        .collect()
 }
 
 /// Checks that an element offset or stride in bytes stays far from `i64` overflow.

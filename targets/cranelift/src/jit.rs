@@ -5,7 +5,7 @@ use std::ffi::CString;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 use edgecc_program::Program;
-use edgecc_runtime::{ModelDesc, RunFn, TensorDesc, ABI_MAGIC, ABI_VERSION};
+use edgecc_runtime::{ABI_MAGIC, ABI_VERSION, ModelDesc, RunFn, TensorDesc};
 
 use crate::codegen::{self, Listing};
 use crate::descriptor::{c_name, tensor_fields};
@@ -71,7 +71,13 @@ pub fn compile_jit(program: &Program) -> Result<JitModel, Error> {
                 let n = cstr(&t.name)?;
                 let name = n.as_ptr();
                 names.push(n);
-                Ok(TensorDesc { name, dtype, rank, byte_size, shape })
+                Ok(TensorDesc {
+                    name,
+                    dtype,
+                    rank,
+                    byte_size,
+                    shape,
+                })
             })
             .collect()
     };
@@ -90,5 +96,12 @@ pub fn compile_jit(program: &Program) -> Result<JitModel, Error> {
         run,
     });
     names.push(model_name);
-    Ok(JitModel { module: Some(m), desc, _names: names, _inputs: inputs, _outputs: outputs, text_bytes: built.text_bytes })
+    Ok(JitModel {
+        module: Some(m),
+        desc,
+        _names: names,
+        _inputs: inputs,
+        _outputs: outputs,
+        text_bytes: built.text_bytes,
+    })
 }

@@ -27,7 +27,7 @@ mod object;
 mod target;
 
 pub use error::Error;
-pub use jit::{compile_jit, JitModel};
+pub use jit::{JitModel, compile_jit};
 pub use link::link_shared;
-pub use object::{compile_object, emit_clif, CompiledObject, ObjectOptions};
+pub use object::{CompiledObject, ObjectOptions, compile_object, emit_clif};
 pub use target::{Arch, Target};

@@ -16,7 +16,11 @@ pub fn link_shared(object: &Path, out: &Path, target: &Target) -> Result<(), Err
         .arg(out)
         .arg(object)
         .output()
-        .map_err(|e| Error::Link(format!("cannot run `{tool}` (is it installed and on PATH?): {e}")))?;
+        .map_err(|e| {
+            Error::Link(format!(
+                "cannot run `{tool}` (is it installed and on PATH?): {e}"
+            ))
+        })?;
     if !output.status.success() {
         return Err(Error::Link(format!(
             "`{tool} -shared` failed ({}): {}",

@@ -17,7 +17,7 @@
 //!
 //! `sigmoid(x) = 1/(1 + e^{−x})`: relative error that of exp plus one division.
 
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 
 use crate::fx::{Fx, W};
 
@@ -31,7 +31,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// `e^x` lane-wise.

@@ -5,7 +5,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use edgecc_program::Program;
 
 use crate::codegen::{self, Listing};
-use crate::{descriptor, Error, Target};
+use crate::{Error, Target, descriptor};
 
 /// Options for [`compile_object`].
 #[derive(Clone, Debug)]
@@ -20,7 +20,10 @@ pub struct ObjectOptions {
 
 impl Default for ObjectOptions {
     fn default() -> Self {
-        ObjectOptions { pic: true, function_sections: true }
+        ObjectOptions {
+            pic: true,
+            function_sections: true,
+        }
     }
 }
 
@@ -38,23 +41,42 @@ pub struct CompiledObject {
 /// Compiles `program` to an ELF relocatable object for `target` exporting
 /// `<name>_run` and `<name>_model`. Deterministic: the same program and target give the
 /// same bytes.
-pub fn compile_object(program: &Program, target: &Target, opts: &ObjectOptions) -> Result<CompiledObject, Error> {
+pub fn compile_object(
+    program: &Program,
+    target: &Target,
+    opts: &ObjectOptions,
+) -> Result<CompiledObject, Error> {
     let isa = target.isa(opts.pic)?;
-    let mut ob = ObjectBuilder::new(isa, program.name.as_bytes().to_vec(), default_libcall_names())?;
+    let mut ob = ObjectBuilder::new(
+        isa,
+        program.name.as_bytes().to_vec(),
+        default_libcall_names(),
+    )?;
     ob.per_function_section(opts.function_sections);
     ob.per_data_object_section(opts.function_sections);
     let mut m = ObjectModule::new(ob);
     let built = codegen::build(&mut m, program, Listing::None)?;
     descriptor::define(&mut m, program, built.run)?;
-    let bytes = m.finish().emit().map_err(|e| Error::Codegen(format!("object emission: {e}")))?;
-    Ok(CompiledObject { bytes, text_bytes: built.text_bytes, const_bytes: built.const_bytes })
+    let bytes = m
+        .finish()
+        .emit()
+        .map_err(|e| Error::Codegen(format!("object emission: {e}")))?;
+    Ok(CompiledObject {
+        bytes,
+        text_bytes: built.text_bytes,
+        const_bytes: built.const_bytes,
+    })
 }
 
 /// Cranelift IR and final machine code (register-allocated VCode) of every function
 /// `program` compiles to on `target`, for `edgecc compile --emit asm`.
 pub fn emit_clif(program: &Program, target: &Target) -> Result<String, Error> {
     let isa = target.isa(true)?;
-    let ob = ObjectBuilder::new(isa, program.name.as_bytes().to_vec(), default_libcall_names())?;
+    let ob = ObjectBuilder::new(
+        isa,
+        program.name.as_bytes().to_vec(),
+        default_libcall_names(),
+    )?;
     let mut m = ObjectModule::new(ob);
     let built = codegen::build(&mut m, program, Listing::ClifAndAsm)?;
     Ok(format!(

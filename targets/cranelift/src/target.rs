@@ -20,7 +20,6 @@
 
 use std::str::FromStr;
 
-
 use cranelift_codegen::isa::{self, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use target_lexicon::{Architecture, BinaryFormat, OperatingSystem, Triple};
@@ -45,14 +44,25 @@ pub struct Target {
     native: bool,
 }
 
-const X64_BASELINE: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
+const X64_BASELINE: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
 
 impl Target {
     /// The machine this process runs on, with every ISA feature it has.
     pub fn host() -> Result<Target, Error> {
         let triple = Triple::host();
         let arch = arch_of(&triple)?;
-        Ok(Target { triple, arch, flags: Vec::new(), native: true })
+        Ok(Target {
+            triple,
+            arch,
+            flags: Vec::new(),
+            native: true,
+        })
     }
 
     pub fn triple(&self) -> &Triple {
@@ -94,7 +104,8 @@ impl Target {
     pub(crate) fn isa(&self, pic: bool) -> Result<OwnedTargetIsa, Error> {
         let mut fb = settings::builder();
         let set = |fb: &mut settings::Builder, k: &str, v: &str| {
-            fb.set(k, v).map_err(|e| Error::Codegen(format!("setting {k}={v}: {e}")))
+            fb.set(k, v)
+                .map_err(|e| Error::Codegen(format!("setting {k}={v}: {e}")))
         };
         set(&mut fb, "opt_level", "speed")?;
         set(&mut fb, "is_pic", if pic { "true" } else { "false" })?;
@@ -105,23 +116,25 @@ impl Target {
         let mut ib = if self.native {
             cranelift_native::builder().map_err(|e| Error::Target(e.to_string()))?
         } else {
-            isa::lookup(self.triple.clone()).map_err(|e| Error::Target(format!("{}: {e}", self.triple)))?
+            isa::lookup(self.triple.clone())
+                .map_err(|e| Error::Target(format!("{}: {e}", self.triple)))?
         };
         if !self.native {
             if self.arch == Arch::X86_64 {
                 for f in X64_BASELINE {
-                    ib.enable(f).map_err(|e| Error::Target(format!("{f}: {e}")))?;
+                    ib.enable(f)
+                        .map_err(|e| Error::Target(format!("{f}: {e}")))?;
                 }
             }
             for f in &self.flags {
-                ib.enable(f).map_err(|e| Error::Target(format!("unknown ISA flag `{f}`: {e}")))?;
+                ib.enable(f)
+                    .map_err(|e| Error::Target(format!("unknown ISA flag `{f}`: {e}")))?;
             }
         }
         let isa = ib.finish(flags).map_err(|e| Error::Target(e.to_string()))?;
         Ok(isa)
     }
 }
-
 
 fn arch_of(triple: &Triple) -> Result<Arch, Error> {
     match triple.architecture {
@@ -142,7 +155,11 @@ impl FromStr for Target {
         let extra: Vec<String> = parts
             .map(|f| {
                 let f = f.trim();
-                if f.starts_with("has_") { f.to_string() } else { format!("has_{f}") }
+                if f.starts_with("has_") {
+                    f.to_string()
+                } else {
+                    format!("has_{f}")
+                }
             })
             .collect();
         let triple_str = match base {
@@ -161,14 +178,25 @@ impl FromStr for Target {
         };
         let mut triple = Triple::from_str(triple_str)
             .map_err(|e| Error::Target(format!("`{s}` is not a target triple: {e}")))?;
-        if triple.operating_system == OperatingSystem::None_ && triple.binary_format == BinaryFormat::Unknown {
+        if triple.operating_system == OperatingSystem::None_
+            && triple.binary_format == BinaryFormat::Unknown
+        {
             triple.binary_format = BinaryFormat::Elf;
         }
-        if triple.binary_format != BinaryFormat::Elf && triple.binary_format != BinaryFormat::Unknown {
-            return Err(Error::Target(format!("`{triple}`: only ELF objects are supported")));
+        if triple.binary_format != BinaryFormat::Elf
+            && triple.binary_format != BinaryFormat::Unknown
+        {
+            return Err(Error::Target(format!(
+                "`{triple}`: only ELF objects are supported"
+            )));
         }
         let arch = arch_of(&triple)?;
-        let target = Target { triple, arch, flags: extra, native: false };
+        let target = Target {
+            triple,
+            arch,
+            flags: extra,
+            native: false,
+        };
         // Reject unknown flags now rather than at the first compile.
         target.isa(true)?;
         Ok(target)

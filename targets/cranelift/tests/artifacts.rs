@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use edgecc_cranelift::{compile_object, emit_clif, link_shared, ObjectOptions, Target};
+use edgecc_cranelift::{ObjectOptions, Target, compile_object, emit_clif, link_shared};
 
 const TOL: f32 = 3e-5;
 
@@ -30,7 +30,15 @@ fn object_is_deterministic() {
 fn shared_object_through_runtime_loader() {
     let p = network();
     let target = Target::host().unwrap();
-    let obj = compile_object(&p, &target, &ObjectOptions { pic: true, ..Default::default() }).unwrap();
+    let obj = compile_object(
+        &p,
+        &target,
+        &ObjectOptions {
+            pic: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let dir = scratch_dir("so");
     let (o, so) = (dir.join("net.o"), dir.join("libnet.so"));
     std::fs::write(&o, &obj.bytes).unwrap();
@@ -52,24 +60,48 @@ fn shared_object_through_runtime_loader() {
 fn jit_network_and_clif_listing() {
     let p = network();
     let ins = inputs_for(&p, 9);
-    assert_close(&run_jit(&p, &ins), &run_exec(&p, &ins), TOL, TOL, "network via JIT");
+    assert_close(
+        &run_jit(&p, &ins),
+        &run_exec(&p, &ins),
+        TOL,
+        TOL,
+        "network via JIT",
+    );
     let listing = emit_clif(&p, &"aarch64-neon".parse().unwrap()).unwrap();
-    assert!(listing.contains("function") && listing.contains("net_k3_gemm") && listing.contains("fmla"), "{}", &listing[..400]);
+    assert!(
+        listing.contains("function") && listing.contains("net_k3_gemm") && listing.contains("fmla"),
+        "{}",
+        &listing[..400]
+    );
 }
 
 #[test]
 fn targets_parse_and_reject() {
-    for ok in ["x86_64", "aarch64-neon", "aarch64-unknown-linux-gnu", "aarch64-unknown-none", "x86_64-unknown-linux-gnu", "x86_64+avx+fma"] {
+    for ok in [
+        "x86_64",
+        "aarch64-neon",
+        "aarch64-unknown-linux-gnu",
+        "aarch64-unknown-none",
+        "x86_64-unknown-linux-gnu",
+        "x86_64+avx+fma",
+    ] {
         ok.parse::<Target>().unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
-    for bad in ["riscv64gc-unknown-linux-gnu", "x86_64+nonsense", "not a triple"] {
+    for bad in [
+        "riscv64gc-unknown-linux-gnu",
+        "x86_64+nonsense",
+        "not a triple",
+    ] {
         assert!(bad.parse::<Target>().is_err(), "{bad} accepted");
     }
 }
 
 fn tool(name: &str) {
     let found = Command::new(name).arg("--version").output().is_ok();
-    assert!(found, "`{name}` is required for the aarch64 test (apt install qemu-user gcc-aarch64-linux-gnu); it is missing");
+    assert!(
+        found,
+        "`{name}` is required for the aarch64 test (apt install qemu-user gcc-aarch64-linux-gnu); it is missing"
+    );
 }
 
 fn write_floats(path: &Path, v: &[f32]) {
@@ -86,20 +118,39 @@ fn aarch64_runs_under_qemu() {
     let target: Target = "aarch64-neon".parse().unwrap();
     let dir = scratch_dir("a64");
     for pic in [false, true] {
-        let obj = compile_object(&p, &target, &ObjectOptions { pic, ..Default::default() }).unwrap();
+        let obj = compile_object(
+            &p,
+            &target,
+            &ObjectOptions {
+                pic,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let o = dir.join("net.o");
         std::fs::write(&o, &obj.bytes).unwrap();
-        let harness_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
+        let harness_src =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
         let exe = dir.join("harness");
         let out = Command::new("aarch64-linux-gnu-gcc")
-            .args(["-static", "-O2", "-Wall", "-Werror", "-DEDGECC_MODEL=net_model"])
+            .args([
+                "-static",
+                "-O2",
+                "-Wall",
+                "-Werror",
+                "-DEDGECC_MODEL=net_model",
+            ])
             .arg(&harness_src)
             .arg(&o)
             .arg("-o")
             .arg(&exe)
             .output()
             .unwrap();
-        assert!(out.status.success(), "link failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "link failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ins = inputs_for(&p, 3);
         let mut cmd = Command::new("qemu-aarch64");
         cmd.arg(&exe);
@@ -109,11 +160,27 @@ fn aarch64_runs_under_qemu() {
             cmd.arg(f);
         }
         cmd.arg("--");
-        let outs: Vec<_> = (0..p.outputs.len()).map(|i| dir.join(format!("out{i}.bin"))).collect();
+        let outs: Vec<_> = (0..p.outputs.len())
+            .map(|i| dir.join(format!("out{i}.bin")))
+            .collect();
         cmd.args(&outs);
         let run = cmd.output().unwrap();
-        assert!(run.status.success(), "harness failed ({}): {}", run.status, String::from_utf8_lossy(&run.stderr));
-        let got: Vec<Vec<f32>> = outs.iter().map(|f| floats(&std::fs::read(f).unwrap())).collect();
-        assert_close(&got, &run_exec(&p, &ins), TOL, TOL, &format!("network on aarch64 (pic {pic})"));
+        assert!(
+            run.status.success(),
+            "harness failed ({}): {}",
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let got: Vec<Vec<f32>> = outs
+            .iter()
+            .map(|f| floats(&std::fs::read(f).unwrap()))
+            .collect();
+        assert_close(
+            &got,
+            &run_exec(&p, &ins),
+            TOL,
+            TOL,
+            &format!("network on aarch64 (pic {pic})"),
+        );
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use edgecc_program::{
-    Activation, BinaryOp, Buffer, ExprNode, Kernel, PoolKind, ReduceOp, Spatial, UnaryOp, Window,
+    Activation, BinaryOp, Buffer, ExprNode, Kernel, PoolKind, ReduceOp, UnaryOp, Window,
 };
 
 fn gemm_tol(k: u32) -> f32 {
@@ -20,52 +20,68 @@ fn gemm_tol(k: u32) -> f32 {
 
 #[test]
 fn gemm_plain_and_tails() {
-    for &(m, n, k) in &[(1, 1, 1), (4, 8, 16), (5, 13, 7), (9, 27, 33), (17, 3, 2), (8, 12, 1)] {
-        let p = gemm_program(1, m, n, k, false, false, false, false, false, None, Activation::None, 1.0);
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (4, 8, 16),
+        (5, 13, 7),
+        (9, 27, 33),
+        (17, 3, 2),
+        (8, 12, 1),
+    ] {
+        let p = gemm_program(
+            1,
+            m,
+            n,
+            k,
+            false,
+            false,
+            false,
+            false,
+            false,
+            None,
+            Activation::None,
+            1.0,
+        );
         check_jit(&p, gemm_tol(k), 1e-5, &format!("gemm {m}x{n}x{k}"));
     }
 }
 
 #[test]
 fn gemm_constant_operands_bias_act_alpha() {
-    for (i, &(a_c, b_c)) in [(true, false), (false, true), (true, true)].iter().enumerate() {
+    for (i, &(a_c, b_c)) in [(true, false), (false, true), (true, true)]
+        .iter()
+        .enumerate()
+    {
         for (j, bias) in ["scalar", "row", "col", "full", "batch"].iter().enumerate() {
-            let act = [Activation::Relu, Activation::Clip { lo: -0.5, hi: 0.5 }, Activation::Sigmoid, Activation::Tanh, Activation::None][(i + j) % 5];
-            let p = gemm_program(2, 7, 10, 9, i == 1, j % 2 == 0, a_c, b_c, j == 3, Some(bias), act, 0.5);
-            check_jit(&p, 2e-5, 2e-5, &format!("gemm const {a_c}/{b_c} bias {bias} {act:?}"));
+            let act = [
+                Activation::Relu,
+                Activation::Clip { lo: -0.5, hi: 0.5 },
+                Activation::Sigmoid,
+                Activation::Tanh,
+                Activation::None,
+            ][(i + j) % 5];
+            let p = gemm_program(
+                2,
+                7,
+                10,
+                9,
+                i == 1,
+                j % 2 == 0,
+                a_c,
+                b_c,
+                j == 3,
+                Some(bias),
+                act,
+                0.5,
+            );
+            check_jit(
+                &p,
+                2e-5,
+                2e-5,
+                &format!("gemm const {a_c}/{b_c} bias {bias} {act:?}"),
+            );
         }
     }
-}
-
-fn win(k: u32, s: u32, d: u32, pad: u32) -> Window {
-    Window { kh: k, kw: k, stride_h: s, stride_w: s, dilation_h: d, dilation_w: d, pad_top: pad, pad_left: pad, pad_bottom: pad, pad_right: pad }
-}
-
-fn out_size(i: u32, k: u32, s: u32, d: u32, p: u32) -> u32 {
-    (i + 2 * p - d * (k - 1) - 1) / s + 1
-}
-
-pub fn conv_program(n: u32, c_in: u32, c_out: u32, groups: u32, h: u32, w: u32, wn: Window, bias: bool, act: Activation) -> edgecc_program::Program {
-    let oh = out_size(h, wn.kh, wn.stride_h, wn.dilation_h, wn.pad_top);
-    let ow = out_size(w, wn.kw, wn.stride_w, wn.dilation_w, wn.pad_left);
-    let s = Spatial { n, in_h: h, in_w: w, out_h: oh, out_w: ow };
-    let scratch = Kernel::conv_scratch_bytes(c_in, c_out, groups, &s, &wn);
-    let wlen = (c_out * c_in / groups * wn.kh * wn.kw) as usize;
-    let mut consts = vec![konst("w", &rand_vec(wlen, 5))];
-    if bias {
-        consts.push(konst("b", &rand_vec(c_out as usize, 6)));
-    }
-    program(
-        vec![io("x", &[n as u64, c_in as u64, h as u64, w as u64])],
-        vec![io("y", &[n as u64, c_out as u64, oh as u64, ow as u64])],
-        consts,
-        scratch.div_ceil(64) * 64,
-        vec![Kernel::Conv {
-            c_in, c_out, groups, spatial: s, window: wn, input: Buffer::Input(0),
-            weight: edgecc_program::ConstId(0), bias: bias.then_some(edgecc_program::ConstId(1)), act,
-            output: Buffer::Output(0), scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),
-        }],
-    )
 }
 
 #[test]
@@ -73,34 +89,75 @@ fn conv_general_pointwise_depthwise_grouped() {
     let cases = [
         (1, 3, 8, 1, 9, 9, win(3, 1, 1, 1), true, Activation::Relu),
         (2, 4, 6, 2, 7, 5, win(3, 2, 1, 1), false, Activation::None),
-        (1, 8, 5, 1, 6, 6, win(1, 1, 1, 0), true, Activation::Clip { lo: 0.0, hi: 6.0 }),
+        (
+            1,
+            8,
+            5,
+            1,
+            6,
+            6,
+            win(1, 1, 1, 0),
+            true,
+            Activation::Clip { lo: 0.0, hi: 6.0 },
+        ),
         (2, 6, 6, 6, 8, 7, win(3, 1, 1, 1), true, Activation::Relu),
         (1, 5, 5, 5, 9, 9, win(3, 2, 2, 2), false, Activation::None),
-        (1, 3, 4, 1, 1, 17, Window { kh: 1, kw: 3, stride_h: 1, stride_w: 1, dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 1, pad_bottom: 0, pad_right: 1 }, true, Activation::Tanh),
-        (1, 2, 3, 1, 10, 10, win(5, 3, 1, 0), false, Activation::Sigmoid),
+        (
+            1,
+            3,
+            4,
+            1,
+            1,
+            17,
+            Window {
+                kh: 1,
+                kw: 3,
+                stride_h: 1,
+                stride_w: 1,
+                dilation_h: 1,
+                dilation_w: 1,
+                pad_top: 0,
+                pad_left: 1,
+                pad_bottom: 0,
+                pad_right: 1,
+            },
+            true,
+            Activation::Tanh,
+        ),
+        (
+            1,
+            2,
+            3,
+            1,
+            10,
+            10,
+            win(5, 3, 1, 0),
+            false,
+            Activation::Sigmoid,
+        ),
     ];
     for (i, &(n, ci, co, g, h, w, wn, b, act)) in cases.iter().enumerate() {
         let p = conv_program(n, ci, co, g, h, w, wn, b, act);
-        check_jit(&p, gemm_tol(ci * wn.kh * wn.kw), 2e-5, &format!("conv case {i}"));
+        check_jit(
+            &p,
+            gemm_tol(ci * wn.kh * wn.kw),
+            2e-5,
+            &format!("conv case {i}"),
+        );
     }
-}
-
-pub fn pool_program(kind: PoolKind, c: u32, h: u32, w: u32, wn: Window) -> edgecc_program::Program {
-    let oh = out_size(h, wn.kh, wn.stride_h, wn.dilation_h, wn.pad_top);
-    let ow = out_size(w, wn.kw, wn.stride_w, wn.dilation_w, wn.pad_left);
-    let s = Spatial { n: 1, in_h: h, in_w: w, out_h: oh, out_w: ow };
-    program(
-        vec![io("x", &[c as u64, h as u64, w as u64])],
-        vec![io("y", &[c as u64, oh as u64, ow as u64])],
-        vec![],
-        0,
-        vec![Kernel::Pool { kind, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
-    )
 }
 
 #[test]
 fn pool_max_avg_both_pad_modes() {
-    for kind in [PoolKind::Max, PoolKind::Avg { count_include_pad: true }, PoolKind::Avg { count_include_pad: false }] {
+    for kind in [
+        PoolKind::Max,
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    ] {
         for wn in [win(2, 2, 1, 0), win(3, 1, 1, 1), win(3, 2, 2, 1)] {
             let p = pool_program(kind, 3, 9, 7, wn);
             check_jit(&p, 1e-6, 1e-6, &format!("pool {kind:?} {wn:?}"));
@@ -120,7 +177,11 @@ fn elementwise_broadcast_and_transcendentals() {
         ExprNode::Unary(UnaryOp::Tanh, 0),
         ExprNode::Binary(BinaryOp::Max, 5, 6),
         ExprNode::Unary(UnaryOp::Exp, 7),
-        ExprNode::Clip { x: 8, lo: 0.9, hi: 2.0 },
+        ExprNode::Clip {
+            x: 8,
+            lo: 0.9,
+            hi: 2.0,
+        },
     ];
     let p = program(
         vec![io("x", &[3, 5, 11]), io("b", &[11])],
@@ -129,7 +190,10 @@ fn elementwise_broadcast_and_transcendentals() {
         0,
         vec![Kernel::Elementwise {
             shape: vec![3, 5, 11],
-            inputs: vec![view(Buffer::Input(0), 0, &[55, 11, 1]), view(Buffer::Input(1), 0, &[0, 0, 1])],
+            inputs: vec![
+                view(Buffer::Input(0), 0, &[55, 11, 1]),
+                view(Buffer::Input(1), 0, &[0, 0, 1]),
+            ],
             expr,
             output: view(Buffer::Output(0), 0, &[55, 11, 1]),
         }],
@@ -142,14 +206,28 @@ fn elementwise_broadcast_and_transcendentals() {
         vec![],
         128,
         vec![
-            Kernel::Elementwise { shape: vec![6, 4], inputs: vec![view(Buffer::Input(0), 0, &[1, 6])], expr: vec![ExprNode::Input(0)], output: view(Buffer::Arena { offset: 0 }, 0, &[4, 1]) },
+            Kernel::Elementwise {
+                shape: vec![6, 4],
+                inputs: vec![view(Buffer::Input(0), 0, &[1, 6])],
+                expr: vec![ExprNode::Input(0)],
+                output: view(Buffer::Arena { offset: 0 }, 0, &[4, 1]),
+            },
             Kernel::Elementwise {
                 shape: vec![24],
                 inputs: vec![view(Buffer::Arena { offset: 0 }, 0, &[1])],
-                expr: vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Abs, 0), ExprNode::Unary(UnaryOp::Sqrt, 1), ExprNode::Unary(UnaryOp::Neg, 2)],
+                expr: vec![
+                    ExprNode::Input(0),
+                    ExprNode::Unary(UnaryOp::Abs, 0),
+                    ExprNode::Unary(UnaryOp::Sqrt, 1),
+                    ExprNode::Unary(UnaryOp::Neg, 2),
+                ],
                 output: view(Buffer::Arena { offset: 0 }, 0, &[1]),
             },
-            Kernel::Copy { bytes: 96, src: Buffer::Arena { offset: 0 }, dst: Buffer::Output(0) },
+            Kernel::Copy {
+                bytes: 96,
+                src: Buffer::Arena { offset: 0 },
+                dst: Buffer::Output(0),
+            },
         ],
     );
     check_jit(&p, 0.0, 0.0, "transpose + in place + copy");
@@ -161,18 +239,55 @@ fn softmax_and_reduce_rows_and_columns() {
         let total = outer * len * inner;
         let p = program(
             vec![io("x", &[total])],
-            vec![io("s", &[total]), io("sum", &[outer * inner]), io("mean", &[outer * inner]), io("max", &[outer * inner])],
+            vec![
+                io("s", &[total]),
+                io("sum", &[outer * inner]),
+                io("mean", &[outer * inner]),
+                io("max", &[outer * inner]),
+            ],
             vec![],
             0,
             vec![
-                Kernel::Softmax { outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(0) },
-                Kernel::Reduce { op: ReduceOp::Sum, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(1) },
-                Kernel::Reduce { op: ReduceOp::Mean, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(2) },
-                Kernel::Reduce { op: ReduceOp::Max, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(3) },
+                Kernel::Softmax {
+                    outer,
+                    len,
+                    inner,
+                    input: Buffer::Input(0),
+                    output: Buffer::Output(0),
+                },
+                Kernel::Reduce {
+                    op: ReduceOp::Sum,
+                    outer,
+                    len,
+                    inner,
+                    input: Buffer::Input(0),
+                    output: Buffer::Output(1),
+                },
+                Kernel::Reduce {
+                    op: ReduceOp::Mean,
+                    outer,
+                    len,
+                    inner,
+                    input: Buffer::Input(0),
+                    output: Buffer::Output(2),
+                },
+                Kernel::Reduce {
+                    op: ReduceOp::Max,
+                    outer,
+                    len,
+                    inner,
+                    input: Buffer::Input(0),
+                    output: Buffer::Output(3),
+                },
             ],
         );
         // Sums are reassociated across 4 lanes: atol ~ len·eps.
-        check_jit(&p, 1e-6 * (1 + len) as f32, 2e-6, &format!("softmax/reduce {outer}x{len}x{inner}"));
+        check_jit(
+            &p,
+            1e-6 * (1 + len) as f32,
+            2e-6,
+            &format!("softmax/reduce {outer}x{len}x{inner}"),
+        );
     }
 }
 
@@ -180,7 +295,17 @@ fn softmax_and_reduce_rows_and_columns() {
 fn copy_odd_byte_counts() {
     for bytes in [1u64, 3, 15, 16, 17, 31, 100] {
         let n = bytes.div_ceil(4);
-        let p = program(vec![io("x", &[n])], vec![io("y", &[n])], vec![], 0, vec![Kernel::Copy { bytes, src: Buffer::Input(0), dst: Buffer::Output(0) }]);
+        let p = program(
+            vec![io("x", &[n])],
+            vec![io("y", &[n])],
+            vec![],
+            0,
+            vec![Kernel::Copy {
+                bytes,
+                src: Buffer::Input(0),
+                dst: Buffer::Output(0),
+            }],
+        );
         check_jit(&p, 0.0, 0.0, &format!("copy {bytes}"));
     }
 }
@@ -192,7 +317,12 @@ fn malformed_program_is_an_error_not_a_crash() {
         vec![io("y", &[4])],
         vec![],
         0,
-        vec![Kernel::Elementwise { shape: vec![5], inputs: vec![view(Buffer::Input(0), 0, &[1])], expr: vec![ExprNode::Input(0)], output: view(Buffer::Output(0), 0, &[1]) }],
+        vec![Kernel::Elementwise {
+            shape: vec![5],
+            inputs: vec![view(Buffer::Input(0), 0, &[1])],
+            expr: vec![ExprNode::Input(0)],
+            output: view(Buffer::Output(0), 0, &[1]),
+        }],
     );
     let e = edgecc_cranelift::compile_jit(&p).err().expect("must fail");
     assert!(e.to_string().contains("input 0"), "{e}");

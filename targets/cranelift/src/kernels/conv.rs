@@ -8,10 +8,10 @@
 //! `K = c_in/groups·kh·kw`), packed at compile time, and `N = out_h·out_w`, so the GEMM
 //! writes NCHW output directly; bias (per output row) and activation are its epilogue.
 
-use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use edgecc_program::{Activation, Buffer, Const, ConstId, Spatial, Window};
 
-use crate::error::{unsupported, Error};
+use crate::error::{Error, unsupported};
 use crate::fx::{Fx, W};
 use crate::kernels::gemm::{self, Gemm2d, Mat, Tile};
 use crate::kernels::window::{self, Combine};
@@ -56,20 +56,39 @@ impl Conv {
     /// than an out-of-bounds read in generated code.
     pub fn check(&self, consts: &[Const]) -> Result<(), Error> {
         let g = self.groups;
-        if g == 0 || self.c_in % g != 0 || self.c_out % g != 0 {
+        if g == 0 || !self.c_in.is_multiple_of(g) || !self.c_out.is_multiple_of(g) {
             return Err(unsupported("conv groups must divide c_in and c_out"));
         }
         let w = &self.w;
-        if [w.kh, w.kw, w.stride_h, w.stride_w, w.dilation_h, w.dilation_w].contains(&0) {
-            return Err(unsupported("conv window sizes, strides and dilations must be non-zero"));
+        if [
+            w.kh,
+            w.kw,
+            w.stride_h,
+            w.stride_w,
+            w.dilation_h,
+            w.dilation_w,
+        ]
+        .contains(&0)
+        {
+            return Err(unsupported(
+                "conv window sizes, strides and dilations must be non-zero",
+            ));
         }
         let need = self.c_out as u64 * self.k() * 4;
-        let wc = consts.get(self.weight.0 as usize).ok_or_else(|| unsupported("conv weight constant missing"))?;
+        let wc = consts
+            .get(self.weight.0 as usize)
+            .ok_or_else(|| unsupported("conv weight constant missing"))?;
         if (wc.data.len() as u64) < need {
-            return Err(unsupported(format!("conv weight `{}` has {} bytes, needs {need}", wc.name, wc.data.len())));
+            return Err(unsupported(format!(
+                "conv weight `{}` has {} bytes, needs {need}",
+                wc.name,
+                wc.data.len()
+            )));
         }
         if let Some(b) = self.bias {
-            let bc = consts.get(b.0 as usize).ok_or_else(|| unsupported("conv bias constant missing"))?;
+            let bc = consts
+                .get(b.0 as usize)
+                .ok_or_else(|| unsupported("conv bias constant missing"))?;
             if (bc.data.len() as u64) < self.c_out as u64 * 4 {
                 return Err(unsupported(format!("conv bias `{}` is too small", bc.name)));
             }
@@ -104,7 +123,11 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
     let bias = cv.bias.map(|b| fx.buf(Buffer::Const(b)));
     if cv.is_depthwise() {
         let weights = fx.buf(Buffer::Const(cv.weight));
-        let how = Combine::Depthwise { weights, bias, act: cv.act };
+        let how = Combine::Depthwise {
+            weights,
+            bias,
+            act: cv.act,
+        };
         window::emit(fx, how, s.n as u64, cv.c_in as u64, s, &cv.w, input, output);
         return Ok(());
     }
@@ -128,19 +151,63 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
             let ch = fx.b.ins().iadd(ch, gc);
             let in_g = fx.addp_scaled(input, ch, in_plane);
             let b = match scratch {
-                None => Mat { base: in_g, rs: in_plane, cs: 4, block: t.nr() as i64 * 4, readonly: true },
+                None => Mat {
+                    base: in_g,
+                    rs: in_plane,
+                    cs: 4,
+                    block: t.nr() as i64 * 4,
+                    readonly: true,
+                },
                 Some(sc) => {
                     im2col(fx, cv, in_g, sc);
-                    Mat { base: sc, rs: n_out as i64 * 4, cs: 4, block: t.nr() as i64 * 4, readonly: false }
+                    Mat {
+                        base: sc,
+                        rs: n_out as i64 * 4,
+                        cs: 4,
+                        block: t.nr() as i64 * 4,
+                        readonly: false,
+                    }
                 }
             };
-            let a = Mat { base: fx.addp_scaled(wts, g, a_group), rs: 4, cs: t.mr as i64 * 4, block: (k * t.mr * 4) as i64, readonly: true };
+            let a = Mat {
+                base: fx.addp_scaled(wts, g, a_group),
+                rs: 4,
+                cs: t.mr as i64 * 4,
+                block: (k * t.mr * 4) as i64,
+                readonly: true,
+            };
             let oc = fx.b.ins().imul_imm_s(ni, cv.c_out as i64);
             let go = fx.b.ins().imul_imm_s(g, opg as i64);
             let oc = fx.b.ins().iadd(oc, go);
-            let c = Mat { base: fx.addp_scaled(output, oc, n_out as i64 * 4), rs: n_out as i64 * 4, cs: 4, block: 0, readonly: false };
-            let bias = bias.map(|bp| Mat { base: fx.addp_scaled(bp, g, opg as i64 * 4), rs: 4, cs: 0, block: 0, readonly: true });
-            gemm::emit_2d(fx, t, &Gemm2d { m: opg, n: n_out, k, a, b, c, bias, alpha: 1.0, act: cv.act });
+            let c = Mat {
+                base: fx.addp_scaled(output, oc, n_out as i64 * 4),
+                rs: n_out as i64 * 4,
+                cs: 4,
+                block: 0,
+                readonly: false,
+            };
+            let bias = bias.map(|bp| Mat {
+                base: fx.addp_scaled(bp, g, opg as i64 * 4),
+                rs: 4,
+                cs: 0,
+                block: 0,
+                readonly: true,
+            });
+            gemm::emit_2d(
+                fx,
+                t,
+                &Gemm2d {
+                    m: opg,
+                    n: n_out,
+                    k,
+                    a,
+                    b,
+                    c,
+                    bias,
+                    alpha: 1.0,
+                    act: cv.act,
+                },
+            );
             vec![]
         });
         vec![]

@@ -1,7 +1,7 @@
 //! Raw byte copies, written as a 16-byte vector loop and a straight-line tail so that the
 //! generated code calls no `memcpy`.
 
-use cranelift_codegen::ir::{types, Value};
+use cranelift_codegen::ir::{Value, types};
 
 use crate::fx::Fx;
 
@@ -14,7 +14,12 @@ pub(crate) fn emit(fx: &mut Fx, bytes: u64, src: Value, dst: Value) {
         vec![]
     });
     let mut at = (bytes / 16 * 16) as i64;
-    for (ty, size) in [(types::I64, 8), (types::I32, 4), (types::I16, 2), (types::I8, 1)] {
+    for (ty, size) in [
+        (types::I64, 8),
+        (types::I32, 4),
+        (types::I16, 2),
+        (types::I8, 1),
+    ] {
         if (bytes as i64 - at) >= size {
             let v = fx.load(ty, src, at, true);
             fx.store(v, dst, at);

@@ -9,8 +9,8 @@
 
 use edgecc_program::{Buffer, ExprNode, View};
 
-use crate::error::{unsupported, Error};
-use crate::fx::{bytes_of, Fx, W};
+use crate::error::{Error, unsupported};
+use crate::fx::{Fx, W, bytes_of};
 use crate::kernels::{check_expr, eval_expr};
 
 /// A simplified loop dimension: its size and the byte stride of each view (inputs, then
@@ -26,9 +26,16 @@ fn simplify(shape: &[u64], views: &[&View]) -> Result<Vec<Dim>, Error> {
         if size == 1 {
             continue;
         }
-        let strides = views.iter().map(|v| bytes_of(v.strides[d])).collect::<Result<Vec<_>, _>>()?;
+        let strides = views
+            .iter()
+            .map(|v| bytes_of(v.strides[d]))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(last) = dims.last_mut() {
-            let mergeable = last.strides.iter().zip(&strides).all(|(&o, &i)| o == i * size as i64);
+            let mergeable = last
+                .strides
+                .iter()
+                .zip(&strides)
+                .all(|(&o, &i)| o == i * size as i64);
             if mergeable {
                 last.size *= size;
                 last.strides = strides;
@@ -40,12 +47,22 @@ fn simplify(shape: &[u64], views: &[&View]) -> Result<Vec<Dim>, Error> {
     Ok(dims)
 }
 
-pub(crate) fn emit(fx: &mut Fx, shape: &[u64], inputs: &[View], expr: &[ExprNode], output: &View) -> Result<(), Error> {
+pub(crate) fn emit(
+    fx: &mut Fx,
+    shape: &[u64],
+    inputs: &[View],
+    expr: &[ExprNode],
+    output: &View,
+) -> Result<(), Error> {
     check_expr(expr, inputs.len())?;
     let views: Vec<&View> = inputs.iter().chain(std::iter::once(output)).collect();
     for v in &views {
         if v.strides.len() != shape.len() {
-            return Err(unsupported(format!("elementwise view has {} strides for rank {}", v.strides.len(), shape.len())));
+            return Err(unsupported(format!(
+                "elementwise view has {} strides for rank {}",
+                v.strides.len(),
+                shape.len()
+            )));
         }
     }
     if shape.contains(&0) {
@@ -56,7 +73,13 @@ pub(crate) fn emit(fx: &mut Fx, shape: &[u64], inputs: &[View], expr: &[ExprNode
     // (in-place kernels, or two views into the arena).
     let readonly: Vec<bool> = inputs
         .iter()
-        .map(|v| !(v.buf == output.buf || matches!((v.buf, output.buf), (Buffer::Arena { .. }, Buffer::Arena { .. }))))
+        .map(|v| {
+            !(v.buf == output.buf
+                || matches!(
+                    (v.buf, output.buf),
+                    (Buffer::Arena { .. }, Buffer::Arena { .. })
+                ))
+        })
         .collect();
     let mut ptrs = Vec::with_capacity(views.len());
     for v in &views {
@@ -75,7 +98,11 @@ fn level(fx: &mut Fx, dims: &[Dim], ptrs: &[Value], expr: &[ExprNode], ro: &[boo
         [inner] => innermost(fx, inner, ptrs, expr, ro),
         [outer, rest @ ..] => {
             fx.for_n(outer.size, &[], |fx, i, _| {
-                let p: Vec<Value> = ptrs.iter().zip(&outer.strides).map(|(&p, &s)| fx.addp_scaled(p, i, s)).collect();
+                let p: Vec<Value> = ptrs
+                    .iter()
+                    .zip(&outer.strides)
+                    .map(|(&p, &s)| fx.addp_scaled(p, i, s))
+                    .collect();
                 level(fx, rest, &p, expr, ro);
                 vec![]
             });
@@ -88,23 +115,42 @@ use cranelift_codegen::ir::Value;
 /// Evaluates the expression at `ptrs` (one per view) with lane strides `lane` (bytes).
 fn point(fx: &mut Fx, w: W, ptrs: &[Value], lane: &[i64], expr: &[ExprNode], ro: &[bool]) {
     let n_in = ptrs.len() - 1;
-    let ins: Vec<Value> = (0..n_in).map(|i| fx.load_w(w, ptrs[i], 0, lane[i], ro[i])).collect();
+    let ins: Vec<Value> = (0..n_in)
+        .map(|i| fx.load_w(w, ptrs[i], 0, lane[i], ro[i]))
+        .collect();
     let r = eval_expr(fx, w, expr, &ins);
     fx.store_w(w, r, ptrs[n_in], 0, lane[n_in]);
 }
 
 fn innermost(fx: &mut Fx, d: &Dim, ptrs: &[Value], expr: &[ExprNode], ro: &[bool]) {
     let n_in = ptrs.len() - 1;
-    let vector = d.size >= 4 && d.strides[n_in] == 4 && d.strides[..n_in].iter().all(|&s| s == 0 || s == 4);
-    let (nvec, tail) = if vector { (d.size / 4, d.size % 4) } else { (0, d.size) };
+    let vector =
+        d.size >= 4 && d.strides[n_in] == 4 && d.strides[..n_in].iter().all(|&s| s == 0 || s == 4);
+    let (nvec, tail) = if vector {
+        (d.size / 4, d.size % 4)
+    } else {
+        (0, d.size)
+    };
     fx.for_n(nvec, &[], |fx, i, _| {
-        let p: Vec<Value> = ptrs.iter().zip(&d.strides).map(|(&p, &s)| fx.addp_scaled(p, i, 4 * s)).collect();
+        let p: Vec<Value> = ptrs
+            .iter()
+            .zip(&d.strides)
+            .map(|(&p, &s)| fx.addp_scaled(p, i, 4 * s))
+            .collect();
         point(fx, W::V4, &p, &d.strides, expr, ro);
         vec![]
     });
-    let base: Vec<Value> = ptrs.iter().zip(&d.strides).map(|(&p, &s)| fx.addp(p, nvec as i64 * 4 * s)).collect();
+    let base: Vec<Value> = ptrs
+        .iter()
+        .zip(&d.strides)
+        .map(|(&p, &s)| fx.addp(p, nvec as i64 * 4 * s))
+        .collect();
     fx.for_n_unrolled(tail, 3, &[], |fx, i, _| {
-        let p: Vec<Value> = base.iter().zip(&d.strides).map(|(&p, &s)| fx.addp_scaled(p, i, s)).collect();
+        let p: Vec<Value> = base
+            .iter()
+            .zip(&d.strides)
+            .map(|(&p, &s)| fx.addp_scaled(p, i, s))
+            .collect();
         point(fx, W::S1, &p, &d.strides, expr, ro);
         vec![]
     });

@@ -24,8 +24,8 @@
 use cranelift_codegen::ir::{InstBuilder, Value};
 use edgecc_program::{Activation, Buffer, Const, View};
 
-use crate::error::{unsupported, Error};
-use crate::fx::{bytes_of, Features, Fx, W};
+use crate::error::{Error, unsupported};
+use crate::fx::{Features, Fx, W, bytes_of};
 use crate::kernels::activate;
 
 /// Register tile: `mr` rows by `nv` f32x4 vectors.
@@ -37,7 +37,11 @@ pub(crate) struct Tile {
 
 impl Tile {
     pub fn for_target(feat: Features) -> Tile {
-        if feat.aarch64 { Tile { mr: 8, nv: 3 } } else { Tile { mr: 4, nv: 2 } }
+        if feat.aarch64 {
+            Tile { mr: 8, nv: 3 }
+        } else {
+            Tile { mr: 4, nv: 2 }
+        }
     }
     pub fn nr(self) -> u64 {
         self.nv * 4
@@ -80,7 +84,9 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: Tile, g: &Gemm2d) {
             let r0 = if tail { fx.iconst(mb as i64) } else { i };
             let a = fx.addp_scaled(g.a.base, r0, g.a.block);
             let c_row = fx.addp_scaled(g.c.base, r0, t.mr as i64 * g.c.rs);
-            let bias_row = g.bias.map(|bm| fx.addp_scaled(bm.base, r0, t.mr as i64 * bm.rs));
+            let bias_row = g
+                .bias
+                .map(|bm| fx.addp_scaled(bm.base, r0, t.mr as i64 * bm.rs));
             columns(fx, t, g, nr, mr, a, c_row, bias_row);
             vec![]
         });
@@ -89,7 +95,16 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: Tile, g: &Gemm2d) {
 
 /// All column blocks of one row block.
 #[allow(clippy::too_many_arguments)]
-fn columns(fx: &mut Fx, t: Tile, g: &Gemm2d, nr: u64, mr: u64, a: Value, c_row: Value, bias_row: Option<Value>) {
+fn columns(
+    fx: &mut Fx,
+    t: Tile,
+    g: &Gemm2d,
+    nr: u64,
+    mr: u64,
+    a: Value,
+    c_row: Value,
+    bias_row: Option<Value>,
+) {
     let (nb, rem) = (g.n / nr, g.n % nr);
     let (tv, ts) = (rem / 4, rem % 4);
     fx.for_n(nb, &[], |fx, j, _| {
@@ -118,7 +133,17 @@ fn columns(fx: &mut Fx, t: Tile, g: &Gemm2d, nr: u64, mr: u64, a: Value, c_row: 
 /// The microkernel: an `mr × (nv·lanes)` tile of C at `c`, from A rows at `a` and B
 /// columns at `b`.
 #[allow(clippy::too_many_arguments)]
-fn micro(fx: &mut Fx, g: &Gemm2d, mr: u64, nv: u64, w: W, a: Value, b: Value, c: Value, bias: Option<Value>) {
+fn micro(
+    fx: &mut Fx,
+    g: &Gemm2d,
+    mr: u64,
+    nv: u64,
+    w: W,
+    a: Value,
+    b: Value,
+    c: Value,
+    bias: Option<Value>,
+) {
     let lanes = w.lanes() as i64;
     let zero = fx.fconst(w, 0.0);
     let mut carried = vec![a, b];
@@ -126,14 +151,27 @@ fn micro(fx: &mut Fx, g: &Gemm2d, mr: u64, nv: u64, w: W, a: Value, b: Value, c:
     // One K step at `kk` steps past the carried pointers.
     let step = |fx: &mut Fx, ap: Value, bp: Value, kk: i64, acc: &mut [Value]| {
         let bv: Vec<Value> = (0..nv as i64)
-            .map(|v| fx.load_w(w, bp, kk * g.b.rs + v * lanes * g.b.cs, g.b.cs, g.b.readonly))
+            .map(|v| {
+                fx.load_w(
+                    w,
+                    bp,
+                    kk * g.b.rs + v * lanes * g.b.cs,
+                    g.b.cs,
+                    g.b.readonly,
+                )
+            })
             .collect();
         for r in 0..mr as i64 {
-            let s = fx.load(cranelift_codegen::ir::types::F32, ap, r * g.a.rs + kk * g.a.cs, g.a.readonly);
+            let s = fx.load(
+                cranelift_codegen::ir::types::F32,
+                ap,
+                r * g.a.rs + kk * g.a.cs,
+                g.a.readonly,
+            );
             let av = fx.splat(w, s);
-            for v in 0..nv as usize {
-                let i = r as usize * nv as usize + v;
-                acc[i] = fx.mul_add(av, bv[v], acc[i]);
+            let row = &mut acc[r as usize * nv as usize..(r as usize + 1) * nv as usize];
+            for (a, &b) in row.iter_mut().zip(&bv) {
+                *a = fx.mul_add(av, b, *a);
             }
         }
     };
@@ -173,20 +211,43 @@ fn micro(fx: &mut Fx, g: &Gemm2d, mr: u64, nv: u64, w: W, a: Value, b: Value, c:
 
 /// Reads f32 element `idx` of a constant, or an error naming the kernel.
 fn const_elem(c: &Const, idx: i128) -> Result<f32, Error> {
-    let at = usize::try_from(idx).ok().filter(|&i| (i + 1) * 4 <= c.data.len());
-    let at = at.ok_or_else(|| unsupported(format!("view reads element {idx} outside constant `{}`", c.name)))?;
-    Ok(f32::from_le_bytes(c.data[at * 4..at * 4 + 4].try_into().unwrap()))
+    let at = usize::try_from(idx)
+        .ok()
+        .filter(|&i| (i + 1) * 4 <= c.data.len());
+    let at = at.ok_or_else(|| {
+        unsupported(format!(
+            "view reads element {idx} outside constant `{}`",
+            c.name
+        ))
+    })?;
+    Ok(f32::from_le_bytes(
+        c.data[at * 4..at * 4 + 4].try_into().unwrap(),
+    ))
 }
 
 /// Packs rows `0..m` × cols `0..k` of A (element `(i, kk)` at constant element
 /// `off + i·rs + kk·cs`) as `[row block][k][mr]`, zero padded.
-pub(crate) fn pack_a(c: &Const, off: i128, rs: i64, cs: i64, m: u64, k: u64, mr: u64, out: &mut Vec<f32>) -> Result<(), Error> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_a(
+    c: &Const,
+    off: i128,
+    rs: i64,
+    cs: i64,
+    m: u64,
+    k: u64,
+    mr: u64,
+    out: &mut Vec<f32>,
+) -> Result<(), Error> {
     let blocks = m.div_ceil(mr);
     for ib in 0..blocks {
         for kk in 0..k {
             for r in 0..mr {
                 let i = ib * mr + r;
-                out.push(if i < m { const_elem(c, off + i as i128 * rs as i128 + kk as i128 * cs as i128)? } else { 0.0 });
+                out.push(if i < m {
+                    const_elem(c, off + i as i128 * rs as i128 + kk as i128 * cs as i128)?
+                } else {
+                    0.0
+                });
             }
         }
     }
@@ -194,13 +255,27 @@ pub(crate) fn pack_a(c: &Const, off: i128, rs: i64, cs: i64, m: u64, k: u64, mr:
 }
 
 /// Packs B (element `(kk, j)` at `off + kk·rs + j·cs`) as `[column block][k][nr]`.
-pub(crate) fn pack_b(c: &Const, off: i128, rs: i64, cs: i64, k: u64, n: u64, nr: u64, out: &mut Vec<f32>) -> Result<(), Error> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_b(
+    c: &Const,
+    off: i128,
+    rs: i64,
+    cs: i64,
+    k: u64,
+    n: u64,
+    nr: u64,
+    out: &mut Vec<f32>,
+) -> Result<(), Error> {
     let blocks = n.div_ceil(nr);
     for jb in 0..blocks {
         for kk in 0..k {
             for l in 0..nr {
                 let j = jb * nr + l;
-                out.push(if j < n { const_elem(c, off + kk as i128 * rs as i128 + j as i128 * cs as i128)? } else { 0.0 });
+                out.push(if j < n {
+                    const_elem(c, off + kk as i128 * rs as i128 + j as i128 * cs as i128)?
+                } else {
+                    0.0
+                });
             }
         }
     }
@@ -209,6 +284,7 @@ pub(crate) fn pack_b(c: &Const, off: i128, rs: i64, cs: i64, k: u64, n: u64, nr:
 
 /// The compile-time data a Gemm kernel wants: packed copies of its constant operands
 /// (A first, then B), as f32 vectors. `None` for an operand that is not constant.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     consts: &[Const],
     t: Tile,
@@ -269,7 +345,10 @@ pub(crate) struct GemmKernel<'a> {
 
 fn check_view(v: &View, what: &str) -> Result<(), Error> {
     if v.strides.len() != 3 {
-        return Err(unsupported(format!("gemm {what} view needs 3 strides, has {}", v.strides.len())));
+        return Err(unsupported(format!(
+            "gemm {what} view needs 3 strides, has {}",
+            v.strides.len()
+        )));
     }
     Ok(())
 }
@@ -289,13 +368,21 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
             let base = fx.data_addr(d);
             let size = (m.div_ceil(t.mr) * t.mr * k * 4) as i64;
             let bs = if g.a.strides[0] == 0 { 0 } else { size };
-            (base, bs, (4, t.mr as i64 * 4, k as i64 * t.mr as i64 * 4, true))
+            (
+                base,
+                bs,
+                (4, t.mr as i64 * 4, k as i64 * t.mr as i64 * 4, true),
+            )
         }
         None => {
             let base = fx.buf(g.a.buf);
             let base = fx.addp(base, bytes_of(g.a.offset as i64)?);
             let rs = bytes_of(g.a.strides[1])?;
-            (base, bytes_of(g.a.strides[0])?, (rs, bytes_of(g.a.strides[2])?, rs * t.mr as i64, true))
+            (
+                base,
+                bytes_of(g.a.strides[0])?,
+                (rs, bytes_of(g.a.strides[2])?, rs * t.mr as i64, true),
+            )
         }
     };
     let (b0, b_bs, b) = match g.packed[1] {
@@ -303,13 +390,21 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
             let base = fx.data_addr(d);
             let size = (n.div_ceil(t.nr()) * t.nr() * k * 4) as i64;
             let bs = if g.b.strides[0] == 0 { 0 } else { size };
-            (base, bs, (t.nr() as i64 * 4, 4, k as i64 * t.nr() as i64 * 4, true))
+            (
+                base,
+                bs,
+                (t.nr() as i64 * 4, 4, k as i64 * t.nr() as i64 * 4, true),
+            )
         }
         None => {
             let base = fx.buf(g.b.buf);
             let base = fx.addp(base, bytes_of(g.b.offset as i64)?);
             let cs = bytes_of(g.b.strides[2])?;
-            (base, bytes_of(g.b.strides[0])?, (bytes_of(g.b.strides[1])?, cs, cs * t.nr() as i64, true))
+            (
+                base,
+                bytes_of(g.b.strides[0])?,
+                (bytes_of(g.b.strides[1])?, cs, cs * t.nr() as i64, true),
+            )
         }
     };
     let c0 = fx.buf(g.c.buf);
@@ -317,14 +412,22 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
     let bias0 = match g.bias {
         Some(v) => {
             let p = fx.buf(v.buf);
-            Some((fx.addp(p, bytes_of(v.offset as i64)?), bytes_of(v.strides[0])?, bytes_of(v.strides[1])?, bytes_of(v.strides[2])?))
+            Some((
+                fx.addp(p, bytes_of(v.offset as i64)?),
+                bytes_of(v.strides[0])?,
+                bytes_of(v.strides[1])?,
+                bytes_of(v.strides[2])?,
+            ))
         }
         None => None,
     };
     let c_bs = bytes_of(g.c.strides[0])?;
     let (c_rs, c_cs) = (bytes_of(g.c.strides[1])?, bytes_of(g.c.strides[2])?);
     fx.for_n(g.batch as u64, &[], |fx, bi, _| {
-        let mat = |fx: &mut Fx, base: Value, bs: i64, (rs, cs, block, readonly): (i64, i64, i64, bool)| Mat {
+        let mat = |fx: &mut Fx,
+                   base: Value,
+                   bs: i64,
+                   (rs, cs, block, readonly): (i64, i64, i64, bool)| Mat {
             base: fx.addp_scaled(base, bi, bs),
             rs,
             cs,
@@ -335,7 +438,21 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
         let b = mat(fx, b0, b_bs, b);
         let c = mat(fx, c0, c_bs, (c_rs, c_cs, 0, false));
         let bias = bias0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, true)));
-        emit_2d(fx, t, &Gemm2d { m, n, k, a, b, c, bias, alpha: g.alpha, act: g.act });
+        emit_2d(
+            fx,
+            t,
+            &Gemm2d {
+                m,
+                n,
+                k,
+                a,
+                b,
+                c,
+                bias,
+                alpha: g.alpha,
+                act: g.act,
+            },
+        );
         vec![]
     });
     Ok(())

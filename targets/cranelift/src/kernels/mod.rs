@@ -11,7 +11,7 @@ pub(crate) mod window;
 use cranelift_codegen::ir::{InstBuilder, Value};
 use edgecc_program::{Activation, BinaryOp, ExprNode, UnaryOp};
 
-use crate::error::{unsupported, Error};
+use crate::error::{Error, unsupported};
 use crate::fx::{Fx, W};
 use crate::math;
 
@@ -56,7 +56,9 @@ pub(crate) fn check_expr(expr: &[ExprNode], n_inputs: usize) -> Result<(), Error
             ExprNode::Binary(_, a, b) => ok(a) && ok(b),
         };
         if !fine {
-            return Err(unsupported(format!("elementwise node {i} ({node:?}) refers forward or to a missing input")));
+            return Err(unsupported(format!(
+                "elementwise node {i} ({node:?}) refers forward or to a missing input"
+            )));
         }
     }
     Ok(())

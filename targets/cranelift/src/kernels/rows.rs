@@ -14,7 +14,15 @@ use crate::fx::{Fx, W};
 use crate::math;
 
 /// Folds `len` elements at `p`, `p + stride`, ... (bytes) with width `w`.
-fn fold(fx: &mut Fx, w: W, p: Value, len: u64, stride: i64, init: Value, f: &mut dyn FnMut(&mut Fx, Value, Value, Value) -> Value) -> Value {
+fn fold(
+    fx: &mut Fx,
+    w: W,
+    p: Value,
+    len: u64,
+    stride: i64,
+    init: Value,
+    f: &mut dyn FnMut(&mut Fx, Value, Value, Value) -> Value,
+) -> Value {
     fx.for_n(len, &[init], |fx, i, c| {
         let q = fx.addp_scaled(p, i, stride);
         let x = fx.load_w(w, q, 0, 4, false);
@@ -33,7 +41,9 @@ fn fold_row(
     comb: fn(&mut Fx, W, Value) -> Value,
 ) -> Value {
     let v0 = fx.fconst(W::V4, neutral);
-    let acc = fold(fx, W::V4, p, len / 4, 16, v0, &mut |fx, q, x, a| f(fx, W::V4, q, x, a));
+    let acc = fold(fx, W::V4, p, len / 4, 16, v0, &mut |fx, q, x, a| {
+        f(fx, W::V4, q, x, a)
+    });
     let mut s = comb(fx, W::V4, acc);
     let tail = fx.addp(p, (len / 4 * 16) as i64);
     for t in 0..len % 4 {
@@ -52,8 +62,20 @@ fn max_lanes(fx: &mut Fx, w: W, v: Value) -> Value {
 }
 
 /// `out[o, i] = op over l of in[o, l, i]`.
-pub(crate) fn emit_reduce(fx: &mut Fx, op: ReduceOp, outer: u64, len: u64, inner: u64, input: Value, output: Value) {
-    let neutral = if op == ReduceOp::Max { f32::NEG_INFINITY } else { 0.0 };
+pub(crate) fn emit_reduce(
+    fx: &mut Fx,
+    op: ReduceOp,
+    outer: u64,
+    len: u64,
+    inner: u64,
+    input: Value,
+    output: Value,
+) {
+    let neutral = if op == ReduceOp::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
     let mut f = move |fx: &mut Fx, w: W, _q: Value, x: Value, a: Value| match op {
         ReduceOp::Max => fx.max(w, a, x),
         _ => fx.b.ins().fadd(a, x),
@@ -69,7 +91,11 @@ pub(crate) fn emit_reduce(fx: &mut Fx, op: ReduceOp, outer: u64, len: u64, inner
         let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
         let dst = fx.addp_scaled(output, o, (inner * 4) as i64);
         if inner == 1 {
-            let comb = if op == ReduceOp::Max { max_lanes } else { sum_lanes };
+            let comb = if op == ReduceOp::Max {
+                max_lanes
+            } else {
+                sum_lanes
+            };
             let s = fold_row(fx, src, len, neutral, &mut f, comb);
             let s = finish(fx, W::S1, s);
             fx.store(s, dst, 0);
@@ -77,7 +103,15 @@ pub(crate) fn emit_reduce(fx: &mut Fx, op: ReduceOp, outer: u64, len: u64, inner
             columns(fx, inner, |fx, w, col| {
                 let p = fx.b.ins().iadd(src, col);
                 let init = fx.fconst(w, neutral);
-                let s = fold(fx, w, p, len, (inner * 4) as i64, init, &mut |fx, q, x, a| f(fx, w, q, x, a));
+                let s = fold(
+                    fx,
+                    w,
+                    p,
+                    len,
+                    (inner * 4) as i64,
+                    init,
+                    &mut |fx, q, x, a| f(fx, w, q, x, a),
+                );
                 let s = finish(fx, w, s);
                 let q = fx.b.ins().iadd(dst, col);
                 fx.store_w(w, s, q, 0, 4);
@@ -103,12 +137,26 @@ fn columns(fx: &mut Fx, inner: u64, mut body: impl FnMut(&mut Fx, W, Value)) {
 }
 
 /// Softmax over the middle axis.
-pub(crate) fn emit_softmax(fx: &mut Fx, outer: u64, len: u64, inner: u64, input: Value, output: Value) {
+pub(crate) fn emit_softmax(
+    fx: &mut Fx,
+    outer: u64,
+    len: u64,
+    inner: u64,
+    input: Value,
+    output: Value,
+) {
     fx.for_n(outer, &[], |fx, o, _| {
         let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
         let dst = fx.addp_scaled(output, o, (len * inner * 4) as i64);
         if inner == 1 {
-            let m = fold_row(fx, src, len, f32::NEG_INFINITY, &mut |fx, w, _q, x, a| fx.max(w, a, x), max_lanes);
+            let m = fold_row(
+                fx,
+                src,
+                len,
+                f32::NEG_INFINITY,
+                &mut |fx, w, _q, x, a| fx.max(w, a, x),
+                max_lanes,
+            );
             // `q` points into the input; the exp is stored at the same offset of the output.
             let delta = fx.b.ins().isub(dst, src);
             let s = fold_row(
@@ -145,7 +193,9 @@ pub(crate) fn emit_softmax(fx: &mut Fx, outer: u64, len: u64, inner: u64, input:
                 let p = fx.b.ins().iadd(src, col);
                 let q = fx.b.ins().iadd(dst, col);
                 let init = fx.fconst(w, f32::NEG_INFINITY);
-                let m = fold(fx, w, p, len, stride, init, &mut |fx, _q, x, a| fx.max(w, a, x));
+                let m = fold(fx, w, p, len, stride, init, &mut |fx, _q, x, a| {
+                    fx.max(w, a, x)
+                });
                 let delta = fx.b.ins().isub(q, p);
                 let z = fx.fconst(w, 0.0);
                 let s = fold(fx, w, p, len, stride, z, &mut |fx, at, x, a| {
@@ -165,4 +215,3 @@ pub(crate) fn emit_softmax(fx: &mut Fx, outer: u64, len: u64, inner: u64, input:
         vec![]
     });
 }
-

@@ -6,7 +6,7 @@
 //! value is replaced by the neutral element, so there is no branch per tap and no read
 //! outside the input.
 
-use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use edgecc_program::{Activation, PoolKind, Spatial, Window};
 
 use crate::fx::{Fx, W};
@@ -17,7 +17,11 @@ use crate::kernels::activate;
 pub(crate) enum Combine {
     Pool(PoolKind),
     /// Depthwise convolution: `weights` are `[c][kh][kw]`, `bias` is `[c]`.
-    Depthwise { weights: Value, bias: Option<Value>, act: Activation },
+    Depthwise {
+        weights: Value,
+        bias: Option<Value>,
+        act: Activation,
+    },
 }
 
 /// Taps unrolled up to this many per window dimension.
@@ -25,7 +29,16 @@ const UNROLL_TAPS: u64 = 8;
 
 /// Emits the kernel over `n × c` planes of `input`, writing `output`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn emit(fx: &mut Fx, how: Combine, n: u64, c: u64, s: &Spatial, w: &Window, input: Value, output: Value) {
+pub(crate) fn emit(
+    fx: &mut Fx,
+    how: Combine,
+    n: u64,
+    c: u64,
+    s: &Spatial,
+    w: &Window,
+    input: Value,
+    output: Value,
+) {
     let (ih, iw, oh, ow) = (s.in_h as i64, s.in_w as i64, s.out_h as i64, s.out_w as i64);
     let (kh, kw) = (w.kh as u64, w.kw as u64);
     fx.for_n(n, &[], |fx, ni, _| {
@@ -97,11 +110,15 @@ pub(crate) fn emit(fx: &mut Fx, how: Combine, n: u64, c: u64, s: &Spatial, w: &W
                     });
                     let v = match how {
                         Combine::Pool(PoolKind::Max) => r[0],
-                        Combine::Pool(PoolKind::Avg { count_include_pad: true }) => {
+                        Combine::Pool(PoolKind::Avg {
+                            count_include_pad: true,
+                        }) => {
                             let d = fx.fconst(W::S1, (kh * kw).max(1) as f32);
                             fx.b.ins().fdiv(r[0], d)
                         }
-                        Combine::Pool(PoolKind::Avg { count_include_pad: false }) => {
+                        Combine::Pool(PoolKind::Avg {
+                            count_include_pad: false,
+                        }) => {
                             let one = fx.fconst(W::S1, 1.0);
                             let d = fx.max(W::S1, r[1], one);
                             fx.b.ins().fdiv(r[0], d)
