@@ -6,16 +6,16 @@
 //! `ln2` split into an exactly representable head `0.693359375` (so `n·head` is exact for
 //! `|n| ≤ 128`) and a tail. `e^r` on `|r| ≤ ln2/2` is Cephes' degree-7 minimax form
 //! `1 + r + r²·P5(r)`, and `2^n` is `(n + 127) << 23` reinterpreted as a float, built by
-//! one integer add on the bits of the rounded sum. Measured max relative error against
-//! `f32::exp` on `[-87, 88]`: see the `exp_error` test (about 2 ulp, < 3e-7).
+//! one integer add on the bits of the rounded sum. Measured max relative error against an
+//! f64 reference on `[-87, 88.3]`: 1.16e-7, about one `f32::EPSILON` (`tests/math.rs`,
+//! `cargo test -p edgecc-cranelift --test math -- --nocapture`).
 //! Above 88.376 the result saturates near `2.4e38` instead of reaching `f32::MAX`/`inf`, and
 //! NaN inputs give a finite result: kernels feed exp max-subtracted or bounded values.
 //!
-//! `tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1))`: no overflow for any `x`; absolute error
-//! about 1 ulp of 1 (≤ 2e-7), so near 0 the relative error grows (|x| < 1e-3 is still
-//! within 2e-7 absolute).
+//! `tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1))`: no overflow for any `x`; measured max
+//! absolute error 1.09e-7 on `[-20, 20]`, so near 0 the *relative* error grows.
 //!
-//! `sigmoid(x) = 1/(1 + e^{−x})`: relative error that of exp plus one division.
+//! `sigmoid(x) = 1/(1 + e^{−x})`: measured max relative error 1.82e-7 on `[-20, 20]`.
 
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 

@@ -26,6 +26,69 @@ fn object_is_deterministic() {
     }
 }
 
+/// Generated code must call nothing (no libm, no memcpy, no `fmaf` from a missing FMA
+/// flag): the objects have no undefined symbols, on every target.
+#[test]
+fn objects_import_nothing() {
+    let p = network();
+    let dir = scratch_dir("nm");
+    for t in [
+        "x86_64",
+        "x86_64+avx+fma",
+        "aarch64-neon",
+        "aarch64-unknown-none",
+    ] {
+        let obj = compile_object(&p, &t.parse().unwrap(), &ObjectOptions::default()).unwrap();
+        let o = dir.join("net.o");
+        std::fs::write(&o, &obj.bytes).unwrap();
+        let out = Command::new("nm")
+            .arg("-u")
+            .arg(&o)
+            .output()
+            .expect("nm (binutils) is required");
+        assert!(out.status.success());
+        let undefined = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            undefined.trim().is_empty(),
+            "{t}: undefined symbols:\n{undefined}"
+        );
+        let defined = String::from_utf8_lossy(&Command::new("nm").arg(&o).output().unwrap().stdout)
+            .to_string();
+        assert!(
+            defined.contains(" T net_run")
+                && (defined.contains(" R net_model") || defined.contains(" D net_model")),
+            "{t}: {defined}"
+        );
+    }
+}
+
+/// The baseline x86_64 target (SSE4.2, no AVX/FMA: `fmul`+`fadd`, `maxps` patterns) runs
+/// correctly as a `.so` on this host.
+#[test]
+fn baseline_x86_64_shared_object() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let p = network();
+    let target: Target = "x86_64".parse().unwrap();
+    let obj = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
+    let dir = scratch_dir("so-base");
+    let (o, so) = (dir.join("net.o"), dir.join("libnet.so"));
+    std::fs::write(&o, &obj.bytes).unwrap();
+    link_shared(&o, &so, &target).unwrap();
+    // SAFETY: the library is the artifact just built; it has no initialisers.
+    let lib = unsafe { edgecc_runtime::dylib::Library::open(&so, "net") }.unwrap();
+    let ins = inputs_for(&p, 5);
+    let got = run_desc(lib.model().unwrap().desc(), &p, &ins);
+    assert_close(
+        &got,
+        &run_exec(&p, &ins),
+        TOL,
+        TOL,
+        "network via baseline x86_64 .so",
+    );
+}
+
 #[test]
 fn shared_object_through_runtime_loader() {
     let p = network();

@@ -430,6 +430,51 @@ pub fn out_size(i: u32, k: u32, s: u32, d: u32, p: u32) -> u32 {
     (i + 2 * p - d * (k - 1) - 1) / s + 1
 }
 
+/// A single convolution with explicit output geometry (asymmetric pads allowed).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_program_with(
+    n: u32,
+    c_in: u32,
+    c_out: u32,
+    groups: u32,
+    s: Spatial,
+    wn: Window,
+    bias: bool,
+    act: Activation,
+) -> Program {
+    let scratch = Kernel::conv_scratch_bytes(c_in, c_out, groups, &s, &wn);
+    let wlen = (c_out * c_in / groups * wn.kh * wn.kw) as usize;
+    let mut consts = vec![konst("w", &rand_vec(wlen, 5))];
+    if bias {
+        consts.push(konst("b", &rand_vec(c_out as usize, 6)));
+    }
+    program(
+        vec![io(
+            "x",
+            &[n as u64, c_in as u64, s.in_h as u64, s.in_w as u64],
+        )],
+        vec![io(
+            "y",
+            &[n as u64, c_out as u64, s.out_h as u64, s.out_w as u64],
+        )],
+        consts,
+        scratch.div_ceil(64) * 64,
+        vec![Kernel::Conv {
+            c_in,
+            c_out,
+            groups,
+            spatial: s,
+            window: wn,
+            input: Buffer::Input(0),
+            weight: ConstId(0),
+            bias: bias.then_some(ConstId(1)),
+            act,
+            output: Buffer::Output(0),
+            scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),
+        }],
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn conv_program(
     n: u32,

@@ -1,0 +1,69 @@
+//! Measured accuracy of the inline exp/tanh/sigmoid polynomials (generated code, JIT)
+//! against `f64` references, over dense sweeps of their useful ranges.
+mod common;
+
+use common::*;
+use edgecc_program::{Buffer, ExprNode, Kernel, UnaryOp};
+
+fn unary(op: UnaryOp, xs: &[f32]) -> Vec<f32> {
+    let n = xs.len() as u64;
+    let p = program(
+        vec![io("x", &[n])],
+        vec![io("y", &[n])],
+        vec![],
+        0,
+        vec![Kernel::Elementwise {
+            shape: vec![n],
+            inputs: vec![view(Buffer::Input(0), 0, &[1])],
+            expr: vec![ExprNode::Input(0), ExprNode::Unary(op, 0)],
+            output: view(Buffer::Output(0), 0, &[1]),
+        }],
+    );
+    run_jit(&p, &[xs.to_vec()]).remove(0)
+}
+
+fn sweep(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32)
+        .collect()
+}
+
+#[test]
+fn exp_error() {
+    let xs = sweep(-87.0, 88.3, 200_003);
+    let ys = unary(UnaryOp::Exp, &xs);
+    let worst = xs.iter().zip(&ys).map(|(&x, &y)| {
+        let r = (x as f64).exp();
+        ((y as f64 - r) / r).abs()
+    });
+    let max = worst.fold(0.0f64, f64::max);
+    println!(
+        "exp: max relative error {max:.3e} ({:.2} × f32::EPSILON)",
+        max / f32::EPSILON as f64
+    );
+    assert!(max < 3e-7, "exp max relative error {max:e}");
+}
+
+#[test]
+fn tanh_and_sigmoid_error() {
+    let xs = sweep(-20.0, 20.0, 100_001);
+    let th = unary(UnaryOp::Tanh, &xs);
+    let sg = unary(UnaryOp::Sigmoid, &xs);
+    let (mut t_abs, mut s_rel) = (0.0f64, 0.0f64);
+    for ((&x, &t), &s) in xs.iter().zip(&th).zip(&sg) {
+        t_abs = t_abs.max((t as f64 - (x as f64).tanh()).abs());
+        let r = 1.0 / (1.0 + (-x as f64).exp());
+        s_rel = s_rel.max(((s as f64 - r) / r).abs());
+    }
+    println!("tanh: max absolute error {t_abs:.3e}; sigmoid: max relative error {s_rel:.3e}");
+    assert!(t_abs < 3e-7, "tanh abs error {t_abs:e}");
+    assert!(s_rel < 5e-7, "sigmoid rel error {s_rel:e}");
+    // Saturation: no NaN or overflow far out.
+    let big = unary(UnaryOp::Tanh, &[-1e30, -100.0, 100.0, 1e30]);
+    assert_eq!(big, vec![-1.0, -1.0, 1.0, 1.0]);
+    let sbig = unary(UnaryOp::Sigmoid, &[-1e30, 1e30, 0.0]);
+    assert!(
+        sbig[0] >= 0.0 && sbig[0] < 1e-37 && sbig[1] == 1.0 && sbig[2] == 0.5,
+        "{sbig:?}"
+    );
+}

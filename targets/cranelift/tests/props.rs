@@ -1,0 +1,147 @@
+//! Property tests: random shapes (odd sizes, vector tails, size-1 dimensions), every
+//! broadcast form and transposed operands, JIT against `exec::run`.
+//!
+//! Case counts are small (each case compiles a module) so the suite stays fast in debug.
+//! Tolerances are those of `kernels.rs`: GEMM/conv reassociate sums of K terms of
+//! products of values in [-1, 1] (`atol ≈ K·eps` with margin); the exp-based functions
+//! are within 2e-7 relative/absolute; max, data movement and single operations are exact.
+mod common;
+
+use common::*;
+use edgecc_program::{
+    Activation, BinaryOp, Buffer, ExprNode, Kernel, PoolKind, ReduceOp, Spatial, UnaryOp, Window,
+};
+use proptest::prelude::*;
+
+fn act() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::None),
+        Just(Activation::Relu),
+        Just(Activation::Clip { lo: -0.25, hi: 0.5 }),
+        Just(Activation::Sigmoid),
+        Just(Activation::Tanh),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_matches_exec(
+        batch in 1u32..4, m in 1u32..20, n in 1u32..28, k in 1u32..24,
+        a_t: bool, b_t: bool, a_c: bool, b_c: bool, a_bcast: bool,
+        bias in prop_oneof![Just(None), Just(Some("scalar")), Just(Some("row")), Just(Some("col")), Just(Some("full")), Just(Some("batch"))],
+        act in act(), alpha in prop_oneof![Just(1.0f32), Just(-0.75f32)],
+    ) {
+        let p = gemm_program(batch, m, n, k, a_t, b_t, a_c, b_c, a_bcast, bias, act, alpha);
+        check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "gemm");
+    }
+
+    #[test]
+    fn elementwise_matches_exec(
+        shape in prop::collection::vec(1u64..7, 1..5),
+        bcast in prop::collection::vec(any::<bool>(), 4),
+        transpose: bool,
+        op in 0usize..8,
+    ) {
+        let rank = shape.len();
+        let dense = |shape: &[u64]| {
+            let mut s = vec![0i64; shape.len()];
+            let mut acc = 1i64;
+            for d in (0..shape.len()).rev() { s[d] = acc; acc *= shape[d] as i64; }
+            (s, acc as u64)
+        };
+        let (out_strides, total) = dense(&shape);
+        // Input 0: dense, or transposed (reversed dimension order in memory).
+        let (in0_strides, in0_len) = if transpose {
+            let rev: Vec<u64> = shape.iter().rev().copied().collect();
+            let (s, len) = dense(&rev);
+            (s.into_iter().rev().collect::<Vec<_>>(), len)
+        } else { (out_strides.clone(), total) };
+        // Input 1: each dimension broadcast (size 1, stride 0) or not.
+        let b_shape: Vec<u64> = shape.iter().enumerate().map(|(d, &n)| if bcast[d % 4] { 1 } else { n }).collect();
+        let (bs, b_len) = dense(&b_shape);
+        let b_strides: Vec<i64> = bs.iter().zip(&b_shape).map(|(&s, &n)| if n == 1 { 0 } else { s }).collect();
+        let (x, y) = (0u32, 1u32);
+        let expr = match op {
+            0 => vec![ExprNode::Input(x), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Add, 0, 1)],
+            1 => vec![ExprNode::Input(x), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Sub, 0, 1)],
+            2 => vec![ExprNode::Input(x), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Mul, 0, 1)],
+            3 => vec![ExprNode::Input(x), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Max, 0, 1), ExprNode::Unary(UnaryOp::Relu, 2)],
+            4 => vec![ExprNode::Input(x), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Min, 0, 1), ExprNode::Unary(UnaryOp::Exp, 2)],
+            5 => vec![ExprNode::Input(x), ExprNode::Const(3.0), ExprNode::Binary(BinaryOp::Add, 0, 1), ExprNode::Input(y), ExprNode::Binary(BinaryOp::Div, 3, 2)],
+            6 => vec![ExprNode::Input(x), ExprNode::Unary(UnaryOp::Tanh, 0), ExprNode::Input(y), ExprNode::Unary(UnaryOp::Sigmoid, 2), ExprNode::Binary(BinaryOp::Mul, 1, 3)],
+            _ => vec![ExprNode::Input(y), ExprNode::Clip { x: 0, lo: -0.3, hi: 0.2 }, ExprNode::Input(x), ExprNode::Unary(UnaryOp::Abs, 2), ExprNode::Unary(UnaryOp::Sqrt, 3), ExprNode::Binary(BinaryOp::Sub, 1, 4)],
+        };
+        let p = program(
+            vec![io("x", &[in0_len]), io("b", &[b_len])],
+            vec![io("y", &shape)],
+            vec![],
+            0,
+            vec![Kernel::Elementwise {
+                shape: shape.clone(),
+                inputs: vec![view(Buffer::Input(0), 0, &in0_strides), view(Buffer::Input(1), 0, &b_strides)],
+                expr,
+                output: view(Buffer::Output(0), 0, &out_strides),
+            }],
+        );
+        prop_assert_eq!(rank, shape.len());
+        check_jit(&p, 1e-6, 1e-6, "elementwise");
+    }
+
+    #[test]
+    fn conv_matches_exec(
+        n in 1u32..3, groups in 1u32..4, cpg in 1u32..4, opg in 1u32..5, depthwise: bool,
+        h in 1u32..10, w in 1u32..10, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
+        dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..3, 4),
+        bias: bool, act in act(),
+    ) {
+        let (c_in, c_out) = if depthwise { (groups * 2, groups * 2) } else { (groups * cpg, groups * opg) };
+        let groups = if depthwise { c_in } else { groups };
+        let wn = Window { kh, kw, stride_h: sh, stride_w: sw, dilation_h: dh, dilation_w: dw, pad_top: pads[0], pad_left: pads[1], pad_bottom: pads[2], pad_right: pads[3] };
+        let span_h = h + pads[0] + pads[2];
+        let span_w = w + pads[1] + pads[3];
+        prop_assume!(span_h > dh * (kh - 1) && span_w > dw * (kw - 1));
+        let s = Spatial { n, in_h: h, in_w: w, out_h: (span_h - dh * (kh - 1) - 1) / sh + 1, out_w: (span_w - dw * (kw - 1) - 1) / sw + 1 };
+        let p = conv_program_with(n, c_in, c_out, groups, s, wn, bias, act);
+        check_jit(&p, 2e-6 * (c_in / groups * kh * kw + 4) as f32, 1e-5, "conv");
+    }
+
+    #[test]
+    fn pool_matches_exec(
+        c in 1u32..4, h in 1u32..10, w in 1u32..10, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
+        dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..3, 4),
+        kind in prop_oneof![Just(PoolKind::Max), Just(PoolKind::Avg { count_include_pad: true }), Just(PoolKind::Avg { count_include_pad: false })],
+    ) {
+        let wn = Window { kh, kw, stride_h: sh, stride_w: sw, dilation_h: dh, dilation_w: dw, pad_top: pads[0], pad_left: pads[1], pad_bottom: pads[2], pad_right: pads[3] };
+        let (span_h, span_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        prop_assume!(span_h > dh * (kh - 1) && span_w > dw * (kw - 1));
+        let (oh, ow) = ((span_h - dh * (kh - 1) - 1) / sh + 1, (span_w - dw * (kw - 1) - 1) / sw + 1);
+        let s = Spatial { n: 1, in_h: h, in_w: w, out_h: oh, out_w: ow };
+        let p = program(
+            vec![io("x", &[c as u64, h as u64, w as u64])],
+            vec![io("y", &[c as u64, oh as u64, ow as u64])],
+            vec![],
+            0,
+            vec![Kernel::Pool { kind, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
+        );
+        check_jit(&p, 1e-6, 1e-6, "pool");
+    }
+
+    #[test]
+    fn softmax_reduce_match_exec(outer in 1u64..4, len in 1u64..40, inner in 1u64..11) {
+        let total = outer * len * inner;
+        let mut kernels = vec![Kernel::Softmax { outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(0) }];
+        for (i, op) in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max].into_iter().enumerate() {
+            kernels.push(Kernel::Reduce { op, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(1 + i as u32) });
+        }
+        let p = program(
+            vec![io("x", &[total])],
+            vec![io("s", &[total]), io("sum", &[outer * inner]), io("mean", &[outer * inner]), io("max", &[outer * inner])],
+            vec![],
+            0,
+            kernels,
+        );
+        check_jit(&p, 1e-6 * (len + 1) as f32, 2e-6, "softmax/reduce");
+    }
+}
