@@ -206,6 +206,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
                     bias,
                     alpha: 1.0,
                     act: cv.act,
+                    unroll: t.unroll,
                 },
             );
             vec![]

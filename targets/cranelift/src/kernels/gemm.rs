@@ -6,7 +6,7 @@
 //! x86_64 (16 xmm, and x64 FMA ties its destination to a multiplicand, so a bigger tile
 //! spills — see the Cranelift notes, 49 GFLOP/s measured for 4×8) and 8×12 on aarch64
 //! (32 vector registers, `fmla` accumulates in place: 24 accumulators + 3 B + 1 A).
-//! The K loop is unrolled twice.
+//! The K loop is unrolled twice on x86_64 and not on aarch64 (see [`Tile::for_target`]).
 //!
 //! Every operand is addressed as `base + row·rs + col·cs` (bytes), so transposed and
 //! broadcast views are the same code; only the loads change: B with column stride 1 is
@@ -33,14 +33,27 @@ use crate::kernels::activate;
 pub(crate) struct Tile {
     pub mr: u64,
     pub nv: u64,
+    /// K steps per loop iteration.
+    pub unroll: u64,
 }
 
 impl Tile {
     pub fn for_target(feat: Features) -> Tile {
+        // aarch64 is not unrolled: the e-graph places each step's B loads at their first use,
+        // so two steps keep 6 B vectors live next to 24 accumulators and two of those spill
+        // (seen with `--example emit`); one step needs 24 + 3 + 1 of the 32 registers.
         if feat.aarch64 {
-            Tile { mr: 8, nv: 3 }
+            Tile {
+                mr: 8,
+                nv: 3,
+                unroll: 1,
+            }
         } else {
-            Tile { mr: 4, nv: 2 }
+            Tile {
+                mr: 4,
+                nv: 2,
+                unroll: 2,
+            }
         }
     }
     pub fn nr(self) -> u64 {
@@ -72,6 +85,8 @@ pub(crate) struct Gemm2d {
     pub bias: Option<Mat>,
     pub alpha: f32,
     pub act: Activation,
+    /// K steps per loop iteration (from the [`Tile`]).
+    pub unroll: u64,
 }
 
 /// Emits a 2-D GEMM with tile `t`.
@@ -175,21 +190,21 @@ fn micro(
             }
         }
     };
-    const UNROLL: u64 = 2;
-    let iters = g.k / UNROLL;
+    let unroll = g.unroll;
+    let iters = g.k / unroll;
     let out = fx.for_n(iters, &carried, |fx, _, c| {
         let mut acc = c[2..].to_vec();
-        for u in 0..UNROLL as i64 {
+        for u in 0..unroll as i64 {
             step(fx, c[0], c[1], u, &mut acc);
         }
-        let ap = fx.addp(c[0], UNROLL as i64 * g.a.cs);
-        let bp = fx.addp(c[1], UNROLL as i64 * g.b.rs);
+        let ap = fx.addp(c[0], unroll as i64 * g.a.cs);
+        let bp = fx.addp(c[1], unroll as i64 * g.b.rs);
         let mut next = vec![ap, bp];
         next.extend(acc);
         next
     });
     let mut acc = out[2..].to_vec();
-    for u in 0..(g.k % UNROLL) as i64 {
+    for u in 0..(g.k % unroll) as i64 {
         step(fx, out[0], out[1], u, &mut acc);
     }
     let alpha = (g.alpha != 1.0).then(|| fx.fconst(w, g.alpha));
@@ -451,6 +466,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
                 bias,
                 alpha: g.alpha,
                 act: g.act,
+                unroll: t.unroll,
             },
         );
         vec![]
