@@ -93,7 +93,7 @@ fn main() {
         let flops = 2.0 * m as f64 * n as f64 * k as f64;
         let reps = ((2e9 / flops) as usize).max(3);
         // Even an empty arena must be 64-byte aligned for the runtime's check.
-        let mut arena = vec![0u8; 128];
+        let mut arena = [0u8; 128];
         let off = arena.as_ptr().align_offset(64);
         let mut best = f64::MAX;
         for _ in 0..5 {

@@ -92,7 +92,7 @@ proptest! {
     #[test]
     fn conv_matches_exec(
         n in 1u32..3, groups in 1u32..4, cpg in 1u32..4, opg in 1u32..5, depthwise: bool,
-        h in 1u32..10, w in 1u32..10, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
+        h in 1u32..12, w in 1u32..24, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
         dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..3, 4),
         bias: bool, act in act(),
     ) {
@@ -109,7 +109,7 @@ proptest! {
 
     #[test]
     fn pool_matches_exec(
-        c in 1u32..4, h in 1u32..10, w in 1u32..10, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
+        c in 1u32..4, h in 1u32..12, w in 1u32..24, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
         dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..3, 4),
         kind in prop_oneof![Just(PoolKind::Max), Just(PoolKind::Avg { count_include_pad: true }), Just(PoolKind::Avg { count_include_pad: false })],
     ) {
