@@ -420,14 +420,22 @@ impl<'f, 'd> Fx<'f, 'd> {
         c
     }
 
-    /// Emits `then` only when `cond` holds at run time.
-    #[allow(dead_code)]
-    pub fn when(&mut self, cond: Value, then: impl FnOnce(&mut Self)) {
+    /// Emits `then` when `cond` (an integer) is non-zero at run time, else `otherwise`.
+    pub fn if_else(
+        &mut self,
+        cond: Value,
+        then: impl FnOnce(&mut Self),
+        otherwise: impl FnOnce(&mut Self),
+    ) {
         let t: Block = self.b.create_block();
-        let j = self.b.create_block();
-        self.b.ins().brif(cond, t, &[], j, &[]);
+        let e: Block = self.b.create_block();
+        let j: Block = self.b.create_block();
+        self.b.ins().brif(cond, t, &[], e, &[]);
         self.b.switch_to_block(t);
         then(self);
+        self.b.ins().jump(j, &[]);
+        self.b.switch_to_block(e);
+        otherwise(self);
         self.b.ins().jump(j, &[]);
         self.b.switch_to_block(j);
     }

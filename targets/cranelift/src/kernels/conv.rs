@@ -218,6 +218,11 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
 
 /// Writes the `(cpg·kh·kw) × (out_h·out_w)` im2col matrix of one image and group to
 /// `dst`: row `(ci, ky, kx)`, column `(oy, ox)` holds the input tap or 0 in the padding.
+///
+/// `kx` is unrolled, so for unit horizontal stride the columns whose tap is inside the
+/// row are a compile-time range: that part is an f32x4 copy (when the input row exists,
+/// zeros otherwise) and only the padding columns around it are stored one by one. Other
+/// strides gather one element at a time with a masked load.
 fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value) {
     let (s, w) = (&cv.s, &cv.w);
     let (ih, iw, oh, ow) = (s.in_h as i64, s.in_w as i64, s.out_h as u64, s.out_w as u64);
@@ -227,44 +232,91 @@ fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value) {
     fx.for_n(cpg, &[], |fx, ci, _| {
         let plane = fx.addp_scaled(src, ci, ih * iw * 4);
         fx.for_n(kh, &[], |fx, ky, _| {
-            fx.for_n(kw, &[], |fx, kx, _| {
-                let r = fx.b.ins().imul_imm_s(ci, (kh * kw) as i64);
-                let ry = fx.b.ins().imul_imm_s(ky, kw as i64);
-                let r = fx.b.ins().iadd(r, ry);
-                let r = fx.b.ins().iadd(r, kx);
-                let row = fx.addp_scaled(dst, r, n_out * 4);
-                let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
-                let dy = fx.b.ins().iadd_imm_s(dy, -(w.pad_top as i64));
-                let dx = fx.b.ins().imul_imm_s(kx, w.dilation_w as i64);
-                let dx = fx.b.ins().iadd_imm_s(dx, -(w.pad_left as i64));
+            let r0 = fx.b.ins().imul_imm_s(ci, (kh * kw) as i64);
+            let ry = fx.b.ins().imul_imm_s(ky, kw as i64);
+            let r0 = fx.b.ins().iadd(r0, ry);
+            let row0 = fx.addp_scaled(dst, r0, n_out * 4);
+            let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
+            let dy = fx.b.ins().iadd_imm_s(dy, -(w.pad_top as i64));
+            for kx in 0..kw {
+                let row = fx.addp(row0, kx as i64 * n_out * 4);
+                let dx = kx as i64 * w.dilation_w as i64 - w.pad_left as i64;
                 fx.for_n(oh, &[], |fx, oy, _| {
                     let iy = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
                     let iy = fx.b.ins().iadd(iy, dy);
                     let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
                     let in_row = fx.b.ins().imul_imm_s(iy, iw);
                     let out_row = fx.addp_scaled(row, oy, ow as i64 * 4);
-                    fx.for_n(ow, &[], |fx, ox, _| {
-                        let ix = fx.b.ins().imul_imm_s(ox, w.stride_w as i64);
-                        let ix = fx.b.ins().iadd(ix, dx);
-                        let vx = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, iw);
-                        let valid = fx.b.ins().band(vy, vx);
-                        let off = fx.b.ins().iadd(in_row, ix);
-                        let zero = fx.iconst(0);
-                        let off = fx.b.ins().select(valid, off, zero);
-                        let p = fx.addp_scaled(plane, off, 4);
-                        let x = fx.load(types::F32, p, 0, false);
-                        let z = fx.fconst(W::S1, 0.0);
-                        let x = fx.b.ins().select(valid, x, z);
-                        let q = fx.addp_scaled(out_row, ox, 4);
-                        fx.store(x, q, 0);
-                        vec![]
-                    });
+                    if w.stride_w == 1 {
+                        // Columns ox with 0 <= ox + dx < iw.
+                        let lo = (-dx).clamp(0, ow as i64) as u64;
+                        let hi = (iw - dx).clamp(lo as i64, ow as i64) as u64;
+                        zeros(fx, out_row, 0, lo);
+                        zeros(fx, out_row, hi, ow);
+                        fx.if_else(
+                            vy,
+                            |fx| {
+                                let from = fx.addp_scaled(plane, in_row, 4);
+                                let from = fx.addp(from, (lo as i64 + dx) * 4);
+                                let to = fx.addp(out_row, lo as i64 * 4);
+                                copy_f32(fx, from, to, hi - lo);
+                            },
+                            |fx| zeros(fx, out_row, lo, hi),
+                        );
+                    } else {
+                        fx.for_n(ow, &[], |fx, ox, _| {
+                            let ix = fx.b.ins().imul_imm_s(ox, w.stride_w as i64);
+                            let ix = fx.b.ins().iadd_imm_s(ix, dx);
+                            let vx = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, iw);
+                            let valid = fx.b.ins().band(vy, vx);
+                            let off = fx.b.ins().iadd(in_row, ix);
+                            let zero = fx.iconst(0);
+                            let off = fx.b.ins().select(valid, off, zero);
+                            let p = fx.addp_scaled(plane, off, 4);
+                            let x = fx.load(types::F32, p, 0, false);
+                            let z = fx.fconst(W::S1, 0.0);
+                            let x = fx.b.ins().select(valid, x, z);
+                            let q = fx.addp_scaled(out_row, ox, 4);
+                            fx.store(x, q, 0);
+                            vec![]
+                        });
+                    }
                     vec![]
                 });
-                vec![]
-            });
+            }
             vec![]
         });
         vec![]
     });
+}
+
+/// Stores zeros to f32 elements `lo..hi` of `row`.
+fn zeros(fx: &mut Fx, row: Value, lo: u64, hi: u64) {
+    let n = hi.saturating_sub(lo);
+    let base = fx.addp(row, lo as i64 * 4);
+    let zv = fx.fconst(W::V4, 0.0);
+    fx.for_n_unrolled(n / 4, 2, &[], |fx, i, _| {
+        let p = fx.addp_scaled(base, i, 16);
+        fx.store(zv, p, 0);
+        vec![]
+    });
+    let z = fx.fconst(W::S1, 0.0);
+    for t in n / 4 * 4..n {
+        fx.store(z, base, t as i64 * 4);
+    }
+}
+
+/// Copies `n` f32 from `from` to `to` (four at a time, then one by one).
+fn copy_f32(fx: &mut Fx, from: Value, to: Value, n: u64) {
+    fx.for_n(n / 4, &[], |fx, i, _| {
+        let s = fx.addp_scaled(from, i, 16);
+        let d = fx.addp_scaled(to, i, 16);
+        let v = fx.load(types::F32X4, s, 0, false);
+        fx.store(v, d, 0);
+        vec![]
+    });
+    for t in n / 4 * 4..n {
+        let v = fx.load(types::F32, from, t as i64 * 4, false);
+        fx.store(v, to, t as i64 * 4);
+    }
 }
