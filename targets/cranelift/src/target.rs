@@ -79,8 +79,7 @@ impl Target {
         &self.flags
     }
 
-    /// Whether this target's CPU can run code compiled for `self` in this process: the
-    /// host, or a target with the host's architecture whose flags the host has.
+    /// Whether this is [`Target::host`] (flags detected from the running CPU).
     pub fn is_host(&self) -> bool {
         self.native
     }

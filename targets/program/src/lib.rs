@@ -128,6 +128,7 @@ pub struct View {
 pub enum Activation {
     #[default]
     None,
+    /// `max(x, 0)`; NaN gives 0 (targets compare `x > 0`).
     Relu,
     /// `min(max(x, lo), hi)`; Relu6 is `Clip { lo: 0, hi: 6 }`.
     Clip {
@@ -184,8 +185,9 @@ pub enum ExprNode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
-    /// Average; with `count_include_pad` the divisor is the full window, else only the
-    /// in-bounds elements.
+    /// Average; with `count_include_pad` the divisor is the full window (`kh·kw`), else only
+    /// the in-bounds elements. A window with no in-bounds element (possible only with
+    /// padding at least a window wide) averages to 0, and its max is `-inf`.
     Avg {
         count_include_pad: bool,
     },
@@ -276,7 +278,9 @@ pub enum Kernel {
         output: Buffer,
     },
     /// `out[i] = expr(inputs[..][i])` for every multi-index `i` of `shape`. Views are
-    /// indexed with `shape.len()` strides. Covers arithmetic with broadcasting and pure
+    /// indexed with `shape.len()` strides, in 4-byte elements: arithmetic is f32, and
+    /// `expr = [Input(0)]` moves any 4-byte dtype bit for bit. The output may be one of the
+    /// inputs with identical view (in place); otherwise it overlaps none. Covers arithmetic with broadcasting and pure
     /// data movement (transpose, concat slices, broadcast copies) as `expr = [Input(0)]`.
     Elementwise {
         shape: Vec<u64>,
