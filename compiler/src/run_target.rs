@@ -13,6 +13,12 @@ fn target_err(e: impl std::fmt::Display) -> Error {
     Error::Target(e.to_string())
 }
 
+/// Whether code for `target` runs on this machine as is (same architecture), so the JIT
+/// can stand in for the artifact.
+pub fn runs_natively(target: &Target) -> bool {
+    Target::host().is_ok_and(|h| h.arch() == target.arch())
+}
+
 /// Compiles for the host with the JIT and runs once through `edgecc-runtime`'s checked
 /// call. Inputs and outputs are little-endian bytes in descriptor order.
 pub fn run_jit(program: &Program, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Error> {

@@ -124,7 +124,7 @@ pub fn run(
         .iter()
         .map(|t| t.to_le_bytes().expect("program dtype"))
         .collect();
-    let outs = if target.is_host() {
+    let outs = if edgecc::run_target::runs_natively(&target) {
         edgecc::run_target::run_jit(program, &in_bytes)?
     } else {
         edgecc::run_target::run_cross(program, &target, &in_bytes)?

@@ -1,0 +1,498 @@
+//! The `edgecc` command line end to end: compile, run on every target, link into C,
+//! and refuse bad input with a clear message and a failing exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn example(name: &str) -> PathBuf {
+    root().join("examples/models").join(name)
+}
+
+fn edgecc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgecc"))
+        .args(args)
+        .output()
+        .expect("run edgecc")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = edgecc(args);
+    assert!(
+        out.status.success(),
+        "edgecc {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = edgecc(args);
+    assert!(!out.status.success(), "edgecc {args:?} should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.starts_with("error: "), "no clear error: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    err
+}
+
+fn tool(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?} (is it installed? scripts/install-deps.sh): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn npy(path: &Path) -> Vec<f32> {
+    edgecc::io::read_tensor(path)
+        .unwrap()
+        .as_f32()
+        .unwrap()
+        .to_vec()
+}
+
+fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b
+        .iter()
+        .fold(0f64, |m, &x| m.max(x.abs() as f64))
+        .max(1e-30);
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
+        / scale
+}
+
+/// Runs an example through `edgecc run` with the given target flags and compares every
+/// output with onnxruntime's (float32 bound from the design brief: 1e-4 of the output's
+/// scale).
+fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
+    let dir = example(name);
+    let out = tempfile::tempdir().unwrap();
+    let model = dir.join("model.onnx");
+    let input = dir.join("input_0.npy");
+    let mut args = vec!["run", model.to_str().unwrap()];
+    args.extend_from_slice(target);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        out.path().to_str().unwrap(),
+    ]);
+    ok(&args);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    // Outputs are written by name; match them to output_K.npy through the model's order.
+    let (_, g) = edgecc::onnx::load(
+        &model,
+        &edgecc::onnx::ImportOptions {
+            input_shapes: extra
+                .windows(2)
+                .filter(|w| w[0] == "--input-shape")
+                .map(|w| edgecc::pipeline::parse_input_shape(w[1]).unwrap())
+                .collect(),
+        },
+    )
+    .unwrap();
+    for (k, &o) in g.outputs.iter().enumerate() {
+        let got = npy(&out.path().join(format!(
+            "{}.npy",
+            edgecc::artifact::c_ident(&g.value(o).name)
+        )));
+        let want = npy(&dir.join(format!("output_{k}.npy")));
+        let err = max_rel_err(&got, &want);
+        assert!(
+            err <= 1e-4,
+            "{name} {target:?} output {k}: relative error {err:e}"
+        );
+    }
+}
+
+#[test]
+fn run_reference_matches_onnxruntime() {
+    for m in ["mlp", "cnn", "conv1d"] {
+        run_matches_onnxruntime(m, &["--reference"], &[]);
+    }
+    run_matches_onnxruntime("symbolic", &["--reference"], &["--input-shape", "x=3x16"]);
+}
+
+#[test]
+fn run_x86_64_jit_matches_onnxruntime() {
+    for m in ["mlp", "cnn", "conv1d"] {
+        run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
+    }
+    run_matches_onnxruntime(
+        "symbolic",
+        &["--target", "x86_64"],
+        &["--input-shape", "x=3x16"],
+    );
+}
+
+#[test]
+fn run_aarch64_under_qemu_matches_onnxruntime() {
+    for m in ["mlp", "cnn", "conv1d"] {
+        run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
+    }
+    run_matches_onnxruntime(
+        "symbolic",
+        &["--target", "aarch64-unknown-linux-gnu"],
+        &["--input-shape", "x=3x16"],
+    );
+}
+
+#[test]
+fn onnx_test_data_pb_inputs_are_accepted() {
+    let dir = example("mlp");
+    let out = tempfile::tempdir().unwrap();
+    let model = dir.join("model.onnx");
+    let pb = dir.join("test_data_set_0/input_0.pb");
+    ok(&[
+        "run",
+        model.to_str().unwrap(),
+        "--reference",
+        "--input",
+        &format!("x={}", pb.display()),
+        "--output-dir",
+        out.path().to_str().unwrap(),
+    ]);
+    let want = edgecc::io::read_tensor(&dir.join("test_data_set_0/output_0.pb")).unwrap();
+    let got = npy(&out.path().join("y.npy"));
+    assert!(max_rel_err(&got, want.as_f32().unwrap()) <= 1e-5);
+}
+
+#[test]
+fn compile_writes_object_header_and_manifest() {
+    let out = tempfile::tempdir().unwrap();
+    let obj = out.path().join("cnn.o");
+    let model = example("cnn").join("model.onnx");
+    let res = ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&res.stderr);
+    assert!(report.contains("of lower bound"), "{report}");
+    let bytes = std::fs::read(&obj).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "e_machine is not aarch64"
+    );
+    let header = std::fs::read_to_string(out.path().join("cnn.h")).unwrap();
+    assert!(header.contains("#define CNN_ARENA_SIZE"));
+    assert!(header.contains("#define CNN_INPUT_IMAGE_SHAPE {1, 3, 32, 32}"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("cnn.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["model"]["name"], "cnn");
+    assert_eq!(manifest["target"], "aarch64-unknown-linux-gnu");
+    assert_eq!(manifest["abi_version"], 1);
+    assert_eq!(
+        manifest["inputs"][0]["shape"],
+        serde_json::json!([1, 3, 32, 32])
+    );
+    assert_eq!(manifest["outputs"][1]["name"], "probs");
+    assert!(
+        manifest["arena"]["size"].as_u64().unwrap()
+            >= manifest["arena"]["lower_bound"].as_u64().unwrap()
+    );
+    assert_eq!(manifest["artifact"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(manifest["artifact"]["code_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn same_model_and_flags_give_identical_artifacts() {
+    let out = tempfile::tempdir().unwrap();
+    let model = example("cnn").join("model.onnx");
+    for target in ["aarch64-neon", "x86_64", "aarch64-unknown-none"] {
+        let a = out.path().join("a.o");
+        let b = out.path().join("b.o");
+        ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "--target",
+            target,
+            "--name",
+            "m",
+            "-o",
+            a.to_str().unwrap(),
+        ]);
+        ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "--target",
+            target,
+            "--name",
+            "m",
+            "-o",
+            b.to_str().unwrap(),
+        ]);
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{target}: objects differ"
+        );
+        assert_eq!(
+            std::fs::read(out.path().join("a.h")).unwrap(),
+            std::fs::read(out.path().join("b.h")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn header_compiles_cleanly_as_c99() {
+    let out = tempfile::tempdir().unwrap();
+    let model = example("cnn").join("model.onnx");
+    let h = out.path().join("cnn.h");
+    ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--emit",
+        "header",
+        "-o",
+        h.to_str().unwrap(),
+    ]);
+    // A second model's header in the same translation unit must not clash.
+    let h2 = out.path().join("mlp.h");
+    ok(&[
+        "compile",
+        example("mlp").join("model.onnx").to_str().unwrap(),
+        "--emit",
+        "header",
+        "-o",
+        h2.to_str().unwrap(),
+    ]);
+    let c = out.path().join("use.c");
+    std::fs::write(
+        &c,
+        "#include \"cnn.h\"\n#include \"mlp.h\"\nstatic unsigned char arena[CNN_ARENA_SIZE] __attribute__((aligned(CNN_ARENA_ALIGN)));\n\
+         int check(void) { static const unsigned long long s[] = CNN_INPUT_0_SHAPE; return (int)(sizeof arena + s[1] + MLP_OUTPUT_Y_BYTES); }\n",
+    )
+    .unwrap();
+    for cc in ["cc", "aarch64-linux-gnu-gcc"] {
+        tool(
+            Command::new(cc)
+                .args([
+                    "-std=c99",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-pedantic",
+                    "-c",
+                    "-o",
+                ])
+                .arg(out.path().join("use.o"))
+                .arg(&c)
+                .current_dir(out.path()),
+        );
+    }
+}
+
+#[test]
+fn shared_object_loads_through_the_runtime() {
+    let out = tempfile::tempdir().unwrap();
+    let so = out.path().join("mlp.so");
+    let dir = example("mlp");
+    ok(&[
+        "compile",
+        dir.join("model.onnx").to_str().unwrap(),
+        "--target",
+        "x86_64",
+        "--emit",
+        "so",
+        "-o",
+        so.to_str().unwrap(),
+    ]);
+    // SAFETY: an edgecc artifact has no initialisers.
+    let lib = unsafe { edgecc_runtime::dylib::Library::open(&so, "mlp") }.unwrap();
+    let model = lib.model().unwrap();
+    assert_eq!(model.name(), "mlp");
+    let input = edgecc::io::read_tensor(&dir.join("input_0.npy"))
+        .unwrap()
+        .to_le_bytes()
+        .unwrap();
+    let mut out_buf = vec![0u8; model.outputs()[0].byte_size as usize];
+    let mut arena = vec![0u64; (model.arena_size() as usize).div_ceil(8) + 8];
+    let base = arena.as_mut_ptr() as usize;
+    let skip = (base.next_multiple_of(model.arena_align() as usize) - base) as usize;
+    let arena_bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            (arena.as_mut_ptr() as *mut u8).add(skip),
+            model.arena_size() as usize,
+        )
+    };
+    model
+        .run(&[&input], &mut [&mut out_buf], arena_bytes)
+        .unwrap();
+    let got: Vec<f32> = out_buf
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert!(max_rel_err(&got, &npy(&dir.join("output_0.npy"))) <= 1e-4);
+    // Wrong interface: errors, not undefined behaviour.
+    use edgecc_runtime::Error as E;
+    let mut small = vec![0u8; model.arena_size() as usize - 1];
+    assert!(matches!(
+        model.run(&[&input], &mut [&mut out_buf], &mut small),
+        Err(E::ArenaTooSmall { .. }) | Err(E::ArenaMisaligned { .. })
+    ));
+    assert!(matches!(
+        model.run(&[&input[..8]], &mut [&mut out_buf], arena_bytes),
+        Err(E::InputSize { index: 0, .. })
+    ));
+    assert!(matches!(
+        model.run(&[], &mut [&mut out_buf], arena_bytes),
+        Err(E::WrongInputCount { .. })
+    ));
+    let mut short_out = vec![0u8; 4];
+    assert!(matches!(
+        model.run(&[&input], &mut [&mut short_out], arena_bytes),
+        Err(E::OutputSize { .. })
+    ));
+    // A library whose symbol has another name: a clear load error.
+    assert!(matches!(
+        unsafe { edgecc_runtime::dylib::Library::open(&so, "nope") },
+        Err(edgecc_runtime::dylib::LoadError::MissingSymbol { .. })
+    ));
+}
+
+#[test]
+fn firmware_example_links_and_runs_under_qemu() {
+    let out = tempfile::tempdir().unwrap();
+    let obj = out.path().join("cnn.o");
+    let model = example("cnn").join("model.onnx");
+    ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "--name",
+        "cnn",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    let exe = out.path().join("firmware");
+    tool(
+        Command::new("aarch64-linux-gnu-gcc")
+            .args([
+                "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-static", "-I",
+            ])
+            .arg(out.path())
+            .arg(root().join("examples/firmware/main.c"))
+            .arg(&obj)
+            .arg("-o")
+            .arg(&exe),
+    );
+    let run = tool(Command::new("qemu-aarch64").arg(&exe));
+    let text = String::from_utf8_lossy(&run.stdout);
+    // The same input pattern through the interpreter.
+    let (_, g) = edgecc::onnx::load(&model, &Default::default()).unwrap();
+    let input: Vec<f32> = (0..3 * 32 * 32u32)
+        .map(|i| ((i * 7919) % 256) as f32 / 128.0 - 1.0)
+        .collect();
+    let want =
+        edgecc::interp::run(&g, &[edgecc::ir::Tensor::f32(vec![1, 3, 32, 32], input)]).unwrap();
+    let parse = |key: &str| -> Vec<f32> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{key}[")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert!(
+        max_rel_err(&parse("logits"), want[0].as_f32().unwrap()) <= 1e-4,
+        "{text}"
+    );
+    assert!(
+        max_rel_err(&parse("probs"), want[1].as_f32().unwrap()) <= 1e-4,
+        "{text}"
+    );
+    assert!(text.contains("short arena: status -2"), "{text}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let data = root().join("tests/data");
+    let p = |f: &str| data.join(f).to_str().unwrap().to_string();
+    let err = fails(&[
+        "compile",
+        &p("corrupt_truncated.onnx"),
+        "-o",
+        "/tmp/never.o",
+    ]);
+    assert!(err.contains("not a valid ONNX file"), "{err}");
+    let err = fails(&["compile", &p("unsupported_ops.onnx"), "-o", "/tmp/never.o"]);
+    assert!(
+        err.contains("3 unsupported op(s)") && err.contains("weird_topk") && err.contains("det0"),
+        "{err}"
+    );
+    let err = fails(&[
+        "compile",
+        &p("external_escape/model.onnx"),
+        "-o",
+        "/tmp/never.o",
+    ]);
+    assert!(err.contains("leaves the model's folder"), "{err}");
+    let err = fails(&[
+        "compile",
+        example("symbolic").join("model.onnx").to_str().unwrap(),
+        "-o",
+        "/tmp/never.o",
+    ]);
+    assert!(err.contains("x[batch]"), "{err}");
+    let err = fails(&[
+        "compile",
+        example("mlp").join("model.onnx").to_str().unwrap(),
+        "--target",
+        "mips-unknown-linux-gnu",
+        "-o",
+        "/tmp/never.o",
+    ]);
+    assert!(err.to_lowercase().contains("mips"), "{err}");
+    let err = fails(&[
+        "compile",
+        example("mlp").join("model.onnx").to_str().unwrap(),
+        "--name",
+        "1bad-name",
+        "-o",
+        "/tmp/never.o",
+    ]);
+    assert!(err.contains("not a C identifier"), "{err}");
+    // A wrong input shape for `run`.
+    let wrong = example("cnn").join("input_0.npy");
+    let err = fails(&[
+        "run",
+        example("mlp").join("model.onnx").to_str().unwrap(),
+        "--target",
+        "x86_64",
+        "--input",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(err.contains("input 'x' must be f32[1, 64]"), "{err}");
+    // inspect lists unsupported ops without failing.
+    let out = ok(&["inspect", &p("unsupported_ops.onnx")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TopK  (unsupported)") && text.contains("compiles:  no"),
+        "{text}"
+    );
+}
