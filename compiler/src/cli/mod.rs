@@ -98,6 +98,15 @@ enum Command {
         #[arg(long, default_value = "out")]
         output_dir: PathBuf,
     },
+    /// Compare two output folders (or two tensor files) written by `run`: the largest
+    /// error relative to each output's scale, failing above the tolerance.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Largest allowed |a-b| / max|b| per output.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -123,5 +132,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             inputs,
             output_dir,
         } => run::run(&model, target.as_deref(), reference, &inputs, &output_dir),
+        Command::Compare { a, b, tolerance } => run::compare(&a, &b, tolerance),
     }
 }
