@@ -32,8 +32,17 @@ proptest! {
         a_t: bool, b_t: bool, a_c: bool, b_c: bool, a_bcast: bool,
         bias in prop_oneof![Just(None), Just(Some("scalar")), Just(Some("row")), Just(Some("col")), Just(Some("full")), Just(Some("batch"))],
         act in act(), alpha in prop_oneof![Just(1.0f32), Just(-0.75f32)],
+        b_bcast: bool, c_t: bool,
     ) {
-        let p = gemm_program(batch, m, n, k, a_t, b_t, a_c, b_c, a_bcast, bias, act, alpha);
+        let mut p = gemm_program(batch, m, n, k, a_t, b_t, a_c, b_c, a_bcast, bias, act, alpha);
+        if let Kernel::Gemm { b, c, .. } = &mut p.kernels[0] {
+            if b_bcast {
+                b.strides[0] = 0; // every batch multiplies by B[0]
+            }
+            if c_t {
+                c.strides = vec![(m * n) as i64, 1, m as i64]; // C stored transposed: scatter stores
+            }
+        }
         check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "gemm");
     }
 
