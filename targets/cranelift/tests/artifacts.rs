@@ -22,6 +22,12 @@ fn object_is_deterministic() {
         let a = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
         let b = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
         assert!(a.bytes == b.bytes, "{t}: two compiles differ");
+        println!(
+            "{t}: {} bytes of code, {} bytes of constants, object {} bytes",
+            a.text_bytes,
+            a.const_bytes,
+            a.bytes.len()
+        );
         assert!(a.text_bytes > 0 && a.const_bytes >= (8 * 27 + 8 * 9 + 320 + 10 + 8) * 4);
     }
 }
@@ -130,6 +136,14 @@ fn jit_network_and_clif_listing() {
         TOL,
         "network via JIT",
     );
+    if std::env::var_os("EDGECC_DUMP").is_some() {
+        for t in ["x86_64", "aarch64-neon"] {
+            let l = emit_clif(&p, &t.parse().unwrap()).unwrap();
+            l.lines()
+                .filter(|l| l.contains("machine code"))
+                .for_each(|l| println!("{t} {l}"));
+        }
+    }
     let listing = emit_clif(&p, &"aarch64-neon".parse().unwrap()).unwrap();
     assert!(
         listing.contains("function") && listing.contains("net_k3_gemm") && listing.contains("fmla"),

@@ -208,6 +208,9 @@ fn micro(
         step(fx, out[0], out[1], u, &mut acc);
     }
     let alpha = (g.alpha != 1.0).then(|| fx.fconst(w, g.alpha));
+    // Sigmoid and tanh are ~40 instructions each: apply them in a loop over the tile's
+    // rows after storing, rather than inlined for every accumulator.
+    let deferred = mr > 1 && matches!(g.act, Activation::Sigmoid | Activation::Tanh);
     for r in 0..mr as i64 {
         for v in 0..nv as i64 {
             let mut x = acc[(r * nv as i64 + v) as usize];
@@ -218,9 +221,25 @@ fn micro(
                 let bv = fx.load_w(w, bp, r * bm.rs + v * lanes * bm.cs, bm.cs, bm.readonly);
                 x = fx.b.ins().fadd(x, bv);
             }
-            x = activate(fx, w, g.act, x);
+            if !deferred {
+                x = activate(fx, w, g.act, x);
+            }
             fx.store_w(w, x, c, r * g.c.rs + v * lanes * g.c.cs, g.c.cs);
         }
+    }
+    if deferred {
+        // One copy of the activation per vector of a row, run for each row of the tile
+        // from the values just stored (cache-hot), instead of `mr·nv` inline copies.
+        fx.for_n(mr, &[], |fx, r, _| {
+            let row = fx.addp_scaled(c, r, g.c.rs);
+            for v in 0..nv as i64 {
+                let off = v * lanes * g.c.cs;
+                let x = fx.load_w(w, row, off, g.c.cs, false);
+                let y = activate(fx, w, g.act, x);
+                fx.store_w(w, y, row, off, g.c.cs);
+            }
+            vec![]
+        });
     }
 }
 
