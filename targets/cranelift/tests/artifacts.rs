@@ -66,6 +66,7 @@ fn objects_import_nothing() {
             "{t}: {defined}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The baseline x86_64 target (SSE4.2, no AVX/FMA: `fmul`+`fadd`, `maxps` patterns) runs
@@ -93,6 +94,7 @@ fn baseline_x86_64_shared_object() {
         TOL,
         "network via baseline x86_64 .so",
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -123,6 +125,7 @@ fn shared_object_through_runtime_loader() {
     let ins = inputs_for(&p, 7);
     let got = run_desc(model.desc(), &p, &ins);
     assert_close(&got, &run_exec(&p, &ins), TOL, TOL, "network via .so");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -260,4 +263,5 @@ fn aarch64_runs_under_qemu() {
             &format!("network on aarch64 (pic {pic})"),
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
