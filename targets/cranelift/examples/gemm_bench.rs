@@ -1,12 +1,15 @@
 //! Quick throughput check of the generated GEMM on the host (JIT):
-//! `cargo run -p edgecc-cranelift --example gemm_bench [m n k]`.
+//! `cargo run -p edgecc-cranelift --example gemm_bench [m n k]`, then a 3×3 convolution
+//! (64→64 channels, 56×56, pad 1) and a depthwise one.
 //!
 //! The generated code is the same whatever profile this example is built with, so a
 //! debug build measures it fine.
 
 use std::time::Instant;
 
-use edgecc_program::{Activation, Buffer, Const, ConstId, DType, IoTensor, Kernel, Program, View};
+use edgecc_program::{
+    Activation, Buffer, Const, ConstId, DType, IoTensor, Kernel, Program, Spatial, View, Window,
+};
 
 fn main() {
     let args: Vec<u32> = std::env::args()
@@ -117,4 +120,86 @@ fn main() {
             compile.as_secs_f64() * 1e3
         );
     }
+    conv(64, 1, 56);
+    conv(64, 64, 56);
+}
+
+/// Times a convolution (im2col + GEMM, or the depthwise window kernel).
+fn conv(c: u32, groups: u32, hw: u32) {
+    let w = Window {
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 1,
+        pad_right: 1,
+    };
+    let s = Spatial {
+        n: 1,
+        in_h: hw,
+        in_w: hw,
+        out_h: hw,
+        out_w: hw,
+    };
+    let scratch = Kernel::conv_scratch_bytes(c, c, groups, &s, &w);
+    let f32s = |n: u32| IoTensor {
+        name: "x".into(),
+        dtype: DType::F32,
+        shape: vec![n as u64],
+    };
+    let wlen = c * c / groups * 9;
+    let p = Program {
+        name: "conv".into(),
+        inputs: vec![f32s(c * hw * hw)],
+        outputs: vec![f32s(c * hw * hw)],
+        arena_size: scratch.div_ceil(64) * 64,
+        arena_align: 64,
+        consts: vec![Const {
+            name: "w".into(),
+            dtype: DType::F32,
+            shape: vec![wlen as u64],
+            data: vec![0; wlen as usize * 4],
+        }],
+        kernels: vec![Kernel::Conv {
+            c_in: c,
+            c_out: c,
+            groups,
+            spatial: s,
+            window: w,
+            input: Buffer::Input(0),
+            weight: ConstId(0),
+            bias: None,
+            act: Activation::Relu,
+            output: Buffer::Output(0),
+            scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),
+        }],
+    };
+    let jit = edgecc_cranelift::compile_jit(&p).expect("compile");
+    let model = edgecc_runtime::Model::new(jit.desc()).unwrap();
+    let x = vec![0u8; (c * hw * hw * 4) as usize];
+    let mut y = x.clone();
+    let mut arena = vec![0u8; p.arena_size as usize + 64];
+    let off = arena.as_ptr().align_offset(64);
+    let flops = 2.0 * (c as f64 / groups as f64) * c as f64 * 9.0 * (hw * hw) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        model
+            .run(
+                &[&x],
+                &mut [&mut y],
+                &mut arena[off..off + p.arena_size as usize],
+            )
+            .unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "conv 3x3 {c}->{c} groups {groups} {hw}x{hw}: {:.2} ms, {:.1} GFLOP/s",
+        best * 1e3,
+        flops / best / 1e9
+    );
 }
