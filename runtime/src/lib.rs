@@ -299,7 +299,7 @@ impl<'a> Model<'a> {
             });
         }
         let address = arena.as_ptr() as usize;
-        if d.arena_align > 1 && address % d.arena_align as usize != 0 {
+        if d.arena_align > 1 && !address.is_multiple_of(d.arena_align as usize) {
             return Err(Error::ArenaMisaligned {
                 align: d.arena_align,
                 address,
@@ -314,7 +314,7 @@ impl<'a> Model<'a> {
                     given: buf.len(),
                 });
             }
-            if buf.as_ptr() as usize % td.element_size() != 0 {
+            if !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
                 return Err(Error::InputMisaligned { index });
             }
             in_ptrs[index] = buf.as_ptr();
@@ -328,7 +328,7 @@ impl<'a> Model<'a> {
                     given: buf.len(),
                 });
             }
-            if buf.as_ptr() as usize % td.element_size() != 0 {
+            if !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
                 return Err(Error::OutputMisaligned { index });
             }
             out_ptrs[index] = buf.as_mut_ptr();

@@ -141,31 +141,56 @@ pub fn compare(a: &Path, b: &Path, tolerance: f64) -> Result<(), Error> {
             .filter(|n| n.to_string_lossy().ends_with(".npy"))
             .collect();
         names.sort();
-        names.into_iter().map(|n| (a.join(&n), b.join(&n))).collect()
+        names
+            .into_iter()
+            .map(|n| (a.join(&n), b.join(&n)))
+            .collect()
     } else {
         vec![(a.to_path_buf(), b.to_path_buf())]
     };
     if pairs.is_empty() {
-        return Err(Error::Input(format!("{}: no .npy files to compare", a.display())));
+        return Err(Error::Input(format!(
+            "{}: no .npy files to compare",
+            a.display()
+        )));
     }
     let mut worst = 0f64;
     for (x, y) in &pairs {
         let (tx, ty) = (edgecc::io::read_tensor(x)?, edgecc::io::read_tensor(y)?);
         if tx.shape != ty.shape {
-            return Err(Error::Input(format!("{}: shape {:?} vs {:?}", x.display(), tx.shape, ty.shape)));
+            return Err(Error::Input(format!(
+                "{}: shape {:?} vs {:?}",
+                x.display(),
+                tx.shape,
+                ty.shape
+            )));
         }
         let (vx, vy) = match (tx.to_f64s(), ty.to_f64s()) {
             (Some(p), Some(q)) => (p, q),
             _ => return Err(Error::Input(format!("{}: not numeric", x.display()))),
         };
-        let scale = vy.iter().fold(0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
-        let abs = vx.iter().zip(&vy).fold(0f64, |m, (p, q)| m.max((p - q).abs()));
-        let name = x.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        println!("{name:<24} max abs error {abs:.3e}, relative to scale {:.3e}", abs / scale);
+        let scale = vy
+            .iter()
+            .fold(0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        let abs = vx
+            .iter()
+            .zip(&vy)
+            .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+        let name = x
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "{name:<24} max abs error {abs:.3e}, relative to scale {:.3e}",
+            abs / scale
+        );
         worst = worst.max(abs / scale);
     }
     if worst > tolerance {
-        return Err(Error::Input(format!("outputs differ: relative error {worst:.3e} > {tolerance:e}")));
+        return Err(Error::Input(format!(
+            "outputs differ: relative error {worst:.3e} > {tolerance:e}"
+        )));
     }
     println!("outputs agree within {tolerance:e}");
     Ok(())

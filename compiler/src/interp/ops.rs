@@ -75,15 +75,8 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Unary(u) => {
             let a = f32s(arg(0)?, "input")?;
             let f: fn(f32) -> f32 = match u {
-                Unary::Relu => |v| {
-                    if v > 0.0 {
-                        v
-                    } else if v.is_nan() {
-                        v
-                    } else {
-                        0.0
-                    }
-                },
+                // NaN propagates, as in ONNX's max(0, x) reference.
+                Unary::Relu => |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
                 Unary::Sigmoid => sigmoid,
                 Unary::Tanh => f32::tanh,
                 Unary::Exp => f32::exp,

@@ -323,7 +323,7 @@ pub fn reshape_target(x: &[usize], shape: &[i64], allowzero: bool) -> Result<Vec
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));
         }
         out[i] = total / known;
