@@ -260,6 +260,82 @@ fn same_model_and_flags_give_identical_artifacts() {
 }
 
 #[test]
+fn emit_ir_and_asm_are_readable() {
+    let out = tempfile::tempdir().unwrap();
+    let model = example("mlp").join("model.onnx");
+    let ir = out.path().join("mlp.ir");
+    ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--emit",
+        "ir",
+        "-o",
+        ir.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&ir).unwrap();
+    assert!(
+        text.starts_with("graph ") && text.contains("Gemm{") && text.contains("output y"),
+        "{text}"
+    );
+    for target in ["x86_64", "aarch64-neon"] {
+        let asm = out.path().join("mlp.s");
+        ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "--target",
+            target,
+            "--emit",
+            "asm",
+            "-o",
+            asm.to_str().unwrap(),
+        ]);
+        let text = std::fs::read_to_string(&asm).unwrap();
+        assert!(
+            text.contains("function") && text.len() > 1000,
+            "{target}: {}",
+            &text[..text.len().min(500)]
+        );
+    }
+}
+
+#[test]
+fn bare_metal_object_runs_when_linked() {
+    // An `aarch64-unknown-none` object has the same code and ABI; link it into the firmware
+    // example with the Linux cross toolchain just to run it under qemu.
+    let out = tempfile::tempdir().unwrap();
+    let obj = out.path().join("cnn.o");
+    let model = example("cnn").join("model.onnx");
+    ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-unknown-none",
+        "--name",
+        "cnn",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    let undefined = tool(Command::new("aarch64-linux-gnu-nm").arg("-u").arg(&obj));
+    assert!(
+        undefined.stdout.is_empty(),
+        "bare-metal object imports symbols: {}",
+        String::from_utf8_lossy(&undefined.stdout)
+    );
+    let exe = out.path().join("firmware");
+    tool(
+        Command::new("aarch64-linux-gnu-gcc")
+            .args(["-std=c99", "-O2", "-static", "-I"])
+            .arg(out.path())
+            .arg(root().join("examples/firmware/main.c"))
+            .arg(&obj)
+            .arg("-o")
+            .arg(&exe),
+    );
+    let run = tool(Command::new("qemu-aarch64").arg(&exe));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("short arena: status -2"));
+}
+
+#[test]
 fn header_compiles_cleanly_as_c99() {
     let out = tempfile::tempdir().unwrap();
     let model = example("cnn").join("model.onnx");

@@ -25,6 +25,7 @@ pub fn compile(
     output: Option<PathBuf>,
     name: Option<String>,
 ) -> Result<(), Error> {
+    let start = std::time::Instant::now();
     let target = parse_target(target)?;
     let default_ext = match emit {
         Emit::Obj => "o",
