@@ -107,6 +107,9 @@ enum Lowered {
     Op(Op, Vec<String>),
     Const(Tensor),
     Alias(String),
+    /// Transpose without `perm`: reverse the dims, whose number is known only once the
+    /// input's value exists.
+    TransposeReversed(String),
 }
 
 /// Imports a decoded model.
@@ -226,7 +229,6 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         return Err(Error::Unsupported(unsupported));
     }
 
-    let mut used_names: HashSet<String> = scope.keys().cloned().collect();
     for (name, ni, l) in translated {
         let node = &g.node[ni];
         match l {
@@ -241,6 +243,15 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                     scope.insert(out.clone(), v);
                 }
             }
+            Lowered::TransposeReversed(input) => {
+                let v = lookup(&scope, &input, &name)?;
+                let perm = (0..graph.value(v).shape.len()).rev().collect();
+                let (_, outs) = graph.add_node(name.clone(), Op::Transpose { perm }, vec![v])?;
+                if let Some(out_name) = node.output.first() {
+                    graph.value_mut(outs[0]).name = out_name.clone();
+                    scope.insert(out_name.clone(), outs[0]);
+                }
+            }
             Lowered::Op(op, inputs) => {
                 let ins = inputs
                     .iter()
@@ -252,7 +263,6 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                         continue;
                     };
                     graph.value_mut(o).name = out_name.clone();
-                    used_names.insert(out_name.clone());
                     scope.insert(out_name.clone(), o);
                 }
             }
@@ -541,17 +551,14 @@ fn translate(
                 ins[..1].to_vec(),
             ));
         }
-        "Transpose" => {
-            let perm = match a.usizes("perm").map_err(some)? {
-                Some(p) => p,
-                None => {
-                    return Err(some(
-                        "perm is required (default reversal not yet supported)".into(),
-                    ));
-                }
-            };
-            Op::Transpose { perm }
-        }
+        "Transpose" => match a.usizes("perm").map_err(some)? {
+            Some(perm) => Op::Transpose { perm },
+            None => {
+                return Ok(Lowered::TransposeReversed(
+                    ins.first().cloned().unwrap_or_default(),
+                ));
+            }
+        },
         "Concat" => Op::Concat {
             axis: a
                 .int("axis")

@@ -1,0 +1,294 @@
+//! Importer behaviour on small models built in code: opset-dependent semantics, optional
+//! inputs and attributes, node order, and what is refused.
+
+use edgecc::Error;
+use edgecc::ir::Tensor;
+use edgecc::onnx::{DataDir, ImportOptions};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_shape_proto, type_proto,
+};
+
+fn value(name: &str, shape: &[i64]) -> ValueInfoProto {
+    let mut tt = type_proto::Tensor::new();
+    tt.elem_type = 1;
+    let mut sh = onnx_protobuf::TensorShapeProto::new();
+    for &d in shape {
+        let mut dim = tensor_shape_proto::Dimension::new();
+        dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(d));
+        sh.dim.push(dim);
+    }
+    tt.shape = Some(sh).into();
+    let mut tp = TypeProto::new();
+    tp.value = Some(type_proto::Value::TensorType(tt));
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.into();
+    vi.type_ = Some(tp).into();
+    vi
+}
+
+fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = format!("{op}_{}", outs[0]);
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = outs.iter().map(|s| s.to_string()).collect();
+    n.attribute = attrs;
+    n
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = v.to_vec();
+    a
+}
+
+fn float(name: &str, v: f32) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = v;
+    a
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = v;
+    a
+}
+
+fn init_i64(name: &str, v: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = 7;
+    t.dims = vec![v.len() as i64];
+    t.int64_data = v.to_vec();
+    t
+}
+
+fn init_f32(name: &str, v: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = 1;
+    t.dims = vec![];
+    t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    if v.len() != 1 {
+        t.dims = vec![v.len() as i64];
+    }
+    t
+}
+
+fn model(
+    opset: i64,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    input: ValueInfoProto,
+    outputs: &[&str],
+) -> ModelProto {
+    let mut g = GraphProto::new();
+    g.name = "t".into();
+    g.node = nodes;
+    g.initializer = inits;
+    g.input = vec![input];
+    g.output = outputs.iter().map(|o| value(o, &[])).collect();
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut os = OperatorSetIdProto::new();
+    os.version = opset;
+    m.opset_import = vec![os];
+    m.graph = Some(g).into();
+    m
+}
+
+fn import(m: &ModelProto) -> Result<edgecc::ir::Graph, Error> {
+    edgecc::onnx::import(m, DataDir { base: None }, &ImportOptions::default())
+}
+
+fn run(m: &ModelProto, x: Tensor) -> Vec<Tensor> {
+    edgecc::interp::run(&import(m).unwrap(), &[x]).unwrap()
+}
+
+fn iota(shape: Vec<usize>) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::f32(shape, (0..n).map(|i| i as f32 - 3.0).collect())
+}
+
+#[test]
+fn transpose_without_perm_reverses_dims() {
+    let m = model(
+        13,
+        vec![node("Transpose", &["x"], &["y"], vec![])],
+        vec![],
+        value("x", &[2, 3, 4]),
+        &["y"],
+    );
+    let y = &run(&m, iota(vec![2, 3, 4]))[0];
+    assert_eq!(y.shape, [4, 3, 2]);
+    assert_eq!(y.as_f32().unwrap()[1], 12.0 - 3.0);
+}
+
+#[test]
+fn clip_bounds_come_from_attributes_before_opset_11_and_inputs_after() {
+    let old = model(
+        6,
+        vec![node(
+            "Clip",
+            &["x"],
+            &["y"],
+            vec![float("min", -1.0), float("max", 2.0)],
+        )],
+        vec![],
+        value("x", &[8]),
+        &["y"],
+    );
+    let new = model(
+        13,
+        vec![node("Clip", &["x", "lo", "hi"], &["y"], vec![])],
+        vec![init_f32("lo", &[-1.0]), init_f32("hi", &[2.0])],
+        value("x", &[8]),
+        &["y"],
+    );
+    let no_max = model(
+        13,
+        vec![node("Clip", &["x", "lo"], &["y"], vec![])],
+        vec![init_f32("lo", &[-1.0])],
+        value("x", &[8]),
+        &["y"],
+    );
+    let want = [-1.0, -1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 2.0];
+    assert_eq!(run(&old, iota(vec![8]))[0].as_f32().unwrap(), want);
+    assert_eq!(run(&new, iota(vec![8]))[0].as_f32().unwrap(), want);
+    assert_eq!(run(&no_max, iota(vec![8]))[0].as_f32().unwrap()[7], 4.0);
+}
+
+#[test]
+fn softmax_before_opset_13_flattens_at_axis() {
+    let m11 = model(
+        11,
+        vec![node("Softmax", &["x"], &["y"], vec![])],
+        vec![],
+        value("x", &[2, 2, 2]),
+        &["y"],
+    );
+    let m13 = model(
+        13,
+        vec![node("Softmax", &["x"], &["y"], vec![int("axis", 1)])],
+        vec![],
+        value("x", &[2, 2, 2]),
+        &["y"],
+    );
+    let y11 = run(&m11, iota(vec![2, 2, 2]))[0].as_f32().unwrap().to_vec();
+    let y13 = run(&m13, iota(vec![2, 2, 2]))[0].as_f32().unwrap().to_vec();
+    // Opset 11, axis 1: each batch's 4 values sum to 1; opset 13, axis 1: pairs do.
+    assert!((y11[..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    assert!((y13[0] + y13[2] - 1.0).abs() < 1e-6);
+    assert!((y11[0] - y13[0]).abs() > 1e-3);
+}
+
+#[test]
+fn reshape_copies_zero_dims_and_infers_minus_one() {
+    let m = model(
+        13,
+        vec![node("Reshape", &["x", "s"], &["y"], vec![])],
+        vec![init_i64("s", &[0, -1])],
+        value("x", &[2, 3, 4]),
+        &["y"],
+    );
+    assert_eq!(run(&m, iota(vec![2, 3, 4]))[0].shape, [2, 12]);
+}
+
+#[test]
+fn nodes_out_of_order_are_sorted_and_constants_dropouts_identities_resolve() {
+    let mut c = node("Constant", &[], &["k"], vec![]);
+    let mut a = AttributeProto::new();
+    a.name = "value".into();
+    a.type_ = AttributeType::TENSOR.into();
+    a.t = Some(init_f32("", &[2.0])).into();
+    c.attribute = vec![a];
+    let m = model(
+        13,
+        vec![
+            node("Identity", &["d"], &["y"], vec![]),
+            node("Dropout", &["m"], &["d"], vec![]),
+            node("Mul", &["x", "k"], &["m"], vec![]),
+            c,
+        ],
+        vec![],
+        value("x", &[3]),
+        &["y"],
+    );
+    assert_eq!(
+        run(&m, iota(vec![3]))[0].as_f32().unwrap(),
+        [-6.0, -4.0, -2.0]
+    );
+}
+
+#[test]
+fn refused_forms_name_the_reason() {
+    let pool = model(
+        13,
+        vec![node(
+            "MaxPool",
+            &["x"],
+            &["y", "idx"],
+            vec![ints("kernel_shape", &[2, 2])],
+        )],
+        vec![],
+        value("x", &[1, 1, 4, 4]),
+        &["y", "idx"],
+    );
+    let dyn_shape = model(
+        13,
+        vec![node("Reshape", &["x", "x"], &["y"], vec![])],
+        vec![],
+        value("x", &[2]),
+        &["y"],
+    );
+    let legacy = model(
+        6,
+        vec![node("Add", &["x", "x"], &["y"], vec![int("broadcast", 1)])],
+        vec![],
+        value("x", &[2]),
+        &["y"],
+    );
+    for (m, want) in [
+        (pool, "only the first 1 output"),
+        (dyn_shape, "not a constant"),
+        (legacy, "legacy"),
+    ] {
+        let err = import(&m).unwrap_err();
+        assert!(
+            matches!(err, Error::Unsupported(_)) && err.to_string().contains(want),
+            "{err}"
+        );
+    }
+    let bad = model(
+        13,
+        vec![node("Relu", &["nothing"], &["y"], vec![])],
+        vec![],
+        value("x", &[2]),
+        &["y"],
+    );
+    assert!(
+        import(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing defines")
+    );
+    let shapes = model(
+        13,
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![init_f32("w", &[1.0, 2.0, 3.0])],
+        value("x", &[2]),
+        &["y"],
+    );
+    let err = import(&shapes).unwrap_err();
+    assert!(
+        matches!(err, Error::Shape { .. }) && err.to_string().contains("do not broadcast"),
+        "{err}"
+    );
+}
