@@ -1,0 +1,1870 @@
+//! Shared by `ops_jit.rs` and `ops_aarch64.rs`: random op instances (proptest strategies
+//! over shapes and attributes, a seed for the values), a builder that puts any number of
+//! instances into one graph, and the comparison of compiled outputs with the reference
+//! interpreter under a per-op tolerance.
+//!
+//! # Tolerances
+//!
+//! `U = 2^-24` is the unit roundoff of f32. The interpreter is the oracle: it computes
+//! elementwise ops in f32 exactly as ONNX specifies and accumulates sums of products in
+//! f64, rounding once, so for those its result is the correctly rounded exact value (up
+//! to one f64 rounding, negligible). Per op (see the `tol_*` functions for the reasons):
+//!
+//! | op | bound on \|compiled − reference\| |
+//! |---|---|
+//! | Add Sub Mul Div Max Min, Neg Abs Relu Clip, Sqrt Reciprocal | exact (IEEE ops, correctly rounded in both) |
+//! | MaxPool, Transpose, Concat, Reshape, Flatten, Identity, outputs that are inputs/constants | exact (data movement, comparisons) |
+//! | MatMul, Gemm, Conv (+ fused Relu/Clip) | per element `(K+5)·U·M`, `M` = the same op on \|operands\| (`Σ|a||b|`, `|α|`, `|β||c|`, `|bias|`) |
+//! | Exp | `4e-7·|ref| + 2^-126` |
+//! | Tanh (and fused into GEMM/Conv) | `3e-7` absolute (+ GEMM bound) |
+//! | Sigmoid (and fused) | `6e-7·|ref| + 2^-126` (+ ¼ GEMM bound) |
+//! | Softmax | `(2·3e-7 + (L+3)·U)·|ref| + 2^-126`, `L` = reduced length |
+//! | AveragePool, GlobalAveragePool | `(L+2)·U·max|x|`, `L` = window/plane size |
+//! | BatchNormalization | `8·U·(|x·s/σ| + |mean·s/σ| + |bias|)` |
+//! | multi-op chains | `1e-5·max(1, max|ref|)` |
+#![allow(dead_code)]
+
+use std::fmt::Debug;
+
+use edgecc::ir::{AutoPad, Binary, DType, Graph, Op, Tensor, Unary, ValueId, WindowAttrs};
+use edgecc::passes::PassManager;
+use proptest::prelude::*;
+
+/// Unit roundoff of f32.
+pub const U: f64 = 1.0 / 16_777_216.0;
+/// Just above the smallest normal f32 (1.1755e-38). The backend's exp clamps its argument at -87.3365 so that
+/// `2^n` stays normal: where the true result is subnormal or 0 it returns e^-87.3365 ≈
+/// 1.1755e-38 instead.
+pub const MIN_NORMAL: f64 = 1.2e-38;
+/// targets/cranelift/src/math.rs states exp's max relative error "about 2 ulp, < 3e-7";
+/// the interpreter's `f32::exp` adds at most half an ulp (6e-8). 4e-7 ≈ 3.4 ulp.
+pub const EXP_REL: f64 = 4e-7;
+/// math.rs: tanh absolute error "about 1 ulp of 1 (≤ 2e-7)"; plus the reference's
+/// rounding (≤ 6e-8 for |tanh| ≤ 1), rounded up.
+pub const TANH_ABS: f64 = 3e-7;
+/// math.rs: sigmoid is `1/(1+e^-x)`: exp's 3e-7 scaled by `e/(1+e) ≤ 1`, then one add and
+/// one divide (U each); the interpreter's f32 sigmoid is itself within ~2 ulp (1.2e-7).
+pub const SIGMOID_REL: f64 = 6e-7;
+/// Multi-op chains: the per-op bounds compose, but instead of propagating per-element
+/// bounds through several ops we bound the error against the output's scale. With the
+/// sizes used (K ≤ ~100, operands ≤ 1) accumulated rounding stays below ~1e-6 of the
+/// scale, while any indexing, fusion or aliasing error is O(scale).
+pub const CHAIN_SCALE: f64 = 1e-5;
+
+// ---------------------------------------------------------------------------------------
+// Values
+
+/// SplitMix64: the values of a case are a function of its seed, so proptest shrinks
+/// shapes and attributes while the data stays reproducible.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.u64() % n.max(1) as u64) as usize
+    }
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        (lo as f64 + (hi as f64 - lo as f64) * self.unit()) as f32
+    }
+    pub fn vals(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    /// Magnitudes in `[lo, hi]` with a random sign.
+    pub fn away(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = self.uniform(lo, hi);
+                if self.u64() & 1 == 0 { v } else { -v }
+            })
+            .collect()
+    }
+    /// Uniform values with about a quarter replaced by entries of `special`.
+    pub fn with_specials(&mut self, n: usize, lo: f32, hi: f32, special: &[f32]) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                if self.below(4) == 0 {
+                    special[self.below(special.len())]
+                } else {
+                    self.uniform(lo, hi)
+                }
+            })
+            .collect()
+    }
+    pub fn tensor(&mut self, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::f32(shape.to_vec(), self.vals(n, lo, hi))
+    }
+}
+
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+pub fn abs_t(t: &Tensor) -> Tensor {
+    Tensor::f32(
+        t.shape.clone(),
+        t.as_f32().unwrap().iter().map(|v| v.abs()).collect(),
+    )
+}
+
+/// `op` evaluated by the interpreter on the absolute values of `args`: for sums of
+/// products this is `Σ|a||b|` per output element, the scale of the rounding error.
+pub fn magnitude(op: &Op, args: &[&Tensor]) -> Vec<f64> {
+    let abs: Vec<Tensor> = args.iter().map(|t| abs_t(t)).collect();
+    let refs: Vec<&Tensor> = abs.iter().collect();
+    let out = edgecc::interp::eval(op, &refs).unwrap();
+    out[0].as_f32().unwrap().iter().map(|&v| v as f64).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tolerances and comparison
+
+/// `|got − want| ≤ elem[i] + rel·|want| + abs + scale·max(1, max|want|)`; all zero means
+/// exactly equal (as values: -0 equals +0, NaN equals NaN).
+#[derive(Clone, Debug, Default)]
+pub struct Tol {
+    pub elem: Vec<f64>,
+    pub rel: f64,
+    pub abs: f64,
+    pub scale: f64,
+}
+
+impl Tol {
+    pub fn exact() -> Tol {
+        Tol::default()
+    }
+    pub fn rel(rel: f64, abs: f64) -> Tol {
+        Tol {
+            rel,
+            abs,
+            ..Tol::default()
+        }
+    }
+    pub fn elem(elem: Vec<f64>) -> Tol {
+        Tol {
+            elem,
+            ..Tol::default()
+        }
+    }
+    pub fn scale(scale: f64) -> Tol {
+        Tol {
+            scale,
+            ..Tol::default()
+        }
+    }
+    fn is_exact(&self) -> bool {
+        self.elem.iter().all(|&e| e == 0.0)
+            && self.rel == 0.0
+            && self.abs == 0.0
+            && self.scale == 0.0
+    }
+}
+
+/// Sum-of-products ops (MatMul, Gemm, Conv): the kernels accumulate `K` products in f32
+/// in their own order (register tiles, unrolled K, FMA where the ISA has it), the
+/// interpreter in f64. The classic bound for a dot product is `γ_K·Σ|a||b|` with
+/// `γ_K ≈ K·U`; `alpha` scaling, the compile-time `beta·C`, the bias add and the final
+/// rounding of both sides add at most 5 more `U·M`. Relu/Clip are 1-Lipschitz and exact.
+pub fn tol_dot(k: usize, mag: &[f64]) -> Vec<f64> {
+    mag.iter().map(|m| (k as f64 + 5.0) * U * m).collect()
+}
+
+/// An activation applied after a sum-of-products whose error is bounded by `elem`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    None,
+    Relu,
+    Clip(f32, f32),
+    Sigmoid,
+    Tanh,
+}
+
+impl Act {
+    pub fn op(self) -> Option<Op> {
+        match self {
+            Act::None => None,
+            Act::Relu => Some(Op::Unary(Unary::Relu)),
+            Act::Clip(min, max) => Some(Op::Clip { min, max }),
+            Act::Sigmoid => Some(Op::Unary(Unary::Sigmoid)),
+            Act::Tanh => Some(Op::Unary(Unary::Tanh)),
+        }
+    }
+    /// The tolerance after this activation: Relu/Clip keep the bound (1-Lipschitz, exact);
+    /// tanh is 1-Lipschitz plus its own absolute error; sigmoid is ¼-Lipschitz plus its
+    /// relative error.
+    pub fn tol(self, elem: Vec<f64>) -> Tol {
+        match self {
+            Act::None | Act::Relu | Act::Clip(..) => Tol::elem(elem),
+            Act::Tanh => Tol {
+                elem,
+                abs: TANH_ABS,
+                ..Tol::default()
+            },
+            Act::Sigmoid => Tol {
+                elem: elem.into_iter().map(|e| 0.25 * e).collect(),
+                rel: SIGMOID_REL,
+                abs: MIN_NORMAL,
+                ..Tol::default()
+            },
+        }
+    }
+}
+
+pub fn act_strategy() -> BoxedStrategy<Act> {
+    prop_oneof![
+        3 => Just(Act::None),
+        2 => Just(Act::Relu),
+        1 => Just(Act::Clip(0.0, 6.0)),
+        1 => Just(Act::Clip(-0.5, 0.25)),
+        1 => Just(Act::Sigmoid),
+        1 => Just(Act::Tanh),
+    ]
+    .boxed()
+}
+
+fn compare(label: &str, got: &[f32], want: &Tensor, tol: &Tol) -> Result<(), String> {
+    let w = want
+        .as_f32()
+        .ok_or_else(|| format!("{label}: reference is not f32"))?;
+    if got.len() != w.len() {
+        return Err(format!(
+            "{label}: compiled output has {} elements, reference {:?} has {}",
+            got.len(),
+            want.shape,
+            w.len()
+        ));
+    }
+    let maxref = w
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, &v| m.max(v.abs() as f64));
+    let exact = tol.is_exact();
+    let mut bad = Vec::new();
+    let mut nbad = 0usize;
+    for (i, (&g, &r)) in got.iter().zip(w).enumerate() {
+        let ok = if g == r || (g.is_nan() && r.is_nan()) {
+            true
+        } else if exact || !g.is_finite() || !r.is_finite() {
+            false
+        } else {
+            let d = (g as f64 - r as f64).abs();
+            let b = tol.elem.get(i).copied().unwrap_or(0.0)
+                + tol.rel * (r as f64).abs()
+                + tol.abs
+                + tol.scale * maxref.max(1.0);
+            d <= b
+        };
+        if !ok {
+            nbad += 1;
+            if bad.len() < 6 {
+                let b = tol.elem.get(i).copied().unwrap_or(0.0)
+                    + tol.rel * (r as f64).abs()
+                    + tol.abs
+                    + tol.scale * maxref.max(1.0);
+                bad.push(format!(
+                    "[{i}] got {g:e} want {r:e} (diff {:e}, bound {b:e})",
+                    (g as f64 - r as f64).abs()
+                ));
+            }
+        }
+    }
+    if nbad > 0 {
+        return Err(format!(
+            "{label}: {nbad} of {} elements of {:?} out of tolerance: {}",
+            w.len(),
+            want.shape,
+            bad.join("; ")
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Graph builder
+
+/// A graph under construction, with the input data and, per graph output, a label (the
+/// instance's parameters) and its tolerance.
+pub struct Net {
+    pub g: Graph,
+    pub inputs: Vec<Tensor>,
+    pub outs: Vec<(String, Tol)>,
+    uid: usize,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net::new()
+    }
+}
+
+impl Net {
+    pub fn new() -> Net {
+        Net {
+            g: Graph::new("ops"),
+            inputs: Vec::new(),
+            outs: Vec::new(),
+            uid: 0,
+        }
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.uid += 1;
+        format!("{prefix}{}", self.uid)
+    }
+
+    pub fn input(&mut self, t: Tensor) -> ValueId {
+        let name = self.fresh("x");
+        let v = self.g.add_input(name, DType::F32, t.shape.clone());
+        self.g.inputs.push(v);
+        self.inputs.push(t);
+        v
+    }
+
+    pub fn konst(&mut self, t: Tensor) -> ValueId {
+        let name = self.fresh("c");
+        self.g.add_const(name, t)
+    }
+
+    /// A graph input or a constant holding `t`.
+    pub fn data(&mut self, is_const: bool, t: Tensor) -> ValueId {
+        if is_const {
+            self.konst(t)
+        } else {
+            self.input(t)
+        }
+    }
+
+    pub fn node(&mut self, op: Op, ins: &[ValueId]) -> ValueId {
+        let name = self.fresh("n");
+        match self.g.add_node(name, op.clone(), ins.to_vec()) {
+            Ok((_, outs)) => outs[0],
+            Err(e) => panic!("test bug: cannot build {op}: {e}"),
+        }
+    }
+
+    pub fn output(&mut self, v: ValueId, label: impl Into<String>, tol: Tol) {
+        self.g.outputs.push(v);
+        self.outs.push((label.into(), tol));
+    }
+
+    /// Interpreter, then passes, lowering and `run` on the lowered program; every output
+    /// is compared, and every mismatch is reported.
+    fn check_with(
+        &self,
+        run: impl FnOnce(&edgecc_program::Program, &[Vec<u8>]) -> Result<Vec<Vec<u8>>, edgecc::Error>,
+    ) -> Result<(), String> {
+        let want = edgecc::interp::run(&self.g, &self.inputs)
+            .map_err(|e| format!("interpreter failed: {e}"))?;
+        let mut g = self.g.clone();
+        PassManager::default_pipeline()
+            .run(&mut g)
+            .map_err(|e| format!("passes failed: {e}"))?;
+        let lowered = edgecc::lower::lower(&g, "ops")
+            .map_err(|e| format!("lowering failed: {e} (graph outputs: {:?})", self.labels()))?;
+        let bytes: Vec<Vec<u8>> = self
+            .inputs
+            .iter()
+            .map(|t| t.to_le_bytes().unwrap())
+            .collect();
+        let got = run(&lowered.program, &bytes).map_err(|e| {
+            format!(
+                "compiled run failed: {e} (graph outputs: {:?})",
+                self.labels()
+            )
+        })?;
+        let mut errs = Vec::new();
+        for (i, ((label, tol), w)) in self.outs.iter().zip(&want).enumerate() {
+            let g: Vec<f32> = got[i]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            if let Err(e) = compare(&format!("output {i} ({label})"), &g, w, tol) {
+                errs.push(e);
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+
+    fn labels(&self) -> Vec<&str> {
+        self.outs.iter().map(|(l, _)| l.as_str()).collect()
+    }
+
+    pub fn check_jit(&self) -> Result<(), String> {
+        self.check_with(edgecc::run_target::run_jit)
+    }
+
+    pub fn check_cross(&self, target: &edgecc_cranelift::Target) -> Result<(), String> {
+        self.check_with(|p, b| edgecc::run_target::run_cross(p, target, b))
+    }
+}
+
+/// One instance of `build` on the JIT, as a proptest case.
+pub fn jit_case<P: Debug>(p: &P, build: fn(&mut Net, &P)) -> Result<(), TestCaseError> {
+    let mut net = Net::new();
+    build(&mut net, p);
+    net.check_jit().map_err(TestCaseError::fail)
+}
+
+/// Few cases per op keep the debug-build suite fast; no regression files in the tree;
+/// shrinking recompiles per step, so it is bounded. `PROPTEST_CASES` overrides the count
+/// (for a longer bug hunt).
+pub fn config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 200,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes
+
+/// A dimension in `1..=max`, weighted towards 1 and odd sizes (vector tails).
+pub fn dim(max: usize) -> BoxedStrategy<usize> {
+    prop_oneof![
+        2 => Just(1usize),
+        4 => (0..=(max - 1) / 2).prop_map(|h| 2 * h + 1),
+        3 => 1..=max,
+    ]
+    .boxed()
+}
+
+/// Largest dim for a tensor of rank `r`, keeping tensors small.
+pub fn max_dim(r: usize) -> usize {
+    match r {
+        0 | 1 => 37,
+        2 => 20,
+        3 => 9,
+        4 => 6,
+        _ => 5,
+    }
+}
+
+pub fn shape(ranks: std::ops::RangeInclusive<usize>) -> BoxedStrategy<Vec<usize>> {
+    ranks
+        .prop_flat_map(|r| prop::collection::vec(dim(max_dim(r)), r))
+        .boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// Unary ops and Clip
+
+#[derive(Clone, Debug)]
+pub enum UnaryKind {
+    U(Unary),
+    Clip(f32, f32),
+}
+
+#[derive(Clone, Debug)]
+pub struct UnaryP {
+    pub kind: UnaryKind,
+    pub shape: Vec<usize>,
+    pub seed: u64,
+}
+
+pub fn unary_strategy() -> BoxedStrategy<UnaryP> {
+    let kind = prop_oneof![
+        Just(UnaryKind::U(Unary::Relu)),
+        Just(UnaryKind::U(Unary::Sigmoid)),
+        Just(UnaryKind::U(Unary::Tanh)),
+        Just(UnaryKind::U(Unary::Exp)),
+        Just(UnaryKind::U(Unary::Neg)),
+        Just(UnaryKind::U(Unary::Abs)),
+        Just(UnaryKind::U(Unary::Sqrt)),
+        Just(UnaryKind::U(Unary::Reciprocal)),
+        clip_bounds().prop_map(|(a, b)| UnaryKind::Clip(a, b)),
+    ];
+    (kind, shape(0..=4), any::<u64>())
+        .prop_map(|(kind, shape, seed)| UnaryP { kind, shape, seed })
+        .boxed()
+}
+
+pub fn clip_bounds() -> BoxedStrategy<(f32, f32)> {
+    prop_oneof![
+        Just((0.0, 6.0)),
+        Just((-1.0, 1.0)),
+        Just((f32::NEG_INFINITY, 0.5)),
+        Just((-0.5, f32::INFINITY)),
+        Just((f32::NEG_INFINITY, f32::INFINITY)),
+        Just((0.75, 0.75)),
+        // min > max: ONNX gives max everywhere.
+        Just((1.0, -1.0)),
+        (-3.0f32..0.0, 0.0f32..3.0),
+    ]
+    .boxed()
+}
+
+/// Exp arguments: ±30, near the top of f32's range (e^88.37 ≈ 2.4e38 is finite; the
+/// backend clamps at 88.3763, above which it saturates, see `exp_near_overflow` in
+/// ops_jit.rs), and below -87.34 where the reference is subnormal.
+pub const EXP_SPECIAL: &[f32] = &[
+    30.0, -30.0, 88.0, 88.3, 88.37, -87.0, -87.33, -88.0, -95.0, -103.0, -150.0, 0.0, 1e-8, -1e-8,
+    60.5, -60.5, 1.0, -1.0,
+];
+pub const TANH_SPECIAL: &[f32] = &[
+    0.0, 1e-4, -1e-4, 1e-8, -1e-8, 0.5, -0.5, 9.0, -9.0, 20.0, -20.0, 50.0, -50.0, 100.0, -100.0,
+];
+pub const SIGMOID_SPECIAL: &[f32] = &[
+    0.0, 1e-8, 30.0, -30.0, 88.0, -88.0, 88.5, -88.5, 100.0, -100.0, 17.0, -17.0,
+];
+
+pub fn build_unary(net: &mut Net, p: &UnaryP) {
+    let mut rng = Rng::new(p.seed);
+    let n = numel(&p.shape);
+    let (op, vals, tol) = match p.kind {
+        UnaryKind::Clip(min, max) => (
+            Op::Clip { min, max },
+            rng.with_specials(n, -4.0, 4.0, &[min, max, 0.0]),
+            Tol::exact(),
+        ),
+        UnaryKind::U(u) => {
+            let (vals, tol) = match u {
+                // Correctly rounded IEEE operations (sqrt, 1/x) or exact ones.
+                Unary::Relu | Unary::Neg | Unary::Abs => {
+                    (rng.with_specials(n, -4.0, 4.0, &[0.0, -0.0]), Tol::exact())
+                }
+                Unary::Sqrt => (
+                    rng.with_specials(n, 0.0, 100.0, &[0.0, 1.0, 4.0, 1e-30]),
+                    Tol::exact(),
+                ),
+                Unary::Reciprocal => (rng.away(n, 0.01, 100.0), Tol::exact()),
+                Unary::Exp => (
+                    rng.with_specials(n, -20.0, 20.0, EXP_SPECIAL),
+                    Tol::rel(EXP_REL, MIN_NORMAL),
+                ),
+                Unary::Tanh => (
+                    rng.with_specials(n, -10.0, 10.0, TANH_SPECIAL),
+                    Tol::rel(0.0, TANH_ABS),
+                ),
+                Unary::Sigmoid => (
+                    rng.with_specials(n, -20.0, 20.0, SIGMOID_SPECIAL),
+                    Tol::rel(SIGMOID_REL, MIN_NORMAL),
+                ),
+            };
+            (Op::Unary(u), vals, tol)
+        }
+    };
+    let x = net.input(Tensor::f32(p.shape.clone(), vals));
+    let y = net.node(op, &[x]);
+    net.output(y, format!("{p:?}"), tol);
+}
+
+// ---------------------------------------------------------------------------------------
+// Binary ops with broadcasting
+
+/// An operand's shape relative to the output shape `out`: drop `drop` leading dims (rank
+/// mismatch; all of them gives a rank-0 scalar), then set the dims whose bit (by position
+/// in `out`) is in `ones` to 1 (row, column, leading 1s, both-sides broadcasting).
+#[derive(Clone, Copy, Debug)]
+pub struct Form {
+    pub drop: usize,
+    pub ones: u8,
+}
+
+impl Form {
+    pub fn shape(self, out: &[usize]) -> Vec<usize> {
+        let d = self.drop.min(out.len());
+        (d..out.len())
+            .map(|i| if self.ones >> i & 1 == 1 { 1 } else { out[i] })
+            .collect()
+    }
+}
+
+fn form_strategy(r: usize) -> BoxedStrategy<Form> {
+    let last = if r > 0 { 1u8 << (r - 1) } else { 0 };
+    let all = ((1u16 << r) - 1) as u8;
+    prop_oneof![
+        // equal shapes
+        3 => Just(Form { drop: 0, ones: 0 }),
+        // rank-0 scalar
+        1 => Just(Form { drop: r, ones: 0 }),
+        // [1, 1, ..., 1]
+        1 => Just(Form { drop: 0, ones: all }),
+        // row: [n]
+        2 => Just(Form { drop: r.saturating_sub(1), ones: 0 }),
+        // column: [..., m, 1]
+        2 => Just(Form { drop: 0, ones: last }),
+        // leading 1s: [1, ..., 1, n]
+        1 => Just(Form { drop: 0, ones: all & !last }),
+        // anything
+        4 => (0..=r, any::<u8>()).prop_map(|(drop, ones)| Form { drop, ones }),
+    ]
+    .boxed()
+}
+
+#[derive(Clone, Debug)]
+pub struct BinaryP {
+    pub op: Binary,
+    pub out: Vec<usize>,
+    pub a: Form,
+    pub b: Form,
+    pub a_const: bool,
+    pub b_const: bool,
+    pub seed: u64,
+}
+
+pub fn binary_strategy() -> BoxedStrategy<BinaryP> {
+    let op = prop_oneof![
+        Just(Binary::Add),
+        Just(Binary::Sub),
+        Just(Binary::Mul),
+        Just(Binary::Div),
+        Just(Binary::Max),
+        Just(Binary::Min),
+    ];
+    (op, shape(0..=4))
+        .prop_flat_map(|(op, out)| {
+            let r = out.len();
+            (
+                Just(op),
+                Just(out),
+                form_strategy(r),
+                form_strategy(r),
+                prop_oneof![3 => Just(0u8), 1 => Just(1), 1 => Just(2)],
+                any::<u64>(),
+            )
+        })
+        .prop_map(|(op, out, a, b, k, seed)| BinaryP {
+            op,
+            out,
+            a,
+            b,
+            a_const: k == 1,
+            b_const: k == 2,
+            seed,
+        })
+        .boxed()
+}
+
+/// Exact: both sides apply the same correctly rounded f32 operation to the same operands;
+/// Max/Min pick one operand (no NaNs are generated).
+pub fn build_binary(net: &mut Net, p: &BinaryP) {
+    let mut rng = Rng::new(p.seed);
+    let (sa, sb) = (p.a.shape(&p.out), p.b.shape(&p.out));
+    let va = rng.vals(numel(&sa), -4.0, 4.0);
+    let vb = if p.op == Binary::Div {
+        rng.away(numel(&sb), 0.5, 2.0)
+    } else {
+        rng.with_specials(numel(&sb), -4.0, 4.0, &[0.0, 1.0, -1.0])
+    };
+    let a = net.data(p.a_const, Tensor::f32(sa, va));
+    let b = net.data(p.b_const, Tensor::f32(sb, vb));
+    let y = net.node(Op::Binary(p.op), &[a, b]);
+    net.output(y, format!("{p:?}"), Tol::exact());
+}
+
+// ---------------------------------------------------------------------------------------
+// MatMul
+
+/// How an operand's batch dims relate to the broadcast batch `batch`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Batch {
+    /// No batch dims (a matrix).
+    Absent,
+    /// `batch` itself.
+    Full,
+    /// `r` dims of size 1.
+    Ones(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct MatMulP {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: Vec<usize>,
+    pub a_batch: Batch,
+    pub b_batch: Batch,
+    /// Rank-1 operands (then without batch dims).
+    pub a_vec: bool,
+    pub b_vec: bool,
+    pub b_const: bool,
+    pub act: Act,
+    pub seed: u64,
+}
+
+fn batch_strategy() -> BoxedStrategy<Batch> {
+    prop_oneof![
+        2 => Just(Batch::Absent),
+        3 => Just(Batch::Full),
+        1 => (1usize..=2).prop_map(Batch::Ones),
+    ]
+    .boxed()
+}
+
+pub fn matmul_strategy() -> BoxedStrategy<MatMulP> {
+    (
+        (dim(20), dim(24), dim(28)),
+        prop::collection::vec(1usize..=4, 0..=2),
+        (batch_strategy(), batch_strategy()),
+        prop_oneof![6 => Just((false, false)), 1 => Just((true, false)), 1 => Just((false, true)), 1 => Just((true, true))],
+        any::<bool>(),
+        act_strategy(),
+        any::<u64>(),
+    )
+        .prop_map(|((m, k, n), batch, (ab, bb), (av, bv), b_const, act, seed)| {
+            // The lowering supports batches where each side is the full batch, absent
+            // or all 1s ("partially broadcast" batches are reported unsupported).
+            let ab = if av { Batch::Absent } else { ab };
+            let bb = if bv { Batch::Absent } else { bb };
+            MatMulP {
+                m,
+                k,
+                n,
+                batch,
+                a_batch: ab,
+                b_batch: bb,
+                a_vec: av,
+                b_vec: bv,
+                b_const,
+                act,
+                seed,
+            }
+        })
+        .boxed()
+}
+
+fn batch_dims(b: Batch, batch: &[usize]) -> Vec<usize> {
+    match b {
+        Batch::Absent => vec![],
+        Batch::Full => batch.to_vec(),
+        Batch::Ones(r) => vec![1; r],
+    }
+}
+
+pub fn build_matmul(net: &mut Net, p: &MatMulP) {
+    let mut rng = Rng::new(p.seed);
+    let mut sa = batch_dims(p.a_batch, &p.batch);
+    if p.a_vec {
+        sa = vec![p.k];
+    } else {
+        sa.extend([p.m, p.k]);
+    }
+    let mut sb = batch_dims(p.b_batch, &p.batch);
+    if p.b_vec {
+        sb = vec![p.k];
+    } else {
+        sb.extend([p.k, p.n]);
+    }
+    let ta = rng.tensor(&sa, -1.0, 1.0);
+    let tb = rng.tensor(&sb, -1.0, 1.0);
+    let mag = magnitude(&Op::MatMul, &[&ta, &tb]);
+    let a = net.input(ta);
+    let b = net.data(p.b_const, tb);
+    let mut y = net.node(Op::MatMul, &[a, b]);
+    if let Some(op) = p.act.op() {
+        y = net.node(op, &[y]);
+    }
+    net.output(y, format!("MatMul {p:?}"), p.act.tol(tol_dot(p.k, &mag)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Gemm
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CForm {
+    Absent,
+    Scalar0,
+    Scalar1,
+    Row,
+    Row2,
+    Col,
+    Full,
+    Ones,
+}
+
+#[derive(Clone, Debug)]
+pub struct GemmP {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+    pub c: CForm,
+    pub b_const: bool,
+    pub c_const: bool,
+    pub act: Act,
+    pub seed: u64,
+}
+
+pub fn gemm_strategy() -> BoxedStrategy<GemmP> {
+    let c = prop_oneof![
+        Just(CForm::Absent),
+        Just(CForm::Scalar0),
+        Just(CForm::Scalar1),
+        Just(CForm::Row),
+        Just(CForm::Row2),
+        Just(CForm::Col),
+        Just(CForm::Full),
+        Just(CForm::Ones),
+    ];
+    (
+        (dim(20), dim(24), dim(28)),
+        (any::<bool>(), any::<bool>()),
+        prop_oneof![3 => Just(1.0f32), 1 => Just(0.5), 1 => Just(-1.25), 1 => Just(2.0)],
+        prop_oneof![3 => Just(1.0f32), 1 => Just(0.0), 1 => Just(0.75), 1 => Just(-2.0)],
+        c,
+        (any::<bool>(), any::<bool>()),
+        act_strategy(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |((m, k, n), (trans_a, trans_b), alpha, beta, c, (b_const, c_const), act, seed)| {
+                // Lowering supports beta ∉ {0, 1} only for a constant C (it folds beta
+                // into C at compile time) and reports the rest unsupported.
+                let beta = if !c_const && beta != 0.0 { 1.0 } else { beta };
+                GemmP {
+                    m,
+                    k,
+                    n,
+                    trans_a,
+                    trans_b,
+                    alpha,
+                    beta,
+                    c,
+                    b_const,
+                    c_const,
+                    act,
+                    seed,
+                }
+            },
+        )
+        .boxed()
+}
+
+pub fn build_gemm(net: &mut Net, p: &GemmP) {
+    let mut rng = Rng::new(p.seed);
+    let sa = if p.trans_a { [p.k, p.m] } else { [p.m, p.k] };
+    let sb = if p.trans_b { [p.n, p.k] } else { [p.k, p.n] };
+    let sc: Option<Vec<usize>> = match p.c {
+        CForm::Absent => None,
+        CForm::Scalar0 => Some(vec![]),
+        CForm::Scalar1 => Some(vec![1]),
+        CForm::Row => Some(vec![p.n]),
+        CForm::Row2 => Some(vec![1, p.n]),
+        CForm::Col => Some(vec![p.m, 1]),
+        CForm::Full => Some(vec![p.m, p.n]),
+        CForm::Ones => Some(vec![1, 1]),
+    };
+    let ta = rng.tensor(&sa, -1.0, 1.0);
+    let tb = rng.tensor(&sb, -1.0, 1.0);
+    let tc = sc.map(|s| rng.tensor(&s, -2.0, 2.0));
+    let op = Op::Gemm {
+        alpha: p.alpha,
+        beta: p.beta,
+        trans_a: p.trans_a,
+        trans_b: p.trans_b,
+    };
+    let mag_op = Op::Gemm {
+        alpha: p.alpha.abs(),
+        beta: p.beta.abs(),
+        trans_a: p.trans_a,
+        trans_b: p.trans_b,
+    };
+    let mut args = vec![&ta, &tb];
+    if let Some(c) = &tc {
+        args.push(c);
+    }
+    let mag = magnitude(&mag_op, &args);
+    let a = net.input(ta.clone());
+    let b = net.data(p.b_const, tb.clone());
+    let mut ins = vec![a, b];
+    if let Some(c) = tc {
+        ins.push(net.data(p.c_const, c));
+    }
+    let mut y = net.node(op, &ins);
+    if let Some(op) = p.act.op() {
+        y = net.node(op, &[y]);
+    }
+    net.output(y, format!("Gemm {p:?}"), p.act.tol(tol_dot(p.k, &mag)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Conv and pooling windows
+
+#[derive(Clone, Debug)]
+pub struct WinP {
+    pub spatial: Vec<usize>,
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+impl WinP {
+    pub fn attrs(&self) -> WindowAttrs {
+        WindowAttrs {
+            kernel: self.kernel.clone(),
+            strides: self.strides.clone(),
+            dilations: self.dilations.clone(),
+            pads: self.pads.clone(),
+            auto_pad: self.auto_pad,
+            ceil_mode: self.ceil_mode,
+        }
+    }
+}
+
+fn auto_pad_strategy() -> BoxedStrategy<AutoPad> {
+    prop_oneof![
+        5 => Just(AutoPad::NotSet),
+        1 => Just(AutoPad::SameUpper),
+        1 => Just(AutoPad::SameLower),
+        1 => Just(AutoPad::Valid),
+    ]
+    .boxed()
+}
+
+/// A 1-D or 2-D window over spatial sizes up to 12. `pool` keeps pads below the kernel
+/// size (ONNX pooling), conv allows any pad up to 2. Input sizes are raised to the
+/// effective kernel so the window fits.
+pub fn window_strategy(pool: bool) -> BoxedStrategy<WinP> {
+    (1usize..=2)
+        .prop_flat_map(move |r| {
+            (
+                prop::collection::vec(dim(12), r),
+                prop::collection::vec(
+                    prop_oneof![2 => Just(1usize), 3 => Just(3), 2 => 1usize..=4],
+                    r,
+                ),
+                prop::collection::vec(prop_oneof![3 => Just(1usize), 2 => 2usize..=3], r),
+                prop::collection::vec(prop_oneof![3 => Just(1usize), 1 => Just(2)], r),
+                prop::collection::vec(0usize..=2, 2 * r),
+                auto_pad_strategy(),
+                if pool {
+                    any::<bool>().boxed()
+                } else {
+                    Just(false).boxed()
+                },
+            )
+        })
+        .prop_map(
+            move |(mut spatial, kernel, strides, dilations, mut pads, auto_pad, ceil_mode)| {
+                let r = kernel.len();
+                for d in 0..r {
+                    if pool {
+                        pads[d] = pads[d].min(kernel[d] - 1);
+                        pads[d + r] = pads[d + r].min(kernel[d] - 1);
+                    }
+                    let ek = (kernel[d] - 1) * dilations[d] + 1;
+                    spatial[d] = spatial[d].max(ek);
+                }
+                if auto_pad != AutoPad::NotSet {
+                    pads.iter_mut().for_each(|p| *p = 0);
+                }
+                WinP {
+                    spatial,
+                    kernel,
+                    strides,
+                    dilations,
+                    pads,
+                    auto_pad,
+                    ceil_mode,
+                }
+            },
+        )
+        .boxed()
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvP {
+    pub n: usize,
+    pub groups: usize,
+    /// Input and output channels per group.
+    pub cpg: usize,
+    pub opg: usize,
+    pub win: WinP,
+    pub bias: bool,
+    pub act: Act,
+    /// The conv result is also a graph output, so the activation is not fused.
+    pub also_output: bool,
+    pub seed: u64,
+}
+
+pub fn conv_strategy() -> BoxedStrategy<ConvP> {
+    let groups = prop_oneof![
+        // ordinary
+        4 => (Just(1usize), 1usize..=5, dim(7)),
+        // depthwise (the direct window kernel)
+        2 => (1usize..=6, Just(1usize), Just(1usize)),
+        // depthwise with a channel multiplier
+        1 => (1usize..=4, Just(1usize), 2usize..=3),
+        // grouped
+        2 => (2usize..=3, 1usize..=3, 1usize..=3),
+    ];
+    (
+        1usize..=2,
+        groups,
+        prop_oneof![4 => window_strategy(false), 1 => pointwise_strategy()],
+        any::<bool>(),
+        act_strategy(),
+        prop_oneof![4 => Just(false), 1 => Just(true)],
+        any::<u64>(),
+    )
+        .prop_map(
+            |(n, (groups, cpg, opg), win, bias, act, also_output, seed)| ConvP {
+                n,
+                groups,
+                cpg,
+                opg,
+                win,
+                bias,
+                act,
+                also_output,
+                seed,
+            },
+        )
+        .boxed()
+}
+
+/// 1×1, unit stride, no padding: the conv is a GEMM straight on the input.
+fn pointwise_strategy() -> BoxedStrategy<WinP> {
+    (1usize..=2)
+        .prop_flat_map(|r| prop::collection::vec(dim(12), r))
+        .prop_map(|spatial| {
+            let r = spatial.len();
+            WinP {
+                spatial,
+                kernel: vec![1; r],
+                strides: vec![1; r],
+                dilations: vec![1; r],
+                pads: vec![0; 2 * r],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            }
+        })
+        .boxed()
+}
+
+pub fn build_conv(net: &mut Net, p: &ConvP) {
+    let mut rng = Rng::new(p.seed);
+    let (cin, cout) = (p.groups * p.cpg, p.groups * p.opg);
+    let mut xs = vec![p.n, cin];
+    xs.extend(&p.win.spatial);
+    let mut ws = vec![cout, p.cpg];
+    ws.extend(&p.win.kernel);
+    let tx = rng.tensor(&xs, -1.0, 1.0);
+    let tw = rng.tensor(&ws, -1.0, 1.0);
+    let tb = p.bias.then(|| rng.tensor(&[cout], -1.0, 1.0));
+    let op = Op::Conv {
+        window: p.win.attrs(),
+        group: p.groups,
+    };
+    let mut args = vec![&tx, &tw];
+    if let Some(b) = &tb {
+        args.push(b);
+    }
+    let mag = magnitude(&op, &args);
+    let k = p.cpg * numel(&p.win.kernel);
+    let x = net.input(tx.clone());
+    let w = net.konst(tw.clone());
+    let mut ins = vec![x, w];
+    if let Some(b) = tb {
+        ins.push(net.konst(b));
+    }
+    let y = net.node(op, &ins);
+    let elem = tol_dot(k, &mag);
+    if p.also_output {
+        net.output(
+            y,
+            format!("Conv {p:?} (pre-activation)"),
+            Tol::elem(elem.clone()),
+        );
+    }
+    let z = match p.act.op() {
+        Some(op) => net.node(op, &[y]),
+        None => y,
+    };
+    if !(p.also_output && p.act == Act::None) {
+        net.output(z, format!("Conv {p:?}"), p.act.tol(elem));
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolP {
+    /// None: MaxPool; Some(count_include_pad): AveragePool.
+    pub avg: Option<bool>,
+    pub n: usize,
+    pub c: usize,
+    pub win: WinP,
+    pub seed: u64,
+}
+
+pub fn pool_strategy() -> BoxedStrategy<PoolP> {
+    (
+        prop_oneof![Just(None), Just(Some(false)), Just(Some(true))],
+        1usize..=2,
+        dim(5),
+        window_strategy(true),
+        any::<u64>(),
+    )
+        .prop_map(|(avg, n, c, win, seed)| PoolP {
+            avg,
+            n,
+            c,
+            win,
+            seed,
+        })
+        // Known bug, see `average_pool_ceil_mode_count_include_pad` in ops_jit.rs.
+        .prop_filter(
+            "AveragePool count_include_pad with a window past the end pad",
+            |p| !(p.avg == Some(true) && overhangs(&p.win)),
+        )
+        .boxed()
+}
+
+/// Whether ceil_mode makes a last window reach past the end padding.
+pub fn overhangs(w: &WinP) -> bool {
+    let (pads, out) = w.attrs().resolve(&w.spatial).unwrap();
+    let r = w.spatial.len();
+    (0..r).any(|d| {
+        let ek = (w.kernel[d] - 1) * w.dilations[d] + 1;
+        (out[d] - 1) * w.strides[d] + ek > w.spatial[d] + pads[d] + pads[d + r]
+    })
+}
+
+/// MaxPool: exact (comparisons). AveragePool: the kernel sums the window's taps in f32
+/// and divides: error ≤ (L−1)·U·Σ|x|/count + U·|ref| ≤ (L+2)·U·max|x|, L = kernel size.
+pub fn build_pool(net: &mut Net, p: &PoolP) {
+    let mut rng = Rng::new(p.seed);
+    let mut xs = vec![p.n, p.c];
+    xs.extend(&p.win.spatial);
+    let tx = rng.tensor(&xs, -4.0, 4.0);
+    let maxabs = tx
+        .as_f32()
+        .unwrap()
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs() as f64));
+    let (op, tol) = match p.avg {
+        None => (
+            Op::MaxPool {
+                window: p.win.attrs(),
+            },
+            Tol::exact(),
+        ),
+        Some(count_include_pad) => (
+            Op::AveragePool {
+                window: p.win.attrs(),
+                count_include_pad,
+            },
+            Tol::rel(0.0, (numel(&p.win.kernel) as f64 + 2.0) * U * maxabs),
+        ),
+    };
+    let x = net.input(tx);
+    let y = net.node(op, &[x]);
+    net.output(y, format!("{p:?}"), tol);
+}
+
+// ---------------------------------------------------------------------------------------
+// GlobalAveragePool, BatchNormalization
+
+#[derive(Clone, Debug)]
+pub struct GapP {
+    pub shape: Vec<usize>,
+    pub seed: u64,
+}
+
+pub fn gap_strategy() -> BoxedStrategy<GapP> {
+    (
+        (3usize..=5).prop_flat_map(|r| {
+            let m = match r {
+                3 => 40,
+                4 => 12,
+                _ => 6,
+            };
+            (dim(3), dim(6), prop::collection::vec(dim(m), r - 2))
+        }),
+        any::<u64>(),
+    )
+        .prop_map(|((n, c, sp), seed)| {
+            let mut shape = vec![n, c];
+            shape.extend(sp);
+            GapP { shape, seed }
+        })
+        .boxed()
+}
+
+/// Sum of the plane in f32 (any order) then one divide: (L+1)·U·max|x|, L = plane size.
+pub fn build_gap(net: &mut Net, p: &GapP) {
+    let mut rng = Rng::new(p.seed);
+    let tx = rng.tensor(&p.shape, -4.0, 4.0);
+    let maxabs = tx
+        .as_f32()
+        .unwrap()
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs() as f64));
+    let len = numel(&p.shape[2..]) as f64;
+    let x = net.input(tx);
+    let y = net.node(Op::GlobalAveragePool, &[x]);
+    net.output(
+        y,
+        format!("GlobalAveragePool {p:?}"),
+        Tol::rel(0.0, (len + 2.0) * U * maxabs),
+    );
+}
+
+#[derive(Clone, Debug)]
+pub struct BnP {
+    pub shape: Vec<usize>,
+    pub epsilon: f32,
+    pub seed: u64,
+}
+
+pub fn bn_strategy() -> BoxedStrategy<BnP> {
+    (
+        shape(2..=5),
+        prop_oneof![Just(1e-5f32), Just(1e-3), Just(0.1)],
+        any::<u64>(),
+    )
+        .prop_map(|(shape, epsilon, seed)| BnP {
+            shape,
+            epsilon,
+            seed,
+        })
+        .boxed()
+}
+
+/// The interpreter computes `(x − mean)/sqrt(var + ε)·s + b` in f32; the lowering folds it
+/// into `x·k + (b − mean·k)` with `k = s/sqrt(var+ε)` computed in f32 at compile time. Each
+/// side makes ≤ 4 roundings on terms no larger than `|x·k|`, `|mean·k|`, `|b|`, so 8·U on
+/// their sum bounds the difference (it can be cancellation-dominated when `x ≈ mean`).
+pub fn build_bn(net: &mut Net, p: &BnP) {
+    let mut rng = Rng::new(p.seed);
+    let c = p.shape[1];
+    let tx = rng.tensor(&p.shape, -4.0, 4.0);
+    let scale = rng.vals(c, -2.0, 2.0);
+    let bias = rng.vals(c, -2.0, 2.0);
+    let mean = rng.vals(c, -2.0, 2.0);
+    let var = rng.with_specials(c, 0.0, 3.0, &[0.0]);
+    let inner = numel(&p.shape[2..]);
+    let elem: Vec<f64> = tx
+        .as_f32()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let ch = (i / inner) % c;
+            let k = (scale[ch] as f64).abs() / (var[ch] as f64 + p.epsilon as f64).sqrt();
+            8.0 * U * ((x as f64).abs() * k + (mean[ch] as f64).abs() * k + (bias[ch] as f64).abs())
+        })
+        .collect();
+    let x = net.input(tx);
+    let params: Vec<ValueId> = [scale, bias, mean, var]
+        .into_iter()
+        .map(|v| net.konst(Tensor::f32(vec![c], v)))
+        .collect();
+    let y = net.node(
+        Op::BatchNorm { epsilon: p.epsilon },
+        &[x, params[0], params[1], params[2], params[3]],
+    );
+    net.output(y, format!("BatchNormalization {p:?}"), Tol::elem(elem));
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape ops: Flatten, Reshape, Transpose, Concat
+
+/// Where a shape op's input comes from: a graph input directly, or a computed value (the
+/// shape op then aliases an arena temp, and a further op reads through the alias).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Src {
+    Input,
+    Computed,
+}
+
+fn src_strategy() -> BoxedStrategy<Src> {
+    prop_oneof![Just(Src::Input), Just(Src::Computed)].boxed()
+}
+
+/// Feeds `t` through `Neg` when computed.
+fn source(net: &mut Net, src: Src, t: Tensor) -> ValueId {
+    let x = net.input(t);
+    match src {
+        Src::Input => x,
+        Src::Computed => net.node(Op::Unary(Unary::Neg), &[x]),
+    }
+}
+
+/// Outputs the shape op's result and, for a computed source, also `Abs` of it (a read
+/// through the alias). All exact: data movement only.
+fn finish_shape_op(net: &mut Net, src: Src, y: ValueId, label: String) {
+    net.output(y, label.clone(), Tol::exact());
+    if src == Src::Computed {
+        let z = net.node(Op::Unary(Unary::Abs), &[y]);
+        net.output(z, format!("{label} then Abs"), Tol::exact());
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FlattenP {
+    pub shape: Vec<usize>,
+    pub axis: i64,
+    pub src: Src,
+    pub seed: u64,
+}
+
+pub fn flatten_strategy() -> BoxedStrategy<FlattenP> {
+    (shape(0..=4), src_strategy(), any::<u64>())
+        .prop_flat_map(|(shape, src, seed)| {
+            let r = shape.len() as i64;
+            (Just(shape), -r..=r, Just(src), Just(seed))
+        })
+        .prop_map(|(shape, axis, src, seed)| FlattenP {
+            shape,
+            axis,
+            src,
+            seed,
+        })
+        .boxed()
+}
+
+pub fn build_flatten(net: &mut Net, p: &FlattenP) {
+    let mut rng = Rng::new(p.seed);
+    let t = rng.tensor(&p.shape, -4.0, 4.0);
+    let x = source(net, p.src, t);
+    let y = net.node(Op::Flatten { axis: p.axis }, &[x]);
+    finish_shape_op(net, p.src, y, format!("{p:?}"));
+}
+
+#[derive(Clone, Debug)]
+pub struct ReshapeP {
+    pub shape: Vec<usize>,
+    /// Bit i: merge input dim i+1 into the current target dim.
+    pub merge: u8,
+    /// Bit i: write target dim i as 0 (copy) when it equals input dim i.
+    pub zeros: u8,
+    /// Write this target dim (mod rank) as -1.
+    pub minus_one: Option<usize>,
+    /// For a 1-element tensor: reshape to rank 0 or to [1, 1, 1] instead.
+    pub unit: Option<bool>,
+    pub src: Src,
+    pub seed: u64,
+}
+
+impl ReshapeP {
+    pub fn target(&self) -> Vec<i64> {
+        if let Some(scalar) = self.unit
+            && numel(&self.shape) == 1
+        {
+            return if scalar { vec![] } else { vec![1, 1, 1] };
+        }
+        let mut t: Vec<usize> = Vec::new();
+        for (i, &d) in self.shape.iter().enumerate() {
+            if i > 0 && self.merge >> (i - 1) & 1 == 1 {
+                *t.last_mut().unwrap() *= d;
+            } else {
+                t.push(d);
+            }
+        }
+        let mut out: Vec<i64> = t
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| {
+                if self.zeros >> i & 1 == 1 && self.shape.get(i) == Some(&d) {
+                    0
+                } else {
+                    d as i64
+                }
+            })
+            .collect();
+        if let Some(j) = self.minus_one
+            && !out.is_empty()
+        {
+            let j = j % out.len();
+            out[j] = -1;
+        }
+        out
+    }
+}
+
+pub fn reshape_strategy() -> BoxedStrategy<ReshapeP> {
+    (
+        shape(0..=4),
+        any::<u8>(),
+        prop_oneof![2 => Just(0u8), 1 => any::<u8>()],
+        prop::option::of(0usize..4),
+        prop::option::of(any::<bool>()),
+        src_strategy(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(shape, merge, zeros, minus_one, unit, src, seed)| ReshapeP {
+                shape,
+                merge,
+                zeros,
+                minus_one,
+                unit,
+                src,
+                seed,
+            },
+        )
+        .boxed()
+}
+
+pub fn build_reshape(net: &mut Net, p: &ReshapeP) {
+    let mut rng = Rng::new(p.seed);
+    let t = rng.tensor(&p.shape, -4.0, 4.0);
+    let x = source(net, p.src, t);
+    let y = net.node(
+        Op::Reshape {
+            shape: p.target(),
+            allowzero: false,
+        },
+        &[x],
+    );
+    finish_shape_op(net, p.src, y, format!("{p:?} target {:?}", p.target()));
+}
+
+#[derive(Clone, Debug)]
+pub struct TransposeP {
+    pub shape: Vec<usize>,
+    pub perm: Vec<usize>,
+    pub src: Src,
+    pub seed: u64,
+}
+
+pub fn transpose_strategy() -> BoxedStrategy<TransposeP> {
+    (shape(2..=5), src_strategy(), any::<u64>())
+        .prop_flat_map(|(shape, src, seed)| {
+            let r = shape.len();
+            (
+                Just(shape),
+                Just((0..r).collect::<Vec<_>>()).prop_shuffle(),
+                Just(src),
+                Just(seed),
+            )
+        })
+        .prop_map(|(shape, perm, src, seed)| TransposeP {
+            shape,
+            perm,
+            src,
+            seed,
+        })
+        .boxed()
+}
+
+pub fn build_transpose(net: &mut Net, p: &TransposeP) {
+    let mut rng = Rng::new(p.seed);
+    let t = rng.tensor(&p.shape, -4.0, 4.0);
+    let x = source(net, p.src, t);
+    let y = net.node(
+        Op::Transpose {
+            perm: p.perm.clone(),
+        },
+        &[x],
+    );
+    finish_shape_op(net, p.src, y, format!("{p:?}"));
+}
+
+#[derive(Clone, Debug)]
+pub struct ConcatP {
+    pub base: Vec<usize>,
+    pub axis: i64,
+    /// Per input: its size along the axis and whether it is a constant.
+    pub parts: Vec<(usize, bool)>,
+    pub seed: u64,
+}
+
+pub fn concat_strategy() -> BoxedStrategy<ConcatP> {
+    (
+        shape(1..=4),
+        prop::collection::vec(
+            (dim(5), prop_oneof![3 => Just(false), 1 => Just(true)]),
+            1..=4,
+        ),
+        any::<u64>(),
+    )
+        .prop_flat_map(|(base, parts, seed)| {
+            let r = base.len() as i64;
+            (Just(base), -r..r, Just(parts), Just(seed))
+        })
+        .prop_map(|(base, axis, parts, seed)| ConcatP {
+            base,
+            axis,
+            parts,
+            seed,
+        })
+        .boxed()
+}
+
+pub fn build_concat(net: &mut Net, p: &ConcatP) {
+    let mut rng = Rng::new(p.seed);
+    let r = p.base.len() as i64;
+    let ax = (if p.axis < 0 { p.axis + r } else { p.axis }) as usize;
+    let ins: Vec<ValueId> = p
+        .parts
+        .iter()
+        .map(|&(size, is_const)| {
+            let mut s = p.base.clone();
+            s[ax] = size;
+            let t = rng.tensor(&s, -4.0, 4.0);
+            net.data(is_const, t)
+        })
+        .collect();
+    let y = net.node(Op::Concat { axis: p.axis }, &ins);
+    net.output(y, format!("Concat {p:?}"), Tol::exact());
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax
+
+#[derive(Clone, Debug)]
+pub struct SoftmaxP {
+    pub shape: Vec<usize>,
+    pub axis: i64,
+    pub coerce_2d: bool,
+    /// Values in `[-spread, spread]`: 100 makes some `exp(x − max)` underflow.
+    pub spread: f32,
+    pub seed: u64,
+}
+
+pub fn softmax_strategy() -> BoxedStrategy<SoftmaxP> {
+    (
+        shape(1..=4),
+        any::<bool>(),
+        prop_oneof![Just(3.0f32), Just(20.0), Just(100.0)],
+        any::<u64>(),
+    )
+        .prop_flat_map(|(shape, coerce_2d, spread, seed)| {
+            let r = shape.len() as i64;
+            (
+                Just(shape),
+                -r..r,
+                Just(coerce_2d),
+                Just(spread),
+                Just(seed),
+            )
+        })
+        .prop_map(|(shape, axis, coerce_2d, spread, seed)| SoftmaxP {
+            shape,
+            axis,
+            coerce_2d,
+            spread,
+            seed,
+        })
+        .boxed()
+}
+
+/// Numerator `exp(x − max)` within EXP_REL; the denominator sums L such terms in f32
+/// ((L−1)·U relative, all terms positive) plus EXP_REL; one divide (U) and the reference's
+/// rounding (U). Below the exp clamp a term is ~2^-126 instead of ~0, hence the absolute
+/// part.
+pub fn build_softmax(net: &mut Net, p: &SoftmaxP) {
+    let mut rng = Rng::new(p.seed);
+    let r = p.shape.len() as i64;
+    let ax = (if p.axis < 0 { p.axis + r } else { p.axis }) as usize;
+    let len = if p.coerce_2d {
+        numel(&p.shape[ax..])
+    } else {
+        p.shape[ax]
+    };
+    let t = rng.tensor(&p.shape, -p.spread, p.spread);
+    let x = net.input(t);
+    let y = net.node(
+        Op::Softmax {
+            axis: p.axis,
+            coerce_2d: p.coerce_2d,
+        },
+        &[x],
+    );
+    net.output(
+        y,
+        format!("Softmax {p:?}"),
+        Tol::rel(2.0 * EXP_REL + (len as f64 + 3.0) * U, MIN_NORMAL),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Chains
+
+#[derive(Clone, Debug)]
+pub struct ChainP {
+    pub which: usize,
+    /// A batch-like size and a feature-like size.
+    pub a: usize,
+    pub b: usize,
+    pub seed: u64,
+}
+
+pub const CHAINS: usize = 6;
+
+pub fn chain_strategy() -> BoxedStrategy<ChainP> {
+    (0..CHAINS, dim(6), dim(13), any::<u64>())
+        .prop_map(|(which, a, b, seed)| ChainP { which, a, b, seed })
+        .boxed()
+}
+
+fn win(k: usize, s: usize, p: usize, r: usize) -> WindowAttrs {
+    WindowAttrs {
+        kernel: vec![k; r],
+        strides: vec![s; r],
+        dilations: vec![1; r],
+        pads: vec![p; 2 * r],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    }
+}
+
+/// Multi-op graphs: fusion decisions, aliasing and intermediate graph outputs.
+pub fn build_chain(net: &mut Net, p: &ChainP) {
+    let mut rng = Rng::new(p.seed);
+    let tol = || Tol::scale(CHAIN_SCALE);
+    let label = format!("{p:?}");
+    match p.which {
+        // Conv → BatchNorm → Relu → MaxPool.
+        0 => {
+            let (c, co, h) = (p.a.min(4), 1 + p.b % 6, 4 + p.b % 8);
+            let x = net.input(rng.tensor(&[2, c, h, h + 1], -1.0, 1.0));
+            let w = net.konst(rng.tensor(&[co, c, 3, 3], -1.0, 1.0));
+            let b = net.konst(rng.tensor(&[co], -1.0, 1.0));
+            let y = net.node(
+                Op::Conv {
+                    window: win(3, 1, 1, 2),
+                    group: 1,
+                },
+                &[x, w, b],
+            );
+            let bn: Vec<ValueId> = (0..4)
+                .map(|i| {
+                    let (lo, hi) = if i == 3 { (0.1, 2.0) } else { (-1.0, 1.0) };
+                    net.konst(rng.tensor(&[co], lo, hi))
+                })
+                .collect();
+            let y = net.node(
+                Op::BatchNorm { epsilon: 1e-5 },
+                &[y, bn[0], bn[1], bn[2], bn[3]],
+            );
+            let y = net.node(Op::Unary(Unary::Relu), &[y]);
+            let y = net.node(
+                Op::MaxPool {
+                    window: win(2, 2, 0, 2),
+                },
+                &[y],
+            );
+            net.output(y, format!("Conv→BN→Relu→MaxPool {label}"), tol());
+        }
+        // MatMul → Add → Sigmoid, with the MatMul result also a graph output and read by
+        // a second op (no fusion allowed).
+        1 => {
+            let (m, k, n) = (p.a, p.b, 1 + (p.b * 7) % 19);
+            let x = net.input(rng.tensor(&[m, k], -1.0, 1.0));
+            let w = net.konst(rng.tensor(&[k, n], -1.0, 1.0));
+            let bias = net.konst(rng.tensor(&[n], -1.0, 1.0));
+            let mm = net.node(Op::MatMul, &[x, w]);
+            let y = net.node(Op::Binary(Binary::Add), &[mm, bias]);
+            let s = net.node(Op::Unary(Unary::Sigmoid), &[y]);
+            let t = net.node(Op::Unary(Unary::Tanh), &[mm]);
+            net.output(s, format!("MatMul→Add→Sigmoid {label}"), tol());
+            net.output(mm, format!("MatMul (also read) {label}"), tol());
+            net.output(t, format!("MatMul→Tanh {label}"), tol());
+        }
+        // Two-layer MLP: Gemm → Relu (an output too) → Gemm(transB) → Tanh.
+        2 => {
+            let (m, k, h, n) = (p.a, p.b, 1 + (p.b * 5) % 17, 1 + p.a * 3);
+            let x = net.input(rng.tensor(&[m, k], -1.0, 1.0));
+            let w1 = net.konst(rng.tensor(&[k, h], -1.0, 1.0));
+            let b1 = net.konst(rng.tensor(&[h], -1.0, 1.0));
+            let w2 = net.konst(rng.tensor(&[n, h], -1.0, 1.0));
+            let b2 = net.konst(rng.tensor(&[1, n], -1.0, 1.0));
+            let g = |ta, tb| Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: ta,
+                trans_b: tb,
+            };
+            let y = net.node(g(false, false), &[x, w1, b1]);
+            let y = net.node(Op::Unary(Unary::Relu), &[y]);
+            let z = net.node(g(false, true), &[y, w2, b2]);
+            let z = net.node(Op::Unary(Unary::Tanh), &[z]);
+            net.output(z, format!("MLP out {label}"), tol());
+            net.output(y, format!("MLP hidden {label}"), tol());
+        }
+        // Outputs that are a graph input, a constant, a folded constant, the same value
+        // twice, and an Identity.
+        3 => {
+            let s = vec![p.a, p.b];
+            let x = net.input(rng.tensor(&s, -1.0, 1.0));
+            let c = net.konst(rng.tensor(&s, -1.0, 1.0));
+            let folded = net.node(Op::Unary(Unary::Neg), &[c]);
+            let y = net.node(Op::Binary(Binary::Mul), &[x, c]);
+            let id = net.node(Op::Identity, &[x]);
+            let r = net.node(
+                Op::Reshape {
+                    shape: vec![-1],
+                    allowzero: false,
+                },
+                &[y],
+            );
+            net.output(x, format!("input as output {label}"), Tol::exact());
+            net.output(c, format!("constant as output {label}"), Tol::exact());
+            net.output(
+                folded,
+                format!("folded constant as output {label}"),
+                Tol::exact(),
+            );
+            net.output(y, format!("Mul {label}"), Tol::exact());
+            net.output(y, format!("Mul again {label}"), Tol::exact());
+            net.output(id, format!("Identity of input {label}"), Tol::exact());
+            net.output(r, format!("Reshape of output {label}"), Tol::exact());
+            net.output(x, format!("input as output again {label}"), Tol::exact());
+        }
+        // Conv1d → Clip → GlobalAveragePool → Flatten → Gemm → Softmax.
+        4 => {
+            let (c, l, classes) = (p.a, 3 + p.b, 1 + p.b % 7);
+            let x = net.input(rng.tensor(&[2, c, l], -1.0, 1.0));
+            let w = net.konst(rng.tensor(&[8, c, 3], -1.0, 1.0));
+            let y = net.node(
+                Op::Conv {
+                    window: win(3, 2, 1, 1),
+                    group: 1,
+                },
+                &[x, w],
+            );
+            let y = net.node(Op::Clip { min: 0.0, max: 6.0 }, &[y]);
+            let y = net.node(Op::GlobalAveragePool, &[y]);
+            let y = net.node(Op::Flatten { axis: 1 }, &[y]);
+            let wf = net.konst(rng.tensor(&[8, classes], -1.0, 1.0));
+            let y = net.node(
+                Op::Gemm {
+                    alpha: 1.0,
+                    beta: 1.0,
+                    trans_a: false,
+                    trans_b: false,
+                },
+                &[y, wf],
+            );
+            let y = net.node(
+                Op::Softmax {
+                    axis: -1,
+                    coerce_2d: false,
+                },
+                &[y],
+            );
+            net.output(
+                y,
+                format!("Conv1d→Clip→GAP→Flatten→Gemm→Softmax {label}"),
+                tol(),
+            );
+        }
+        // Transpose → Concat with a constant → Softmax over the concatenated axis, and a
+        // depthwise Conv → Relu whose input is a Reshape of a graph input.
+        _ => {
+            let (a, b) = (p.a, p.b);
+            let x = net.input(rng.tensor(&[a, b, 3], -2.0, 2.0));
+            let t = net.node(
+                Op::Transpose {
+                    perm: vec![2, 0, 1],
+                },
+                &[x],
+            );
+            let c = net.konst(rng.tensor(&[2, a, b], -2.0, 2.0));
+            let y = net.node(Op::Concat { axis: 0 }, &[t, c, t]);
+            let y = net.node(
+                Op::Softmax {
+                    axis: 0,
+                    coerce_2d: false,
+                },
+                &[y],
+            );
+            net.output(y, format!("Transpose→Concat→Softmax {label}"), tol());
+            let r = net.node(
+                Op::Reshape {
+                    shape: vec![1, a as i64, b as i64, 3],
+                    allowzero: false,
+                },
+                &[x],
+            );
+            let w = net.konst(rng.tensor(&[a, 1, 3, 3], -1.0, 1.0));
+            let y = net.node(
+                Op::Conv {
+                    window: win(3, 1, 1, 2),
+                    group: a,
+                },
+                &[r, w],
+            );
+            let y = net.node(Op::Unary(Unary::Relu), &[y]);
+            net.output(y, format!("Reshape→depthwise Conv→Relu {label}"), tol());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many instances in one graph
+
+fn sample<S: Strategy>(
+    net: &mut Net,
+    runner: &mut proptest::test_runner::TestRunner,
+    s: S,
+    n: usize,
+    build: fn(&mut Net, &S::Value),
+) {
+    use proptest::strategy::ValueTree;
+    for _ in 0..n {
+        let p = s.new_tree(runner).expect("strategy").current();
+        build(net, &p);
+    }
+}
+
+/// One graph holding a sample of every op family (drawn from the same strategies as the
+/// JIT property tests, deterministically from `seed`) plus every chain, each instance
+/// with its own inputs and outputs. `div` divides the per-family counts (the JIT's
+/// checked call takes at most `edgecc_runtime::MAX_IO` = 64 inputs and outputs).
+pub fn batch_net(seed: u64, div: usize) -> Net {
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let r = &mut runner;
+    let mut net = Net::new();
+    let k = |n: usize| n.div_ceil(div);
+    sample(&mut net, r, unary_strategy(), k(12), build_unary);
+    sample(&mut net, r, binary_strategy(), k(16), build_binary);
+    sample(&mut net, r, matmul_strategy(), k(10), build_matmul);
+    sample(&mut net, r, gemm_strategy(), k(10), build_gemm);
+    sample(&mut net, r, conv_strategy(), k(10), build_conv);
+    sample(&mut net, r, pool_strategy(), k(10), build_pool);
+    sample(&mut net, r, gap_strategy(), k(4), build_gap);
+    sample(&mut net, r, bn_strategy(), k(4), build_bn);
+    sample(&mut net, r, flatten_strategy(), k(4), build_flatten);
+    sample(&mut net, r, reshape_strategy(), k(4), build_reshape);
+    sample(&mut net, r, transpose_strategy(), k(6), build_transpose);
+    sample(&mut net, r, concat_strategy(), k(6), build_concat);
+    sample(&mut net, r, softmax_strategy(), k(8), build_softmax);
+    for which in 0..CHAINS {
+        let p = ChainP {
+            which,
+            a: 1 + (seed as usize + which) % 5,
+            b: 1 + (seed as usize * 7 + which * 3) % 13,
+            seed: seed * 100 + which as u64,
+        };
+        build_chain(&mut net, &p);
+    }
+    net
+}

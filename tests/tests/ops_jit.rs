@@ -1,0 +1,240 @@
+//! Every op, compiled for the host with the JIT, against the reference interpreter, on
+//! random shapes (odd sizes, vector tails, size-1 dims, every broadcast form) and random
+//! attributes. Tolerances and their reasons: `ops_common/mod.rs`.
+
+mod ops_common;
+
+use ops_common::*;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    #[test]
+    fn unary_and_clip(p in unary_strategy()) {
+        jit_case(&p, build_unary)?;
+    }
+
+    #[test]
+    fn binary_broadcast(p in binary_strategy()) {
+        jit_case(&p, build_binary)?;
+    }
+
+    #[test]
+    fn matmul(p in matmul_strategy()) {
+        jit_case(&p, build_matmul)?;
+    }
+
+    #[test]
+    fn gemm(p in gemm_strategy()) {
+        jit_case(&p, build_gemm)?;
+    }
+
+    #[test]
+    fn conv(p in conv_strategy()) {
+        jit_case(&p, build_conv)?;
+    }
+
+    #[test]
+    fn pool(p in pool_strategy()) {
+        jit_case(&p, build_pool)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn global_average_pool(p in gap_strategy()) {
+        jit_case(&p, build_gap)?;
+    }
+
+    #[test]
+    fn batch_norm(p in bn_strategy()) {
+        jit_case(&p, build_bn)?;
+    }
+
+    #[test]
+    fn flatten(p in flatten_strategy()) {
+        jit_case(&p, build_flatten)?;
+    }
+
+    #[test]
+    fn reshape(p in reshape_strategy()) {
+        jit_case(&p, build_reshape)?;
+    }
+
+    #[test]
+    fn transpose(p in transpose_strategy()) {
+        jit_case(&p, build_transpose)?;
+    }
+
+    #[test]
+    fn concat(p in concat_strategy()) {
+        jit_case(&p, build_concat)?;
+    }
+
+    #[test]
+    fn softmax(p in softmax_strategy()) {
+        jit_case(&p, build_softmax)?;
+    }
+
+    #[test]
+    fn chains(p in chain_strategy()) {
+        jit_case(&p, build_chain)?;
+    }
+}
+
+/// Every chain at least once, whatever proptest samples.
+#[test]
+fn every_chain() {
+    for which in 0..CHAINS {
+        for (a, b) in [(1, 1), (3, 7), (5, 13)] {
+            let p = ChainP {
+                which,
+                a,
+                b,
+                seed: which as u64 * 31 + a as u64,
+            };
+            jit_case(&p, build_chain).unwrap();
+        }
+    }
+}
+
+/// Batches like the aarch64 ones on the JIT: many independent instances in one graph,
+/// so the memory planner shares the arena among many temps. A third of the aarch64
+/// count, to stay within the 64 inputs/outputs of the runtime's checked call.
+#[test]
+fn batch_graphs() {
+    for seed in 1..=8 {
+        let net = batch_net(seed, 3);
+        assert!(net.g.inputs.len() <= 64 && net.g.outputs.len() <= 64);
+        if let Err(e) = net.check_jit() {
+            panic!("seed {seed}:\n{e}");
+        }
+    }
+}
+
+/// Graph outputs of one instance, as f32s, from the JIT.
+fn jit_outputs(net: &Net) -> Result<Vec<Vec<f32>>, String> {
+    let mut g = net.g.clone();
+    edgecc::passes::PassManager::default_pipeline()
+        .run(&mut g)
+        .map_err(|e| e.to_string())?;
+    let lowered = edgecc::lower::lower(&g, "ops").map_err(|e| e.to_string())?;
+    let bytes: Vec<Vec<u8>> = net
+        .inputs
+        .iter()
+        .map(|t| t.to_le_bytes().unwrap())
+        .collect();
+    let outs = edgecc::run_target::run_jit(&lowered.program, &bytes).map_err(|e| e.to_string())?;
+    Ok(outs
+        .iter()
+        .map(|b| {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        })
+        .collect())
+}
+
+/// MatMul batches that are broadcast partially on both sides (e.g. [2,1] against [1,3])
+/// are outside what the lowering supports: it must say so, never compute something wrong.
+#[test]
+fn matmul_partial_broadcast_is_rejected_or_correct() {
+    use edgecc::ir::Op;
+    for (sa, sb) in [
+        (vec![2, 1, 3, 4], vec![1, 3, 4, 5]),
+        (vec![3, 2, 4], vec![2, 3, 4, 5]),
+        (vec![2, 3, 3, 4], vec![3, 4, 5]),
+        (vec![2, 1, 3, 4], vec![2, 3, 4, 5]),
+    ] {
+        let mut rng = ops_common::Rng::new(7);
+        let mut net = Net::new();
+        let a = net.input(rng.tensor(&sa, -1.0, 1.0));
+        let b = net.input(rng.tensor(&sb, -1.0, 1.0));
+        let y = net.node(Op::MatMul, &[a, b]);
+        net.output(y, format!("MatMul {sa:?} x {sb:?}"), Tol::scale(1e-5));
+        match jit_outputs(&net) {
+            Err(e) => assert!(
+                e.contains("partially broadcast") || e.contains("not supported"),
+                "{sa:?} x {sb:?}: unexpected error {e}"
+            ),
+            Ok(_) => net.check_jit().unwrap(),
+        }
+    }
+}
+
+/// BUG: AveragePool with count_include_pad=1 and ceil_mode=1, when the last window runs
+/// past the end padding. ONNX (and onnxruntime, and the interpreter) divide by the number
+/// of window positions inside the padded input; the compiled kernel divides by the full
+/// kernel size. X = [1,1,3], kernel [2], strides [2], no pads, ceil_mode: the output is
+/// [(x0+x1)/2, x2/1] but the JIT gives [(x0+x1)/2, x2/2].
+#[test]
+#[ignore = "reason: compiled AveragePool count_include_pad divides by kh*kw where ceil_mode windows overhang the end pad"]
+fn average_pool_ceil_mode_count_include_pad() {
+    use edgecc::ir::{AutoPad, Op, Tensor, WindowAttrs};
+    for (spatial, k, s, pads) in [
+        (vec![3], vec![2], vec![2], vec![0, 0]),
+        (vec![6], vec![3], vec![2], vec![1, 1]),
+        (vec![5, 5], vec![2, 2], vec![2, 2], vec![0, 0, 0, 0]),
+    ] {
+        let r = spatial.len();
+        let mut shape = vec![1, 1];
+        shape.extend(&spatial);
+        let n: usize = shape.iter().product();
+        let mut net = Net::new();
+        let x = net.input(Tensor::f32(shape, (1..=n).map(|v| v as f32).collect()));
+        let y = net.node(
+            Op::AveragePool {
+                window: WindowAttrs {
+                    kernel: k.clone(),
+                    strides: s.clone(),
+                    dilations: vec![1; r],
+                    pads: pads.clone(),
+                    auto_pad: AutoPad::NotSet,
+                    ceil_mode: true,
+                },
+                count_include_pad: true,
+            },
+            &[x],
+        );
+        net.output(
+            y,
+            format!("AveragePool {spatial:?} k{k:?} s{s:?} pads{pads:?} ceil count_include_pad"),
+            Tol::rel(1e-6, 0.0),
+        );
+        net.check_jit().unwrap();
+    }
+}
+
+/// LIMITATION (documented in targets/cranelift/src/math.rs): exp saturates at
+/// e^88.37626 ≈ 2.4e38 although f32 reaches e^88.72 ≈ 3.4e38, so for x in
+/// (88.3763, 88.7228] the result is up to 30% low where the reference is finite.
+#[test]
+#[ignore = "reason: compiled exp saturates at 2.4e38 for x in (88.3763, 88.7228], where the reference is finite"]
+fn exp_near_overflow() {
+    use edgecc::ir::{Op, Tensor, Unary};
+    let mut net = Net::new();
+    let x = net.input(Tensor::f32(vec![4], vec![88.38, 88.5, 88.6, 88.72]));
+    let y = net.node(Op::Unary(Unary::Exp), &[x]);
+    net.output(y, "Exp near overflow", Tol::rel(EXP_REL, 0.0));
+    net.check_jit().unwrap();
+}
+
+/// BUG (runtime/JIT path): a model with more than `MAX_IO` = 64 inputs compiles, but the
+/// checked call refuses it with the self-contradictory "model takes 65 inputs, got 65".
+/// The same model runs fine as an aarch64 executable (ops_aarch64.rs has ~150 inputs).
+#[test]
+#[ignore = "reason: run_jit refuses models with more than 64 inputs, saying \"model takes 65 inputs, got 65\""]
+fn jit_more_than_64_inputs() {
+    use edgecc::ir::{Binary, Op, Tensor};
+    let mut net = Net::new();
+    let mut acc = net.input(Tensor::f32(vec![3], vec![1.0, 2.0, 3.0]));
+    for i in 0..64 {
+        let x = net.input(Tensor::f32(vec![3], vec![i as f32; 3]));
+        acc = net.node(Op::Binary(Binary::Add), &[acc, x]);
+    }
+    net.output(acc, "sum of 65 inputs", Tol::exact());
+    net.check_jit().unwrap();
+}
