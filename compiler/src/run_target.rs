@@ -32,8 +32,16 @@ pub fn run_jit(program: &Program, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Er
     let mut arena = AlignedArena::new(program.arena_size as usize, program.arena_align as usize);
     let ins: Vec<&[u8]> = inputs.iter().map(|b| b.as_slice()).collect();
     let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|b| b.as_mut_slice()).collect();
+    let mut in_ptrs = vec![std::ptr::null(); ins.len()];
+    let mut out_ptrs = vec![std::ptr::null_mut(); out_refs.len()];
     model
-        .run(&ins, &mut out_refs, arena.as_mut_slice())
+        .run_with(
+            &ins,
+            &mut out_refs,
+            arena.as_mut_slice(),
+            &mut in_ptrs,
+            &mut out_ptrs,
+        )
         .map_err(target_err)?;
     Ok(outs)
 }

@@ -133,6 +133,11 @@ pub enum Error {
     OutputMisaligned {
         index: usize,
     },
+    /// The model has more inputs or outputs than [`Model::run`] can pass ([`MAX_IO`]);
+    /// use [`Model::run_with`] and pointer arrays of your own.
+    TooManyTensors {
+        count: u32,
+    },
     /// The model returned a non-zero status.
     Failed {
         status: i32,
@@ -186,6 +191,10 @@ impl core::fmt::Display for Error {
             Error::OutputMisaligned { index } => {
                 write!(f, "output {index} is not aligned to its element size")
             }
+            Error::TooManyTensors { count } => write!(
+                f,
+                "model has {count} inputs or outputs; Model::run passes at most {MAX_IO}"
+            ),
             Error::Failed { status } => write!(f, "model returned status {status}"),
         }
     }
@@ -272,7 +281,7 @@ impl<'a> Model<'a> {
 
     /// Runs one inference after checking every buffer against the descriptor. Pointer
     /// arrays are built on the stack, so models with more than [`MAX_IO`] inputs or
-    /// outputs are refused.
+    /// outputs are refused; [`Model::run_with`] takes arrays from the caller instead.
     pub fn run(
         &self,
         inputs: &[&[u8]],
@@ -280,16 +289,41 @@ impl<'a> Model<'a> {
         arena: &mut [u8],
     ) -> Result<(), Error> {
         let d = self.desc;
-        if inputs.len() != d.num_inputs as usize || inputs.len() > MAX_IO {
+        let most = d.num_inputs.max(d.num_outputs);
+        if most as usize > MAX_IO {
+            return Err(Error::TooManyTensors { count: most });
+        }
+        let mut in_ptrs = [core::ptr::null::<u8>(); MAX_IO];
+        let mut out_ptrs = [core::ptr::null_mut::<u8>(); MAX_IO];
+        self.run_with(inputs, outputs, arena, &mut in_ptrs, &mut out_ptrs)
+    }
+
+    /// [`Model::run`] with the pointer arrays the entry point takes supplied by the caller
+    /// (at least as long as the input and output counts), for models with many tensors.
+    pub fn run_with(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut [u8],
+        in_ptrs: &mut [*const u8],
+        out_ptrs: &mut [*mut u8],
+    ) -> Result<(), Error> {
+        let d = self.desc;
+        if inputs.len() != d.num_inputs as usize {
             return Err(Error::WrongInputCount {
                 expected: d.num_inputs,
                 given: inputs.len(),
             });
         }
-        if outputs.len() != d.num_outputs as usize || outputs.len() > MAX_IO {
+        if outputs.len() != d.num_outputs as usize {
             return Err(Error::WrongOutputCount {
                 expected: d.num_outputs,
                 given: outputs.len(),
+            });
+        }
+        if in_ptrs.len() < inputs.len() || out_ptrs.len() < outputs.len() {
+            return Err(Error::TooManyTensors {
+                count: d.num_inputs.max(d.num_outputs),
             });
         }
         if (arena.len() as u64) < d.arena_size {
@@ -305,7 +339,6 @@ impl<'a> Model<'a> {
                 address,
             });
         }
-        let mut in_ptrs = [core::ptr::null::<u8>(); MAX_IO];
         for (index, (buf, td)) in inputs.iter().zip(self.inputs()).enumerate() {
             if buf.len() as u64 != td.byte_size {
                 return Err(Error::InputSize {
@@ -319,7 +352,6 @@ impl<'a> Model<'a> {
             }
             in_ptrs[index] = buf.as_ptr();
         }
-        let mut out_ptrs = [core::ptr::null_mut::<u8>(); MAX_IO];
         for (index, (buf, td)) in outputs.iter_mut().zip(self.outputs()).enumerate() {
             if buf.len() as u64 != td.byte_size {
                 return Err(Error::OutputSize {

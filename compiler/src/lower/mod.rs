@@ -126,14 +126,83 @@ impl<'g> Builder<'g> {
         }
     }
 
-    /// A scratch temp live only during the next kernel.
-    fn scratch(&mut self, size: u64) -> Buffer {
+    /// A new arena temp not tied to a value; live from the first to the last kernel that
+    /// touches it.
+    fn temp(&mut self, size: u64) -> Loc {
         self.temps.push(Temp {
             size,
             first: usize::MAX,
             last: 0,
         });
-        self.touch(Loc::Temp(self.temps.len() - 1))
+        Loc::Temp(self.temps.len() - 1)
+    }
+
+    /// A scratch temp live only during the next kernel.
+    fn scratch(&mut self, size: u64) -> Buffer {
+        let t = self.temp(size);
+        self.touch(t)
+    }
+
+    /// Average pooling with `count_include_pad` where a ceil-mode window runs past the end
+    /// padding. ONNX divides by the window positions inside the padded input, which the
+    /// Pool kernel (dividing by kh·kw) does not model; pooling an explicitly zero-padded
+    /// copy without padding and with `count_include_pad = false` computes exactly that.
+    fn avg_pool_overhanging(&mut self, x: ValueId, out: ValueId, s: Spatial, w: Window) {
+        let planes = self.shape(x)[..2].iter().product::<usize>() as u64;
+        let (hp, wp) = (
+            (s.in_h + w.pad_top + w.pad_bottom) as u64,
+            (s.in_w + w.pad_left + w.pad_right) as u64,
+        );
+        let padded = self.temp(planes * hp * wp * 4);
+        let buf = self.touch(padded);
+        self.kernels.push(Kernel::Elementwise {
+            shape: vec![planes * hp * wp],
+            inputs: vec![],
+            expr: vec![ExprNode::Const(0.0)],
+            output: View {
+                buf,
+                offset: 0,
+                strides: vec![1],
+            },
+        });
+        let input = View {
+            buf: self.buf(x),
+            offset: 0,
+            strides: vec![(s.in_h * s.in_w) as i64, s.in_w as i64, 1],
+        };
+        let buf = self.touch(padded);
+        self.kernels.push(Kernel::Elementwise {
+            shape: vec![planes, s.in_h as u64, s.in_w as u64],
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output: View {
+                buf,
+                offset: w.pad_top as u64 * wp + w.pad_left as u64,
+                strides: vec![(hp * wp) as i64, wp as i64, 1],
+            },
+        });
+        let input = self.touch(padded);
+        let output = self.buf(out);
+        self.kernels.push(Kernel::Pool {
+            kind: PoolKind::Avg {
+                count_include_pad: false,
+            },
+            channels: planes as u32,
+            spatial: Spatial {
+                in_h: hp as u32,
+                in_w: wp as u32,
+                ..s
+            },
+            window: Window {
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 0,
+                pad_right: 0,
+                ..w
+            },
+            input,
+            output,
+        });
     }
 
     fn konst(&mut self, name: String, t: Tensor) -> ConstId {
@@ -428,6 +497,15 @@ impl<'g> Builder<'g> {
                 };
                 let xs = self.shape(ins[0]).to_vec();
                 let (spatial, win) = geometry(window, &xs)?;
+                if kind
+                    == (PoolKind::Avg {
+                        count_include_pad: true,
+                    })
+                    && overhangs(&spatial, &win)
+                {
+                    self.avg_pool_overhanging(ins[0], out, spatial, win);
+                    return Ok(());
+                }
                 let input = self.buf(ins[0]);
                 let output = self.buf(out);
                 self.kernels.push(Kernel::Pool {
@@ -666,6 +744,13 @@ impl<'g> Builder<'g> {
         });
         Ok(())
     }
+}
+
+/// Whether the last window reaches past the end padding (possible with `ceil_mode`).
+fn overhangs(s: &Spatial, w: &Window) -> bool {
+    let reach = |out: u32, stride: u32, k: u32, dil: u32| (out - 1) * stride + (k - 1) * dil + 1;
+    reach(s.out_h, w.stride_h, w.kh, w.dilation_h) > s.in_h + w.pad_top + w.pad_bottom
+        || reach(s.out_w, w.stride_w, w.kw, w.dilation_w) > s.in_w + w.pad_left + w.pad_right
 }
 
 /// The program's window geometry for 1-D or 2-D NCHW input.
