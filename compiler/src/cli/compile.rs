@@ -127,6 +127,11 @@ pub fn compile(
         const_bytes,
         &[&output, &header_path, &manifest_path],
     );
+    eprintln!(
+        "compiled in {:.1} ms (front end, passes and lowering {:.1} ms)",
+        start.elapsed().as_secs_f64() * 1e3,
+        c.elapsed.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
