@@ -667,6 +667,67 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
+    /// A `[batch, rows, cols]` view of a MatMul operand whose own batch dims are `own`.
+    /// A batch of one is read with stride 0; one that equals the full batch is read in
+    /// place; a partial broadcast (e.g. `[2,1]` against `[2,3]`) is first copied out to the
+    /// full batch so the GEMM sees one batch stride.
+    fn batched_operand(
+        &mut self,
+        v: ValueId,
+        own: &[usize],
+        batch: &[usize],
+        mat: [usize; 2],
+        batched: bool,
+    ) -> View {
+        let size = mat[0] * mat[1];
+        let own_n: usize = own.iter().product();
+        let full: usize = batch.iter().product();
+        let strides = |bs: usize| vec![bs as i64, mat[1] as i64, 1];
+        if own_n == 1 || !batched {
+            return View {
+                buf: self.buf(v),
+                offset: 0,
+                strides: strides(0),
+            };
+        }
+        if own_n == full {
+            return View {
+                buf: self.buf(v),
+                offset: 0,
+                strides: strides(size),
+            };
+        }
+        let mut shape = batch.to_vec();
+        shape.extend(mat);
+        let mut src = own.to_vec();
+        src.extend(mat);
+        let t = self.temp((full * size * 4) as u64);
+        let input = View {
+            buf: self.buf(v),
+            offset: 0,
+            strides: broadcast_strides(&src, &shape)
+                .into_iter()
+                .map(|s| s as i64)
+                .collect(),
+        };
+        let buf = self.touch(t);
+        self.kernels.push(Kernel::Elementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output: View {
+                buf,
+                offset: 0,
+                strides: dense(&shape),
+            },
+        });
+        View {
+            buf: self.touch(t),
+            offset: 0,
+            strides: strides(size),
+        }
+    }
+
     fn matmul(&mut self, n: NodeIndex) -> Result<(), Error> {
         let g = self.g;
         let node = g.node(n);
@@ -688,43 +749,18 @@ impl<'g> Builder<'g> {
         let batch = broadcast(ab, bb).map_err(|e| unsupported(g, n, e))?;
         let nbatch: usize = batch.iter().product();
         let (out, act) = self.epilogue(node.outputs[0]);
-        let (batch_n, m_eff, a_bs, b_bs) = if bb.iter().product::<usize>() == 1 {
+        let (batch_n, m_eff) = if bb.iter().product::<usize>() == 1 {
             // A shared right-hand side: fold A's batch into M.
-            (1, nbatch * m, 0, 0)
+            (1, nbatch * m)
         } else {
-            let stride =
-                |own: &[usize], mat: usize, this: &mut Self, v: ValueId| -> Result<i64, Error> {
-                    if own.iter().product::<usize>() == 1 {
-                        Ok(0)
-                    } else if own.len() == batch.len() && own == batch.as_slice()
-                        || own.iter().product::<usize>() == nbatch
-                            && own
-                                .iter()
-                                .rev()
-                                .zip(batch.iter().rev())
-                                .all(|(a, b)| a == b)
-                    {
-                        Ok(mat as i64)
-                    } else {
-                        let _ = this;
-                        let _ = v;
-                        Err(unsupported(g, n, "partially broadcast batch dimensions"))
-                    }
-                };
-            let a_bs = stride(ab, m * k, self, ia)?;
-            let b_bs = stride(bb, k * nn, self, ib)?;
-            (nbatch, m, a_bs, b_bs)
+            (nbatch, m)
         };
-        let a = View {
-            buf: self.buf(ia),
-            offset: 0,
-            strides: vec![a_bs, k as i64, 1],
-        };
-        let b = View {
-            buf: self.buf(ib),
-            offset: 0,
-            strides: vec![b_bs, nn as i64, 1],
-        };
+        let mut a = self.batched_operand(ia, ab, &batch, [m, k], batch_n > 1);
+        let mut b = self.batched_operand(ib, bb, &batch, [k, nn], batch_n > 1);
+        if batch_n == 1 {
+            a.strides[0] = 0;
+            b.strides[0] = 0;
+        }
         let c = View {
             buf: self.buf(out),
             offset: 0,
