@@ -404,7 +404,26 @@ impl<'g> Builder<'g> {
                             let t = Tensor::f32(self.shape(c).to_vec(), scaled);
                             Buffer::Const(self.konst(format!("{}*beta", g.value(c).name), t))
                         } else {
-                            return Err(unsupported(g, n, "beta != 1 with a non-constant C"));
+                            // beta·C computed at run time into a temp the GEMM reads.
+                            let shape = self.shape(c).to_vec();
+                            let t = self.temp(g.value(c).byte_size() as u64);
+                            let input = self.dview(c);
+                            let buf = self.touch(t);
+                            self.kernels.push(Kernel::Elementwise {
+                                shape: shape.iter().map(|&d| d as u64).collect(),
+                                inputs: vec![input],
+                                expr: vec![
+                                    ExprNode::Input(0),
+                                    ExprNode::Const(*beta),
+                                    ExprNode::Binary(BinaryOp::Mul, 0, 1),
+                                ],
+                                output: View {
+                                    buf,
+                                    offset: 0,
+                                    strides: dense(&shape),
+                                },
+                            });
+                            self.touch(t)
                         };
                         Some(View {
                             buf,

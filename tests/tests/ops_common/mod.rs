@@ -834,9 +834,8 @@ pub fn gemm_strategy() -> BoxedStrategy<GemmP> {
     )
         .prop_map(
             |((m, k, n), (trans_a, trans_b), alpha, beta, c, (b_const, c_const), act, seed)| {
-                // Lowering supports beta ∉ {0, 1} only for a constant C (it folds beta
-                // into C at compile time) and reports the rest unsupported.
-                let beta = if !c_const && beta != 0.0 { 1.0 } else { beta };
+                // beta ∉ {0, 1}: folded into a constant C at compile time, or computed into
+                // a temp by an elementwise kernel for a C that is an input.
                 GemmP {
                     m,
                     k,
