@@ -116,6 +116,30 @@ proptest! {
         check_jit(&p, 2e-6 * (c_in / groups * kh * kw + 4) as f32, 1e-5, "conv");
     }
 
+    /// Convolutions big enough that the im2col runs in several blocks of output rows with
+    /// a shorter last block, with several groups, strides and padding.
+    #[test]
+    fn conv_blocks_match_exec(
+        groups in 1u32..4, cpg in 8u32..20, opg in 1u32..7,
+        h in 6u32..30, w in 3u32..40, kh in 2u32..4, kw in 2u32..4, sh in 1u32..3, sw in 1u32..3,
+        pads in prop::collection::vec(0u32..2, 4), bias: bool, act in act(),
+    ) {
+        let (c_in, c_out) = (groups * cpg, groups * opg);
+        let wn = Window { kh, kw, stride_h: sh, stride_w: sw, dilation_h: 1, dilation_w: 1, pad_top: pads[0], pad_left: pads[1], pad_bottom: pads[2], pad_right: pads[3] };
+        let (span_h, span_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        prop_assume!(span_h >= kh && span_w >= kw);
+        let s = Spatial { n: 1, in_h: h, in_w: w, out_h: (span_h - kh) / sh + 1, out_w: (span_w - kw) / sw + 1 };
+        let rows = Kernel::conv_block_rows(c_in, groups, &s, &wn);
+        prop_assume!(s.out_h / rows >= 2 && s.out_h % rows != 0);
+        let k = (cpg * kh * kw) as u64;
+        prop_assert_eq!(
+            Kernel::conv_scratch_bytes(c_in, c_out, groups, &s, &wn),
+            k * (rows * s.out_w) as u64 * 4
+        );
+        let p = conv_program_with(1, c_in, c_out, groups, s, wn, bias, act);
+        check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "conv blocks");
+    }
+
     #[test]
     fn pool_matches_exec(
         c in 1u32..4, h in 1u32..12, w in 1u32..24, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,

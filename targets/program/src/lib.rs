@@ -315,9 +315,10 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The scratch a [`Kernel::Conv`] gets: one group's im2col matrix,
-    /// `(c_in/groups · kh · kw) × (out_h · out_w)` floats, unless the convolution needs
-    /// none (pointwise with unit stride and no padding, or depthwise).
+    /// The scratch a [`Kernel::Conv`] gets: the im2col matrix of one block of output rows
+    /// of one group, `K × (rows · out_w)` floats with `K = c_in/groups · kh · kw` and
+    /// `rows = `[`Kernel::conv_block_rows`], unless the convolution needs none (pointwise
+    /// with unit stride and no padding, or depthwise).
     pub fn conv_scratch_bytes(c_in: u32, c_out: u32, groups: u32, s: &Spatial, w: &Window) -> u64 {
         let pointwise = w.kh == 1
             && w.kw == 1
@@ -328,11 +329,39 @@ impl Kernel {
             && w.pad_bottom == 0
             && w.pad_right == 0;
         let depthwise = groups == c_in && groups == c_out;
-        if pointwise || depthwise {
+        if pointwise || depthwise || groups == 0 {
             return 0;
         }
         let k = (c_in / groups) as u64 * w.kh as u64 * w.kw as u64;
-        k * s.out_h as u64 * s.out_w as u64 * 4
+        let rows = Kernel::conv_block_rows(c_in, groups, s, w) as u64;
+        k * rows * s.out_w as u64 * 4
+    }
+
+    /// How many output rows an im2col convolution processes per block; the target
+    /// im2col-s one block (all of its `rows · out_w` output pixels) into the scratch and
+    /// multiplies it by the weights before the next block.
+    ///
+    /// The block aims at [`CONV_BLOCK_BYTES`] of im2col data (`K · cols · 4` bytes), i.e.
+    /// `cols = CONV_BLOCK_BYTES / (4K)` columns clamped to `64..=512`: an L1-sized B
+    /// operand that every row block of the weights sweeps while it stays cached, and at
+    /// least 64 columns so the microkernels (8 columns on x86_64, 12 on aarch64) run whole
+    /// panels most of the time. Blocks are whole output rows (`rows = cols / out_w`, at
+    /// least 1, at most `out_h`), so each block's im2col is plain row copies; when possible
+    /// `rows · out_w` is rounded down to a multiple of 8 (else of 4) so that only the last
+    /// block has a column tail narrower than a vector.
+    pub fn conv_block_rows(c_in: u32, groups: u32, s: &Spatial, w: &Window) -> u32 {
+        let k = ((c_in / groups.max(1)) as u64 * w.kh as u64 * w.kw as u64).max(1);
+        let ow = (s.out_w as u64).max(1);
+        let cols = (CONV_BLOCK_BYTES / (4 * k)).clamp(64, 512);
+        let mut rows = (cols / ow).max(1);
+        for lanes in [8u64, 4] {
+            let q = lanes / gcd(ow, lanes);
+            if rows >= q {
+                rows -= rows % q;
+                break;
+            }
+        }
+        rows.min(s.out_h as u64).max(1) as u32
     }
 
     /// A short lower-case name for reports and symbol names.
@@ -362,6 +391,15 @@ pub struct Program {
     pub arena_align: u64,
     pub consts: Vec<Const>,
     pub kernels: Vec<Kernel>,
+}
+
+/// Target size in bytes of one im2col block of a convolution (see
+/// [`Kernel::conv_block_rows`]): the 32 KiB L1 data cache of the Cortex-A53/A55/A72 class
+/// cores edge boards use (x86_64 cores have at least as much).
+pub const CONV_BLOCK_BYTES: u64 = 32 * 1024;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The alignment every arena offset and the arena base honour: one cache line, so

@@ -2,14 +2,20 @@
 //! - depthwise (`groups == c_in == c_out`): the direct window kernel ([`super::window`]);
 //! - pointwise with unit stride and no padding: GEMM straight on the input, which already
 //!   is the `c_in/groups × (h·w)` B matrix of each image and group;
-//! - everything else: im2col of one image and group into the scratch area, then GEMM.
+//! - everything else: for each image, group and block of output rows
+//!   ([`Kernel::conv_block_rows`]), im2col of that block into the scratch area, then GEMM
+//!   into the block's columns of the output.
 //!
 //! In the GEMM forms the weights are the constant A operand (`M = c_out/groups`,
-//! `K = c_in/groups·kh·kw`), packed at compile time, and `N = out_h·out_w`, so the GEMM
-//! writes NCHW output directly; bias (per output row) and activation are its epilogue.
+//! `K = c_in/groups·kh·kw`), packed at compile time, and B is the `K × (rows·out_w)`
+//! im2col block (or the input itself), so the GEMM writes NCHW output directly through a C
+//! view with row stride `out_h·out_w`; bias (per output row) and activation are its
+//! epilogue. Blocking bounds the scratch to `K × block columns` (about 32 KiB) instead of
+//! the whole `K × out_h·out_w` matrix, and keeps the B operand cache-resident while all
+//! row blocks of the weights sweep it.
 
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
-use edgecc_program::{Activation, Buffer, Const, ConstId, Spatial, Window};
+use edgecc_program::{Activation, Buffer, Const, ConstId, Kernel, Spatial, Window};
 
 use crate::error::{Error, unsupported};
 use crate::fx::{Fx, W};
@@ -135,6 +141,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
     let wts = fx.data_addr(packed);
     let (cpg, opg) = ((cv.c_in / cv.groups) as i64, (cv.c_out / cv.groups) as u64);
     let (k, n_out) = (cv.k(), s.out_h as u64 * s.out_w as u64);
+    let ow = s.out_w as u64;
     let in_plane = s.in_h as i64 * s.in_w as i64 * 4;
     let a_group = (opg.div_ceil(t.mr) * t.mr * k * 4) as i64;
     let pointwise = cv.is_pointwise();
@@ -142,6 +149,14 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
         Some(b) if !pointwise => Some(fx.buf(b)),
         _ => None,
     };
+    // Output rows per im2col block (the contract sizes the scratch from the same rule);
+    // pointwise convolutions read the input directly, as one block of all rows.
+    let rows = if scratch.is_some() {
+        Kernel::conv_block_rows(cv.c_in, cv.groups, s, &cv.w) as u64
+    } else {
+        s.out_h as u64
+    };
+    let (full, tail) = (s.out_h as u64 / rows, s.out_h as u64 % rows);
     let groups = cv.groups as u64;
     fx.for_n(s.n as u64, &[], |fx, ni, _| {
         fx.for_n(groups, &[], |fx, g, _| {
@@ -150,25 +165,6 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
             let gc = fx.b.ins().imul_imm_s(g, cpg);
             let ch = fx.b.ins().iadd(ch, gc);
             let in_g = fx.addp_scaled(input, ch, in_plane);
-            let b = match scratch {
-                None => Mat {
-                    base: in_g,
-                    rs: in_plane,
-                    cs: 4,
-                    block: t.nr() as i64 * 4,
-                    readonly: true,
-                },
-                Some(sc) => {
-                    im2col(fx, cv, in_g, sc);
-                    Mat {
-                        base: sc,
-                        rs: n_out as i64 * 4,
-                        cs: 4,
-                        block: t.nr() as i64 * 4,
-                        readonly: false,
-                    }
-                }
-            };
             let a = Mat {
                 base: fx.addp_scaled(wts, g, a_group),
                 rs: 4,
@@ -179,13 +175,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
             let oc = fx.b.ins().imul_imm_s(ni, cv.c_out as i64);
             let go = fx.b.ins().imul_imm_s(g, opg as i64);
             let oc = fx.b.ins().iadd(oc, go);
-            let c = Mat {
-                base: fx.addp_scaled(output, oc, n_out as i64 * 4),
-                rs: n_out as i64 * 4,
-                cs: 4,
-                block: 0,
-                readonly: false,
-            };
+            let out_g = fx.addp_scaled(output, oc, n_out as i64 * 4);
             let bias = bias.map(|bp| Mat {
                 base: fx.addp_scaled(bp, g, opg as i64 * 4),
                 rs: 4,
@@ -193,22 +183,68 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
                 block: 0,
                 readonly: true,
             });
-            gemm::emit_2d(
-                fx,
-                t,
-                &Gemm2d {
-                    m: opg,
-                    n: n_out,
-                    k,
-                    a,
-                    b,
-                    c,
-                    bias,
-                    alpha: 1.0,
-                    act: cv.act,
-                    unroll: t.unroll,
-                },
-            );
+            let token = fx.b.ins().iadd(ni, g);
+            // Full blocks of `rows` output rows in a loop, then the remaining rows.
+            for (count, r, is_tail) in [(full, rows, false), (u64::from(tail > 0), tail, true)] {
+                fx.for_n(count, &[], |fx, blk, _| {
+                    let oy0 = if is_tail {
+                        fx.iconst((full * rows) as i64)
+                    } else {
+                        fx.b.ins().imul_imm_s(blk, rows as i64)
+                    };
+                    let n_blk = r * ow;
+                    let b = match scratch {
+                        None => Mat {
+                            base: in_g,
+                            rs: in_plane,
+                            cs: 4,
+                            block: t.nr() as i64 * 4,
+                            readonly: true,
+                        },
+                        Some(sc) => {
+                            im2col(fx, cv, in_g, sc, oy0, r);
+                            // The GEMM reads the block with pure loads (`readonly +
+                            // can_move`, which the microkernel needs to be fast); their
+                            // address must then depend on this iteration, or Cranelift
+                            // could hoist a load of a loop-invariant address above the
+                            // im2col stores. `token >> 63` is 0 but opaque to the e-graph.
+                            let tok = fx.b.ins().iadd(token, blk);
+                            let zero = fx.b.ins().ushr_imm_u(tok, 63);
+                            Mat {
+                                base: fx.b.ins().iadd(sc, zero),
+                                rs: n_blk as i64 * 4,
+                                cs: 4,
+                                block: t.nr() as i64 * 4,
+                                readonly: true,
+                            }
+                        }
+                    };
+                    let c = Mat {
+                        base: fx.addp_scaled(out_g, oy0, ow as i64 * 4),
+                        rs: n_out as i64 * 4,
+                        cs: 4,
+                        block: 0,
+                        readonly: false,
+                    };
+                    gemm::emit_2d(
+                        fx,
+                        t,
+                        &Gemm2d {
+                            m: opg,
+                            n: n_blk,
+                            k,
+                            a,
+                            b,
+                            c,
+                            bias,
+                            alpha: 1.0,
+                            act: cv.act,
+                            unroll: t.unroll,
+                        },
+                    );
+                    vec![]
+                });
+            }
             vec![]
         });
         vec![]
@@ -216,32 +252,35 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
     Ok(())
 }
 
-/// Writes the `(cpg·kh·kw) × (out_h·out_w)` im2col matrix of one image and group to
-/// `dst`: row `(ci, ky, kx)`, column `(oy, ox)` holds the input tap or 0 in the padding.
+/// Writes the im2col matrix of output rows `oy0 .. oy0 + rows` of one image and group
+/// to `dst`: `(cpg·kh·kw) × (rows·out_w)`, dense; row `(ci, ky, kx)`, column
+/// `(oy - oy0, ox)` holds the input tap or 0 in the padding.
 ///
 /// `kx` is unrolled, so for unit horizontal stride the columns whose tap is inside the
 /// row are a compile-time range: that part is an f32x4 copy (when the input row exists,
 /// zeros otherwise) and only the padding columns around it are stored one by one. Other
 /// strides gather one element at a time with a masked load.
-fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value) {
+fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value, oy0: Value, rows: u64) {
     let (s, w) = (&cv.s, &cv.w);
-    let (ih, iw, oh, ow) = (s.in_h as i64, s.in_w as i64, s.out_h as u64, s.out_w as u64);
+    let (ih, iw, ow) = (s.in_h as i64, s.in_w as i64, s.out_w as u64);
     let cpg = (cv.c_in / cv.groups) as u64;
     let (kh, kw) = (w.kh as u64, w.kw as u64);
-    let n_out = (oh * ow) as i64;
+    let n_blk = (rows * ow) as i64;
+    let iy0 = fx.b.ins().imul_imm_s(oy0, w.stride_h as i64);
     fx.for_n(cpg, &[], |fx, ci, _| {
         let plane = fx.addp_scaled(src, ci, ih * iw * 4);
         fx.for_n(kh, &[], |fx, ky, _| {
             let r0 = fx.b.ins().imul_imm_s(ci, (kh * kw) as i64);
             let ry = fx.b.ins().imul_imm_s(ky, kw as i64);
             let r0 = fx.b.ins().iadd(r0, ry);
-            let row0 = fx.addp_scaled(dst, r0, n_out * 4);
+            let row0 = fx.addp_scaled(dst, r0, n_blk * 4);
             let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
             let dy = fx.b.ins().iadd_imm_s(dy, -(w.pad_top as i64));
+            let dy = fx.b.ins().iadd(dy, iy0);
             for kx in 0..kw {
-                let row = fx.addp(row0, kx as i64 * n_out * 4);
+                let row = fx.addp(row0, kx as i64 * n_blk * 4);
                 let dx = kx as i64 * w.dilation_w as i64 - w.pad_left as i64;
-                fx.for_n(oh, &[], |fx, oy, _| {
+                fx.for_n(rows, &[], |fx, oy, _| {
                     let iy = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
                     let iy = fx.b.ins().iadd(iy, dy);
                     let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
