@@ -400,6 +400,49 @@ impl<'f, 'd> Fx<'f, 'd> {
         self.b.block_params(exit).to_vec()
     }
 
+    /// Like [`Fx::for_n`], but tested at the top, with the exit taking the header's own
+    /// parameters: each carried value the body computes then has exactly one use (the
+    /// back edge). In the rotated form the last values are also the exit's arguments, and
+    /// that second use makes Cranelift's lowering treat every instruction they depend on
+    /// as used several times, so no load can fold into its single user (the x64
+    /// `vbroadcastss mem` of the GEMM). LICM does not work in this shape (see the module
+    /// doc): use it for loops without invariants to hoist.
+    pub fn for_n_top(
+        &mut self,
+        n: u64,
+        carried: &[Value],
+        mut body: impl FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        if n <= 1 {
+            return self.for_n(n, carried, body);
+        }
+        let head = self.b.create_block();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(head, PTR);
+        for &v in carried {
+            let t = self.b.func.dfg.value_type(v);
+            self.b.append_block_param(head, t);
+        }
+        let zero = self.iconst(0);
+        let args = block_args(zero, carried);
+        self.b.ins().jump(head, &args);
+        self.b.switch_to_block(head);
+        let params = self.b.block_params(head).to_vec();
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, params[0], n as i64);
+        self.b.ins().brif(more, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        let next = body(self, params[0], &params[1..]);
+        let i1 = self.b.ins().iadd_imm_s(params[0], 1);
+        let back = block_args(i1, &next);
+        self.b.ins().jump(head, &back);
+        self.b.switch_to_block(exit);
+        params[1..].to_vec()
+    }
+
     /// Like [`Fx::for_n`], but emits the body `n` times straight-line when `n <= max`
     /// (small windows, tails), with `i` a constant.
     pub fn for_n_unrolled(

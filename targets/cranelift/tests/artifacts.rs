@@ -207,60 +207,163 @@ fn aarch64_runs_under_qemu() {
             },
         )
         .unwrap();
-        let o = dir.join("net.o");
-        std::fs::write(&o, &obj.bytes).unwrap();
-        let harness_src =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
-        let exe = dir.join("harness");
-        let out = Command::new("aarch64-linux-gnu-gcc")
-            .args([
-                "-static",
-                "-O2",
-                "-Wall",
-                "-Werror",
-                "-DEDGECC_MODEL=net_model",
-            ])
-            .arg(&harness_src)
-            .arg(&o)
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "link failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let ins = inputs_for(&p, 3);
-        let mut cmd = Command::new("qemu-aarch64");
-        cmd.arg(&exe);
-        for (i, v) in ins.iter().enumerate() {
-            let f = dir.join(format!("in{i}.bin"));
-            write_floats(&f, v);
-            cmd.arg(f);
-        }
-        cmd.arg("--");
-        let outs: Vec<_> = (0..p.outputs.len())
-            .map(|i| dir.join(format!("out{i}.bin")))
-            .collect();
-        cmd.args(&outs);
-        let run = cmd.output().unwrap();
-        assert!(
-            run.status.success(),
-            "harness failed ({}): {}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let got: Vec<Vec<f32>> = outs
-            .iter()
-            .map(|f| floats(&std::fs::read(f).unwrap()))
-            .collect();
+        let got = run_under_qemu(&p, &obj.bytes, &ins, &dir);
         assert_close(
             &got,
             &run_exec(&p, &ins),
             TOL,
             TOL,
             &format!("network on aarch64 (pic {pic})"),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Links `obj` (compiled from `p` for aarch64) with the C harness and runs it under qemu
+/// on `ins`; returns the outputs.
+fn run_under_qemu(
+    p: &edgecc_program::Program,
+    obj: &[u8],
+    ins: &[Vec<f32>],
+    dir: &Path,
+) -> Vec<Vec<f32>> {
+    let o = dir.join(format!("{}.o", p.name));
+    std::fs::write(&o, obj).unwrap();
+    let harness_src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
+    let exe = dir.join("harness");
+    let out = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-static", "-O2", "-Wall", "-Werror"])
+        .arg(format!("-DEDGECC_MODEL={}_model", p.name))
+        .arg(&harness_src)
+        .arg(&o)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "link failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = Command::new("qemu-aarch64");
+    cmd.arg(&exe);
+    for (i, v) in ins.iter().enumerate() {
+        let f = dir.join(format!("in{i}.bin"));
+        write_floats(&f, v);
+        cmd.arg(f);
+    }
+    cmd.arg("--");
+    let outs: Vec<_> = (0..p.outputs.len())
+        .map(|i| dir.join(format!("out{i}.bin")))
+        .collect();
+    cmd.args(&outs);
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "harness failed ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    outs.iter()
+        .map(|f| floats(&std::fs::read(f).unwrap()))
+        .collect()
+}
+
+/// The aarch64 GEMM paths under qemu: A loaded as f32x4 lanes (packed constant A, and a
+/// transposed input A) with row tails of 4 and of 3 (scalar A), and convolutions in
+/// several im2col blocks with a shorter last block, several groups and strides.
+#[test]
+fn aarch64_gemm_and_conv_shapes_under_qemu() {
+    tool("aarch64-linux-gnu-gcc");
+    tool("qemu-aarch64");
+    let target: Target = "aarch64-neon".parse().unwrap();
+    let dir = scratch_dir("a64-shapes");
+    let mut progs = vec![
+        // a_t: A element (r, k) at r + k·m, rows contiguous; M = 8 + 8 + 4.
+        gemm_program(
+            2,
+            20,
+            27,
+            13,
+            true,
+            false,
+            false,
+            false,
+            false,
+            Some("col"),
+            edgecc_program::Activation::Relu,
+            1.0,
+        ),
+        // Packed constant A, M = 8 + 4, transposed B.
+        gemm_program(
+            1,
+            12,
+            30,
+            17,
+            false,
+            true,
+            true,
+            false,
+            false,
+            None,
+            edgecc_program::Activation::None,
+            -0.75,
+        ),
+        // Packed constant A with M = 8 + 3 (the tail takes scalar A loads).
+        gemm_program(
+            1,
+            11,
+            13,
+            9,
+            false,
+            false,
+            true,
+            true,
+            false,
+            Some("row"),
+            edgecc_program::Activation::Tanh,
+            1.0,
+        ),
+    ];
+    let w3 = |s: u32| win(3, s, 1, 1);
+    // K = 81: blocks of 4 rows of 23 columns, 22 rows = 5 blocks + 2; 2 groups of 12.
+    progs.push(conv_program(
+        1,
+        18,
+        24,
+        2,
+        22,
+        23,
+        w3(1),
+        true,
+        edgecc_program::Activation::Relu,
+    ));
+    // Stride 2, 3 groups of 5 output channels (a 5-row tail: scalar A loads).
+    progs.push(conv_program(
+        2,
+        27,
+        15,
+        3,
+        30,
+        31,
+        w3(2),
+        false,
+        edgecc_program::Activation::None,
+    ));
+    for (i, mut p) in progs.into_iter().enumerate() {
+        p.name = format!("s{i}");
+        let obj = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
+        let ins = inputs_for(&p, 17 + i as u64);
+        let got = run_under_qemu(&p, &obj.bytes, &ins, &dir);
+        let k = 81.0f32;
+        assert_close(
+            &got,
+            &run_exec(&p, &ins),
+            2e-6 * k,
+            1e-5,
+            &format!("aarch64 shape {i}"),
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -130,7 +130,7 @@ proptest! {
         prop_assume!(span_h >= kh && span_w >= kw);
         let s = Spatial { n: 1, in_h: h, in_w: w, out_h: (span_h - kh) / sh + 1, out_w: (span_w - kw) / sw + 1 };
         let rows = Kernel::conv_block_rows(c_in, groups, &s, &wn);
-        prop_assume!(s.out_h / rows >= 2 && s.out_h % rows != 0);
+        prop_assume!(s.out_h / rows >= 2 && !s.out_h.is_multiple_of(rows));
         let k = (cpg * kh * kw) as u64;
         prop_assert_eq!(
             Kernel::conv_scratch_bytes(c_in, c_out, groups, &s, &wn),

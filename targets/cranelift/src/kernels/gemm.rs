@@ -1,12 +1,26 @@
 //! GEMM: `C = act(alpha · A·B + bias)` with a register-blocked microkernel.
 //!
 //! The microkernel keeps an `MR × NR` tile of C in registers (`NR = 4·NV` columns as
-//! `NV` f32x4 vectors) and walks K: per step it loads `NV` vectors of a B row and `MR`
-//! scalars of an A column (each splat), and does `MR·NV` multiply-adds. Tiles: 4×8 on
+//! `NV` f32x4 vectors) and walks K: per step it loads `NV` vectors of a B row and the `MR`
+//! values of an A column (each broadcast), and does `MR·NV` multiply-adds. Tiles: 4×8 on
 //! x86_64 (16 xmm, and x64 FMA ties its destination to a multiplicand, so a bigger tile
 //! spills — see the Cranelift notes, 49 GFLOP/s measured for 4×8) and 8×12 on aarch64
 //! (32 vector registers, `fmla` accumulates in place: 24 accumulators + 3 B + 1 A).
 //! The K loop is unrolled twice on x86_64 and not on aarch64 (see [`Tile::for_target`]).
+//!
+//! How A gets to the multiply-adds is chosen per target (see `micro`), from the listings:
+//! - aarch64, packed A: per K step 2 `ldr q` of A + 3 `ldr q` of B + 24 by-element `fmla`
+//!   (the A lanes are same-lane shuffles, which the backend turns into `fmla v.s[l]`);
+//!   previously 8 `ldr s` of A.
+//! - x86_64 with FMA: every multiply-add gets its own `vbroadcastss mem` of A. The FMA
+//!   then overwrites a dead register instead of a copy of a live splat (x64 FMA ties its
+//!   destination to a multiplicand), which removes the 8 `movdqa` per unrolled iteration,
+//!   and the load-and-splat pair becomes one instruction. That needs the K loop tested
+//!   at the top ([`Fx::for_n_top`]): in a rotated loop the last accumulators are used by
+//!   both the back edge and the exit, and the lowering then refuses to fold any load
+//!   they depend on. Per unrolled iteration (16 FMAs): 16 `vbroadcastss` + 4 `vmovups` +
+//!   16 `vfmadd213ps` + 8 `movdqa` (accumulators rotate through registers on the back
+//!   edge) + 7 loop instructions, 51 in all (56 before). Unrolling 4 times spills.
 //!
 //! Every operand is addressed as `base + row·rs + col·cs` (bytes), so transposed and
 //! broadcast views are the same code; only the loads change: B with column stride 1 is
@@ -163,6 +177,20 @@ fn micro(
     let zero = fx.fconst(w, 0.0);
     let mut carried = vec![a, b];
     carried.extend(std::iter::repeat_n(zero, (mr * nv) as usize));
+    // How A reaches the multiply-adds (see the module doc):
+    // - aarch64 with A rows contiguous (packed A) in whole groups of 4: f32x4 loads, each
+    //   row's value used as a lane of the by-element `fmla` (a same-lane shuffle is
+    //   matched to it), so one load serves 4 rows;
+    // - x86_64 with FMA: one `splat(load)` per multiply-add, so each splat has a single
+    //   use and folds into `vbroadcastss mem`; the FMA's destination is tied to that
+    //   multiplicand, which is then dead, so no `movdqa` copy is needed. The loads of one
+    //   row use different base values (`a + 64·v`, offset `-64·v`), else the e-graph would
+    //   merge them into one splat with several uses again;
+    // - otherwise one scalar load and splat per row.
+    let a_lanes =
+        fx.feat.aarch64 && w == W::V4 && g.a.rs == 4 && mr.is_multiple_of(4) && g.a.readonly;
+    let a_per_use = !fx.feat.aarch64 && fx.feat.fma && w == W::V4 && nv > 1 && g.a.readonly;
+    let f32t = cranelift_codegen::ir::types::F32;
     // One K step at `kk` steps past the carried pointers.
     let step = |fx: &mut Fx, ap: Value, bp: Value, kk: i64, acc: &mut [Value]| {
         let bv: Vec<Value> = (0..nv as i64)
@@ -176,15 +204,48 @@ fn micro(
                 )
             })
             .collect();
+        let a_vecs: Vec<Value> = if a_lanes {
+            (0..mr.div_ceil(4) as i64)
+                .map(|q| {
+                    let v = fx.load(
+                        cranelift_codegen::ir::types::F32X4,
+                        ap,
+                        q * 16 + kk * g.a.cs,
+                        true,
+                    );
+                    fx.bitcast(cranelift_codegen::ir::types::I8X16, v)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let a_bases: Vec<Value> = if a_per_use {
+            (0..nv as i64).map(|v| fx.addp(ap, 64 * v)).collect()
+        } else {
+            Vec::new()
+        };
         for r in 0..mr as i64 {
-            let s = fx.load(
-                cranelift_codegen::ir::types::F32,
-                ap,
-                r * g.a.rs + kk * g.a.cs,
-                g.a.readonly,
-            );
-            let av = fx.splat(w, s);
             let row = &mut acc[r as usize * nv as usize..(r as usize + 1) * nv as usize];
+            let a_off = r * g.a.rs + kk * g.a.cs;
+            if a_per_use {
+                for (v, (a, &b)) in row.iter_mut().zip(&bv).enumerate() {
+                    let s = fx.load(f32t, a_bases[v], a_off - 64 * v as i64, true);
+                    let av = fx.splat(w, s);
+                    *a = fx.mul_add(av, b, *a);
+                }
+                continue;
+            }
+            let av = if a_lanes {
+                let x = a_vecs[r as usize / 4];
+                let l = (r % 4) as u8 * 4;
+                let mask: Vec<u8> = (0..16).map(|i| l + i % 4).collect();
+                let imm = fx.b.func.dfg.immediates.push(mask.into());
+                let sh = fx.b.ins().shuffle(x, x, imm);
+                fx.bitcast(cranelift_codegen::ir::types::F32X4, sh)
+            } else {
+                let s = fx.load(f32t, ap, a_off, g.a.readonly);
+                fx.splat(w, s)
+            };
             for (a, &b) in row.iter_mut().zip(&bv) {
                 *a = fx.mul_add(av, b, *a);
             }
@@ -192,7 +253,7 @@ fn micro(
     };
     let unroll = g.unroll;
     let iters = g.k / unroll;
-    let out = fx.for_n(iters, &carried, |fx, _, c| {
+    let body = |fx: &mut Fx, _: Value, c: &[Value]| {
         let mut acc = c[2..].to_vec();
         for u in 0..unroll as i64 {
             step(fx, c[0], c[1], u, &mut acc);
@@ -202,7 +263,12 @@ fn micro(
         let mut next = vec![ap, bp];
         next.extend(acc);
         next
-    });
+    };
+    let out = if a_per_use {
+        fx.for_n_top(iters, &carried, body)
+    } else {
+        fx.for_n(iters, &carried, body)
+    };
     let mut acc = out[2..].to_vec();
     for u in 0..(g.k % unroll) as i64 {
         step(fx, out[0], out[1], u, &mut acc);
