@@ -120,17 +120,18 @@ fn main() {
             compile.as_secs_f64() * 1e3
         );
     }
-    conv(64, 1, 56);
-    conv(64, 64, 56);
+    conv(64, 1, 56, 1);
+    conv(64, 64, 56, 1);
+    conv(64, 1, 56, 2);
 }
 
 /// Times a convolution (im2col + GEMM, or the depthwise window kernel).
-fn conv(c: u32, groups: u32, hw: u32) {
+fn conv(c: u32, groups: u32, hw: u32, stride: u32) {
     let w = Window {
         kh: 3,
         kw: 3,
-        stride_h: 1,
-        stride_w: 1,
+        stride_h: stride,
+        stride_w: stride,
         dilation_h: 1,
         dilation_w: 1,
         pad_top: 1,
@@ -138,12 +139,13 @@ fn conv(c: u32, groups: u32, hw: u32) {
         pad_bottom: 1,
         pad_right: 1,
     };
+    let ohw = (hw - 1) / stride + 1;
     let s = Spatial {
         n: 1,
         in_h: hw,
         in_w: hw,
-        out_h: hw,
-        out_w: hw,
+        out_h: ohw,
+        out_w: ohw,
     };
     let scratch = Kernel::conv_scratch_bytes(c, c, groups, &s, &w);
     let f32s = |n: u32| IoTensor {
@@ -155,7 +157,7 @@ fn conv(c: u32, groups: u32, hw: u32) {
     let p = Program {
         name: "conv".into(),
         inputs: vec![f32s(c * hw * hw)],
-        outputs: vec![f32s(c * hw * hw)],
+        outputs: vec![f32s(c * ohw * ohw)],
         arena_size: scratch.div_ceil(64) * 64,
         arena_align: 64,
         consts: vec![Const {
@@ -181,10 +183,10 @@ fn conv(c: u32, groups: u32, hw: u32) {
     let jit = edgecc_cranelift::compile_jit(&p).expect("compile");
     let model = edgecc_runtime::Model::new(jit.desc()).unwrap();
     let x = vec![0u8; (c * hw * hw * 4) as usize];
-    let mut y = x.clone();
+    let mut y = vec![0u8; (c * ohw * ohw * 4) as usize];
     let mut arena = vec![0u8; p.arena_size as usize + 64];
     let off = arena.as_ptr().align_offset(64);
-    let flops = 2.0 * (c as f64 / groups as f64) * c as f64 * 9.0 * (hw * hw) as f64;
+    let flops = 2.0 * (c as f64 / groups as f64) * c as f64 * 9.0 * (ohw * ohw) as f64;
     let mut best = f64::MAX;
     for _ in 0..40 {
         let t = Instant::now();
@@ -198,7 +200,7 @@ fn conv(c: u32, groups: u32, hw: u32) {
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "conv 3x3 {c}->{c} groups {groups} {hw}x{hw}: {:.2} ms, {:.1} GFLOP/s",
+        "conv 3x3 {c}->{c} groups {groups} {hw}x{hw} stride {stride}: {:.2} ms, {:.1} GFLOP/s",
         best * 1e3,
         flops / best / 1e9
     );

@@ -256,10 +256,10 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
 /// to `dst`: `(cpg·kh·kw) × (rows·out_w)`, dense; row `(ci, ky, kx)`, column
 /// `(oy - oy0, ox)` holds the input tap or 0 in the padding.
 ///
-/// `kx` is unrolled, so for unit horizontal stride the columns whose tap is inside the
-/// row are a compile-time range: that part is an f32x4 copy (when the input row exists,
-/// zeros otherwise) and only the padding columns around it are stored one by one. Other
-/// strides gather one element at a time with a masked load.
+/// `kx` is unrolled, so the columns whose tap is inside the row are a compile-time range:
+/// that part is copied four columns at a time (an f32x4 load for unit horizontal stride,
+/// four lane loads for other strides) when the input row exists, zeros otherwise, and
+/// only the padding columns around it are stored one by one.
 fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value, oy0: Value, rows: u64) {
     let (s, w) = (&cv.s, &cv.w);
     let (ih, iw, ow) = (s.in_h as i64, s.in_w as i64, s.out_w as u64);
@@ -286,40 +286,22 @@ fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value, oy0: Value, rows: u64)
                     let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
                     let in_row = fx.b.ins().imul_imm_s(iy, iw);
                     let out_row = fx.addp_scaled(row, oy, ow as i64 * 4);
-                    if w.stride_w == 1 {
-                        // Columns ox with 0 <= ox + dx < iw.
-                        let lo = (-dx).clamp(0, ow as i64) as u64;
-                        let hi = (iw - dx).clamp(lo as i64, ow as i64) as u64;
-                        zeros(fx, out_row, 0, lo);
-                        zeros(fx, out_row, hi, ow);
-                        fx.if_else(
-                            vy,
-                            |fx| {
-                                let from = fx.addp_scaled(plane, in_row, 4);
-                                let from = fx.addp(from, (lo as i64 + dx) * 4);
-                                let to = fx.addp(out_row, lo as i64 * 4);
-                                copy_f32(fx, from, to, hi - lo);
-                            },
-                            |fx| zeros(fx, out_row, lo, hi),
-                        );
-                    } else {
-                        fx.for_n(ow, &[], |fx, ox, _| {
-                            let ix = fx.b.ins().imul_imm_s(ox, w.stride_w as i64);
-                            let ix = fx.b.ins().iadd_imm_s(ix, dx);
-                            let vx = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, iw);
-                            let valid = fx.b.ins().band(vy, vx);
-                            let off = fx.b.ins().iadd(in_row, ix);
-                            let zero = fx.iconst(0);
-                            let off = fx.b.ins().select(valid, off, zero);
-                            let p = fx.addp_scaled(plane, off, 4);
-                            let x = fx.load(types::F32, p, 0, false);
-                            let z = fx.fconst(W::S1, 0.0);
-                            let x = fx.b.ins().select(valid, x, z);
-                            let q = fx.addp_scaled(out_row, ox, 4);
-                            fx.store(x, q, 0);
-                            vec![]
-                        });
-                    }
+                    // Columns ox with 0 <= ox·sw + dx < iw, a compile-time range.
+                    let sw = w.stride_w as i64;
+                    let lo = ((-dx).max(0) as u64).div_ceil(sw as u64).min(ow);
+                    let hi = ((iw - dx).max(0) as u64).div_ceil(sw as u64).clamp(lo, ow);
+                    zeros(fx, out_row, 0, lo);
+                    zeros(fx, out_row, hi, ow);
+                    fx.if_else(
+                        vy,
+                        |fx| {
+                            let from = fx.addp_scaled(plane, in_row, 4);
+                            let from = fx.addp(from, (lo as i64 * sw + dx) * 4);
+                            let to = fx.addp(out_row, lo as i64 * 4);
+                            copy_f32(fx, from, to, hi - lo, sw);
+                        },
+                        |fx| zeros(fx, out_row, lo, hi),
+                    );
                     vec![]
                 });
             }
@@ -345,17 +327,18 @@ fn zeros(fx: &mut Fx, row: Value, lo: u64, hi: u64) {
     }
 }
 
-/// Copies `n` f32 from `from` to `to` (four at a time, then one by one).
-fn copy_f32(fx: &mut Fx, from: Value, to: Value, n: u64) {
+/// Copies `n` f32 read `stride` elements apart at `from` to consecutive elements at `to`,
+/// four at a time (a vector load for stride 1, four lane loads otherwise), then one by one.
+fn copy_f32(fx: &mut Fx, from: Value, to: Value, n: u64, stride: i64) {
     fx.for_n(n / 4, &[], |fx, i, _| {
-        let s = fx.addp_scaled(from, i, 16);
+        let s = fx.addp_scaled(from, i, 16 * stride);
         let d = fx.addp_scaled(to, i, 16);
-        let v = fx.load(types::F32X4, s, 0, false);
+        let v = fx.load_w(W::V4, s, 0, 4 * stride, false);
         fx.store(v, d, 0);
         vec![]
     });
     for t in n / 4 * 4..n {
-        let v = fx.load(types::F32, from, t as i64 * 4, false);
+        let v = fx.load(types::F32, from, t as i64 * 4 * stride, false);
         fx.store(v, to, t as i64 * 4);
     }
 }

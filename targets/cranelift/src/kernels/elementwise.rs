@@ -4,8 +4,8 @@
 //! into the next inner one when every view is contiguous across the two), so broadcasts
 //! and transposes keep their innermost run as long as possible. The innermost dimension
 //! is vectorised when the output's inner stride is 1 and every input's is 0 or 1 (a
-//! stride-0 input is one splat load); its `len mod 4` tail runs the same expression on
-//! scalars. Otherwise the innermost loop is scalar.
+//! stride-0 input is one splat load), two vectors per iteration; its `len mod 4` tail
+//! runs the same expression on scalars. Otherwise the innermost loop is scalar.
 
 use edgecc_program::{Buffer, ExprNode, View};
 
@@ -131,15 +131,31 @@ fn innermost(fx: &mut Fx, d: &Dim, ptrs: &[Value], expr: &[ExprNode], ro: &[bool
     } else {
         (0, d.size)
     };
-    fx.for_n(nvec, &[], |fx, i, _| {
+    // Two vectors per iteration (halves the loop overhead and gives the scheduler two
+    // independent chains), then an odd last vector.
+    fx.for_n(nvec / 2, &[], |fx, i, _| {
         let p: Vec<Value> = ptrs
             .iter()
             .zip(&d.strides)
-            .map(|(&p, &s)| fx.addp_scaled(p, i, 4 * s))
+            .map(|(&p, &s)| fx.addp_scaled(p, i, 8 * s))
             .collect();
         point(fx, W::V4, &p, &d.strides, expr, ro);
+        let q: Vec<Value> = p
+            .iter()
+            .zip(&d.strides)
+            .map(|(&p, &s)| fx.addp(p, 4 * s))
+            .collect();
+        point(fx, W::V4, &q, &d.strides, expr, ro);
         vec![]
     });
+    if nvec % 2 == 1 {
+        let p: Vec<Value> = ptrs
+            .iter()
+            .zip(&d.strides)
+            .map(|(&p, &s)| fx.addp(p, (nvec as i64 - 1) * 4 * s))
+            .collect();
+        point(fx, W::V4, &p, &d.strides, expr, ro);
+    }
     let base: Vec<Value> = ptrs
         .iter()
         .zip(&d.strides)

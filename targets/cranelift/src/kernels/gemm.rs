@@ -189,7 +189,7 @@ fn micro(
     // - otherwise one scalar load and splat per row.
     let a_lanes =
         fx.feat.aarch64 && w == W::V4 && g.a.rs == 4 && mr.is_multiple_of(4) && g.a.readonly;
-    let a_per_use = !fx.feat.aarch64 && fx.feat.fma && w == W::V4 && nv > 1 && g.a.readonly;
+    let a_per_use = !fx.feat.aarch64 && fx.feat.fma && w == W::V4 && g.a.readonly;
     let f32t = cranelift_codegen::ir::types::F32;
     // One K step at `kk` steps past the carried pointers.
     let step = |fx: &mut Fx, ap: Value, bp: Value, kk: i64, acc: &mut [Value]| {
