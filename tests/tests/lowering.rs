@@ -46,7 +46,10 @@ fn check(name: &str, shapes: &[(&str, Vec<usize>)]) {
     // is an arena within a few percent of its lower bound.
     let (size, bound) = (lowered.program.arena_size, lowered.arena_lower_bound);
     assert!(size >= bound);
-    assert!(size as f64 <= bound as f64 * 1.05, "{name}: arena {size} vs lower bound {bound}");
+    assert!(
+        size as f64 <= bound as f64 * 1.05,
+        "{name}: arena {size} vs lower bound {bound}"
+    );
     let got = exec(&lowered.program, &inputs);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let err = common::max_rel_err(g, w.as_f32().unwrap());
@@ -73,4 +76,59 @@ fn conv1d() {
 #[test]
 fn symbolic() {
     check("symbolic", &[("x", vec![3, 16])]);
+}
+
+/// An elementwise kernel may run in place only in storage nothing else reads later, also
+/// through aliases: here `c`'s storage is read again through `Reshape(c)` after `Relu(c)`,
+/// and `e`'s only reader is `Exp(e)`.
+#[test]
+fn in_place_reuse_respects_aliases() {
+    use edgecc::ir::{Binary, Graph, Op, Tensor, Unary};
+    let mut g = Graph::new("alias");
+    let x = g.add_input("x", edgecc::ir::DType::F32, vec![2, 8]);
+    g.inputs.push(x);
+    let w = g.add_const(
+        "w",
+        Tensor::f32(
+            vec![8, 8],
+            (0..64).map(|i| (i % 7) as f32 * 0.25 - 0.7).collect(),
+        ),
+    );
+    let (_, c) = g.add_node("mm", Op::MatMul, vec![x, w]).unwrap();
+    let (_, r) = g
+        .add_node(
+            "reshape",
+            Op::Reshape {
+                shape: vec![16],
+                allowzero: false,
+            },
+            vec![c[0]],
+        )
+        .unwrap();
+    let (_, relu) = g
+        .add_node("relu", Op::Unary(Unary::Neg), vec![c[0]])
+        .unwrap();
+    let (_, e) = g
+        .add_node("add", Op::Binary(Binary::Add), vec![relu[0], relu[0]])
+        .unwrap();
+    let (_, ex) = g
+        .add_node("exp", Op::Unary(Unary::Exp), vec![e[0]])
+        .unwrap();
+    let (_, late) = g
+        .add_node("late", Op::Unary(Unary::Sigmoid), vec![r[0]])
+        .unwrap();
+    g.outputs = vec![ex[0], late[0]];
+    edgecc::ir::verify::verify(&g).unwrap();
+    let input = Tensor::f32(vec![2, 8], (0..16).map(|i| i as f32 * 0.1 - 0.8).collect());
+    let want = edgecc::interp::run(&g, std::slice::from_ref(&input)).unwrap();
+    let lowered = edgecc::lower::lower(&g, "alias").unwrap();
+    assert!(
+        lowered.in_place >= 1,
+        "the chain after Neg should run in place"
+    );
+    let got = exec(&lowered.program, &[input]);
+    for (k, (gv, w)) in got.iter().zip(&want).enumerate() {
+        let err = common::max_rel_err(gv, w.as_f32().unwrap());
+        assert!(err <= 1e-6, "output {k}: {err:e}");
+    }
 }

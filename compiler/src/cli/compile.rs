@@ -147,6 +147,9 @@ fn report(c: &pipeline::Compiled, target: &Target, code: u64, consts: u64, files
     for p in &c.passes {
         eprintln!("pass {:<16} {}", p.name, p.summary);
     }
+    if l.in_place > 0 {
+        eprintln!("lower: {} elementwise kernels run in place", l.in_place);
+    }
     if l.fused_activations > 0 {
         eprintln!(
             "lower: {} activations fused into kernel epilogues",

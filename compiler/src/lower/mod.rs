@@ -33,6 +33,8 @@ pub struct Lowered {
     pub arena_heuristic: &'static str,
     /// Activations folded into a preceding kernel.
     pub fused_activations: usize,
+    /// Elementwise kernels that run in place, in an input's storage.
+    pub in_place: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +61,8 @@ struct Builder<'g> {
     /// Activation nodes folded into their producer, skipped when reached.
     skip: Vec<NodeIndex>,
     fused: usize,
+    /// Elementwise kernels that reuse an input's storage.
+    in_place: usize,
 }
 
 fn unsupported(g: &Graph, n: NodeIndex, why: impl Into<String>) -> Error {
@@ -276,6 +280,59 @@ impl<'g> Builder<'g> {
         }
     }
 
+    /// Whether `v` is read by node `n` and nothing else, following aliases (a Reshape of
+    /// `v` reads `v`'s storage too).
+    fn only_reader(&self, v: ValueId, n: NodeIndex) -> bool {
+        if self.g.outputs.contains(&v) {
+            return false;
+        }
+        self.g.consumers(v).into_iter().all(|c| {
+            c == n
+                || matches!(
+                    self.g.node(c).op,
+                    Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
+                ) && self.only_reader(self.g.node(c).outputs[0], n)
+        })
+    }
+
+    /// The value whose storage `v` shares: up through Reshape/Flatten/Identity.
+    fn storage_root(&self, mut v: ValueId) -> ValueId {
+        while let Some(p) = self.g.value(v).producer {
+            let node = self.g.node(p);
+            if !matches!(
+                node.op,
+                Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
+            ) {
+                break;
+            }
+            v = node.inputs[0];
+        }
+        v
+    }
+
+    /// Lets an elementwise result reuse the storage of an input that dies here: same shape,
+    /// an arena temp, and no other reader. The kernel then runs in place (identical input
+    /// and output views, which the program contract allows), so a chain such as
+    /// Conv → BatchNorm → Relu needs one buffer, not two.
+    fn reuse_input(&mut self, n: NodeIndex, out: ValueId, inputs: &[ValueId]) {
+        if self.loc.contains_key(&out) {
+            return;
+        }
+        let shape = self.shape(out);
+        for &i in inputs {
+            if self.shape(i) == shape
+                && self.g.value(i).dtype == self.g.value(out).dtype
+                && matches!(self.loc.get(&i), Some(Loc::Temp(_)))
+                && self.only_reader(self.storage_root(i), n)
+            {
+                let l = self.loc[&i];
+                self.loc.insert(out, l);
+                self.in_place += 1;
+                return;
+            }
+        }
+    }
+
     fn elementwise(&mut self, out: ValueId, inputs: &[ValueId], expr: Vec<ExprNode>) {
         let shape = self.shape(out).to_vec();
         let views = inputs.iter().map(|&i| self.bview(i, &shape)).collect();
@@ -327,6 +384,7 @@ impl<'g> Builder<'g> {
                     Unary::Sqrt => UnaryOp::Sqrt,
                     Unary::Reciprocal => UnaryOp::Reciprocal,
                 };
+                self.reuse_input(n, out, &ins[..1]);
                 self.elementwise(
                     out,
                     &ins[..1],
@@ -334,6 +392,7 @@ impl<'g> Builder<'g> {
                 );
             }
             Op::Clip { min, max } => {
+                self.reuse_input(n, out, &ins[..1]);
                 self.elementwise(
                     out,
                     &ins[..1],
@@ -356,6 +415,7 @@ impl<'g> Builder<'g> {
                     Binary::Max => BinaryOp::Max,
                     Binary::Min => BinaryOp::Min,
                 };
+                self.reuse_input(n, out, &ins[..2]);
                 self.elementwise(
                     out,
                     &ins[..2],
@@ -579,6 +639,7 @@ impl<'g> Builder<'g> {
                 ch[1] = 1;
                 let mul = self.konst(format!("{}.scale", node.name), Tensor::f32(vec![c], mul));
                 let add = self.konst(format!("{}.shift", node.name), Tensor::f32(vec![c], add));
+                self.reuse_input(n, out, &ins[..1]);
                 let x = self.bview(ins[0], &shape);
                 let output = self.dview(out);
                 self.kernels.push(Kernel::Elementwise {
@@ -925,6 +986,7 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         kernels: Vec::new(),
         skip: Vec::new(),
         fused: 0,
+        in_place: 0,
     };
     for (i, &v) in g.inputs.iter().enumerate() {
         b.loc.insert(v, Loc::Input(i as u32));
@@ -992,5 +1054,6 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         arena_lower_bound: plan.lower_bound,
         arena_heuristic: plan.heuristic,
         fused_activations: b.fused,
+        in_place: b.in_place,
     })
 }
