@@ -6,12 +6,13 @@
 //! x86_64 (16 xmm, and x64 FMA ties its destination to a multiplicand, so a bigger tile
 //! spills — see the Cranelift notes, 49 GFLOP/s measured for 4×8) and 8×12 on aarch64
 //! (32 vector registers, `fmla` accumulates in place: 24 accumulators + 3 B + 1 A).
-//! The K loop is unrolled twice on x86_64 and not on aarch64 (see [`Tile::for_target`]).
+//! The K loop is unrolled twice (on aarch64 only with packed A; see [`Tile::for_target`]).
 //!
 //! How A gets to the multiply-adds is chosen per target (see `micro`), from the listings:
 //! - aarch64, packed A: per K step 2 `ldr q` of A + 3 `ldr q` of B + 24 by-element `fmla`
 //!   (the A lanes are same-lane shuffles, which the backend turns into `fmla v.s[l]`);
-//!   previously 8 `ldr s` of A.
+//!   previously 8 `ldr s` of A. Unrolled twice: 48 `fmla` + 10 `ldr q` + 8 loop
+//!   instructions per iteration, 1.375 instructions per `fmla` (1.79 before).
 //! - x86_64 with FMA: every multiply-add gets its own `vbroadcastss mem` of A. The FMA
 //!   then overwrites a dead register instead of a copy of a live splat (x64 FMA ties its
 //!   destination to a multiplicand), which removes the 8 `movdqa` per unrolled iteration,
@@ -53,14 +54,16 @@ pub(crate) struct Tile {
 
 impl Tile {
     pub fn for_target(feat: Features) -> Tile {
-        // aarch64 is not unrolled: the e-graph places each step's B loads at their first use,
-        // so two steps keep 6 B vectors live next to 24 accumulators and two of those spill
-        // (seen with `--example emit`); one step needs 24 + 3 + 1 of the 32 registers.
+        // aarch64 unrolls twice only when A comes as f32x4 lanes (packed A, see `micro`):
+        // the e-graph places each step's loads at their first use, so two steps keep
+        // 24 accumulators + 6 B + 2 A vectors live, exactly the 32 registers, with no
+        // spill in the loop (`--example emit`). With scalar A loads two steps spill two
+        // accumulators per iteration, so those loops are not unrolled.
         if feat.aarch64 {
             Tile {
                 mr: 8,
                 nv: 3,
-                unroll: 1,
+                unroll: 2,
             }
         } else {
             Tile {
@@ -251,7 +254,11 @@ fn micro(
             }
         }
     };
-    let unroll = g.unroll;
+    let unroll = if fx.feat.aarch64 && !a_lanes {
+        1
+    } else {
+        g.unroll
+    };
     let iters = g.k / unroll;
     let body = |fx: &mut Fx, _: Value, c: &[Value]| {
         let mut acc = c[2..].to_vec();
