@@ -179,11 +179,9 @@ fn average_pool_ceil_mode_count_include_pad() {
     }
 }
 
-/// LIMITATION (documented in targets/cranelift/src/math.rs): exp saturates at
-/// e^88.37626 ≈ 2.4e38 although f32 reaches e^88.72 ≈ 3.4e38, so for x in
-/// (88.3763, 88.7228] the result is up to 30% low where the reference is finite.
+/// Regression: exp used to saturate at e^88.37626 ≈ 2.4e38 although f32 reaches
+/// e^88.72 ≈ 3.4e38, so for x in (88.3763, 88.7228] it was up to 30% low.
 #[test]
-#[ignore = "reason: compiled exp saturates at 2.4e38 for x in (88.3763, 88.7228], where the reference is finite"]
 fn exp_near_overflow() {
     use edgecc::ir::{Op, Tensor, Unary};
     let mut net = Net::new();

@@ -42,6 +42,29 @@ fn exp_error() {
         max / f32::EPSILON as f64
     );
     assert!(max < 3e-7, "exp max relative error {max:e}");
+    // The ends of f32's range: up to f32::MAX, overflow to +inf, and results in the
+    // subnormal range within one subnormal step (2^-149) plus the relative bound.
+    let xs = sweep(88.3, 88.72, 10_001);
+    for (&x, &y) in xs.iter().zip(&unary(UnaryOp::Exp, &xs)) {
+        let r = (x as f64).exp();
+        assert!(
+            ((y as f64 - r) / r).abs() < 3e-7,
+            "exp({x}) = {y}, want {r}"
+        );
+    }
+    let far = unary(UnaryOp::Exp, &[88.73, 100.0, 1e30, -104.0, -1e30]);
+    assert_eq!(
+        far,
+        vec![f32::INFINITY, f32::INFINITY, f32::INFINITY, 0.0, 0.0]
+    );
+    let xs = sweep(-103.9, -87.0, 10_001);
+    for (&x, &y) in xs.iter().zip(&unary(UnaryOp::Exp, &xs)) {
+        let r = (x as f64).exp();
+        assert!(
+            (y as f64 - r).abs() <= 3e-7 * r + 2f64.powi(-149),
+            "exp({x}) = {y:e}, want {r:e}"
+        );
+    }
 }
 
 #[test]
