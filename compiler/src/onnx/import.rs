@@ -548,7 +548,7 @@ fn translate(
             };
             return Ok(Lowered::Op(
                 Op::Reshape { shape, allowzero },
-                ins[..1].to_vec(),
+                ins.iter().take(1).cloned().collect(),
             ));
         }
         "Transpose" => match a.usizes("perm").map_err(some)? {
