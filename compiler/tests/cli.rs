@@ -299,6 +299,36 @@ fn emit_ir_and_asm_are_readable() {
 }
 
 #[test]
+fn aarch64_shared_object() {
+    let out = tempfile::tempdir().unwrap();
+    let so = out.path().join("mlp.so");
+    let model = example("mlp").join("model.onnx");
+    ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "--emit",
+        "so",
+        "-o",
+        so.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&so).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 3, "not ET_DYN");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "not aarch64"
+    );
+    let syms = tool(Command::new("aarch64-linux-gnu-nm").arg("-D").arg(&so));
+    let syms = String::from_utf8_lossy(&syms.stdout);
+    assert!(
+        syms.contains(" T mlp_run") && syms.contains(" D mlp_model"),
+        "{syms}"
+    );
+}
+
+#[test]
 fn bare_metal_object_runs_when_linked() {
     // An `aarch64-unknown-none` object has the same code and ABI; link it into the firmware
     // example with the Linux cross toolchain just to run it under qemu.
