@@ -149,3 +149,25 @@ fn mutated_models_never_panic() {
         }
     }
 }
+
+/// A relative external-data path that is a symlink out of the model's folder is refused
+/// too (the check is on the resolved path, not the spelling).
+#[test]
+fn external_data_symlink_out_of_the_folder_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.bin");
+    std::fs::write(&secret, [0u8; 48]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::root().join("tests/data/external_data/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, dir.path().join("weights.bin")).unwrap();
+    match edgecc::onnx::load(&dir.path().join("model.onnx"), &ImportOptions::default()) {
+        Err(Error::ExternalData { reason, .. }) => {
+            assert!(reason.contains("outside the model's folder"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
