@@ -327,6 +327,51 @@ fn aarch64_gemm_and_conv_shapes_under_qemu() {
             1.0,
         ),
     ];
+    // Small-M (GEMV) tiles: M = 1 with A contiguous along K (f32x4 lanes) and N = 32·2 +
+    // 4 + 3, K = 4·9 + 3; M = 2 with packed A and a transposed B; M = 3 with A transposed
+    // (scalar A loads) and a sigmoid epilogue.
+    progs.push(gemm_program(
+        1,
+        1,
+        71,
+        39,
+        false,
+        false,
+        false,
+        true,
+        false,
+        Some("row"),
+        edgecc_program::Activation::Relu,
+        1.0,
+    ));
+    progs.push(gemm_program(
+        2,
+        2,
+        29,
+        18,
+        false,
+        true,
+        true,
+        false,
+        false,
+        Some("full"),
+        edgecc_program::Activation::None,
+        -0.75,
+    ));
+    progs.push(gemm_program(
+        1,
+        3,
+        53,
+        21,
+        true,
+        false,
+        false,
+        true,
+        false,
+        Some("col"),
+        edgecc_program::Activation::Sigmoid,
+        1.0,
+    ));
     let w3 = |s: u32| win(3, s, 1, 1);
     // K = 81: blocks of 4 rows of 23 columns, 22 rows = 5 blocks + 2; 2 groups of 12.
     progs.push(conv_program(

@@ -46,6 +46,19 @@ proptest! {
         check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "gemm");
     }
 
+    /// The small-M (GEMV) tile: M = 1..3 with N tails of whole vectors and scalars around
+    /// the wide blocks, K tails of the 4× unrolled loop, packed and unpacked operands.
+    #[test]
+    fn small_m_gemm_matches_exec(
+        batch in 1u32..3, m in 1u32..4, n in 1u32..80, k in 1u32..40,
+        a_t: bool, b_t: bool, a_c: bool, b_c: bool,
+        bias in prop_oneof![Just(None), Just(Some("row")), Just(Some("col")), Just(Some("full"))],
+        act in act(), alpha in prop_oneof![Just(1.0f32), Just(-0.75f32)],
+    ) {
+        let p = gemm_program(batch, m, n, k, a_t, b_t, a_c, b_c, false, bias, act, alpha);
+        check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "small-m gemm");
+    }
+
     #[test]
     fn elementwise_matches_exec(
         shape in prop::collection::vec(1u64..7, 1..5),

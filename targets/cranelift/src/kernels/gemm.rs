@@ -50,6 +50,8 @@ pub(crate) struct Tile {
     pub nv: u64,
     /// K steps per loop iteration.
     pub unroll: u64,
+    /// Vectors per row of the small-M tile (see [`Tile::for_m`]).
+    pub wide: u64,
 }
 
 impl Tile {
@@ -64,19 +66,42 @@ impl Tile {
                 mr: 8,
                 nv: 3,
                 unroll: 2,
+                wide: 8,
             }
         } else {
             Tile {
                 mr: 4,
                 nv: 2,
                 unroll: 2,
+                wide: 4,
             }
+        }
+    }
+
+    /// The tile for a GEMM with `m` rows. Up to [`SMALL_M`] rows (GEMV: batch-1 fully
+    /// connected layers) take one row block of exactly `m` rows, wide along N (`wide`
+    /// vectors for one row, 3/4 of that for two or three) and the K loop unrolled 4
+    /// times: on aarch64 with A contiguous along K, each row's 4 values of an iteration
+    /// are one f32x4 load used by lane in the by-element `fmla` (see `micro`), so per
+    /// 4 columns and K step there is one `ldr q` of B and one `fmla`.
+    pub fn for_m(self, m: u64) -> Tile {
+        if m == 0 || m > SMALL_M {
+            return self;
+        }
+        Tile {
+            mr: m,
+            nv: if m == 1 { self.wide } else { self.wide * 3 / 4 },
+            unroll: 4,
+            wide: self.wide,
         }
     }
     pub fn nr(self) -> u64 {
         self.nv * 4
     }
 }
+
+/// GEMMs with at most this many rows use [`Tile::for_m`]'s wide small-M tile.
+pub(crate) const SMALL_M: u64 = 3;
 
 /// A matrix operand: element `(r, c)` at `base + r·rs + c·cs` bytes. `block` is the byte
 /// step from one register block to the next along the blocked dimension (rows of A,
@@ -193,9 +218,25 @@ fn micro(
     let a_lanes =
         fx.feat.aarch64 && w == W::V4 && g.a.rs == 4 && mr.is_multiple_of(4) && g.a.readonly;
     let a_per_use = !fx.feat.aarch64 && fx.feat.fma && w == W::V4 && g.a.readonly;
+    // - aarch64 small-M tile with A contiguous along K: per unrolled iteration one f32x4
+    //   load of each row's 4 K values, K step `u` using lane `u` (by-element `fmla`).
+    let a_klanes = fx.feat.aarch64
+        && w == W::V4
+        && !a_lanes
+        && mr <= SMALL_M
+        && g.unroll == 4
+        && g.a.cs == 4
+        && g.a.readonly;
     let f32t = cranelift_codegen::ir::types::F32;
-    // One K step at `kk` steps past the carried pointers.
-    let step = |fx: &mut Fx, ap: Value, bp: Value, kk: i64, acc: &mut [Value]| {
+    let lane_of = |fx: &mut Fx, x: Value, l: u8| {
+        let mask: Vec<u8> = (0..16).map(|i| l * 4 + i % 4).collect();
+        let imm = fx.b.func.dfg.immediates.push(mask.into());
+        let sh = fx.b.ins().shuffle(x, x, imm);
+        fx.bitcast(cranelift_codegen::ir::types::F32X4, sh)
+    };
+    // One K step at `kk` steps past the carried pointers; `a_k`: the rows' A vectors of
+    // this iteration (k-lanes mode), of which lane `kk` is used.
+    let step = |fx: &mut Fx, ap: Value, bp: Value, kk: i64, acc: &mut [Value], a_k: &[Value]| {
         let bv: Vec<Value> = (0..nv as i64)
             .map(|v| {
                 fx.load_w(
@@ -239,12 +280,9 @@ fn micro(
                 continue;
             }
             let av = if a_lanes {
-                let x = a_vecs[r as usize / 4];
-                let l = (r % 4) as u8 * 4;
-                let mask: Vec<u8> = (0..16).map(|i| l + i % 4).collect();
-                let imm = fx.b.func.dfg.immediates.push(mask.into());
-                let sh = fx.b.ins().shuffle(x, x, imm);
-                fx.bitcast(cranelift_codegen::ir::types::F32X4, sh)
+                lane_of(fx, a_vecs[r as usize / 4], (r % 4) as u8)
+            } else if !a_k.is_empty() {
+                lane_of(fx, a_k[r as usize], kk as u8)
             } else {
                 let s = fx.load(f32t, ap, a_off, g.a.readonly);
                 fx.splat(w, s)
@@ -254,7 +292,7 @@ fn micro(
             }
         }
     };
-    let unroll = if fx.feat.aarch64 && !a_lanes {
+    let unroll = if fx.feat.aarch64 && !a_lanes && !a_klanes && mr > SMALL_M {
         1
     } else {
         g.unroll
@@ -262,8 +300,18 @@ fn micro(
     let iters = g.k / unroll;
     let body = |fx: &mut Fx, _: Value, c: &[Value]| {
         let mut acc = c[2..].to_vec();
+        let a_k: Vec<Value> = if a_klanes {
+            (0..mr as i64)
+                .map(|r| {
+                    let v = fx.load(cranelift_codegen::ir::types::F32X4, c[0], r * g.a.rs, true);
+                    fx.bitcast(cranelift_codegen::ir::types::I8X16, v)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for u in 0..unroll as i64 {
-            step(fx, c[0], c[1], u, &mut acc);
+            step(fx, c[0], c[1], u, &mut acc, &a_k);
         }
         let ap = fx.addp(c[0], unroll as i64 * g.a.cs);
         let bp = fx.addp(c[1], unroll as i64 * g.b.rs);
@@ -278,7 +326,7 @@ fn micro(
     };
     let mut acc = out[2..].to_vec();
     for u in 0..(g.k % unroll) as i64 {
-        step(fx, out[0], out[1], u, &mut acc);
+        step(fx, out[0], out[1], u, &mut acc, &[]);
     }
     let alpha = (g.alpha != 1.0).then(|| fx.fconst(w, g.alpha));
     // Sigmoid and tanh are ~40 instructions each: apply them in a loop over the tile's
@@ -403,6 +451,7 @@ pub(crate) fn prepare(
     b: &View,
 ) -> Result<[Option<Vec<f32>>; 2], Error> {
     let (m, n, k) = (m as u64, n as u64, k as u64);
+    let t = t.for_m(m);
     let get = |v: &View| -> Result<Option<&Const>, Error> {
         match v.buf {
             Buffer::Const(id) => consts
@@ -469,6 +518,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
         check_view(b, "bias")?;
     }
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
+    let t = t.for_m(m);
     // A: packed `[block][k][mr]`, or the view itself.
     let (a0, a_bs, a) = match g.packed[0] {
         Some(d) => {
