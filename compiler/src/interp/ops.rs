@@ -1,8 +1,9 @@
 //! One function per op. Shapes were checked by inference when the node was built; these
 //! re-derive what they need and return `Err` rather than panic if handed something else.
 
+use super::tensor_ops;
 use crate::ir::infer::{broadcast, flatten_axis, norm_axis, reshape_target};
-use crate::ir::{Binary, DType, Data, Op, Tensor, Unary, WindowAttrs};
+use crate::ir::{Binary, DType, Data, Op, ReduceKind, Tensor, Unary, WindowAttrs};
 
 type R = Result<Vec<Tensor>, String>;
 
@@ -72,6 +73,18 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             .ok_or_else(|| format!("missing input {i}"))
     };
     match op {
+        Op::Unary(u @ (Unary::Neg | Unary::Abs)) if arg(0)?.dtype != DType::F32 => {
+            let t = arg(0)?;
+            let v = t.to_i64s().ok_or("input must be numeric")?;
+            let out = v.iter().map(|&x| {
+                if *u == Unary::Neg {
+                    x.wrapping_neg()
+                } else {
+                    x.wrapping_abs()
+                }
+            });
+            tensor_ops::cast(&Tensor::i64(t.shape.clone(), out.collect()), t.dtype)
+        }
         Op::Unary(u) => {
             let a = f32s(arg(0)?, "input")?;
             let f: fn(f32) -> f32 = match u {
@@ -84,6 +97,8 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 Unary::Abs => f32::abs,
                 Unary::Sqrt => f32::sqrt,
                 Unary::Reciprocal => |v| 1.0 / v,
+                Unary::Erf => |v| libm::erf(v as f64) as f32,
+                Unary::Log => f32::ln,
             };
             Ok(vec![Tensor::f32(
                 arg(0)?.shape.clone(),
@@ -98,6 +113,13 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 .map(|&v| if v.is_nan() { v } else { v.max(lo).min(hi) })
                 .collect();
             Ok(vec![Tensor::f32(arg(0)?.shape.clone(), out)])
+        }
+        Op::Binary(b) if arg(0)?.dtype != DType::F32 => {
+            tensor_ops::int_binary(*b, arg(0)?, arg(1)?)
+        }
+        Op::Binary(Binary::Pow) if arg(1)?.dtype != DType::F32 => {
+            let e = tensor_ops::cast(arg(1)?, DType::F32)?.remove(0);
+            eval(&Op::Binary(Binary::Pow), &[arg(0)?, &e])
         }
         Op::Binary(b) => {
             let (ta, tb) = (arg(0)?, arg(1)?);
@@ -126,6 +148,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                         p.min(q)
                     }
                 },
+                Binary::Pow => f32::powf,
             };
             let mut out = vec![0.0; shape.iter().product()];
             for_each_index(&shape, |i, idx| {
@@ -237,6 +260,128 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             }
             Ok(vec![concat_gather(x, first.dtype, shape, &src)?])
         }
+        Op::Gelu { tanh } => {
+            let t = arg(0)?;
+            let a = f32s(t, "input")?;
+            let out = a
+                .iter()
+                .map(|&x| {
+                    let x = x as f64;
+                    let y = if *tanh {
+                        0.5 * x
+                            * (1.0
+                                + ((2.0 / std::f64::consts::PI).sqrt()
+                                    * (x + 0.044715 * x * x * x))
+                                    .tanh())
+                    } else {
+                        0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+                    };
+                    y as f32
+                })
+                .collect();
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            let t = arg(0)?;
+            let a = f32s(t, "X")?;
+            let ax = norm_axis(*axis, t.shape.len())?;
+            let inner_shape = &t.shape[ax..];
+            let len: usize = inner_shape.iter().product();
+            let scale = arg(1)?;
+            let sc = f32s(scale, "scale")?;
+            let ss = broadcast_strides(&scale.shape, inner_shape);
+            let bias = x.get(2).copied();
+            let bs = bias.map(|b| broadcast_strides(&b.shape, inner_shape));
+            let bv = bias.map(|b| f32s(b, "B")).transpose()?;
+            let mut out = vec![0f32; a.len()];
+            let mut idxs = Vec::with_capacity(len);
+            for_each_index(inner_shape, |_, idx| idxs.push(idx.to_vec()));
+            for (row, chunk) in a.chunks(len.max(1)).enumerate() {
+                let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+                let var = chunk
+                    .iter()
+                    .map(|&v| (v as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / len as f64;
+                let inv = 1.0 / (var + *epsilon as f64).sqrt();
+                for (j, &v) in chunk.iter().enumerate() {
+                    let mut y = (v as f64 - mean) * inv * sc[dot(&idxs[j], &ss)] as f64;
+                    if let (Some(b), Some(s)) = (bv, &bs) {
+                        y += b[dot(&idxs[j], s)] as f64;
+                    }
+                    out[row * len + j] = y as f32;
+                }
+            }
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+        }
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
+            let t = arg(0)?;
+            let (shape, groups) = tensor_ops::reduce_groups(&t.shape, axes.as_deref(), *keepdims)?;
+            let v = t.to_f64s().ok_or("input must be numeric")?;
+            let out: Vec<f64> = groups
+                .iter()
+                .map(|g| {
+                    let it = g.iter().map(|&i| v[i]);
+                    match kind {
+                        ReduceKind::Sum => it.sum(),
+                        ReduceKind::Mean => it.sum::<f64>() / g.len().max(1) as f64,
+                        ReduceKind::Prod => it.product(),
+                        ReduceKind::Max => it.fold(f64::NEG_INFINITY, |m, x| {
+                            if x.is_nan() || m.is_nan() {
+                                f64::NAN
+                            } else {
+                                m.max(x)
+                            }
+                        }),
+                        ReduceKind::Min => it.fold(f64::INFINITY, |m, x| {
+                            if x.is_nan() || m.is_nan() {
+                                f64::NAN
+                            } else {
+                                m.min(x)
+                            }
+                        }),
+                    }
+                })
+                .collect();
+            let r = Tensor {
+                dtype: DType::F64,
+                shape,
+                data: Data::F64(out),
+            };
+            if t.dtype == DType::I64 {
+                // Integer sums stay exact in i64 (the f64 path is exact below 2^53).
+                tensor_ops::cast(&r, DType::I64)
+            } else {
+                tensor_ops::cast(&r, t.dtype)
+            }
+        }
+        Op::Compare(c) => tensor_ops::compare(*c, arg(0)?, arg(1)?),
+        Op::Logic(l) => tensor_ops::logic(*l, arg(0)?, arg(1)?),
+        Op::Not => tensor_ops::not(arg(0)?),
+        Op::Where => tensor_ops::where_(arg(0)?, arg(1)?, arg(2)?),
+        Op::Cast { to } => tensor_ops::cast(arg(0)?, *to),
+        Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
+        Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => tensor_ops::slice(arg(0)?, starts, ends, axes, steps),
+        Op::Unsqueeze { .. } | Op::Squeeze { .. } => {
+            let t = arg(0)?;
+            let types = [(t.dtype, t.shape.as_slice())];
+            let shape = crate::ir::infer::infer(op, &types, &[None])?.remove(0).1;
+            Ok(vec![tensor_ops::reshape(t, shape)])
+        }
+        Op::Expand { shape } => tensor_ops::expand(arg(0)?, shape),
+        Op::Split { axis, sizes } => tensor_ops::split(arg(0)?, *axis, sizes),
+        Op::Tile { repeats } => tensor_ops::tile(arg(0)?, repeats),
+        Op::Pad { pads, mode, value } => tensor_ops::pad(arg(0)?, pads, *mode, *value),
         Op::Softmax { axis, coerce_2d } => {
             let t = arg(0)?;
             let a = f32s(t, "input")?;
@@ -568,4 +713,15 @@ fn pool(tx: &Tensor, w: &WindowAttrs, avg: Option<bool>) -> R {
         }
     }
     Ok(vec![Tensor::f32(out_shape(&tx.shape, c, g.o), out)])
+}
+
+/// All elements of `parts` in order, as one flat tensor of their common dtype.
+pub fn concat_data(parts: &[&Tensor]) -> Result<Tensor, String> {
+    let n: usize = parts.iter().map(|t| t.len()).sum();
+    let src: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, t)| (0..t.len()).map(move |i| (p, i)))
+        .collect();
+    concat_gather(parts, parts[0].dtype, vec![n], &src)
 }

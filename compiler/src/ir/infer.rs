@@ -1,7 +1,7 @@
 //! Shape and type inference, one rule per op. Called by [`super::Graph::add_node`], so a
 //! node whose inputs do not fit its op is never built.
 
-use super::{DType, Op, Tensor};
+use super::{Binary, DType, Op, ReduceKind, Tensor};
 
 type Types = Vec<(DType, Vec<usize>)>;
 
@@ -55,6 +55,77 @@ fn want(n: usize, types: &[(DType, &[usize])], lo: usize) -> Result<(), String> 
     Ok(())
 }
 
+fn numeric(t: &(DType, &[usize]), what: &str) -> Result<(), String> {
+    if !matches!(t.0, DType::F32 | DType::F64 | DType::I64 | DType::I32) {
+        return Err(format!("{what} must be f32, f64, i64 or i32, got {}", t.0));
+    }
+    Ok(())
+}
+
+fn boolean(t: &(DType, &[usize])) -> Result<(), String> {
+    if t.0 != DType::Bool {
+        return Err(format!("input must be bool, got {}", t.0));
+    }
+    Ok(())
+}
+
+/// The dtypes Cast converts between.
+pub fn castable(d: DType) -> bool {
+    matches!(
+        d,
+        DType::F32
+            | DType::F64
+            | DType::I64
+            | DType::I32
+            | DType::I16
+            | DType::I8
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+            | DType::Bool
+    )
+}
+
+/// The dims `[start, end)` Shape returns, clamped as the spec says.
+pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) {
+    let r = rank as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (a, b) = (clamp(start), clamp(end.unwrap_or(r)));
+    (a, b.max(a))
+}
+
+/// The reduced dims; `None` or an empty list means all.
+pub fn reduce_axes(axes: Option<&[i64]>, rank: usize) -> Result<Vec<usize>, String> {
+    match axes {
+        None | Some([]) => Ok((0..rank).collect()),
+        Some(a) => a.iter().map(|&x| norm_axis(x, rank)).collect(),
+    }
+}
+
+/// ONNX Slice on one dim of size `n`: the clamped start, the step and the element count.
+pub fn slice_range(n: usize, start: i64, end: i64, step: i64) -> Result<(i64, i64, usize), String> {
+    if step == 0 {
+        return Err("slice step 0".into());
+    }
+    let n = n as i64;
+    let fix = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
+    let (s, e) = (fix(start), fix(end));
+    let (s, e) = if step > 0 {
+        (s.clamp(0, n), e.clamp(0, n))
+    } else {
+        (s.clamp(-1, n - 1), e.clamp(-1, n - 1))
+    };
+    let count = if step > 0 {
+        if e > s { (e - s + step - 1) / step } else { 0 }
+    } else if s > e {
+        (s - e - step - 1) / (-step)
+    } else {
+        0
+    };
+    Ok((s, step, count as usize))
+}
+
 fn float(t: &(DType, &[usize]), what: &str) -> Result<(), String> {
     if t.0 != DType::F32 {
         return Err(format!("{what} must be f32, got {}", t.0));
@@ -73,12 +144,28 @@ pub fn infer(
     match op {
         Op::Unary(_) | Op::Clip { .. } | Op::Identity => {
             want(1, types, 1)?;
-            if !matches!(op, Op::Identity) {
-                float(&types[0], "input")?;
+            match op {
+                Op::Identity => {}
+                Op::Unary(crate::ir::Unary::Neg | crate::ir::Unary::Abs) => {
+                    numeric(&types[0], "input")?
+                }
+                _ => float(&types[0], "input")?,
             }
             Ok(vec![(types[0].0, types[0].1.to_vec())])
         }
-        Op::Binary(_) => {
+        Op::Binary(b) => {
+            want(2, types, 2)?;
+            if types[0].0 != types[1].0 && *b != Binary::Pow {
+                return Err(format!(
+                    "input types differ: {} and {}",
+                    types[0].0, types[1].0
+                ));
+            }
+            numeric(&types[0], "input")?;
+            numeric(&types[1], "input")?;
+            Ok(vec![(types[0].0, broadcast(types[0].1, types[1].1)?)])
+        }
+        Op::Compare(_) => {
             want(2, types, 2)?;
             if types[0].0 != types[1].0 {
                 return Err(format!(
@@ -86,8 +173,214 @@ pub fn infer(
                     types[0].0, types[1].0
                 ));
             }
+            Ok(vec![(DType::Bool, broadcast(types[0].1, types[1].1)?)])
+        }
+        Op::Logic(_) => {
+            want(2, types, 2)?;
+            for t in types {
+                boolean(t)?;
+            }
+            Ok(vec![(DType::Bool, broadcast(types[0].1, types[1].1)?)])
+        }
+        Op::Not => {
+            want(1, types, 1)?;
+            boolean(&types[0])?;
+            Ok(vec![(DType::Bool, types[0].1.to_vec())])
+        }
+        Op::Where => {
+            want(3, types, 3)?;
+            boolean(&types[0])?;
+            if types[1].0 != types[2].0 {
+                return Err(format!(
+                    "x and y types differ: {} and {}",
+                    types[1].0, types[2].0
+                ));
+            }
+            let s = broadcast(&broadcast(types[0].1, types[1].1)?, types[2].1)?;
+            Ok(vec![(types[1].0, s)])
+        }
+        Op::Cast { to } => {
+            want(1, types, 1)?;
+            for d in [types[0].0, *to] {
+                if !castable(d) {
+                    return Err(format!("Cast involving {d} is not supported"));
+                }
+            }
+            Ok(vec![(*to, types[0].1.to_vec())])
+        }
+        Op::Shape { start, end } => {
+            want(1, types, 1)?;
+            let (a, b) = shape_range(types[0].1.len(), *start, *end);
+            Ok(vec![(DType::I64, vec![b - a])])
+        }
+        Op::Gelu { .. } => {
+            want(1, types, 1)?;
             float(&types[0], "input")?;
-            Ok(vec![(types[0].0, broadcast(types[0].1, types[1].1)?)])
+            Ok(vec![(DType::F32, types[0].1.to_vec())])
+        }
+        Op::LayerNorm { axis, .. } => {
+            want(3, types, 2)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let x = types[0].1;
+            let ax = norm_axis(*axis, x.len())?;
+            for t in &types[1..] {
+                if broadcast(t.1, &x[ax..])? != x[ax..] {
+                    return Err(format!(
+                        "scale/bias {:?} do not broadcast to {:?}",
+                        t.1,
+                        &x[ax..]
+                    ));
+                }
+            }
+            Ok(vec![(DType::F32, x.to_vec())])
+        }
+        Op::Reduce {
+            axes,
+            keepdims,
+            kind,
+        } => {
+            want(1, types, 1)?;
+            numeric(&types[0], "input")?;
+            if *kind == ReduceKind::Mean {
+                float(&types[0], "input")?;
+            }
+            let x = types[0].1;
+            let set = reduce_axes(axes.as_deref(), x.len())?;
+            let mut out = Vec::new();
+            for (d, &n) in x.iter().enumerate() {
+                if set.contains(&d) {
+                    if *keepdims {
+                        out.push(1);
+                    }
+                } else {
+                    out.push(n);
+                }
+            }
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::Gather { axis } => {
+            want(2, types, 2)?;
+            if !matches!(types[1].0, DType::I64 | DType::I32) {
+                return Err(format!("indices must be i64 or i32, got {}", types[1].0));
+            }
+            let x = types[0].1;
+            let ax = norm_axis(*axis, x.len())?;
+            let mut out = x[..ax].to_vec();
+            out.extend_from_slice(types[1].1);
+            out.extend_from_slice(&x[ax + 1..]);
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
+                return Err("starts, ends, axes and steps differ in length".into());
+            }
+            let mut out = x.to_vec();
+            for (i, &a) in axes.iter().enumerate() {
+                let d = norm_axis(a, x.len())?;
+                out[d] = slice_range(x[d], starts[i], ends[i], steps[i])?.2;
+            }
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::Unsqueeze { axes } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            let r = x.len() + axes.len();
+            let mut set: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, r))
+                .collect::<Result<_, _>>()?;
+            set.sort_unstable();
+            if set.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("repeated axis in {axes:?}"));
+            }
+            let mut it = x.iter();
+            let out = (0..r)
+                .map(|d| {
+                    if set.contains(&d) {
+                        1
+                    } else {
+                        it.next().copied().unwrap_or(1)
+                    }
+                })
+                .collect();
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::Squeeze { axes } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            let set: Vec<usize> = match axes {
+                Some(a) => a
+                    .iter()
+                    .map(|&a| norm_axis(a, x.len()))
+                    .collect::<Result<_, _>>()?,
+                None => (0..x.len()).filter(|&d| x[d] == 1).collect(),
+            };
+            if let Some(&d) = set.iter().find(|&&d| x[d] != 1) {
+                return Err(format!("cannot squeeze dim {d} of size {}", x[d]));
+            }
+            let out = (0..x.len())
+                .filter(|d| !set.contains(d))
+                .map(|d| x[d])
+                .collect();
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::Expand { shape } => {
+            want(1, types, 1)?;
+            let target: Vec<usize> = shape
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim in {shape:?}")))
+                .collect::<Result<_, _>>()?;
+            Ok(vec![(types[0].0, broadcast(types[0].1, &target)?)])
+        }
+        Op::Split { axis, sizes } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            let ax = norm_axis(*axis, x.len())?;
+            if sizes.iter().sum::<usize>() != x[ax] {
+                return Err(format!("split sizes {sizes:?} do not add up to {}", x[ax]));
+            }
+            Ok(sizes
+                .iter()
+                .map(|&n| {
+                    let mut s = x.to_vec();
+                    s[ax] = n;
+                    (types[0].0, s)
+                })
+                .collect())
+        }
+        Op::Tile { repeats } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            if repeats.len() != x.len() {
+                return Err(format!("repeats {repeats:?} do not match rank {}", x.len()));
+            }
+            Ok(vec![(
+                types[0].0,
+                x.iter().zip(repeats).map(|(a, b)| a * b).collect(),
+            )])
+        }
+        Op::Pad { pads, .. } => {
+            want(1, types, 1)?;
+            let x = types[0].1;
+            if pads.len() != 2 * x.len() {
+                return Err(format!("pads {pads:?} do not match rank {}", x.len()));
+            }
+            let out = (0..x.len())
+                .map(|d| {
+                    let n = x[d] as i64 + pads[d] + pads[d + x.len()];
+                    usize::try_from(n).map_err(|_| format!("pads {pads:?} crop dim {d} below 0"))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(vec![(types[0].0, out)])
         }
         Op::MatMul => {
             want(2, types, 2)?;

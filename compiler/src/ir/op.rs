@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::DType;
+
 /// Elementwise one-input float ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unary {
@@ -14,6 +16,8 @@ pub enum Unary {
     Abs,
     Sqrt,
     Reciprocal,
+    Erf,
+    Log,
 }
 
 /// Elementwise two-input ops with multidirectional (numpy) broadcasting.
@@ -25,6 +29,44 @@ pub enum Binary {
     Div,
     Max,
     Min,
+    Pow,
+}
+
+/// Comparisons, producing bool tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cmp {
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+/// Boolean connectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Logic {
+    And,
+    Or,
+    Xor,
+}
+
+/// Reductions over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+}
+
+/// How Pad fills the border.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
 }
 
 /// How explicit padding is chosen for windowed ops (ONNX `auto_pad`).
@@ -176,10 +218,84 @@ pub enum Op {
         coerce_2d: bool,
     },
     Identity,
+    /// `0.5·x·(1 + erf(x/√2))`, or the tanh approximation.
+    Gelu {
+        tanh: bool,
+    },
+    /// Normalizes over the dims from `axis` on; inputs X, scale, optional bias.
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Reduction over `axes` (all dims when `None`).
+    Reduce {
+        kind: ReduceKind,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+    },
+    Compare(Cmp),
+    Logic(Logic),
+    Not,
+    /// `cond ? x : y` with broadcasting.
+    Where,
+    Cast {
+        to: DType,
+    },
+    /// The input's shape (dims `start..end`), an i64 vector.
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
+    /// Inputs: data only; the bounds were constants.
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Vec<i64>,
+        steps: Vec<i64>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    /// `None` removes every dim of size 1.
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Expand {
+        shape: Vec<i64>,
+    },
+    Split {
+        axis: i64,
+        sizes: Vec<usize>,
+    },
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// `pads` holds all begins then all ends (negative crops); Constant mode fills `value`.
+    Pad {
+        pads: Vec<i64>,
+        mode: PadMode,
+        value: f64,
+    },
 }
 
 impl Op {
     /// The ONNX-like name used by the printer, reports and error messages.
+    /// Whether the op only reinterprets its input's shape: the output has the input's
+    /// elements in the same order, so it can share the input's storage.
+    pub fn is_view(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. }
+                | Op::Flatten { .. }
+                | Op::Identity
+                | Op::Unsqueeze { .. }
+                | Op::Squeeze { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Op::Unary(u) => match u {
@@ -191,6 +307,8 @@ impl Op {
                 Unary::Abs => "Abs",
                 Unary::Sqrt => "Sqrt",
                 Unary::Reciprocal => "Reciprocal",
+                Unary::Erf => "Erf",
+                Unary::Log => "Log",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "Add",
@@ -199,6 +317,7 @@ impl Op {
                 Binary::Div => "Div",
                 Binary::Max => "Max",
                 Binary::Min => "Min",
+                Binary::Pow => "Pow",
             },
             Op::Clip { .. } => "Clip",
             Op::MatMul => "MatMul",
@@ -214,6 +333,39 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Softmax { .. } => "Softmax",
             Op::Identity => "Identity",
+            Op::Gelu { .. } => "Gelu",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Sum => "ReduceSum",
+                ReduceKind::Mean => "ReduceMean",
+                ReduceKind::Max => "ReduceMax",
+                ReduceKind::Min => "ReduceMin",
+                ReduceKind::Prod => "ReduceProd",
+            },
+            Op::Compare(c) => match c {
+                Cmp::Equal => "Equal",
+                Cmp::Less => "Less",
+                Cmp::LessOrEqual => "LessOrEqual",
+                Cmp::Greater => "Greater",
+                Cmp::GreaterOrEqual => "GreaterOrEqual",
+            },
+            Op::Logic(l) => match l {
+                Logic::And => "And",
+                Logic::Or => "Or",
+                Logic::Xor => "Xor",
+            },
+            Op::Not => "Not",
+            Op::Where => "Where",
+            Op::Cast { .. } => "Cast",
+            Op::Shape { .. } => "Shape",
+            Op::Gather { .. } => "Gather",
+            Op::Slice { .. } => "Slice",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Expand { .. } => "Expand",
+            Op::Split { .. } => "Split",
+            Op::Tile { .. } => "Tile",
+            Op::Pad { .. } => "Pad",
         }
     }
 }
@@ -290,6 +442,46 @@ impl fmt::Display for Op {
                     f.write_str(" coerce_2d")?;
                 }
                 f.write_str("}")
+            }
+            Op::Gelu { tanh: true } => f.write_str("{tanh}"),
+            Op::LayerNorm { axis, epsilon } => write!(f, "{{axis={axis} epsilon={epsilon:?}}}"),
+            Op::Reduce { axes, keepdims, .. } => {
+                match axes {
+                    Some(a) => write!(f, "{{axes={}", list(a))?,
+                    None => f.write_str("{axes=all")?,
+                }
+                if *keepdims {
+                    f.write_str(" keepdims")?;
+                }
+                f.write_str("}")
+            }
+            Op::Cast { to } => write!(f, "{{to={to}}}"),
+            Op::Shape { start, end } => match end {
+                Some(e) => write!(f, "{{start={start} end={e}}}"),
+                None if *start != 0 => write!(f, "{{start={start}}}"),
+                None => Ok(()),
+            },
+            Op::Gather { axis } => write!(f, "{{axis={axis}}}"),
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => write!(
+                f,
+                "{{starts={} ends={} axes={} steps={}}}",
+                list(starts),
+                list(ends),
+                list(axes),
+                list(steps)
+            ),
+            Op::Unsqueeze { axes } => write!(f, "{{axes={}}}", list(axes)),
+            Op::Squeeze { axes: Some(a) } => write!(f, "{{axes={}}}", list(a)),
+            Op::Expand { shape } => write!(f, "{{shape={}}}", list(shape)),
+            Op::Split { axis, sizes } => write!(f, "{{axis={axis} sizes={}}}", list(sizes)),
+            Op::Tile { repeats } => write!(f, "{{repeats={}}}", list(repeats)),
+            Op::Pad { pads, mode, value } => {
+                write!(f, "{{pads={} mode={mode:?} value={value:?}}}", list(pads))
             }
             _ => Ok(()),
         }

@@ -287,11 +287,7 @@ impl<'g> Builder<'g> {
             return false;
         }
         self.g.consumers(v).into_iter().all(|c| {
-            c == n
-                || matches!(
-                    self.g.node(c).op,
-                    Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
-                ) && self.only_reader(self.g.node(c).outputs[0], n)
+            c == n || self.g.node(c).op.is_view() && self.only_reader(self.g.node(c).outputs[0], n)
         })
     }
 
@@ -299,10 +295,7 @@ impl<'g> Builder<'g> {
     fn storage_root(&self, mut v: ValueId) -> ValueId {
         while let Some(p) = self.g.value(v).producer {
             let node = self.g.node(p);
-            if !matches!(
-                node.op,
-                Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
-            ) {
+            if !node.op.is_view() {
                 break;
             }
             v = node.inputs[0];
@@ -356,12 +349,7 @@ impl<'g> Builder<'g> {
         let node = g.node(n);
         let (ins, out) = (&node.inputs, node.outputs[0]);
         for &o in &node.outputs {
-            if g.value(o).dtype != DType::F32
-                && !matches!(
-                    node.op,
-                    Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity
-                )
-            {
+            if g.value(o).dtype != DType::F32 && !node.op.is_view() {
                 return Err(unsupported(
                     g,
                     n,
@@ -383,6 +371,9 @@ impl<'g> Builder<'g> {
                     Unary::Abs => UnaryOp::Abs,
                     Unary::Sqrt => UnaryOp::Sqrt,
                     Unary::Reciprocal => UnaryOp::Reciprocal,
+                    Unary::Erf | Unary::Log => {
+                        return Err(unsupported(g, n, "no compiled kernel yet"));
+                    }
                 };
                 self.reuse_input(n, out, &ins[..1]);
                 self.elementwise(
@@ -414,6 +405,7 @@ impl<'g> Builder<'g> {
                     Binary::Div => BinaryOp::Div,
                     Binary::Max => BinaryOp::Max,
                     Binary::Min => BinaryOp::Min,
+                    Binary::Pow => return self.pow(n),
                 };
                 self.reuse_input(n, out, &ins[..2]);
                 self.elementwise(
@@ -667,7 +659,11 @@ impl<'g> Builder<'g> {
                     output,
                 });
             }
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => {
+            Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Identity
+            | Op::Unsqueeze { .. }
+            | Op::Squeeze { .. } => {
                 let from = self.loc(ins[0]);
                 match self.loc.get(&out).copied() {
                     // The result must land in a caller buffer: copy it there.
@@ -716,6 +712,27 @@ impl<'g> Builder<'g> {
                     }
                     at += part[ax] as u64;
                 }
+            }
+            Op::Gelu { .. }
+            | Op::LayerNorm { .. }
+            | Op::Reduce { .. }
+            | Op::Compare(_)
+            | Op::Logic(_)
+            | Op::Not
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Shape { .. }
+            | Op::Gather { .. }
+            | Op::Slice { .. }
+            | Op::Expand { .. }
+            | Op::Split { .. }
+            | Op::Tile { .. }
+            | Op::Pad { .. } => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    "no compiled kernel yet (the interpreter runs it)",
+                ));
             }
             Op::Softmax { axis, coerce_2d } => {
                 let shape = self.shape(ins[0]).to_vec();
@@ -806,6 +823,35 @@ impl<'g> Builder<'g> {
             offset: 0,
             strides: strides(size),
         }
+    }
+
+    /// Pow with a constant scalar exponent the kernels express exactly: 1, 2, 0.5, -1.
+    fn pow(&mut self, n: NodeIndex) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (x, out) = (node.inputs[0], node.outputs[0]);
+        let e = g
+            .konst(node.inputs[1])
+            .and_then(|t| t.to_f64s())
+            .filter(|v| v.len() == 1)
+            .map(|v| v[0])
+            .ok_or_else(|| unsupported(g, n, "the exponent is not a constant scalar"))?;
+        let expr = match e {
+            1.0 => vec![ExprNode::Input(0)],
+            2.0 => vec![ExprNode::Input(0), ExprNode::Binary(BinaryOp::Mul, 0, 0)],
+            0.5 => vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Sqrt, 0)],
+            -1.0 => vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Reciprocal, 0)],
+            _ => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!("exponent {e} has no compiled kernel yet"),
+                ));
+            }
+        };
+        self.reuse_input(n, out, &[x]);
+        self.elementwise(out, &[x], expr);
+        Ok(())
     }
 
     fn matmul(&mut self, n: NodeIndex) -> Result<(), Error> {

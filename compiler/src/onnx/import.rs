@@ -8,7 +8,10 @@ use onnx_protobuf::{ModelProto, NodeProto, ValueInfoProto};
 
 use super::attrs::Attrs;
 use super::tensor::{self, DataDir};
-use crate::ir::{AutoPad, Binary, DType, Graph, Op, Tensor, Unary, ValueId, WindowAttrs};
+use crate::ir::{
+    AutoPad, Binary, Cmp, DType, Graph, Logic, Op, PadMode, ReduceKind, Tensor, Unary, ValueId,
+    WindowAttrs,
+};
 use crate::{Error, UnsupportedOp};
 
 /// What the caller knows that the model does not say.
@@ -71,34 +74,66 @@ pub fn opset_of(model: &ModelProto, domain: &str) -> Option<i64> {
 pub const SUPPORTED_OPS: &[&str] = &[
     "Abs",
     "Add",
+    "And",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
     "Clip",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
+    "Equal",
+    "Erf",
     "Exp",
+    "Expand",
     "Flatten",
+    "Gather",
+    "Gelu",
     "Gemm",
     "GlobalAveragePool",
+    "Greater",
+    "GreaterOrEqual",
     "Identity",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
     "MatMul",
     "Max",
     "MaxPool",
     "Min",
     "Mul",
     "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "Range",
     "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
     "Relu",
     "Reshape",
+    "Shape",
     "Sigmoid",
+    "Slice",
     "Softmax",
+    "Split",
     "Sqrt",
+    "Squeeze",
     "Sub",
     "Tanh",
+    "Tile",
     "Transpose",
+    "Unsqueeze",
+    "Where",
+    "Xor",
 ];
 
 /// A node translated to edgecc ops: usually one, sometimes a short chain (variadic Max)
@@ -189,11 +224,14 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         return Err(Error::UnresolvedDims(unresolved));
     }
 
-    // First translate every node, collecting all unsupported ones; only then build.
+    // One pass in topological order: translate, then build. A node whose inputs are all
+    // constants (and every Shape, since shapes are static) is evaluated right away, so the
+    // shape arithmetic exporters emit (Shape → Gather → Unsqueeze → Concat → Reshape) is
+    // constant by the time the Reshape reads it. Unsupported nodes are collected, not
+    // fatal, so they are all reported together; what depends only on them is skipped.
     let order = topo_sort(&g.node, &scope)?;
     let mut unsupported = Vec::new();
-    let mut translated = Vec::with_capacity(order.len());
-    let mut constants: HashMap<String, Tensor> = HashMap::new();
+    let mut poisoned: HashSet<String> = HashSet::new();
     for (i, &ni) in order.iter().enumerate() {
         let node = &g.node[ni];
         let name = if node.name.is_empty() {
@@ -201,37 +239,32 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         } else {
             node.name.clone()
         };
-        let konst = |n: &str| -> Option<Tensor> {
-            if let Some(t) = constants.get(n) {
-                return Some(t.clone());
-            }
-            scope.get(n).and_then(|&v| graph.konst(v).cloned())
-        };
-        match translate(node, opset, &konst) {
-            Ok(l) => {
-                if let Lowered::Const(t) = &l
-                    && let Some(o) = node.output.first()
+        let tainted = node.input.iter().any(|x| poisoned.contains(x));
+        let konst =
+            |n: &str| -> Option<Tensor> { scope.get(n).and_then(|&v| graph.konst(v).cloned()) };
+        let shape =
+            |n: &str| -> Option<Vec<usize>> { scope.get(n).map(|&v| graph.value(v).shape.clone()) };
+        let lowered = match translate(node, opset, &konst, &shape) {
+            Ok(l) if !tainted => l,
+            result => {
+                // An op that failed only for want of a constant its unsupported producer
+                // would have made is a consequence, not a second problem.
+                if let Err(reason) = result
+                    && (!tainted || reason.is_none())
                 {
-                    constants.insert(o.clone(), t.clone());
+                    unsupported.push(UnsupportedOp {
+                        node: name,
+                        op_type: node.op_type.clone(),
+                        domain: node.domain.clone(),
+                        opset: opset_of(model, &node.domain).unwrap_or(0),
+                        reason,
+                    });
                 }
-                translated.push((name, ni, l));
+                poisoned.extend(node.output.iter().cloned());
+                continue;
             }
-            Err(reason) => unsupported.push(UnsupportedOp {
-                node: name,
-                op_type: node.op_type.clone(),
-                domain: node.domain.clone(),
-                opset: opset_of(model, &node.domain).unwrap_or(0),
-                reason,
-            }),
-        }
-    }
-    if !unsupported.is_empty() {
-        return Err(Error::Unsupported(unsupported));
-    }
-
-    for (name, ni, l) in translated {
-        let node = &g.node[ni];
-        match l {
+        };
+        match lowered {
             Lowered::Const(t) => {
                 let out = node.output.first().cloned().unwrap_or_default();
                 let id = graph.add_const(out.clone(), t);
@@ -246,27 +279,26 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             Lowered::TransposeReversed(input) => {
                 let v = lookup(&scope, &input, &name)?;
                 let perm = (0..graph.value(v).shape.len()).rev().collect();
-                let (_, outs) = graph.add_node(name.clone(), Op::Transpose { perm }, vec![v])?;
-                if let Some(out_name) = node.output.first() {
-                    graph.value_mut(outs[0]).name = out_name.clone();
-                    scope.insert(out_name.clone(), outs[0]);
-                }
+                build(
+                    &mut graph,
+                    &mut scope,
+                    node,
+                    name,
+                    Op::Transpose { perm },
+                    vec![v],
+                )?;
             }
             Lowered::Op(op, inputs) => {
                 let ins = inputs
                     .iter()
                     .map(|i| lookup(&scope, i, &name))
                     .collect::<Result<Vec<_>, _>>()?;
-                let (_, outs) = graph.add_node(name.clone(), op, ins)?;
-                for (k, &o) in outs.iter().enumerate() {
-                    let Some(out_name) = node.output.get(k).filter(|s| !s.is_empty()) else {
-                        continue;
-                    };
-                    graph.value_mut(o).name = out_name.clone();
-                    scope.insert(out_name.clone(), o);
-                }
+                build(&mut graph, &mut scope, node, name, op, ins)?;
             }
         }
+    }
+    if !unsupported.is_empty() {
+        return Err(Error::Unsupported(unsupported));
     }
     for vi in &g.output {
         let v = lookup(&scope, &vi.name, "graph output")?;
@@ -276,6 +308,68 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         return Err(Error::Model("the graph has no outputs".into()));
     }
     Ok(graph)
+}
+
+/// Results larger than this stay nodes rather than becoming constants at import: a
+/// broadcast of a small constant into a huge one would bloat the artifact for no gain.
+const MAX_FOLDED_BYTES: usize = 16 << 20;
+
+/// Adds a node's op to the graph, or its value when it can be computed now, and names the
+/// outputs as the model does.
+fn build(
+    graph: &mut Graph,
+    scope: &mut HashMap<String, ValueId>,
+    node: &NodeProto,
+    name: String,
+    op: Op,
+    ins: Vec<ValueId>,
+) -> Result<(), Error> {
+    let fold = !ins.is_empty() && ins.iter().all(|&v| graph.konst(v).is_some());
+    let outs = if let Op::Shape { start, end } = op {
+        let shape = &graph.value(ins[0]).shape;
+        let t = crate::interp::tensor_ops::shape_of(shape, start, end);
+        vec![graph.add_const(name.clone(), t)]
+    } else if fold && {
+        let types = ins
+            .iter()
+            .map(|&v| (graph.value(v).dtype, graph.value(v).shape.as_slice()));
+        let types: Vec<_> = types.collect();
+        let konsts: Vec<_> = ins.iter().map(|&v| graph.konst(v)).collect();
+        crate::ir::infer::infer(&op, &types, &konsts).is_ok_and(|outs| {
+            outs.iter()
+                .map(|(d, s)| s.iter().product::<usize>() * d.bits() / 8)
+                .sum::<usize>()
+                <= MAX_FOLDED_BYTES
+        })
+    } {
+        // Check the types first so a bad node gets the same error either way.
+        let (_, outs) = graph.add_node(name.clone(), op.clone(), ins.clone())?;
+        let n = graph.value(outs[0]).producer.expect("just added");
+        let args: Vec<&Tensor> = ins
+            .iter()
+            .map(|&v| graph.konst(v).expect("checked"))
+            .collect();
+        let values = crate::interp::eval(&op, &args).map_err(|msg| Error::Shape {
+            node: name.clone(),
+            op: op.name().into(),
+            msg,
+        })?;
+        graph.remove_node(n);
+        values
+            .into_iter()
+            .map(|t| graph.add_const(name.clone(), t))
+            .collect()
+    } else {
+        graph.add_node(name, op, ins)?.1
+    };
+    for (k, &o) in outs.iter().enumerate() {
+        let Some(out_name) = node.output.get(k).filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        graph.value_mut(o).name = out_name.clone();
+        scope.insert(out_name.clone(), o);
+    }
+    Ok(())
 }
 
 fn dims_text(dims: &[Dim]) -> String {
@@ -393,6 +487,7 @@ fn translate(
     node: &NodeProto,
     opset: i64,
     konst: &dyn Fn(&str) -> Option<Tensor>,
+    konst_shape: &dyn Fn(&str) -> Option<Vec<usize>>,
 ) -> Result<Lowered, Option<String>> {
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Err(None);
@@ -572,6 +667,279 @@ fn translate(
                 .unwrap_or(if opset < 13 { 1 } else { -1 }),
             coerce_2d: opset < 13,
         },
+        "Erf" => Op::Unary(Unary::Erf),
+        "Log" => Op::Unary(Unary::Log),
+        "Pow" => Op::Binary(Binary::Pow),
+        "Gelu" => Op::Gelu {
+            tanh: match a.string("approximate").map_err(some)?.as_deref() {
+                None | Some("none") => false,
+                Some("tanh") => true,
+                Some(other) => return Err(some(format!("approximate '{other}'"))),
+            },
+        },
+        "LayerNormalization" => {
+            need_outputs(1)?;
+            Op::LayerNorm {
+                axis: a.int("axis").map_err(some)?.unwrap_or(-1),
+                epsilon: a.float("epsilon").map_err(some)?.unwrap_or(1e-5),
+            }
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
+            let kind = match node.op_type.as_str() {
+                "ReduceMean" => ReduceKind::Mean,
+                "ReduceSum" => ReduceKind::Sum,
+                "ReduceMax" => ReduceKind::Max,
+                "ReduceMin" => ReduceKind::Min,
+                _ => ReduceKind::Prod,
+            };
+            let axes_as_input = opset >= if kind == ReduceKind::Sum { 13 } else { 18 };
+            let axes = if axes_as_input {
+                match ins.get(1).filter(|s| !s.is_empty()) {
+                    None => None,
+                    Some(n) => Some(const_ints(konst, n)?),
+                }
+            } else {
+                a.ints("axes").map_err(some)?
+            };
+            let keepdims = a.int("keepdims").map_err(some)?.unwrap_or(1) != 0;
+            let noop = a.int("noop_with_empty_axes").map_err(some)?.unwrap_or(0) != 0;
+            if noop && axes.as_ref().is_none_or(|v| v.is_empty()) {
+                return Ok(Lowered::Alias(ins.first().cloned().unwrap_or_default()));
+            }
+            return Ok(Lowered::Op(
+                Op::Reduce {
+                    kind,
+                    axes,
+                    keepdims,
+                },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => {
+            Op::Compare(match node.op_type.as_str() {
+                "Equal" => Cmp::Equal,
+                "Less" => Cmp::Less,
+                "LessOrEqual" => Cmp::LessOrEqual,
+                "Greater" => Cmp::Greater,
+                _ => Cmp::GreaterOrEqual,
+            })
+        }
+        "And" | "Or" | "Xor" => Op::Logic(match node.op_type.as_str() {
+            "And" => Logic::And,
+            "Or" => Logic::Or,
+            _ => Logic::Xor,
+        }),
+        "Not" => Op::Not,
+        "Where" => Op::Where,
+        "Cast" => {
+            let to = a
+                .int("to")
+                .map_err(some)?
+                .ok_or_else(|| some("'to' is required".into()))?;
+            let to =
+                DType::from_onnx(to as i32).ok_or_else(|| some(format!("unknown dtype {to}")))?;
+            if !crate::ir::infer::castable(to) {
+                return Err(some(format!("Cast to {to}")));
+            }
+            Op::Cast { to }
+        }
+        "Shape" => Op::Shape {
+            start: a.int("start").map_err(some)?.unwrap_or(0),
+            end: a.int("end").map_err(some)?,
+        },
+        "Gather" => Op::Gather {
+            axis: a.int("axis").map_err(some)?.unwrap_or(0),
+        },
+        "Slice" => {
+            let (starts, ends, axes, steps) = if opset < 10 {
+                let starts = a.ints("starts").map_err(some)?.unwrap_or_default();
+                let ends = a.ints("ends").map_err(some)?.unwrap_or_default();
+                let axes = a.ints("axes").map_err(some)?;
+                (starts, ends, axes, None)
+            } else {
+                let get = |i: usize| -> Result<Option<Vec<i64>>, Option<String>> {
+                    match ins.get(i).filter(|s| !s.is_empty()) {
+                        None => Ok(None),
+                        Some(n) => const_ints(konst, n).map(Some),
+                    }
+                };
+                let starts = get(1)?.ok_or_else(|| some("starts are required".into()))?;
+                let ends = get(2)?.ok_or_else(|| some("ends are required".into()))?;
+                (starts, ends, get(3)?, get(4)?)
+            };
+            let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            return Ok(Lowered::Op(
+                Op::Slice {
+                    starts,
+                    ends,
+                    axes,
+                    steps,
+                },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "Unsqueeze" | "Squeeze" => {
+            let axes = if opset >= 13 {
+                match ins.get(1).filter(|s| !s.is_empty()) {
+                    None => None,
+                    Some(n) => Some(const_ints(konst, n)?),
+                }
+            } else {
+                a.ints("axes").map_err(some)?
+            };
+            let op = if node.op_type == "Unsqueeze" {
+                Op::Unsqueeze {
+                    axes: axes.ok_or_else(|| some("axes are required".into()))?,
+                }
+            } else {
+                Op::Squeeze { axes }
+            };
+            return Ok(Lowered::Op(op, ins.iter().take(1).cloned().collect()));
+        }
+        "Expand" => {
+            let n = ins.get(1).ok_or_else(|| some("no shape input".into()))?;
+            let shape = const_ints(konst, n)?;
+            return Ok(Lowered::Op(
+                Op::Expand { shape },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "ConstantOfShape" => {
+            let n = ins.first().ok_or_else(|| some("no shape input".into()))?;
+            let shape = const_ints(konst, n)?;
+            let value = match a.get("value") {
+                Some(t) => {
+                    tensor::decode(&t.t, DataDir { base: None }).map_err(|e| some(e.to_string()))?
+                }
+                None => Tensor::f32(vec![1], vec![0.0]),
+            };
+            let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            let n: usize = dims.iter().product();
+            let src = vec![0usize; n];
+            let t = crate::interp::tensor_ops::take(&value, dims, &src, None).map_err(some)?;
+            return Ok(Lowered::Const(t));
+        }
+        "Range" => {
+            let scalar = |i: usize| -> Result<Tensor, Option<String>> {
+                let n = ins
+                    .get(i)
+                    .ok_or_else(|| some("start, limit and delta are required".into()))?;
+                konst(n)
+                    .filter(|t| t.len() == 1)
+                    .ok_or_else(|| some(format!("'{n}' is not a constant scalar")))
+            };
+            let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
+            return range(&start, &limit, &delta)
+                .map(Lowered::Const)
+                .map_err(some);
+        }
+        "Split" => {
+            let axis = a.int("axis").map_err(some)?.unwrap_or(0);
+            let given = if opset >= 13 {
+                match ins.get(1).filter(|s| !s.is_empty()) {
+                    None => None,
+                    Some(n) => Some(const_ints(konst, n)?),
+                }
+            } else {
+                a.ints("split").map_err(some)?
+            };
+            let outputs = a
+                .int("num_outputs")
+                .map_err(some)?
+                .map(|n| n as usize)
+                .unwrap_or(node.output.len());
+            let sizes = match given {
+                Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
+                // Equal parts, the last one smaller if it does not divide: resolved against
+                // the input's dim when the node is built.
+                None => {
+                    let dim = ins
+                        .first()
+                        .and_then(|n| konst_shape(n))
+                        .ok_or_else(|| some("cannot size the split".into()))?;
+                    let ax = crate::ir::infer::norm_axis(axis, dim.len()).map_err(some)?;
+                    let per = dim[ax].div_ceil(outputs.max(1));
+                    (0..outputs)
+                        .map(|i| per.min(dim[ax].saturating_sub(i * per)))
+                        .collect()
+                }
+            };
+            return Ok(Lowered::Op(
+                Op::Split { axis, sizes },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "Tile" => {
+            let n = ins.get(1).ok_or_else(|| some("no repeats input".into()))?;
+            let repeats = const_ints(konst, n)?
+                .iter()
+                .map(|&r| r.max(0) as usize)
+                .collect();
+            return Ok(Lowered::Op(
+                Op::Tile { repeats },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "Pad" => {
+            let mode = match a.string("mode").map_err(some)?.as_deref() {
+                None | Some("constant") => PadMode::Constant,
+                Some("reflect") => PadMode::Reflect,
+                Some("edge") => PadMode::Edge,
+                Some("wrap") => PadMode::Wrap,
+                Some(other) => return Err(some(format!("mode '{other}'"))),
+            };
+            let (pads, value, axes) = if opset < 11 {
+                let pads = a
+                    .ints("pads")
+                    .map_err(some)?
+                    .ok_or_else(|| some("pads are required".into()))?;
+                (
+                    pads,
+                    a.float("value").map_err(some)?.unwrap_or(0.0) as f64,
+                    None,
+                )
+            } else {
+                let pads = const_ints(
+                    konst,
+                    ins.get(1).ok_or_else(|| some("no pads input".into()))?,
+                )?;
+                let value = match ins.get(2).filter(|s| !s.is_empty()) {
+                    None => 0.0,
+                    Some(n) => konst(n)
+                        .and_then(|t| t.to_f64s())
+                        .and_then(|v| v.first().copied())
+                        .ok_or_else(|| some(format!("constant_value '{n}' is not a constant")))?,
+                };
+                let axes = match ins.get(3).filter(|s| !s.is_empty()) {
+                    None => None,
+                    Some(n) => Some(const_ints(konst, n)?),
+                };
+                (pads, value, axes)
+            };
+            let pads = match axes {
+                None => pads,
+                // Pads for a subset of axes: spread them over the full rank.
+                Some(axes) => {
+                    let rank = ins
+                        .first()
+                        .and_then(|n| konst_shape(n))
+                        .map(|s| s.len())
+                        .ok_or_else(|| some("cannot resolve axes".into()))?;
+                    let mut full = vec![0i64; 2 * rank];
+                    for (i, &ax) in axes.iter().enumerate() {
+                        let d = crate::ir::infer::norm_axis(ax, rank).map_err(some)?;
+                        full[d] = pads[i];
+                        full[d + rank] = pads[i + axes.len()];
+                    }
+                    full
+                }
+            };
+            return Ok(Lowered::Op(
+                Op::Pad { pads, mode, value },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
         "Identity" => return Ok(Lowered::Alias(ins.first().cloned().unwrap_or_default())),
         "Dropout" => {
             need_outputs(1)?;
@@ -581,6 +949,47 @@ fn translate(
         _ => return Err(None),
     };
     Ok(Lowered::Op(op, ins))
+}
+
+/// The integer values of a constant input, or why not.
+fn const_ints(
+    konst: &dyn Fn(&str) -> Option<Tensor>,
+    name: &str,
+) -> Result<Vec<i64>, Option<String>> {
+    konst(name).and_then(|t| t.to_i64s()).ok_or_else(|| {
+        Some(format!(
+            "input '{name}' is not a constant (dynamic shapes are not supported)"
+        ))
+    })
+}
+
+/// ONNX Range on constant scalars.
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, String> {
+    let f = |t: &Tensor| {
+        t.to_f64s()
+            .and_then(|v| v.first().copied())
+            .ok_or("not numeric")
+    };
+    let (s, l, d) = (f(start)?, f(limit)?, f(delta)?);
+    if d == 0.0 {
+        return Err("delta is 0".into());
+    }
+    let n = ((l - s) / d).ceil().max(0.0) as usize;
+    if n > 1 << 28 {
+        return Err(format!("{n} elements is too many"));
+    }
+    if let (Some(si), Some(di)) = (start.to_i64s(), delta.to_i64s()) {
+        let v: Vec<i64> = (0..n as i64).map(|i| si[0] + i * di[0]).collect();
+        return crate::interp::tensor_ops::cast(&Tensor::i64(vec![n], v), start.dtype)
+            .map(|mut v| v.remove(0));
+    }
+    let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
+    let t = Tensor {
+        dtype: DType::F64,
+        shape: vec![n],
+        data: crate::ir::Data::F64(v),
+    };
+    crate::interp::tensor_ops::cast(&t, start.dtype).map(|mut v| v.remove(0))
 }
 
 fn constant(node: &NodeProto, a: &Attrs<'_>) -> Result<Tensor, String> {

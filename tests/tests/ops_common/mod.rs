@@ -550,6 +550,9 @@ pub fn build_unary(net: &mut Net, p: &UnaryP) {
                     Tol::exact(),
                 ),
                 Unary::Reciprocal => (rng.away(n, 0.01, 100.0), Tol::exact()),
+                Unary::Erf | Unary::Log => {
+                    unreachable!("the generator picks only ops with compiled kernels")
+                }
                 Unary::Exp => (
                     rng.with_specials(n, -20.0, 20.0, EXP_SPECIAL),
                     Tol::rel(EXP_REL, MIN_NORMAL),
