@@ -372,6 +372,30 @@ fn aarch64_gemm_and_conv_shapes_under_qemu() {
         edgecc_program::Activation::Sigmoid,
         1.0,
     ));
+    // Pools with vector interiors on aarch64: stride 1 (3×3, pad 1, average without
+    // the padding: border rows as vectors), stride 2 (2×2 even/odd lanes, 3×3 pad 1 with
+    // an overlapping last vector) and stride 3 (lane loads).
+    use edgecc_program::PoolKind;
+    progs.push(pool_program(
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        2,
+        9,
+        14,
+        win(3, 1, 1, 1),
+    ));
+    progs.push(pool_program(PoolKind::Max, 2, 12, 22, win(2, 2, 1, 0)));
+    progs.push(pool_program(PoolKind::Max, 1, 11, 29, win(3, 2, 1, 1)));
+    progs.push(pool_program(
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+        1,
+        10,
+        31,
+        win(3, 3, 2, 2),
+    ));
     let w3 = |s: u32| win(3, s, 1, 1);
     // K = 81: blocks of 4 rows of 23 columns, 22 rows = 5 blocks + 2; 2 groups of 12.
     progs.push(conv_program(

@@ -174,6 +174,32 @@ proptest! {
         check_jit(&p, 1e-6, 1e-6, "pool");
     }
 
+    /// Pools wide enough for vector interiors (stride 1 and 2 deinterleaved loads, stride 3
+    /// lane loads, overlapping last vector) in interior and border rows (taps of the
+    /// window rows outside the input skipped at compile time); max pooling exactly.
+    #[test]
+    fn wide_pool_matches_exec(
+        c in 1u32..3, h in 1u32..10, w in 4u32..41, kh in 1u32..5, kw in 1u32..5, sh in 1u32..3, sw in 1u32..4,
+        dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..4, 4),
+        kind in prop_oneof![Just(PoolKind::Max), Just(PoolKind::Avg { count_include_pad: true }), Just(PoolKind::Avg { count_include_pad: false })],
+    ) {
+        let pads: Vec<u32> = pads.iter().enumerate().map(|(i, &p)| p.min(if i % 2 == 0 { kh } else { kw } - 1)).collect();
+        let wn = Window { kh, kw, stride_h: sh, stride_w: sw, dilation_h: dh, dilation_w: dw, pad_top: pads[0], pad_left: pads[1], pad_bottom: pads[2], pad_right: pads[3] };
+        let (span_h, span_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        prop_assume!(span_h > dh * (kh - 1) && span_w > dw * (kw - 1));
+        let (oh, ow) = ((span_h - dh * (kh - 1) - 1) / sh + 1, (span_w - dw * (kw - 1) - 1) / sw + 1);
+        let s = Spatial { n: 1, in_h: h, in_w: w, out_h: oh, out_w: ow };
+        let p = program(
+            vec![io("x", &[c as u64, h as u64, w as u64])],
+            vec![io("y", &[c as u64, oh as u64, ow as u64])],
+            vec![],
+            0,
+            vec![Kernel::Pool { kind, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
+        );
+        let tol = if kind == PoolKind::Max { 0.0 } else { 1e-6 };
+        check_jit(&p, tol, tol, "wide pool");
+    }
+
     #[test]
     fn softmax_reduce_match_exec(outer in 1u64..4, len in 1u64..40, inner in 1u64..11) {
         let total = outer * len * inner;

@@ -3,11 +3,17 @@
 //!
 //! Each plane's output is split at compile time into the *interior*, where every tap of
 //! the window is inside the input, and the border. The interior is computed four output
-//! columns at a time (f32x4; the four inputs of a tap are one vector load at unit stride,
-//! lane inserts otherwise) with no bounds logic, its last `< 4` columns with scalars. The
-//! border computes one output at a time: an out-of-bounds tap loads from the plane's first
-//! element instead and its value is replaced by the neutral element, so there is no branch
-//! per tap and no read outside the input. Taps are unrolled for windows up to 8 wide/tall.
+//! columns at a time (f32x4) with no bounds logic: at stride 1 a tap's four inputs are one
+//! vector load, at stride 2 two loads of 8 consecutive inputs split into even/odd lanes
+//! (one `uzp1`/`uzp2` on aarch64, `shufps` on x86_64, the pair shared by two taps), lane
+//! loads otherwise; an interior width that is not a multiple of 4 ends with a vector
+//! overlapping the previous one. Border rows (up to [`BORDER_ROWS`] at each end, windows
+//! up to [`UNROLL_TAPS`]) are emitted one by one with the window rows inside the input
+//! known at compile time, so their interior columns are vectors too, over those rows
+//! only. The remaining border points are computed one at a time: an out-of-bounds tap
+//! loads from the plane's first element instead and its value is replaced by the neutral
+//! element, so there is no branch per tap and no read outside the input. Taps are
+//! unrolled for windows up to 8 wide/tall.
 
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use edgecc_program::{Activation, PoolKind, Spatial, Window};
@@ -42,6 +48,176 @@ fn interior(out: u32, size: u32, k: u32, s: u32, d: u32, pad: u32) -> (u64, u64)
     (lo as u64, hi as u64)
 }
 
+/// Border rows at each end emitted one by one (see [`emit`]) up to this many.
+const BORDER_ROWS: u64 = 4;
+
+/// The taps `lo..hi` of output row `oy` that are inside the input (`oy·s − pad + t·d ∈
+/// [0, size)`); a contiguous range, since the input row grows with the tap.
+fn valid_taps(oy: u64, size: u32, k: u32, s: u32, d: u32, pad: u32) -> (u64, u64) {
+    let y0 = oy as i64 * s as i64 - pad as i64;
+    let ok = |t: u64| (0..size as i64).contains(&(y0 + t as i64 * d as i64));
+    let lo = (0..k as u64).find(|&t| ok(t)).unwrap_or(k as u64);
+    let hi = (lo..k as u64).find(|&t| !ok(t)).unwrap_or(k as u64);
+    (lo, hi)
+}
+
+/// One output row: checked scalar border columns, then the interior columns `x_lo..x_hi`
+/// as vectors of 4 outputs (the last one overlapping its neighbour when the width is
+/// not a multiple of 4) when there are at least 4 of them, else as scalars. `ky`: the
+/// window rows in bounds for this output row (a border row, `oy` constant), or `None`
+/// for an interior row (all in bounds).
+#[allow(clippy::too_many_arguments)]
+fn row(
+    fx: &mut Fx,
+    how: Combine,
+    pl: &Plane,
+    s: &Spatial,
+    w: &Window,
+    oy: Value,
+    (x_lo, x_hi): (u64, u64),
+    ky: Option<(u64, u64)>,
+) {
+    let ow = s.out_w as u64;
+    for (lo, hi) in [(0, x_lo), (x_hi, ow)] {
+        fx.for_n_unrolled(hi - lo, 2, &[], |fx, j, _| {
+            let ox = fx.b.ins().iadd_imm_s(j, lo as i64);
+            point(fx, how, W::S1, pl, s, w, oy, ox, true);
+            vec![]
+        });
+    }
+    let width = x_hi - x_lo;
+    let small = w.kh as u64 <= UNROLL_TAPS && w.kw as u64 <= UNROLL_TAPS;
+    if width >= 4 && small {
+        let taps = ky.unwrap_or((0, w.kh as u64));
+        fx.for_n(width / 4, &[], |fx, j, _| {
+            let ox = fx.b.ins().imul_imm_s(j, 4);
+            let ox = fx.b.ins().iadd_imm_s(ox, x_lo as i64);
+            point_v4(fx, how, pl, s, w, oy, ox, taps);
+            vec![]
+        });
+        if width % 4 != 0 {
+            // Recomputes up to 3 outputs of the previous vector (same values).
+            let ox = fx.iconst(x_hi as i64 - 4);
+            point_v4(fx, how, pl, s, w, oy, ox, taps);
+        }
+        return;
+    }
+    let checked = ky.is_some();
+    let nvec = if checked { 0 } else { width / 4 };
+    fx.for_n(nvec, &[], |fx, j, _| {
+        let ox = fx.b.ins().imul_imm_s(j, 4);
+        let ox = fx.b.ins().iadd_imm_s(ox, x_lo as i64);
+        point(fx, how, W::V4, pl, s, w, oy, ox, false);
+        vec![]
+    });
+    let rest = x_lo + nvec * 4;
+    fx.for_n_unrolled(x_hi - rest, 3, &[], |fx, j, _| {
+        let ox = fx.b.ins().iadd_imm_s(j, rest as i64);
+        point(fx, how, W::S1, pl, s, w, oy, ox, checked);
+        vec![]
+    });
+}
+
+/// Four neighbouring outputs `(oy, ox..ox + 4)` whose taps in window rows `ky` are all
+/// inside the input (the others are outside and skipped); the window is at most
+/// [`UNROLL_TAPS`] wide and tall, so every tap's offset is a constant. A tap's four
+/// inputs are one vector load at stride 1; at stride 2, two loads of 8 consecutive
+/// inputs split into even and odd lanes (`uzp1`/`uzp2`, `shufps`), shared by the taps
+/// `2j` and `2j + 1`, and never reading past the window's last input; lane loads
+/// otherwise.
+#[allow(clippy::too_many_arguments)]
+fn point_v4(
+    fx: &mut Fx,
+    how: Combine,
+    pl: &Plane,
+    s: &Spatial,
+    win: &Window,
+    oy: Value,
+    ox: Value,
+    (ky0, ky1): (u64, u64),
+) {
+    let (iw, ow) = (s.in_w as i64, s.out_w as i64);
+    let (kh, kw) = (win.kh as u64, win.kw as u64);
+    let (sw, dw) = (win.stride_w as i64, win.dilation_w as i64);
+    let span = (kw as i64 - 1) * dw;
+    let y0 = fx.b.ins().imul_imm_s(oy, win.stride_h as i64);
+    let y0 = fx.b.ins().iadd_imm_s(y0, -(win.pad_top as i64));
+    let x0 = fx.b.ins().imul_imm_s(ox, sw);
+    let x0 = fx.b.ins().iadd_imm_s(x0, -(win.pad_left as i64));
+    let off = fx.b.ins().imul_imm_s(y0, iw);
+    let off = fx.b.ins().iadd(off, x0);
+    let base = fx.addp_scaled(pl.inp, off, 4);
+    let neutral = match how {
+        Combine::Pool(PoolKind::Max) => f32::NEG_INFINITY,
+        _ => 0.0,
+    };
+    let mut acc = fx.fconst(W::V4, neutral);
+    for ky in ky0..ky1 {
+        let row = ky as i64 * win.dilation_h as i64 * iw * 4;
+        for kx in 0..kw {
+            let t = kx as i64 * dw;
+            let x = if sw == 1 {
+                fx.load(types::F32X4, base, row + t * 4, true)
+            } else if sw == 2 && span >= 1 {
+                // Inputs t, t+2, t+4, t+6: even lanes of t..t+8, or odd lanes of t-1..t+7.
+                let (b0, odd) = if t % 2 == 1 || t == span {
+                    (t - 1, true)
+                } else {
+                    (t, false)
+                };
+                let v0 = fx.load(types::F32X4, base, row + b0 * 4, true);
+                let v1 = fx.load(types::F32X4, base, row + b0 * 4 + 16, true);
+                let v0 = fx.bitcast(types::I8X16, v0);
+                let v1 = fx.bitcast(types::I8X16, v1);
+                let first = u8::from(odd);
+                let mask: Vec<u8> = (0..16u8)
+                    .map(|i| (first + 2 * (i / 4)) * 4 + i % 4)
+                    .collect();
+                let imm = fx.b.func.dfg.immediates.push(mask.into());
+                let sh = fx.b.ins().shuffle(v0, v1, imm);
+                fx.bitcast(types::F32X4, sh)
+            } else {
+                fx.load_w(W::V4, base, row + t * 4, sw * 4, true)
+            };
+            acc = match how {
+                Combine::Pool(PoolKind::Max) => fx.max(W::V4, acc, x),
+                Combine::Pool(PoolKind::Avg { .. }) => fx.b.ins().fadd(acc, x),
+                Combine::Depthwise { .. } => {
+                    let wv = fx.load(
+                        types::F32,
+                        pl.wts.unwrap(),
+                        ((ky * kw + kx) * 4) as i64,
+                        true,
+                    );
+                    let wv = fx.splat(W::V4, wv);
+                    fx.mul_add(x, wv, acc)
+                }
+            };
+        }
+    }
+    let v = match how {
+        Combine::Pool(PoolKind::Max) => acc,
+        Combine::Pool(PoolKind::Avg { count_include_pad }) => {
+            let n = if count_include_pad {
+                kh * kw
+            } else {
+                (ky1 - ky0) * kw
+            };
+            let d = fx.fconst(W::V4, n.max(1) as f32);
+            fx.b.ins().fdiv(acc, d)
+        }
+        Combine::Depthwise { act, .. } => {
+            let b = fx.splat(W::V4, pl.bias.unwrap());
+            let v = fx.b.ins().fadd(acc, b);
+            activate(fx, W::V4, act, v)
+        }
+    };
+    let o = fx.b.ins().imul_imm_s(oy, ow);
+    let o = fx.b.ins().iadd(o, ox);
+    let p = fx.addp_scaled(pl.out, o, 4);
+    fx.store(v, p, 0);
+}
+
 /// Per-plane state shared by every output point.
 struct Plane {
     inp: Value,
@@ -66,6 +242,7 @@ pub(crate) fn emit(
     let (kh, kw) = (w.kh as u64, w.kw as u64);
     let (y_lo, y_hi) = interior(s.out_h, s.in_h, w.kh, w.stride_h, w.dilation_h, w.pad_top);
     let (x_lo, x_hi) = interior(s.out_w, s.in_w, w.kw, w.stride_w, w.dilation_w, w.pad_left);
+    let small = kh <= UNROLL_TAPS && kw <= UNROLL_TAPS;
     fx.for_n(n, &[], |fx, ni, _| {
         fx.for_n(c, &[], |fx, ci, _| {
             let plane = fx.b.ins().imul_imm_s(ni, c as i64);
@@ -92,8 +269,18 @@ pub(crate) fn emit(
                 wts,
                 bias,
             };
-            // Border rows, checked.
+            // Border rows: when few, each is emitted on its own with its in-bounds window
+            // rows known at compile time, so its interior columns run as vectors too.
+            // Otherwise every point is checked.
             for (lo, hi) in [(0, y_lo), (y_hi, oh)] {
+                if hi - lo <= BORDER_ROWS && small {
+                    for oy in lo..hi {
+                        let ky = valid_taps(oy, s.in_h, w.kh, w.stride_h, w.dilation_h, w.pad_top);
+                        let oy = fx.iconst(oy as i64);
+                        row(fx, how, &pl, s, w, oy, (x_lo, x_hi), Some(ky));
+                    }
+                    continue;
+                }
                 fx.for_n(hi - lo, &[], |fx, i, _| {
                     let oy = fx.b.ins().iadd_imm_s(i, lo as i64);
                     fx.for_n(ow, &[], |fx, ox, _| {
@@ -103,29 +290,10 @@ pub(crate) fn emit(
                     vec![]
                 });
             }
-            // Interior rows: checked border columns, vector interior, scalar rest.
+            // Interior rows.
             fx.for_n(y_hi - y_lo, &[], |fx, i, _| {
                 let oy = fx.b.ins().iadd_imm_s(i, y_lo as i64);
-                for (lo, hi) in [(0, x_lo), (x_hi, ow)] {
-                    fx.for_n_unrolled(hi - lo, 2, &[], |fx, j, _| {
-                        let ox = fx.b.ins().iadd_imm_s(j, lo as i64);
-                        point(fx, how, W::S1, &pl, s, w, oy, ox, true);
-                        vec![]
-                    });
-                }
-                let nvec = (x_hi - x_lo) / 4;
-                fx.for_n(nvec, &[], |fx, j, _| {
-                    let ox = fx.b.ins().imul_imm_s(j, 4);
-                    let ox = fx.b.ins().iadd_imm_s(ox, x_lo as i64);
-                    point(fx, how, W::V4, &pl, s, w, oy, ox, false);
-                    vec![]
-                });
-                let rest = x_lo + nvec * 4;
-                fx.for_n_unrolled(x_hi - rest, 3, &[], |fx, j, _| {
-                    let ox = fx.b.ins().iadd_imm_s(j, rest as i64);
-                    point(fx, how, W::S1, &pl, s, w, oy, ox, false);
-                    vec![]
-                });
+                row(fx, how, &pl, s, w, oy, (x_lo, x_hi), None);
                 vec![]
             });
             vec![]
