@@ -21,7 +21,9 @@ use edgecc_program::{
 use crate::Error;
 use crate::interp::ops::{broadcast_strides, strides};
 use crate::ir::infer::{broadcast, norm_axis};
-use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Tensor, Unary, ValueId, WindowAttrs};
+use crate::ir::{
+    Binary, DType, Graph, NodeIndex, Op, ReduceKind, Tensor, Unary, ValueId, WindowAttrs,
+};
 
 /// The lowered program with what the planner found.
 #[derive(Clone, Debug)]
@@ -713,9 +715,38 @@ impl<'g> Builder<'g> {
                     at += part[ax] as u64;
                 }
             }
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims: _,
+            } => self.reduce(n, *kind, axes.as_deref())?,
+            Op::LayerNorm { axis, epsilon } => self.layer_norm(n, *axis, *epsilon)?,
+            Op::Gelu { tanh: true } => {
+                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+                let c = (2.0f64 / std::f64::consts::PI).sqrt() as f32;
+                self.reuse_input(n, out, &ins[..1]);
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![
+                        ExprNode::Input(0),                     // 0: x
+                        ExprNode::Binary(BinaryOp::Mul, 0, 0),  // 1: x²
+                        ExprNode::Binary(BinaryOp::Mul, 1, 0),  // 2: x³
+                        ExprNode::Const(0.044715),              // 3
+                        ExprNode::Binary(BinaryOp::Mul, 2, 3),  // 4
+                        ExprNode::Binary(BinaryOp::Add, 0, 4),  // 5: x + 0.044715·x³
+                        ExprNode::Const(c),                     // 6
+                        ExprNode::Binary(BinaryOp::Mul, 5, 6),  // 7
+                        ExprNode::Unary(UnaryOp::Tanh, 7),      // 8
+                        ExprNode::Const(1.0),                   // 9
+                        ExprNode::Binary(BinaryOp::Add, 8, 9),  // 10
+                        ExprNode::Const(0.5),                   // 11
+                        ExprNode::Binary(BinaryOp::Mul, 0, 11), // 12: x/2
+                        ExprNode::Binary(BinaryOp::Mul, 12, 10),
+                    ],
+                );
+            }
             Op::Gelu { .. }
-            | Op::LayerNorm { .. }
-            | Op::Reduce { .. }
             | Op::Compare(_)
             | Op::Logic(_)
             | Op::Not
@@ -823,6 +854,191 @@ impl<'g> Builder<'g> {
             offset: 0,
             strides: strides(size),
         }
+    }
+
+    /// Reductions over a contiguous run of dims map onto the `[outer, len, inner]` Reduce
+    /// kernel; others (and Min/Prod, which it lacks) are not compiled yet.
+    fn reduce(
+        &mut self,
+        n: NodeIndex,
+        kind: ReduceKind,
+        axes: Option<&[i64]>,
+    ) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (x, out) = (node.inputs[0], node.outputs[0]);
+        let shape = self.shape(x).to_vec();
+        let mut set =
+            crate::ir::infer::reduce_axes(axes, shape.len()).map_err(|m| unsupported(g, n, m))?;
+        set.sort_unstable();
+        set.dedup();
+        let op = match kind {
+            ReduceKind::Sum => ReduceOp::Sum,
+            ReduceKind::Mean => ReduceOp::Mean,
+            ReduceKind::Max => ReduceOp::Max,
+            _ => return Err(unsupported(g, n, "no compiled kernel yet")),
+        };
+        if set.is_empty() || set.windows(2).any(|w| w[1] != w[0] + 1) {
+            if set.is_empty() {
+                let from = self.loc(x);
+                let to = self.loc(out);
+                self.copy(from, to, g.value(out).byte_size() as u64);
+                return Ok(());
+            }
+            return Err(unsupported(
+                g,
+                n,
+                "reduction over non-adjacent axes is not compiled yet",
+            ));
+        }
+        let (a, b) = (set[0], set[set.len() - 1] + 1);
+        let input = self.buf(x);
+        let output = self.buf(out);
+        self.kernels.push(Kernel::Reduce {
+            op,
+            outer: shape[..a].iter().product::<usize>() as u64,
+            len: shape[a..b].iter().product::<usize>() as u64,
+            inner: shape[b..].iter().product::<usize>() as u64,
+            input,
+            output,
+        });
+        Ok(())
+    }
+
+    /// LayerNormalization as kernels the targets have: mean, centre, mean of squares,
+    /// then one elementwise `xc / sqrt(var + eps) · scale + bias`.
+    fn layer_norm(&mut self, n: NodeIndex, axis: i64, epsilon: f32) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (x, out) = (node.inputs[0], node.outputs[0]);
+        let shape = self.shape(x).to_vec();
+        let ax = norm_axis(axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
+        let outer: usize = shape[..ax].iter().product();
+        let len: usize = shape[ax..].iter().product();
+        let dims = vec![outer as u64, len as u64];
+        let mean = self.temp(outer as u64 * 4);
+        let xc = self.temp((outer * len) as u64 * 4);
+        let var = self.temp(outer as u64 * 4);
+        // mean[o] = Σ x[o, :] / len
+        let input = self.buf(x);
+        let output = self.touch(mean);
+        self.kernels.push(Kernel::Reduce {
+            op: ReduceOp::Mean,
+            outer: outer as u64,
+            len: len as u64,
+            inner: 1,
+            input,
+            output,
+        });
+        // xc = x - mean
+        let xv = View {
+            buf: self.buf(x),
+            offset: 0,
+            strides: vec![len as i64, 1],
+        };
+        let mv = View {
+            buf: self.touch(mean),
+            offset: 0,
+            strides: vec![1, 0],
+        };
+        let xo = View {
+            buf: self.touch(xc),
+            offset: 0,
+            strides: vec![len as i64, 1],
+        };
+        self.kernels.push(Kernel::Elementwise {
+            shape: dims.clone(),
+            inputs: vec![xv, mv],
+            expr: vec![
+                ExprNode::Input(0),
+                ExprNode::Input(1),
+                ExprNode::Binary(BinaryOp::Sub, 0, 1),
+            ],
+            output: xo,
+        });
+        // var[o] = Σ xc² / len, through a squared copy in the output's storage.
+        let sq = self.buf(out);
+        let xi = View {
+            buf: self.touch(xc),
+            offset: 0,
+            strides: vec![len as i64, 1],
+        };
+        self.kernels.push(Kernel::Elementwise {
+            shape: dims.clone(),
+            inputs: vec![xi],
+            expr: vec![ExprNode::Input(0), ExprNode::Binary(BinaryOp::Mul, 0, 0)],
+            output: View {
+                buf: sq,
+                offset: 0,
+                strides: vec![len as i64, 1],
+            },
+        });
+        let input = self.buf(out);
+        let output = self.touch(var);
+        self.kernels.push(Kernel::Reduce {
+            op: ReduceOp::Mean,
+            outer: outer as u64,
+            len: len as u64,
+            inner: 1,
+            input,
+            output,
+        });
+        // y = xc / sqrt(var + eps) · scale + bias, scale and bias broadcast over rows.
+        let mut inputs = vec![
+            View {
+                buf: self.touch(xc),
+                offset: 0,
+                strides: vec![len as i64, 1],
+            },
+            View {
+                buf: self.touch(var),
+                offset: 0,
+                strides: vec![1, 0],
+            },
+        ];
+        for &p in &node.inputs[1..] {
+            // Flattened over the normalized dims: only a full (dense) or single-element
+            // parameter is expressible with one stride.
+            let count: usize = self.shape(p).iter().product();
+            let stride = if count == len {
+                1
+            } else if count == 1 {
+                0
+            } else {
+                return Err(unsupported(g, n, "partially broadcast scale or bias"));
+            };
+            inputs.push(View {
+                buf: self.buf(p),
+                offset: 0,
+                strides: vec![0, stride],
+            });
+        }
+        let mut expr = vec![
+            ExprNode::Input(0),                    // 0: xc
+            ExprNode::Input(1),                    // 1: var
+            ExprNode::Const(epsilon),              // 2
+            ExprNode::Binary(BinaryOp::Add, 1, 2), // 3
+            ExprNode::Unary(UnaryOp::Sqrt, 3),     // 4
+            ExprNode::Binary(BinaryOp::Div, 0, 4), // 5
+            ExprNode::Input(2),                    // 6: scale
+            ExprNode::Binary(BinaryOp::Mul, 5, 6), // 7
+        ];
+        if node.inputs.len() > 2 {
+            expr.push(ExprNode::Input(3));
+            expr.push(ExprNode::Binary(BinaryOp::Add, 7, 8));
+        }
+        let output = View {
+            buf: self.buf(out),
+            offset: 0,
+            strides: vec![len as i64, 1],
+        };
+        self.kernels.push(Kernel::Elementwise {
+            shape: dims,
+            inputs,
+            expr,
+            output,
+        });
+        Ok(())
     }
 
     /// Pow with a constant scalar exponent the kernels express exactly: 1, 2, 0.5, -1.

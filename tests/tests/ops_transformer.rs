@@ -1,0 +1,117 @@
+//! Compiled (x86_64 JIT) against the interpreter for the transformer-export ops that have
+//! kernels: reductions over adjacent axes, LayerNormalization, tanh-Gelu, Pow by the
+//! exponents the kernels express, Squeeze/Unsqueeze views.
+
+mod ops_common;
+
+use edgecc::ir::{Binary, Op, ReduceKind, Tensor};
+use ops_common::{Net, Rng, Tol};
+use proptest::prelude::*;
+
+/// Reductions: an f32 sum of `len` terms in a different order than the f64 interpreter;
+/// bound (len+2)·2^-24·Σ|x| ≤ (len+2)·2^-24·len·max|x|, stated as relative to the scale.
+fn reduce_case(shape: Vec<usize>, a: usize, b: usize, kind: ReduceKind, keepdims: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut net = Net::new();
+    let x = net.input(rng.tensor(&shape, -2.0, 2.0));
+    let axes: Vec<i64> = (a..b).map(|d| d as i64).collect();
+    let y = net.node(
+        Op::Reduce {
+            kind,
+            axes: Some(axes),
+            keepdims,
+        },
+        &[x],
+    );
+    let len: usize = shape[a..b].iter().product();
+    let tol = match kind {
+        ReduceKind::Max => Tol::exact(),
+        _ => Tol::scale((len as f64 + 2.0) * 6e-8 * len as f64),
+    };
+    net.output(y, format!("{kind:?} {shape:?} axes {a}..{b}"), tol);
+    net.check_jit().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ops_common::config(32))]
+
+    #[test]
+    fn reductions_over_adjacent_axes(
+        shape in prop::collection::vec(1usize..7, 1..5),
+        pick in (0usize..8, 0usize..8),
+        kind in prop_oneof![Just(ReduceKind::Sum), Just(ReduceKind::Mean), Just(ReduceKind::Max)],
+        keepdims in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let r = shape.len();
+        let a = pick.0 % r;
+        let b = a + 1 + pick.1 % (r - a);
+        reduce_case(shape, a, b, kind, keepdims, seed);
+    }
+
+    /// LayerNorm: mean and variance in f32 (the interpreter uses f64) over `len` terms,
+    /// then one divide; the normalized values are O(1), so an absolute bound of
+    /// (len+8)·2^-24·4 on values of scale ~3 holds.
+    #[test]
+    fn layer_norm(
+        outer in prop::collection::vec(1usize..5, 0..3),
+        inner in prop::collection::vec(1usize..17, 1..3),
+        bias in any::<bool>(),
+        broadcast_scale in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let mut shape = outer.clone();
+        shape.extend(&inner);
+        let axis = -(inner.len() as i64);
+        let len: usize = inner.iter().product();
+        let mut net = Net::new();
+        let x = net.input(rng.tensor(&shape, -3.0, 5.0));
+        let scale_shape = if broadcast_scale { vec![*inner.last().unwrap()] } else { inner.clone() };
+        let scale = net.konst(rng.tensor(&scale_shape, 0.5, 1.5));
+        let mut ins = vec![x, scale];
+        if bias {
+            ins.push(net.konst(rng.tensor(&scale_shape, -1.0, 1.0)));
+        }
+        if broadcast_scale && inner.len() > 1 {
+            // A 1-D scale over 2-D normalized dims broadcasts along the last dim only:
+            // the lowering refuses it (partial broadcast), which the interpreter handles.
+            return Ok(());
+        }
+        let y = net.node(Op::LayerNorm { axis, epsilon: 1e-5 }, &ins);
+        net.output(y, format!("LayerNorm {shape:?}"), Tol::rel(0.0, (len as f64 + 8.0) * 2.4e-7 * 4.0));
+        net.check_jit().unwrap();
+    }
+
+    /// tanh-Gelu: tanh's polynomial (≤ 3e-7 absolute) scaled by x/2, plus a few roundings.
+    #[test]
+    fn gelu_tanh(shape in prop::collection::vec(1usize..9, 1..4), seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let mut net = Net::new();
+        let x = net.input(rng.tensor(&shape, -6.0, 6.0));
+        let y = net.node(Op::Gelu { tanh: true }, &[x]);
+        net.output(y, "Gelu tanh", Tol::rel(1e-6, 2e-6));
+        net.check_jit().unwrap();
+    }
+}
+
+#[test]
+fn pow_by_supported_exponents_and_views() {
+    for e in [1.0f32, 2.0, 0.5, -1.0] {
+        let mut rng = Rng::new(e.to_bits() as u64);
+        let mut net = Net::new();
+        let x = net.input(rng.tensor(&[3, 5], 0.1, 4.0));
+        let k = net.konst(Tensor::f32(vec![], vec![e]));
+        let y = net.node(Op::Binary(Binary::Pow), &[x, k]);
+        let u = net.node(Op::Unsqueeze { axes: vec![0, -1] }, &[y]);
+        let s = net.node(
+            Op::Squeeze {
+                axes: Some(vec![0]),
+            },
+            &[u],
+        );
+        // x·x, sqrt and 1/x are correctly rounded; the interpreter's powf may differ by an ulp.
+        net.output(s, format!("Pow {e}"), Tol::rel(2.4e-7, 0.0));
+        net.check_jit().unwrap();
+    }
+}
