@@ -10,7 +10,9 @@
 //! overlapping the previous one. Border rows (up to [`BORDER_ROWS`] at each end, windows
 //! up to [`UNROLL_TAPS`]) are emitted one by one with the window rows inside the input
 //! known at compile time, so their interior columns are vectors too, over those rows
-//! only. The remaining border points are computed one at a time: an out-of-bounds tap
+//! only; likewise the border columns (up to [`BORDER_ROWS`] at each side) are single
+//! outputs with their in-bounds taps known, unchecked. The remaining border points (more
+//! border rows or columns, bigger windows) are computed one at a time: an out-of-bounds tap
 //! loads from the plane's first element instead and its value is replaced by the neutral
 //! element, so there is no branch per tap and no read outside the input. Taps are
 //! unrolled for windows up to 8 wide/tall.
@@ -78,7 +80,18 @@ fn row(
     ky: Option<(u64, u64)>,
 ) {
     let ow = s.out_w as u64;
+    let small = w.kh as u64 <= UNROLL_TAPS && w.kw as u64 <= UNROLL_TAPS;
+    let full_y = (0, w.kh as u64);
     for (lo, hi) in [(0, x_lo), (x_hi, ow)] {
+        if hi - lo <= BORDER_ROWS && small {
+            // Few border columns: each with its in-bounds taps known, unchecked.
+            for ox in lo..hi {
+                let kx = valid_taps(ox, s.in_w, w.kw, w.stride_w, w.dilation_w, w.pad_left);
+                let ox = fx.iconst(ox as i64);
+                point_known(fx, how, W::S1, pl, s, w, oy, ox, ky.unwrap_or(full_y), kx);
+            }
+            continue;
+        }
         fx.for_n_unrolled(hi - lo, 2, &[], |fx, j, _| {
             let ox = fx.b.ins().iadd_imm_s(j, lo as i64);
             point(fx, how, W::S1, pl, s, w, oy, ox, true);
@@ -86,19 +99,19 @@ fn row(
         });
     }
     let width = x_hi - x_lo;
-    let small = w.kh as u64 <= UNROLL_TAPS && w.kw as u64 <= UNROLL_TAPS;
     if width >= 4 && small {
-        let taps = ky.unwrap_or((0, w.kh as u64));
+        let taps = ky.unwrap_or(full_y);
+        let kx = (0, w.kw as u64);
         fx.for_n(width / 4, &[], |fx, j, _| {
             let ox = fx.b.ins().imul_imm_s(j, 4);
             let ox = fx.b.ins().iadd_imm_s(ox, x_lo as i64);
-            point_v4(fx, how, pl, s, w, oy, ox, taps);
+            point_known(fx, how, W::V4, pl, s, w, oy, ox, taps, kx);
             vec![]
         });
         if width % 4 != 0 {
             // Recomputes up to 3 outputs of the previous vector (same values).
             let ox = fx.iconst(x_hi as i64 - 4);
-            point_v4(fx, how, pl, s, w, oy, ox, taps);
+            point_known(fx, how, W::V4, pl, s, w, oy, ox, taps, kx);
         }
         return;
     }
@@ -118,23 +131,26 @@ fn row(
     });
 }
 
-/// Four neighbouring outputs `(oy, ox..ox + 4)` whose taps in window rows `ky` are all
-/// inside the input (the others are outside and skipped); the window is at most
-/// [`UNROLL_TAPS`] wide and tall, so every tap's offset is a constant. A tap's four
-/// inputs are one vector load at stride 1; at stride 2, two loads of 8 consecutive
-/// inputs split into even and odd lanes (`uzp1`/`uzp2`, `shufps`), shared by the taps
-/// `2j` and `2j + 1`, and never reading past the window's last input; lane loads
-/// otherwise.
+/// One output `(oy, ox)` (`W::S1`) or four neighbours `(oy, ox..ox + 4)` (`W::V4`, all
+/// window columns) whose taps in window rows `ky` and columns `kx` are all inside the
+/// input (the others are outside and skipped); the window is at most [`UNROLL_TAPS`] wide
+/// and tall, so every tap's offset is a constant. For vectors, a tap's four inputs are one
+/// vector load at stride 1; at stride 2, two loads of 8 consecutive inputs split into even
+/// and odd lanes (`uzp1`/`uzp2`, `shufps`), shared by the taps `2j` and `2j + 1`, and
+/// never reading past the window's last input; lane loads otherwise. The first tap
+/// starts the accumulator (no neutral element combined in).
 #[allow(clippy::too_many_arguments)]
-fn point_v4(
+fn point_known(
     fx: &mut Fx,
     how: Combine,
+    w: W,
     pl: &Plane,
     s: &Spatial,
     win: &Window,
     oy: Value,
     ox: Value,
     (ky0, ky1): (u64, u64),
+    (kx0, kx1): (u64, u64),
 ) {
     let (iw, ow) = (s.in_w as i64, s.out_w as i64);
     let (kh, kw) = (win.kh as u64, win.kw as u64);
@@ -151,12 +167,14 @@ fn point_v4(
         Combine::Pool(PoolKind::Max) => f32::NEG_INFINITY,
         _ => 0.0,
     };
-    let mut acc = fx.fconst(W::V4, neutral);
+    let mut acc: Option<Value> = None;
     for ky in ky0..ky1 {
         let row = ky as i64 * win.dilation_h as i64 * iw * 4;
-        for kx in 0..kw {
+        for kx in kx0..kx1 {
             let t = kx as i64 * dw;
-            let x = if sw == 1 {
+            let x = if w == W::S1 {
+                fx.load(types::F32, base, row + t * 4, true)
+            } else if sw == 1 {
                 fx.load(types::F32X4, base, row + t * 4, true)
             } else if sw == 2 && span >= 1 {
                 // Inputs t, t+2, t+4, t+6: even lanes of t..t+8, or odd lanes of t-1..t+7.
@@ -179,37 +197,48 @@ fn point_v4(
             } else {
                 fx.load_w(W::V4, base, row + t * 4, sw * 4, true)
             };
-            acc = match how {
-                Combine::Pool(PoolKind::Max) => fx.max(W::V4, acc, x),
-                Combine::Pool(PoolKind::Avg { .. }) => fx.b.ins().fadd(acc, x),
-                Combine::Depthwise { .. } => {
+            acc = Some(match (how, acc) {
+                (Combine::Pool(PoolKind::Max), Some(a)) => fx.max(w, a, x),
+                // fmax(-inf, x) is x, NaN included; x64's max pattern is not.
+                (Combine::Pool(PoolKind::Max), None) if fx.feat.aarch64 => x,
+                (Combine::Pool(PoolKind::Max), None) => {
+                    let n = fx.fconst(w, neutral);
+                    fx.max(w, n, x)
+                }
+                (Combine::Pool(PoolKind::Avg { .. }), Some(a)) => fx.b.ins().fadd(a, x),
+                (Combine::Pool(PoolKind::Avg { .. }), None) => x,
+                (Combine::Depthwise { .. }, a) => {
                     let wv = fx.load(
                         types::F32,
                         pl.wts.unwrap(),
                         ((ky * kw + kx) * 4) as i64,
                         true,
                     );
-                    let wv = fx.splat(W::V4, wv);
-                    fx.mul_add(x, wv, acc)
+                    let wv = fx.splat(w, wv);
+                    match a {
+                        Some(a) => fx.mul_add(x, wv, a),
+                        None => fx.b.ins().fmul(x, wv),
+                    }
                 }
-            };
+            });
         }
     }
+    let acc = acc.unwrap_or_else(|| fx.fconst(w, neutral));
     let v = match how {
         Combine::Pool(PoolKind::Max) => acc,
         Combine::Pool(PoolKind::Avg { count_include_pad }) => {
             let n = if count_include_pad {
                 kh * kw
             } else {
-                (ky1 - ky0) * kw
+                (ky1 - ky0) * (kx1 - kx0)
             };
-            let d = fx.fconst(W::V4, n.max(1) as f32);
+            let d = fx.fconst(w, n.max(1) as f32);
             fx.b.ins().fdiv(acc, d)
         }
         Combine::Depthwise { act, .. } => {
-            let b = fx.splat(W::V4, pl.bias.unwrap());
+            let b = fx.splat(w, pl.bias.unwrap());
             let v = fx.b.ins().fadd(acc, b);
-            activate(fx, W::V4, act, v)
+            activate(fx, w, act, v)
         }
     };
     let o = fx.b.ins().imul_imm_s(oy, ow);
