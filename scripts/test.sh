@@ -8,4 +8,6 @@ bash scripts/install-deps.sh --python
 python3 scripts/make_models.py --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The ONNX backend node tests, written once per pinned onnx version (tests/tests/conformance.rs).
+python3 scripts/make_node_tests.py target/onnx-node-tests
 cargo test --workspace
