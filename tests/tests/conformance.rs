@@ -757,6 +757,35 @@ fn report(results: &[CaseResult], skipped: &str, host_time: Duration, elapsed: D
     )
     .unwrap();
 
+    // What blocks the most cases, by the first reason given (an op type and why).
+    for (engine, pick) in [
+        (
+            "import",
+            (|r: &CaseResult| &r.interp) as fn(&CaseResult) -> &Outcome,
+        ),
+        ("JIT (of interpreter-passing cases)", |r: &CaseResult| {
+            &r.jit
+        }),
+    ] {
+        let mut blockers: BTreeMap<String, usize> = BTreeMap::new();
+        for r in results {
+            if engine.starts_with("JIT") && !r.interp.passed() {
+                continue;
+            }
+            if let Outcome::Unsupported(why) = pick(r) {
+                let first = why.trim_start_matches("target: ");
+                let first = first.split(", ").next().unwrap_or(first);
+                *blockers.entry(clip(first, 90)).or_default() += 1;
+            }
+        }
+        let mut top: Vec<(String, usize)> = blockers.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        writeln!(out, "\nmost common unsupported, {engine}:").unwrap();
+        for (why, n) in top.iter().take(12) {
+            writeln!(out, "  {n:>4} {why}").unwrap();
+        }
+    }
+
     let failed: Vec<&CaseResult> = results
         .iter()
         .filter(|r| {
