@@ -88,7 +88,8 @@ fn row(
             for ox in lo..hi {
                 let kx = valid_taps(ox, s.in_w, w.kw, w.stride_w, w.dilation_w, w.pad_left);
                 let ox = fx.iconst(ox as i64);
-                point_known(fx, how, W::S1, pl, s, w, oy, ox, ky.unwrap_or(full_y), kx);
+                let at = point_ptrs(fx, pl, s, w, oy, ox);
+                point_known(fx, how, W::S1, pl, s, w, at, ky.unwrap_or(full_y), kx);
             }
             continue;
         }
@@ -102,16 +103,22 @@ fn row(
     if width >= 4 && small {
         let taps = ky.unwrap_or(full_y);
         let kx = (0, w.kw as u64);
-        fx.for_n(width / 4, &[], |fx, j, _| {
-            let ox = fx.b.ins().imul_imm_s(j, 4);
-            let ox = fx.b.ins().iadd_imm_s(ox, x_lo as i64);
-            point_known(fx, how, W::V4, pl, s, w, oy, ox, taps, kx);
-            vec![]
+        // The input and output pointers are carried by the loop, so every load is one
+        // `ldr q, [ptr, #imm]` (a pointer computed from the index would be re-added per
+        // load: `add` + `ldr [reg, reg]`).
+        let ox = fx.iconst(x_lo as i64);
+        let (ip, op) = point_ptrs(fx, pl, s, w, oy, ox);
+        fx.for_n(width / 4, &[ip, op], |fx, _, c| {
+            point_known(fx, how, W::V4, pl, s, w, (c[0], c[1]), taps, kx);
+            let ip = fx.addp(c[0], 16 * w.stride_w as i64);
+            let op = fx.addp(c[1], 16);
+            vec![ip, op]
         });
         if width % 4 != 0 {
             // Recomputes up to 3 outputs of the previous vector (same values).
             let ox = fx.iconst(x_hi as i64 - 4);
-            point_known(fx, how, W::V4, pl, s, w, oy, ox, taps, kx);
+            let at = point_ptrs(fx, pl, s, w, oy, ox);
+            point_known(fx, how, W::V4, pl, s, w, at, taps, kx);
         }
         return;
     }
@@ -147,22 +154,14 @@ fn point_known(
     pl: &Plane,
     s: &Spatial,
     win: &Window,
-    oy: Value,
-    ox: Value,
+    (base, out): (Value, Value),
     (ky0, ky1): (u64, u64),
     (kx0, kx1): (u64, u64),
 ) {
-    let (iw, ow) = (s.in_w as i64, s.out_w as i64);
+    let iw = s.in_w as i64;
     let (kh, kw) = (win.kh as u64, win.kw as u64);
     let (sw, dw) = (win.stride_w as i64, win.dilation_w as i64);
     let span = (kw as i64 - 1) * dw;
-    let y0 = fx.b.ins().imul_imm_s(oy, win.stride_h as i64);
-    let y0 = fx.b.ins().iadd_imm_s(y0, -(win.pad_top as i64));
-    let x0 = fx.b.ins().imul_imm_s(ox, sw);
-    let x0 = fx.b.ins().iadd_imm_s(x0, -(win.pad_left as i64));
-    let off = fx.b.ins().imul_imm_s(y0, iw);
-    let off = fx.b.ins().iadd(off, x0);
-    let base = fx.addp_scaled(pl.inp, off, 4);
     let neutral = match how {
         Combine::Pool(PoolKind::Max) => f32::NEG_INFINITY,
         _ => 0.0,
@@ -241,10 +240,31 @@ fn point_known(
             activate(fx, w, act, v)
         }
     };
+    fx.store(v, out, 0);
+}
+
+/// For [`point_known`]: the addresses of input `(oy·sh − pad_top, ox·sw − pad_left)`
+/// (the window's first tap, possibly outside the input: only taps inside are read) and
+/// of output `(oy, ox)`.
+fn point_ptrs(
+    fx: &mut Fx,
+    pl: &Plane,
+    s: &Spatial,
+    win: &Window,
+    oy: Value,
+    ox: Value,
+) -> (Value, Value) {
+    let (iw, ow) = (s.in_w as i64, s.out_w as i64);
+    let y0 = fx.b.ins().imul_imm_s(oy, win.stride_h as i64);
+    let y0 = fx.b.ins().iadd_imm_s(y0, -(win.pad_top as i64));
+    let x0 = fx.b.ins().imul_imm_s(ox, win.stride_w as i64);
+    let x0 = fx.b.ins().iadd_imm_s(x0, -(win.pad_left as i64));
+    let off = fx.b.ins().imul_imm_s(y0, iw);
+    let off = fx.b.ins().iadd(off, x0);
+    let base = fx.addp_scaled(pl.inp, off, 4);
     let o = fx.b.ins().imul_imm_s(oy, ow);
     let o = fx.b.ins().iadd(o, ox);
-    let p = fx.addp_scaled(pl.out, o, 4);
-    fx.store(v, p, 0);
+    (base, fx.addp_scaled(pl.out, o, 4))
 }
 
 /// Per-plane state shared by every output point.
