@@ -347,7 +347,7 @@ impl<'a> Model<'a> {
                     given: buf.len(),
                 });
             }
-            if !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
+            if !buf.is_empty() && !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
                 return Err(Error::InputMisaligned { index });
             }
             in_ptrs[index] = buf.as_ptr();
@@ -360,7 +360,7 @@ impl<'a> Model<'a> {
                     given: buf.len(),
                 });
             }
-            if !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
+            if !buf.is_empty() && !(buf.as_ptr() as usize).is_multiple_of(td.element_size()) {
                 return Err(Error::OutputMisaligned { index });
             }
             out_ptrs[index] = buf.as_mut_ptr();

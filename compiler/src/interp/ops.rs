@@ -114,6 +114,9 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 .collect();
             Ok(vec![Tensor::f32(arg(0)?.shape.clone(), out)])
         }
+        Op::Binary(b) if arg(0)?.dtype == DType::F64 => {
+            tensor_ops::f64_binary(*b, arg(0)?, arg(1)?)
+        }
         Op::Binary(b) if arg(0)?.dtype != DType::F32 => {
             tensor_ops::int_binary(*b, arg(0)?, arg(1)?)
         }
@@ -375,7 +378,10 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Unsqueeze { .. } | Op::Squeeze { .. } => {
             let t = arg(0)?;
             let types = [(t.dtype, t.shape.as_slice())];
-            let shape = crate::ir::infer::infer(op, &types, &[None])?.remove(0).1;
+            let shape = crate::ir::infer::infer(op, &types, &[None])
+                .map_err(|e| e.to_string())?
+                .remove(0)
+                .1;
             Ok(vec![tensor_ops::reshape(t, shape)])
         }
         Op::Expand { shape } => tensor_ops::expand(arg(0)?, shape),

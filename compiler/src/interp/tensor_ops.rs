@@ -307,8 +307,39 @@ fn zip_shape(a: &Tensor, b: &Tensor) -> Result<Zipped, String> {
     Ok((shape, sa, sb))
 }
 
-/// Elementwise arithmetic on integer tensors (shape computations, token ids).
+/// Elementwise arithmetic on f64 tensors (and Pow with an f64 exponent).
+pub fn f64_binary(op: Binary, a: &Tensor, b: &Tensor) -> R {
+    let (x, y) = (as_f64(a)?, as_f64(b)?);
+    let (shape, sa, sb) = zip_shape(a, b)?;
+    let mut out = Vec::with_capacity(shape.iter().product());
+    each_index(&shape, |_, idx| {
+        let (p, q) = (x[dot(idx, &sa)], y[dot(idx, &sb)]);
+        out.push(match op {
+            Binary::Add => p + q,
+            Binary::Sub => p - q,
+            Binary::Mul => p * q,
+            Binary::Div => p / q,
+            Binary::Max if p.is_nan() || q.is_nan() => f64::NAN,
+            Binary::Max => p.max(q),
+            Binary::Min if p.is_nan() || q.is_nan() => f64::NAN,
+            Binary::Min => p.min(q),
+            Binary::Pow => p.powf(q),
+        });
+    });
+    Ok(vec![Tensor {
+        dtype: DType::F64,
+        shape,
+        data: Data::F64(out),
+    }])
+}
+
+/// Elementwise arithmetic on integer tensors (shape computations, token ids). Pow takes an
+/// exponent of any numeric type; the result has the base's type.
 pub fn int_binary(op: Binary, a: &Tensor, b: &Tensor) -> R {
+    if op == Binary::Pow && matches!(b.dtype, DType::F32 | DType::F64) {
+        let r = f64_binary(op, a, b)?.remove(0);
+        return cast(&r, a.dtype);
+    }
     let (x, y) = (
         a.to_i64s().ok_or("not integers")?,
         b.to_i64s().ok_or("not integers")?,
@@ -346,6 +377,16 @@ pub fn int_binary(op: Binary, a: &Tensor, b: &Tensor) -> R {
 
 pub fn compare(op: Cmp, a: &Tensor, b: &Tensor) -> R {
     let (shape, sa, sb) = zip_shape(a, b)?;
+    if let (Data::Str(x), Data::Str(y)) = (&a.data, &b.data) {
+        if op != Cmp::Equal {
+            return Err("strings compare only for equality".into());
+        }
+        let mut out = Vec::with_capacity(shape.iter().product());
+        each_index(&shape, |_, idx| {
+            out.push(x[dot(idx, &sa)] == y[dot(idx, &sb)])
+        });
+        return Ok(vec![Tensor::bool(shape, out)]);
+    }
     // Integers compare as i64 (exact), everything else as f64.
     let ints = matches!(
         a.dtype,

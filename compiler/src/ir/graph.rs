@@ -149,11 +149,8 @@ impl Graph {
             })
             .collect();
         let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
-        let out_types = infer::infer(&op, &types, &konsts).map_err(|msg| Error::Shape {
-            node: name.clone(),
-            op: op.name().to_string(),
-            msg,
-        })?;
+        let out_types =
+            infer::infer(&op, &types, &konsts).map_err(|e| infer_error(&name, &op, e))?;
         let n = self.dag.add_node(Node {
             name: name.clone(),
             op,
@@ -274,11 +271,8 @@ impl Graph {
             .collect();
         let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
         let node_name = self.dag[n].name.clone();
-        let out = infer::infer(&op, &types, &konsts).map_err(|msg| Error::Shape {
-            node: node_name.clone(),
-            op: op.name().to_string(),
-            msg,
-        })?;
+        let out =
+            infer::infer(&op, &types, &konsts).map_err(|e| infer_error(&node_name, &op, e))?;
         let old = &self.dag[n].outputs;
         if out.len() != old.len()
             || out
@@ -312,5 +306,23 @@ impl Graph {
     /// Whether `v` is read by a node or is a graph output.
     pub fn is_used(&self, v: ValueId) -> bool {
         self.outputs.contains(&v) || self.dag.node_weights().any(|n| n.inputs.contains(&v))
+    }
+}
+
+/// The error a node that does not fit its op becomes.
+fn infer_error(node: &str, op: &Op, e: infer::InferError) -> Error {
+    match e {
+        infer::InferError::Invalid(msg) => Error::Shape {
+            node: node.to_string(),
+            op: op.name().to_string(),
+            msg,
+        },
+        infer::InferError::Unsupported(reason) => Error::Unsupported(vec![crate::UnsupportedOp {
+            node: node.to_string(),
+            op_type: op.name().to_string(),
+            domain: String::new(),
+            opset: 0,
+            reason: Some(reason),
+        }]),
     }
 }

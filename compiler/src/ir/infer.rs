@@ -5,6 +5,35 @@ use super::{Binary, DType, Op, ReduceKind, Tensor};
 
 type Types = Vec<(DType, Vec<usize>)>;
 
+/// Why a node's inputs do not fit its op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InferError {
+    /// The node is invalid ONNX (shapes that do not broadcast, bad attributes...).
+    Invalid(String),
+    /// The node is valid but uses something edgecc does not implement (a dtype, mostly).
+    Unsupported(String),
+}
+
+impl From<String> for InferError {
+    fn from(s: String) -> Self {
+        InferError::Invalid(s)
+    }
+}
+
+impl From<&str> for InferError {
+    fn from(s: &str) -> Self {
+        InferError::Invalid(s.into())
+    }
+}
+
+impl std::fmt::Display for InferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InferError::Invalid(m) | InferError::Unsupported(m) => f.write_str(m),
+        }
+    }
+}
+
 /// numpy-style multidirectional broadcast of two shapes.
 pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let r = a.len().max(b.len());
@@ -44,27 +73,33 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     Ok(a as usize)
 }
 
-fn want(n: usize, types: &[(DType, &[usize])], lo: usize) -> Result<(), String> {
+fn want(n: usize, types: &[(DType, &[usize])], lo: usize) -> Result<(), InferError> {
     if types.len() < lo || types.len() > n {
         return Err(if lo == n {
-            format!("expects {n} inputs, got {}", types.len())
+            format!("expects {n} inputs, got {}", types.len()).into()
         } else {
-            format!("expects {lo} to {n} inputs, got {}", types.len())
+            format!("expects {lo} to {n} inputs, got {}", types.len()).into()
         });
     }
     Ok(())
 }
 
-fn numeric(t: &(DType, &[usize]), what: &str) -> Result<(), String> {
+fn numeric(t: &(DType, &[usize]), what: &str) -> Result<(), InferError> {
     if !matches!(t.0, DType::F32 | DType::F64 | DType::I64 | DType::I32) {
-        return Err(format!("{what} must be f32, f64, i64 or i32, got {}", t.0));
+        return Err(InferError::Unsupported(format!(
+            "{what} of type {} (f32, f64, i64 and i32 are supported)",
+            t.0
+        )));
     }
     Ok(())
 }
 
-fn boolean(t: &(DType, &[usize])) -> Result<(), String> {
+fn boolean(t: &(DType, &[usize])) -> Result<(), InferError> {
     if t.0 != DType::Bool {
-        return Err(format!("input must be bool, got {}", t.0));
+        return Err(InferError::Invalid(format!(
+            "input must be bool, got {}",
+            t.0
+        )));
     }
     Ok(())
 }
@@ -126,9 +161,12 @@ pub fn slice_range(n: usize, start: i64, end: i64, step: i64) -> Result<(i64, i6
     Ok((s, step, count as usize))
 }
 
-fn float(t: &(DType, &[usize]), what: &str) -> Result<(), String> {
+fn float(t: &(DType, &[usize]), what: &str) -> Result<(), InferError> {
     if t.0 != DType::F32 {
-        return Err(format!("{what} must be f32, got {}", t.0));
+        return Err(InferError::Unsupported(format!(
+            "{what} of type {} (f32 is supported)",
+            t.0
+        )));
     }
     Ok(())
 }
@@ -139,7 +177,7 @@ pub fn infer(
     op: &Op,
     types: &[(DType, &[usize])],
     konsts: &[Option<&Tensor>],
-) -> Result<Types, String> {
+) -> Result<Types, InferError> {
     let _ = konsts;
     match op {
         Op::Unary(_) | Op::Clip { .. } | Op::Identity => {
@@ -156,10 +194,10 @@ pub fn infer(
         Op::Binary(b) => {
             want(2, types, 2)?;
             if types[0].0 != types[1].0 && *b != Binary::Pow {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "input types differ: {} and {}",
                     types[0].0, types[1].0
-                ));
+                )));
             }
             numeric(&types[0], "input")?;
             numeric(&types[1], "input")?;
@@ -168,10 +206,10 @@ pub fn infer(
         Op::Compare(_) => {
             want(2, types, 2)?;
             if types[0].0 != types[1].0 {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "input types differ: {} and {}",
                     types[0].0, types[1].0
-                ));
+                )));
             }
             Ok(vec![(DType::Bool, broadcast(types[0].1, types[1].1)?)])
         }
@@ -191,10 +229,10 @@ pub fn infer(
             want(3, types, 3)?;
             boolean(&types[0])?;
             if types[1].0 != types[2].0 {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "x and y types differ: {} and {}",
                     types[1].0, types[2].0
-                ));
+                )));
             }
             let s = broadcast(&broadcast(types[0].1, types[1].1)?, types[2].1)?;
             Ok(vec![(types[1].0, s)])
@@ -203,7 +241,7 @@ pub fn infer(
             want(1, types, 1)?;
             for d in [types[0].0, *to] {
                 if !castable(d) {
-                    return Err(format!("Cast involving {d} is not supported"));
+                    return Err(InferError::Unsupported(format!("Cast involving {d}")));
                 }
             }
             Ok(vec![(*to, types[0].1.to_vec())])
@@ -227,11 +265,11 @@ pub fn infer(
             let ax = norm_axis(*axis, x.len())?;
             for t in &types[1..] {
                 if broadcast(t.1, &x[ax..])? != x[ax..] {
-                    return Err(format!(
+                    return Err(InferError::Invalid(format!(
                         "scale/bias {:?} do not broadcast to {:?}",
                         t.1,
                         &x[ax..]
-                    ));
+                    )));
                 }
             }
             Ok(vec![(DType::F32, x.to_vec())])
@@ -263,7 +301,10 @@ pub fn infer(
         Op::Gather { axis } => {
             want(2, types, 2)?;
             if !matches!(types[1].0, DType::I64 | DType::I32) {
-                return Err(format!("indices must be i64 or i32, got {}", types[1].0));
+                return Err(InferError::Invalid(format!(
+                    "indices must be i64 or i32, got {}",
+                    types[1].0
+                )));
             }
             let x = types[0].1;
             let ax = norm_axis(*axis, x.len())?;
@@ -281,7 +322,9 @@ pub fn infer(
             want(1, types, 1)?;
             let x = types[0].1;
             if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
-                return Err("starts, ends, axes and steps differ in length".into());
+                return Err(InferError::Invalid(
+                    "starts, ends, axes and steps differ in length".into(),
+                ));
             }
             let mut out = x.to_vec();
             for (i, &a) in axes.iter().enumerate() {
@@ -300,7 +343,7 @@ pub fn infer(
                 .collect::<Result<_, _>>()?;
             set.sort_unstable();
             if set.windows(2).any(|w| w[0] == w[1]) {
-                return Err(format!("repeated axis in {axes:?}"));
+                return Err(InferError::Invalid(format!("repeated axis in {axes:?}")));
             }
             let mut it = x.iter();
             let out = (0..r)
@@ -325,7 +368,10 @@ pub fn infer(
                 None => (0..x.len()).filter(|&d| x[d] == 1).collect(),
             };
             if let Some(&d) = set.iter().find(|&&d| x[d] != 1) {
-                return Err(format!("cannot squeeze dim {d} of size {}", x[d]));
+                return Err(InferError::Invalid(format!(
+                    "cannot squeeze dim {d} of size {}",
+                    x[d]
+                )));
             }
             let out = (0..x.len())
                 .filter(|d| !set.contains(d))
@@ -346,7 +392,10 @@ pub fn infer(
             let x = types[0].1;
             let ax = norm_axis(*axis, x.len())?;
             if sizes.iter().sum::<usize>() != x[ax] {
-                return Err(format!("split sizes {sizes:?} do not add up to {}", x[ax]));
+                return Err(InferError::Invalid(format!(
+                    "split sizes {sizes:?} do not add up to {}",
+                    x[ax]
+                )));
             }
             Ok(sizes
                 .iter()
@@ -361,7 +410,10 @@ pub fn infer(
             want(1, types, 1)?;
             let x = types[0].1;
             if repeats.len() != x.len() {
-                return Err(format!("repeats {repeats:?} do not match rank {}", x.len()));
+                return Err(InferError::Invalid(format!(
+                    "repeats {repeats:?} do not match rank {}",
+                    x.len()
+                )));
             }
             Ok(vec![(
                 types[0].0,
@@ -372,7 +424,10 @@ pub fn infer(
             want(1, types, 1)?;
             let x = types[0].1;
             if pads.len() != 2 * x.len() {
-                return Err(format!("pads {pads:?} do not match rank {}", x.len()));
+                return Err(InferError::Invalid(format!(
+                    "pads {pads:?} do not match rank {}",
+                    x.len()
+                )));
             }
             let out = (0..x.len())
                 .map(|d| {
@@ -388,7 +443,7 @@ pub fn infer(
             float(&types[1], "B")?;
             let (a, b) = (types[0].1, types[1].1);
             if a.is_empty() || b.is_empty() {
-                return Err("operands must have rank >= 1".into());
+                return Err(InferError::Invalid("operands must have rank >= 1".into()));
             }
             // Rank-1 operands are promoted (and the added dim removed afterwards).
             let a2: Vec<usize> = if a.len() == 1 {
@@ -404,7 +459,9 @@ pub fn infer(
             let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
             let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
             if k != k2 {
-                return Err(format!("inner dims differ: {a:?} x {b:?}"));
+                return Err(InferError::Invalid(format!(
+                    "inner dims differ: {a:?} x {b:?}"
+                )));
             }
             let mut out = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
             if a.len() > 1 {
@@ -424,17 +481,24 @@ pub fn infer(
             }
             let (a, b) = (types[0].1, types[1].1);
             if a.len() != 2 || b.len() != 2 {
-                return Err(format!("A and B must be 2-D, got {a:?} and {b:?}"));
+                return Err(InferError::Invalid(format!(
+                    "A and B must be 2-D, got {a:?} and {b:?}"
+                )));
             }
             let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
             let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
             if k != k2 {
-                return Err(format!("inner dims differ: A' is {m}x{k}, B' is {k2}x{n}"));
+                return Err(InferError::Invalid(format!(
+                    "inner dims differ: A' is {m}x{k}, B' is {k2}x{n}"
+                )));
             }
             if let Some(c) = types.get(2) {
                 let bc = broadcast(c.1, &[m, n])?;
                 if bc != [m, n] {
-                    return Err(format!("C {:?} does not broadcast to [{m}, {n}]", c.1));
+                    return Err(InferError::Invalid(format!(
+                        "C {:?} does not broadcast to [{m}, {n}]",
+                        c.1
+                    )));
                 }
             }
             Ok(vec![(DType::F32, vec![m, n])])
@@ -446,26 +510,31 @@ pub fn infer(
             }
             let (x, w) = (types[0].1, types[1].1);
             if x.len() < 3 || x.len() > 4 || w.len() != x.len() {
-                return Err(format!("X {x:?} and W {w:?} must both be 3-D or 4-D"));
+                return Err(InferError::Invalid(format!(
+                    "X {x:?} and W {w:?} must both be 3-D or 4-D"
+                )));
             }
             let g = *group;
             if g == 0 || x[1] % g != 0 || w[0] % g != 0 || x[1] / g != w[1] {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "channels do not fit: X has {} channels, W is {w:?}, group {g}",
                     x[1]
-                ));
+                )));
             }
             if window.kernel != w[2..] {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "kernel_shape {:?} differs from W's spatial dims {:?}",
                     window.kernel,
                     &w[2..]
-                ));
+                )));
             }
             if let Some(b) = types.get(2)
                 && b.1 != [w[0]]
             {
-                return Err(format!("bias shape {:?} is not [{}]", b.1, w[0]));
+                return Err(InferError::Invalid(format!(
+                    "bias shape {:?} is not [{}]",
+                    b.1, w[0]
+                )));
             }
             let (_, out) = window.resolve(&x[2..])?;
             let mut shape = vec![x[0], w[0]];
@@ -477,7 +546,7 @@ pub fn infer(
             float(&types[0], "X")?;
             let x = types[0].1;
             if x.len() < 3 || x.len() > 4 {
-                return Err(format!("X {x:?} must be 3-D or 4-D"));
+                return Err(InferError::Invalid(format!("X {x:?} must be 3-D or 4-D")));
             }
             let (_, out) = window.resolve(&x[2..])?;
             let mut shape = vec![x[0], x[1]];
@@ -489,7 +558,7 @@ pub fn infer(
             float(&types[0], "X")?;
             let x = types[0].1;
             if x.len() < 3 {
-                return Err(format!("X {x:?} must have rank >= 3"));
+                return Err(InferError::Invalid(format!("X {x:?} must have rank >= 3")));
             }
             let mut shape = x.to_vec();
             for d in shape.iter_mut().skip(2) {
@@ -504,14 +573,14 @@ pub fn infer(
             }
             let x = types[0].1;
             if x.len() < 2 {
-                return Err(format!("X {x:?} must have rank >= 2"));
+                return Err(InferError::Invalid(format!("X {x:?} must have rank >= 2")));
             }
             for (i, t) in types.iter().enumerate().skip(1) {
                 if t.1 != [x[1]] {
-                    return Err(format!(
+                    return Err(InferError::Invalid(format!(
                         "input {i} has shape {:?}, expected [{}]",
                         t.1, x[1]
-                    ));
+                    )));
                 }
             }
             Ok(vec![(DType::F32, x.to_vec())])
@@ -538,23 +607,23 @@ pub fn infer(
                     .iter()
                     .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
             {
-                return Err(format!(
+                return Err(InferError::Invalid(format!(
                     "perm {perm:?} is not a permutation of rank {}",
                     x.len()
-                ));
+                )));
             }
             Ok(vec![(types[0].0, perm.iter().map(|&p| x[p]).collect())])
         }
         Op::Concat { axis } => {
             if types.is_empty() {
-                return Err("expects at least one input".into());
+                return Err(InferError::Invalid("expects at least one input".into()));
             }
             let r = types[0].1.len();
             let ax = norm_axis(*axis, r)?;
             let mut shape = types[0].1.to_vec();
             for t in &types[1..] {
                 if t.0 != types[0].0 {
-                    return Err("inputs have different dtypes".into());
+                    return Err(InferError::Invalid("inputs have different dtypes".into()));
                 }
                 if t.1.len() != r
                     || t.1
@@ -563,10 +632,10 @@ pub fn infer(
                         .enumerate()
                         .any(|(d, (a, b))| d != ax && a != b)
                 {
-                    return Err(format!(
+                    return Err(InferError::Invalid(format!(
                         "input shapes {:?} and {:?} differ outside axis {ax}",
                         types[0].1, t.1
-                    ));
+                    )));
                 }
                 shape[ax] += t.1[ax];
             }

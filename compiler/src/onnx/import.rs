@@ -152,9 +152,18 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
     let Some(g) = model.graph.as_ref() else {
         return Err(Error::Model("the file has no graph".into()));
     };
-    let opset = opset_of(model, "").ok_or_else(|| {
-        Error::Model("the model imports no version of the default ONNX opset".into())
-    })?;
+    // A model of other domains only (ai.onnx.ml, training) needs no default opset; its
+    // nodes are then reported as unsupported.
+    let default_domain = |d: &str| d.is_empty() || d == "ai.onnx";
+    let opset = match opset_of(model, "") {
+        Some(v) => v,
+        None if g.node.iter().all(|n| !default_domain(&n.domain)) => 0,
+        None => {
+            return Err(Error::Model(
+                "the model imports no version of the default ONNX opset".into(),
+            ));
+        }
+    };
     let mut graph = Graph::new(if g.name.is_empty() {
         "model".to_string()
     } else {
@@ -293,7 +302,21 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                     .iter()
                     .map(|i| lookup(&scope, i, &name))
                     .collect::<Result<Vec<_>, _>>()?;
-                build(&mut graph, &mut scope, node, name, op, ins)?;
+                match build(&mut graph, &mut scope, node, name, op, ins) {
+                    // A valid node with a dtype or variant edgecc lacks: one more entry in
+                    // the list, not the end of the import.
+                    Err(Error::Unsupported(ops)) => {
+                        let opset = opset_of(model, &node.domain).unwrap_or(0);
+                        unsupported.extend(ops.into_iter().map(|o| UnsupportedOp {
+                            op_type: node.op_type.clone(),
+                            domain: node.domain.clone(),
+                            opset,
+                            ..o
+                        }));
+                        poisoned.extend(node.output.iter().cloned());
+                    }
+                    other => other?,
+                }
             }
         }
     }
@@ -943,6 +966,26 @@ fn translate(
         "Identity" => return Ok(Lowered::Alias(ins.first().cloned().unwrap_or_default())),
         "Dropout" => {
             need_outputs(1)?;
+            // With ratio 0 nothing is dropped, in training mode or not.
+            let zero_ratio = ins
+                .get(1)
+                .filter(|s| !s.is_empty())
+                .and_then(|n| konst(n))
+                .and_then(|t| t.to_f64s())
+                .is_some_and(|v| v.first() == Some(&0.0));
+            let training = !zero_ratio
+                && match ins.get(2).filter(|s| !s.is_empty()) {
+                    None => false,
+                    Some(n) => konst(n)
+                        .and_then(|t| t.to_f64s())
+                        .map(|v| v.first().is_some_and(|&x| x != 0.0))
+                        .ok_or_else(|| some(format!("training_mode '{n}' is not a constant")))?,
+                };
+            if training {
+                return Err(some(
+                    "training_mode=true (a random mask) is not supported".into(),
+                ));
+            }
             return Ok(Lowered::Alias(ins.first().cloned().unwrap_or_default()));
         }
         "Constant" => return constant(node, &a).map(Lowered::Const).map_err(some),
