@@ -22,7 +22,7 @@ use crate::Error;
 use crate::interp::ops::{broadcast_strides, strides};
 use crate::ir::infer::{broadcast, norm_axis};
 use crate::ir::{
-    Binary, DType, Graph, NodeIndex, Op, ReduceKind, Tensor, Unary, ValueId, WindowAttrs,
+    Binary, DType, Graph, NodeIndex, Op, PadMode, ReduceKind, Tensor, Unary, ValueId, WindowAttrs,
 };
 
 /// The lowered program with what the planner found.
@@ -351,7 +351,16 @@ impl<'g> Builder<'g> {
         let node = g.node(n);
         let (ins, out) = (&node.inputs, node.outputs[0]);
         for &o in &node.outputs {
-            if g.value(o).dtype != DType::F32 && !node.op.is_view() {
+            // Data movement copies 4-byte elements bit for bit, whatever their type.
+            let moves = matches!(
+                node.op,
+                Op::Slice { .. }
+                    | Op::Expand { .. }
+                    | Op::Split { .. }
+                    | Op::Transpose { .. }
+                    | Op::Concat { .. }
+            ) && g.value(o).dtype.bits() == 32;
+            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves {
                 return Err(unsupported(
                     g,
                     n,
@@ -746,6 +755,30 @@ impl<'g> Builder<'g> {
                     ],
                 );
             }
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => self.slice(ins[0], out, starts, ends, axes, steps)?,
+            Op::Split { axis, sizes } => {
+                let shape = self.shape(ins[0]).to_vec();
+                let ax = norm_axis(*axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
+                let mut at = 0i64;
+                for (&o, &size) in node.outputs.iter().zip(sizes) {
+                    let end = at + size as i64;
+                    self.slice(ins[0], o, &[at], &[end], &[ax as i64], &[1])?;
+                    at = end;
+                }
+            }
+            Op::Expand { .. } => self.elementwise(out, &ins[..1], vec![ExprNode::Input(0)]),
+            Op::Pad {
+                pads,
+                mode: PadMode::Constant,
+                value,
+            } if g.value(out).dtype == DType::F32 => {
+                self.pad_constant(ins[0], out, pads, *value as f32)
+            }
             Op::Gelu { .. }
             | Op::Compare(_)
             | Op::Logic(_)
@@ -754,9 +787,6 @@ impl<'g> Builder<'g> {
             | Op::Cast { .. }
             | Op::Shape { .. }
             | Op::Gather { .. }
-            | Op::Slice { .. }
-            | Op::Expand { .. }
-            | Op::Split { .. }
             | Op::Tile { .. }
             | Op::Pad { .. } => {
                 return Err(unsupported(
@@ -1039,6 +1069,99 @@ impl<'g> Builder<'g> {
             output,
         });
         Ok(())
+    }
+
+    /// A slice is a strided view of its input (negative steps are negative strides),
+    /// copied out.
+    fn slice(
+        &mut self,
+        x: ValueId,
+        out: ValueId,
+        starts: &[i64],
+        ends: &[i64],
+        axes: &[i64],
+        steps: &[i64],
+    ) -> Result<(), Error> {
+        let shape = self.shape(x).to_vec();
+        let dense_in = dense(&shape);
+        let mut offset = 0i64;
+        let mut strides = dense_in.clone();
+        for (i, &a) in axes.iter().enumerate() {
+            let d = norm_axis(a, shape.len()).map_err(Error::Internal)?;
+            let (start, step, _) =
+                crate::ir::infer::slice_range(shape[d], starts[i], ends[i], steps[i])
+                    .map_err(Error::Internal)?;
+            offset += start * dense_in[d];
+            strides[d] = dense_in[d] * step;
+        }
+        let out_shape = self.shape(out).to_vec();
+        if out_shape.contains(&0) {
+            return Ok(());
+        }
+        let input = View {
+            buf: self.buf(x),
+            offset: offset as u64,
+            strides,
+        };
+        let output = self.dview(out);
+        self.kernels.push(Kernel::Elementwise {
+            shape: out_shape.iter().map(|&d| d as u64).collect(),
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output,
+        });
+        Ok(())
+    }
+
+    /// Constant padding: fill the output with the value, then copy the (possibly cropped)
+    /// input into its interior.
+    fn pad_constant(&mut self, x: ValueId, out: ValueId, pads: &[i64], value: f32) {
+        let (xs, os) = (self.shape(x).to_vec(), self.shape(out).to_vec());
+        let r = xs.len();
+        let total: usize = os.iter().product();
+        if total > 0 {
+            let buf = self.buf(out);
+            self.kernels.push(Kernel::Elementwise {
+                shape: vec![total as u64],
+                inputs: vec![],
+                expr: vec![ExprNode::Const(value)],
+                output: View {
+                    buf,
+                    offset: 0,
+                    strides: vec![1],
+                },
+            });
+        }
+        // The copied region: input dims minus negative pads, placed at the positive pads.
+        let (din, dout) = (dense(&xs), dense(&os));
+        let mut region = Vec::with_capacity(r);
+        let (mut in_off, mut out_off) = (0i64, 0i64);
+        for d in 0..r {
+            let (b, e) = (pads[d], pads[d + r]);
+            let n = xs[d] as i64 - (-b).max(0) - (-e).max(0);
+            region.push(n.max(0) as u64);
+            in_off += (-b).max(0) * din[d];
+            out_off += b.max(0) * dout[d];
+        }
+        if region.contains(&0) {
+            return;
+        }
+        let input = View {
+            buf: self.buf(x),
+            offset: in_off as u64,
+            strides: din,
+        };
+        let output = View {
+            buf: self.buf(out),
+            offset: out_off as u64,
+            strides: dout,
+        };
+        self.kernels.push(Kernel::Elementwise {
+            shape: region,
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output,
+        });
     }
 
     /// Pow with a constant scalar exponent the kernels express exactly: 1, 2, 0.5, -1.
