@@ -1,4 +1,4 @@
-//! Measured accuracy of the inline exp/tanh/sigmoid polynomials (generated code, JIT)
+//! Measured accuracy of the inline exp/tanh/sigmoid/erf/log polynomials (generated code, JIT)
 //! against `f64` references, over dense sweeps of their useful ranges.
 mod common;
 
@@ -89,4 +89,115 @@ fn tanh_and_sigmoid_error() {
         sbig[0] >= 0.0 && sbig[0] < 1e-37 && sbig[1] == 1.0 && sbig[2] == 0.5,
         "{sbig:?}"
     );
+}
+
+/// `erf` of an `f64` (Abramowitz–Stegun 7.1.26 is too coarse; this is the series for
+/// `|x| < 3` and the continued fraction beyond, both to ~1e-15).
+fn erf64(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        // erf(x) = 2/√π · Σ (-1)^n x^(2n+1) / (n! (2n+1))
+        let (mut term, mut sum, mut n) = (a, a, 0.0f64);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(x) = e^{-x²}/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+    };
+    r.copysign(x)
+}
+
+#[test]
+fn erf_error() {
+    let xs = sweep(-6.0, 6.0, 200_001);
+    let ys = unary(UnaryOp::Erf, &xs);
+    let (mut max, mut at) = (0.0f64, 0.0f32);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let e = (y as f64 - erf64(x as f64)).abs();
+        if e > max {
+            (max, at) = (e, x);
+        }
+    }
+    println!("erf: max absolute error {max:.3e} (at x = {at})");
+    assert!(max < 3.5e-7, "erf max absolute error {max:e}");
+    let special = unary(
+        UnaryOp::Erf,
+        &[
+            f32::NEG_INFINITY,
+            -1e30,
+            0.0,
+            -0.0,
+            1e30,
+            f32::INFINITY,
+            f32::NAN,
+        ],
+    );
+    println!("erf special: {special:?}");
+    assert_eq!(&special[..6], &[-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]);
+    assert!(special[6].is_nan());
+}
+
+#[test]
+fn log_error() {
+    // Every binade of positive normal floats (relative error), dense around 1 (where the
+    // result goes to 0 and the relative error is the hard case).
+    let mut xs: Vec<f32> = Vec::new();
+    for e in -126..128 {
+        let b = 2f32.powi(e);
+        xs.extend(sweep(b, b * 1.999_999, 1_001));
+    }
+    xs.extend(sweep(0.5, 2.0, 200_001));
+    xs.extend(sweep(0.999, 1.001, 20_001));
+    let ys = unary(UnaryOp::Log, &xs);
+    let (mut rel, mut abs) = (0.0f64, 0.0f64);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let r = (x as f64).ln();
+        let e = (y as f64 - r).abs();
+        abs = abs.max(e);
+        if r != 0.0 {
+            rel = rel.max(e / r.abs());
+        } else {
+            assert_eq!(y, 0.0, "log(1)");
+        }
+    }
+    println!(
+        "log: max relative error {rel:.3e} ({:.2} × f32::EPSILON), max absolute {abs:.3e}",
+        rel / f32::EPSILON as f64
+    );
+    assert!(rel < 3e-7, "log max relative error {rel:e}");
+    // Subnormals are exact inputs.
+    let sub: Vec<f32> = (0..23).map(|i| f32::from_bits(1 << i)).collect();
+    let ys = unary(UnaryOp::Log, &sub);
+    for (&x, &y) in sub.iter().zip(&ys) {
+        let r = (x as f64).ln();
+        assert!(
+            ((y as f64 - r) / r).abs() < 3e-7,
+            "log({x:e}) = {y}, want {r}"
+        );
+    }
+    let special = unary(
+        UnaryOp::Log,
+        &[
+            0.0,
+            -0.0,
+            -1.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            1.0,
+        ],
+    );
+    assert_eq!(special[0], f32::NEG_INFINITY);
+    assert_eq!(special[1], f32::NEG_INFINITY);
+    assert!(special[2].is_nan() && special[3].is_nan() && special[5].is_nan());
+    assert_eq!(special[4], f32::INFINITY);
+    assert_eq!(special[6], 0.0);
 }

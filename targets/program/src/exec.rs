@@ -3,7 +3,8 @@
 //!
 //! Every kernel is implemented the most direct way its doc comment in the crate root
 //! reads, one element at a time, with `f32` arithmetic in the documented order (sums run
-//! over ascending indices) and transcendentals from `std`. Nothing here is fast; it is
+//! over ascending indices) and transcendentals from `std` (`erf` and `log` from the
+//! `libm` crate, so the oracle is the same on every host). Nothing here is fast; it is
 //! meant to be obviously right. Every buffer access is bounds-checked and reported as an
 //! [`ExecError`], so a malformed program is an error value, never a panic.
 //!
@@ -305,6 +306,8 @@ pub fn eval_expr(expr: &[ExprNode], ins: &[f32]) -> Option<f32> {
                     UnaryOp::Sigmoid => sigmoid(a),
                     UnaryOp::Sqrt => a.sqrt(),
                     UnaryOp::Reciprocal => 1.0 / a,
+                    UnaryOp::Erf => libm::erff(a),
+                    UnaryOp::Log => libm::logf(a),
                 }
             }
             ExprNode::Binary(op, a, b) => {

@@ -81,6 +81,8 @@ pub(crate) fn eval_expr(fx: &mut Fx, w: W, expr: &[ExprNode], ins: &[Value]) -> 
                     UnaryOp::Tanh => math::tanh(fx, w, a),
                     UnaryOp::Sigmoid => math::sigmoid(fx, w, a),
                     UnaryOp::Sqrt => fx.b.ins().sqrt(a),
+                    UnaryOp::Erf => math::erf(fx, w, a),
+                    UnaryOp::Log => math::log(fx, w, a),
                     UnaryOp::Reciprocal => {
                         let one = fx.fconst(w, 1.0);
                         fx.b.ins().fdiv(one, a)
