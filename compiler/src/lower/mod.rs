@@ -1358,6 +1358,16 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             *src = f(*src);
             *dst = f(*dst);
         }
+        Kernel::Gather {
+            data,
+            indices,
+            output,
+            ..
+        } => {
+            *data = f(*data);
+            *indices = f(*indices);
+            *output = f(*output);
+        }
     }
 }
 

@@ -197,6 +197,38 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 dense(p, k, *src, *bytes)?;
                 dense(p, k, *dst, *bytes)?;
             }
+            Kernel::Gather {
+                outer,
+                axis_len,
+                inner,
+                count,
+                elem_bytes,
+                data,
+                indices,
+                index_bytes,
+                output,
+            } => {
+                if !matches!(index_bytes, 4 | 8) {
+                    return Err(unsupported(format!(
+                        "kernel {k}: gather index_bytes {index_bytes} is not 4 or 8"
+                    )));
+                }
+                let big = || unsupported(format!("kernel {k}: gather sizes overflow"));
+                let row = inner.checked_mul(*elem_bytes as u64).ok_or_else(big)?;
+                let src = outer
+                    .checked_mul(*axis_len)
+                    .and_then(|n| n.checked_mul(row))
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(big)?;
+                let dst = outer
+                    .checked_mul(*count)
+                    .and_then(|n| n.checked_mul(row))
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(big)?;
+                dense(p, k, *data, src)?;
+                dense(p, k, *output, dst)?;
+                dense(p, k, *indices, count * *index_bytes as u64)?;
+            }
         }
         for b in written(kernel) {
             if matches!(b, Buffer::Input(_) | Buffer::Const(_)) {
@@ -218,5 +250,6 @@ fn written(k: &Kernel) -> Vec<Buffer> {
         | Kernel::Reduce { output, .. } => vec![*output],
         Kernel::Elementwise { output, .. } => vec![output.buf],
         Kernel::Copy { dst, .. } => vec![*dst],
+        Kernel::Gather { output, .. } => vec![*output],
     }
 }

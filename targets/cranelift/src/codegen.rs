@@ -7,7 +7,10 @@
 //! - `m_k<j>_pa`, `m_k<j>_pb`, `m_k<j>_pw`: compile-time packed GEMM operands and
 //!   convolution weights of kernel `j` (local, read-only, 64-byte aligned);
 //! - `m_k<j>_<kind>`: one local function per kernel, taking `(inputs, outputs, arena)`;
-//! - `m_run`: exported, calls the kernels in order and returns 0.
+//!   kernels that can fail at run time (gather's index check) return an `i32` status;
+//! - `m_run`: exported, calls the kernels in order and returns 0, or the first non-zero
+//!   status a kernel returns (`edgecc_program::STATUS_INDEX_OUT_OF_RANGE`) without
+//!   running the rest.
 //!
 //! Everything is iterated in program order (no hash maps), so the same program gives
 //! the same module, byte for byte.
@@ -23,7 +26,7 @@ use edgecc_program::{Buffer, ConstId, Kernel, Program};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, io_params};
-use crate::kernels::{conv, copy, elementwise, gemm, rows, window};
+use crate::kernels::{conv, copy, elementwise, gather, gemm, rows, window};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,7 @@ fn raw_consts(k: &Kernel) -> Vec<ConstId> {
         | Kernel::Softmax { input, .. }
         | Kernel::Reduce { input, .. } => bufs.push(*input),
         Kernel::Copy { src, .. } => bufs.push(*src),
+        Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
     }
     bufs.into_iter()
         .filter_map(|b| {
@@ -185,6 +189,9 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
         let fname = format!("{name}_k{j}_{}", k.name());
         let mut sig = m.make_signature();
         io_params(&mut sig);
+        if fallible(k) {
+            sig.returns.push(AbiParam::new(types::I32));
+        }
         let id = m.declare_function(&fname, Linkage::Local, &sig)?;
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
@@ -196,7 +203,12 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
                 &data,
             );
             emit_kernel(&mut fx, tile, k, packed[j])?;
-            fx.b.ins().return_(&[]);
+            if fallible(k) {
+                let ok = fx.b.ins().iconst(types::I32, 0);
+                fx.b.ins().return_(&[ok]);
+            } else {
+                fx.b.ins().return_(&[]);
+            }
             fx.finish();
             Ok(())
         }));
@@ -237,8 +249,18 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
             &data,
         );
         let args = [fx.ins, fx.outs, fx.arena];
-        for r in refs {
-            fx.b.ins().call(r, &args);
+        for (r, k) in refs.into_iter().zip(&p.kernels) {
+            let call = fx.b.ins().call(r, &args);
+            if fallible(k) {
+                // A non-zero status stops the program and is returned as is.
+                let status = fx.b.inst_results(call)[0];
+                let fail = fx.b.create_block();
+                let next = fx.b.create_block();
+                fx.b.ins().brif(status, fail, &[], next, &[]);
+                fx.b.switch_to_block(fail);
+                fx.b.ins().return_(&[status]);
+                fx.b.switch_to_block(next);
+            }
         }
         let zero = fx.b.ins().iconst(types::I32, 0);
         fx.b.ins().return_(&[zero]);
@@ -416,5 +438,38 @@ fn emit_kernel(
             copy::emit(fx, *bytes, s, d);
             Ok(())
         }
+        Kernel::Gather {
+            outer,
+            axis_len,
+            inner,
+            count,
+            elem_bytes,
+            data,
+            indices,
+            index_bytes,
+            output,
+        } => {
+            let (d, i, o) = (fx.buf(*data), fx.buf(*indices), fx.buf(*output));
+            gather::emit(
+                fx,
+                &gather::Gather {
+                    outer: *outer,
+                    axis_len: *axis_len,
+                    inner: *inner,
+                    count: *count,
+                    elem_bytes: *elem_bytes,
+                    index_bytes: *index_bytes,
+                },
+                d,
+                i,
+                o,
+            );
+            Ok(())
+        }
     }
+}
+
+/// Kernels whose function returns an `i32` status (non-zero: `run` stops and returns it).
+fn fallible(k: &Kernel) -> bool {
+    matches!(k, Kernel::Gather { .. })
 }

@@ -217,3 +217,200 @@ proptest! {
         check_jit(&p, 1e-6 * (len + 1) as f32, 2e-6, "softmax/reduce");
     }
 }
+
+/// A byte buffer whose start is 8-aligned (the runtime checks element alignment).
+fn aligned_bytes(b: &[u8]) -> Vec<u64> {
+    let mut v = vec![0u64; b.len().div_ceil(8)];
+    for (i, &x) in b.iter().enumerate() {
+        v[i / 8] |= (x as u64) << (8 * (i % 8));
+    }
+    v
+}
+
+fn as_bytes(v: &[u64], len: usize) -> &[u8] {
+    // SAFETY: u64 has no padding, and `len <= 8 * v.len()`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, len) }
+}
+
+type Outs<E> = Result<Vec<Vec<u8>>, E>;
+
+/// Runs `p` on byte inputs through the scalar executor and the JIT.
+fn run_both_bytes(
+    p: &edgecc_program::Program,
+    ins: &[Vec<u8>],
+) -> (
+    Outs<edgecc_program::exec::ExecError>,
+    Outs<edgecc_runtime::Error>,
+) {
+    let backing: Vec<Vec<u64>> = ins.iter().map(|b| aligned_bytes(b)).collect();
+    let refs: Vec<&[u8]> = backing
+        .iter()
+        .zip(ins)
+        .map(|(v, b)| as_bytes(v, b.len()))
+        .collect();
+    let fresh = || -> Vec<Vec<u8>> {
+        p.outputs
+            .iter()
+            .map(|t| vec![0xA5u8; t.byte_size() as usize])
+            .collect()
+    };
+    let mut e = fresh();
+    let mut erefs: Vec<&mut [u8]> = e.iter_mut().map(|v| &mut v[..]).collect();
+    let mut arena = vec![0u8; p.arena_size as usize];
+    let er = edgecc_program::exec::run(p, &refs, &mut erefs, &mut arena).map(|_| e.clone());
+    let jit = edgecc_cranelift::compile_jit(p).expect("compile_jit");
+    let model = edgecc_runtime::Model::new(jit.desc()).expect("descriptor");
+    let mut j = fresh();
+    let mut jrefs: Vec<&mut [u8]> = j.iter_mut().map(|v| &mut v[..]).collect();
+    let (mut ar, off) = aligned(p.arena_size as usize);
+    let jr = model
+        .run(&refs, &mut jrefs, &mut ar[off..off + p.arena_size as usize])
+        .map(|_| j.clone());
+    (er, jr)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gather_program(
+    outer: u64,
+    axis_len: u64,
+    inner: u64,
+    elem_bytes: u32,
+    idx: &[i64],
+    index_bytes: u32,
+    data_const: bool,
+    data: &[u8],
+) -> (edgecc_program::Program, Vec<Vec<u8>>) {
+    use edgecc_program::{Const, DType, IoTensor};
+    let t = |name: &str, dtype: DType, n: u64| IoTensor {
+        name: name.into(),
+        dtype,
+        shape: vec![n],
+    };
+    let count = idx.len() as u64;
+    let idx_bytes: Vec<u8> = idx
+        .iter()
+        .flat_map(|&i| {
+            if index_bytes == 4 {
+                (i as i32).to_le_bytes().to_vec()
+            } else {
+                i.to_le_bytes().to_vec()
+            }
+        })
+        .collect();
+    let idx_t = if index_bytes == 4 {
+        DType::I32
+    } else {
+        DType::I64
+    };
+    let mut inputs = vec![t("indices", idx_t, count)];
+    let mut ins = vec![idx_bytes];
+    let mut consts = vec![];
+    let data_buf = if data_const {
+        consts.push(Const {
+            name: "table".into(),
+            dtype: DType::U8,
+            shape: vec![data.len() as u64],
+            data: data.to_vec(),
+        });
+        cid(0)
+    } else {
+        inputs.push(t("data", DType::U8, data.len() as u64));
+        ins.push(data.to_vec());
+        Buffer::Input(1)
+    };
+    let p = program(
+        inputs,
+        vec![t("y", DType::U8, outer * count * inner * elem_bytes as u64)],
+        consts,
+        0,
+        vec![Kernel::Gather {
+            outer,
+            axis_len,
+            inner,
+            count,
+            elem_bytes,
+            data: data_buf,
+            indices: Buffer::Input(0),
+            index_bytes,
+            output: Buffer::Output(0),
+        }],
+    );
+    (p, ins)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gather_matches_exec(
+        outer in 1u64..4, axis_len in 1u64..10, inner in 1u64..20,
+        elem_bytes in prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(8)],
+        raw in prop::collection::vec(any::<u32>(), 0..9),
+        wide: bool, data_const: bool,
+    ) {
+        // Indices in [-axis_len, axis_len): negative ones count from the end.
+        let idx: Vec<i64> = raw.iter().map(|&r| (r as u64 % (2 * axis_len)) as i64 - axis_len as i64).collect();
+        let n = (outer * axis_len * inner * elem_bytes as u64) as usize;
+        let data: Vec<u8> = rand_vec(n, axis_len * 31 + inner).iter().map(|x| x.to_bits() as u8 ^ (x.to_bits() >> 13) as u8).collect();
+        let (p, ins) = gather_program(outer, axis_len, inner, elem_bytes, &idx, if wide { 8 } else { 4 }, data_const, &data);
+        let (e, j) = run_both_bytes(&p, &ins);
+        let e = e.expect("exec");
+        let j = j.expect("jit");
+        prop_assert_eq!(&e, &j);
+        // And by hand, for the first output row of each index.
+        let row = (inner * elem_bytes as u64) as usize;
+        for (i, &ix) in idx.iter().enumerate() {
+            let r = if ix < 0 { ix + axis_len as i64 } else { ix } as usize;
+            prop_assert_eq!(&j[0][i * row..(i + 1) * row], &data[r * row..(r + 1) * row]);
+        }
+    }
+}
+
+#[test]
+fn gather_out_of_range_index_fails() {
+    let data: Vec<u8> = (0..5 * 8 * 4).map(|i| i as u8).collect();
+    for (bad, wide) in [
+        (5i64, true),
+        (-6, true),
+        (i64::MAX, true),
+        (i64::MIN, true),
+        (5, false),
+        (-6, false),
+        (i32::MIN as i64, false),
+    ] {
+        for data_const in [false, true] {
+            let idx = [0, -1, bad, 4];
+            let (p, ins) = gather_program(
+                1,
+                5,
+                8,
+                4,
+                &idx,
+                if wide { 8 } else { 4 },
+                data_const,
+                &data,
+            );
+            let (e, j) = run_both_bytes(&p, &ins);
+            assert!(
+                matches!(
+                    e,
+                    Err(edgecc_program::exec::ExecError::IndexOutOfRange { position: 2, .. })
+                ),
+                "exec with index {bad}: {e:?}"
+            );
+            assert!(
+                matches!(
+                    j,
+                    Err(edgecc_runtime::Error::Failed {
+                        status: edgecc_program::STATUS_INDEX_OUT_OF_RANGE
+                    })
+                ),
+                "jit with index {bad}: {j:?}"
+            );
+        }
+    }
+    // In range, the same program runs and agrees with the executor.
+    let (p, ins) = gather_program(1, 5, 8, 4, &[4, -5], 8, true, &data);
+    let (e, j) = run_both_bytes(&p, &ins);
+    assert_eq!(e.unwrap(), j.unwrap());
+}

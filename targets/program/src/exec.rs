@@ -54,6 +54,14 @@ pub enum ExecError {
         kernel: usize,
         buf: Buffer,
     },
+    /// A [`Kernel::Gather`] index outside `[-axis_len, axis_len)`: `indices[position]`
+    /// is `index`. The generated code returns [`crate::STATUS_INDEX_OUT_OF_RANGE`].
+    IndexOutOfRange {
+        kernel: usize,
+        position: u64,
+        index: i64,
+        axis_len: u64,
+    },
     /// A kernel that is malformed in a way bounds checks cannot express (an expression
     /// node that refers forward, a view with the wrong number of strides, ...).
     Malformed {
@@ -96,6 +104,15 @@ impl std::fmt::Display for ExecError {
             ExecError::NoSuchBuffer { kernel, buf } => {
                 write!(f, "kernel {kernel}: no such buffer {buf:?}")
             }
+            ExecError::IndexOutOfRange {
+                kernel,
+                position,
+                index,
+                axis_len,
+            } => write!(
+                f,
+                "kernel {kernel}: index {index} at position {position} is outside [-{axis_len}, {axis_len})"
+            ),
             ExecError::Malformed { kernel, reason } => write!(f, "kernel {kernel}: {reason}"),
         }
     }
@@ -621,6 +638,70 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 });
             }
             d[dbase as usize..end as usize].copy_from_slice(&data);
+        }
+        Kernel::Gather {
+            outer,
+            axis_len,
+            inner,
+            count,
+            elem_bytes,
+            data,
+            indices,
+            index_bytes,
+            output,
+        } => {
+            if !matches!(index_bytes, 4 | 8) {
+                return Err(mem.malformed(format!("index_bytes {index_bytes} is not 4 or 8")));
+            }
+            let ib = *index_bytes as u64;
+            // Every index, checked before anything is written.
+            let mut idx = Vec::with_capacity(*count as usize);
+            for i in 0..*count {
+                let (b, base) = mem.bytes(*indices)?;
+                let at = mem.range(*indices, base, i as i128, ib, b.len())?;
+                let v = if ib == 4 {
+                    i32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as i64
+                } else {
+                    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+                };
+                let a = *axis_len as i128;
+                let adj = if v < 0 { v as i128 + a } else { v as i128 };
+                if adj < 0 || adj >= a {
+                    return Err(ExecError::IndexOutOfRange {
+                        kernel: mem.kernel,
+                        position: i,
+                        index: v,
+                        axis_len: *axis_len,
+                    });
+                }
+                idx.push(adj as u64);
+            }
+            let row = *inner * *elem_bytes as u64;
+            if row == 0 {
+                return Ok(());
+            }
+            for o in 0..*outer {
+                for (i, &j) in idx.iter().enumerate() {
+                    let (s, sbase) = mem.bytes(*data)?;
+                    let src_row = (o as i128 * *axis_len as i128 + j as i128) * row as i128;
+                    let sat = mem.range(*data, sbase, src_row, 1, s.len())?;
+                    mem.range(*data, sbase, src_row + row as i128 - 1, 1, s.len())?;
+                    let bytes = s[sat..sat + row as usize].to_vec();
+                    let dst_row = (o as i128 * *count as i128 + i as i128) * row as i128;
+                    let kernel = mem.kernel;
+                    let (d, dbase) = mem.bytes_mut(*output)?;
+                    let at = dbase as i128 + dst_row;
+                    if at < 0 || at + row as i128 > d.len() as i128 {
+                        return Err(ExecError::OutOfRange {
+                            kernel,
+                            buf: *output,
+                            byte_offset: at,
+                            bytes: row,
+                        });
+                    }
+                    d[at as usize..at as usize + row as usize].copy_from_slice(&bytes);
+                }
+            }
         }
     }
     Ok(())

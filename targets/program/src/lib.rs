@@ -319,7 +319,34 @@ pub enum Kernel {
         src: Buffer,
         dst: Buffer,
     },
+    /// Gather along the middle axis of a dense `[outer, axis_len, inner]` tensor of
+    /// `elem_bytes`-byte elements (any dtype, copied bit for bit):
+    /// `out[o, i, k] = data[o, idx[i] (+ axis_len if negative), k]` for `o < outer`,
+    /// `i < count`, `k < inner`, into a dense `[outer, count, inner]` output. `indices`
+    /// holds `count` little-endian signed integers of `index_bytes` bytes (4 or 8). This
+    /// is ONNX Gather (the transformer embedding lookup: constant `data`, an i64 input
+    /// as `indices`).
+    ///
+    /// Every index is checked against `[-axis_len, axis_len)` before anything is written;
+    /// if one is outside, the program stops there: generated `run` returns
+    /// [`STATUS_INDEX_OUT_OF_RANGE`] (output and arena contents are then unspecified)
+    /// and [`exec::run`] returns [`exec::ExecError::IndexOutOfRange`].
+    Gather {
+        outer: u64,
+        axis_len: u64,
+        inner: u64,
+        count: u64,
+        elem_bytes: u32,
+        data: Buffer,
+        indices: Buffer,
+        index_bytes: u32,
+        output: Buffer,
+    },
 }
+
+/// The status `<name>_run` returns when a [`Kernel::Gather`] index is out of range (0 is
+/// success; no other status is defined).
+pub const STATUS_INDEX_OUT_OF_RANGE: i32 = 1;
 
 impl Kernel {
     /// The scratch a [`Kernel::Conv`] gets: the im2col matrix of one block of output rows
@@ -381,6 +408,7 @@ impl Kernel {
             Kernel::Softmax { .. } => "softmax",
             Kernel::Reduce { .. } => "reduce",
             Kernel::Copy { .. } => "copy",
+            Kernel::Gather { .. } => "gather",
         }
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod conv;
 pub(crate) mod copy;
 pub(crate) mod elementwise;
+pub(crate) mod gather;
 pub(crate) mod gemm;
 pub(crate) mod rows;
 pub(crate) mod window;
