@@ -195,6 +195,12 @@ impl core::fmt::Display for Error {
                 f,
                 "model has {count} inputs or outputs; Model::run passes at most {MAX_IO}"
             ),
+            Error::Failed { status: 1 } => {
+                write!(
+                    f,
+                    "model returned status 1: an index (e.g. a token id) was out of range"
+                )
+            }
             Error::Failed { status } => write!(f, "model returned status {status}"),
         }
     }

@@ -115,3 +115,28 @@ fn pow_by_supported_exponents_and_views() {
         net.check_jit().unwrap();
     }
 }
+
+/// Erf (backend bound 3.5e-7 absolute), Log (3e-7 relative), erf-Gelu (erf's bound scaled
+/// by |x|/2 plus a few roundings), and Gather of embedding rows by i64 token ids (exact).
+#[test]
+fn erf_log_gelu_and_gather() {
+    let mut rng = Rng::new(11);
+    let mut net = Net::new();
+    let x = net.input(rng.tensor(&[7, 9], -4.0, 4.0));
+    let e = net.node(Op::Unary(edgecc::ir::Unary::Erf), &[x]);
+    net.output(e, "Erf", Tol::rel(0.0, 3.6e-7));
+    let p = net.input(rng.tensor(&[5, 11], 1e-3, 1e3));
+    let l = net.node(Op::Unary(edgecc::ir::Unary::Log), &[p]);
+    net.output(l, "Log", Tol::rel(3.1e-7, 1e-7));
+    let gx = net.input(rng.tensor(&[4, 13], -6.0, 6.0));
+    let gelu = net.node(Op::Gelu { tanh: false }, &[gx]);
+    net.output(gelu, "Gelu", Tol::rel(1e-6, 2e-6));
+    let table = net.konst(rng.tensor(&[10, 6], -1.0, 1.0));
+    let ids = net.input(Tensor::i64(vec![2, 3], vec![0, 9, -1, 4, 4, -10]));
+    let rows = net.node(Op::Gather { axis: 0 }, &[table, ids]);
+    net.output(rows, "Gather rows", Tol::exact());
+    let col_ids = net.input(Tensor::i64(vec![3], vec![5, 0, -6]));
+    let cols = net.node(Op::Gather { axis: 1 }, &[table, col_ids]);
+    net.output(cols, "Gather columns", Tol::exact());
+    net.check_jit().unwrap();
+}

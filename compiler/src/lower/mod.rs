@@ -359,6 +359,7 @@ impl<'g> Builder<'g> {
                     | Op::Split { .. }
                     | Op::Transpose { .. }
                     | Op::Concat { .. }
+                    | Op::Gather { .. }
             ) && g.value(o).dtype.bits() == 32;
             if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves {
                 return Err(unsupported(
@@ -382,9 +383,8 @@ impl<'g> Builder<'g> {
                     Unary::Abs => UnaryOp::Abs,
                     Unary::Sqrt => UnaryOp::Sqrt,
                     Unary::Reciprocal => UnaryOp::Reciprocal,
-                    Unary::Erf | Unary::Log => {
-                        return Err(unsupported(g, n, "no compiled kernel yet"));
-                    }
+                    Unary::Erf => UnaryOp::Erf,
+                    Unary::Log => UnaryOp::Log,
                 };
                 self.reuse_input(n, out, &ins[..1]);
                 self.elementwise(
@@ -779,14 +779,59 @@ impl<'g> Builder<'g> {
             } if g.value(out).dtype == DType::F32 => {
                 self.pad_constant(ins[0], out, pads, *value as f32)
             }
-            Op::Gelu { .. }
-            | Op::Compare(_)
+            Op::Gelu { tanh: false } => {
+                // 0.5·x·(1 + erf(x/√2))
+                self.reuse_input(n, out, &ins[..1]);
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![
+                        ExprNode::Input(0),                               // 0: x
+                        ExprNode::Const(std::f32::consts::FRAC_1_SQRT_2), // 1
+                        ExprNode::Binary(BinaryOp::Mul, 0, 1),            // 2
+                        ExprNode::Unary(UnaryOp::Erf, 2),                 // 3
+                        ExprNode::Const(1.0),                             // 4
+                        ExprNode::Binary(BinaryOp::Add, 3, 4),            // 5
+                        ExprNode::Const(0.5),                             // 6
+                        ExprNode::Binary(BinaryOp::Mul, 0, 6),            // 7
+                        ExprNode::Binary(BinaryOp::Mul, 7, 5),
+                    ],
+                );
+            }
+            Op::Gather { axis } => {
+                let data_shape = self.shape(ins[0]).to_vec();
+                let ax = norm_axis(*axis, data_shape.len()).map_err(|m| unsupported(g, n, m))?;
+                let elem_bits = g.value(ins[0]).dtype.bits();
+                let index_bytes = match g.value(ins[1]).dtype {
+                    DType::I64 => 8,
+                    DType::I32 => 4,
+                    other => return Err(unsupported(g, n, format!("{other} indices"))),
+                };
+                if g.value(out).dtype != DType::F32 && elem_bits != 32 {
+                    return Err(unsupported(g, n, "only 4-byte elements are gathered"));
+                }
+                let count = g.value(ins[1]).num_elements() as u64;
+                let data = self.buf(ins[0]);
+                let indices = self.buf(ins[1]);
+                let output = self.buf(out);
+                self.kernels.push(Kernel::Gather {
+                    outer: data_shape[..ax].iter().product::<usize>() as u64,
+                    axis_len: data_shape[ax] as u64,
+                    inner: data_shape[ax + 1..].iter().product::<usize>() as u64,
+                    count,
+                    elem_bytes: (elem_bits / 8) as u32,
+                    data,
+                    indices,
+                    index_bytes,
+                    output,
+                });
+            }
+            Op::Compare(_)
             | Op::Logic(_)
             | Op::Not
             | Op::Where
             | Op::Cast { .. }
             | Op::Shape { .. }
-            | Op::Gather { .. }
             | Op::Tile { .. }
             | Op::Pad { .. } => {
                 return Err(unsupported(

@@ -26,7 +26,7 @@
 
 use std::fmt::Debug;
 
-use edgecc::ir::{AutoPad, Binary, DType, Graph, Op, Tensor, Unary, ValueId, WindowAttrs};
+use edgecc::ir::{AutoPad, Binary, Graph, Op, Tensor, Unary, ValueId, WindowAttrs};
 use edgecc::passes::PassManager;
 use proptest::prelude::*;
 
@@ -327,7 +327,7 @@ impl Net {
 
     pub fn input(&mut self, t: Tensor) -> ValueId {
         let name = self.fresh("x");
-        let v = self.g.add_input(name, DType::F32, t.shape.clone());
+        let v = self.g.add_input(name, t.dtype, t.shape.clone());
         self.g.inputs.push(v);
         self.inputs.push(t);
         v
