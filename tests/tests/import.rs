@@ -292,3 +292,88 @@ fn refused_forms_name_the_reason() {
         "{err}"
     );
 }
+
+fn function(
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: &[&str],
+    nodes: Vec<NodeProto>,
+) -> onnx_protobuf::FunctionProto {
+    let mut f = onnx_protobuf::FunctionProto::new();
+    f.name = name.into();
+    f.domain = "local".into();
+    f.input = inputs.iter().map(|s| s.to_string()).collect();
+    f.output = outputs.iter().map(|s| s.to_string()).collect();
+    f.attribute = attrs.iter().map(|s| s.to_string()).collect();
+    f.node = nodes;
+    f
+}
+
+/// Local functions (what the dynamo exporter writes) are inlined with their attributes
+/// bound, nested calls included, internal names kept apart per call.
+#[test]
+fn local_functions_are_inlined_with_attributes_bound() {
+    let mut scale_const = node("Constant", &[], &["k"], vec![]);
+    let mut r = AttributeProto::new();
+    r.name = "value_float".into();
+    r.type_ = AttributeType::FLOAT.into();
+    r.ref_attr_name = "alpha".into();
+    scale_const.attribute = vec![r];
+    let scale = function(
+        "Scale",
+        &["X"],
+        &["Y"],
+        &["alpha"],
+        vec![scale_const, node("Mul", &["X", "k"], &["Y"], vec![])],
+    );
+    let mut call = |out: &str, input: &str, alpha: f32| {
+        let mut n = node("Scale", &[input], &[out], vec![float("alpha", alpha)]);
+        n.domain = "local".into();
+        n
+    };
+    let outer = function(
+        "Outer",
+        &["A"],
+        &["B"],
+        &[],
+        vec![
+            call("t", "A", 2.0),
+            call("u", "t", -3.0),
+            node("Relu", &["u"], &["B"], vec![]),
+        ],
+    );
+    let mut top = node("Outer", &["x"], &["y"], vec![]);
+    top.domain = "local".into();
+    let mut m = model(18, vec![top], vec![], value("x", &[4]), &["y"]);
+    let mut os = OperatorSetIdProto::new();
+    os.domain = "local".into();
+    os.version = 1;
+    m.opset_import.push(os);
+    m.functions = vec![scale, outer];
+    let y = run(&m, Tensor::f32(vec![4], vec![-1.0, 0.0, 0.5, 2.0]));
+    assert_eq!(y[0].as_f32().unwrap(), [6.0, 0.0, 0.0, 0.0]);
+    // A function that calls itself is refused, not expanded forever.
+    let mut selfcall = node("Loop1", &["X"], &["Y"], vec![]);
+    selfcall.domain = "local".into();
+    let f = function("Loop1", &["X"], &["Y"], &[], vec![selfcall.clone()]);
+    let mut m = model(
+        18,
+        vec![{
+            let mut n = selfcall;
+            n.input = vec!["x".into()];
+            n.output = vec!["y".into()];
+            n
+        }],
+        vec![],
+        value("x", &[4]),
+        &["y"],
+    );
+    m.functions = vec![f];
+    assert!(
+        import(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("nests more than")
+    );
+}

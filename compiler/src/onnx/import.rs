@@ -154,10 +154,11 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
     };
     // A model of other domains only (ai.onnx.ml, training) needs no default opset; its
     // nodes are then reported as unsupported.
+    let nodes = super::functions::inline(model, &g.node)?;
     let default_domain = |d: &str| d.is_empty() || d == "ai.onnx";
     let opset = match opset_of(model, "") {
         Some(v) => v,
-        None if g.node.iter().all(|n| !default_domain(&n.domain)) => 0,
+        None if nodes.iter().all(|n| !default_domain(&n.domain)) => 0,
         None => {
             return Err(Error::Model(
                 "the model imports no version of the default ONNX opset".into(),
@@ -238,11 +239,11 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
     // shape arithmetic exporters emit (Shape → Gather → Unsqueeze → Concat → Reshape) is
     // constant by the time the Reshape reads it. Unsupported nodes are collected, not
     // fatal, so they are all reported together; what depends only on them is skipped.
-    let order = topo_sort(&g.node, &scope)?;
+    let order = topo_sort(&nodes, &scope)?;
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
     for (i, &ni) in order.iter().enumerate() {
-        let node = &g.node[ni];
+        let node = &nodes[ni];
         let name = if node.name.is_empty() {
             format!("{}_{i}", node.op_type)
         } else {

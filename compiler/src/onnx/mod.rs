@@ -4,6 +4,7 @@
 //! docs/architecture.md for why that and not prost.
 
 mod attrs;
+mod functions;
 mod import;
 pub mod tensor;
 
