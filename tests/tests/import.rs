@@ -327,7 +327,7 @@ fn local_functions_are_inlined_with_attributes_bound() {
         &["alpha"],
         vec![scale_const, node("Mul", &["X", "k"], &["Y"], vec![])],
     );
-    let mut call = |out: &str, input: &str, alpha: f32| {
+    let call = |out: &str, input: &str, alpha: f32| {
         let mut n = node("Scale", &[input], &[out], vec![float("alpha", alpha)]);
         n.domain = "local".into();
         n
