@@ -1413,6 +1413,10 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             *indices = f(*indices);
             *output = f(*output);
         }
+        Kernel::Convert { input, output, .. } => {
+            *input = f(*input);
+            *output = f(*output);
+        }
     }
 }
 

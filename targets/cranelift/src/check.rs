@@ -5,7 +5,7 @@
 //! A view's extent over an iteration shape is exact: the smallest and largest element
 //! index are the sums of `stride · (size − 1)` over negative and positive strides.
 
-use edgecc_program::{Buffer, Kernel, Program, View};
+use edgecc_program::{Buffer, DType, Kernel, Program, View};
 
 use crate::error::{Error, unsupported};
 
@@ -229,6 +229,23 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 dense(p, k, *output, dst)?;
                 dense(p, k, *indices, count * *index_bytes as u64)?;
             }
+            Kernel::Convert {
+                count,
+                from,
+                to,
+                input,
+                output,
+            } => {
+                let big = || unsupported(format!("kernel {k}: convert sizes overflow"));
+                let bytes = |d: &DType| {
+                    count
+                        .checked_mul(d.size() as u64)
+                        .filter(|&b| b < 1 << 48)
+                        .ok_or_else(big)
+                };
+                dense(p, k, *input, bytes(from)?)?;
+                dense(p, k, *output, bytes(to)?)?;
+            }
         }
         for b in written(kernel) {
             if matches!(b, Buffer::Input(_) | Buffer::Const(_)) {
@@ -250,6 +267,6 @@ fn written(k: &Kernel) -> Vec<Buffer> {
         | Kernel::Reduce { output, .. } => vec![*output],
         Kernel::Elementwise { output, .. } => vec![output.buf],
         Kernel::Copy { dst, .. } => vec![*dst],
-        Kernel::Gather { output, .. } => vec![*output],
+        Kernel::Gather { output, .. } | Kernel::Convert { output, .. } => vec![*output],
     }
 }

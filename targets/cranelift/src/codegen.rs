@@ -26,7 +26,7 @@ use edgecc_program::{Buffer, ConstId, Kernel, Program};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, io_params};
-use crate::kernels::{conv, copy, elementwise, gather, gemm, rows, window};
+use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, rows, window};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,7 @@ fn raw_consts(k: &Kernel) -> Vec<ConstId> {
         | Kernel::Reduce { input, .. } => bufs.push(*input),
         Kernel::Copy { src, .. } => bufs.push(*src),
         Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
+        Kernel::Convert { input, .. } => bufs.push(*input),
     }
     bufs.into_iter()
         .filter_map(|b| {
@@ -464,6 +465,17 @@ fn emit_kernel(
                 i,
                 o,
             );
+            Ok(())
+        }
+        Kernel::Convert {
+            count,
+            from,
+            to,
+            input,
+            output,
+        } => {
+            let (s, d) = (fx.buf(*input), fx.buf(*output));
+            convert::emit(fx, *count, *from, *to, s, d);
             Ok(())
         }
     }

@@ -437,3 +437,106 @@ fn aarch64_gemm_and_conv_shapes_under_qemu() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `Kernel::Convert` on aarch64 under qemu, every dtype pair in one program: six inputs of
+/// edge values (i64 extremes, ±0, ±inf, NaN, 2^31, large floats, bool bytes > 1), one
+/// output per pair, compared bit for bit with `exec`. Counts of 35 leave a scalar tail
+/// after the f32x4 loop of f32 ↔ i32 (byte outputs use 36: the harness files are f32s).
+#[test]
+fn aarch64_convert_under_qemu() {
+    use edgecc_program::{Buffer, DType, IoTensor, Kernel};
+    tool("aarch64-linux-gnu-gcc");
+    tool("qemu-aarch64");
+    const N: u64 = 36;
+    let dts = [
+        DType::F32,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::I8,
+        DType::Bool,
+    ];
+    let ints = [
+        0i64,
+        1,
+        -1,
+        127,
+        128,
+        -129,
+        255,
+        256,
+        i32::MAX as i64,
+        i32::MIN as i64,
+        1 << 31,
+        (1 << 24) + 1,
+        i64::MAX,
+        i64::MIN,
+        -300,
+    ];
+    let fl = [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        2147483648.0,
+        -2147483904.0,
+        9.3e18,
+        -1e30,
+        255.9,
+        -128.9,
+        -0.5,
+        1.5,
+        16777217.0,
+        300.0,
+    ];
+    let data = |d: DType| -> Vec<u8> {
+        (0..N as usize)
+            .flat_map(|i| match d {
+                DType::F32 => fl[i % fl.len()].to_le_bytes().to_vec(),
+                DType::Bool => vec![[0u8, 1, 2, 0xff][i % 4]],
+                _ => ints[i % ints.len()].to_le_bytes()[..d.size()].to_vec(),
+            })
+            .collect()
+    };
+    let t = |name: String, dtype, n| IoTensor {
+        name,
+        dtype,
+        shape: vec![n],
+    };
+    let inputs: Vec<IoTensor> = dts.iter().map(|&d| t(d.name().into(), d, N)).collect();
+    let (mut outputs, mut kernels) = (vec![], vec![]);
+    for (fi, &from) in dts.iter().enumerate() {
+        for &to in &dts {
+            let count = if to.size() == 1 { N } else { N - 1 };
+            kernels.push(Kernel::Convert {
+                count,
+                from,
+                to,
+                input: Buffer::Input(fi as u32),
+                output: Buffer::Output(outputs.len() as u32),
+            });
+            outputs.push(t(format!("{}_{}", from.name(), to.name()), to, count));
+        }
+    }
+    let p = program(inputs, outputs, vec![], 0, kernels);
+    let ins: Vec<Vec<u8>> = dts.iter().map(|&d| data(d)).collect();
+    let refs: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+    let mut want: Vec<Vec<u8>> = p
+        .outputs
+        .iter()
+        .map(|o| vec![0u8; o.byte_size() as usize])
+        .collect();
+    let mut wrefs: Vec<&mut [u8]> = want.iter_mut().map(|v| &mut v[..]).collect();
+    edgecc_program::exec::run(&p, &refs, &mut wrefs, &mut []).unwrap();
+    let target: Target = "aarch64-neon".parse().unwrap();
+    let obj = compile_object(&p, &target, &ObjectOptions::default()).unwrap();
+    let dir = scratch_dir("a64-convert");
+    let fins: Vec<Vec<f32>> = ins.iter().map(|b| floats(b)).collect();
+    let got = run_under_qemu(&p, &obj.bytes, &fins, &dir);
+    assert_eq!(got.len(), 36);
+    for ((g, w), o) in got.iter().zip(&want).zip(&p.outputs) {
+        assert_eq!(&bytes(g), w, "aarch64 convert {}", o.name);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

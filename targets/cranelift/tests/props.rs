@@ -414,3 +414,278 @@ fn gather_out_of_range_index_fails() {
     let (e, j) = run_both_bytes(&p, &ins);
     assert_eq!(e.unwrap(), j.unwrap());
 }
+
+const DTYPES: [edgecc_program::DType; 6] = {
+    use edgecc_program::DType::*;
+    [F32, I32, I64, U8, I8, Bool]
+};
+
+/// Edge values of every dtype, as i64 bit patterns truncated to the element size.
+fn convert_edges(d: edgecc_program::DType) -> Vec<Vec<u8>> {
+    use edgecc_program::DType;
+    let ints: [i64; 22] = [
+        0,
+        1,
+        -1,
+        2,
+        127,
+        128,
+        -128,
+        -129,
+        255,
+        256,
+        i32::MAX as i64,
+        i32::MIN as i64,
+        1 << 31,
+        -(1 << 31) - 1,
+        u32::MAX as i64,
+        (1 << 24) + 1,
+        (1 << 53) + 1,
+        i64::MAX,
+        i64::MIN,
+        i64::MAX - 511,
+        -1234567,
+        0x55,
+    ];
+    let floats: [f32; 30] = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7fa0_0001),
+        2147483648.0,
+        -2147483648.0,
+        2147483520.0,
+        -2147483904.0,
+        9.223372e18,
+        -9.223372e18,
+        1e30,
+        -1e30,
+        f32::MAX,
+        f32::MIN_POSITIVE / 4.0,
+        255.9,
+        256.0,
+        -0.99,
+        0.5,
+        -0.5,
+        1.5,
+        -128.9,
+        -129.0,
+        127.99,
+        128.0,
+        -1.0,
+        1.0,
+        16777217.0,
+    ];
+    match d {
+        DType::F32 => floats.iter().map(|f| f.to_le_bytes().to_vec()).collect(),
+        DType::Bool => [0u8, 1, 2, 0x80, 0xff].iter().map(|&b| vec![b]).collect(),
+        _ => ints
+            .iter()
+            .map(|i| i.to_le_bytes()[..d.size()].to_vec())
+            .collect(),
+    }
+}
+
+fn convert_program(
+    count: u64,
+    from: edgecc_program::DType,
+    to: edgecc_program::DType,
+    input_const: Option<Vec<u8>>,
+) -> edgecc_program::Program {
+    use edgecc_program::{Const, IoTensor};
+    let t = |name: &str, dtype, n: u64| IoTensor {
+        name: name.into(),
+        dtype,
+        shape: vec![n],
+    };
+    let (inputs, consts, input) = match input_const {
+        None => (vec![t("x", from, count)], vec![], Buffer::Input(0)),
+        Some(data) => (
+            vec![],
+            vec![Const {
+                name: "x".into(),
+                dtype: from,
+                shape: vec![count],
+                data,
+            }],
+            cid(0),
+        ),
+    };
+    program(
+        inputs,
+        vec![t("y", to, count)],
+        consts,
+        0,
+        vec![Kernel::Convert {
+            count,
+            from,
+            to,
+            input,
+            output: Buffer::Output(0),
+        }],
+    )
+}
+
+/// JIT and exec agree on `from -> to` of `data`, with the input a graph input or a constant.
+fn convert_both(from: edgecc_program::DType, to: edgecc_program::DType, data: &[u8]) -> Vec<u8> {
+    let count = (data.len() / from.size()) as u64;
+    let mut res = None;
+    for c in [false, true] {
+        let p = convert_program(count, from, to, c.then(|| data.to_vec()));
+        let ins = if c { vec![] } else { vec![data.to_vec()] };
+        let (e, j) = run_both_bytes(&p, &ins);
+        let (e, j) = (e.expect("exec"), j.expect("jit"));
+        assert_eq!(
+            e,
+            j,
+            "{} -> {} (const input {c}) of {data:?}",
+            from.name(),
+            to.name()
+        );
+        res = Some(e[0].clone());
+    }
+    res.unwrap()
+}
+
+#[test]
+fn convert_every_pair_on_edge_values() {
+    for from in DTYPES {
+        let data: Vec<u8> = convert_edges(from).concat();
+        for to in DTYPES {
+            convert_both(from, to, &data);
+        }
+    }
+}
+
+/// The semantics by hand, independently of exec.
+#[test]
+fn convert_semantics_by_hand() {
+    use edgecc_program::DType::*;
+    let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    // The attention mask: i64 ids/flags to f32, rounding to nearest even.
+    assert_eq!(
+        convert_both(
+            I64,
+            F32,
+            &i64s(&[0, 1, -1, (1 << 24) + 1, i64::MAX, i64::MIN])
+        ),
+        f(&[0.0, 1.0, -1.0, 16777216.0, 9.223372e18, -9.223372e18])
+    );
+    let fl = [
+        -0.0,
+        2.9,
+        -2.9,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        2147483648.0,
+        -300.0,
+        300.0,
+    ];
+    assert_eq!(
+        convert_both(F32, I32, &f(&fl)),
+        i32s(&[0, 2, -2, 0, i32::MAX, i32::MIN, i32::MAX, -300, 300])
+    );
+    assert_eq!(
+        convert_both(F32, I64, &f(&fl)),
+        i64s(&[0, 2, -2, 0, i64::MAX, i64::MIN, 1 << 31, -300, 300])
+    );
+    assert_eq!(
+        convert_both(F32, U8, &f(&fl)),
+        [0, 2, 0, 0, 255, 0, 255, 0, 255]
+    );
+    assert_eq!(
+        convert_both(F32, I8, &f(&fl)),
+        [0, 2, 254, 0, 127, 128, 127, 128, 127]
+    );
+    assert_eq!(
+        convert_both(F32, Bool, &f(&fl)),
+        [0, 1, 1, 1, 1, 1, 1, 1, 1]
+    );
+    // Integers wrap.
+    assert_eq!(
+        convert_both(I64, I32, &i64s(&[1 << 32, (1 << 31) + 5, -1])),
+        i32s(&[0, i32::MIN + 5, -1])
+    );
+    assert_eq!(convert_both(I64, U8, &i64s(&[256, -1, 300])), [0, 255, 44]);
+    assert_eq!(convert_both(I8, I32, &[0xff, 0x80]), i32s(&[-1, -128]));
+    assert_eq!(convert_both(U8, I32, &[0xff, 0x80]), i32s(&[255, 128]));
+    assert_eq!(convert_both(U8, F32, &[0xff, 0x80]), f(&[255.0, 128.0]));
+    // Bool: any non-zero byte is true, results are 0/1.
+    assert_eq!(convert_both(Bool, Bool, &[0, 1, 2, 0xff]), [0, 1, 1, 1]);
+    assert_eq!(convert_both(Bool, F32, &[0, 7]), f(&[0.0, 1.0]));
+    assert_eq!(convert_both(Bool, I64, &[0, 7]), i64s(&[0, 1]));
+    assert_eq!(convert_both(I64, Bool, &i64s(&[0, 1 << 40])), [0, 1]);
+    // Same type copies bits, NaN payload included.
+    let nan = f(&[f32::from_bits(0xffc0_1234)]);
+    assert_eq!(convert_both(F32, F32, &nan), nan);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random counts (vector bodies and tails), edge values mixed with random bit patterns
+    /// and in-range values, every pair of dtypes.
+    #[test]
+    fn convert_matches_exec(
+        from in 0usize..6, to in 0usize..6,
+        picks in prop::collection::vec((any::<u8>(), any::<u64>()), 0..23),
+    ) {
+        let (from, to) = (DTYPES[from], DTYPES[to]);
+        let edges = convert_edges(from);
+        let mut data = Vec::new();
+        for &(k, r) in &picks {
+            let e = match k % 3 {
+                0 => edges[r as usize % edges.len()].clone(),
+                1 => r.to_le_bytes()[..from.size()].to_vec(),
+                // Small values: floats in [-300, 300), integers in [-300, 300).
+                _ => if from == edgecc_program::DType::F32 {
+                    ((r % 600_000) as f32 / 1000.0 - 300.0).to_le_bytes().to_vec()
+                } else {
+                    ((r % 600) as i64 - 300).to_le_bytes()[..from.size()].to_vec()
+                },
+            };
+            data.extend(e);
+        }
+        convert_both(from, to, &data);
+    }
+}
+
+/// Every pair compiles for both architectures (the JIT above only covers the host), calling
+/// nothing: float/int conversions need no libcall on either.
+#[test]
+fn convert_compiles_for_every_target() {
+    use edgecc_cranelift::{ObjectOptions, Target, compile_object};
+    let dir = scratch_dir("convert-nm");
+    for t in ["x86_64", "aarch64-neon"] {
+        let target: Target = t.parse().unwrap();
+        for from in DTYPES {
+            for to in DTYPES {
+                let p = convert_program(13, from, to, None);
+                let o = compile_object(&p, &target, &ObjectOptions::default())
+                    .unwrap_or_else(|e| panic!("{t}: {} -> {}: {e}", from.name(), to.name()));
+                assert!(o.text_bytes > 0);
+                let f = dir.join("convert.o");
+                std::fs::write(&f, &o.bytes).unwrap();
+                let nm = std::process::Command::new("nm")
+                    .arg("-u")
+                    .arg(&f)
+                    .output()
+                    .expect("nm (binutils) is required");
+                let undefined = String::from_utf8_lossy(&nm.stdout);
+                assert!(
+                    nm.status.success() && undefined.trim().is_empty(),
+                    "{t}: {} -> {} imports {undefined}",
+                    from.name(),
+                    to.name()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

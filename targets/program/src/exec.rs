@@ -16,8 +16,8 @@
 //!   for bit.
 
 use crate::{
-    Activation, BinaryOp, Buffer, Const, ExprNode, Kernel, PoolKind, Program, ReduceOp, UnaryOp,
-    View,
+    Activation, BinaryOp, Buffer, Const, DType, ExprNode, Kernel, PoolKind, Program, ReduceOp,
+    UnaryOp, View,
 };
 
 /// Why a program could not be executed.
@@ -272,6 +272,41 @@ impl Mem<'_, '_, '_> {
             kernel: self.kernel,
             reason: reason.into(),
         }
+    }
+}
+
+/// Converts one little-endian element of `from` (`src`, `from.size()` bytes) into `to`
+/// (`dst`, `to.size()` bytes) with the semantics of [`Kernel::Convert`].
+pub fn convert_element(from: DType, to: DType, src: &[u8], dst: &mut [u8]) {
+    enum V {
+        F(f32),
+        I(i64),
+    }
+    if from == to && from != DType::Bool {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let v = match from {
+        DType::F32 => V::F(f32::from_le_bytes(src[..4].try_into().unwrap())),
+        DType::I32 => V::I(i32::from_le_bytes(src[..4].try_into().unwrap()) as i64),
+        DType::I64 => V::I(i64::from_le_bytes(src[..8].try_into().unwrap())),
+        DType::U8 => V::I(src[0] as i64),
+        DType::I8 => V::I(src[0] as i8 as i64),
+        DType::Bool => V::I((src[0] != 0) as i64),
+    };
+    match (to, v) {
+        (DType::F32, V::F(x)) => dst.copy_from_slice(&x.to_le_bytes()),
+        (DType::F32, V::I(i)) => dst.copy_from_slice(&(i as f32).to_le_bytes()),
+        (DType::I32, V::F(x)) => dst.copy_from_slice(&(x as i32).to_le_bytes()),
+        (DType::I32, V::I(i)) => dst.copy_from_slice(&(i as i32).to_le_bytes()),
+        (DType::I64, V::F(x)) => dst.copy_from_slice(&(x as i64).to_le_bytes()),
+        (DType::I64, V::I(i)) => dst.copy_from_slice(&i.to_le_bytes()),
+        (DType::U8, V::F(x)) => dst[0] = x as u8,
+        (DType::U8, V::I(i)) => dst[0] = i as u8,
+        (DType::I8, V::F(x)) => dst[0] = x as i8 as u8,
+        (DType::I8, V::I(i)) => dst[0] = i as i8 as u8,
+        (DType::Bool, V::F(x)) => dst[0] = (x != 0.0) as u8,
+        (DType::Bool, V::I(i)) => dst[0] = (i != 0) as u8,
     }
 }
 
@@ -703,6 +738,39 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 }
             }
         }
+        Kernel::Convert {
+            count,
+            from,
+            to,
+            input,
+            output,
+        } => {
+            let (fs, ts) = (from.size() as u64, to.size() as u64);
+            let big = || mem.malformed("convert sizes overflow");
+            let ib = count.checked_mul(fs).ok_or_else(big)?;
+            let ob = count.checked_mul(ts).ok_or_else(big)?;
+            let (s, sbase) = mem.bytes(*input)?;
+            let sat = mem.range(*input, sbase, 0, ib, s.len())?;
+            let mut out = vec![0u8; ob as usize];
+            for (src, dst) in s[sat..sat + ib as usize]
+                .chunks_exact(fs as usize)
+                .zip(out.chunks_exact_mut(ts as usize))
+            {
+                convert_element(*from, *to, src, dst);
+            }
+            let kernel = mem.kernel;
+            let (d, dbase) = mem.bytes_mut(*output)?;
+            let end = dbase as u128 + ob as u128;
+            if end > d.len() as u128 {
+                return Err(ExecError::OutOfRange {
+                    kernel,
+                    buf: *output,
+                    byte_offset: dbase as i128,
+                    bytes: ob,
+                });
+            }
+            d[dbase as usize..end as usize].copy_from_slice(&out);
+        }
     }
     Ok(())
 }
@@ -710,7 +778,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConstId, DType, IoTensor, Spatial, Window};
+    use crate::{ConstId, IoTensor, Spatial, Window};
 
     fn f32s(b: &[u8]) -> Vec<f32> {
         b.chunks_exact(4)

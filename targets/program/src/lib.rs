@@ -342,6 +342,27 @@ pub enum Kernel {
         index_bytes: u32,
         output: Buffer,
     },
+    /// Elementwise type conversion of `count` dense elements, `input` of dtype `from`
+    /// into `output` of dtype `to` (ONNX Cast; the two buffers do not overlap):
+    /// - float → integer (`I32`, `I64`, `U8`, `I8`) truncates toward zero and saturates
+    ///   to the target's range on overflow (`±inf` included), NaN gives 0, exactly Rust's
+    ///   `x as T` (ONNX leaves overflow undefined);
+    /// - integer → `F32` rounds to nearest, ties to even (`x as f32`), `U8` is unsigned;
+    /// - integer → integer wraps: sign- or zero-extends the source (`I8` signed, `U8`
+    ///   unsigned) and keeps the low bits, two's complement (`x as T`);
+    /// - anything → `Bool` is `x != 0` stored as byte 0 or 1 (`-0.0` gives 0, NaN gives 1);
+    /// - `Bool` → anything reads a byte as true when it is non-zero and gives 1 or 0
+    ///   (`1.0` / `0.0` for `F32`), so `Bool → Bool` normalises bytes to 0/1;
+    /// - `F32 → F32` and other same-type conversions copy bits (NaN payloads kept).
+    ///
+    /// The transformer attention mask (an i64 graph input cast to f32) is `I64 → F32`.
+    Convert {
+        count: u64,
+        from: DType,
+        to: DType,
+        input: Buffer,
+        output: Buffer,
+    },
 }
 
 /// The status `<name>_run` returns when a [`Kernel::Gather`] index is out of range (0 is
@@ -409,6 +430,7 @@ impl Kernel {
             Kernel::Reduce { .. } => "reduce",
             Kernel::Copy { .. } => "copy",
             Kernel::Gather { .. } => "gather",
+            Kernel::Convert { .. } => "convert",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! fused activation epilogue and the elementwise expression evaluator.
 
 pub(crate) mod conv;
+pub(crate) mod convert;
 pub(crate) mod copy;
 pub(crate) mod elementwise;
 pub(crate) mod gather;
