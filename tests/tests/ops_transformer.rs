@@ -140,3 +140,34 @@ fn erf_log_gelu_and_gather() {
     net.output(cols, "Gather columns", Tol::exact());
     net.check_jit().unwrap();
 }
+
+/// The attention-mask chain of BERT exports: an i64 mask input → Unsqueeze → Cast(f32) →
+/// (1 - m) · -10000 → added to scores → Softmax. Cast of an i64 is exact for 0/1.
+#[test]
+fn attention_mask_cast_chain() {
+    use edgecc::ir::DType;
+    let mut rng = Rng::new(5);
+    let mut net = Net::new();
+    let mask = net.input(Tensor::i64(vec![1, 6], vec![1, 1, 1, 1, 0, 0]));
+    let scores = net.input(rng.tensor(&[1, 2, 6, 6], -3.0, 3.0));
+    let m = net.node(Op::Unsqueeze { axes: vec![1, 2] }, &[mask]);
+    let mf = net.node(Op::Cast { to: DType::F32 }, &[m]);
+    let one = net.konst(Tensor::f32(vec![], vec![1.0]));
+    let inv = net.node(Op::Binary(Binary::Sub), &[one, mf]);
+    let big = net.konst(Tensor::f32(vec![], vec![-10000.0]));
+    let bias = net.node(Op::Binary(Binary::Mul), &[inv, big]);
+    let s = net.node(Op::Binary(Binary::Add), &[scores, bias]);
+    let p = net.node(
+        Op::Softmax {
+            axis: -1,
+            coerce_2d: false,
+        },
+        &[s],
+    );
+    net.output(p, "masked softmax", Tol::rel(2e-6, 1e-30));
+    // f32 → i64 truncates toward zero; back to f32 is exact for these magnitudes.
+    let ints = net.node(Op::Cast { to: DType::I64 }, &[s]);
+    let back = net.node(Op::Cast { to: DType::F32 }, &[ints]);
+    net.output(back, "round trip through i64", Tol::exact());
+    net.check_jit().unwrap();
+}

@@ -361,7 +361,8 @@ impl<'g> Builder<'g> {
                     | Op::Concat { .. }
                     | Op::Gather { .. }
             ) && g.value(o).dtype.bits() == 32;
-            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves {
+            let converts = matches!(node.op, Op::Cast { .. });
+            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves && !converts {
                 return Err(unsupported(
                     g,
                     n,
@@ -826,11 +827,28 @@ impl<'g> Builder<'g> {
                     output,
                 });
             }
+            Op::Cast { to } => {
+                let from = g.value(ins[0]).dtype;
+                let (Some(pf), Some(pt)) = (from.to_program(), to.to_program()) else {
+                    return Err(unsupported(g, n, format!("Cast from {from} to {to}")));
+                };
+                let count = g.value(out).num_elements() as u64;
+                let input = self.buf(ins[0]);
+                let output = self.buf(out);
+                if count > 0 {
+                    self.kernels.push(Kernel::Convert {
+                        count,
+                        from: pf,
+                        to: pt,
+                        input,
+                        output,
+                    });
+                }
+            }
             Op::Compare(_)
             | Op::Logic(_)
             | Op::Not
             | Op::Where
-            | Op::Cast { .. }
             | Op::Shape { .. }
             | Op::Tile { .. }
             | Op::Pad { .. } => {
