@@ -82,16 +82,18 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
     let dir = example(name);
     let out = tempfile::tempdir().unwrap();
     let model = dir.join("model.onnx");
-    let input = dir.join("input_0.npy");
+    let inputs: Vec<String> = (0..)
+        .map(|i| dir.join(format!("input_{i}.npy")))
+        .take_while(|p| p.exists())
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
     let mut args = vec!["run", model.to_str().unwrap()];
     args.extend_from_slice(target);
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "--input",
-        input.to_str().unwrap(),
-        "--output-dir",
-        out.path().to_str().unwrap(),
-    ]);
+    for i in &inputs {
+        args.extend_from_slice(&["--input", i.as_str()]);
+    }
+    args.extend_from_slice(&["--output-dir", out.path().to_str().unwrap()]);
     ok(&args);
     let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
         .unwrap()
@@ -111,10 +113,10 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
         },
     )
     .unwrap();
-    for (k, &o) in g.outputs.iter().enumerate() {
+    for k in 0..g.outputs.len() {
         let got = npy(&out.path().join(format!(
             "{}.npy",
-            edgecc::artifact::c_ident(&g.value(o).name)
+            edgecc::artifact::c_ident(g.output_name(k))
         )));
         let want = npy(&dir.join(format!("output_{k}.npy")));
         let err = max_rel_err(&got, &want);
@@ -127,7 +129,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
 
 #[test]
 fn run_reference_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder"] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
     }
     run_matches_onnxruntime("symbolic", &["--reference"], &["--input-shape", "x=3x16"]);
@@ -135,7 +137,7 @@ fn run_reference_matches_onnxruntime() {
 
 #[test]
 fn run_x86_64_jit_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder"] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
     }
     run_matches_onnxruntime(
@@ -147,7 +149,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
 
 #[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder"] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
     }
     run_matches_onnxruntime(

@@ -39,6 +39,12 @@ fn cnn() {
     check("cnn", &[]);
 }
 
+/// A BERT-style encoder written as PyTorch's exporter writes one (scripts/make_encoder.py).
+#[test]
+fn encoder() {
+    check("encoder", &[]);
+}
+
 #[test]
 fn conv1d() {
     check("conv1d", &[]);

@@ -69,6 +69,11 @@ fn cnn() {
 }
 
 #[test]
+fn encoder() {
+    check("encoder", &[]);
+}
+
+#[test]
 fn conv1d() {
     check("conv1d", &[]);
 }

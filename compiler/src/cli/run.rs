@@ -108,7 +108,9 @@ pub fn run(
     let c = pipeline::compile(&args.model, &args.options("model".into()))?;
     let g = &c.imported;
     let in_names: Vec<String> = g.inputs.iter().map(|&v| g.value(v).name.clone()).collect();
-    let out_names: Vec<String> = g.outputs.iter().map(|&v| g.value(v).name.clone()).collect();
+    let out_names: Vec<String> = (0..g.outputs.len())
+        .map(|i| g.output_name(i).to_string())
+        .collect();
     let tensors = read_inputs(&in_names, inputs)?;
     if reference {
         let outs = edgecc::interp::run(g, &tensors)?;

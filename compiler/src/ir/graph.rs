@@ -61,6 +61,9 @@ pub struct Graph {
     values: Vec<Value>,
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
+    /// The model's names for its outputs, when they differ from the values' own names (an
+    /// output reached through Identity is the same value as its input).
+    pub output_names: Vec<String>,
 }
 
 impl Graph {
@@ -187,6 +190,14 @@ impl Graph {
             self.values[o.0 as usize].producer = None;
         }
         Some(node)
+    }
+
+    /// The name of the i-th graph output as the model calls it.
+    pub fn output_name(&self, i: usize) -> &str {
+        match self.output_names.get(i) {
+            Some(n) => n,
+            None => &self.value(self.outputs[i]).name,
+        }
     }
 
     /// Nodes that read `v`, in index order, once each.

@@ -77,10 +77,15 @@ pub fn print(g: &Graph) -> String {
             node.name
         );
     }
-    let outs: Vec<&str> = g
-        .outputs
-        .iter()
-        .map(|&o| g.value(o).name.as_str())
+    let outs: Vec<String> = (0..g.outputs.len())
+        .map(|i| {
+            let (model, value) = (g.output_name(i), &g.value(g.outputs[i]).name);
+            if model == value {
+                model.to_string()
+            } else {
+                format!("{model}={value}")
+            }
+        })
         .collect();
     let _ = writeln!(s, "  output {}", outs.join(", "));
     s.push_str("}\n");

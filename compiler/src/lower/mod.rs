@@ -1504,7 +1504,13 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         outputs: g
             .outputs
             .iter()
-            .map(|&v| io_tensor(g, v))
+            .enumerate()
+            .map(|(i, &v)| {
+                io_tensor(g, v).map(|t| IoTensor {
+                    name: g.output_name(i).to_string(),
+                    ..t
+                })
+            })
             .collect::<Result<_, _>>()?,
         arena_size: plan.size,
         arena_align: ARENA_ALIGN,

@@ -327,6 +327,7 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
     for vi in &g.output {
         let v = lookup(&scope, &vi.name, "graph output")?;
         graph.outputs.push(v);
+        graph.output_names.push(vi.name.clone());
     }
     if graph.outputs.is_empty() {
         return Err(Error::Model("the graph has no outputs".into()));
