@@ -368,8 +368,7 @@ fn build(
         })
     } {
         // Check the types first so a bad node gets the same error either way.
-        let (_, outs) = graph.add_node(name.clone(), op.clone(), ins.clone())?;
-        let n = graph.value(outs[0]).producer.expect("just added");
+        let (n, _) = graph.add_node(name.clone(), op.clone(), ins.clone())?;
         let args: Vec<&Tensor> = ins
             .iter()
             .map(|&v| graph.konst(v).expect("checked"))
