@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::Error;
-use crate::onnx::{self, Dim, SUPPORTED_OPS, declared_type, opset_of};
+use crate::onnx::{self, Dim, SUPPORTED_OPS, declared_type};
 use crate::pipeline::{self, Options};
 
 fn dims(d: &[Dim]) -> String {
@@ -106,7 +106,6 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<String, Error> {
         };
         let _ = writeln!(s, "  {count:>5}  {op}{mark}");
     }
-    let _ = opset_of(&model, "");
     match pipeline::compile(path, opts) {
         Ok(c) => {
             let l = &c.lowered;

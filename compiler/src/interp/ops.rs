@@ -378,7 +378,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Unsqueeze { .. } | Op::Squeeze { .. } => {
             let t = arg(0)?;
             let types = [(t.dtype, t.shape.as_slice())];
-            let shape = crate::ir::infer::infer(op, &types, &[None])
+            let shape = crate::ir::infer::infer(op, &types)
                 .map_err(|e| e.to_string())?
                 .remove(0)
                 .1;

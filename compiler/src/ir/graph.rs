@@ -151,9 +151,7 @@ impl Graph {
                 (v.dtype, v.shape.as_slice())
             })
             .collect();
-        let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
-        let out_types =
-            infer::infer(&op, &types, &konsts).map_err(|e| infer_error(&name, &op, e))?;
+        let out_types = infer::infer(&op, &types).map_err(|e| infer_error(&name, &op, e))?;
         let n = self.dag.add_node(Node {
             name: name.clone(),
             op,
@@ -280,10 +278,8 @@ impl Graph {
             .iter()
             .map(|&v| (self.value(v).dtype, self.value(v).shape.as_slice()))
             .collect();
-        let konsts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.konst(v)).collect();
         let node_name = self.dag[n].name.clone();
-        let out =
-            infer::infer(&op, &types, &konsts).map_err(|e| infer_error(&node_name, &op, e))?;
+        let out = infer::infer(&op, &types).map_err(|e| infer_error(&node_name, &op, e))?;
         let old = &self.dag[n].outputs;
         if out.len() != old.len()
             || out

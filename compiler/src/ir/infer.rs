@@ -1,7 +1,7 @@
 //! Shape and type inference, one rule per op. Called by [`super::Graph::add_node`], so a
 //! node whose inputs do not fit its op is never built.
 
-use super::{Binary, DType, Op, ReduceKind, Tensor};
+use super::{Binary, DType, Op, ReduceKind};
 
 type Types = Vec<(DType, Vec<usize>)>;
 
@@ -171,14 +171,9 @@ fn float(t: &(DType, &[usize]), what: &str) -> Result<(), InferError> {
     Ok(())
 }
 
-/// Output types of `op` applied to inputs of the given types; `konsts` holds the data of
-/// inputs that are constants (Reshape needs its shape input's values).
-pub fn infer(
-    op: &Op,
-    types: &[(DType, &[usize])],
-    konsts: &[Option<&Tensor>],
-) -> Result<Types, InferError> {
-    let _ = konsts;
+/// Output types of `op` applied to inputs of the given types. Operands that must be
+/// constants (Reshape's shape, Slice's bounds...) were read into the op at import.
+pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> {
     match op {
         Op::Unary(_) | Op::Clip { .. } | Op::Identity => {
             want(1, types, 1)?;
