@@ -6,6 +6,11 @@
  *   aarch64-linux-gnu-gcc -static -O2 -DEDGECC_MODEL=mynet_model \
  *       edgecc_harness.c mynet.o -o harness
  *   qemu-aarch64 ./harness in0.bin in1.bin -- out0.bin
+ *   qemu-aarch64 ./harness in0.bin in1.bin -- out0.bin 100   # run 100 times
+ *
+ * The optional run count is how the aarch64 instruction counter (count.py `exe`) passes
+ * it: the program runs with 1 and with 1+K runs, so nothing per run prints or reads
+ * timers; outputs are written once, after the last run.
  *
  * Every input file must hold exactly the byte size its descriptor states; every output
  * is written raw (little-endian, as the model stores it). The descriptor structures
@@ -87,9 +92,17 @@ int main(int argc, char **argv) {
             break;
         }
     }
-    if (sep < 0 || (uint32_t)(sep - 1) != d->num_inputs || (uint32_t)(argc - sep - 1) != d->num_outputs) {
-        fprintf(stderr, "usage: %s <%u input files> -- <%u output files>   (model %s)\n", argv[0], d->num_inputs,
-                d->num_outputs, d->name);
+    /* An optional run count after the output files (for instruction counting). */
+    long runs = 1;
+    int extra = sep < 0 ? 0 : argc - sep - 1 - (int)d->num_outputs;
+    if (extra == 1) {
+        char *end = NULL;
+        runs = strtol(argv[argc - 1], &end, 10);
+        if (!end || *end != '\0') runs = 0;
+    }
+    if (sep < 0 || (uint32_t)(sep - 1) != d->num_inputs || (extra != 0 && extra != 1) || runs < 1) {
+        fprintf(stderr, "usage: %s <%u input files> -- <%u output files> [RUNS]   (model %s)\n", argv[0],
+                d->num_inputs, d->num_outputs, d->name);
         return 2;
     }
     const uint8_t **ins = calloc(d->num_inputs + 1, sizeof *ins);
@@ -108,10 +121,12 @@ int main(int argc, char **argv) {
     uint8_t *arena = aligned_alloc(align, size ? size : align);
     if (!arena) return 5;
 
-    int32_t status = d->run(ins, outs, arena);
-    if (status != 0) {
-        fprintf(stderr, "%s_run returned %d\n", d->name, status);
-        return 6;
+    for (long r = 0; r < runs; r++) {
+        int32_t status = d->run(ins, outs, arena);
+        if (status != 0) {
+            fprintf(stderr, "%s_run returned %d (run %ld)\n", d->name, status, r);
+            return 6;
+        }
     }
     for (uint32_t i = 0; i < d->num_outputs; i++) {
         const char *path = argv[sep + 1 + i];

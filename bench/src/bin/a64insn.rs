@@ -5,7 +5,7 @@
 //!         [--work DIR] [--profile]
 //!
 //! For each model: compiles the `aarch64-neon` object, links it statically with
-//! `bench/c/bench_harness.c` (run count as last argument), checks the outputs under
+//! `runtime/c/edgecc_harness.c` (run count as last argument), checks the outputs under
 //! `qemu-aarch64` against the folder's `output_<i>.npy`, then runs the counting tool's
 //! `count.py exe` on the harness and `count.py ort` on the model. `--profile` also splits
 //! edgecc's count by function (one per kernel) with `bench/c/tbprof.c`, a qemu plugin.
@@ -20,7 +20,7 @@ use std::process::Command;
 use edgecc_bench::{Case, DEFAULT_MODELS, Prepared, Result, parse_count_line, prepare};
 use edgecc_cranelift::{ObjectOptions, Target};
 
-const HARNESS_C: &str = include_str!("../../c/bench_harness.c");
+const HARNESS_C: &str = edgecc_runtime::HARNESS_C;
 const TBPROF_C: &str = include_str!("../../c/tbprof.c");
 
 struct Args {
@@ -129,7 +129,7 @@ fn build(p: &Prepared, dir: &Path) -> Result<Built> {
     let name = p.case.c_name();
     let obj_path = dir.join(format!("{name}.o"));
     write(&obj_path, &obj.bytes)?;
-    let c = dir.join("bench_harness.c");
+    let c = dir.join("edgecc_harness.c");
     write(&c, HARNESS_C)?;
     let exe = dir.join(format!("{name}_bench"));
     run(Command::new("aarch64-linux-gnu-gcc")
