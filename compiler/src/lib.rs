@@ -16,6 +16,7 @@ pub mod lower;
 pub mod onnx;
 pub mod passes;
 pub mod pipeline;
+pub mod profile;
 pub mod run_target;
 
 pub use error::{Error, UnsupportedOp};

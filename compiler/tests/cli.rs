@@ -148,6 +148,71 @@ fn run_x86_64_jit_matches_onnxruntime() {
 }
 
 #[test]
+fn profile_times_every_kernel_under_its_node_names() {
+    let model = example("encoder").join("model.onnx");
+    let lowered = edgecc::pipeline::compile(
+        &model,
+        &edgecc::pipeline::Options {
+            name: "model".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .lowered;
+    // The outputs are still written and still right with --profile.
+    run_matches_onnxruntime("encoder", &["--profile", "--runs", "3"], &[]);
+    let i0 = example("encoder").join("input_0.npy");
+    let i1 = example("encoder").join("input_1.npy");
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        i0.to_str().unwrap(),
+        "--input",
+        i1.to_str().unwrap(),
+        "--output-dir",
+        out.path().to_str().unwrap(),
+        "--profile",
+        "--runs",
+        "3",
+    ];
+    let stdout = String::from_utf8(ok(&args).stdout).unwrap();
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first().is_some_and(|f| f.parse::<usize>().is_ok()))
+        .collect();
+    let kernels = &lowered.program.kernels;
+    assert_eq!(rows.len(), kernels.len(), "{stdout}");
+    for (i, (row, k)) in rows.iter().zip(kernels).enumerate() {
+        assert_eq!(row[0], i.to_string());
+        assert_eq!(row[1], k.name());
+        assert!(row[2].parse::<f64>().is_ok(), "time in {row:?}");
+        let nodes = &lowered.kernel_nodes[i];
+        assert!(!nodes.is_empty() && row.last() == Some(&nodes.as_str()));
+    }
+    // Kernels carry the names the model gives its nodes.
+    assert!(stdout.contains("layer0/attn/softmax") && stdout.contains("embeddings/word"));
+    assert!(stdout.contains("by kind") && stdout.contains("whole inference median"));
+    let gemm = rows.iter().find(|r| r[1] == "gemm").unwrap();
+    assert!(gemm[4].parse::<f64>().unwrap() > 0.0, "GFLOP/s in {gemm:?}");
+
+    let err = fails(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        i0.to_str().unwrap(),
+        "--input",
+        i1.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "--profile",
+    ]);
+    assert!(err.contains("--profile"), "{err}");
+}
+
+#[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
     for m in ["mlp", "cnn", "conv1d", "encoder"] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);

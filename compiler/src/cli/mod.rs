@@ -97,6 +97,13 @@ enum Command {
         /// Where to write `<output name>.npy` files.
         #[arg(long, default_value = "out")]
         output_dir: PathBuf,
+        /// Also time every kernel of the compiled program (host JIT only) and print a
+        /// table: kernel, graph nodes, median time, share, GFLOP/s.
+        #[arg(long, conflicts_with = "reference")]
+        profile: bool,
+        /// Inferences to time with `--profile`.
+        #[arg(long, default_value_t = 20, requires = "profile")]
+        runs: usize,
     },
     /// Compare two output folders (or two tensor files) written by `run`: the largest
     /// error relative to each output's scale, failing above the tolerance.
@@ -131,7 +138,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             reference,
             inputs,
             output_dir,
-        } => run::run(&model, target.as_deref(), reference, &inputs, &output_dir),
+            profile,
+            runs,
+        } => run::run(
+            &model,
+            target.as_deref(),
+            reference,
+            &inputs,
+            &output_dir,
+            profile.then_some(runs),
+        ),
         Command::Compare { a, b, tolerance } => run::compare(&a, &b, tolerance),
     }
 }

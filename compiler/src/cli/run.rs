@@ -104,6 +104,7 @@ pub fn run(
     reference: bool,
     inputs: &[String],
     out_dir: &Path,
+    profile_runs: Option<usize>,
 ) -> Result<(), Error> {
     let c = pipeline::compile(&args.model, &args.options("model".into()))?;
     let g = &c.imported;
@@ -126,7 +127,20 @@ pub fn run(
         .iter()
         .map(|t| t.to_le_bytes().expect("program dtype"))
         .collect();
-    let outs = if edgecc::run_target::runs_natively(&target) {
+    let native = edgecc::run_target::runs_natively(&target);
+    if let Some(runs) = profile_runs {
+        if !native {
+            return Err(Error::Input(format!(
+                "--profile times kernels on this machine; {target} code does not run natively here"
+            )));
+        }
+        let nodes = &c.lowered.kernel_nodes;
+        print!(
+            "{}",
+            edgecc::profile::profile_jit(program, nodes, &in_bytes, runs)?
+        );
+    }
+    let outs = if native {
         edgecc::run_target::run_jit(program, &in_bytes)?
     } else {
         edgecc::run_target::run_cross(program, &target, &in_bytes)?

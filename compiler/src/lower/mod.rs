@@ -37,6 +37,10 @@ pub struct Lowered {
     pub fused_activations: usize,
     /// Elementwise kernels that run in place, in an input's storage.
     pub in_place: usize,
+    /// For each kernel of the program, the graph nodes it computes (`Conv_3+Relu_4` when
+    /// an activation was fused), or `output copy <name>`: how profiles and listings name
+    /// kernels in the user's terms.
+    pub kernel_nodes: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1439,6 +1443,16 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
 }
 
 /// Lowers a graph whose ops all have kernels. `name` prefixes the artifact's symbols.
+/// A node's name, or its op type and index when the model left it unnamed.
+fn node_label(g: &Graph, n: NodeIndex) -> String {
+    let node = g.node(n);
+    if node.name.is_empty() {
+        format!("{}#{}", node.op.name(), n.index())
+    } else {
+        node.name.clone()
+    }
+}
+
 pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
     let mut b = Builder {
         g,
@@ -1463,15 +1477,24 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
             late_copies.push((v, out));
         }
     }
+    let mut kernel_nodes = Vec::new();
     for n in g.topo_order() {
         if b.skip.contains(&n) {
             continue;
         }
+        let fused_before = b.skip.len();
         b.node(n)?;
+        let label = std::iter::once(n)
+            .chain(b.skip[fused_before..].iter().copied())
+            .map(|m| node_label(g, m))
+            .collect::<Vec<_>>()
+            .join("+");
+        kernel_nodes.resize(b.kernels.len(), label);
     }
     for (v, out) in late_copies {
         let from = b.loc(v);
         b.copy(from, out, g.value(v).byte_size() as u64);
+        kernel_nodes.resize(b.kernels.len(), format!("output copy {}", g.value(v).name));
     }
 
     let reqs: Vec<memory::Request> = b
@@ -1523,5 +1546,6 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         arena_heuristic: plan.heuristic,
         fused_activations: b.fused,
         in_place: b.in_place,
+        kernel_nodes,
     })
 }

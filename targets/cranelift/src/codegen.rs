@@ -38,6 +38,8 @@ pub(crate) enum Listing {
 
 pub(crate) struct Built {
     pub run: FuncId,
+    /// Each kernel's function, in program order, and whether it returns a status.
+    pub kernels: Vec<(FuncId, bool)>,
     /// Bytes of machine code over all functions.
     pub text_bytes: u64,
     /// Bytes of constant data (weights as emitted, packed or not).
@@ -270,6 +272,11 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     text_bytes += define(m, &mut ctx, run, &format!("{name}_run"), listing, &mut out)?;
     Ok(Built {
         run,
+        kernels: kernel_ids
+            .iter()
+            .zip(&p.kernels)
+            .map(|(&id, k)| (id, fallible(k)))
+            .collect(),
         text_bytes,
         const_bytes,
         listing: out,

@@ -22,12 +22,53 @@ pub struct JitModel {
     _inputs: Vec<TensorDesc>,
     _outputs: Vec<TensorDesc>,
     text_bytes: u64,
+    kernels: Vec<JitKernel>,
+}
+
+/// One kernel's function inside a [`JitModel`], for profiling: `run` calls these in
+/// order, and timing each call on its own shows where an inference spends its time.
+pub struct JitKernel {
+    code: *const u8,
+    fallible: bool,
+}
+
+/// A kernel function that returns a status (gather's index check).
+type FallibleFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+/// A kernel function that cannot fail.
+type PlainFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8);
+
+impl JitKernel {
+    /// Runs this kernel alone; returns its status (0 unless it can fail).
+    ///
+    /// # Safety
+    /// The pointers must be what the model's `run` would get: the input and output
+    /// pointer arrays and the arena, with sizes and alignment as the descriptor states
+    /// (e.g. as `edgecc_runtime::Model::run_with` checked and filled them in), and every
+    /// kernel before this one must have run since the inputs were written.
+    pub unsafe fn call(&self, ins: *const *const u8, outs: *const *mut u8, arena: *mut u8) -> i32 {
+        // SAFETY: `code` is a finalized function of the owning module with exactly this
+        // signature (codegen declares kernels with `io_params` and an i32 return when
+        // `fallible`); the caller vouches for the arguments.
+        unsafe {
+            if self.fallible {
+                std::mem::transmute::<*const u8, FallibleFn>(self.code)(ins, outs, arena)
+            } else {
+                std::mem::transmute::<*const u8, PlainFn>(self.code)(ins, outs, arena);
+                0
+            }
+        }
+    }
 }
 
 impl JitModel {
     /// The descriptor, valid as long as `self`.
     pub fn desc(&self) -> &ModelDesc {
         &self.desc
+    }
+
+    /// The kernel functions, in program order (one per `Program::kernels` entry).
+    pub fn kernels(&self) -> &[JitKernel] {
+        &self.kernels
     }
 
     /// Bytes of machine code generated.
@@ -56,6 +97,14 @@ pub fn compile_jit(program: &Program) -> Result<JitModel, Error> {
     // SAFETY: `run` was declared with the RunFn signature (three pointers -> i32) and the
     // host's default calling convention, which is `extern "C"`.
     let run: RunFn = unsafe { std::mem::transmute::<*const u8, RunFn>(code) };
+    let kernels = built
+        .kernels
+        .iter()
+        .map(|&(id, fallible)| JitKernel {
+            code: m.get_finalized_function(id),
+            fallible,
+        })
+        .collect();
 
     let mut names = Vec::new();
     let cstr = |s: &str| -> Result<CString, Error> {
@@ -103,5 +152,6 @@ pub fn compile_jit(program: &Program) -> Result<JitModel, Error> {
         _inputs: inputs,
         _outputs: outputs,
         text_bytes: built.text_bytes,
+        kernels,
     })
 }

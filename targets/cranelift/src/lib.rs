@@ -27,7 +27,7 @@ mod object;
 mod target;
 
 pub use error::Error;
-pub use jit::{JitModel, compile_jit};
+pub use jit::{JitKernel, JitModel, compile_jit};
 pub use link::link_shared;
 pub use object::{CompiledObject, ObjectOptions, compile_object, emit_clif};
 pub use target::{Arch, Target};
