@@ -10,6 +10,7 @@ pub struct UnsupportedOp {
     pub node: String,
     pub op_type: String,
     pub domain: String,
+    /// The opset the model imports for the op's domain; 0 when the lowering refused it.
     pub opset: i64,
     /// Why, when it is not simply an unknown op (an attribute value, a dynamic input...).
     pub reason: Option<String>,
@@ -63,11 +64,11 @@ impl fmt::Display for Error {
                     } else {
                         &op.domain
                     };
-                    write!(
-                        f,
-                        "  node '{}': {} ({domain}, opset {})",
-                        op.node, op.op_type, op.opset
-                    )?;
+                    write!(f, "  node '{}': {}", op.node, op.op_type)?;
+                    // Ops refused after import (by the lowering) carry no opset.
+                    if op.opset > 0 {
+                        write!(f, " ({domain}, opset {})", op.opset)?;
+                    }
                     if let Some(r) = &op.reason {
                         write!(f, ": {r}")?;
                     }

@@ -129,7 +129,14 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
 
 #[test]
 fn run_reference_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in [
+        "mlp",
+        "cnn",
+        "conv1d",
+        "encoder",
+        "bert_torchscript",
+        "bert_dynamo",
+    ] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
     }
     run_matches_onnxruntime("symbolic", &["--reference"], &["--input-shape", "x=3x16"]);

@@ -171,3 +171,70 @@ fn attention_mask_cast_chain() {
     net.output(back, "round trip through i64", Tol::exact());
     net.check_jit().unwrap();
 }
+
+/// Data movement of elements that are not 4 bytes wide, and GatherElements / GatherND with
+/// constant indices (as PyTorch exports write them for attention masks and position ids):
+/// compiled as one gather through a table of source positions. Exact.
+#[test]
+fn moves_of_bool_and_i64_and_constant_index_gathers() {
+    use edgecc::ir::DType;
+    let mut rng = Rng::new(21);
+    let mut net = Net::new();
+    let ids = net.input(Tensor::i64(
+        vec![2, 3, 4],
+        (0..24).map(|i| (i * 7919 - 50) << 36).collect(),
+    ));
+    let t = net.node(
+        Op::Transpose {
+            perm: vec![2, 0, 1],
+        },
+        &[ids],
+    );
+    net.output(t, "Transpose i64", Tol::exact());
+    let s = net.node(
+        Op::Slice {
+            starts: vec![1, -1],
+            ends: vec![3, 0],
+            axes: vec![1, 2],
+            steps: vec![1, -2],
+        },
+        &[ids],
+    );
+    net.output(s, "Slice i64 with negative step", Tol::exact());
+    let tiled = net.node(
+        Op::Tile {
+            repeats: vec![1, 2, 3],
+        },
+        &[ids],
+    );
+    net.output(tiled, "Tile i64", Tol::exact());
+    let mask = net.input(Tensor::i64(vec![1, 6], vec![1, 1, 0, 1, 0, 0]));
+    let b = net.node(Op::Cast { to: DType::Bool }, &[mask]);
+    let e = net.node(
+        Op::Expand {
+            shape: vec![3, 1, 6],
+        },
+        &[b],
+    );
+    net.output(e, "Expand bool", Tol::exact());
+    let rows = net.konst(Tensor::i64(vec![2, 2, 2], vec![0, 5, 0, 0, 0, -1, 0, 2]));
+    let nd = net.node(Op::GatherND { batch_dims: 0 }, &[b, rows]);
+    net.output(nd, "GatherND bool, index tuples", Tol::exact());
+    let x = net.input(rng.tensor(&[3, 4, 5], -1.0, 1.0));
+    let slices = net.konst(Tensor::i64(vec![3, 2, 1], vec![1, -1, 0, 3, 2, 2]));
+    let nd_rows = net.node(Op::GatherND { batch_dims: 1 }, &[x, slices]);
+    net.output(nd_rows, "GatherND f32 rows, batch_dims 1", Tol::exact());
+    let pos = net.konst(Tensor::i64(
+        vec![3, 2, 5],
+        (0..30).map(|i| (i * 5 % 8) as i64 - 4).collect(),
+    ));
+    let ge = net.node(Op::GatherElements { axis: 1 }, &[x, pos]);
+    net.output(ge, "GatherElements f32 axis 1", Tol::exact());
+    let ge_ids = net.konst(Tensor::i64(
+        vec![1, 3, 4],
+        vec![1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1],
+    ));
+    let ge_i64 = net.node(Op::GatherElements { axis: 0 }, &[ids, ge_ids]);
+    net.output(ge_i64, "GatherElements i64 axis 0", Tol::exact());
+    net.check_jit().unwrap();
+}

@@ -98,6 +98,16 @@ fn to_tensors(program: &Program, bufs: Vec<Vec<u8>>) -> Result<Vec<Tensor>, Erro
         .collect()
 }
 
+fn input_names(g: &edgecc::ir::Graph) -> Vec<String> {
+    g.inputs.iter().map(|&v| g.value(v).name.clone()).collect()
+}
+
+fn output_names(g: &edgecc::ir::Graph) -> Vec<String> {
+    (0..g.outputs.len())
+        .map(|i| g.output_name(i).to_string())
+        .collect()
+}
+
 pub fn run(
     args: &ModelArgs,
     target: Option<&str>,
@@ -106,17 +116,21 @@ pub fn run(
     out_dir: &Path,
     profile_runs: Option<usize>,
 ) -> Result<(), Error> {
-    let c = pipeline::compile(&args.model, &args.options("model".into()))?;
-    let g = &c.imported;
-    let in_names: Vec<String> = g.inputs.iter().map(|&v| g.value(v).name.clone()).collect();
-    let out_names: Vec<String> = (0..g.outputs.len())
-        .map(|i| g.output_name(i).to_string())
-        .collect();
-    let tensors = read_inputs(&in_names, inputs)?;
+    // The interpreter runs what the targets cannot, so --reference stops before lowering.
+    let opts = args.options("model".into());
     if reference {
-        let outs = edgecc::interp::run(g, &tensors)?;
-        return write_outputs(out_dir, &out_names, &outs);
+        let import = edgecc::onnx::ImportOptions {
+            input_shapes: opts.input_shapes.clone(),
+        };
+        let (_, g) = edgecc::onnx::load(&args.model, &import)?;
+        let tensors = read_inputs(&input_names(&g), inputs)?;
+        let outs = edgecc::interp::run(&g, &tensors)?;
+        return write_outputs(out_dir, &output_names(&g), &outs);
     }
+    let c = pipeline::compile(&args.model, &opts)?;
+    let g = &c.imported;
+    let tensors = read_inputs(&input_names(g), inputs)?;
+    let out_names = output_names(g);
     let program = &c.lowered.program;
     check_inputs(program, &tensors)?;
     let target = match target {

@@ -369,6 +369,27 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Cast { to } => tensor_ops::cast(arg(0)?, *to),
         Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
         Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
+        Op::GatherElements { axis } => {
+            let (data, idx) = (arg(0)?, arg(1)?);
+            let i = idx.to_i64s().ok_or("indices must be integers")?;
+            let src = tensor_ops::gather_elements_sources(&data.shape, &i, &idx.shape, *axis)?;
+            Ok(vec![tensor_ops::take(data, idx.shape.clone(), &src, None)?])
+        }
+        Op::GatherND { batch_dims } => {
+            let (data, idx) = (arg(0)?, arg(1)?);
+            let i = idx.to_i64s().ok_or("indices must be integers")?;
+            let rows = tensor_ops::gather_nd_rows(&data.shape, &i, &idx.shape, *batch_dims)?;
+            let k = idx.shape.last().copied().unwrap_or(0);
+            let tail = &data.shape[*batch_dims + k..];
+            let slice: usize = tail.iter().product();
+            let src: Vec<usize> = rows
+                .iter()
+                .flat_map(|&r| (0..slice).map(move |e| r * slice + e))
+                .collect();
+            let mut shape = idx.shape[..idx.shape.len() - 1].to_vec();
+            shape.extend_from_slice(tail);
+            Ok(vec![tensor_ops::take(data, shape, &src, None)?])
+        }
         Op::Slice {
             starts,
             ends,

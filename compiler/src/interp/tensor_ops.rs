@@ -123,6 +123,72 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> R {
     Ok(vec![take(data, shape, &src, None)?])
 }
 
+/// Resolves a possibly negative index into `0..n`.
+fn resolve(i: i64, n: usize) -> Result<usize, String> {
+    let r = if i < 0 { i + n as i64 } else { i };
+    if r < 0 || r >= n as i64 {
+        Err(format!("index {i} out of range for dim of size {n}"))
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// GatherElements as flat positions in data: one per element of indices, row-major.
+/// The compiled path turns these into a constant index table, so both share this.
+pub fn gather_elements_sources(
+    data_shape: &[usize],
+    indices: &[i64],
+    idx_shape: &[usize],
+    axis: i64,
+) -> Result<Vec<usize>, String> {
+    let ax = norm_axis(axis, data_shape.len())?;
+    let s = strides(data_shape);
+    let mut src = Vec::with_capacity(indices.len());
+    let mut err = None;
+    each_index(idx_shape, |flat, idx| {
+        match resolve(indices[flat], data_shape[ax]) {
+            Ok(i) => src.push(dot(idx, &s) - idx[ax] * s[ax] + i * s[ax]),
+            Err(e) => {
+                err.get_or_insert(e);
+            }
+        }
+    });
+    err.map_or(Ok(src), Err)
+}
+
+/// GatherND as rows of data viewed as `[prod(data_shape[..b+k]), slice]` (`k` the last
+/// dim of indices, `slice` the product of the remaining data dims): one row per index
+/// tuple, row-major over `idx_shape[..-1]`.
+pub fn gather_nd_rows(
+    data_shape: &[usize],
+    indices: &[i64],
+    idx_shape: &[usize],
+    batch_dims: usize,
+) -> Result<Vec<usize>, String> {
+    let k = *idx_shape.last().ok_or("indices must have rank >= 1")?;
+    let b = batch_dims;
+    if b + k > data_shape.len() || b >= idx_shape.len() {
+        return Err(format!(
+            "indices {idx_shape:?} with batch_dims {b} do not fit data {data_shape:?}"
+        ));
+    }
+    let tuples = indices.len() / k.max(1);
+    let per_batch = tuples / idx_shape[..b].iter().product::<usize>().max(1);
+    let dims = &data_shape[b..b + k];
+    let rows_per_batch: usize = dims.iter().product();
+    let s = strides(dims);
+    (0..tuples)
+        .map(|t| {
+            let batch = t / per_batch.max(1);
+            let mut row = batch * rows_per_batch;
+            for j in 0..k {
+                row += resolve(indices[t * k + j], dims[j])? * s[j];
+            }
+            Ok(row)
+        })
+        .collect()
+}
+
 pub fn slice(t: &Tensor, starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]) -> R {
     let r = t.shape.len();
     let mut start = vec![0i64; r];

@@ -64,6 +64,17 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 }
 
 /// Normalises a possibly negative axis against `rank` (`allow_end` admits `rank` itself).
+/// Index tensors are i64 or i32.
+fn int_indices(t: DType) -> Result<(), InferError> {
+    if matches!(t, DType::I64 | DType::I32) {
+        Ok(())
+    } else {
+        Err(InferError::Invalid(format!(
+            "indices must be i64 or i32, got {t}"
+        )))
+    }
+}
+
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
@@ -306,6 +317,51 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let mut out = x[..ax].to_vec();
             out.extend_from_slice(types[1].1);
             out.extend_from_slice(&x[ax + 1..]);
+            Ok(vec![(types[0].0, out)])
+        }
+        Op::GatherElements { axis } => {
+            want(2, types, 2)?;
+            int_indices(types[1].0)?;
+            let (x, idx) = (types[0].1, types[1].1);
+            let ax = norm_axis(*axis, x.len())?;
+            if idx.len() != x.len() {
+                return Err(InferError::Invalid(format!(
+                    "indices have rank {}, data rank {}",
+                    idx.len(),
+                    x.len()
+                )));
+            }
+            if (0..x.len()).any(|d| d != ax && idx[d] > x[d]) {
+                return Err(InferError::Invalid(format!(
+                    "indices shape {idx:?} exceeds data shape {x:?} off axis {ax}"
+                )));
+            }
+            Ok(vec![(types[0].0, idx.to_vec())])
+        }
+        Op::GatherND { batch_dims } => {
+            want(2, types, 2)?;
+            int_indices(types[1].0)?;
+            let (x, idx) = (types[0].1, types[1].1);
+            let b = *batch_dims;
+            let k = idx.last().copied().unwrap_or(0);
+            if idx.is_empty()
+                || x.is_empty()
+                || b >= x.len().min(idx.len())
+                || k < 1
+                || b + k > x.len()
+            {
+                return Err(InferError::Invalid(format!(
+                    "data {x:?}, indices {idx:?} and batch_dims {b} do not fit \
+                     (need 1 <= indices.shape[-1] <= rank(data) - batch_dims)"
+                )));
+            }
+            if x[..b] != idx[..b] {
+                return Err(InferError::Invalid(format!(
+                    "batch dims of data {x:?} and indices {idx:?} differ"
+                )));
+            }
+            let mut out = idx[..idx.len() - 1].to_vec();
+            out.extend_from_slice(&x[b + k..]);
             Ok(vec![(types[0].0, out)])
         }
         Op::Slice {

@@ -249,6 +249,16 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// `out[i] = data[i with its axis coordinate replaced by indices[i]]`; indices have
+    /// data's rank.
+    GatherElements {
+        axis: i64,
+    },
+    /// Slices of data picked by index tuples (the last dim of indices), after
+    /// `batch_dims` leading dims that data and indices share.
+    GatherND {
+        batch_dims: usize,
+    },
     /// Inputs: data only; the bounds were constants.
     Slice {
         starts: Vec<i64>,
@@ -359,6 +369,8 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
+            Op::GatherND { .. } => "GatherND",
             Op::Slice { .. } => "Slice",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Squeeze { .. } => "Squeeze",
@@ -461,7 +473,8 @@ impl fmt::Display for Op {
                 None if *start != 0 => write!(f, "{{start={start}}}"),
                 None => Ok(()),
             },
-            Op::Gather { axis } => write!(f, "{{axis={axis}}}"),
+            Op::Gather { axis } | Op::GatherElements { axis } => write!(f, "{{axis={axis}}}"),
+            Op::GatherND { batch_dims } => write!(f, "{{batch_dims={batch_dims}}}"),
             Op::Slice {
                 starts,
                 ends,

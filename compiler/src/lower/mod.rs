@@ -226,6 +226,97 @@ impl<'g> Builder<'g> {
         id
     }
 
+    /// Data movement that the elementwise copy cannot do: elements that are not 4 bytes
+    /// wide (bool masks, i64 ids), and GatherElements / GatherND. When every operand but
+    /// the data is a constant, the op is run once at compile time on a tensor holding each
+    /// element's own position, which yields the source position of every output element;
+    /// one Gather kernel then copies through that table, whole runs of contiguous elements
+    /// at a time when the table allows. Returns false when the node is not such a move.
+    fn move_by_table(&mut self, n: NodeIndex) -> Result<bool, Error> {
+        /// Tables beyond this many entries (8 bytes each) are refused rather than baked in.
+        const MAX_TABLE: usize = 1 << 20;
+        let g = self.g;
+        let node = g.node(n);
+        let (ins, out) = (&node.inputs, node.outputs[0]);
+        let data = g.value(ins[0]);
+        let bits = data.dtype.bits();
+        let wanted = match node.op {
+            Op::GatherElements { .. } | Op::GatherND { .. } => true,
+            Op::Expand { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Tile { .. } => {
+                bits != 32
+            }
+            _ => false,
+        };
+        if !wanted || node.outputs.len() != 1 || !bits.is_multiple_of(8) || data.konst.is_some() {
+            return Ok(false);
+        }
+        let mut args = vec![Tensor::i64(
+            data.shape.clone(),
+            (0..data.num_elements() as i64).collect(),
+        )];
+        for &v in &ins[1..] {
+            match g.konst(v) {
+                Some(t) => args.push(t.clone()),
+                None => return Err(unsupported(g, n, "indices computed at run time")),
+            }
+        }
+        if g.value(out).num_elements() > MAX_TABLE {
+            return Err(unsupported(
+                g,
+                n,
+                format!("moves more than {MAX_TABLE} elements of {}", data.dtype),
+            ));
+        }
+        let refs: Vec<&Tensor> = args.iter().collect();
+        let src = crate::interp::ops::eval(&node.op, &refs)
+            .map_err(|m| unsupported(g, n, m))?
+            .into_iter()
+            .next()
+            .and_then(|t| t.to_i64s())
+            .ok_or_else(|| Error::Internal(format!("{}: no position table", node.name)))?;
+        let total = data.num_elements();
+        // The longest run of contiguous, run-aligned sources over trailing output dims.
+        let out_shape = &g.value(out).shape;
+        let mut run = 1usize;
+        for d in (0..out_shape.len()).rev() {
+            let r = run * out_shape[d];
+            let whole = r > 0
+                && total.is_multiple_of(r)
+                && src.chunks(r).all(|c| {
+                    c[0] % r as i64 == 0 && c.iter().enumerate().all(|(e, &x)| x == c[0] + e as i64)
+                });
+            if !whole {
+                break;
+            }
+            run = r;
+        }
+        let rows: Vec<i64> = src.iter().step_by(run).map(|&x| x / run as i64).collect();
+        if rows.is_empty() {
+            return Ok(true);
+        }
+        let id = ConstId(self.consts.len() as u32);
+        self.consts.push(Const {
+            name: format!("{}_positions", node.name),
+            dtype: p::DType::I64,
+            shape: vec![rows.len() as u64],
+            data: rows.iter().flat_map(|r| r.to_le_bytes()).collect(),
+        });
+        let input = self.buf(ins[0]);
+        let output = self.buf(out);
+        self.kernels.push(Kernel::Gather {
+            outer: 1,
+            axis_len: (total / run) as u64,
+            inner: run as u64,
+            count: rows.len() as u64,
+            elem_bytes: (bits / 8) as u32,
+            data: input,
+            indices: Buffer::Const(id),
+            index_bytes: 8,
+            output,
+        });
+        Ok(true)
+    }
+
     fn f32_const(&self, v: ValueId) -> Option<&'g [f32]> {
         self.g.konst(v).and_then(|t| t.as_f32())
     }
@@ -354,6 +445,9 @@ impl<'g> Builder<'g> {
         let g = self.g;
         let node = g.node(n);
         let (ins, out) = (&node.inputs, node.outputs[0]);
+        if self.move_by_table(n)? {
+            return Ok(());
+        }
         for &o in &node.outputs {
             // Data movement copies 4-byte elements bit for bit, whatever their type.
             let moves = matches!(
@@ -363,10 +457,17 @@ impl<'g> Builder<'g> {
                     | Op::Split { .. }
                     | Op::Transpose { .. }
                     | Op::Concat { .. }
-                    | Op::Gather { .. }
             ) && g.value(o).dtype.bits() == 32;
+            // Gathers copy whole elements of any byte size (bool masks included).
+            let gathers =
+                matches!(node.op, Op::Gather { .. }) && g.value(o).dtype.bits().is_multiple_of(8);
             let converts = matches!(node.op, Op::Cast { .. });
-            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves && !converts {
+            if g.value(o).dtype != DType::F32
+                && !node.op.is_view()
+                && !moves
+                && !gathers
+                && !converts
+            {
                 return Err(unsupported(
                     g,
                     n,
@@ -812,9 +913,6 @@ impl<'g> Builder<'g> {
                     DType::I32 => 4,
                     other => return Err(unsupported(g, n, format!("{other} indices"))),
                 };
-                if g.value(out).dtype != DType::F32 && elem_bits != 32 {
-                    return Err(unsupported(g, n, "only 4-byte elements are gathered"));
-                }
                 let count = g.value(ins[1]).num_elements() as u64;
                 let data = self.buf(ins[0]);
                 let indices = self.buf(ins[1]);
@@ -830,6 +928,9 @@ impl<'g> Builder<'g> {
                     index_bytes,
                     output,
                 });
+            }
+            Op::GatherElements { .. } | Op::GatherND { .. } => {
+                return Err(unsupported(g, n, "indices computed at run time"));
             }
             Op::Cast { to } => {
                 let from = g.value(ins[0]).dtype;
@@ -1478,18 +1579,27 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         }
     }
     let mut kernel_nodes = Vec::new();
+    let mut unsupported_nodes = Vec::new();
     for n in g.topo_order() {
         if b.skip.contains(&n) {
             continue;
         }
         let fused_before = b.skip.len();
-        b.node(n)?;
+        match b.node(n) {
+            Ok(()) => {}
+            // Keep going, so that every node the targets cannot run is reported at once.
+            Err(Error::Unsupported(ops)) => unsupported_nodes.extend(ops),
+            Err(e) => return Err(e),
+        }
         let label = std::iter::once(n)
             .chain(b.skip[fused_before..].iter().copied())
             .map(|m| node_label(g, m))
             .collect::<Vec<_>>()
             .join("+");
         kernel_nodes.resize(b.kernels.len(), label);
+    }
+    if !unsupported_nodes.is_empty() {
+        return Err(Error::Unsupported(unsupported_nodes));
     }
     for (v, out) in late_copies {
         let from = b.loc(v);

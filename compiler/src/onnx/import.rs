@@ -91,6 +91,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Gather",
+    "GatherElements",
+    "GatherND",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
@@ -773,6 +775,16 @@ fn translate(
         "Gather" => Op::Gather {
             axis: a.int("axis").map_err(some)?.unwrap_or(0),
         },
+        "GatherElements" => Op::GatherElements {
+            axis: a.int("axis").map_err(some)?.unwrap_or(0),
+        },
+        "GatherND" => {
+            let b = a.int("batch_dims").map_err(some)?.unwrap_or(0);
+            Op::GatherND {
+                batch_dims: usize::try_from(b)
+                    .map_err(|_| some(format!("batch_dims {b} is negative")))?,
+            }
+        }
         "Slice" => {
             let (starts, ends, axes, steps) = if opset < 10 {
                 let starts = a.ints("starts").map_err(some)?.unwrap_or_default();

@@ -387,6 +387,17 @@ impl Net {
         })?;
         let mut errs = Vec::new();
         for (i, ((label, tol), w)) in self.outs.iter().zip(&want).enumerate() {
+            if w.dtype != edgecc::ir::DType::F32 {
+                // Integer and bool results are exact: byte for byte.
+                let want_bytes = w.to_le_bytes().unwrap();
+                if got[i] != want_bytes {
+                    errs.push(format!(
+                        "output {i} ({label}): {} {:?} differs: got {:?}, want {:?}",
+                        w.dtype, w.shape, got[i], want_bytes
+                    ));
+                }
+                continue;
+            }
             let g: Vec<f32> = got[i]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
