@@ -62,3 +62,54 @@ fn batch_seed_3() {
 fn batch_seed_4() {
     run(4);
 }
+
+/// The k-lanes GEMM tile (A read in place along contiguous K, 4 K values per load; see
+/// `Tile::for_gemm`) on the shapes that exercise its edges: row tails (M mod 8), K
+/// remainders (K mod 4), every column tail (N mod 8 in 1..7), batches, constant and
+/// input B, fused activations, and transformer-sized projections.
+#[test]
+fn gemm_k_lanes_tile() {
+    require_tools();
+    let mut net = Net::new();
+    let shapes = [
+        (4, 4, 8),
+        (8, 16, 8),
+        (13, 37, 23),
+        (9, 5, 3),
+        (17, 64, 31),
+        (24, 7, 13),
+        (11, 2, 30),
+        (128, 64, 48),
+        (33, 96, 40),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        for b_const in [true, false] {
+            let p = MatMulP {
+                m,
+                k,
+                n,
+                batch: if i % 3 == 0 { vec![2] } else { vec![] },
+                a_batch: if i % 3 == 0 {
+                    Batch::Full
+                } else {
+                    Batch::Absent
+                },
+                b_batch: if i % 3 == 0 && !b_const {
+                    Batch::Full
+                } else {
+                    Batch::Absent
+                },
+                a_vec: false,
+                b_vec: false,
+                b_const,
+                act: if i % 2 == 0 { Act::Relu } else { Act::None },
+                seed: 100 + i as u64,
+            };
+            build_matmul(&mut net, &p);
+        }
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 k-lanes GEMM:\n{e}");
+    }
+}
