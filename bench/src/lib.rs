@@ -26,7 +26,15 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Models benchmarked when none are named on the command line.
-pub const DEFAULT_MODELS: &[&str] = &["mlp", "cnn", "conv1d", "symbolic"];
+pub const DEFAULT_MODELS: &[&str] = &[
+    "mlp",
+    "cnn",
+    "conv1d",
+    "symbolic",
+    "encoder",
+    "bert_torchscript",
+    "bert_dynamo",
+];
 
 /// One example model directory: `model.onnx`, `input_<i>.npy`, `output_<i>.npy`.
 #[derive(Clone, Debug)]
@@ -141,6 +149,7 @@ pub fn prepare(case: &Case) -> Result<Prepared> {
         input_shapes,
         name: case.c_name(),
         print_after: vec![],
+        ..Default::default()
     };
     let t0 = Instant::now();
     let compiled = pipeline::compile(&case.model, &opts).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::artifact::manifest::sha256;
-use crate::ir::Graph;
+use crate::ir::{Graph, Tensor};
 use crate::lower::{self, Lowered};
 use crate::onnx::{self, DataDir, ImportOptions};
 use crate::passes::{PassManager, PassRecord};
@@ -16,6 +16,8 @@ use crate::passes::{PassManager, PassRecord};
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Inputs bound to values at compile time (see [`ImportOptions::frozen_inputs`]).
+    pub frozen_inputs: BTreeMap<String, Tensor>,
     /// Symbol prefix; must be a C identifier.
     pub name: String,
     pub print_after: Vec<String>,
@@ -32,6 +34,16 @@ pub struct Compiled {
     pub source_sha256: String,
     /// Time spent from reading the file to the lowered program.
     pub elapsed: Duration,
+}
+
+impl Options {
+    /// What the importer takes of these options.
+    pub fn import_options(&self) -> ImportOptions {
+        ImportOptions {
+            input_shapes: self.input_shapes.clone(),
+            frozen_inputs: self.frozen_inputs.clone(),
+        }
+    }
 }
 
 /// Parses `name=2x3x4` (or `name=2,3,4`) for `--input-shape`.
@@ -75,9 +87,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Compiled, Error> {
             p
         }
     });
-    let import_opts = ImportOptions {
-        input_shapes: opts.input_shapes.clone(),
-    };
+    let import_opts = opts.import_options();
     let imported = onnx::import(&model, DataDir { base }, &import_opts)?;
     let mut graph = imported.clone();
     let mut pm = PassManager::default_pipeline();

@@ -110,6 +110,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
                 .filter(|w| w[0] == "--input-shape")
                 .map(|w| edgecc::pipeline::parse_input_shape(w[1]).unwrap())
                 .collect(),
+            ..Default::default()
         },
     )
     .unwrap();

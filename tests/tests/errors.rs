@@ -101,6 +101,7 @@ fn symbolic_dims_must_be_resolved() {
     // A shape that contradicts a fixed dim is refused too.
     let opts = ImportOptions {
         input_shapes: [("x".to_string(), vec![3, 17])].into_iter().collect(),
+        ..Default::default()
     };
     let err = edgecc::onnx::load(&path, &opts).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");

@@ -14,6 +14,7 @@ fn check(name: &str, input_shapes: &[(&str, Vec<usize>)]) {
             .iter()
             .map(|(n, s)| (n.to_string(), s.clone()))
             .collect::<BTreeMap<_, _>>(),
+        ..Default::default()
     };
     let (_, graph) = edgecc::onnx::load(&dir.join("model.onnx"), &opts).unwrap();
     let inputs = common::npys(&dir, "input");

@@ -36,6 +36,7 @@ fn check(name: &str, shapes: &[(&str, Vec<usize>)]) {
             .iter()
             .map(|(n, s)| (n.to_string(), s.clone()))
             .collect::<BTreeMap<_, _>>(),
+        ..Default::default()
     };
     let (_, mut graph) = edgecc::onnx::load(&dir.join("model.onnx"), &opts).unwrap();
     let inputs = common::npys(&dir, "input");

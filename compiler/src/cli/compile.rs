@@ -40,7 +40,7 @@ pub fn compile(
         .and_then(|s| s.to_str())
         .unwrap_or("model");
     let name = name.unwrap_or_else(|| c_ident(stem.split('.').next().unwrap_or("model")));
-    let c = pipeline::compile(&args.model, &args.options(name.clone()))?;
+    let c = pipeline::compile(&args.model, &args.options(name.clone())?)?;
     let program = &c.lowered.program;
     let source = args.model.display().to_string();
     let header_path = output.with_file_name(format!("{stem}.h"));

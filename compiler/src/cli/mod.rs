@@ -29,18 +29,33 @@ pub struct ModelArgs {
     /// Shape for an input with symbolic dims, e.g. `x=1x3x32x32`. Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Bind an input to a value at compile time, e.g. `axes=axes.npy` (.npy or .pb): it
+    /// becomes a constant and is no longer an input of the compiled model. Repeatable.
+    #[arg(long = "freeze", value_name = "NAME=FILE")]
+    pub freeze: Vec<String>,
     /// Print the graph after this pass (`all` for every pass) to stderr. Repeatable.
     #[arg(long = "print-after", value_name = "PASS")]
     pub print_after: Vec<String>,
 }
 
 impl ModelArgs {
-    pub fn options(&self, name: String) -> Options {
-        Options {
+    pub fn options(&self, name: String) -> Result<Options, Error> {
+        let mut frozen_inputs = std::collections::BTreeMap::new();
+        for f in &self.freeze {
+            let Some((n, file)) = f.split_once('=') else {
+                return Err(Error::Input(format!("--freeze {f}: expected NAME=FILE")));
+            };
+            frozen_inputs.insert(
+                n.to_string(),
+                edgecc::io::read_tensor(std::path::Path::new(file))?,
+            );
+        }
+        Ok(Options {
             input_shapes: self.input_shapes.iter().cloned().collect(),
+            frozen_inputs,
             name,
             print_after: self.print_after.clone(),
-        }
+        })
     }
 }
 
@@ -121,7 +136,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Inspect { model } => {
             print!(
                 "{}",
-                edgecc::inspect::inspect(&model.model, &model.options("model".into()))?
+                edgecc::inspect::inspect(&model.model, &model.options("model".into())?)?
             );
             Ok(())
         }

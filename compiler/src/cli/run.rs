@@ -117,12 +117,9 @@ pub fn run(
     profile_runs: Option<usize>,
 ) -> Result<(), Error> {
     // The interpreter runs what the targets cannot, so --reference stops before lowering.
-    let opts = args.options("model".into());
+    let opts = args.options("model".into())?;
     if reference {
-        let import = edgecc::onnx::ImportOptions {
-            input_shapes: opts.input_shapes.clone(),
-        };
-        let (_, g) = edgecc::onnx::load(&args.model, &import)?;
+        let (_, g) = edgecc::onnx::load(&args.model, &opts.import_options())?;
         let tensors = read_inputs(&input_names(&g), inputs)?;
         let outs = edgecc::interp::run(&g, &tensors)?;
         return write_outputs(out_dir, &output_names(&g), &outs);

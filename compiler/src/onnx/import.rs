@@ -19,6 +19,11 @@ use crate::{Error, UnsupportedOp};
 pub struct ImportOptions {
     /// Concrete shapes for inputs with symbolic or unknown dims, by input name.
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Graph inputs bound to a value at compile time (`--freeze`): each becomes a
+    /// constant and is no longer an input of the compiled model. For inputs that decide
+    /// shapes (`axes`, `shape`, `pads`, `repeats`...), which an ahead-of-time compiler
+    /// must know, and for inputs a deployment fixes (a constant attention mask).
+    pub frozen_inputs: BTreeMap<String, Tensor>,
 }
 
 /// A graph input's declared type, symbolic dims kept by name.
@@ -190,6 +195,26 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             continue;
         }
         let (dtype, dims) = declared_type(vi)?;
+        if let Some(t) = opts.frozen_inputs.get(&vi.name) {
+            let fits = t.dtype == dtype
+                && t.shape.len() == dims.len()
+                && t.shape.iter().zip(&dims).all(|(g, d)| match d {
+                    Dim::Fixed(f) => f == g,
+                    Dim::Symbolic(_) => true,
+                });
+            if !fits {
+                return Err(Error::Input(format!(
+                    "--freeze {}: {}{:?} does not fit the declared {dtype}{}",
+                    vi.name,
+                    t.dtype,
+                    t.shape,
+                    dims_text(&dims)
+                )));
+            }
+            let id = graph.add_const(vi.name.clone(), t.clone());
+            scope.insert(vi.name.clone(), id);
+            continue;
+        }
         let shape = match opts.input_shapes.get(&vi.name) {
             Some(given) => {
                 let fits = given.len() == dims.len()
@@ -225,11 +250,19 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         graph.inputs.push(id);
         scope.insert(vi.name.clone(), id);
     }
-    for name in opts.input_shapes.keys() {
-        if !g.input.iter().any(|vi| &vi.name == name) {
-            return Err(Error::Input(format!(
-                "--input-shape names '{name}', which is not an input of the model"
-            )));
+    for (flag, names) in [
+        (
+            "--input-shape",
+            opts.input_shapes.keys().collect::<Vec<_>>(),
+        ),
+        ("--freeze", opts.frozen_inputs.keys().collect()),
+    ] {
+        for name in names {
+            if !g.input.iter().any(|vi| &vi.name == name) {
+                return Err(Error::Input(format!(
+                    "{flag} names '{name}', which is not an input of the model"
+                )));
+            }
         }
     }
     if !unresolved.is_empty() {
