@@ -62,3 +62,19 @@ fn batch_seed_3() {
 fn batch_seed_4() {
     run(4);
 }
+
+/// Every mask op (Compare, And/Or/Xor, Not, Where, Tile) in every dtype it takes, and the
+/// PyTorch attention-mask chain (i64 mask and ids → Cast/Not/Equal/Or → Where → Softmax),
+/// in one graph under qemu.
+#[test]
+fn masks_every_dtype_and_attention_mask() {
+    require_tools();
+    let mut net = attention_mask_net();
+    for p in every_mask_case() {
+        build_mask(&mut net, &p);
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 masks:\n{e}");
+    }
+}
