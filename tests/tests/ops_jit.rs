@@ -248,3 +248,15 @@ fn attention_mask_model() {
     net.check_exec().unwrap();
     net.check_jit().unwrap();
 }
+
+/// Expand, Transpose, Concat, Slice, Split and Gather move elements of every dtype
+/// (1-, 4- and 8-byte), on the JIT and the executor.
+#[test]
+fn data_movement_every_dtype() {
+    for (i, dtype) in MASK_DTYPES.into_iter().enumerate() {
+        let mut net = Net::new();
+        build_movement(&mut net, dtype, i as u64);
+        net.check_exec().unwrap();
+        net.check_jit().unwrap();
+    }
+}

@@ -354,7 +354,7 @@ impl<'g> Builder<'g> {
         let node = g.node(n);
         let (ins, out) = (&node.inputs, node.outputs[0]);
         for &o in &node.outputs {
-            // Data movement copies 4-byte elements bit for bit, whatever their type.
+            // Data movement copies elements bit for bit, whatever their type.
             let moves = matches!(
                 node.op,
                 Op::Slice { .. }
@@ -363,7 +363,7 @@ impl<'g> Builder<'g> {
                     | Op::Transpose { .. }
                     | Op::Concat { .. }
                     | Op::Gather { .. }
-            ) && g.value(o).dtype.bits() == 32;
+            ) && g.value(o).dtype.to_program().is_some();
             let converts = matches!(node.op, Op::Cast { .. });
             // Mask kernels produce bool bytes (comparisons, logic) or move elements of
             // any dtype a program can hold (Where, Tile).
@@ -704,12 +704,13 @@ impl<'g> Builder<'g> {
                     strides: perm.iter().map(|&p| s[p]).collect(),
                 };
                 let output = self.dview(out);
-                self.kernels.push(Kernel::Elementwise {
-                    shape: shape.iter().map(|&d| d as u64).collect(),
-                    inputs: vec![input],
-                    expr: vec![ExprNode::Input(0)],
+                let elem_bytes = self.elem_bytes(n, out)?;
+                self.move_elements(
+                    shape.iter().map(|&d| d as u64).collect(),
+                    elem_bytes,
+                    input,
                     output,
-                });
+                );
             }
             Op::Concat { axis } => {
                 let shape = self.shape(out).to_vec();
@@ -725,12 +726,13 @@ impl<'g> Builder<'g> {
                         strides: os.clone(),
                     };
                     if part[ax] > 0 {
-                        self.kernels.push(Kernel::Elementwise {
-                            shape: part.iter().map(|&d| d as u64).collect(),
-                            inputs: vec![input],
-                            expr: vec![ExprNode::Input(0)],
+                        let elem_bytes = self.elem_bytes(n, out)?;
+                        self.move_elements(
+                            part.iter().map(|&d| d as u64).collect(),
+                            elem_bytes,
+                            input,
                             output,
-                        });
+                        );
                     }
                     at += part[ax] as u64;
                 }
@@ -782,7 +784,18 @@ impl<'g> Builder<'g> {
                     at = end;
                 }
             }
-            Op::Expand { .. } => self.elementwise(out, &ins[..1], vec![ExprNode::Input(0)]),
+            Op::Expand { .. } => {
+                let shape = self.shape(out).to_vec();
+                let input = self.bview(ins[0], &shape);
+                let output = self.dview(out);
+                let elem_bytes = self.elem_bytes(n, out)?;
+                self.move_elements(
+                    shape.iter().map(|&d| d as u64).collect(),
+                    elem_bytes,
+                    input,
+                    output,
+                );
+            }
             Op::Pad {
                 pads,
                 mode: PadMode::Constant,
@@ -812,15 +825,12 @@ impl<'g> Builder<'g> {
             Op::Gather { axis } => {
                 let data_shape = self.shape(ins[0]).to_vec();
                 let ax = norm_axis(*axis, data_shape.len()).map_err(|m| unsupported(g, n, m))?;
-                let elem_bits = g.value(ins[0]).dtype.bits();
+                let elem_bytes = self.elem_bytes(n, out)?;
                 let index_bytes = match g.value(ins[1]).dtype {
                     DType::I64 => 8,
                     DType::I32 => 4,
                     other => return Err(unsupported(g, n, format!("{other} indices"))),
                 };
-                if g.value(out).dtype != DType::F32 && elem_bits != 32 {
-                    return Err(unsupported(g, n, "only 4-byte elements are gathered"));
-                }
                 let count = g.value(ins[1]).num_elements() as u64;
                 let data = self.buf(ins[0]);
                 let indices = self.buf(ins[1]);
@@ -830,7 +840,7 @@ impl<'g> Builder<'g> {
                     axis_len: data_shape[ax] as u64,
                     inner: data_shape[ax + 1..].iter().product::<usize>() as u64,
                     count,
-                    elem_bytes: (elem_bits / 8) as u32,
+                    elem_bytes,
                     data,
                     indices,
                     index_bytes,
@@ -1236,12 +1246,21 @@ impl<'g> Builder<'g> {
             strides,
         };
         let output = self.dview(out);
-        self.kernels.push(Kernel::Elementwise {
-            shape: out_shape.iter().map(|&d| d as u64).collect(),
-            inputs: vec![input],
-            expr: vec![ExprNode::Input(0)],
+        let elem_bytes = match self.g.value(out).dtype.to_program() {
+            Some(d) => d.size() as u32,
+            None => {
+                return Err(Error::Internal(format!(
+                    "slice of {} reached lowering",
+                    self.g.value(out).dtype
+                )));
+            }
+        };
+        self.move_elements(
+            out_shape.iter().map(|&d| d as u64).collect(),
+            elem_bytes,
+            input,
             output,
-        });
+        );
         Ok(())
     }
 
@@ -1294,6 +1313,15 @@ impl<'g> Builder<'g> {
             expr: vec![ExprNode::Input(0)],
             output,
         });
+    }
+
+    /// Bytes per element of `v`, for kernels that move elements of any program dtype.
+    fn elem_bytes(&self, n: NodeIndex, v: ValueId) -> Result<u32, Error> {
+        let dtype = self.g.value(v).dtype;
+        match dtype.to_program() {
+            Some(d) => Ok(d.size() as u32),
+            None => Err(unsupported(self.g, n, format!("{dtype} elements"))),
+        }
     }
 
     /// A strided copy of `shape` elements of `elem_bytes` bytes from `input` to `output`

@@ -1050,6 +1050,62 @@ pub fn every_mask_case() -> Vec<MaskP> {
     cases
 }
 
+/// Data movement of any dtype (bytes, 4- and 8-byte elements copied bit for bit):
+/// Expand, Transpose, Concat, Slice (negative step), Split and Gather, each on a graph
+/// input of `dtype`, each result a graph output.
+pub fn build_movement(net: &mut Net, dtype: DType, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let label = |op: &str| format!("{op} of {dtype}");
+    let (x, _) = mask_data(&mut rng, dtype, &[3, 1, 5], false);
+    let x = net.input(x);
+    let e = net.node(
+        Op::Expand {
+            shape: vec![2, 3, 4, 5],
+        },
+        &[x],
+    );
+    net.output(e, label("Expand"), Tol::exact());
+    let (y, _) = mask_data(&mut rng, dtype, &[2, 3, 17], false);
+    let y = net.input(y);
+    let t = net.node(
+        Op::Transpose {
+            perm: vec![2, 0, 1],
+        },
+        &[y],
+    );
+    net.output(t, label("Transpose"), Tol::exact());
+    let (z, _) = mask_data(&mut rng, dtype, &[2, 3, 4], false);
+    let z = net.konst(z);
+    let c = net.node(Op::Concat { axis: 2 }, &[y, z]);
+    net.output(c, label("Concat"), Tol::exact());
+    let sl = net.node(
+        Op::Slice {
+            starts: vec![-1, 1],
+            ends: vec![-100, 16],
+            axes: vec![0, 2],
+            steps: vec![-1, 3],
+        },
+        &[y],
+    );
+    net.output(sl, label("Slice"), Tol::exact());
+    let name = format!("split_{}", net.g.node_count());
+    let (_, parts) = net
+        .g
+        .add_node(
+            name,
+            Op::Split {
+                axis: 1,
+                sizes: vec![1, 2],
+            },
+            vec![y],
+        )
+        .expect("split");
+    net.output(parts[1], label("Split"), Tol::exact());
+    let idx = net.input(Tensor::i64(vec![4], vec![2, 0, -1, 2]));
+    let gth = net.node(Op::Gather { axis: 1 }, &[y, idx]);
+    net.output(gth, label("Gather"), Tol::exact());
+}
+
 /// The attention-mask chain PyTorch's exporters write, on `[batch, heads, q, k]` scores:
 /// `drop = Not(Cast(attention_mask → bool)) or Equal(input_ids, 0)`, reshaped to
 /// `[batch, 1, 1, k]`, then `Softmax(Where(drop, -3.4e38, scores))` over `k`. The i64
