@@ -111,6 +111,13 @@ fn describe(k: &Kernel) -> (String, u64) {
         Kernel::Convert {
             count, from, to, ..
         } => (format!("{count} {}->{}", from.name(), to.name()), 0),
+        Kernel::Compare {
+            shape, op, dtype, ..
+        } => (format!("{} {op:?} {}", dims(shape), dtype.name()), 0),
+        Kernel::Logic { shape, op, .. } => (format!("{} {op:?}", dims(shape)), 0),
+        Kernel::Select {
+            shape, elem_bytes, ..
+        } => (format!("{} of {elem_bytes} B", dims(shape)), 0),
     }
 }
 

@@ -145,7 +145,14 @@ fn run_reference_matches_onnxruntime() {
 
 #[test]
 fn run_x86_64_jit_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in [
+        "mlp",
+        "cnn",
+        "conv1d",
+        "encoder",
+        "bert_torchscript",
+        "bert_dynamo",
+    ] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
     }
     run_matches_onnxruntime(
@@ -222,7 +229,14 @@ fn profile_times_every_kernel_under_its_node_names() {
 
 #[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in [
+        "mlp",
+        "cnn",
+        "conv1d",
+        "encoder",
+        "bert_torchscript",
+        "bert_dynamo",
+    ] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
     }
     run_matches_onnxruntime(

@@ -113,3 +113,23 @@ fn gemm_k_lanes_tile() {
         panic!("aarch64 k-lanes GEMM:\n{e}");
     }
 }
+
+/// Every mask op (Compare, And/Or/Xor, Not, Where, Tile) in every dtype it takes, and the
+/// PyTorch attention-mask chain (i64 mask and ids → Cast/Not/Equal/Or → Where → Softmax),
+/// and data movement (Expand, Transpose, Concat, Slice, Split, Gather) of every dtype, in
+/// one graph under qemu.
+#[test]
+fn masks_every_dtype_and_attention_mask() {
+    require_tools();
+    let mut net = attention_mask_net();
+    for p in every_mask_case() {
+        build_mask(&mut net, &p);
+    }
+    for (i, dtype) in MASK_DTYPES.into_iter().enumerate() {
+        build_movement(&mut net, dtype, i as u64);
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 masks:\n{e}");
+    }
+}

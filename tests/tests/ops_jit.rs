@@ -206,3 +206,57 @@ fn jit_more_than_64_inputs() {
     net.output(acc, "sum of 65 inputs", Tol::exact());
     net.check_jit().unwrap();
 }
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// Compare, And/Or/Xor, Not, Where and Tile in every dtype on random broadcast shapes,
+    /// on the JIT and on the scalar executor.
+    #[test]
+    fn masks(p in mask_strategy()) {
+        let mut net = Net::new();
+        build_mask(&mut net, &p);
+        net.check_exec().map_err(TestCaseError::fail)?;
+        net.check_jit().map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Every mask op in every dtype it takes, in one graph on the executor and in graphs of
+/// ten on the JIT (its checked call takes at most 64 inputs and outputs).
+#[test]
+fn every_mask_op_and_dtype() {
+    let cases = every_mask_case();
+    let mut net = Net::new();
+    for p in &cases {
+        build_mask(&mut net, p);
+    }
+    net.check_exec().unwrap();
+    for chunk in cases.chunks(10) {
+        let mut net = Net::new();
+        for p in chunk {
+            build_mask(&mut net, p);
+        }
+        net.check_jit().unwrap();
+    }
+}
+
+/// An int64 attention mask and input ids, as PyTorch exports them, through Cast(bool),
+/// Not, Equal, Or, Where and Softmax.
+#[test]
+fn attention_mask_model() {
+    let net = attention_mask_net();
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+}
+
+/// Expand, Transpose, Concat, Slice, Split and Gather move elements of every dtype
+/// (1-, 4- and 8-byte), on the JIT and the executor.
+#[test]
+fn data_movement_every_dtype() {
+    for (i, dtype) in MASK_DTYPES.into_iter().enumerate() {
+        let mut net = Net::new();
+        build_movement(&mut net, dtype, i as u64);
+        net.check_exec().unwrap();
+        net.check_jit().unwrap();
+    }
+}

@@ -14,15 +14,16 @@ pub mod memory;
 use std::collections::HashMap;
 
 use edgecc_program::{
-    self as p, ARENA_ALIGN, Activation, BinaryOp, Buffer, Const, ConstId, ExprNode, IoTensor,
-    Kernel, PoolKind, Program, ReduceOp, Spatial, UnaryOp, View, Window,
+    self as p, ARENA_ALIGN, Activation, BinaryOp, Buffer, CmpOp, Const, ConstId, ExprNode,
+    IoTensor, Kernel, LogicOp, PoolKind, Program, ReduceOp, Spatial, UnaryOp, View, Window,
 };
 
 use crate::Error;
 use crate::interp::ops::{broadcast_strides, strides};
 use crate::ir::infer::{broadcast, norm_axis};
 use crate::ir::{
-    Binary, DType, Graph, NodeIndex, Op, PadMode, ReduceKind, Tensor, Unary, ValueId, WindowAttrs,
+    Binary, Cmp, DType, Graph, Logic, NodeIndex, Op, PadMode, ReduceKind, Tensor, Unary, ValueId,
+    WindowAttrs,
 };
 
 /// The lowered program with what the planner found.
@@ -69,6 +70,8 @@ struct Builder<'g> {
     fused: usize,
     /// Elementwise kernels that reuse an input's storage.
     in_place: usize,
+    /// A one-byte constant `true`, made on first use (see `move_elements`).
+    true_const: Option<ConstId>,
 }
 
 fn unsupported(g: &Graph, n: NodeIndex, why: impl Into<String>) -> Error {
@@ -226,12 +229,11 @@ impl<'g> Builder<'g> {
         id
     }
 
-    /// Data movement that the elementwise copy cannot do: elements that are not 4 bytes
-    /// wide (bool masks, i64 ids), and GatherElements / GatherND. When every operand but
-    /// the data is a constant, the op is run once at compile time on a tensor holding each
-    /// element's own position, which yields the source position of every output element;
-    /// one Gather kernel then copies through that table, whole runs of contiguous elements
-    /// at a time when the table allows. Returns false when the node is not such a move.
+    /// GatherElements and GatherND with constant indices (position ids, the dynamo
+    /// exporter's mask indexing): the op is run once at compile time on a tensor holding
+    /// each element's own position, which yields the source position of every output
+    /// element; one Gather kernel then copies through that table, whole runs of contiguous
+    /// elements at a time when the table allows. Returns false for any other node.
     fn move_by_table(&mut self, n: NodeIndex) -> Result<bool, Error> {
         /// Tables beyond this many entries (8 bytes each) are refused rather than baked in.
         const MAX_TABLE: usize = 1 << 20;
@@ -240,13 +242,7 @@ impl<'g> Builder<'g> {
         let (ins, out) = (&node.inputs, node.outputs[0]);
         let data = g.value(ins[0]);
         let bits = data.dtype.bits();
-        let wanted = match node.op {
-            Op::GatherElements { .. } | Op::GatherND { .. } => true,
-            Op::Expand { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Tile { .. } => {
-                bits != 32
-            }
-            _ => false,
-        };
+        let wanted = matches!(node.op, Op::GatherElements { .. } | Op::GatherND { .. });
         if !wanted || node.outputs.len() != 1 || !bits.is_multiple_of(8) || data.konst.is_some() {
             return Ok(false);
         }
@@ -449,7 +445,7 @@ impl<'g> Builder<'g> {
             return Ok(());
         }
         for &o in &node.outputs {
-            // Data movement copies 4-byte elements bit for bit, whatever their type.
+            // Data movement copies elements bit for bit, whatever their type.
             let moves = matches!(
                 node.op,
                 Op::Slice { .. }
@@ -457,16 +453,16 @@ impl<'g> Builder<'g> {
                     | Op::Split { .. }
                     | Op::Transpose { .. }
                     | Op::Concat { .. }
-            ) && g.value(o).dtype.bits() == 32;
-            // Gathers copy whole elements of any byte size (bool masks included).
-            let gathers =
-                matches!(node.op, Op::Gather { .. }) && g.value(o).dtype.bits().is_multiple_of(8);
+                    | Op::Gather { .. }
+            ) && g.value(o).dtype.to_program().is_some();
             let converts = matches!(node.op, Op::Cast { .. });
-            if g.value(o).dtype != DType::F32
-                && !node.op.is_view()
-                && !moves
-                && !gathers
-                && !converts
+            // Mask kernels produce bool bytes (comparisons, logic) or move elements of
+            // any dtype a program can hold (Where, Tile).
+            let masks = matches!(
+                node.op,
+                Op::Compare(_) | Op::Logic(_) | Op::Not | Op::Where | Op::Tile { .. }
+            ) && g.value(o).dtype.to_program().is_some();
+            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves && !converts && !masks
             {
                 return Err(unsupported(
                     g,
@@ -799,12 +795,13 @@ impl<'g> Builder<'g> {
                     strides: perm.iter().map(|&p| s[p]).collect(),
                 };
                 let output = self.dview(out);
-                self.kernels.push(Kernel::Elementwise {
-                    shape: shape.iter().map(|&d| d as u64).collect(),
-                    inputs: vec![input],
-                    expr: vec![ExprNode::Input(0)],
+                let elem_bytes = self.elem_bytes(n, out)?;
+                self.move_elements(
+                    shape.iter().map(|&d| d as u64).collect(),
+                    elem_bytes,
+                    input,
                     output,
-                });
+                );
             }
             Op::Concat { axis } => {
                 let shape = self.shape(out).to_vec();
@@ -820,12 +817,13 @@ impl<'g> Builder<'g> {
                         strides: os.clone(),
                     };
                     if part[ax] > 0 {
-                        self.kernels.push(Kernel::Elementwise {
-                            shape: part.iter().map(|&d| d as u64).collect(),
-                            inputs: vec![input],
-                            expr: vec![ExprNode::Input(0)],
+                        let elem_bytes = self.elem_bytes(n, out)?;
+                        self.move_elements(
+                            part.iter().map(|&d| d as u64).collect(),
+                            elem_bytes,
+                            input,
                             output,
-                        });
+                        );
                     }
                     at += part[ax] as u64;
                 }
@@ -877,7 +875,18 @@ impl<'g> Builder<'g> {
                     at = end;
                 }
             }
-            Op::Expand { .. } => self.elementwise(out, &ins[..1], vec![ExprNode::Input(0)]),
+            Op::Expand { .. } => {
+                let shape = self.shape(out).to_vec();
+                let input = self.bview(ins[0], &shape);
+                let output = self.dview(out);
+                let elem_bytes = self.elem_bytes(n, out)?;
+                self.move_elements(
+                    shape.iter().map(|&d| d as u64).collect(),
+                    elem_bytes,
+                    input,
+                    output,
+                );
+            }
             Op::Pad {
                 pads,
                 mode: PadMode::Constant,
@@ -907,7 +916,7 @@ impl<'g> Builder<'g> {
             Op::Gather { axis } => {
                 let data_shape = self.shape(ins[0]).to_vec();
                 let ax = norm_axis(*axis, data_shape.len()).map_err(|m| unsupported(g, n, m))?;
-                let elem_bits = g.value(ins[0]).dtype.bits();
+                let elem_bytes = self.elem_bytes(n, out)?;
                 let index_bytes = match g.value(ins[1]).dtype {
                     DType::I64 => 8,
                     DType::I32 => 4,
@@ -922,7 +931,7 @@ impl<'g> Builder<'g> {
                     axis_len: data_shape[ax] as u64,
                     inner: data_shape[ax + 1..].iter().product::<usize>() as u64,
                     count,
-                    elem_bytes: (elem_bits / 8) as u32,
+                    elem_bytes,
                     data,
                     indices,
                     index_bytes,
@@ -950,13 +959,72 @@ impl<'g> Builder<'g> {
                     });
                 }
             }
-            Op::Compare(_)
-            | Op::Logic(_)
-            | Op::Not
-            | Op::Where
-            | Op::Shape { .. }
-            | Op::Tile { .. }
-            | Op::Pad { .. } => {
+            Op::Compare(c) => {
+                let dtype = g.value(ins[0]).dtype;
+                let dtype = dtype
+                    .to_program()
+                    .ok_or_else(|| unsupported(g, n, format!("Compare of {dtype}")))?;
+                let op = match c {
+                    Cmp::Equal => CmpOp::Equal,
+                    Cmp::Less => CmpOp::Less,
+                    Cmp::LessOrEqual => CmpOp::LessOrEqual,
+                    Cmp::Greater => CmpOp::Greater,
+                    Cmp::GreaterOrEqual => CmpOp::GreaterOrEqual,
+                };
+                let shape = self.shape(out).to_vec();
+                let a = self.bview(ins[0], &shape);
+                let b = self.bview(ins[1], &shape);
+                let output = self.dview(out);
+                self.kernels.push(Kernel::Compare {
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    op,
+                    dtype,
+                    a,
+                    b,
+                    output,
+                });
+            }
+            Op::Logic(_) | Op::Not => {
+                let op = match &node.op {
+                    Op::Logic(Logic::And) => LogicOp::And,
+                    Op::Logic(Logic::Or) => LogicOp::Or,
+                    Op::Logic(Logic::Xor) => LogicOp::Xor,
+                    _ => LogicOp::Not,
+                };
+                let shape = self.shape(out).to_vec();
+                let a = self.bview(ins[0], &shape);
+                let b = (op != LogicOp::Not).then(|| self.bview(ins[1], &shape));
+                let output = self.dview(out);
+                self.kernels.push(Kernel::Logic {
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    op,
+                    a,
+                    b,
+                    output,
+                });
+            }
+            Op::Where => {
+                let dtype = g.value(out).dtype;
+                let elem_bytes = dtype
+                    .to_program()
+                    .ok_or_else(|| unsupported(g, n, format!("Where of {dtype}")))?
+                    .size() as u32;
+                let shape = self.shape(out).to_vec();
+                let cond = self.bview(ins[0], &shape);
+                let a = self.bview(ins[1], &shape);
+                let b = self.bview(ins[2], &shape);
+                let output = self.dview(out);
+                self.kernels.push(Kernel::Select {
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    elem_bytes,
+                    cond,
+                    a,
+                    b,
+                    output,
+                });
+            }
+            Op::Tile { repeats } => self.tile(n, repeats)?,
+            Op::Shape { .. } | Op::Pad { .. } => {
                 return Err(unsupported(
                     g,
                     n,
@@ -1272,12 +1340,21 @@ impl<'g> Builder<'g> {
             strides,
         };
         let output = self.dview(out);
-        self.kernels.push(Kernel::Elementwise {
-            shape: out_shape.iter().map(|&d| d as u64).collect(),
-            inputs: vec![input],
-            expr: vec![ExprNode::Input(0)],
+        let elem_bytes = match self.g.value(out).dtype.to_program() {
+            Some(d) => d.size() as u32,
+            None => {
+                return Err(Error::Internal(format!(
+                    "slice of {} reached lowering",
+                    self.g.value(out).dtype
+                )));
+            }
+        };
+        self.move_elements(
+            out_shape.iter().map(|&d| d as u64).collect(),
+            elem_bytes,
+            input,
             output,
-        });
+        );
         Ok(())
     }
 
@@ -1330,6 +1407,96 @@ impl<'g> Builder<'g> {
             expr: vec![ExprNode::Input(0)],
             output,
         });
+    }
+
+    /// Bytes per element of `v`, for kernels that move elements of any program dtype.
+    fn elem_bytes(&self, n: NodeIndex, v: ValueId) -> Result<u32, Error> {
+        let dtype = self.g.value(v).dtype;
+        match dtype.to_program() {
+            Some(d) => Ok(d.size() as u32),
+            None => Err(unsupported(self.g, n, format!("{dtype} elements"))),
+        }
+    }
+
+    /// A strided copy of `shape` elements of `elem_bytes` bytes from `input` to `output`
+    /// (views in elements): the elementwise copy for 4-byte elements, otherwise a select
+    /// on a constant true condition, which targets emit as a plain copy.
+    fn move_elements(&mut self, shape: Vec<u64>, elem_bytes: u32, input: View, output: View) {
+        if shape.contains(&0) {
+            return;
+        }
+        if elem_bytes == 4 {
+            self.kernels.push(Kernel::Elementwise {
+                shape,
+                inputs: vec![input],
+                expr: vec![ExprNode::Input(0)],
+                output,
+            });
+            return;
+        }
+        let id = match self.true_const {
+            Some(id) => id,
+            None => {
+                let id = ConstId(self.consts.len() as u32);
+                self.consts.push(Const {
+                    name: "true".into(),
+                    dtype: p::DType::Bool,
+                    shape: vec![],
+                    data: vec![1],
+                });
+                self.true_const = Some(id);
+                id
+            }
+        };
+        let rank = shape.len();
+        self.kernels.push(Kernel::Select {
+            shape,
+            elem_bytes,
+            cond: View {
+                buf: Buffer::Const(id),
+                offset: 0,
+                strides: vec![0; rank],
+            },
+            b: input.clone(),
+            a: input,
+            output,
+        });
+    }
+
+    /// Tile as one strided copy over the doubled-rank shape `[r0, d0, r1, d1, ...]`
+    /// (`r` the repeats, `d` the input dims): the input is read with strides
+    /// `[0, s0, 0, s1, ...]` and the output written densely.
+    fn tile(&mut self, n: NodeIndex, repeats: &[usize]) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (x, out) = (node.inputs[0], node.outputs[0]);
+        let dtype = g.value(out).dtype;
+        let elem_bytes = dtype
+            .to_program()
+            .ok_or_else(|| unsupported(g, n, format!("Tile of {dtype}")))?
+            .size() as u32;
+        let (xs, os) = (self.shape(x).to_vec(), self.shape(out).to_vec());
+        let (sin, sout) = (dense(&xs), dense(&os));
+        let mut shape = Vec::with_capacity(2 * xs.len());
+        let mut in_strides = Vec::with_capacity(2 * xs.len());
+        let mut out_strides = Vec::with_capacity(2 * xs.len());
+        for (d, &r) in repeats.iter().enumerate() {
+            shape.extend([r as u64, xs[d] as u64]);
+            in_strides.extend([0, sin[d]]);
+            out_strides.extend([xs[d] as i64 * sout[d], sout[d]]);
+        }
+        let input = View {
+            buf: self.buf(x),
+            offset: 0,
+            strides: in_strides,
+        };
+        let output = View {
+            buf: self.buf(out),
+            offset: 0,
+            strides: out_strides,
+        };
+        self.move_elements(shape, elem_bytes, input, output);
+        Ok(())
     }
 
     /// Pow with a constant scalar exponent the kernels express exactly: 1, 2, 0.5, -1.
@@ -1540,6 +1707,26 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             *input = f(*input);
             *output = f(*output);
         }
+        Kernel::Compare { a, b, output, .. } => {
+            v(a);
+            v(b);
+            v(output);
+        }
+        Kernel::Logic { a, b, output, .. } => {
+            v(a);
+            if let Some(b) = b {
+                v(b);
+            }
+            v(output);
+        }
+        Kernel::Select {
+            cond, a, b, output, ..
+        } => {
+            v(cond);
+            v(a);
+            v(b);
+            v(output);
+        }
     }
 }
 
@@ -1564,6 +1751,7 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         skip: Vec::new(),
         fused: 0,
         in_place: 0,
+        true_const: None,
     };
     for (i, &v) in g.inputs.iter().enumerate() {
         b.loc.insert(v, Loc::Input(i as u32));

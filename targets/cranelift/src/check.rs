@@ -5,7 +5,7 @@
 //! A view's extent over an iteration shape is exact: the smallest and largest element
 //! index are the sums of `stride · (size − 1)` over negative and positive strides.
 
-use edgecc_program::{Buffer, DType, Kernel, Program, View};
+use edgecc_program::{Buffer, DType, Kernel, LogicOp, Program, View};
 
 use crate::error::{Error, unsupported};
 
@@ -41,6 +41,18 @@ fn dense(p: &Program, k: usize, buf: Buffer, bytes: u64) -> Result<(), Error> {
 
 /// Checks a f32 view over `shape` (one stride per dimension).
 fn view(p: &Program, k: usize, v: &View, shape: &[u64], what: &str) -> Result<(), Error> {
+    sized_view(p, k, v, shape, 4, what)
+}
+
+/// Checks a view of `size`-byte elements over `shape` (one stride per dimension).
+fn sized_view(
+    p: &Program,
+    k: usize,
+    v: &View,
+    shape: &[u64],
+    size: u64,
+    what: &str,
+) -> Result<(), Error> {
     if v.strides.len() != shape.len() {
         return Err(unsupported(format!(
             "kernel {k}: {what} view has {} strides, expected {}",
@@ -57,11 +69,13 @@ fn view(p: &Program, k: usize, v: &View, shape: &[u64], what: &str) -> Result<()
         if span < 0 { lo += span } else { hi += span }
     }
     let cap = capacity(p, v.buf)? as i128;
-    if lo < 0 || (hi + 1) * 4 > cap {
+    let size = size as i128;
+    if lo < 0 || (hi + 1) * size > cap {
         return Err(unsupported(format!(
-            "kernel {k}: {what} view reaches elements {lo}..={hi} of {:?}, which holds {} f32",
+            "kernel {k}: {what} view reaches elements {lo}..={hi} of {:?}, which holds {} \
+             elements of {size} bytes",
             v.buf,
-            cap / 4
+            cap / size
         )));
     }
     Ok(())
@@ -246,6 +260,62 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 dense(p, k, *input, bytes(from)?)?;
                 dense(p, k, *output, bytes(to)?)?;
             }
+            Kernel::Compare {
+                shape,
+                dtype,
+                a,
+                b,
+                output,
+                ..
+            } => {
+                let size = dtype.size() as u64;
+                sized_view(p, k, a, shape, size, "a")?;
+                sized_view(p, k, b, shape, size, "b")?;
+                sized_view(p, k, output, shape, 1, "output")?;
+            }
+            Kernel::Logic {
+                shape,
+                op,
+                a,
+                b,
+                output,
+            } => {
+                match (op, b) {
+                    (LogicOp::Not, None) => {}
+                    (LogicOp::Not, Some(_)) => {
+                        return Err(unsupported(format!(
+                            "kernel {k}: logic Not has a second operand"
+                        )));
+                    }
+                    (_, None) => {
+                        return Err(unsupported(format!(
+                            "kernel {k}: logic {op:?} has no second operand"
+                        )));
+                    }
+                    (_, Some(b)) => sized_view(p, k, b, shape, 1, "b")?,
+                }
+                sized_view(p, k, a, shape, 1, "a")?;
+                sized_view(p, k, output, shape, 1, "output")?;
+            }
+            Kernel::Select {
+                shape,
+                elem_bytes,
+                cond,
+                a,
+                b,
+                output,
+            } => {
+                if !matches!(elem_bytes, 1 | 4 | 8) {
+                    return Err(unsupported(format!(
+                        "kernel {k}: select elem_bytes {elem_bytes} is not 1, 4 or 8"
+                    )));
+                }
+                let size = *elem_bytes as u64;
+                sized_view(p, k, cond, shape, 1, "cond")?;
+                sized_view(p, k, a, shape, size, "a")?;
+                sized_view(p, k, b, shape, size, "b")?;
+                sized_view(p, k, output, shape, size, "output")?;
+            }
         }
         for b in written(kernel) {
             if matches!(b, Buffer::Input(_) | Buffer::Const(_)) {
@@ -265,7 +335,10 @@ fn written(k: &Kernel) -> Vec<Buffer> {
         Kernel::Pool { output, .. }
         | Kernel::Softmax { output, .. }
         | Kernel::Reduce { output, .. } => vec![*output],
-        Kernel::Elementwise { output, .. } => vec![output.buf],
+        Kernel::Elementwise { output, .. }
+        | Kernel::Compare { output, .. }
+        | Kernel::Logic { output, .. }
+        | Kernel::Select { output, .. } => vec![output.buf],
         Kernel::Copy { dst, .. } => vec![*dst],
         Kernel::Gather { output, .. } | Kernel::Convert { output, .. } => vec![*output],
     }

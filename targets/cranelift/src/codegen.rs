@@ -22,11 +22,11 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName, types};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
-use edgecc_program::{Buffer, ConstId, Kernel, Program};
+use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, io_params};
-use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, rows, window};
+use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, mask, rows, window};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,25 @@ pub(crate) fn features(isa: &dyn TargetIsa) -> Features {
     }
 }
 
+/// The value of a [`Kernel::Select`] condition that is one constant byte for the whole
+/// kernel (a constant view broadcast in every dimension of size > 1), if it is one.
+fn const_cond(consts: &[Const], shape: &[u64], cond: &View) -> Option<bool> {
+    let Buffer::Const(c) = cond.buf else {
+        return None;
+    };
+    let broadcast = shape
+        .iter()
+        .zip(&cond.strides)
+        .all(|(&n, &s)| n <= 1 || s == 0);
+    if !broadcast || cond.strides.len() != shape.len() {
+        return None;
+    }
+    let byte = consts.get(c.0 as usize)?.data.get(cond.offset as usize)?;
+    Some(*byte != 0)
+}
+
 /// The constants a kernel reads directly (not through a packed copy).
-fn raw_consts(k: &Kernel) -> Vec<ConstId> {
+fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
     let mut bufs: Vec<Buffer> = Vec::new();
     match k {
         Kernel::Gemm { bias, .. } => bufs.extend(bias.iter().map(|v| v.buf)),
@@ -83,6 +100,20 @@ fn raw_consts(k: &Kernel) -> Vec<ConstId> {
         Kernel::Copy { src, .. } => bufs.push(*src),
         Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
         Kernel::Convert { input, .. } => bufs.push(*input),
+        Kernel::Compare { a, b, .. } => bufs.extend([a.buf, b.buf]),
+        Kernel::Logic { a, b, .. } => {
+            bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
+        }
+        Kernel::Select {
+            shape, cond, a, b, ..
+        } => {
+            // A constant broadcast condition is read at compile time and picks one side.
+            match const_cond(consts, shape, cond) {
+                Some(true) => bufs.push(a.buf),
+                Some(false) => bufs.push(b.buf),
+                None => bufs.extend([cond.buf, a.buf, b.buf]),
+            }
+        }
     }
     bufs.into_iter()
         .filter_map(|b| {
@@ -129,7 +160,7 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     // Data objects: raw constants in use, then packed operands per kernel.
     let mut used = vec![false; p.consts.len()];
     for k in &p.kernels {
-        for c in raw_consts(k) {
+        for c in raw_consts(&p.consts, k) {
             used[c.0 as usize] = true;
         }
     }
@@ -205,7 +236,7 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
                 feat,
                 &data,
             );
-            emit_kernel(&mut fx, tile, k, packed[j])?;
+            emit_kernel(&mut fx, tile, &p.consts, k, packed[j])?;
             if fallible(k) {
                 let ok = fx.b.ins().iconst(types::I32, 0);
                 fx.b.ins().return_(&[ok]);
@@ -358,6 +389,7 @@ fn conv_of(k: &Kernel) -> conv::Conv {
 fn emit_kernel(
     fx: &mut Fx,
     tile: gemm::Tile,
+    consts: &[Const],
     k: &Kernel,
     packed: [Option<usize>; 2],
 ) -> Result<(), Error> {
@@ -485,6 +517,38 @@ fn emit_kernel(
             convert::emit(fx, *count, *from, *to, s, d);
             Ok(())
         }
+        Kernel::Compare {
+            shape,
+            op,
+            dtype,
+            a,
+            b,
+            output,
+        } => mask::emit_compare(fx, shape, *op, *dtype, a, b, output),
+        Kernel::Logic {
+            shape,
+            op,
+            a,
+            b,
+            output,
+        } => mask::emit_logic(fx, shape, *op, a, b.as_ref(), output),
+        Kernel::Select {
+            shape,
+            elem_bytes,
+            cond,
+            a,
+            b,
+            output,
+        } => mask::emit_select(
+            fx,
+            shape,
+            *elem_bytes,
+            cond,
+            a,
+            b,
+            output,
+            const_cond(consts, shape, cond),
+        ),
     }
 }
 

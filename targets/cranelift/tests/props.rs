@@ -689,3 +689,298 @@ fn convert_compiles_for_every_target() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------
+// Mask kernels: Compare, Logic, Select
+
+/// One of the three mask kernels with its dtype parameter.
+#[derive(Clone, Copy, Debug)]
+enum MaskKernel {
+    Compare(edgecc_program::CmpOp, edgecc_program::DType),
+    Logic(edgecc_program::LogicOp),
+    /// Element bytes, and a constant condition byte broadcast over the whole kernel.
+    Select(u32, Option<u8>),
+}
+
+fn mask_kernel() -> impl Strategy<Value = MaskKernel> {
+    use edgecc_program::{CmpOp, DType, LogicOp};
+    let cmp = prop_oneof![
+        Just(CmpOp::Equal),
+        Just(CmpOp::Less),
+        Just(CmpOp::LessOrEqual),
+        Just(CmpOp::Greater),
+        Just(CmpOp::GreaterOrEqual),
+    ];
+    let dtype = prop_oneof![
+        Just(DType::F32),
+        Just(DType::I32),
+        Just(DType::I64),
+        Just(DType::U8),
+        Just(DType::I8),
+        Just(DType::Bool),
+    ];
+    let logic = prop_oneof![
+        Just(LogicOp::And),
+        Just(LogicOp::Or),
+        Just(LogicOp::Xor),
+        Just(LogicOp::Not),
+    ];
+    prop_oneof![
+        (cmp, dtype).prop_map(|(c, d)| MaskKernel::Compare(c, d)),
+        logic.prop_map(MaskKernel::Logic),
+        (
+            prop_oneof![Just(1u32), Just(4), Just(8)],
+            prop_oneof![3 => Just(None), 1 => Just(Some(0u8)), 1 => Just(Some(7u8))],
+        )
+            .prop_map(|(e, c)| MaskKernel::Select(e, c)),
+    ]
+}
+
+/// How a view walks a dimension: densely, broadcast (stride 0) or backwards.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Walk {
+    Dense,
+    Broadcast,
+    Reverse,
+}
+
+fn walk() -> impl Strategy<Value = Walk> {
+    prop_oneof![3 => Just(Walk::Dense), 1 => Just(Walk::Broadcast), 1 => Just(Walk::Reverse)]
+}
+
+/// A view of a dense buffer of `shape` walked per dimension as `walks` say.
+fn walk_view(buf: Buffer, shape: &[u64], walks: &[Walk]) -> edgecc_program::View {
+    let mut dense = vec![1i64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        dense[d] = dense[d + 1] * shape[d + 1] as i64;
+    }
+    let mut offset = 0i64;
+    let strides = dense
+        .iter()
+        .zip(shape)
+        .zip(walks)
+        .map(|((&s, &n), w)| match w {
+            Walk::Dense => s,
+            Walk::Broadcast => 0,
+            Walk::Reverse => {
+                offset += (n as i64 - 1) * s;
+                -s
+            }
+        })
+        .collect();
+    edgecc_program::View {
+        buf,
+        offset: offset as u64,
+        strides,
+    }
+}
+
+/// Bytes of `n` elements of `size` drawn from a few patterns per size, so that equal
+/// elements are common (NaN, ±0, ±inf and i64 neighbours above 2^53 among them).
+fn mask_bytes(n: usize, size: usize, seed: u64) -> Vec<u8> {
+    let pool: Vec<Vec<u8>> = match size {
+        1 => [0u8, 1, 2, 127, 128, 255]
+            .iter()
+            .map(|&b| vec![b])
+            .collect(),
+        4 => [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]
+        .iter()
+        .map(|f| f.to_le_bytes().to_vec())
+        .chain(
+            [i32::MIN, i32::MAX, 16_777_217]
+                .iter()
+                .map(|i| i.to_le_bytes().to_vec()),
+        )
+        .collect(),
+        _ => [
+            0i64,
+            -1,
+            1,
+            (1 << 53) + 1,
+            1 << 53,
+            i64::MIN,
+            i64::MAX,
+            -(1 << 53) - 1,
+        ]
+        .iter()
+        .map(|i| i.to_le_bytes().to_vec())
+        .collect(),
+    };
+    let mut s = seed;
+    (0..n)
+        .flat_map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            pool[(s >> 33) as usize % pool.len()].clone()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Mask kernels over dense, broadcast and reversed views of every operand (f32 NaNs,
+    /// i64 above 2^53, bool bytes 2 and 255), JIT against the executor, byte for byte.
+    #[test]
+    fn mask_kernels_match_exec(
+        kernel in mask_kernel(),
+        shape in prop::collection::vec(prop_oneof![Just(1u64), 1u64..6, 15u64..40], 0..4),
+        walks in prop::collection::vec(prop::collection::vec(walk(), 4), 3),
+        seed in any::<u64>(),
+    ) {
+        use edgecc_program::{Const, ConstId, DType, IoTensor, LogicOp};
+        let n: u64 = shape.iter().product();
+        let r = shape.len();
+        let t = |name: &str, dtype: DType| IoTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.clone(),
+        };
+        let out = walk_view(Buffer::Output(0), &shape, &vec![Walk::Dense; r]);
+        let v = |i: usize| walk_view(Buffer::Input(i as u32), &shape, &walks[i][..r]);
+        let (kernel, in_types, out_type, consts) = match kernel {
+            MaskKernel::Compare(op, dtype) => (
+                Kernel::Compare { shape: shape.clone(), op, dtype, a: v(0), b: v(1), output: out },
+                vec![dtype, dtype],
+                DType::Bool,
+                vec![],
+            ),
+            MaskKernel::Logic(op) => {
+                let not = op == LogicOp::Not;
+                (
+                    Kernel::Logic {
+                        shape: shape.clone(),
+                        op,
+                        a: v(0),
+                        b: (!not).then(|| v(1)),
+                        output: out,
+                    },
+                    if not { vec![DType::Bool] } else { vec![DType::Bool; 2] },
+                    DType::Bool,
+                    vec![],
+                )
+            }
+            MaskKernel::Select(e, c) => {
+                let dtype = match e {
+                    1 => DType::U8,
+                    4 => DType::F32,
+                    _ => DType::I64,
+                };
+                let (cond, consts, mut types) = match c {
+                    Some(byte) => (
+                        edgecc_program::View {
+                            buf: Buffer::Const(ConstId(0)),
+                            offset: 0,
+                            strides: vec![0; r],
+                        },
+                        vec![Const { name: "c".into(), dtype: DType::Bool, shape: vec![], data: vec![byte] }],
+                        vec![],
+                    ),
+                    None => (v(2), vec![], vec![]),
+                };
+                types.extend([dtype, dtype]);
+                if c.is_none() {
+                    types.push(DType::Bool);
+                }
+                (
+                    Kernel::Select { shape: shape.clone(), elem_bytes: e, cond, a: v(0), b: v(1), output: out },
+                    types,
+                    dtype,
+                    consts,
+                )
+            }
+        };
+        let inputs: Vec<IoTensor> = in_types.iter().enumerate().map(|(i, &d)| t(&format!("x{i}"), d)).collect();
+        let data: Vec<Vec<u8>> = in_types
+            .iter()
+            .enumerate()
+            .map(|(i, d)| mask_bytes(n as usize, d.size(), seed ^ i as u64))
+            .collect();
+        let p = program(inputs, vec![t("y", out_type)], consts, 0, vec![kernel]);
+        let (e, j) = run_both_bytes(&p, &data);
+        let (e, j) = (e.expect("exec"), j.expect("jit"));
+        prop_assert_eq!(e, j, "{:?}", p.kernels[0]);
+    }
+}
+
+/// The checker refuses malformed mask kernels instead of emitting out-of-bounds code.
+#[test]
+fn malformed_mask_kernels_are_refused() {
+    use edgecc_program::{CmpOp, DType, IoTensor, LogicOp, View};
+    let t = |name: &str, dtype: DType, n: u64| IoTensor {
+        name: name.into(),
+        dtype,
+        shape: vec![n],
+    };
+    let v = |buf: Buffer, offset: u64| View {
+        buf,
+        offset,
+        strides: vec![1],
+    };
+    let bad = [
+        // Reads past the end of an 8-element i64 input.
+        Kernel::Compare {
+            shape: vec![8],
+            op: CmpOp::Equal,
+            dtype: DType::I64,
+            a: v(Buffer::Input(0), 1),
+            b: v(Buffer::Input(0), 0),
+            output: v(Buffer::Output(0), 0),
+        },
+        Kernel::Logic {
+            shape: vec![8],
+            op: LogicOp::And,
+            a: v(Buffer::Input(1), 0),
+            b: None,
+            output: v(Buffer::Output(0), 0),
+        },
+        Kernel::Logic {
+            shape: vec![8],
+            op: LogicOp::Not,
+            a: v(Buffer::Input(1), 0),
+            b: Some(v(Buffer::Input(1), 0)),
+            output: v(Buffer::Output(0), 0),
+        },
+        Kernel::Select {
+            shape: vec![8],
+            elem_bytes: 2,
+            cond: v(Buffer::Input(1), 0),
+            a: v(Buffer::Input(1), 0),
+            b: v(Buffer::Input(1), 0),
+            output: v(Buffer::Output(0), 0),
+        },
+        // Writes into an input.
+        Kernel::Select {
+            shape: vec![8],
+            elem_bytes: 1,
+            cond: v(Buffer::Input(1), 0),
+            a: v(Buffer::Input(1), 0),
+            b: v(Buffer::Input(1), 0),
+            output: v(Buffer::Input(1), 0),
+        },
+    ];
+    for k in bad {
+        let p = program(
+            vec![t("a", DType::I64, 8), t("m", DType::Bool, 8)],
+            vec![t("y", DType::Bool, 8)],
+            vec![],
+            0,
+            vec![k.clone()],
+        );
+        assert!(edgecc_cranelift::compile_jit(&p).is_err(), "accepted {k:?}");
+        let mut out = [0u8; 8];
+        let ins = [vec![0u8; 64], vec![0u8; 8]];
+        let refs: Vec<&[u8]> = ins.iter().map(|b| &b[..]).collect();
+        let r = edgecc_program::exec::run(&p, &refs, &mut [&mut out[..]], &mut []);
+        assert!(r.is_err(), "exec accepted {k:?}");
+    }
+}

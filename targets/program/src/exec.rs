@@ -16,8 +16,8 @@
 //!   for bit.
 
 use crate::{
-    Activation, BinaryOp, Buffer, Const, DType, ExprNode, Kernel, PoolKind, Program, ReduceOp,
-    UnaryOp, View,
+    Activation, BinaryOp, Buffer, CmpOp, Const, DType, ExprNode, Kernel, LogicOp, PoolKind,
+    Program, ReduceOp, UnaryOp, View,
 };
 
 /// Why a program could not be executed.
@@ -267,6 +267,30 @@ impl Mem<'_, '_, '_> {
         Ok(())
     }
 
+    /// The `size` bytes of element `elem` of `buf` (after its base offset).
+    fn ld_bytes(&self, buf: Buffer, elem: i128, size: u64) -> Result<&[u8], ExecError> {
+        let (b, base) = self.bytes(buf)?;
+        let at = self.range(buf, base, elem, size, b.len())?;
+        Ok(&b[at..at + size as usize])
+    }
+
+    fn st_bytes(&mut self, buf: Buffer, elem: i128, v: &[u8]) -> Result<(), ExecError> {
+        let kernel = self.kernel;
+        let size = v.len() as u64;
+        let (b, base) = self.bytes_mut(buf)?;
+        let at = base as i128 + elem * size as i128;
+        if at < 0 || at + size as i128 > b.len() as i128 {
+            return Err(ExecError::OutOfRange {
+                kernel,
+                buf,
+                byte_offset: at,
+                bytes: size,
+            });
+        }
+        b[at as usize..at as usize + v.len()].copy_from_slice(v);
+        Ok(())
+    }
+
     fn malformed(&self, reason: impl Into<String>) -> ExecError {
         ExecError::Malformed {
             kernel: self.kernel,
@@ -307,6 +331,50 @@ pub fn convert_element(from: DType, to: DType, src: &[u8], dst: &mut [u8]) {
         (DType::I8, V::I(i)) => dst[0] = i as i8 as u8,
         (DType::Bool, V::F(x)) => dst[0] = (x != 0.0) as u8,
         (DType::Bool, V::I(i)) => dst[0] = (i != 0) as u8,
+    }
+}
+
+/// `a op b` on two little-endian elements of `dtype` with the semantics of
+/// [`Kernel::Compare`].
+pub fn compare_elements(op: CmpOp, dtype: DType, a: &[u8], b: &[u8]) -> bool {
+    use std::cmp::Ordering;
+    let ord: Option<Ordering> = match dtype {
+        DType::F32 => {
+            let x = f32::from_le_bytes(a[..4].try_into().unwrap());
+            let y = f32::from_le_bytes(b[..4].try_into().unwrap());
+            x.partial_cmp(&y)
+        }
+        DType::I32 => {
+            let x = i32::from_le_bytes(a[..4].try_into().unwrap());
+            Some(x.cmp(&i32::from_le_bytes(b[..4].try_into().unwrap())))
+        }
+        DType::I64 => {
+            let x = i64::from_le_bytes(a[..8].try_into().unwrap());
+            Some(x.cmp(&i64::from_le_bytes(b[..8].try_into().unwrap())))
+        }
+        DType::U8 => Some(a[0].cmp(&b[0])),
+        DType::I8 => Some((a[0] as i8).cmp(&(b[0] as i8))),
+        DType::Bool => Some((a[0] != 0).cmp(&(b[0] != 0))),
+    };
+    match (op, ord) {
+        (_, None) => false,
+        (CmpOp::Equal, Some(o)) => o == Ordering::Equal,
+        (CmpOp::Less, Some(o)) => o == Ordering::Less,
+        (CmpOp::LessOrEqual, Some(o)) => o != Ordering::Greater,
+        (CmpOp::Greater, Some(o)) => o == Ordering::Greater,
+        (CmpOp::GreaterOrEqual, Some(o)) => o != Ordering::Less,
+    }
+}
+
+/// `a op b` on bool bytes with the semantics of [`Kernel::Logic`] (`b` is ignored for
+/// `Not`).
+pub fn logic_bytes(op: LogicOp, a: u8, b: u8) -> bool {
+    let (p, q) = (a != 0, b != 0);
+    match op {
+        LogicOp::And => p && q,
+        LogicOp::Or => p || q,
+        LogicOp::Xor => p != q,
+        LogicOp::Not => !p,
     }
 }
 
@@ -736,6 +804,87 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                     }
                     d[at as usize..at as usize + row as usize].copy_from_slice(&bytes);
                 }
+            }
+        }
+        Kernel::Compare {
+            shape,
+            op,
+            dtype,
+            a,
+            b,
+            output,
+        } => {
+            check_rank(mem, a, shape.len(), "a")?;
+            check_rank(mem, b, shape.len(), "b")?;
+            check_rank(mem, output, shape.len(), "output")?;
+            let size = dtype.size() as u64;
+            let mut results = Vec::new();
+            for_each_index(shape, |idx| {
+                let x = mem.ld_bytes(a.buf, at(a, idx), size)?;
+                let y = mem.ld_bytes(b.buf, at(b, idx), size)?;
+                results.push((at(output, idx), compare_elements(*op, *dtype, x, y)));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st_bytes(output.buf, o, &[r as u8])?;
+            }
+        }
+        Kernel::Logic {
+            shape,
+            op,
+            a,
+            b,
+            output,
+        } => {
+            check_rank(mem, a, shape.len(), "a")?;
+            check_rank(mem, output, shape.len(), "output")?;
+            match (op, b) {
+                (LogicOp::Not, None) => {}
+                (LogicOp::Not, Some(_)) => return Err(mem.malformed("Not with a second operand")),
+                (_, None) => return Err(mem.malformed(format!("{op:?} without a second operand"))),
+                (_, Some(b)) => check_rank(mem, b, shape.len(), "b")?,
+            }
+            let mut results = Vec::new();
+            for_each_index(shape, |idx| {
+                let x = mem.ld_bytes(a.buf, at(a, idx), 1)?[0];
+                let y = match b {
+                    Some(b) => mem.ld_bytes(b.buf, at(b, idx), 1)?[0],
+                    None => 0,
+                };
+                results.push((at(output, idx), logic_bytes(*op, x, y)));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st_bytes(output.buf, o, &[r as u8])?;
+            }
+        }
+        Kernel::Select {
+            shape,
+            elem_bytes,
+            cond,
+            a,
+            b,
+            output,
+        } => {
+            if !matches!(elem_bytes, 1 | 4 | 8) {
+                return Err(mem.malformed(format!("elem_bytes {elem_bytes} is not 1, 4 or 8")));
+            }
+            for (v, what) in [(cond, "cond"), (a, "a"), (b, "b"), (output, "output")] {
+                check_rank(mem, v, shape.len(), what)?;
+            }
+            let size = *elem_bytes as u64;
+            let mut results = Vec::new();
+            for_each_index(shape, |idx| {
+                let c = mem.ld_bytes(cond.buf, at(cond, idx), 1)?[0] != 0;
+                // Both operands are read, so an out-of-range view is an error whatever
+                // the condition.
+                let x = mem.ld_bytes(a.buf, at(a, idx), size)?;
+                let y = mem.ld_bytes(b.buf, at(b, idx), size)?;
+                results.push((at(output, idx), if c { x.to_vec() } else { y.to_vec() }));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st_bytes(output.buf, o, &r)?;
             }
         }
         Kernel::Convert {

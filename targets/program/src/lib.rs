@@ -188,6 +188,27 @@ pub enum ExprNode {
     },
 }
 
+/// Comparisons of [`Kernel::Compare`] (ONNX Equal, Less, LessOrEqual, Greater,
+/// GreaterOrEqual).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+/// Connectives of [`Kernel::Logic`] (ONNX And, Or, Xor, Not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogicOp {
+    And,
+    Or,
+    Xor,
+    /// The only one-operand connective: `b` is absent.
+    Not,
+}
+
 /// Max or average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -363,6 +384,49 @@ pub enum Kernel {
         input: Buffer,
         output: Buffer,
     },
+    /// `out[i] = a[i] op b[i]` for every multi-index `i` of `shape`, stored as one bool
+    /// byte, 1 when the comparison holds and 0 otherwise (ONNX Equal, Less, ...). `a` and
+    /// `b` are strided views (`shape.len()` strides, in elements of `dtype`; 0 broadcasts)
+    /// of the same `dtype`; `output` is a view in bytes. The output overlaps neither input.
+    /// Per `dtype`:
+    /// - `F32` compares as IEEE: any comparison with a NaN is false (`Equal(NaN, NaN)`
+    ///   too), and `-0.0 == 0.0`;
+    /// - `I32`, `I64`, `I8` compare as signed integers, `U8` as unsigned, exactly (an
+    ///   `i64` is never rounded through a float);
+    /// - `Bool` reads a byte as true when it is non-zero and compares `false < true`.
+    Compare {
+        shape: Vec<u64>,
+        op: CmpOp,
+        dtype: DType,
+        a: View,
+        b: View,
+        output: View,
+    },
+    /// `out[i] = a[i] op b[i]` (`Not`: `out[i] = !a[i]`, with `b` absent) over bool bytes,
+    /// for every multi-index `i` of `shape` (ONNX And, Or, Xor, Not). Every view is in
+    /// bytes with `shape.len()` strides (0 broadcasts); an input byte is true when it is
+    /// non-zero, and the output is normalised to 0 or 1. The output overlaps no input.
+    Logic {
+        shape: Vec<u64>,
+        op: LogicOp,
+        a: View,
+        b: Option<View>,
+        output: View,
+    },
+    /// `out[i] = cond[i] ? a[i] : b[i]` for every multi-index `i` of `shape` (ONNX
+    /// Where): the chosen element of `elem_bytes` bytes (1, 4 or 8; any dtype) is copied
+    /// bit for bit. `cond` is a view of bool bytes (non-zero is true), `a`, `b` and
+    /// `output` are views in `elem_bytes`-byte elements, each with `shape.len()` strides
+    /// (0 broadcasts). The output overlaps no input. With `cond` a constant the kernel is
+    /// a strided copy, which is how the lowering moves byte-sized elements.
+    Select {
+        shape: Vec<u64>,
+        elem_bytes: u32,
+        cond: View,
+        a: View,
+        b: View,
+        output: View,
+    },
 }
 
 /// The status `<name>_run` returns when a [`Kernel::Gather`] index is out of range (0 is
@@ -431,6 +495,9 @@ impl Kernel {
             Kernel::Copy { .. } => "copy",
             Kernel::Gather { .. } => "gather",
             Kernel::Convert { .. } => "convert",
+            Kernel::Compare { .. } => "compare",
+            Kernel::Logic { .. } => "logic",
+            Kernel::Select { .. } => "select",
         }
     }
 }
