@@ -324,23 +324,48 @@ fn load(dir: &Path, model: &ModelProto) -> Result<Loaded, Outcome> {
     let inputs = read_pbs(&ds, "input").map_err(|e| Outcome::Failed(format!("input: {e}")))?;
     let outputs = read_pbs(&ds, "output").map_err(|e| Outcome::Failed(format!("output: {e}")))?;
     let path = dir.join("model.onnx");
+    let g = model.graph.get_or_default();
+    let inits: BTreeSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let input_names: Vec<String> = g
+        .input
+        .iter()
+        .filter(|vi| !inits.contains(vi.name.as_str()))
+        .map(|vi| vi.name.clone())
+        .collect();
+    // As a user would: unknown dims from the data set (--input-shape), and inputs that an
+    // ahead-of-time compiler must know (axes, shapes, pads... given as graph inputs here)
+    // bound to the data set's values (--freeze), when the importer names them.
     let imported = guarded("import", || {
-        match edgecc::onnx::load(&path, &ImportOptions::default()) {
-            // Unknown dims: take them from the data set, as a user would with --input-shape.
-            Err(Error::UnresolvedDims(_)) => {
-                let g = model.graph.get_or_default();
-                let mut opts = ImportOptions::default();
-                for (vi, t) in g.input.iter().zip(&inputs) {
-                    opts.input_shapes.insert(vi.name.clone(), t.shape.clone());
+        let mut opts = ImportOptions::default();
+        loop {
+            match edgecc::onnx::load(&path, &opts) {
+                Err(Error::UnresolvedDims(_)) if opts.input_shapes.is_empty() => {
+                    for (n, t) in input_names.iter().zip(&inputs) {
+                        opts.input_shapes.insert(n.clone(), t.shape.clone());
+                    }
                 }
-                edgecc::onnx::load(&path, &opts)
+                Err(Error::Unsupported(ops)) => {
+                    let wanted: Vec<usize> = ops
+                        .iter()
+                        .filter_map(|o| o.reason.as_deref().and_then(not_constant))
+                        .filter_map(|n| input_names.iter().position(|x| x == n))
+                        .filter(|&i| !opts.frozen_inputs.contains_key(&input_names[i]))
+                        .collect();
+                    if wanted.is_empty() || wanted.iter().any(|&i| i >= inputs.len()) {
+                        return Err(Error::Unsupported(ops));
+                    }
+                    for i in wanted {
+                        opts.frozen_inputs
+                            .insert(input_names[i].clone(), inputs[i].clone());
+                    }
+                }
+                other => return other.map(|(m, g)| (m, g, opts.frozen_inputs)),
             }
-            other => other,
         }
     })
     .map_err(Outcome::Panicked)?;
-    let graph = match imported {
-        Ok((_, g)) => g,
+    let (graph, frozen) = match imported {
+        Ok((_, g, frozen)) => (g, frozen),
         Err(e) => {
             return Err(match unsupported_text(&e) {
                 Some(t) => Outcome::Unsupported(t),
@@ -348,6 +373,15 @@ fn load(dir: &Path, model: &ModelProto) -> Result<Loaded, Outcome> {
             });
         }
     };
+    if !frozen.is_empty() {
+        FROZEN_CASES.fetch_add(1, Ordering::Relaxed);
+    }
+    let inputs = input_names
+        .iter()
+        .zip(inputs)
+        .filter(|(n, _)| !frozen.contains_key(*n))
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>();
     if graph.inputs.len() != inputs.len() || graph.outputs.len() != outputs.len() {
         return Err(Outcome::Failed(format!(
             "the graph has {} inputs and {} outputs, the data set {} and {}",
@@ -362,6 +396,16 @@ fn load(dir: &Path, model: &ModelProto) -> Result<Loaded, Outcome> {
         inputs,
         outputs,
     })
+}
+
+/// Cases that ran with inputs bound at compile time (see `load`).
+static FROZEN_CASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The value name in an importer reason such as "input 'axes' is not a constant".
+fn not_constant(reason: &str) -> Option<&str> {
+    let end = reason.find("' is not a constant")?;
+    let start = reason[..end].rfind('\'')? + 1;
+    Some(&reason[start..end])
 }
 
 /// At most `n` characters of `s`.
@@ -865,6 +909,12 @@ fn report(results: &[CaseResult], skipped: &str, host_time: Duration, elapsed: D
         out,
         "aarch64 (qemu, every {AARCH64_EVERY}th interpreter-passing case that lowers): {}",
         a64.text()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "cases with shape-deciding inputs frozen to the data set's values (--freeze): {}",
+        FROZEN_CASES.load(Ordering::Relaxed)
     )
     .unwrap();
     writeln!(
