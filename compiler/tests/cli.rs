@@ -129,7 +129,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
 
 #[test]
 fn run_reference_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder", "einsum"] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
     }
     run_matches_onnxruntime("symbolic", &["--reference"], &["--input-shape", "x=3x16"]);
@@ -137,7 +137,7 @@ fn run_reference_matches_onnxruntime() {
 
 #[test]
 fn run_x86_64_jit_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder", "einsum"] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
     }
     run_matches_onnxruntime(
@@ -149,7 +149,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
 
 #[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
-    for m in ["mlp", "cnn", "conv1d", "encoder"] {
+    for m in ["mlp", "cnn", "conv1d", "encoder", "einsum"] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
     }
     run_matches_onnxruntime(

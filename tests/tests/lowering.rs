@@ -79,6 +79,11 @@ fn conv1d() {
 }
 
 #[test]
+fn einsum() {
+    check("einsum", &[]);
+}
+
+#[test]
 fn symbolic() {
     check("symbolic", &[("x", vec![3, 16])]);
 }
