@@ -150,7 +150,13 @@ fn in_place_reuse_respects_aliases() {
 #[test]
 fn einsum_kernels() {
     use edgecc::ir::{DType, Equation, Graph, Op, Tensor};
-    let cases: &[(&str, &[&[usize]], &[&str])] = &[
+    /// Equation, operand shapes, the kernels it must lower to.
+    type Case = (
+        &'static str,
+        &'static [&'static [usize]],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
         (
             "bhqd,bhkd->bhqk",
             &[&[2, 3, 5, 8], &[2, 3, 7, 8]],

@@ -181,16 +181,16 @@ impl Equation {
             for &l in term {
                 match l {
                     Label::Ellipsis => {
-                        for j in e - counts[i]..e {
+                        let first = e - counts[i];
+                        for (j, size) in sizes.iter_mut().enumerate().take(e).skip(first) {
                             let n = shape[d];
-                            if n != sizes[j] && n != 1 && sizes[j] != 1 {
+                            if n != *size && n != 1 && *size != 1 {
                                 return Err(format!(
-                                    "equation '{self}': the '...' dims of the inputs do not broadcast ({n} vs {})",
-                                    sizes[j]
+                                    "equation '{self}': the '...' dims of the inputs do not broadcast ({n} vs {size})"
                                 ));
                             }
                             if n != 1 {
-                                sizes[j] = n;
+                                *size = n;
                             }
                             dims.push(j);
                             d += 1;
