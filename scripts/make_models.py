@@ -288,6 +288,41 @@ def build_symbolic() -> tuple[onnx.ModelProto, list[np.ndarray]]:
 
 
 # --------------------------------------------------------------------------------------
+# 4b. Einsum attention
+# --------------------------------------------------------------------------------------
+
+def build_einsum() -> tuple[onnx.ModelProto, list[np.ndarray]]:
+    """One attention block written with Einsum, as PyTorch exports torch.einsum code."""
+    r = rng("einsum")
+    d_model, heads, dh, seq = 16, 2, 8, 7
+    wq = he(r, (d_model, heads, dh), d_model)
+    wk = he(r, (d_model, heads, dh), d_model)
+    wv = he(r, (d_model, heads, dh), d_model)
+    wo = he(r, (heads, dh, d_model), d_model)
+    x = r.standard_normal((1, seq, d_model)).astype(np.float32)
+    nodes = [
+        helper.make_node("Einsum", ["x", "wq"], ["q"], name="q_proj", equation="bsd,dhe->bhse"),
+        helper.make_node("Einsum", ["x", "wk"], ["k"], name="k_proj", equation="bsd,dhe->bhse"),
+        helper.make_node("Einsum", ["x", "wv"], ["v"], name="v_proj", equation="bsd,dhe->bhse"),
+        helper.make_node("Einsum", ["q", "k"], ["scores"], name="scores", equation="bhqd,bhkd->bhqk"),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="scale"),
+        helper.make_node("Softmax", ["scaled"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("Einsum", ["probs", "v"], ["ctx"], name="context", equation="bhqk,bhkd->bqhd"),
+        helper.make_node("Einsum", ["ctx", "wo"], ["y"], name="out_proj", equation="bqhd,hde->bqe"),
+        helper.make_node("Einsum", ["y"], ["pooled"], name="pool", equation="bqe->be"),
+    ]
+    graph = helper.make_graph(
+        nodes, "einsum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, d_model])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, d_model]),
+         helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, d_model])],
+        initializer=[init("wq", wq), init("wk", wk), init("wv", wv), init("wo", wo),
+                     init("scale", np.array(1.0 / math.sqrt(dh), np.float32))],
+    )
+    return make_model(graph), [x]
+
+
+# --------------------------------------------------------------------------------------
 # 5. Error-path / decoder test data
 # --------------------------------------------------------------------------------------
 
@@ -498,7 +533,8 @@ def generate(root: Path, stats: bool = False) -> None:
     ex = root / "examples" / "models"
     td = root / "tests" / "data"
 
-    examples = {"mlp": build_mlp, "cnn": build_cnn, "conv1d": build_conv1d, "symbolic": build_symbolic}
+    examples = {"mlp": build_mlp, "cnn": build_cnn, "conv1d": build_conv1d, "symbolic": build_symbolic,
+                "einsum": build_einsum}
     for name, fn in examples.items():
         model, inputs = fn()
         outs = finish_example(ex / name, model, inputs)

@@ -137,6 +137,7 @@ fn run_reference_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "einsum",
     ] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
     }
@@ -152,6 +153,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
     }
@@ -236,6 +238,7 @@ fn run_aarch64_under_qemu_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
     }

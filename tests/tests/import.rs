@@ -377,3 +377,53 @@ fn local_functions_are_inlined_with_attributes_bound() {
             .contains("nests more than")
     );
 }
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = v.as_bytes().to_vec();
+    a
+}
+
+/// Einsum: the implicit form gets numpy's output (`ij,jk` is `ij,jk->ik`); a malformed
+/// equation or a missing one is an unsupported node with the reason, shapes that do not
+/// fit the equation a shape error.
+#[test]
+fn einsum_equations() {
+    let einsum = |eq: Option<&str>, w: Vec<f32>| {
+        let attrs = eq.map(|e| vec![string("equation", e)]).unwrap_or_default();
+        model(
+            12,
+            vec![node("Einsum", &["x", "w"], &["y"], attrs)],
+            vec![init_f32("w", &w)],
+            value("x", &[2, 3]),
+            &["y"],
+        )
+    };
+    let w = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    // Implicit: every letter occurs once, so the output is `ijk`, the outer product.
+    let y = &run(&einsum(Some("ij, k"), w.clone()), iota(vec![2, 3]))[0];
+    assert_eq!(y.shape, [2, 3, 6]);
+    assert_eq!(y.as_f32().unwrap()[..3], [-3.0, -6.0, -9.0]);
+    // Explicit, summing k away: x times the sum of w (21); iota is x = [-3, ..., 2].
+    let y = &run(&einsum(Some("ij,k->ij"), w), iota(vec![2, 3]))[0];
+    assert_eq!(y.as_f32().unwrap(), [-63.0, -42.0, -21.0, 0.0, 21.0, 42.0]);
+    for (eq, want) in [
+        (Some("ij,k->ik,"), "more than one output term"),
+        (Some("ij,k->q"), "'q' is in no input"),
+        (Some("i.j,k"), "'...'"),
+        (None, "'equation' is required"),
+    ] {
+        let err = import(&einsum(eq, vec![1.0])).unwrap_err();
+        assert!(
+            matches!(err, Error::Unsupported(_)) && err.to_string().contains(want),
+            "{eq:?}: {err}"
+        );
+    }
+    let err = import(&einsum(Some("ij,j->i"), vec![1.0, 2.0])).unwrap_err();
+    assert!(
+        matches!(err, Error::Shape { .. }) && err.to_string().contains("subscript 'j'"),
+        "{err}"
+    );
+}

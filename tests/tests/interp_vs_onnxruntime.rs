@@ -51,6 +51,12 @@ fn conv1d() {
     check("conv1d", &[]);
 }
 
+/// Attention written with Einsum (projections, scores, context, output projection, a sum).
+#[test]
+fn einsum() {
+    check("einsum", &[]);
+}
+
 #[test]
 fn symbolic_batch_resolved_by_input_shape() {
     check("symbolic", &[("x", vec![3, 16])]);

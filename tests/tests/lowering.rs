@@ -80,6 +80,11 @@ fn conv1d() {
 }
 
 #[test]
+fn einsum() {
+    check("einsum", &[]);
+}
+
+#[test]
 fn symbolic() {
     check("symbolic", &[("x", vec![3, 16])]);
 }
@@ -136,5 +141,70 @@ fn in_place_reuse_respects_aliases() {
     for (k, (gv, w)) in got.iter().zip(&want).enumerate() {
         let err = common::max_rel_err(gv, w.as_f32().unwrap());
         assert!(err <= 1e-6, "output {k}: {err:e}");
+    }
+}
+
+/// Einsum lowers to GEMMs over strided views: the attention forms (and a transposed
+/// operand, and a diagonal) are one GEMM each with no copy, an operand whose batch labels
+/// do not nest (`bqhd`) is copied once first, and one-operand sums are Reduce kernels. The
+/// executor computes what the interpreter does.
+#[test]
+fn einsum_kernels() {
+    use edgecc::ir::{DType, Equation, Graph, Op, Tensor};
+    /// Equation, operand shapes, the kernels it must lower to.
+    type Case = (
+        &'static str,
+        &'static [&'static [usize]],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            "bhqd,bhkd->bhqk",
+            &[&[2, 3, 5, 8], &[2, 3, 7, 8]],
+            &["gemm"],
+        ),
+        (
+            "bhqk,bhkd->bhqd",
+            &[&[2, 3, 5, 7], &[2, 3, 7, 8]],
+            &["gemm"],
+        ),
+        ("bid,bjd->bij", &[&[2, 5, 8], &[2, 7, 8]], &["gemm"]),
+        ("ji,jk->ik", &[&[4, 3], &[4, 5]], &["gemm"]),
+        ("bii,bij->bj", &[&[2, 4, 4], &[2, 4, 5]], &["gemm"]),
+        (
+            "bqhd,bkhd->bhqk",
+            &[&[2, 5, 3, 8], &[2, 7, 3, 8]],
+            &["elementwise", "elementwise", "gemm"],
+        ),
+        ("ijk->ik", &[&[3, 4, 5]], &["reduce"]),
+        ("ijk->ki", &[&[3, 4, 5]], &["elementwise", "reduce"]),
+        ("bii->bi", &[&[2, 4, 4]], &["elementwise"]),
+    ];
+    for &(equation, shapes, kernels) in cases {
+        let mut g = Graph::new("einsum");
+        let mut inputs = Vec::new();
+        let mut ids = Vec::new();
+        for (i, s) in shapes.iter().enumerate() {
+            let v = g.add_input(format!("x{i}"), DType::F32, s.to_vec());
+            g.inputs.push(v);
+            ids.push(v);
+            let n: usize = s.iter().product();
+            inputs.push(Tensor::f32(
+                s.to_vec(),
+                (0..n)
+                    .map(|j| ((j * 7 + i) % 11) as f32 * 0.1 - 0.5)
+                    .collect(),
+            ));
+        }
+        let op = Op::Einsum(Equation::parse(equation).unwrap());
+        let (_, y) = g.add_node("einsum", op, ids).unwrap();
+        g.outputs = vec![y[0]];
+        let want = edgecc::interp::run(&g, &inputs).unwrap();
+        let lowered = edgecc::lower::lower(&g, "einsum").unwrap();
+        let names: Vec<&str> = lowered.program.kernels.iter().map(|k| k.name()).collect();
+        assert_eq!(names, kernels, "{equation}");
+        let got = exec(&lowered.program, &inputs);
+        let err = common::max_rel_err(&got[0], want[0].as_f32().unwrap());
+        assert!(err <= 1e-5, "{equation}: max relative error {err:e}");
     }
 }

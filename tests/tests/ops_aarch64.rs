@@ -133,3 +133,25 @@ fn masks_every_dtype_and_attention_mask() {
         panic!("aarch64 masks:\n{e}");
     }
 }
+
+/// Every Einsum form in one graph (ops_jit.rs `einsum_every_form` on the JIT).
+#[test]
+fn einsum_every_form() {
+    require_tools();
+    let mut net = Net::new();
+    for (i, &equation) in EINSUM_FORMS.iter().enumerate() {
+        let p = EinsumP {
+            equation,
+            sizes: vec![2, 3, 4, 5, 6, 7, 3, 2],
+            ellipsis: vec![3, 2],
+            forms: vec![0, 3, 1],
+            consts: vec![false, i % 3 == 0, false],
+            seed: i as u64,
+        };
+        build_einsum(&mut net, &p);
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 einsum forms:\n{e}");
+    }
+}

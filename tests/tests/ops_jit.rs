@@ -80,6 +80,11 @@ proptest! {
     }
 
     #[test]
+    fn einsum(p in einsum_strategy()) {
+        jit_case(&p, build_einsum)?;
+    }
+
+    #[test]
     fn chains(p in chain_strategy()) {
         jit_case(&p, build_chain)?;
     }
@@ -258,5 +263,43 @@ fn data_movement_every_dtype() {
         build_movement(&mut net, dtype, i as u64);
         net.check_exec().unwrap();
         net.check_jit().unwrap();
+    }
+}
+
+/// Every Einsum form at least once, with sizes > 1 (so no group collapses by accident) and
+/// with ellipsis dims that broadcast, whatever proptest samples.
+#[test]
+fn einsum_every_form() {
+    for (i, &equation) in EINSUM_FORMS.iter().enumerate() {
+        for (sizes, ellipsis, forms) in [
+            (vec![2, 3, 4, 5, 6, 7, 3, 2], vec![3, 2], vec![0, 3, 1]),
+            (vec![5, 1, 3, 1, 4, 2, 1, 3], vec![1, 4], vec![2, 0, 0]),
+        ] {
+            let p = EinsumP {
+                equation,
+                sizes,
+                ellipsis,
+                forms,
+                consts: vec![false, i % 3 == 0, false],
+                seed: i as u64,
+            };
+            jit_case(&p, build_einsum).unwrap_or_else(|e| panic!("{equation}: {e}"));
+        }
+    }
+}
+
+/// The attention einsums at transformer sizes (64-wide heads, odd sequence lengths).
+#[test]
+fn einsum_attention_sizes() {
+    for equation in ["bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "bid,bjd->bij"] {
+        let p = EinsumP {
+            equation,
+            sizes: vec![2, 4, 33, 64, 17],
+            ellipsis: vec![],
+            forms: vec![0],
+            consts: vec![false],
+            seed: 5,
+        };
+        jit_case(&p, build_einsum).unwrap_or_else(|e| panic!("{equation}: {e}"));
     }
 }

@@ -3,7 +3,7 @@
 
 use super::tensor_ops;
 use crate::ir::infer::{broadcast, flatten_axis, norm_axis, reshape_target};
-use crate::ir::{Binary, DType, Data, Op, ReduceKind, Tensor, Unary, WindowAttrs};
+use crate::ir::{Binary, DType, Data, Equation, Op, ReduceKind, Tensor, Unary, WindowAttrs};
 
 type R = Result<Vec<Tensor>, String>;
 
@@ -409,6 +409,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Split { axis, sizes } => tensor_ops::split(arg(0)?, *axis, sizes),
         Op::Tile { repeats } => tensor_ops::tile(arg(0)?, repeats),
         Op::Pad { pads, mode, value } => tensor_ops::pad(arg(0)?, pads, *mode, *value),
+        Op::Einsum(eq) => einsum(eq, x),
         Op::Softmax { axis, coerce_2d } => {
             let t = arg(0)?;
             let a = f32s(t, "input")?;
@@ -439,6 +440,91 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             }
             Ok(vec![Tensor::f32(t.shape.clone(), out)])
         }
+    }
+}
+
+/// Einsum over any number of inputs, straight from the definition: for every output
+/// index, the sum over every value of the summed labels of the product of the operands.
+/// Floats accumulate in f64 and round once; integers accumulate in i64, wrapping.
+fn einsum(eq: &Equation, x: &[&Tensor]) -> R {
+    let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape.as_slice()).collect();
+    let r = eq.resolve(&shapes)?;
+    let dtype = x.first().map(|t| t.dtype).ok_or("Einsum needs an input")?;
+    if x.iter().any(|t| t.dtype != dtype) {
+        return Err("Einsum inputs have different dtypes".into());
+    }
+    let strides: Vec<Vec<usize>> = x
+        .iter()
+        .enumerate()
+        .map(|(i, t)| r.label_strides(i, &t.shape))
+        .collect();
+    let out_shape = r.output_shape();
+    let summed = r.summed();
+    let sum_shape: Vec<usize> = summed.iter().map(|&l| r.sizes[l]).collect();
+    // Per input, the offset of every combination of the summed labels.
+    let inner: Vec<Vec<usize>> = strides
+        .iter()
+        .map(|s| {
+            let ls: Vec<usize> = summed.iter().map(|&l| s[l]).collect();
+            let mut offs = Vec::with_capacity(sum_shape.iter().product());
+            for_each_index(&sum_shape, |_, idx| offs.push(dot(idx, &ls)));
+            offs
+        })
+        .collect();
+    let outer: Vec<Vec<usize>> = strides
+        .iter()
+        .map(|s| r.output.iter().map(|&l| s[l]).collect())
+        .collect();
+    let n_out: usize = out_shape.iter().product();
+    let n_sum: usize = sum_shape.iter().product();
+    let mut bases = vec![0usize; x.len()];
+    if matches!(dtype, DType::F32 | DType::F64) {
+        let vals: Vec<Vec<f64>> = x
+            .iter()
+            .map(|t| t.to_f64s().ok_or("Einsum input must be numeric"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(n_out);
+        for_each_index(&out_shape, |_, idx| {
+            for (b, o) in bases.iter_mut().zip(&outer) {
+                *b = dot(idx, o);
+            }
+            let mut acc = 0f64;
+            for c in 0..n_sum {
+                let mut p = 1f64;
+                for (i, v) in vals.iter().enumerate() {
+                    p *= v[bases[i] + inner[i][c]];
+                }
+                acc += p;
+            }
+            out.push(acc);
+        });
+        let t = Tensor {
+            dtype: DType::F64,
+            shape: out_shape,
+            data: Data::F64(out),
+        };
+        tensor_ops::cast(&t, dtype)
+    } else {
+        let vals: Vec<Vec<i64>> = x
+            .iter()
+            .map(|t| t.to_i64s().ok_or("Einsum input must be numeric"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(n_out);
+        for_each_index(&out_shape, |_, idx| {
+            for (b, o) in bases.iter_mut().zip(&outer) {
+                *b = dot(idx, o);
+            }
+            let mut acc = 0i64;
+            for c in 0..n_sum {
+                let mut p = 1i64;
+                for (i, v) in vals.iter().enumerate() {
+                    p = p.wrapping_mul(v[bases[i] + inner[i][c]]);
+                }
+                acc = acc.wrapping_add(p);
+            }
+            out.push(acc);
+        });
+        tensor_ops::cast(&Tensor::i64(out_shape, out), dtype)
     }
 }
 

@@ -692,6 +692,22 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             }
             Ok(vec![(types[0].0, shape)])
         }
+        Op::Einsum(eq) => {
+            let first = types
+                .first()
+                .ok_or_else(|| InferError::Invalid("expects at least one input".into()))?;
+            for t in types {
+                if t.0 != first.0 {
+                    return Err(InferError::Invalid(format!(
+                        "input types differ: {} and {}",
+                        first.0, t.0
+                    )));
+                }
+                numeric(t, "input")?;
+            }
+            let shapes: Vec<&[usize]> = types.iter().map(|t| t.1).collect();
+            Ok(vec![(first.0, eq.resolve(&shapes)?.output_shape())])
+        }
         Op::Softmax { axis, .. } => {
             want(1, types, 1)?;
             float(&types[0], "input")?;

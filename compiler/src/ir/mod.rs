@@ -1,6 +1,7 @@
 //! The graph IR: typed ops on a petgraph graph with static shapes.
 
 mod dtype;
+pub mod einsum;
 mod graph;
 pub mod infer;
 mod op;
@@ -9,6 +10,7 @@ mod tensor;
 pub mod verify;
 
 pub use dtype::DType;
+pub use einsum::Equation;
 pub use graph::{Graph, Node, Value, ValueId};
 pub use op::{AutoPad, Binary, Cmp, Logic, Op, PadMode, ReduceKind, Unary, WindowAttrs};
 pub use petgraph::stable_graph::NodeIndex;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::DType;
+use super::{DType, Equation};
 
 /// Elementwise one-input float ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -289,6 +289,8 @@ pub enum Op {
         mode: PadMode,
         value: f64,
     },
+    /// Einstein summation over any number of inputs (see [`super::einsum`]).
+    Einsum(Equation),
 }
 
 impl Op {
@@ -378,6 +380,7 @@ impl Op {
             Op::Split { .. } => "Split",
             Op::Tile { .. } => "Tile",
             Op::Pad { .. } => "Pad",
+            Op::Einsum(_) => "Einsum",
         }
     }
 }
@@ -496,6 +499,7 @@ impl fmt::Display for Op {
             Op::Pad { pads, mode, value } => {
                 write!(f, "{{pads={} mode={mode:?} value={value:?}}}", list(pads))
             }
+            Op::Einsum(eq) => write!(f, "{{equation={eq}}}"),
             _ => Ok(()),
         }
     }

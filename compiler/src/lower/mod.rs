@@ -9,6 +9,7 @@
 //! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
 //!   big matrix product instead of many small ones.
 
+mod einsum;
 pub mod memory;
 
 use std::collections::HashMap;
@@ -833,6 +834,7 @@ impl<'g> Builder<'g> {
                 axes,
                 keepdims: _,
             } => self.reduce(n, *kind, axes.as_deref())?,
+            Op::Einsum(eq) => self.einsum(n, eq)?,
             Op::LayerNorm { axis, epsilon } => self.layer_norm(n, *axis, *epsilon)?,
             Op::Gelu { tanh: true } => {
                 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))

@@ -9,8 +9,8 @@ use onnx_protobuf::{ModelProto, NodeProto, ValueInfoProto};
 use super::attrs::Attrs;
 use super::tensor::{self, DataDir};
 use crate::ir::{
-    AutoPad, Binary, Cmp, DType, Graph, Logic, Op, PadMode, ReduceKind, Tensor, Unary, ValueId,
-    WindowAttrs,
+    AutoPad, Binary, Cmp, DType, Equation, Graph, Logic, Op, PadMode, ReduceKind, Tensor, Unary,
+    ValueId, WindowAttrs,
 };
 use crate::{Error, UnsupportedOp};
 
@@ -90,6 +90,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Einsum",
     "Equal",
     "Erf",
     "Exp",
@@ -725,6 +726,13 @@ fn translate(
                 .unwrap_or(if opset < 13 { 1 } else { -1 }),
             coerce_2d: opset < 13,
         },
+        "Einsum" => {
+            let eq = a
+                .string("equation")
+                .map_err(some)?
+                .ok_or_else(|| some("'equation' is required".into()))?;
+            Op::Einsum(Equation::parse(&eq).map_err(some)?)
+        }
         "Erf" => Op::Unary(Unary::Erf),
         "Log" => Op::Unary(Unary::Log),
         "Pow" => Op::Binary(Binary::Pow),

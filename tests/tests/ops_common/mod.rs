@@ -2285,6 +2285,149 @@ pub fn build_chain(net: &mut Net, p: &ChainP) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Einsum
+
+/// Equations the Einsum tests draw from: the attention forms PyTorch exports, the ONNX
+/// node-test forms, forms that need a dense copy of an operand or of the result (their
+/// groups do not nest), one-operand sums, diagonals, broadcast ellipses and chains of
+/// three operands.
+pub const EINSUM_FORMS: &[&str] = &[
+    "bhqd,bhkd->bhqk",
+    "bhqk,bhkd->bhqd",
+    "bid,bjd->bij",
+    "ij,jk->ik",
+    "ij,kj->ik",
+    "ji,jk->ik",
+    "ij,jk",
+    "bij,bjk->bik",
+    "bqhd,bkhd->bhqk",
+    "bhqk,bkhd->bqhd",
+    "ijk,jkl->il",
+    "ijk,lkj->li",
+    "ij,j->i",
+    "i,i->",
+    "i,j->ij",
+    "ab,ab->",
+    "ij,ij->ij",
+    "ij,jk->",
+    "ijm,jkn->ik",
+    "ij->",
+    "ij->ji",
+    "ijk->kj",
+    "ijk->ik",
+    "ijk->jk",
+    "ij->i",
+    "ii->i",
+    "ii->",
+    "bii->bi",
+    "...ii->...i",
+    "iji->j",
+    "...ij,...jk->...ik",
+    "...ij,jk->...ik",
+    "i...,i...->...",
+    "...i->...",
+    "abc,cd,de->abe",
+    "ij,jk,kl->il",
+    "bn,anm,bm->ba",
+    "i,i,i->i",
+];
+
+#[derive(Clone, Debug)]
+pub struct EinsumP {
+    pub equation: &'static str,
+    /// Sizes of the letters `a..z` in order of first use.
+    pub sizes: Vec<usize>,
+    /// The broadcast ellipsis dims, and per operand how its own ellipsis dims derive from
+    /// them (bit 0: drop the first dim, bit 1: set the dims at odd positions to 1).
+    pub ellipsis: Vec<usize>,
+    pub forms: Vec<u8>,
+    pub consts: Vec<bool>,
+    pub seed: u64,
+}
+
+pub fn einsum_strategy() -> BoxedStrategy<EinsumP> {
+    (
+        prop::sample::select(EINSUM_FORMS),
+        prop::collection::vec(dim(7), 8),
+        prop::collection::vec(dim(4), 0..=2),
+        prop::collection::vec(0u8..4, 3),
+        prop::collection::vec(prop_oneof![3 => Just(false), 1 => Just(true)], 3),
+        any::<u64>(),
+    )
+        .prop_map(|(equation, sizes, ellipsis, forms, consts, seed)| EinsumP {
+            equation,
+            sizes,
+            ellipsis,
+            forms,
+            consts,
+            seed,
+        })
+        .boxed()
+}
+
+impl EinsumP {
+    /// The operand shapes the equation's terms describe.
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        let lhs = self.equation.split("->").next().unwrap_or("");
+        let mut letters: Vec<u8> = Vec::new();
+        let mut shapes = Vec::new();
+        for (i, term) in lhs.split(',').enumerate() {
+            let (t, mut shape, mut at) = (term.as_bytes(), Vec::new(), 0);
+            while at < t.len() {
+                if t[at] == b'.' {
+                    let f = self.forms[i % self.forms.len()];
+                    let skip = usize::from(f & 1 == 1).min(self.ellipsis.len());
+                    for (d, &n) in self.ellipsis.iter().enumerate().skip(skip) {
+                        shape.push(if f & 2 == 2 && d % 2 == 1 { 1 } else { n });
+                    }
+                    at += 3;
+                    continue;
+                }
+                let l = match letters.iter().position(|&x| x == t[at]) {
+                    Some(l) => l,
+                    None => {
+                        letters.push(t[at]);
+                        letters.len() - 1
+                    }
+                };
+                shape.push(self.sizes[l % self.sizes.len()]);
+                at += 1;
+            }
+            shapes.push(shape);
+        }
+        shapes
+    }
+}
+
+/// Einsum against the interpreter. Tolerance as for MatMul with `K` the number of
+/// products summed per output element (pairwise contraction through rounded f32
+/// intermediates stays within the sum of the steps' bounds, which this exceeds), plus
+/// `2·inputs` rounding steps.
+pub fn build_einsum(net: &mut Net, p: &EinsumP) {
+    let eq = edgecc::ir::Equation::parse(p.equation).expect("test equation parses");
+    let mut rng = Rng::new(p.seed);
+    let shapes = p.shapes();
+    let tensors: Vec<Tensor> = shapes.iter().map(|s| rng.tensor(s, -1.0, 1.0)).collect();
+    let op = Op::Einsum(eq.clone());
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let mag = magnitude(&op, &refs);
+    let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+    let r = eq.resolve(&shape_refs).expect("test shapes fit");
+    let k: usize = r.summed().iter().map(|&l| r.sizes[l]).product();
+    let ins: Vec<ValueId> = tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| net.data(i > 0 && p.consts[i % p.consts.len()], t))
+        .collect();
+    let y = net.node(op, &ins);
+    net.output(
+        y,
+        format!("Einsum {} shapes {shapes:?} {p:?}", p.equation),
+        Tol::elem(tol_dot(k + 2 * shapes.len(), &mag)),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Many instances in one graph
 
 fn sample<S: Strategy>(
@@ -2334,6 +2477,7 @@ pub fn batch_net(seed: u64, div: usize) -> Net {
         // have no input slots to spare; aarch64 gets its sample here.
         sample(&mut net, r, mask_strategy(), 12, build_mask);
     }
+    sample(&mut net, r, einsum_strategy(), k(3), build_einsum);
     for which in 0..CHAINS {
         let p = ChainP {
             which,
