@@ -63,8 +63,8 @@ fn batch_seed_4() {
     run(4);
 }
 
-/// The k-lanes GEMM tile (A read in place along contiguous K, 4 K values per load; see
-/// `Tile::for_gemm`) on the shapes that exercise its edges: row tails (M mod 8), K
+/// The k-lanes GEMM tile (11×8, A read in place along contiguous K, 4 K values per load; see
+/// `Tile::for_gemm`) on the shapes that exercise its edges: row tails (M mod 11), K
 /// remainders (K mod 4), every column tail (N mod 8 in 1..7), batches, constant and
 /// input B, fused activations, and transformer-sized projections.
 #[test]

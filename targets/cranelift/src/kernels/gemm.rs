@@ -14,11 +14,11 @@
 //!   previously 8 `ldr s` of A. Unrolled twice: 48 `fmla` + 10 `ldr q` + 8 loop
 //!   instructions per iteration, 1.375 instructions per `fmla` (1.79 before).
 //! - aarch64, A read in place with K contiguous (activations times weights, the
-//!   transformer projections): the 8×8 k-lanes tile ([`Tile::for_gemm`]), unrolled 4
-//!   times; per iteration 8 `ldr q` of A (4 K values of a row each), 8 `ldr q` of B and
-//!   64 by-element `fmla`, plus 8 loop instructions: 1.34 instructions per `fmla`, where
+//!   transformer projections): the 11×8 k-lanes tile ([`Tile::for_gemm`]), unrolled 4
+//!   times; per iteration 11 `ldr q` of A (4 K values of a row each), 8 `ldr q` of B and
+//!   88 by-element `fmla`, plus 5 loop instructions: 1.27 instructions per `fmla`, where
 //!   the 8×12 tile with a scalar A load per row and step took 1.63 (128×384×384 with
-//!   constant B: 8.48 M → 6.52 M guest instructions; onnxruntime 6.0 M).
+//!   constant B: 8.48 M → 6.06 M guest instructions; onnxruntime 5.9–6.0 M).
 //! - x86_64 with FMA: every multiply-add gets its own `vbroadcastss mem` of A. The FMA
 //!   then overwrites a dead register instead of a copy of a live splat (x64 FMA ties its
 //!   destination to a multiplicand), which removes the 8 `movdqa` per unrolled iteration,
@@ -109,21 +109,23 @@ impl Tile {
 
     /// The tile for a GEMM with `m` rows and A read through `a` (`a_const`: A is packed
     /// at compile time). On aarch64 an A that is read in place with K contiguous (the
-    /// activations of every transformer projection) takes an 8×8 tile unrolled 4 times:
-    /// each iteration loads 4 K values of each of the 8 rows as one f32x4 and feeds the
-    /// by-element `fmla` by lane (see `micro`), so per 4 K steps there are 8 `ldr q` of A,
-    /// 8 of B and 64 `fmla` (1.25 instructions per `fmla`), where the 8×12 tile needs a
-    /// scalar load per row and K step and cannot be unrolled without spilling (1.6). The
-    /// 8×12 tile with its 2 + 3 vector loads per step stays for packed A, which has
-    /// 8 rows per pair of loads already.
+    /// activations of every transformer projection) takes an 11×8 tile unrolled 4
+    /// times: each iteration loads 4 K values of each of the 11 rows as one f32x4 and
+    /// feeds the by-element `fmla` by lane (see `micro`), so per 4 K steps there are 11
+    /// `ldr q` of A, 8 of B and 88 `fmla` (1.22 instructions per `fmla` before the loop's
+    /// own), where the 8×12 tile needs a scalar load per row and K step and cannot be
+    /// unrolled without spilling (1.6). The e-graph elaborates one accumulator chain at a
+    /// time, so all 8 B vectors of an iteration stay live: 22 accumulators + 8 B + the
+    /// current A is 31 registers; 12 rows spill (6.32 M guest instructions on
+    /// 128×384×384 against 6.06 M for 11 rows, 6.12 M for 10 and 6.30 M for 8). The 8×12
+    /// tile with its 2 + 3 vector loads per step stays for packed A.
     pub fn for_gemm(self, m: u64, a: &View, a_const: bool) -> Tile {
         let t = self.for_m(m);
         if self.k_lanes && m > SMALL_M && !a_const && a.strides.get(2) == Some(&1) {
-            // Not unrolled 8 times: the e-graph elaborates each accumulator's chain at
-            // once, so all 8 steps' B vectors (16) would be live with 16 accumulators and
-            // 8 A vectors; that spills (7.18 M instead of 6.30 M on 128×384×384).
+            // Not unrolled 8 times: all 8 steps' B vectors (16) would be live with the
+            // accumulators; that spills (7.18 M instead of 6.30 M with 8 rows).
             return Tile {
-                mr: 8,
+                mr: 11,
                 nv: 2,
                 unroll: 4,
                 ..self
