@@ -400,6 +400,46 @@ impl<'f, 'd> Fx<'f, 'd> {
         self.b.block_params(exit).to_vec()
     }
 
+    /// Like [`Fx::for_n`] for bodies that do not need the index: the count runs down to
+    /// zero, so the loop's own cost is a subtract and a compare-and-branch on zero
+    /// (`sub` + `cbnz` on aarch64) instead of an add, a compare and a branch. In a GEMM's
+    /// K loop that is one instruction of every ~110.
+    pub fn repeat_n(
+        &mut self,
+        n: u64,
+        carried: &[Value],
+        mut body: impl FnMut(&mut Self, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        match n {
+            0 => return carried.to_vec(),
+            1 => return body(self, carried),
+            _ => {}
+        }
+        let tys: Vec<Type> = carried
+            .iter()
+            .map(|&v| self.b.func.dfg.value_type(v))
+            .collect();
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(head, PTR);
+        for &t in &tys {
+            self.b.append_block_param(head, t);
+            self.b.append_block_param(exit, t);
+        }
+        let count = self.iconst(n as i64);
+        let args = block_args(count, carried);
+        self.b.ins().jump(head, &args);
+        self.b.switch_to_block(head);
+        let params = self.b.block_params(head).to_vec();
+        let next = body(self, &params[1..]);
+        let left = self.b.ins().iadd_imm_s(params[0], -1);
+        let back = block_args(left, &next);
+        let out: Vec<BlockArg> = next.iter().map(|&v| v.into()).collect();
+        self.b.ins().brif(left, head, &back, exit, &out);
+        self.b.switch_to_block(exit);
+        self.b.block_params(exit).to_vec()
+    }
+
     /// Like [`Fx::for_n`], but tested at the top, with the exit taking the header's own
     /// parameters: each carried value the body computes then has exactly one use (the
     /// back edge). In the rotated form the last values are also the exit's arguments, and

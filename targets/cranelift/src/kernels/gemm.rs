@@ -341,7 +341,7 @@ fn micro(
         g.unroll
     };
     let iters = g.k / unroll;
-    let body = |fx: &mut Fx, _: Value, c: &[Value]| {
+    let body = |fx: &mut Fx, c: &[Value]| {
         let (ap, bp) = (c[nacc], c[nacc + 1]);
         let mut acc = c[..nacc].to_vec();
         let mut a_k: Vec<Value> = Vec::new();
@@ -364,9 +364,9 @@ fn micro(
         next
     };
     let out = if a_per_use {
-        fx.for_n_top(iters, &carried, body)
+        fx.for_n_top(iters, &carried, |fx, _, c| body(fx, c))
     } else {
-        fx.for_n(iters, &carried, body)
+        fx.repeat_n(iters, &carried, body)
     };
     let mut acc = out[..nacc].to_vec();
     for u in 0..(g.k % unroll) as i64 {
