@@ -238,3 +238,45 @@ fn moves_of_bool_and_i64_and_constant_index_gathers() {
     net.output(ge_i64, "GatherElements i64 axis 0", Tol::exact());
     net.check_jit().unwrap();
 }
+
+/// Elementwise chains as exporters write them (bias Add → GELU as Div/Erf/Add/Mul/Mul, a
+/// residual Add) become one loop; a value that is also read later, or through another
+/// view, stops a merge. Compiled against the interpreter.
+#[test]
+fn elementwise_chains_merge_into_one_kernel() {
+    use edgecc::ir::Unary;
+    let mut rng = Rng::new(31);
+    let mut net = Net::new();
+    let x = net.input(rng.tensor(&[1, 5, 12], -3.0, 3.0));
+    let bias = net.konst(rng.tensor(&[12], -0.5, 0.5));
+    let h = net.node(Op::Binary(Binary::Add), &[x, bias]);
+    let sqrt2 = net.konst(Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]));
+    let d = net.node(Op::Binary(Binary::Div), &[h, sqrt2]);
+    let e = net.node(Op::Unary(Unary::Erf), &[d]);
+    let one = net.konst(Tensor::f32(vec![], vec![1.0]));
+    let a = net.node(Op::Binary(Binary::Add), &[e, one]);
+    let m = net.node(Op::Binary(Binary::Mul), &[h, a]);
+    let half = net.konst(Tensor::f32(vec![], vec![0.5]));
+    let gelu = net.node(Op::Binary(Binary::Mul), &[m, half]);
+    let residual = net.node(Op::Binary(Binary::Add), &[gelu, x]);
+    net.output(residual, "bias + erf GELU + residual", Tol::rel(1e-6, 2e-6));
+    // A transposed copy merges into its reader, which then reads exp(y) through two
+    // views; exp(y) itself is read twice, through different views, so it stays apart.
+    let y = net.input(rng.tensor(&[6, 6], -1.0, 1.0));
+    let ey = net.node(Op::Unary(Unary::Exp), &[y]);
+    let t = net.node(Op::Transpose { perm: vec![1, 0] }, &[ey]);
+    let s = net.node(Op::Binary(Binary::Add), &[t, ey]);
+    net.output(s, "exp(y)ᵀ + exp(y)", Tol::rel(4e-7, 1e-30));
+    net.check_jit().unwrap();
+
+    let lowered = edgecc::lower::lower(&net.g, "ops").unwrap();
+    // The bias, GELU and residual block is one kernel (the bias result, read twice,
+    // merges once the rest is one kernel); then exp, then transpose + add.
+    assert_eq!(
+        lowered.kernel_nodes,
+        ["n3+n5+n6+n8+n9+n11+n12", "n14", "n15+n16"],
+        "{:?}",
+        lowered.program.kernels
+    );
+    assert_eq!(lowered.merged_elementwise, 7);
+}

@@ -10,6 +10,7 @@
 //!   big matrix product instead of many small ones.
 
 mod einsum;
+mod fuse;
 pub mod memory;
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct Lowered {
     pub arena_heuristic: &'static str,
     /// Activations folded into a preceding kernel.
     pub fused_activations: usize,
+    /// Elementwise kernels folded into the next one (see `fuse.rs`).
+    pub merged_elementwise: usize,
     /// Elementwise kernels that run in place, in an input's storage.
     pub in_place: usize,
     /// For each kernel of the program, the graph nodes it computes (`Conv_3+Relu_4` when
@@ -1796,6 +1799,26 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         b.copy(from, out, g.value(v).byte_size() as u64);
         kernel_nodes.resize(b.kernels.len(), format!("output copy {}", g.value(v).name));
     }
+    let merged_elementwise = fuse::elementwise_chains(&mut b.kernels, &mut kernel_nodes);
+    if merged_elementwise > 0 {
+        // Kernels moved and intermediates vanished: lifetimes from the final list.
+        for t in &mut b.temps {
+            (t.first, t.last) = (usize::MAX, 0);
+        }
+        for (step, k) in b.kernels.iter().enumerate() {
+            for t in fuse::temps_of(k) {
+                let temp = &mut b.temps[t];
+                temp.first = temp.first.min(step);
+                temp.last = temp.last.max(step);
+            }
+        }
+        for t in &mut b.temps {
+            if t.first == usize::MAX {
+                // Never stored any more: no bytes, no lifetime.
+                (t.size, t.first, t.last) = (0, 0, 0);
+            }
+        }
+    }
 
     let reqs: Vec<memory::Request> = b
         .temps
@@ -1845,6 +1868,7 @@ pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
         arena_lower_bound: plan.lower_bound,
         arena_heuristic: plan.heuristic,
         fused_activations: b.fused,
+        merged_elementwise,
         in_place: b.in_place,
         kernel_nodes,
     })
