@@ -83,6 +83,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "AveragePool",
     "BatchNormalization",
     "Cast",
+    "CastLike",
     "Clip",
     "Concat",
     "Constant",
@@ -112,6 +113,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "MatMul",
     "Max",
     "MaxPool",
+    "Mean",
     "Min",
     "Mul",
     "Neg",
@@ -130,12 +132,14 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Reshape",
     "Shape",
     "Sigmoid",
+    "Size",
     "Slice",
     "Softmax",
     "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
+    "Sum",
     "Tanh",
     "Tile",
     "Transpose",
@@ -153,6 +157,13 @@ enum Lowered {
     /// Transpose without `perm`: reverse the dims, whose number is known only once the
     /// input's value exists.
     TransposeReversed(String),
+    /// A variadic Sum/Max/Min/Mean: the binary op folded left over the inputs (at least
+    /// two), the result divided by `divisor` when it is given (Mean).
+    Chain {
+        op: Binary,
+        inputs: Vec<String>,
+        divisor: Option<f32>,
+    },
 }
 
 /// Imports a decoded model.
@@ -290,7 +301,8 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             |n: &str| -> Option<Tensor> { scope.get(n).and_then(|&v| graph.konst(v).cloned()) };
         let shape =
             |n: &str| -> Option<Vec<usize>> { scope.get(n).map(|&v| graph.value(v).shape.clone()) };
-        let lowered = match translate(node, opset, &konst, &shape) {
+        let dtype = |n: &str| -> Option<DType> { scope.get(n).map(|&v| graph.value(v).dtype) };
+        let lowered = match translate(node, opset, &konst, &shape, &dtype) {
             Ok(l) if !tainted => l,
             result => {
                 // An op that failed only for want of a constant its unsupported producer
@@ -320,6 +332,49 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 let v = lookup(&scope, &input, &name)?;
                 if let Some(out) = node.output.first() {
                     scope.insert(out.clone(), v);
+                }
+            }
+            Lowered::Chain {
+                op,
+                inputs,
+                divisor,
+            } => {
+                let mut ins = inputs
+                    .iter()
+                    .map(|i| lookup(&scope, i, &name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Every step but the last is an intermediate of its own.
+                let last = ins.pop().expect("two or more inputs");
+                let mut acc = ins[0];
+                for (k, &v) in ins.iter().enumerate().skip(1) {
+                    acc = graph
+                        .add_node(format!("{name}/{k}"), Op::Binary(op), vec![acc, v])?
+                        .1[0];
+                }
+                match divisor {
+                    None => build(
+                        &mut graph,
+                        &mut scope,
+                        node,
+                        name,
+                        Op::Binary(op),
+                        vec![acc, last],
+                    )?,
+                    Some(d) => {
+                        let sum = graph
+                            .add_node(format!("{name}/sum"), Op::Binary(op), vec![acc, last])?
+                            .1[0];
+                        let count =
+                            graph.add_const(format!("{name}/count"), Tensor::f32(vec![], vec![d]));
+                        build(
+                            &mut graph,
+                            &mut scope,
+                            node,
+                            name,
+                            Op::Binary(Binary::Div),
+                            vec![sum, count],
+                        )?;
+                    }
                 }
             }
             Lowered::TransposeReversed(input) => {
@@ -547,6 +602,7 @@ fn translate(
     opset: i64,
     konst: &dyn Fn(&str) -> Option<Tensor>,
     konst_shape: &dyn Fn(&str) -> Option<Vec<usize>>,
+    dtype_of: &dyn Fn(&str) -> Option<DType>,
 ) -> Result<Lowered, Option<String>> {
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Err(None);
@@ -588,15 +644,41 @@ fn translate(
                 _ => Binary::Div,
             })
         }
-        "Max" | "Min" => {
-            if ins.len() != 2 {
-                return Err(some(format!("{} inputs (2 are supported)", ins.len())));
+        "Max" | "Min" | "Sum" | "Mean" => {
+            let op = match node.op_type.as_str() {
+                "Max" => Binary::Max,
+                "Min" => Binary::Min,
+                _ => Binary::Add,
+            };
+            match ins.len() {
+                0 => return Err(some("no inputs".into())),
+                1 => return Ok(Lowered::Alias(ins[0].clone())),
+                2 if node.op_type != "Mean" => Op::Binary(op),
+                n => {
+                    return Ok(Lowered::Chain {
+                        op,
+                        inputs: ins,
+                        divisor: (node.op_type == "Mean").then_some(n as f32),
+                    });
+                }
             }
-            Op::Binary(if node.op_type == "Max" {
-                Binary::Max
-            } else {
-                Binary::Min
-            })
+        }
+        "Size" => {
+            let n: usize = konst_shape(&ins[0])
+                .ok_or_else(|| some("no input".into()))?
+                .iter()
+                .product();
+            return Ok(Lowered::Const(Tensor::i64(vec![], vec![n as i64])));
+        }
+        "CastLike" => {
+            let to = ins
+                .get(1)
+                .and_then(|n| dtype_of(n))
+                .ok_or_else(|| some("CastLike needs two inputs".into()))?;
+            if !crate::ir::infer::castable(to) {
+                return Err(some(format!("Cast to {to}")));
+            }
+            return Ok(Lowered::Op(Op::Cast { to }, ins[..1].to_vec()));
         }
         "Clip" => {
             let (min, max) = if opset < 11 {
