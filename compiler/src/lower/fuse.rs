@@ -51,8 +51,8 @@ fn same(shape: &[u64], a: &View, b: &View) -> bool {
             .all(|(&n, (x, y))| n == 1 || x == y)
 }
 
-/// `consumer` with every read of `via` replaced by `producer`'s expression, or `None`
-/// when the merge is not allowed.
+/// `consumer` with every read of the producer's result replaced by the producer's
+/// expression, or `None` when the merge is not allowed.
 fn merge(producer: &Kernel, consumer: &Kernel) -> Option<Kernel> {
     let (
         Kernel::Elementwise {
@@ -161,6 +161,17 @@ pub(super) fn elementwise_chains(kernels: &mut Vec<Kernel>, nodes: &mut Vec<Stri
 }
 
 fn one_sweep(kernels: &mut Vec<Kernel>, nodes: &mut Vec<String>) -> usize {
+    // The last kernel (index at the start of the sweep) touching each temp. A merge at j
+    // changes nothing after j + 1, so these stay right with `merged` as the shift.
+    let mut last_use: Vec<usize> = Vec::new();
+    for (step, k) in kernels.iter().enumerate() {
+        for t in temps_of(k) {
+            if last_use.len() <= t {
+                last_use.resize(t + 1, 0);
+            }
+            last_use[t] = step;
+        }
+    }
     let mut merged = 0;
     let mut j = 0;
     while j + 1 < kernels.len() {
@@ -177,7 +188,7 @@ fn one_sweep(kernels: &mut Vec<Kernel>, nodes: &mut Vec<String>) -> usize {
         // whole again (in place): later readers then see the consumer's result, as before.
         let consumer_rewrites = matches!(&kernels[j + 1],
             Kernel::Elementwise { output: co, shape, .. } if same(shape, co, output));
-        let read_later = kernels[j + 2..].iter().any(|k| temps_of(k).contains(&t));
+        let read_later = last_use.get(t).is_some_and(|&l| l > j + 1 + merged);
         if read_later && !consumer_rewrites {
             j += 1;
             continue;
