@@ -121,6 +121,11 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
         )));
         let want = npy(&dir.join(format!("output_{k}.npy")));
         let err = max_rel_err(&got, &want);
+        // Reported for every model, target and output (`cargo test -- --nocapture`).
+        eprintln!(
+            "{name} {target:?} output {k} ({}): max |error| / max |onnxruntime| = {err:.2e}",
+            g.output_name(k)
+        );
         assert!(
             err <= 1e-4,
             "{name} {target:?} output {k}: relative error {err:e}"
