@@ -4,7 +4,8 @@
 //!         [--warmup W] [--rounds R] [--python PY]
 //!
 //! MODEL is a folder with `model.onnx` and `input_<i>.npy`, or a name under
-//! `examples/models/` (default: mlp cnn conv1d symbolic). Each round times N edgecc runs
+//! `examples/models/` (default: `edgecc_bench::DEFAULT_MODELS`, the small models and the
+//! encoders). Each round times N edgecc runs
 //! (after W warm-up runs) through `edgecc_runtime::Model::run`, then spawns
 //! `bench/ort_time.py` for the same model, input and N; the table keeps each side's lowest
 //! per-round median, which filters out rounds disturbed by other work on the machine.
