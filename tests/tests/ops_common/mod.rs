@@ -2526,7 +2526,11 @@ pub fn ln_stats_strategy() -> BoxedStrategy<LnStatsP> {
         .prop_map(|(shape, a, negative, epsilon, which, seed)| {
             let r = shape.len();
             let a = a % r;
-            let axis = if negative { a as i64 - r as i64 } else { a as i64 };
+            let axis = if negative {
+                a as i64 - r as i64
+            } else {
+                a as i64
+            };
             LnStatsP {
                 shape,
                 axis,
