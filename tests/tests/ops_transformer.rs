@@ -94,7 +94,8 @@ proptest! {
         net.check_exec().map_err(TestCaseError::fail)?;
     }
 
-    /// ReduceMin and ReduceProd over adjacent axes, with NaN and ±inf in some cases.
+    /// ReduceMin, ReduceProd and ReduceMax over adjacent axes, with NaN and ±inf in some
+    /// cases.
     #[test]
     fn reduce_min_and_prod(p in ops_common::min_prod_strategy()) {
         let mut net = Net::new();

@@ -2613,7 +2613,11 @@ pub fn min_prod_strategy() -> BoxedStrategy<ReduceP> {
     (
         prop::collection::vec(1usize..6, 1..5),
         (0usize..8, 0usize..8),
-        prop_oneof![Just(ReduceKind::Min), Just(ReduceKind::Prod)],
+        prop_oneof![
+            Just(ReduceKind::Min),
+            Just(ReduceKind::Prod),
+            Just(ReduceKind::Max)
+        ],
         any::<bool>(),
         prop::bool::weighted(0.3),
         any::<u64>(),
@@ -2635,7 +2639,7 @@ pub fn min_prod_strategy() -> BoxedStrategy<ReduceP> {
         .boxed()
 }
 
-/// Min picks an element: exact. Prod multiplies `len` values of magnitude in [0.9, 1.1]
+/// Min and Max pick an element (NaN if any is): exact. Prod multiplies `len` values of magnitude in [0.9, 1.1]
 /// (no overflow or underflow for `len` ≤ 625) in f32, one rounding each, against one
 /// rounding of the f64 product: `(len+1)·U` relative.
 pub fn build_reduce(net: &mut Net, p: &ReduceP) {
