@@ -155,3 +155,44 @@ fn einsum_every_form() {
         panic!("aarch64 einsum forms:\n{e}");
     }
 }
+
+/// LayerNormalization with its Mean and InvStdDev outputs on every axis of a 3-D input,
+/// and ReduceMin/ReduceProd over each run of adjacent axes, some with NaN and ±inf, in
+/// one graph (`ops_transformer.rs` has them as JIT property tests).
+#[test]
+fn layer_norm_stats_and_min_prod_reductions() {
+    use edgecc::ir::ReduceKind;
+    require_tools();
+    let mut net = Net::new();
+    let shape = vec![3, 5, 6];
+    for (i, axis) in [0i64, 1, 2, -1].into_iter().enumerate() {
+        let p = LnStatsP {
+            shape: shape.clone(),
+            axis,
+            epsilon: [1e-5, 1e-2][i % 2],
+            which: 3,
+            seed: i as u64,
+        };
+        build_ln_stats(&mut net, &p);
+    }
+    let mut seed = 100;
+    for kind in [ReduceKind::Min, ReduceKind::Prod] {
+        for (a, b) in [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3)] {
+            seed += 1;
+            let p = ReduceP {
+                shape: vec![4, 7, 9],
+                a,
+                b,
+                kind,
+                keepdims: seed % 2 == 0,
+                specials: seed % 3 == 0,
+                seed,
+            };
+            build_reduce(&mut net, &p);
+        }
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 LayerNorm stats and Min/Prod reductions:\n{e}");
+    }
+}

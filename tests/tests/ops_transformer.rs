@@ -1,5 +1,6 @@
 //! Compiled (x86_64 JIT) against the interpreter for the transformer-export ops that have
-//! kernels: reductions over adjacent axes, LayerNormalization, tanh-Gelu, Pow by the
+//! kernels: reductions over adjacent axes (Sum, Mean, Max, Min, Prod), LayerNormalization
+//! (with its Mean and InvStdDev outputs), tanh-Gelu, Pow by the
 //! exponents the kernels express, Squeeze/Unsqueeze views.
 
 mod ops_common;
@@ -78,9 +79,29 @@ proptest! {
             // the lowering refuses it (partial broadcast), which the interpreter handles.
             return Ok(());
         }
-        let y = net.node(Op::LayerNorm { axis, epsilon: 1e-5 }, &ins);
+        let y = net.node(Op::LayerNorm { axis, epsilon: 1e-5, stats: false }, &ins);
         net.output(y, format!("LayerNorm {shape:?}"), Tol::rel(0.0, (len as f64 + 8.0) * 2.4e-7 * 4.0));
         net.check_jit().unwrap();
+    }
+
+    /// LayerNormalization with its Mean and InvStdDev outputs, on every axis and a few
+    /// epsilons (tolerances: `build_ln_stats`), on the JIT and the scalar executor.
+    #[test]
+    fn layer_norm_with_mean_and_inv_std_dev(p in ops_common::ln_stats_strategy()) {
+        let mut net = Net::new();
+        ops_common::build_ln_stats(&mut net, &p);
+        net.check_jit().map_err(TestCaseError::fail)?;
+        net.check_exec().map_err(TestCaseError::fail)?;
+    }
+
+    /// ReduceMin, ReduceProd and ReduceMax over adjacent axes, with NaN and ±inf in some
+    /// cases.
+    #[test]
+    fn reduce_min_and_prod(p in ops_common::min_prod_strategy()) {
+        let mut net = Net::new();
+        ops_common::build_reduce(&mut net, &p);
+        net.check_jit().map_err(TestCaseError::fail)?;
+        net.check_exec().map_err(TestCaseError::fail)?;
     }
 
     /// tanh-Gelu: tanh's polynomial (≤ 3e-7 absolute) scaled by x/2, plus a few roundings.

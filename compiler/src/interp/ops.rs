@@ -284,7 +284,11 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 .collect();
             Ok(vec![Tensor::f32(t.shape.clone(), out)])
         }
-        Op::LayerNorm { axis, epsilon } => {
+        Op::LayerNorm {
+            axis,
+            epsilon,
+            stats,
+        } => {
             let t = arg(0)?;
             let a = f32s(t, "X")?;
             let ax = norm_axis(*axis, t.shape.len())?;
@@ -297,9 +301,12 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             let bs = bias.map(|b| broadcast_strides(&b.shape, inner_shape));
             let bv = bias.map(|b| f32s(b, "B")).transpose()?;
             let mut out = vec![0f32; a.len()];
+            let (mut means, mut invs) = (Vec::new(), Vec::new());
             let mut idxs = Vec::with_capacity(len);
             for_each_index(inner_shape, |_, idx| idxs.push(idx.to_vec()));
-            for (row, chunk) in a.chunks(len.max(1)).enumerate() {
+            let rows: usize = t.shape[..ax].iter().product();
+            for row in 0..rows {
+                let chunk = &a[row * len..(row + 1) * len];
                 let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
                 let var = chunk
                     .iter()
@@ -307,6 +314,8 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                     .sum::<f64>()
                     / len as f64;
                 let inv = 1.0 / (var + *epsilon as f64).sqrt();
+                means.push(mean as f32);
+                invs.push(inv as f32);
                 for (j, &v) in chunk.iter().enumerate() {
                     let mut y = (v as f64 - mean) * inv * sc[dot(&idxs[j], &ss)] as f64;
                     if let (Some(b), Some(s)) = (bv, &bs) {
@@ -315,7 +324,14 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                     out[row * len + j] = y as f32;
                 }
             }
-            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+            let mut outs = vec![Tensor::f32(t.shape.clone(), out)];
+            if *stats {
+                let mut s = t.shape[..ax].to_vec();
+                s.resize(t.shape.len(), 1);
+                outs.push(Tensor::f32(s.clone(), means));
+                outs.push(Tensor::f32(s, invs));
+            }
+            Ok(outs)
         }
         Op::Reduce {
             kind,

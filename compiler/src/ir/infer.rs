@@ -262,7 +262,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             float(&types[0], "input")?;
             Ok(vec![(DType::F32, types[0].1.to_vec())])
         }
-        Op::LayerNorm { axis, .. } => {
+        Op::LayerNorm { axis, stats, .. } => {
             want(3, types, 2)?;
             for t in types {
                 float(t, "operand")?;
@@ -278,7 +278,14 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                     )));
                 }
             }
-            Ok(vec![(DType::F32, x.to_vec())])
+            let mut outs = vec![(DType::F32, x.to_vec())];
+            if *stats {
+                let mut s = x[..ax].to_vec();
+                s.resize(x.len(), 1);
+                outs.push((DType::F32, s.clone()));
+                outs.push((DType::F32, s));
+            }
+            Ok(outs)
         }
         Op::Reduce {
             axes,

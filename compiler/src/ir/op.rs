@@ -222,10 +222,13 @@ pub enum Op {
     Gelu {
         tanh: bool,
     },
-    /// Normalizes over the dims from `axis` on; inputs X, scale, optional bias.
+    /// Normalizes over the dims from `axis` on; inputs X, scale, optional bias. With
+    /// `stats` it has two more outputs, ONNX's Mean and InvStdDev `1/sqrt(var + epsilon)`
+    /// (f32, X's shape with the dims from `axis` on set to 1).
     LayerNorm {
         axis: i64,
         epsilon: f32,
+        stats: bool,
     },
     /// Reduction over `axes` (all dims when `None`).
     Reduce {
@@ -459,7 +462,17 @@ impl fmt::Display for Op {
                 f.write_str("}")
             }
             Op::Gelu { tanh: true } => f.write_str("{tanh}"),
-            Op::LayerNorm { axis, epsilon } => write!(f, "{{axis={axis} epsilon={epsilon:?}}}"),
+            Op::LayerNorm {
+                axis,
+                epsilon,
+                stats,
+            } => {
+                write!(f, "{{axis={axis} epsilon={epsilon:?}")?;
+                if *stats {
+                    write!(f, " stats")?;
+                }
+                write!(f, "}}")
+            }
             Op::Reduce { axes, keepdims, .. } => {
                 match axes {
                     Some(a) => write!(f, "{{axes={}", list(a))?,

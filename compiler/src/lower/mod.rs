@@ -838,7 +838,7 @@ impl<'g> Builder<'g> {
                 keepdims: _,
             } => self.reduce(n, *kind, axes.as_deref())?,
             Op::Einsum(eq) => self.einsum(n, eq)?,
-            Op::LayerNorm { axis, epsilon } => self.layer_norm(n, *axis, *epsilon)?,
+            Op::LayerNorm { axis, epsilon, .. } => self.layer_norm(n, *axis, *epsilon)?,
             Op::Gelu { tanh: true } => {
                 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
                 let c = (2.0f64 / std::f64::consts::PI).sqrt() as f32;
@@ -1128,7 +1128,7 @@ impl<'g> Builder<'g> {
     }
 
     /// Reductions over a contiguous run of dims map onto the `[outer, len, inner]` Reduce
-    /// kernel; others (and Min/Prod, which it lacks) are not compiled yet.
+    /// kernel; others are not compiled yet.
     fn reduce(
         &mut self,
         n: NodeIndex,
@@ -1147,7 +1147,8 @@ impl<'g> Builder<'g> {
             ReduceKind::Sum => ReduceOp::Sum,
             ReduceKind::Mean => ReduceOp::Mean,
             ReduceKind::Max => ReduceOp::Max,
-            _ => return Err(unsupported(g, n, "no compiled kernel yet")),
+            ReduceKind::Min => ReduceOp::Min,
+            ReduceKind::Prod => ReduceOp::Prod,
         };
         if set.is_empty() || set.windows(2).any(|w| w[1] != w[0] + 1) {
             if set.is_empty() {
@@ -1177,7 +1178,9 @@ impl<'g> Builder<'g> {
     }
 
     /// LayerNormalization as kernels the targets have: mean, centre, mean of squares,
-    /// then one elementwise `xc / sqrt(var + eps) · scale + bias`.
+    /// then one elementwise `xc / sqrt(var + eps) · scale + bias`. When the node has its
+    /// Mean and InvStdDev outputs, the mean is reduced straight into the first and
+    /// `1 / sqrt(var + eps)` is one more elementwise kernel into the second.
     fn layer_norm(&mut self, n: NodeIndex, axis: i64, epsilon: f32) -> Result<(), Error> {
         let g = self.g;
         let node = g.node(n);
@@ -1187,7 +1190,10 @@ impl<'g> Builder<'g> {
         let outer: usize = shape[..ax].iter().product();
         let len: usize = shape[ax..].iter().product();
         let dims = vec![outer as u64, len as u64];
-        let mean = self.temp(outer as u64 * 4);
+        let mean = match node.outputs.get(1) {
+            Some(&m) => self.loc(m),
+            None => self.temp(outer as u64 * 4),
+        };
         let xc = self.temp((outer * len) as u64 * 4);
         let var = self.temp(outer as u64 * 4);
         // mean[o] = Σ x[o, :] / len
@@ -1254,6 +1260,31 @@ impl<'g> Builder<'g> {
             input,
             output,
         });
+        if let Some(&inv) = node.outputs.get(2) {
+            let var = View {
+                buf: self.touch(var),
+                offset: 0,
+                strides: vec![1],
+            };
+            let output = View {
+                buf: self.buf(inv),
+                offset: 0,
+                strides: vec![1],
+            };
+            self.kernels.push(Kernel::Elementwise {
+                shape: vec![outer as u64],
+                inputs: vec![var],
+                expr: vec![
+                    ExprNode::Input(0),                    // 0: var
+                    ExprNode::Const(epsilon),              // 1
+                    ExprNode::Binary(BinaryOp::Add, 0, 1), // 2
+                    ExprNode::Unary(UnaryOp::Sqrt, 2),     // 3
+                    ExprNode::Const(1.0),                  // 4
+                    ExprNode::Binary(BinaryOp::Div, 4, 3), // 5
+                ],
+                output,
+            });
+        }
         // y = xc / sqrt(var + eps) · scale + bias, scale and bias broadcast over rows.
         let mut inputs = vec![
             View {

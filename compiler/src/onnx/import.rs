@@ -826,10 +826,16 @@ fn translate(
             },
         },
         "LayerNormalization" => {
-            need_outputs(1)?;
+            need_outputs(3)?;
+            // Mean and InvStdDev are computed and given in stash_type (1 = f32).
+            let stash = a.int("stash_type").map_err(some)?.unwrap_or(1);
+            if stash != 1 {
+                return Err(some(format!("stash_type {stash} (only 1, f32, is)")));
+            }
             Op::LayerNorm {
                 axis: a.int("axis").map_err(some)?.unwrap_or(-1),
                 epsilon: a.float("epsilon").map_err(some)?.unwrap_or(1e-5),
+                stats: node.output.iter().skip(1).any(|o| !o.is_empty()),
             }
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {

@@ -204,12 +204,12 @@ proptest! {
     fn softmax_reduce_match_exec(outer in 1u64..4, len in 1u64..40, inner in 1u64..11) {
         let total = outer * len * inner;
         let mut kernels = vec![Kernel::Softmax { outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(0) }];
-        for (i, op) in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max].into_iter().enumerate() {
+        for (i, op) in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod].into_iter().enumerate() {
             kernels.push(Kernel::Reduce { op, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(1 + i as u32) });
         }
         let p = program(
             vec![io("x", &[total])],
-            vec![io("s", &[total]), io("sum", &[outer * inner]), io("mean", &[outer * inner]), io("max", &[outer * inner])],
+            vec![io("s", &[total]), io("sum", &[outer * inner]), io("mean", &[outer * inner]), io("max", &[outer * inner]), io("min", &[outer * inner]), io("prod", &[outer * inner])],
             vec![],
             0,
             kernels,

@@ -708,14 +708,20 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             for o in 0..*outer as i128 {
                 for i in 0..inner {
                     let mut acc = match op {
+                        ReduceOp::Sum | ReduceOp::Mean => 0.0,
                         ReduceOp::Max => f32::NEG_INFINITY,
-                        _ => 0.0,
+                        ReduceOp::Min => f32::INFINITY,
+                        ReduceOp::Prod => 1.0,
                     };
                     for l in 0..len {
                         let x = mem.ld(*input, (o * len + l) * inner + i)?;
                         acc = match op {
+                            ReduceOp::Sum | ReduceOp::Mean => acc + x,
+                            // NaN propagates (`f32::max`/`min` would drop it).
+                            _ if acc.is_nan() || x.is_nan() => f32::NAN,
                             ReduceOp::Max => acc.max(x),
-                            _ => acc + x,
+                            ReduceOp::Min => acc.min(x),
+                            ReduceOp::Prod => acc * x,
                         };
                     }
                     if *op == ReduceOp::Mean {

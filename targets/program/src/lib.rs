@@ -221,12 +221,22 @@ pub enum PoolKind {
     },
 }
 
-/// Reductions over one axis.
+/// Reductions over one axis. A reduction over no element (`len == 0`) gives the neutral
+/// element: 0 for `Sum`, `-inf` for `Max`, `+inf` for `Min`, 1 for `Prod` (`Mean` divides
+/// that 0 by 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
     Sum,
+    /// `Sum / len`.
     Mean,
+    /// The largest element; NaN if any element is NaN (as the reference interpreter).
     Max,
+    /// The smallest element; NaN if any element is NaN. `-0` and `+0` compare equal, so
+    /// either may be returned for a row holding both.
+    Min,
+    /// The product, in any association order (like `Sum`, rounding may differ from a
+    /// left-to-right fold).
+    Prod,
 }
 
 /// Geometry of a 2-D sliding window over NCHW data. 1-D ops use `h = kh = 1`,

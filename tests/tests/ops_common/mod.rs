@@ -419,6 +419,15 @@ impl Net {
         }
     }
 
+    /// Every output of a node (for multi-output ops).
+    pub fn node_outs(&mut self, op: Op, ins: &[ValueId]) -> Vec<ValueId> {
+        let name = self.fresh("n");
+        match self.g.add_node(name, op.clone(), ins.to_vec()) {
+            Ok((_, outs)) => outs,
+            Err(e) => panic!("test bug: cannot build {op}: {e}"),
+        }
+    }
+
     pub fn output(&mut self, v: ValueId, label: impl Into<String>, tol: Tol) {
         self.g.outputs.push(v);
         self.outs.push((label.into(), tol));
@@ -2488,4 +2497,190 @@ pub fn batch_net(seed: u64, div: usize) -> Net {
         build_chain(&mut net, &p);
     }
     net
+}
+
+// ---------------------------------------------------------------------------------------
+// LayerNormalization with its Mean and InvStdDev outputs, ReduceMin and ReduceProd
+
+/// LayerNormalization over the dims from `axis` on (negative counts from the end), with
+/// full-shape scale and bias, and the Mean (`which & 1`) and InvStdDev (`which & 2`)
+/// outputs as graph outputs.
+#[derive(Clone, Debug)]
+pub struct LnStatsP {
+    pub shape: Vec<usize>,
+    pub axis: i64,
+    pub epsilon: f32,
+    pub which: u8,
+    pub seed: u64,
+}
+
+pub fn ln_stats_strategy() -> BoxedStrategy<LnStatsP> {
+    (
+        prop::collection::vec(1usize..7, 1..5),
+        0usize..8,
+        any::<bool>(),
+        prop_oneof![Just(1e-5f32), Just(1e-2f32), Just(0.5f32)],
+        1u8..4,
+        any::<u64>(),
+    )
+        .prop_map(|(shape, a, negative, epsilon, which, seed)| {
+            let r = shape.len();
+            let a = a % r;
+            let axis = if negative {
+                a as i64 - r as i64
+            } else {
+                a as i64
+            };
+            LnStatsP {
+                shape,
+                axis,
+                epsilon,
+                which,
+                seed,
+            }
+        })
+        .boxed()
+}
+
+/// Tolerances (the interpreter computes in f64, the lowering in f32): the mean is a sum of
+/// `len` terms ≤ 5 in magnitude, so `(len+2)·U·5` absolute; the variance is a sum of
+/// non-negative squares of centred values, relative error about `(len+5)·U`, halved by the
+/// square root, plus the final divide: `(len+8)·U·2` relative for InvStdDev; Y below.
+pub fn build_ln_stats(net: &mut Net, p: &LnStatsP) {
+    let mut rng = Rng::new(p.seed);
+    let r = p.shape.len() as i64;
+    let ax = if p.axis < 0 { p.axis + r } else { p.axis } as usize;
+    let inner = p.shape[ax..].to_vec();
+    let len = numel(&inner) as f64;
+    let xt = rng.tensor(&p.shape, -3.0, 5.0);
+    // Y = (x − mean)/σ·scale + bias: the mean's error, divided by this row's σ (which
+    // may be near 0 for a short row), scaled by ≤ 1.5; plus the bound of `layer_norm`.
+    let y_tol: Vec<f64> = xt
+        .as_f32()
+        .unwrap()
+        .chunks(len as usize)
+        .flat_map(|row| {
+            let m = row.iter().map(|&v| v as f64).sum::<f64>() / len;
+            let var = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len;
+            let e = (len + 2.0) * U * 5.0 * 1.5 * 2.0 / (var + p.epsilon as f64).sqrt();
+            std::iter::repeat_n(e + (len + 8.0) * 2.4e-7 * 4.0, row.len())
+        })
+        .collect();
+    let x = net.input(xt);
+    let scale = net.konst(rng.tensor(&inner, 0.5, 1.5));
+    let bias = net.konst(rng.tensor(&inner, -1.0, 1.0));
+    let outs = net.node_outs(
+        Op::LayerNorm {
+            axis: p.axis,
+            epsilon: p.epsilon,
+            stats: true,
+        },
+        &[x, scale, bias],
+    );
+    let label = format!("LayerNorm {:?} axis {} eps {}", p.shape, p.axis, p.epsilon);
+    net.output(outs[0], format!("{label}: Y"), Tol::elem(y_tol));
+    if p.which & 1 != 0 {
+        net.output(
+            outs[1],
+            format!("{label}: Mean"),
+            Tol::rel(0.0, (len + 2.0) * U * 5.0),
+        );
+    }
+    if p.which & 2 != 0 {
+        net.output(
+            outs[2],
+            format!("{label}: InvStdDev"),
+            Tol::rel((len + 8.0) * U * 2.0, 0.0),
+        );
+    }
+}
+
+/// A reduction over the adjacent axes `a..b` of `shape`; `specials` replaces about a
+/// quarter of the values by NaN and ±inf.
+#[derive(Clone, Debug)]
+pub struct ReduceP {
+    pub shape: Vec<usize>,
+    pub a: usize,
+    pub b: usize,
+    pub kind: edgecc::ir::ReduceKind,
+    pub keepdims: bool,
+    pub specials: bool,
+    pub seed: u64,
+}
+
+pub fn min_prod_strategy() -> BoxedStrategy<ReduceP> {
+    use edgecc::ir::ReduceKind;
+    (
+        prop::collection::vec(1usize..6, 1..5),
+        (0usize..8, 0usize..8),
+        prop_oneof![
+            Just(ReduceKind::Min),
+            Just(ReduceKind::Prod),
+            Just(ReduceKind::Max)
+        ],
+        any::<bool>(),
+        prop::bool::weighted(0.3),
+        any::<u64>(),
+    )
+        .prop_map(|(shape, pick, kind, keepdims, specials, seed)| {
+            let r = shape.len();
+            let a = pick.0 % r;
+            let b = a + 1 + pick.1 % (r - a);
+            ReduceP {
+                shape,
+                a,
+                b,
+                kind,
+                keepdims,
+                specials,
+                seed,
+            }
+        })
+        .boxed()
+}
+
+/// Min and Max pick an element (NaN if any is): exact. Prod multiplies `len` values of magnitude in [0.9, 1.1]
+/// (no overflow or underflow for `len` ≤ 625) in f32, one rounding each, against one
+/// rounding of the f64 product: `(len+1)·U` relative.
+pub fn build_reduce(net: &mut Net, p: &ReduceP) {
+    use edgecc::ir::ReduceKind;
+    let mut rng = Rng::new(p.seed);
+    let n = numel(&p.shape);
+    let vals = if p.kind == ReduceKind::Prod {
+        let mut v = rng.away(n, 0.9, 1.1);
+        if p.specials {
+            for x in v.iter_mut() {
+                if rng.below(4) == 0 {
+                    *x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.below(3)];
+                }
+            }
+        }
+        v
+    } else if p.specials {
+        rng.with_specials(n, -2.0, 2.0, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY])
+    } else {
+        rng.vals(n, -2.0, 2.0)
+    };
+    let x = net.input(Tensor::f32(p.shape.clone(), vals));
+    let y = net.node(
+        Op::Reduce {
+            kind: p.kind,
+            axes: Some((p.a..p.b).map(|d| d as i64).collect()),
+            keepdims: p.keepdims,
+        },
+        &[x],
+    );
+    let len = numel(&p.shape[p.a..p.b]) as f64;
+    let tol = match p.kind {
+        ReduceKind::Prod => Tol::rel((len + 1.0) * U, 0.0),
+        _ => Tol::exact(),
+    };
+    net.output(
+        y,
+        format!(
+            "{:?} {:?} axes {}..{} keepdims {} specials {}",
+            p.kind, p.shape, p.a, p.b, p.keepdims, p.specials
+        ),
+        tol,
+    );
 }

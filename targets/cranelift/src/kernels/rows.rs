@@ -4,6 +4,7 @@
 //! (lane-wise partial results, combined across lanes at the end) plus a scalar tail.
 //! With `inner > 1` four neighbouring columns are reduced at once, one vector per step of
 //! the axis (stride `inner`), and the `inner mod 4` last columns one at a time.
+//! Max and Min propagate NaN; Prod multiplies in the same lane-wise order Sum adds.
 //! Softmax is three passes (max, `exp(x − max)` stored and summed, divide), so it also
 //! works in place.
 
@@ -61,6 +62,29 @@ fn max_lanes(fx: &mut Fx, w: W, v: Value) -> Value {
     fx.hmax(w, v)
 }
 
+/// `a op x` for one step of a reduction. Max and Min are Cranelift's `fmax`/`fmin`, which
+/// return NaN when either operand is NaN, as the interpreter does (`Fx::max`, one
+/// instruction on x64, would drop a NaN accumulator).
+fn reduce_step(fx: &mut Fx, op: ReduceOp, a: Value, x: Value) -> Value {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => fx.b.ins().fadd(a, x),
+        ReduceOp::Max => fx.b.ins().fmax(a, x),
+        ReduceOp::Min => fx.b.ins().fmin(a, x),
+        ReduceOp::Prod => fx.b.ins().fmul(a, x),
+    }
+}
+
+/// The four lanes of `v` combined by `op` (pairwise, like `Fx::hsum`).
+fn reduce_lanes(fx: &mut Fx, op: ReduceOp, w: W, v: Value) -> Value {
+    if w == W::S1 {
+        return v;
+    }
+    let l: Vec<Value> = (0..4u8).map(|i| fx.b.ins().extractlane(v, i)).collect();
+    let a = reduce_step(fx, op, l[0], l[1]);
+    let c = reduce_step(fx, op, l[2], l[3]);
+    reduce_step(fx, op, a, c)
+}
+
 /// `out[o, i] = op over l of in[o, l, i]`.
 pub(crate) fn emit_reduce(
     fx: &mut Fx,
@@ -71,15 +95,13 @@ pub(crate) fn emit_reduce(
     input: Value,
     output: Value,
 ) {
-    let neutral = if op == ReduceOp::Max {
-        f32::NEG_INFINITY
-    } else {
-        0.0
+    let neutral = match op {
+        ReduceOp::Sum | ReduceOp::Mean => 0.0,
+        ReduceOp::Max => f32::NEG_INFINITY,
+        ReduceOp::Min => f32::INFINITY,
+        ReduceOp::Prod => 1.0,
     };
-    let mut f = move |fx: &mut Fx, w: W, _q: Value, x: Value, a: Value| match op {
-        ReduceOp::Max => fx.max(w, a, x),
-        _ => fx.b.ins().fadd(a, x),
-    };
+    let mut f = move |fx: &mut Fx, _w: W, _q: Value, x: Value, a: Value| reduce_step(fx, op, a, x);
     let finish = |fx: &mut Fx, w: W, v: Value| match op {
         ReduceOp::Mean => {
             let d = fx.fconst(w, len as f32);
@@ -91,10 +113,11 @@ pub(crate) fn emit_reduce(
         let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
         let dst = fx.addp_scaled(output, o, (inner * 4) as i64);
         if inner == 1 {
-            let comb = if op == ReduceOp::Max {
-                max_lanes
-            } else {
-                sum_lanes
+            let comb: fn(&mut Fx, W, Value) -> Value = match op {
+                ReduceOp::Sum | ReduceOp::Mean => sum_lanes,
+                ReduceOp::Max => |fx, w, v| reduce_lanes(fx, ReduceOp::Max, w, v),
+                ReduceOp::Min => |fx, w, v| reduce_lanes(fx, ReduceOp::Min, w, v),
+                ReduceOp::Prod => |fx, w, v| reduce_lanes(fx, ReduceOp::Prod, w, v),
             };
             let s = fold_row(fx, src, len, neutral, &mut f, comb);
             let s = finish(fx, W::S1, s);
