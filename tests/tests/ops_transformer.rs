@@ -301,3 +301,74 @@ fn elementwise_chains_merge_into_one_kernel() {
     );
     assert_eq!(lowered.merged_elementwise, 7);
 }
+
+/// Pow with an exponent that is not one of the exact constants: run time exponents over
+/// every special base and exponent (C `powf`'s rules: x^0 = 1, 1^y = 1, (-1)^±inf = 1,
+/// negative bases with odd / even / non-integer exponents, ±0, ±inf, NaN), and a constant
+/// i64 exponent tensor. Bound: `exp(y·log|x|)` carries `|y·log|x||·2^-23` relative error
+/// from the rounded product, plus a few ulp from exp and log.
+#[test]
+fn pow_general_exponents() {
+    let bases = [
+        -2.0f32,
+        -1.0,
+        -0.5,
+        -0.0,
+        0.0,
+        0.5,
+        1.0,
+        2.0,
+        3.7,
+        1e-3,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    let exps = [
+        0.0f32,
+        1.0,
+        2.0,
+        3.0,
+        -1.0,
+        -3.0,
+        0.5,
+        -0.5,
+        2.5,
+        10.0,
+        -10.0,
+        40.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    let mut net = Net::new();
+    let x = net.input(Tensor::f32(vec![bases.len(), 1], bases.to_vec()));
+    let y = net.input(Tensor::f32(vec![1, exps.len()], exps.to_vec()));
+    let p = net.node(Op::Binary(Binary::Pow), &[x, y]);
+    let bound: Vec<f64> = bases
+        .iter()
+        .flat_map(|&b| {
+            exps.iter().map(move |&e| {
+                let want = (b as f64).powf(e as f64).abs();
+                let t = (e as f64 * (b as f64).abs().ln()).abs();
+                if want.is_finite() && t.is_finite() {
+                    want * (t * 2.4e-7 + 1e-6) + 1e-44
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    net.output(p, "Pow(x, y) at run time", Tol::elem(bound));
+    let ids = net.input(Tensor::f32(
+        vec![2, 3],
+        vec![1.5, 0.25, 7.0, 0.9, 2.0, 1e-2],
+    ));
+    let e = net.konst(Tensor::i64(vec![3], vec![3, -2, 5]));
+    let q = net.node(Op::Binary(Binary::Pow), &[ids, e]);
+    net.output(q, "Pow(x, const i64 [3, -2, 5])", Tol::rel(4e-6, 1e-30));
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    net.check_cross(&target).unwrap();
+}

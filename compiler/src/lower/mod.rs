@@ -1535,32 +1535,72 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
-    /// Pow with a constant scalar exponent the kernels express exactly: 1, 2, 0.5, -1.
+    /// Pow: a constant scalar exponent the kernels express exactly (1, 2, 0.5, -1) is a
+    /// multiply, a square root or a reciprocal; any other exponent, constant or not, is
+    /// the general `BinaryOp::Pow` (`exp(y · log|x|)` with C's special values). A constant
+    /// exponent of an integer type is converted at compile time, as the interpreter does.
     fn pow(&mut self, n: NodeIndex) -> Result<(), Error> {
         let g = self.g;
         let node = g.node(n);
-        let (x, out) = (node.inputs[0], node.outputs[0]);
-        let e = g
-            .konst(node.inputs[1])
-            .and_then(|t| t.to_f64s())
-            .filter(|v| v.len() == 1)
-            .map(|v| v[0])
-            .ok_or_else(|| unsupported(g, n, "the exponent is not a constant scalar"))?;
-        let expr = match e {
-            1.0 => vec![ExprNode::Input(0)],
-            2.0 => vec![ExprNode::Input(0), ExprNode::Binary(BinaryOp::Mul, 0, 0)],
-            0.5 => vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Sqrt, 0)],
-            -1.0 => vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Reciprocal, 0)],
-            _ => {
+        let (x, y, out) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let konst = g.konst(y).and_then(|t| t.to_f64s());
+        if let Some(e) = konst.as_deref().filter(|v| v.len() == 1).map(|v| v[0]) {
+            let expr = match e {
+                1.0 => Some(vec![ExprNode::Input(0)]),
+                2.0 => Some(vec![
+                    ExprNode::Input(0),
+                    ExprNode::Binary(BinaryOp::Mul, 0, 0),
+                ]),
+                0.5 => Some(vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Sqrt, 0)]),
+                -1.0 => Some(vec![
+                    ExprNode::Input(0),
+                    ExprNode::Unary(UnaryOp::Reciprocal, 0),
+                ]),
+                _ => None,
+            };
+            if let Some(expr) = expr {
+                self.reuse_input(n, out, &[x]);
+                self.elementwise(out, &[x], expr);
+                return Ok(());
+            }
+        }
+        let shape = self.shape(out).to_vec();
+        let exponent = match (g.value(y).dtype, konst) {
+            (DType::F32, _) => self.bview(y, &shape),
+            (_, Some(v)) => {
+                let ys = self.shape(y).to_vec();
+                let t = Tensor::f32(ys.clone(), v.iter().map(|&e| e as f32).collect());
+                let id = self.konst(format!("{}_exponent", node.name), t);
+                View {
+                    buf: Buffer::Const(id),
+                    offset: 0,
+                    strides: broadcast_strides(&ys, &shape)
+                        .into_iter()
+                        .map(|s| s as i64)
+                        .collect(),
+                }
+            }
+            (d, None) => {
                 return Err(unsupported(
                     g,
                     n,
-                    format!("exponent {e} has no compiled kernel yet"),
+                    format!("{d} exponents computed at run time"),
                 ));
             }
         };
         self.reuse_input(n, out, &[x]);
-        self.elementwise(out, &[x], expr);
+        let base = self.bview(x, &shape);
+        let output = self.dview(out);
+        self.kernels.push(Kernel::Elementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            inputs: vec![base, exponent],
+            expr: vec![
+                ExprNode::Input(0),
+                ExprNode::Input(1),
+                ExprNode::Binary(BinaryOp::Pow, 0, 1),
+            ],
+            output,
+        });
         Ok(())
     }
 

@@ -439,6 +439,7 @@ pub fn eval_expr(expr: &[ExprNode], ins: &[f32]) -> Option<f32> {
                     BinaryOp::Div => a / b,
                     BinaryOp::Max => a.max(b),
                     BinaryOp::Min => a.min(b),
+                    BinaryOp::Pow => a.powf(b),
                 }
             }
             ExprNode::Clip { x, lo, hi } => clip(get(x)?, lo, hi),

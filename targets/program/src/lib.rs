@@ -169,6 +169,12 @@ pub enum BinaryOp {
     Div,
     Max,
     Min,
+    /// `a^b` with C `powf`'s special values: `x^0 = 1` and `1^y = 1` for every `x`, `y`
+    /// (NaN too), `(-1)^±inf = 1`; a negative base with a non-integer exponent is NaN,
+    /// with an odd integer exponent negative; otherwise NaN in gives NaN out. Targets
+    /// compute `exp(b · log|a|)`: relative error up to `|b · log|a|| · 2^-23` plus a few
+    /// ulp, i.e. about 1e-5 near the ends of the f32 range.
+    Pow,
 }
 
 /// A node of an elementwise expression; operands index earlier nodes of the same

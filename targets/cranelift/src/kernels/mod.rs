@@ -101,6 +101,7 @@ pub(crate) fn eval_expr(fx: &mut Fx, w: W, expr: &[ExprNode], ins: &[Value]) -> 
                     BinaryOp::Div => fx.b.ins().fdiv(a, b),
                     BinaryOp::Max => fx.max(w, a, b),
                     BinaryOp::Min => fx.min(w, a, b),
+                    BinaryOp::Pow => math::pow(fx, w, a, b),
                 }
             }
             ExprNode::Clip { x, lo, hi } => clip(fx, w, vals[x as usize], lo, hi),
