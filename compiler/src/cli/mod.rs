@@ -10,6 +10,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edgecc::Error;
 use edgecc::pipeline::{Options, parse_input_shape};
 
+/// Writes to stdout like `print!`, but a reader that went away (`edgecc ... | head`) ends
+/// the program quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(edgecc::Error::io("standard output", e));
+        }
+    }};
+}
+pub(crate) use out;
+
 #[derive(Parser)]
 #[command(
     name = "edgecc",
@@ -134,7 +149,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
         Command::Inspect { model } => {
-            print!(
+            out!(
                 "{}",
                 edgecc::inspect::inspect(&model.model, &model.options("model".into())?)?
             );

@@ -7,8 +7,8 @@ use edgecc::ir::Tensor;
 use edgecc::pipeline;
 use edgecc_program::Program;
 
-use super::ModelArgs;
 use super::compile::parse_target;
+use super::{ModelArgs, out};
 
 /// Pairs `--input` arguments with the model's inputs: `NAME=FILE`, or bare files in order.
 fn read_inputs(names: &[String], args: &[String]) -> Result<Vec<Tensor>, Error> {
@@ -146,7 +146,7 @@ pub fn run(
             )));
         }
         let nodes = &c.lowered.kernel_nodes;
-        print!(
+        out!(
             "{}",
             edgecc::profile::profile_jit(program, nodes, &in_bytes, runs)?
         );
@@ -208,8 +208,8 @@ pub fn compare(a: &Path, b: &Path, tolerance: f64) -> Result<(), Error> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        println!(
-            "{name:<24} max abs error {abs:.3e}, relative to scale {:.3e}",
+        out!(
+            "{name:<24} max abs error {abs:.3e}, relative to scale {:.3e}\n",
             abs / scale
         );
         worst = worst.max(abs / scale);
@@ -219,6 +219,6 @@ pub fn compare(a: &Path, b: &Path, tolerance: f64) -> Result<(), Error> {
             "outputs differ: relative error {worst:.3e} > {tolerance:e}"
         )));
     }
-    println!("outputs agree within {tolerance:e}");
+    out!("outputs agree within {tolerance:e}\n");
     Ok(())
 }
