@@ -3,6 +3,8 @@
 seed) from PyTorch with both of PyTorch's ONNX exporters, as users export theirs:
 
     examples/models/bert_torchscript/   torch.onnx.export(..., dynamo=False), opset 17
+    examples/models/bert_opset13/       torch.onnx.export(..., dynamo=False), opset 13
+                                        (LayerNorm decomposed: ReduceMean/Sub/Pow/Sqrt/Div)
     examples/models/bert_dynamo/        torch.onnx.export(..., dynamo=True),  opset 18
 
 Each folder gets model.onnx, the inputs (input_ids, attention_mask: int64 [1, SEQ], the
@@ -76,7 +78,7 @@ class Wrapped(torch.nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
-def export(model, dynamo, out_dir):
+def export(model, dynamo, out_dir, opset=None):
     os.makedirs(out_dir, exist_ok=True)
     ids, mask = inputs()
     path = os.path.join(out_dir, "model.onnx")
@@ -90,7 +92,7 @@ def export(model, dynamo, out_dir):
                                  external_data=False, **names)
         prog.save(path, external_data=False)
     else:
-        torch.onnx.export(Wrapped(model), args, path, dynamo=False, opset_version=17,
+        torch.onnx.export(Wrapped(model), args, path, dynamo=False, opset_version=opset or 17,
                           do_constant_folding=True, **names)
     m = onnx.load(path)
     onnx.checker.check_model(m)
@@ -114,7 +116,7 @@ def export(model, dynamo, out_dir):
     with open(os.path.join(out_dir, "exported_with.txt"), "w") as f:
         f.write(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n"
                 f"onnx {onnx.__version__}\nonnxruntime {ort.__version__}\n"
-                f"exporter {'dynamo' if dynamo else 'torchscript'}\n")
+                f"exporter {'dynamo' if dynamo else 'torchscript'}, opset {opset or (18 if dynamo else 17)}\n")
     ops = sorted({(n.domain, n.op_type) for n in m.graph.node})
     print(f"{out_dir}: {len(m.graph.node)} nodes, {len(m.functions)} functions, "
           f"opset {[(o.domain, o.version) for o in m.opset_import]}; ops {ops}")
@@ -122,9 +124,11 @@ def export(model, dynamo, out_dir):
 
 def main():
     model = build()
-    which = sys.argv[1:] or ["torchscript", "dynamo"]
+    which = sys.argv[1:] or ["torchscript", "opset13", "dynamo"]
     if "torchscript" in which:
         export(model, False, os.path.join(ROOT, "bert_torchscript"))
+    if "opset13" in which:
+        export(model, False, os.path.join(ROOT, "bert_opset13"), opset=13)
     if "dynamo" in which:
         export(model, True, os.path.join(ROOT, "bert_dynamo"))
 

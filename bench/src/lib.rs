@@ -34,6 +34,7 @@ pub const DEFAULT_MODELS: &[&str] = &[
     "encoder",
     "bert_torchscript",
     "bert_dynamo",
+    "bert_opset13",
 ];
 
 /// One example model directory: `model.onnx`, `input_<i>.npy`, `output_<i>.npy`.

@@ -142,6 +142,7 @@ fn run_reference_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "bert_opset13",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
@@ -158,6 +159,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "bert_opset13",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
@@ -243,6 +245,7 @@ fn run_aarch64_under_qemu_matches_onnxruntime() {
         "encoder",
         "bert_torchscript",
         "bert_dynamo",
+        "bert_opset13",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
