@@ -664,8 +664,10 @@ fn translate(
             }
         }
         "Size" => {
-            let n: usize = konst_shape(&ins[0])
-                .ok_or_else(|| some("no input".into()))?
+            let n: usize = ins
+                .first()
+                .and_then(|x| konst_shape(x))
+                .ok_or_else(|| some("Size needs an input".into()))?
                 .iter()
                 .product();
             return Ok(Lowered::Const(Tensor::i64(vec![], vec![n as i64])));
@@ -830,7 +832,9 @@ fn translate(
             // Mean and InvStdDev are computed and given in stash_type (1 = f32).
             let stash = a.int("stash_type").map_err(some)?.unwrap_or(1);
             if stash != 1 {
-                return Err(some(format!("stash_type {stash} (only 1, f32, is)")));
+                return Err(some(format!(
+                    "stash_type {stash} (only 1, f32, is supported)"
+                )));
             }
             Op::LayerNorm {
                 axis: a.int("axis").map_err(some)?.unwrap_or(-1),
