@@ -6,6 +6,9 @@ seed) from PyTorch with both of PyTorch's ONNX exporters, as users export theirs
     examples/models/bert_opset13/       torch.onnx.export(..., dynamo=False), opset 13
                                         (LayerNorm decomposed: ReduceMean/Sub/Pow/Sqrt/Div)
     examples/models/bert_dynamo/        torch.onnx.export(..., dynamo=True),  opset 18
+    examples/models/distilbert/         a DistilBertModel (hidden 64, 2 layers, default
+                                        SDPA attention, whose export guards fully masked
+                                        rows with IsNaN/Where), TorchScript, opset 17
 
 Each folder gets model.onnx, the inputs (input_ids, attention_mask: int64 [1, SEQ], the
 mask with padding at the end) and onnxruntime's outputs (last_hidden_state,
@@ -56,6 +59,36 @@ def build():
     return model
 
 
+def build_distilbert():
+    torch.manual_seed(1)
+    cfg = transformers.DistilBertConfig(
+        vocab_size=VOCAB,
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=128,
+        max_position_embeddings=64,
+    )
+    model = transformers.DistilBertModel(cfg).eval()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+class WrappedDistil(torch.nn.Module):
+    """DistilBERT has no pooler: one output."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+        self.eval()
+
+    def forward(self, input_ids, attention_mask):
+        return (self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
+
+
 def inputs():
     rng = np.random.RandomState(7)
     ids = rng.randint(1, VOCAB, size=(1, SEQ)).astype(np.int64)
@@ -78,21 +111,22 @@ class Wrapped(torch.nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
-def export(model, dynamo, out_dir, opset=None):
+def export(model, dynamo, out_dir, opset=None, wrapper=None, output_names=None):
     os.makedirs(out_dir, exist_ok=True)
     ids, mask = inputs()
     path = os.path.join(out_dir, "model.onnx")
     args = (torch.from_numpy(ids), torch.from_numpy(mask))
+    wrapper = wrapper or Wrapped
     names = dict(
         input_names=["input_ids", "attention_mask"],
-        output_names=["last_hidden_state", "pooler_output"],
+        output_names=output_names or ["last_hidden_state", "pooler_output"],
     )
     if dynamo:
-        prog = torch.onnx.export(Wrapped(model), args, dynamo=True, opset_version=18,
+        prog = torch.onnx.export(wrapper(model), args, dynamo=True, opset_version=18,
                                  external_data=False, **names)
         prog.save(path, external_data=False)
     else:
-        torch.onnx.export(Wrapped(model), args, path, dynamo=False, opset_version=opset or 17,
+        torch.onnx.export(wrapper(model), args, path, dynamo=False, opset_version=opset or 17,
                           do_constant_folding=True, **names)
     m = onnx.load(path)
     onnx.checker.check_model(m)
@@ -105,7 +139,7 @@ def export(model, dynamo, out_dir, opset=None):
     feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
     outs = sess.run(None, feeds)
     with torch.no_grad():
-        want = Wrapped(model)(*args)
+        want = wrapper(model)(*args)
     for o, w in zip(outs, want):
         err = np.abs(o - w.numpy()).max()
         assert err < 1e-4, f"onnxruntime vs torch: {err}"
@@ -124,13 +158,16 @@ def export(model, dynamo, out_dir, opset=None):
 
 def main():
     model = build()
-    which = sys.argv[1:] or ["torchscript", "opset13", "dynamo"]
+    which = sys.argv[1:] or ["torchscript", "opset13", "dynamo", "distilbert"]
     if "torchscript" in which:
         export(model, False, os.path.join(ROOT, "bert_torchscript"))
     if "opset13" in which:
         export(model, False, os.path.join(ROOT, "bert_opset13"), opset=13)
     if "dynamo" in which:
         export(model, True, os.path.join(ROOT, "bert_dynamo"))
+    if "distilbert" in which:
+        export(build_distilbert(), False, os.path.join(ROOT, "distilbert"), wrapper=WrappedDistil,
+               output_names=["last_hidden_state"])
 
 
 if __name__ == "__main__":

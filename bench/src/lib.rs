@@ -35,6 +35,7 @@ pub const DEFAULT_MODELS: &[&str] = &[
     "bert_torchscript",
     "bert_dynamo",
     "bert_opset13",
+    "distilbert",
 ];
 
 /// One example model directory: `model.onnx`, `input_<i>.npy`, `output_<i>.npy`.

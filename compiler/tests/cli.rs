@@ -143,6 +143,7 @@ fn run_reference_matches_onnxruntime() {
         "bert_torchscript",
         "bert_dynamo",
         "bert_opset13",
+        "distilbert",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
@@ -160,6 +161,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
         "bert_torchscript",
         "bert_dynamo",
         "bert_opset13",
+        "distilbert",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
@@ -246,6 +248,7 @@ fn run_aarch64_under_qemu_matches_onnxruntime() {
         "bert_torchscript",
         "bert_dynamo",
         "bert_opset13",
+        "distilbert",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);

@@ -106,6 +106,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Greater",
     "GreaterOrEqual",
     "Identity",
+    "IsInf",
+    "IsNaN",
     "LayerNormalization",
     "Less",
     "LessOrEqual",
@@ -157,13 +159,19 @@ enum Lowered {
     /// Transpose without `perm`: reverse the dims, whose number is known only once the
     /// input's value exists.
     TransposeReversed(String),
-    /// A variadic Sum/Max/Min/Mean: the binary op folded left over the inputs (at least
-    /// two), the result divided by `divisor` when it is given (Mean).
-    Chain {
-        op: Binary,
-        inputs: Vec<String>,
-        divisor: Option<f32>,
-    },
+    /// A short sequence of ops standing for one node (variadic Sum/Max/Min/Mean, IsNaN,
+    /// IsInf): each step reads the node's inputs, constants or earlier steps; the last
+    /// step's result is the node's output.
+    Seq(Vec<(Op, Vec<Arg>)>),
+}
+
+/// An operand of a [`Lowered::Seq`] step.
+enum Arg {
+    /// A value by name (one of the node's inputs).
+    In(String),
+    /// The result of an earlier step.
+    Step(usize),
+    Const(Tensor),
 }
 
 /// Imports a decoded model.
@@ -334,46 +342,25 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                     scope.insert(out.clone(), v);
                 }
             }
-            Lowered::Chain {
-                op,
-                inputs,
-                divisor,
-            } => {
-                let mut ins = inputs
-                    .iter()
-                    .map(|i| lookup(&scope, i, &name))
-                    .collect::<Result<Vec<_>, _>>()?;
+            Lowered::Seq(steps) => {
                 // Every step but the last is an intermediate of its own.
-                let last = ins.pop().expect("two or more inputs");
-                let mut acc = ins[0];
-                for (k, &v) in ins.iter().enumerate().skip(1) {
-                    acc = graph
-                        .add_node(format!("{name}/{k}"), Op::Binary(op), vec![acc, v])?
-                        .1[0];
-                }
-                match divisor {
-                    None => build(
-                        &mut graph,
-                        &mut scope,
-                        node,
-                        name,
-                        Op::Binary(op),
-                        vec![acc, last],
-                    )?,
-                    Some(d) => {
-                        let sum = graph
-                            .add_node(format!("{name}/sum"), Op::Binary(op), vec![acc, last])?
-                            .1[0];
-                        let count =
-                            graph.add_const(format!("{name}/count"), Tensor::f32(vec![], vec![d]));
-                        build(
-                            &mut graph,
-                            &mut scope,
-                            node,
-                            name,
-                            Op::Binary(Binary::Div),
-                            vec![sum, count],
-                        )?;
+                let n = steps.len();
+                let mut results: Vec<ValueId> = Vec::with_capacity(n);
+                for (k, (op, args)) in steps.into_iter().enumerate() {
+                    let mut ins = Vec::with_capacity(args.len());
+                    for (j, arg) in args.into_iter().enumerate() {
+                        ins.push(match arg {
+                            Arg::In(i) => lookup(&scope, &i, &name)?,
+                            Arg::Step(s) => *results.get(s).ok_or_else(|| {
+                                Error::Internal(format!("{name}: step {k} reads step {s}"))
+                            })?,
+                            Arg::Const(t) => graph.add_const(format!("{name}/{k}.{j}"), t),
+                        });
+                    }
+                    if k + 1 == n {
+                        build(&mut graph, &mut scope, node, name.clone(), op, ins)?;
+                    } else {
+                        results.push(graph.add_node(format!("{name}/{k}"), op, ins)?.1[0]);
                     }
                 }
             }
@@ -655,13 +642,67 @@ fn translate(
                 1 => return Ok(Lowered::Alias(ins[0].clone())),
                 2 if node.op_type != "Mean" => Op::Binary(op),
                 n => {
-                    return Ok(Lowered::Chain {
-                        op,
-                        inputs: ins,
-                        divisor: (node.op_type == "Mean").then_some(n as f32),
-                    });
+                    // Folded left; Mean divides the sum by the count.
+                    let mut steps = vec![(
+                        Op::Binary(op),
+                        vec![Arg::In(ins[0].clone()), Arg::In(ins[1].clone())],
+                    )];
+                    for i in &ins[2..] {
+                        let prev = Arg::Step(steps.len() - 1);
+                        steps.push((Op::Binary(op), vec![prev, Arg::In(i.clone())]));
+                    }
+                    if node.op_type == "Mean" {
+                        let count = Arg::Const(Tensor::f32(vec![], vec![n as f32]));
+                        let prev = Arg::Step(steps.len() - 1);
+                        steps.push((Op::Binary(Binary::Div), vec![prev, count]));
+                    }
+                    return Ok(Lowered::Seq(steps));
                 }
             }
+        }
+        // Float tests as comparisons the targets compile: NaN is the value not equal to
+        // itself; ±inf compare equal to the infinities.
+        "IsNaN" => {
+            let x = ins
+                .first()
+                .ok_or_else(|| some("IsNaN needs an input".into()))?;
+            return Ok(Lowered::Seq(vec![
+                (
+                    Op::Compare(Cmp::Equal),
+                    vec![Arg::In(x.clone()), Arg::In(x.clone())],
+                ),
+                (Op::Not, vec![Arg::Step(0)]),
+            ]));
+        }
+        "IsInf" => {
+            let x = ins
+                .first()
+                .ok_or_else(|| some("IsInf needs an input".into()))?;
+            let pos = a.int("detect_positive").map_err(some)?.unwrap_or(1) != 0;
+            let neg = a.int("detect_negative").map_err(some)?.unwrap_or(1) != 0;
+            let dtype = dtype_of(x).unwrap_or(DType::F32);
+            let inf = |v: f64| -> Result<Arg, Option<String>> {
+                crate::interp::tensor_ops::cast(&Tensor::f32(vec![], vec![v as f32]), dtype)
+                    .map(|mut t| Arg::Const(t.remove(0)))
+                    .map_err(|e| some(format!("IsInf of {dtype}: {e}")))
+            };
+            let is = |v: f64| -> Result<(Op, Vec<Arg>), Option<String>> {
+                Ok((Op::Compare(Cmp::Equal), vec![Arg::In(x.clone()), inf(v)?]))
+            };
+            return Ok(Lowered::Seq(match (pos, neg) {
+                (true, true) => vec![
+                    is(f64::INFINITY)?,
+                    is(f64::NEG_INFINITY)?,
+                    (Op::Logic(Logic::Or), vec![Arg::Step(0), Arg::Step(1)]),
+                ],
+                (true, false) => vec![is(f64::INFINITY)?],
+                (false, true) => vec![is(f64::NEG_INFINITY)?],
+                // Nothing is detected: x < x is false for every x, NaN included.
+                (false, false) => vec![(
+                    Op::Compare(Cmp::Less),
+                    vec![Arg::In(x.clone()), Arg::In(x.clone())],
+                )],
+            }));
         }
         "Size" => {
             let n: usize = ins
