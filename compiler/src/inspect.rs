@@ -55,9 +55,14 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<String, Error> {
         .iter()
         .filter(|vi| !inits.contains(vi.name.as_str()))
     {
+        let frozen = if opts.frozen_inputs.contains_key(&vi.name) {
+            " (frozen by --freeze: a constant in the compiled model)"
+        } else {
+            ""
+        };
         match declared_type(vi) {
             Ok((dt, d)) => {
-                let _ = writeln!(s, "  {}: {}{}", vi.name, dt, dims(&d));
+                let _ = writeln!(s, "  {}: {}{}{frozen}", vi.name, dt, dims(&d));
             }
             Err(e) => {
                 let _ = writeln!(s, "  {}: {e}", vi.name);

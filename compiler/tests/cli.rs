@@ -239,6 +239,67 @@ fn profile_times_every_kernel_under_its_node_names() {
 }
 
 #[test]
+fn freeze_binds_an_input_at_compile_time() {
+    // The encoder with its attention mask fixed at compile time: one input left, same
+    // outputs as onnxruntime's with that mask.
+    let dir = example("bert_torchscript");
+    let model = dir.join("model.onnx");
+    let ids = dir.join("input_0.npy");
+    let mask = dir.join("input_1.npy");
+    let frozen = format!("attention_mask={}", mask.display());
+    let out = tempfile::tempdir().unwrap();
+    for target in ["x86_64", "aarch64-neon"] {
+        ok(&[
+            "run",
+            model.to_str().unwrap(),
+            "--freeze",
+            &frozen,
+            "--target",
+            target,
+            "--input",
+            ids.to_str().unwrap(),
+            "--output-dir",
+            out.path().to_str().unwrap(),
+        ]);
+        let got = npy(&out.path().join("last_hidden_state.npy"));
+        let want = npy(&dir.join("output_0.npy"));
+        assert!(max_rel_err(&got, &want) <= 1e-4, "{target}");
+    }
+    let inspect =
+        String::from_utf8(ok(&["inspect", model.to_str().unwrap(), "--freeze", &frozen]).stdout)
+            .unwrap();
+    assert!(
+        inspect.contains("attention_mask: i64[1,16] (frozen by --freeze"),
+        "{inspect}"
+    );
+    // Wrong shape, and a name that is not an input: clear errors.
+    let err = fails(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--freeze",
+        &format!(
+            "attention_mask={}",
+            example("mlp").join("input_0.npy").display()
+        ),
+        "-o",
+        out.path().join("m.o").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--freeze attention_mask") && err.contains("does not fit"),
+        "{err}"
+    );
+    let err = fails(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--freeze",
+        &format!("nope={}", mask.display()),
+        "-o",
+        out.path().join("m.o").to_str().unwrap(),
+    ]);
+    assert!(err.contains("not an input of the model"), "{err}");
+}
+
+#[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
     for m in [
         "mlp",
