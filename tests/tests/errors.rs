@@ -107,11 +107,19 @@ fn symbolic_dims_must_be_resolved() {
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
 
-/// Byte-level mutations of a valid model (a cheap, deterministic stand-in for the fuzzing
-/// of the hardening issue): each is rejected with an error or compiles; none panics.
+/// Byte-level mutations of valid models (a cheap, deterministic stand-in for the fuzzing
+/// of the hardening issue): each is rejected with an error or compiles; none panics. The
+/// real PyTorch exports bring the transformer paths (masks, GatherND, IsNaN, the shape
+/// arithmetic) under mutation too.
 #[test]
 fn mutated_models_never_panic() {
-    let bytes = std::fs::read(common::example("mlp").join("model.onnx")).unwrap();
+    for (model, cases) in [("mlp", 3000), ("bert_dynamo", 500), ("distilbert", 500)] {
+        mutate(model, cases);
+    }
+}
+
+fn mutate(model: &str, cases: usize) {
+    let bytes = std::fs::read(common::example(model).join("model.onnx")).unwrap();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -122,7 +130,7 @@ fn mutated_models_never_panic() {
     // Mutate only the first 2 KiB (graph structure, names, attributes, dims), where a
     // change alters meaning rather than weight values.
     let span = bytes.len().min(2048);
-    for _ in 0..3000 {
+    for _ in 0..cases {
         let mut b = bytes.clone();
         for _ in 0..1 + next() % 4 {
             let at = (next() as usize) % span;
