@@ -201,6 +201,7 @@ fn layer_norm_stats_and_min_prod_reductions() {
 /// wrapping, and the RoBERTa position-id chain, in one graph under qemu.
 #[test]
 fn cumsum_integer_arithmetic_and_position_ids() {
+    use edgecc::ir::DType;
     require_tools();
     let mut net = Net::new();
     let mut seed = 500;
