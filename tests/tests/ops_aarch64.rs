@@ -207,7 +207,8 @@ fn cumsum_integer_arithmetic_and_position_ids() {
     let mut seed = 500;
     for dtype in [DType::F32, DType::I32, DType::I64] {
         for axis in [0i64, 1, -1] {
-            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)]
+            {
                 seed += 1;
                 build_cumsum(&mut net, &[3, 5, 4], axis, exclusive, reverse, dtype, seed);
             }

@@ -380,9 +380,18 @@ fn cumsum_net() -> Net {
     let mut seed = 300;
     for dtype in [DType::F32, DType::I32, DType::I64] {
         for axis in [0i64, 1, 2, -1] {
-            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)]
+            {
                 seed += 1;
-                ops_common::build_cumsum(&mut net, &[3, 5, 4], axis, exclusive, reverse, dtype, seed);
+                ops_common::build_cumsum(
+                    &mut net,
+                    &[3, 5, 4],
+                    axis,
+                    exclusive,
+                    reverse,
+                    dtype,
+                    seed,
+                );
             }
         }
         ops_common::build_cumsum(&mut net, &[17], 0, false, false, dtype, seed + 100);

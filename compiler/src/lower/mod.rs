@@ -511,8 +511,7 @@ impl<'g> Builder<'g> {
                     self.kernels.push(Kernel::CumSum {
                         outer: shape[..ax].iter().product::<usize>() as u64,
                         len: shape.get(ax).copied().unwrap_or(1) as u64,
-                        inner: shape[(ax + 1).min(shape.len())..].iter().product::<usize>()
-                            as u64,
+                        inner: shape[(ax + 1).min(shape.len())..].iter().product::<usize>() as u64,
                         dtype,
                         exclusive: *exclusive,
                         reverse: *reverse,

@@ -26,9 +26,7 @@ use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, io_params};
-use crate::kernels::{
-    conv, convert, copy, elementwise, gather, gemm, integer, mask, rows, window,
-};
+use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, integer, mask, rows, window};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -2757,7 +2757,13 @@ pub fn build_int_arith(net: &mut Net, dtype: DType, seed: u64) {
         (&[], &[6]),
         (&[7, 1], &[1, 9]),
     ];
-    let ops = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Max, Binary::Min];
+    let ops = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Max,
+        Binary::Min,
+    ];
     for (i, (sa, sb)) in forms.iter().enumerate() {
         for (j, &op) in ops.iter().enumerate() {
             let a = wrap_values(&mut rng, dtype, numel(sa));
