@@ -115,6 +115,16 @@ fn describe(k: &Kernel) -> (String, u64) {
             shape, op, dtype, ..
         } => (format!("{} {op:?} {}", dims(shape), dtype.name()), 0),
         Kernel::Logic { shape, op, .. } => (format!("{} {op:?}", dims(shape)), 0),
+        Kernel::IntElementwise {
+            shape, op, dtype, ..
+        } => (format!("{} {op:?} {}", dims(shape), dtype.name()), 0),
+        Kernel::CumSum {
+            outer,
+            len,
+            inner,
+            dtype,
+            ..
+        } => (format!("{outer}x[{len}]x{inner} {}", dtype.name()), 0),
         Kernel::Select {
             shape, elem_bytes, ..
         } => (format!("{} of {elem_bytes} B", dims(shape)), 0),

@@ -427,3 +427,36 @@ fn einsum_equations() {
         "{err}"
     );
 }
+
+/// CumSum: the axis is a constant input, `exclusive` and `reverse` are attributes; an axis
+/// computed at run time or a flag other than 0/1 is an unsupported node with the reason.
+#[test]
+fn cumsum_axis_input_and_flags() {
+    let cumsum = |axis: &[i64], attrs: Vec<AttributeProto>| {
+        model(
+            14,
+            vec![node("CumSum", &["x", "axis"], &["y"], attrs)],
+            vec![init_i64("axis", axis)],
+            value("x", &[2, 3]),
+            &["y"],
+        )
+    };
+    // iota is x = [[-3, -2, -1], [0, 1, 2]].
+    let y = &run(&cumsum(&[1], vec![]), iota(vec![2, 3]))[0];
+    assert_eq!(y.as_f32().unwrap(), [-3.0, -5.0, -6.0, 0.0, 1.0, 3.0]);
+    let flags = vec![int("exclusive", 1), int("reverse", 1)];
+    let y = &run(&cumsum(&[-2], flags), iota(vec![2, 3]))[0];
+    assert_eq!(y.as_f32().unwrap(), [0.0, 1.0, 2.0, 0.0, 0.0, 0.0]);
+    let err = import(&cumsum(&[1], vec![int("reverse", 2)])).unwrap_err();
+    assert!(err.to_string().contains("reverse=2"), "{err}");
+    let err = import(&cumsum(&[0, 1], vec![])).unwrap_err();
+    assert!(err.to_string().contains("not one value"), "{err}");
+    let dynamic = model(
+        14,
+        vec![node("CumSum", &["x", "axis"], &["y"], vec![])],
+        vec![],
+        value("x", &[2, 3]),
+        &["y"],
+    );
+    assert!(import(&dynamic).is_err());
+}

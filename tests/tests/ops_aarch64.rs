@@ -196,3 +196,29 @@ fn layer_norm_stats_and_min_prod_reductions() {
         panic!("aarch64 LayerNorm stats and Min/Prod reductions:\n{e}");
     }
 }
+
+/// CumSum (every axis and flag, f32/i32/i64), integer arithmetic with broadcasting and
+/// wrapping, and the RoBERTa position-id chain, in one graph under qemu.
+#[test]
+fn cumsum_integer_arithmetic_and_position_ids() {
+    use edgecc::ir::DType;
+    require_tools();
+    let mut net = Net::new();
+    let mut seed = 500;
+    for dtype in [DType::F32, DType::I32, DType::I64] {
+        for axis in [0i64, 1, -1] {
+            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                seed += 1;
+                build_cumsum(&mut net, &[3, 5, 4], axis, exclusive, reverse, dtype, seed);
+            }
+        }
+    }
+    build_int_arith(&mut net, DType::I32, 3);
+    build_int_arith(&mut net, DType::I64, 4);
+    roberta_position_ids(&mut net);
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 CumSum and integer arithmetic:\n{e}");
+    }
+}

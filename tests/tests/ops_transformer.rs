@@ -372,3 +372,60 @@ fn pow_general_exponents() {
     let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
     net.check_cross(&target).unwrap();
 }
+
+/// The CumSum cases: every axis of a 3-D input, each flag combination, f32/i32/i64.
+fn cumsum_net() -> Net {
+    use edgecc::ir::DType;
+    let mut net = Net::new();
+    let mut seed = 300;
+    for dtype in [DType::F32, DType::I32, DType::I64] {
+        for axis in [0i64, 1, 2, -1] {
+            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                seed += 1;
+                ops_common::build_cumsum(
+                    &mut net,
+                    &[3, 5, 4],
+                    axis,
+                    exclusive,
+                    reverse,
+                    dtype,
+                    seed,
+                );
+            }
+        }
+        ops_common::build_cumsum(&mut net, &[17], 0, false, false, dtype, seed + 100);
+    }
+    net
+}
+
+/// CumSum over every axis, exclusive and reverse, f32 (sequential sums, exact) and
+/// i32/i64 with values that wrap, on the lowered-program executor and the JIT.
+#[test]
+fn cumsum_axes_flags_and_dtypes() {
+    let net = cumsum_net();
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+}
+
+/// Integer Add/Sub/Mul/Max/Min with broadcasting, Neg and Abs on i32 and i64, with
+/// operands near the ends of the range so sums and products wrap.
+#[test]
+fn integer_arithmetic_wraps_and_broadcasts() {
+    use edgecc::ir::DType;
+    let mut net = Net::new();
+    ops_common::build_int_arith(&mut net, DType::I32, 1);
+    ops_common::build_int_arith(&mut net, DType::I64, 2);
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+}
+
+/// RoBERTa's run-time position ids (Equal/Not/Cast/CumSum/Mul/Cast/Add on ints) and the
+/// position embedding lookup they drive.
+#[test]
+fn roberta_position_ids_chain() {
+    let mut net = Net::new();
+    ops_common::roberta_position_ids(&mut net);
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+}

@@ -426,6 +426,11 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Tile { repeats } => tensor_ops::tile(arg(0)?, repeats),
         Op::Pad { pads, mode, value } => tensor_ops::pad(arg(0)?, pads, *mode, *value),
         Op::Einsum(eq) => einsum(eq, x),
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        } => tensor_ops::cumsum(arg(0)?, *axis, *exclusive, *reverse),
         Op::Softmax { axis, coerce_2d } => {
             let t = arg(0)?;
             let a = f32s(t, "input")?;

@@ -441,6 +441,57 @@ pub fn int_binary(op: Binary, a: &Tensor, b: &Tensor) -> R {
     }
 }
 
+/// ONNX CumSum along `axis`. Each scan runs in order from its start (the last element
+/// when `reverse`), one running sum per scan: f32 accumulates in f32 and f64 in f64, one
+/// addition per element, as numpy's `cumsum`; integers accumulate in i64 with wrapping
+/// adds and are narrowed at the end, which is two's complement wrapping in their own width.
+/// With `exclusive` each output is the sum before its element is added (the first is 0).
+pub fn cumsum(t: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> R {
+    let ax = norm_axis(axis, t.shape.len())?;
+    let outer: usize = t.shape[..ax].iter().product();
+    let len = t.shape.get(ax).copied().unwrap_or(1);
+    let inner: usize = t.shape[(ax + 1).min(t.shape.len())..].iter().product();
+    // The flat indices of one scan, in scan order.
+    let scan = |o: usize, i: usize| {
+        (0..len).map(move |k| {
+            let k = if reverse { len - 1 - k } else { k };
+            (o * len + k) * inner + i
+        })
+    };
+    macro_rules! run {
+        ($v:expr, $zero:expr, $add:expr) => {{
+            let v = $v;
+            let mut out = vec![$zero; v.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut acc = $zero;
+                    for at in scan(o, i) {
+                        let next = $add(acc, v[at]);
+                        out[at] = if exclusive { acc } else { next };
+                        acc = next;
+                    }
+                }
+            }
+            out
+        }};
+    }
+    let shape = t.shape.clone();
+    match &t.data {
+        Data::F32(v) => Ok(vec![Tensor::f32(shape, run!(v, 0f32, |a, b| a + b))]),
+        Data::F64(v) => Ok(vec![Tensor {
+            dtype: DType::F64,
+            shape,
+            data: Data::F64(run!(v, 0f64, |a, b| a + b)),
+        }]),
+        _ if matches!(t.dtype, DType::I64 | DType::I32) => {
+            let v = t.to_i64s().ok_or("not integers")?;
+            let out = run!(v, 0i64, i64::wrapping_add);
+            cast(&Tensor::i64(shape, out), t.dtype)
+        }
+        _ => Err(format!("CumSum of {} is not supported", t.dtype)),
+    }
+}
+
 pub fn compare(op: Cmp, a: &Tensor, b: &Tensor) -> R {
     let (shape, sa, sb) = zip_shape(a, b)?;
     if let (Data::Str(x), Data::Str(y)) = (&a.data, &b.data) {

@@ -715,6 +715,12 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let shapes: Vec<&[usize]> = types.iter().map(|t| t.1).collect();
             Ok(vec![(first.0, eq.resolve(&shapes)?.output_shape())])
         }
+        Op::CumSum { axis, .. } => {
+            want(1, types, 1)?;
+            numeric(&types[0], "input")?;
+            norm_axis(*axis, types[0].1.len())?;
+            Ok(vec![(types[0].0, types[0].1.to_vec())])
+        }
         Op::Softmax { axis, .. } => {
             want(1, types, 1)?;
             float(&types[0], "input")?;

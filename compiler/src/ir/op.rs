@@ -294,6 +294,15 @@ pub enum Op {
     },
     /// Einstein summation over any number of inputs (see [`super::einsum`]).
     Einsum(Equation),
+    /// Running sums along `axis` (ONNX CumSum; the axis input was a constant):
+    /// `out[.., k, ..] = sum of x[.., j, ..]` over `j <= k` (`j < k` when `exclusive`;
+    /// `j >= k` / `j > k` when `reverse`). f32 sums accumulate sequentially in f32 from
+    /// the start of the scan, integers wrap (two's complement), as numpy's cumsum.
+    CumSum {
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    },
 }
 
 impl Op {
@@ -384,6 +393,7 @@ impl Op {
             Op::Tile { .. } => "Tile",
             Op::Pad { .. } => "Pad",
             Op::Einsum(_) => "Einsum",
+            Op::CumSum { .. } => "CumSum",
         }
     }
 }
@@ -513,6 +523,20 @@ impl fmt::Display for Op {
                 write!(f, "{{pads={} mode={mode:?} value={value:?}}}", list(pads))
             }
             Op::Einsum(eq) => write!(f, "{{equation={eq}}}"),
+            Op::CumSum {
+                axis,
+                exclusive,
+                reverse,
+            } => {
+                write!(f, "{{axis={axis}")?;
+                if *exclusive {
+                    f.write_str(" exclusive")?;
+                }
+                if *reverse {
+                    f.write_str(" reverse")?;
+                }
+                f.write_str("}")
+            }
             _ => Ok(()),
         }
     }

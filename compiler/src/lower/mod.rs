@@ -466,7 +466,18 @@ impl<'g> Builder<'g> {
                 node.op,
                 Op::Compare(_) | Op::Logic(_) | Op::Not | Op::Where | Op::Tile { .. }
             ) && g.value(o).dtype.to_program().is_some();
-            if g.value(o).dtype != DType::F32 && !node.op.is_view() && !moves && !converts && !masks
+            // Integer arithmetic and running sums have kernels of their own.
+            let ints = matches!(g.value(o).dtype, DType::I32 | DType::I64)
+                && matches!(
+                    node.op,
+                    Op::Binary(_) | Op::Unary(Unary::Neg | Unary::Abs) | Op::CumSum { .. }
+                );
+            if g.value(o).dtype != DType::F32
+                && !node.op.is_view()
+                && !moves
+                && !converts
+                && !masks
+                && !ints
             {
                 return Err(unsupported(
                     g,
@@ -479,6 +490,36 @@ impl<'g> Builder<'g> {
             }
         }
         match &node.op {
+            Op::Unary(_) | Op::Binary(_) if g.value(out).dtype != DType::F32 => {
+                self.int_elementwise(n)?
+            }
+            Op::CumSum {
+                axis,
+                exclusive,
+                reverse,
+            } => {
+                let shape = self.shape(out).to_vec();
+                let ax = norm_axis(*axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
+                let dtype = g.value(out).dtype;
+                let dtype = dtype
+                    .to_program()
+                    .filter(|d| matches!(d, p::DType::F32 | p::DType::I32 | p::DType::I64))
+                    .ok_or_else(|| unsupported(g, n, format!("CumSum of {dtype}")))?;
+                let input = self.buf(ins[0]);
+                let output = self.buf(out);
+                if g.value(out).num_elements() > 0 {
+                    self.kernels.push(Kernel::CumSum {
+                        outer: shape[..ax].iter().product::<usize>() as u64,
+                        len: shape.get(ax).copied().unwrap_or(1) as u64,
+                        inner: shape[(ax + 1).min(shape.len())..].iter().product::<usize>() as u64,
+                        dtype,
+                        exclusive: *exclusive,
+                        reverse: *reverse,
+                        input,
+                        output,
+                    });
+                }
+            }
             Op::Unary(u) => {
                 let op = match u {
                     Unary::Relu => UnaryOp::Relu,
@@ -1063,6 +1104,59 @@ impl<'g> Builder<'g> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Integer Add, Sub, Mul, Max, Min, Neg and Abs on i32/i64 (with broadcasting) as one
+    /// [`Kernel::IntElementwise`], wrapping exactly as the interpreter's `i64` arithmetic
+    /// narrowed to the operand width. Div and Pow are not compiled for integers: the
+    /// interpreter runs them (Div by zero is an error there, and a program has no way to
+    /// report one).
+    fn int_elementwise(&mut self, n: NodeIndex) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (ins, out) = (&node.inputs, node.outputs[0]);
+        let dtype = g.value(out).dtype;
+        let dtype = dtype
+            .to_program()
+            .filter(|d| matches!(d, p::DType::I32 | p::DType::I64))
+            .ok_or_else(|| unsupported(g, n, format!("{dtype} arithmetic")))?;
+        let op = match &node.op {
+            Op::Binary(Binary::Add) => p::IntOp::Add,
+            Op::Binary(Binary::Sub) => p::IntOp::Sub,
+            Op::Binary(Binary::Mul) => p::IntOp::Mul,
+            Op::Binary(Binary::Max) => p::IntOp::Max,
+            Op::Binary(Binary::Min) => p::IntOp::Min,
+            Op::Unary(Unary::Neg) => p::IntOp::Neg,
+            Op::Unary(Unary::Abs) => p::IntOp::Abs,
+            other => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
+                        "integer {} is not compiled yet (the interpreter runs it)",
+                        other.name()
+                    ),
+                ));
+            }
+        };
+        let arity = if op.is_binary() { 2 } else { 1 };
+        if ins.len() != arity || g.value(ins[0]).dtype != g.value(out).dtype {
+            return Err(unsupported(g, n, "operand types differ from the result"));
+        }
+        self.reuse_input(n, out, &ins[..arity]);
+        let shape = self.shape(out).to_vec();
+        let a = self.bview(ins[0], &shape);
+        let b = op.is_binary().then(|| self.bview(ins[1], &shape));
+        let output = self.dview(out);
+        self.kernels.push(Kernel::IntElementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            dtype,
+            op,
+            a,
+            b,
+            output,
+        });
         Ok(())
     }
 
@@ -1787,6 +1881,17 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             v(a);
             v(b);
             v(output);
+        }
+        Kernel::IntElementwise { a, b, output, .. } => {
+            v(a);
+            if let Some(b) = b {
+                v(b);
+            }
+            v(output);
+        }
+        Kernel::CumSum { input, output, .. } => {
+            *input = f(*input);
+            *output = f(*output);
         }
         Kernel::Logic { a, b, output, .. } => {
             v(a);

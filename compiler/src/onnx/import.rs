@@ -89,6 +89,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "CumSum",
     "Div",
     "Dropout",
     "Einsum",
@@ -1146,6 +1147,28 @@ fn translate(
             };
             return Ok(Lowered::Op(
                 Op::Pad { pads, mode, value },
+                ins.iter().take(1).cloned().collect(),
+            ));
+        }
+        "CumSum" => {
+            let n = ins.get(1).ok_or_else(|| some("no axis input".into()))?;
+            let axis = match const_ints(konst, n)?.as_slice() {
+                [a] => *a,
+                other => return Err(some(format!("axis {other:?} is not one value"))),
+            };
+            let flag = |name: &str| -> Result<bool, Option<String>> {
+                match a.int(name).map_err(some)?.unwrap_or(0) {
+                    0 => Ok(false),
+                    1 => Ok(true),
+                    v => Err(some(format!("{name}={v} is not 0 or 1"))),
+                }
+            };
+            return Ok(Lowered::Op(
+                Op::CumSum {
+                    axis,
+                    exclusive: flag("exclusive")?,
+                    reverse: flag("reverse")?,
+                },
                 ins.iter().take(1).cloned().collect(),
             ));
         }

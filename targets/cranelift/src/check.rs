@@ -316,6 +316,57 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 sized_view(p, k, b, shape, size, "b")?;
                 sized_view(p, k, output, shape, size, "output")?;
             }
+            Kernel::IntElementwise {
+                shape,
+                dtype,
+                op,
+                a,
+                b,
+                output,
+            } => {
+                if !matches!(dtype, DType::I32 | DType::I64) {
+                    return Err(unsupported(format!(
+                        "kernel {k}: int elementwise of {}",
+                        dtype.name()
+                    )));
+                }
+                match (op.is_binary(), b) {
+                    (true, Some(b)) => sized_view(p, k, b, shape, dtype.size() as u64, "b")?,
+                    (false, None) => {}
+                    _ => {
+                        return Err(unsupported(format!(
+                            "kernel {k}: int {op:?} has the wrong operand count"
+                        )));
+                    }
+                }
+                let size = dtype.size() as u64;
+                sized_view(p, k, a, shape, size, "a")?;
+                sized_view(p, k, output, shape, size, "output")?;
+            }
+            Kernel::CumSum {
+                outer,
+                len,
+                inner,
+                dtype,
+                input,
+                output,
+                ..
+            } => {
+                if !matches!(dtype, DType::F32 | DType::I32 | DType::I64) {
+                    return Err(unsupported(format!(
+                        "kernel {k}: cumsum of {}",
+                        dtype.name()
+                    )));
+                }
+                let bytes = outer
+                    .checked_mul(*len)
+                    .and_then(|n| n.checked_mul(*inner))
+                    .and_then(|n| n.checked_mul(dtype.size() as u64))
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(|| unsupported(format!("kernel {k}: cumsum sizes overflow")))?;
+                dense(p, k, *input, bytes)?;
+                dense(p, k, *output, bytes)?;
+            }
         }
         for b in written(kernel) {
             if matches!(b, Buffer::Input(_) | Buffer::Const(_)) {
@@ -338,7 +389,9 @@ fn written(k: &Kernel) -> Vec<Buffer> {
         Kernel::Elementwise { output, .. }
         | Kernel::Compare { output, .. }
         | Kernel::Logic { output, .. }
-        | Kernel::Select { output, .. } => vec![output.buf],
+        | Kernel::Select { output, .. }
+        | Kernel::IntElementwise { output, .. } => vec![output.buf],
+        Kernel::CumSum { output, .. } => vec![*output],
         Kernel::Copy { dst, .. } => vec![*dst],
         Kernel::Gather { output, .. } | Kernel::Convert { output, .. } => vec![*output],
     }

@@ -26,7 +26,7 @@ use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, io_params};
-use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, mask, rows, window};
+use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, integer, mask, rows, window};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,10 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
         Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
         Kernel::Convert { input, .. } => bufs.push(*input),
         Kernel::Compare { a, b, .. } => bufs.extend([a.buf, b.buf]),
+        Kernel::IntElementwise { a, b, .. } => {
+            bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
+        }
+        Kernel::CumSum { input, .. } => bufs.push(*input),
         Kernel::Logic { a, b, .. } => {
             bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
         }
@@ -548,6 +552,36 @@ fn emit_kernel(
             b,
             output,
             const_cond(consts, shape, cond),
+        ),
+        Kernel::IntElementwise {
+            shape,
+            dtype,
+            op,
+            a,
+            b,
+            output,
+        } => integer::emit_int_elementwise(fx, shape, *dtype, *op, a, b.as_ref(), output),
+        Kernel::CumSum {
+            outer,
+            len,
+            inner,
+            dtype,
+            exclusive,
+            reverse,
+            input,
+            output,
+        } => integer::emit_cumsum(
+            fx,
+            &integer::CumSum {
+                outer: *outer,
+                len: *len,
+                inner: *inner,
+                dtype: *dtype,
+                exclusive: *exclusive,
+                reverse: *reverse,
+            },
+            *input,
+            *output,
         ),
     }
 }

@@ -16,7 +16,7 @@
 //!   for bit.
 
 use crate::{
-    Activation, BinaryOp, Buffer, CmpOp, Const, DType, ExprNode, Kernel, LogicOp, PoolKind,
+    Activation, BinaryOp, Buffer, CmpOp, Const, DType, ExprNode, IntOp, Kernel, LogicOp, PoolKind,
     Program, ReduceOp, UnaryOp, View,
 };
 
@@ -375,6 +375,38 @@ pub fn logic_bytes(op: LogicOp, a: u8, b: u8) -> bool {
         LogicOp::Or => p || q,
         LogicOp::Xor => p != q,
         LogicOp::Not => !p,
+    }
+}
+
+/// `a op b` (`op a` for one-operand ops) on two's complement integers with the wrapping
+/// semantics of [`IntOp`]; `I32` results are the low 32 bits of the `i64` result.
+pub fn int_op(op: IntOp, a: i64, b: i64) -> i64 {
+    match op {
+        IntOp::Add => a.wrapping_add(b),
+        IntOp::Sub => a.wrapping_sub(b),
+        IntOp::Mul => a.wrapping_mul(b),
+        IntOp::Max => a.max(b),
+        IntOp::Min => a.min(b),
+        IntOp::Neg => a.wrapping_neg(),
+        IntOp::Abs => a.wrapping_abs(),
+    }
+}
+
+/// A little-endian signed integer of 4 or 8 bytes.
+fn int_from(bytes: &[u8]) -> i64 {
+    if bytes.len() == 4 {
+        i32::from_le_bytes(bytes.try_into().unwrap()) as i64
+    } else {
+        i64::from_le_bytes(bytes[..8].try_into().unwrap())
+    }
+}
+
+/// `v` as `size` (4 or 8) little-endian bytes, keeping the low bits.
+fn int_to(v: i64, size: u64) -> Vec<u8> {
+    if size == 4 {
+        (v as i32).to_le_bytes().to_vec()
+    } else {
+        v.to_le_bytes().to_vec()
     }
 }
 
@@ -892,6 +924,80 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             })?;
             for (o, r) in results {
                 mem.st_bytes(output.buf, o, &r)?;
+            }
+        }
+        Kernel::IntElementwise {
+            shape,
+            dtype,
+            op,
+            a,
+            b,
+            output,
+        } => {
+            if !matches!(dtype, DType::I32 | DType::I64) {
+                return Err(mem.malformed(format!("int elementwise of {}", dtype.name())));
+            }
+            check_rank(mem, a, shape.len(), "a")?;
+            check_rank(mem, output, shape.len(), "output")?;
+            match (op.is_binary(), b) {
+                (true, Some(b)) => check_rank(mem, b, shape.len(), "b")?,
+                (false, None) => {}
+                _ => return Err(mem.malformed(format!("{op:?} with the wrong operand count"))),
+            }
+            let size = dtype.size() as u64;
+            let mut results = Vec::new();
+            for_each_index(shape, |idx| {
+                let x = int_from(mem.ld_bytes(a.buf, at(a, idx), size)?);
+                let y = match b {
+                    Some(b) => int_from(mem.ld_bytes(b.buf, at(b, idx), size)?),
+                    None => 0,
+                };
+                results.push((at(output, idx), int_op(*op, x, y)));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st_bytes(output.buf, o, &int_to(r, size))?;
+            }
+        }
+        Kernel::CumSum {
+            outer,
+            len,
+            inner,
+            dtype,
+            exclusive,
+            reverse,
+            input,
+            output,
+        } => {
+            let size = dtype.size() as u64;
+            let (len, inner) = (*len as i128, *inner as i128);
+            for o in 0..*outer as i128 {
+                for i in 0..inner {
+                    let (mut fs, mut is) = (0f32, 0i64);
+                    for step in 0..len {
+                        let k = if *reverse { len - 1 - step } else { step };
+                        let e = (o * len + k) * inner + i;
+                        let x = mem.ld_bytes(*input, e, size)?;
+                        let r = match dtype {
+                            DType::F32 => {
+                                let next = fs + f32::from_le_bytes(x.try_into().unwrap());
+                                let r = if *exclusive { fs } else { next };
+                                fs = next;
+                                r.to_le_bytes().to_vec()
+                            }
+                            DType::I32 | DType::I64 => {
+                                let next = is.wrapping_add(int_from(x));
+                                let r = if *exclusive { is } else { next };
+                                is = next;
+                                int_to(r, size)
+                            }
+                            other => {
+                                return Err(mem.malformed(format!("cumsum of {}", other.name())));
+                            }
+                        };
+                        mem.st_bytes(*output, e, &r)?;
+                    }
+                }
             }
         }
         Kernel::Convert {

@@ -215,6 +215,33 @@ pub enum LogicOp {
     Not,
 }
 
+/// Integer operations of [`Kernel::IntElementwise`], all in two's complement with
+/// wrapping on overflow (the low 32 or 64 bits of the exact result), never trapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IntOp {
+    /// `a + b`, wrapping.
+    Add,
+    /// `a - b`, wrapping.
+    Sub,
+    /// `a · b`, wrapping (the low bits of the full product).
+    Mul,
+    /// The larger of `a` and `b`, signed.
+    Max,
+    /// The smaller of `a` and `b`, signed.
+    Min,
+    /// `-a`, wrapping: the most negative value is its own negation. One operand.
+    Neg,
+    /// `|a|`, wrapping like `Neg`: the most negative value stays itself. One operand.
+    Abs,
+}
+
+impl IntOp {
+    /// Whether the op reads a second operand `b`.
+    pub fn is_binary(self) -> bool {
+        !matches!(self, IntOp::Neg | IntOp::Abs)
+    }
+}
+
 /// Max or average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -443,6 +470,39 @@ pub enum Kernel {
         b: View,
         output: View,
     },
+    /// `out[i] = a[i] op b[i]` (`Neg`, `Abs`: `out[i] = op a[i]`, with `b` absent) on
+    /// signed integers of `dtype` (`I32` or `I64`) for every multi-index `i` of `shape`,
+    /// with the wrapping semantics of [`IntOp`] (ONNX Add, Sub, Mul, Max, Min, Neg, Abs on
+    /// int32/int64; the position ids of RoBERTa-style models). Views have `shape.len()`
+    /// strides in elements of `dtype` (0 broadcasts). The output may be one of the inputs
+    /// with an identical view (in place); otherwise it overlaps no input.
+    IntElementwise {
+        shape: Vec<u64>,
+        dtype: DType,
+        op: IntOp,
+        a: View,
+        b: Option<View>,
+        output: View,
+    },
+    /// Running sums along the middle axis of a dense `[outer, len, inner]` tensor of
+    /// `dtype` (`F32`, `I32` or `I64`) into a dense output of the same shape (ONNX
+    /// CumSum). For each `(o, i)` the scan visits `k = 0, 1, .., len-1` (`len-1, .., 0`
+    /// when `reverse`) and keeps one running sum `s`, starting at 0: at each step
+    /// `s' = s + x[o, k, i]` and `out[o, k, i]` is `s'` (inclusive) or `s` (`exclusive`,
+    /// so the first element of the scan is 0); then `s = s'`. f32 sums are exactly this
+    /// sequential order of f32 additions (no reassociation: results are bit-identical to
+    /// a left-to-right fold); integers wrap (two's complement). Input and output do not
+    /// overlap.
+    CumSum {
+        outer: u64,
+        len: u64,
+        inner: u64,
+        dtype: DType,
+        exclusive: bool,
+        reverse: bool,
+        input: Buffer,
+        output: Buffer,
+    },
 }
 
 /// The status `<name>_run` returns when a [`Kernel::Gather`] index is out of range (0 is
@@ -514,6 +574,8 @@ impl Kernel {
             Kernel::Compare { .. } => "compare",
             Kernel::Logic { .. } => "logic",
             Kernel::Select { .. } => "select",
+            Kernel::IntElementwise { .. } => "int_elementwise",
+            Kernel::CumSum { .. } => "cumsum",
         }
     }
 }

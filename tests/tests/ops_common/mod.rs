@@ -2684,3 +2684,144 @@ pub fn build_reduce(net: &mut Net, p: &ReduceP) {
         tol,
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Integer arithmetic and CumSum (RoBERTa position ids)
+
+/// An i32 or i64 tensor of `v` (narrowed to i32 with wrapping).
+pub fn int_tensor(dtype: DType, shape: Vec<usize>, v: Vec<i64>) -> Tensor {
+    edgecc::interp::tensor_ops::cast(&Tensor::i64(shape, v), dtype)
+        .expect("test bug: int cast")
+        .remove(0)
+}
+
+/// Values that stress wrapping: small, and near the ends of `dtype`'s range.
+pub fn wrap_values(rng: &mut Rng, dtype: DType, n: usize) -> Vec<i64> {
+    let (lo, hi) = if dtype == DType::I32 {
+        (i32::MIN as i64, i32::MAX as i64)
+    } else {
+        (i64::MIN, i64::MAX)
+    };
+    (0..n)
+        .map(|_| match rng.below(6) {
+            0 => hi - rng.below(3) as i64,
+            1 => lo + rng.below(3) as i64,
+            2 => hi / 2 + rng.below(1000) as i64,
+            _ => rng.below(2001) as i64 - 1000,
+        })
+        .collect()
+}
+
+/// CumSum of an f32/i32/i64 input over `axis` with the given flags; integer inputs hold
+/// wrapping values. Exact (the f32 sums are sequential on both sides).
+pub fn build_cumsum(
+    net: &mut Net,
+    shape: &[usize],
+    axis: i64,
+    exclusive: bool,
+    reverse: bool,
+    dtype: DType,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let n = numel(shape);
+    let x = if dtype == DType::F32 {
+        net.input(rng.tensor(shape, -100.0, 100.0))
+    } else {
+        let v = wrap_values(&mut rng, dtype, n);
+        net.input(int_tensor(dtype, shape.to_vec(), v))
+    };
+    let y = net.node(
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        },
+        &[x],
+    );
+    net.output(
+        y,
+        format!("CumSum {dtype} {shape:?} axis {axis} exclusive {exclusive} reverse {reverse}"),
+        Tol::exact(),
+    );
+}
+
+/// Integer Add/Sub/Mul/Max/Min with broadcast forms (and Neg/Abs) on wrapping values,
+/// each op once, plus an in-place chain.
+pub fn build_int_arith(net: &mut Net, dtype: DType, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let forms: [(&[usize], &[usize]); 5] = [
+        (&[3, 5], &[3, 5]),
+        (&[2, 3, 4], &[4]),
+        (&[2, 1, 4], &[3, 1]),
+        (&[], &[6]),
+        (&[7, 1], &[1, 9]),
+    ];
+    let ops = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Max,
+        Binary::Min,
+    ];
+    for (i, (sa, sb)) in forms.iter().enumerate() {
+        for (j, &op) in ops.iter().enumerate() {
+            let a = wrap_values(&mut rng, dtype, numel(sa));
+            let b = wrap_values(&mut rng, dtype, numel(sb));
+            let a = net.input(int_tensor(dtype, sa.to_vec(), a));
+            // Every other right-hand side a constant.
+            let b = net.data((i + j) % 2 == 1, int_tensor(dtype, sb.to_vec(), b));
+            let y = net.node(Op::Binary(op), &[a, b]);
+            net.output(y, format!("{op:?} {dtype} {sa:?} x {sb:?}"), Tol::exact());
+        }
+    }
+    let x = wrap_values(&mut rng, dtype, 24);
+    let x = net.input(int_tensor(dtype, vec![4, 6], x));
+    let n = net.node(Op::Unary(Unary::Neg), &[x]);
+    net.output(n, format!("Neg {dtype}"), Tol::exact());
+    let a = net.node(Op::Unary(Unary::Abs), &[x]);
+    net.output(a, format!("Abs {dtype}"), Tol::exact());
+    // A chain whose intermediates die: the later kernels run in place.
+    let t = net.node(Op::Binary(Binary::Mul), &[x, x]);
+    let t = net.node(Op::Binary(Binary::Add), &[t, x]);
+    let t = net.node(Op::Unary(Unary::Neg), &[t]);
+    net.output(t, format!("-(x*x + x) {dtype}"), Tol::exact());
+}
+
+/// RoBERTa's position ids from input ids (HF `create_position_ids_from_input_ids`, as
+/// both PyTorch exporters write it): `mask = Cast(Not(Equal(ids, pad)), i32)`,
+/// `pos = Cast(CumSum(mask, 1) · mask, i64) + pad`, then the position embedding lookup.
+pub fn roberta_position_ids(net: &mut Net) {
+    let pad = 1i64;
+    let (b, s, width) = (3usize, 11usize, 5usize);
+    let ids: Vec<i64> = (0..b * s)
+        .map(|i| match (i / s, i % s) {
+            (_, 0) => 0,
+            (0, j) if j >= 8 => pad,
+            (1, _) => 100 + i as i64,
+            (2, j) if j % 3 == 2 => pad,
+            _ => 7 * i as i64 + 2,
+        })
+        .collect();
+    let ids = net.input(Tensor::i64(vec![b, s], ids));
+    let padc = net.konst(Tensor::i64(vec![], vec![pad]));
+    let is_pad = net.node(Op::Compare(Cmp::Equal), &[ids, padc]);
+    let keep = net.node(Op::Not, &[is_pad]);
+    let mask = net.node(Op::Cast { to: DType::I32 }, &[keep]);
+    let run = net.node(
+        Op::CumSum {
+            axis: 1,
+            exclusive: false,
+            reverse: false,
+        },
+        &[mask],
+    );
+    let masked = net.node(Op::Binary(Binary::Mul), &[run, mask]);
+    let wide = net.node(Op::Cast { to: DType::I64 }, &[masked]);
+    let pos = net.node(Op::Binary(Binary::Add), &[wide, padc]);
+    net.output(pos, "RoBERTa position ids", Tol::exact());
+    let mut rng = Rng::new(41);
+    let table = net.konst(rng.tensor(&[s + pad as usize + 1, width], -1.0, 1.0));
+    let emb = net.node(Op::Gather { axis: 0 }, &[table, pos]);
+    net.output(emb, "RoBERTa position embeddings", Tol::exact());
+}

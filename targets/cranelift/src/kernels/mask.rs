@@ -30,13 +30,13 @@ use crate::error::{Error, unsupported};
 use crate::fx::Fx;
 
 /// A simplified loop dimension: its size and the byte stride of each view.
-struct Dim {
-    size: u64,
-    strides: Vec<i64>,
+pub(crate) struct Dim {
+    pub size: u64,
+    pub strides: Vec<i64>,
 }
 
 /// `elems · size` bytes, refused when it is far from `i64` range.
-fn byte_stride(elems: i64, size: u64) -> Result<i64, Error> {
+pub(crate) fn byte_stride(elems: i64, size: u64) -> Result<i64, Error> {
     elems
         .checked_mul(size as i64)
         .filter(|b| b.unsigned_abs() < (1u64 << 48))
@@ -46,7 +46,7 @@ fn byte_stride(elems: i64, size: u64) -> Result<i64, Error> {
 /// Drops size-1 dimensions and merges a dimension into the next inner one when every view
 /// steps across the pair as across one dimension. `views` pairs each view with its element
 /// size in bytes.
-fn simplify(shape: &[u64], views: &[(&View, u64)]) -> Result<Vec<Dim>, Error> {
+pub(crate) fn simplify(shape: &[u64], views: &[(&View, u64)]) -> Result<Vec<Dim>, Error> {
     for (v, _) in views {
         if v.strides.len() != shape.len() {
             return Err(unsupported(format!(
@@ -82,7 +82,7 @@ fn simplify(shape: &[u64], views: &[(&View, u64)]) -> Result<Vec<Dim>, Error> {
 }
 
 /// Base pointers of `views` (element offsets applied).
-fn bases(fx: &mut Fx, views: &[(&View, u64)]) -> Result<Vec<Value>, Error> {
+pub(crate) fn bases(fx: &mut Fx, views: &[(&View, u64)]) -> Result<Vec<Value>, Error> {
     let mut ptrs = Vec::with_capacity(views.len());
     for (v, size) in views {
         let p = fx.buf(v.buf);
@@ -94,12 +94,12 @@ fn bases(fx: &mut Fx, views: &[(&View, u64)]) -> Result<Vec<Value>, Error> {
 /// Whether an input in `buf` may be loaded `readonly + can_move`: only when it cannot
 /// share memory with the output (the contract says it does not; arena views are kept
 /// ordered anyway, as in elementwise kernels).
-fn readonly(buf: Buffer, out: Buffer) -> bool {
+pub(crate) fn readonly(buf: Buffer, out: Buffer) -> bool {
     !(buf == out || matches!((buf, out), (Buffer::Arena { .. }, Buffer::Arena { .. })))
 }
 
 /// Runs `body` at every point of the nest with one pointer per view.
-fn nest(
+pub(crate) fn nest(
     fx: &mut Fx,
     dims: &[Dim],
     ptrs: &[Value],
@@ -126,7 +126,7 @@ fn nest(
     }
 }
 
-fn int_type(bytes: u64) -> Type {
+pub(crate) fn int_type(bytes: u64) -> Type {
     match bytes {
         1 => types::I8,
         4 => types::I32,

@@ -7,6 +7,7 @@ pub(crate) mod copy;
 pub(crate) mod elementwise;
 pub(crate) mod gather;
 pub(crate) mod gemm;
+pub(crate) mod integer;
 pub(crate) mod mask;
 pub(crate) mod rows;
 pub(crate) mod window;
