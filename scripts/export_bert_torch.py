@@ -9,6 +9,10 @@ seed) from PyTorch with both of PyTorch's ONNX exporters, as users export theirs
     examples/models/distilbert/         a DistilBertModel (hidden 64, 2 layers, default
                                         SDPA attention, whose export guards fully masked
                                         rows with IsNaN/Where), TorchScript, opset 17
+    examples/models/roberta/            a RobertaModel (same sizes): position ids computed
+                                        at run time from input_ids (Equal, Not, Cast,
+                                        CumSum, integer Mul/Add) and token types gathered
+                                        by them (GatherElements), TorchScript, opset 17
 
 Each folder gets model.onnx, the inputs (input_ids, attention_mask: int64 [1, SEQ], the
 mask with padding at the end) and onnxruntime's outputs (last_hidden_state,
@@ -78,7 +82,7 @@ def build_distilbert():
 
 
 class WrappedDistil(torch.nn.Module):
-    """DistilBERT has no pooler: one output."""
+    """Models without a pooler (DistilBERT, RoBERTa here): one output."""
 
     def __init__(self, m):
         super().__init__()
@@ -87,6 +91,24 @@ class WrappedDistil(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask):
         return (self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
+
+
+def build_roberta():
+    torch.manual_seed(2)
+    cfg = transformers.RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
+    model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
 
 
 def inputs():
@@ -111,9 +133,10 @@ class Wrapped(torch.nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
-def export(model, dynamo, out_dir, opset=None, wrapper=None, output_names=None):
+def export(model, dynamo, out_dir, opset=None, wrapper=None, output_names=None, pad_id=0):
     os.makedirs(out_dir, exist_ok=True)
     ids, mask = inputs()
+    ids[mask == 0] = pad_id
     path = os.path.join(out_dir, "model.onnx")
     args = (torch.from_numpy(ids), torch.from_numpy(mask))
     wrapper = wrapper or Wrapped
@@ -158,13 +181,17 @@ def export(model, dynamo, out_dir, opset=None, wrapper=None, output_names=None):
 
 def main():
     model = build()
-    which = sys.argv[1:] or ["torchscript", "opset13", "dynamo", "distilbert"]
+    which = sys.argv[1:] or ["torchscript", "opset13", "dynamo", "distilbert", "roberta"]
     if "torchscript" in which:
         export(model, False, os.path.join(ROOT, "bert_torchscript"))
     if "opset13" in which:
         export(model, False, os.path.join(ROOT, "bert_opset13"), opset=13)
     if "dynamo" in which:
         export(model, True, os.path.join(ROOT, "bert_dynamo"))
+    if "roberta" in which:
+        # RoBERTa's padding id is 1: the padded tail of the ids must hold it.
+        export(build_roberta(), False, os.path.join(ROOT, "roberta"), wrapper=WrappedDistil,
+               output_names=["last_hidden_state"], pad_id=1)
     if "distilbert" in which:
         export(build_distilbert(), False, os.path.join(ROOT, "distilbert"), wrapper=WrappedDistil,
                output_names=["last_hidden_state"])

@@ -36,6 +36,7 @@ pub const DEFAULT_MODELS: &[&str] = &[
     "bert_dynamo",
     "bert_opset13",
     "distilbert",
+    "roberta",
 ];
 
 /// One example model directory: `model.onnx`, `input_<i>.npy`, `output_<i>.npy`.

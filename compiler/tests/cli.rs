@@ -144,6 +144,7 @@ fn run_reference_matches_onnxruntime() {
         "bert_dynamo",
         "bert_opset13",
         "distilbert",
+        "roberta",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--reference"], &[]);
@@ -162,6 +163,7 @@ fn run_x86_64_jit_matches_onnxruntime() {
         "bert_dynamo",
         "bert_opset13",
         "distilbert",
+        "roberta",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
@@ -310,6 +312,7 @@ fn run_aarch64_under_qemu_matches_onnxruntime() {
         "bert_dynamo",
         "bert_opset13",
         "distilbert",
+        "roberta",
         "einsum",
     ] {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);

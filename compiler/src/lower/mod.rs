@@ -246,6 +246,13 @@ impl<'g> Builder<'g> {
         let (ins, out) = (&node.inputs, node.outputs[0]);
         let data = g.value(ins[0]);
         let bits = data.dtype.bits();
+        if let Op::GatherElements { axis } = node.op
+            && ins.len() == 2
+            && g.konst(ins[1]).is_none()
+        {
+            self.gather_elements(n, axis)?;
+            return Ok(true);
+        }
         let wanted = matches!(node.op, Op::GatherElements { .. } | Op::GatherND { .. });
         if !wanted || node.outputs.len() != 1 || !bits.is_multiple_of(8) || data.konst.is_some() {
             return Ok(false);
@@ -313,8 +320,55 @@ impl<'g> Builder<'g> {
             indices: Buffer::Const(id),
             index_bytes: 8,
             output,
+            elementwise: false,
         });
         Ok(true)
+    }
+
+    /// GatherElements with indices computed at run time, as one Gather kernel with an index
+    /// per element; data and indices must have the same shape but along the axis (what
+    /// `torch.gather` of an expanded buffer exports).
+    fn gather_elements(&mut self, n: NodeIndex, axis: i64) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (d, i, out) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let (ds, is) = (self.shape(d).to_vec(), self.shape(i).to_vec());
+        let ax = norm_axis(axis, ds.len()).map_err(|m| unsupported(g, n, m))?;
+        if ds.len() != is.len() || (0..ds.len()).any(|k| k != ax && ds[k] != is[k]) {
+            return Err(unsupported(
+                g,
+                n,
+                format!(
+                    "run-time indices {is:?} must match data {ds:?} off axis {ax} \
+                     (smaller index shapes are not compiled yet)"
+                ),
+            ));
+        }
+        let index_bytes = match g.value(i).dtype {
+            DType::I64 => 8,
+            DType::I32 => 4,
+            other => return Err(unsupported(g, n, format!("{other} indices"))),
+        };
+        let bits = g.value(d).dtype.bits();
+        if !bits.is_multiple_of(8) || bits > 64 || g.value(d).dtype.to_program().is_none() {
+            return Err(unsupported(g, n, format!("{} data", g.value(d).dtype)));
+        }
+        let data = self.buf(d);
+        let indices = self.buf(i);
+        let output = self.buf(out);
+        self.kernels.push(Kernel::Gather {
+            outer: ds[..ax].iter().product::<usize>() as u64,
+            axis_len: ds[ax] as u64,
+            inner: ds[ax + 1..].iter().product::<usize>() as u64,
+            count: is[ax] as u64,
+            elem_bytes: (bits / 8) as u32,
+            data,
+            indices,
+            index_bytes,
+            output,
+            elementwise: true,
+        });
+        Ok(())
     }
 
     fn f32_const(&self, v: ValueId) -> Option<&'g [f32]> {
@@ -982,6 +1036,7 @@ impl<'g> Builder<'g> {
                     indices,
                     index_bytes,
                     output,
+                    elementwise: false,
                 });
             }
             Op::GatherElements { .. } | Op::GatherND { .. } => {

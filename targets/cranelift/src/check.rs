@@ -221,6 +221,7 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 indices,
                 index_bytes,
                 output,
+                elementwise,
             } => {
                 if !matches!(index_bytes, 4 | 8) {
                     return Err(unsupported(format!(
@@ -241,7 +242,18 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                     .ok_or_else(big)?;
                 dense(p, k, *data, src)?;
                 dense(p, k, *output, dst)?;
-                dense(p, k, *indices, count * *index_bytes as u64)?;
+                let n_idx = if *elementwise {
+                    outer
+                        .checked_mul(*count)
+                        .and_then(|n| n.checked_mul(*inner))
+                } else {
+                    Some(*count)
+                };
+                let idx_bytes = n_idx
+                    .and_then(|n| n.checked_mul(*index_bytes as u64))
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(big)?;
+                dense(p, k, *indices, idx_bytes)?;
             }
             Kernel::Convert {
                 count,

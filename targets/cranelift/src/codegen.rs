@@ -492,6 +492,7 @@ fn emit_kernel(
             indices,
             index_bytes,
             output,
+            elementwise,
         } => {
             let (d, i, o) = (fx.buf(*data), fx.buf(*indices), fx.buf(*output));
             gather::emit(
@@ -503,6 +504,7 @@ fn emit_kernel(
                     count: *count,
                     elem_bytes: *elem_bytes,
                     index_bytes: *index_bytes,
+                    elementwise: *elementwise,
                 },
                 d,
                 i,

@@ -279,6 +279,7 @@ fn gather_program(
     index_bytes: u32,
     data_const: bool,
     data: &[u8],
+    elementwise: bool,
 ) -> (edgecc_program::Program, Vec<Vec<u8>>) {
     use edgecc_program::{Const, DType, IoTensor};
     let t = |name: &str, dtype: DType, n: u64| IoTensor {
@@ -286,7 +287,12 @@ fn gather_program(
         dtype,
         shape: vec![n],
     };
-    let count = idx.len() as u64;
+    // Elementwise: one index per output element, `outer · count · inner` of them.
+    let count = if elementwise {
+        idx.len() as u64 / (outer * inner)
+    } else {
+        idx.len() as u64
+    };
     let idx_bytes: Vec<u8> = idx
         .iter()
         .flat_map(|&i| {
@@ -302,7 +308,7 @@ fn gather_program(
     } else {
         DType::I64
     };
-    let mut inputs = vec![t("indices", idx_t, count)];
+    let mut inputs = vec![t("indices", idx_t, idx.len() as u64)];
     let mut ins = vec![idx_bytes];
     let mut consts = vec![];
     let data_buf = if data_const {
@@ -333,6 +339,7 @@ fn gather_program(
             indices: Buffer::Input(0),
             index_bytes,
             output: Buffer::Output(0),
+            elementwise,
         }],
     );
     (p, ins)
@@ -352,7 +359,7 @@ proptest! {
         let idx: Vec<i64> = raw.iter().map(|&r| (r as u64 % (2 * axis_len)) as i64 - axis_len as i64).collect();
         let n = (outer * axis_len * inner * elem_bytes as u64) as usize;
         let data: Vec<u8> = rand_vec(n, axis_len * 31 + inner).iter().map(|x| x.to_bits() as u8 ^ (x.to_bits() >> 13) as u8).collect();
-        let (p, ins) = gather_program(outer, axis_len, inner, elem_bytes, &idx, if wide { 8 } else { 4 }, data_const, &data);
+        let (p, ins) = gather_program(outer, axis_len, inner, elem_bytes, &idx, if wide { 8 } else { 4 }, data_const, &data, false);
         let (e, j) = run_both_bytes(&p, &ins);
         let e = e.expect("exec");
         let j = j.expect("jit");
@@ -362,6 +369,38 @@ proptest! {
         for (i, &ix) in idx.iter().enumerate() {
             let r = if ix < 0 { ix + axis_len as i64 } else { ix } as usize;
             prop_assert_eq!(&j[0][i * row..(i + 1) * row], &data[r * row..(r + 1) * row]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// GatherElements (an index per output element) against the executor and by hand.
+    #[test]
+    fn gather_elements_matches_exec(
+        outer in 1u64..4, axis_len in 1u64..7, count in 0u64..6, inner in 1u64..6,
+        elem_bytes in prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(8)],
+        seed: u64, wide: bool, data_const: bool,
+    ) {
+        let n_idx = outer * count * inner;
+        let idx: Vec<i64> = (0..n_idx)
+            .map(|i| ((seed ^ (i * 0x9E37_79B9)) % (2 * axis_len)) as i64 - axis_len as i64)
+            .collect();
+        let n = (outer * axis_len * inner * elem_bytes as u64) as usize;
+        let data: Vec<u8> = (0..n).map(|i| (i as u64 * 131 + seed) as u8).collect();
+        let (p, ins) = gather_program(outer, axis_len, inner, elem_bytes, &idx, if wide { 8 } else { 4 }, data_const, &data, true);
+        let (e, j) = run_both_bytes(&p, &ins);
+        let e = e.expect("exec");
+        let j = j.expect("jit");
+        prop_assert_eq!(&e, &j);
+        let eb = elem_bytes as usize;
+        for (at, &ix) in idx.iter().enumerate() {
+            let at = at as u64;
+            let (o, k) = (at / (count * inner), at % inner);
+            let r = if ix < 0 { ix + axis_len as i64 } else { ix } as u64;
+            let src = (((o * axis_len + r) * inner + k) as usize) * eb;
+            prop_assert_eq!(&j[0][at as usize * eb..(at as usize + 1) * eb], &data[src..src + eb]);
         }
     }
 }
@@ -389,6 +428,7 @@ fn gather_out_of_range_index_fails() {
                 if wide { 8 } else { 4 },
                 data_const,
                 &data,
+                false,
             );
             let (e, j) = run_both_bytes(&p, &ins);
             assert!(
@@ -410,7 +450,7 @@ fn gather_out_of_range_index_fails() {
         }
     }
     // In range, the same program runs and agrees with the executor.
-    let (p, ins) = gather_program(1, 5, 8, 4, &[4, -5], 8, true, &data);
+    let (p, ins) = gather_program(1, 5, 8, 4, &[4, -5], 8, true, &data, false);
     let (e, j) = run_both_bytes(&p, &ins);
     assert_eq!(e.unwrap(), j.unwrap());
 }

@@ -791,14 +791,20 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             indices,
             index_bytes,
             output,
+            elementwise,
         } => {
             if !matches!(index_bytes, 4 | 8) {
                 return Err(mem.malformed(format!("index_bytes {index_bytes} is not 4 or 8")));
             }
             let ib = *index_bytes as u64;
             // Every index, checked before anything is written.
-            let mut idx = Vec::with_capacity(*count as usize);
-            for i in 0..*count {
+            let n_idx = if *elementwise {
+                outer * count * inner
+            } else {
+                *count
+            };
+            let mut idx = Vec::with_capacity(n_idx as usize);
+            for i in 0..n_idx {
                 let (b, base) = mem.bytes(*indices)?;
                 let at = mem.range(*indices, base, i as i128, ib, b.len())?;
                 let v = if ib == 4 {
@@ -817,6 +823,31 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                     });
                 }
                 idx.push(adj as u64);
+            }
+            if *elementwise {
+                let eb = *elem_bytes as u64;
+                for (p, &j) in idx.iter().enumerate() {
+                    let p = p as u64;
+                    let (o, k) = (p / (count * inner), p % inner);
+                    let src = ((o * axis_len + j) * inner + k) * eb;
+                    let (s, sbase) = mem.bytes(*data)?;
+                    let sat = mem.range(*data, sbase, src as i128, 1, s.len())?;
+                    mem.range(*data, sbase, (src + eb) as i128 - 1, 1, s.len())?;
+                    let bytes = s[sat..sat + eb as usize].to_vec();
+                    let kernel = mem.kernel;
+                    let (d, dbase) = mem.bytes_mut(*output)?;
+                    let at = dbase as i128 + (p * eb) as i128;
+                    if at < 0 || at + eb as i128 > d.len() as i128 {
+                        return Err(ExecError::OutOfRange {
+                            kernel,
+                            buf: *output,
+                            byte_offset: at,
+                            bytes: eb,
+                        });
+                    }
+                    d[at as usize..at as usize + eb as usize].copy_from_slice(&bytes);
+                }
+                return Ok(());
             }
             let row = *inner * *elem_bytes as u64;
             if row == 0 {

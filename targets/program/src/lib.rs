@@ -391,6 +391,12 @@ pub enum Kernel {
     /// is ONNX Gather (the transformer embedding lookup: constant `data`, an i64 input
     /// as `indices`).
     ///
+    /// With `elementwise`, every output element has its own index instead:
+    /// `out[o, i, k] = data[o, idx[o, i, k] (+ axis_len if negative), k]`, `indices` dense
+    /// `[outer, count, inner]` (`outer · count · inner` integers). This is ONNX
+    /// GatherElements where data and indices differ only along the axis (PyTorch's
+    /// `torch.gather` of an expanded buffer, as RoBERTa's token-type ids are exported).
+    ///
     /// Every index is checked against `[-axis_len, axis_len)` before anything is written;
     /// if one is outside, the program stops there: generated `run` returns
     /// [`STATUS_INDEX_OUT_OF_RANGE`] (output and arena contents are then unspecified)
@@ -405,6 +411,8 @@ pub enum Kernel {
         indices: Buffer,
         index_bytes: u32,
         output: Buffer,
+        /// One index per output element (GatherElements), not per output row.
+        elementwise: bool,
     },
     /// Elementwise type conversion of `count` dense elements, `input` of dtype `from`
     /// into `output` of dtype `to` (ONNX Cast; the two buffers do not overlap):

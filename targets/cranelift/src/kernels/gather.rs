@@ -17,6 +17,8 @@ pub(crate) struct Gather {
     pub count: u64,
     pub elem_bytes: u32,
     pub index_bytes: u32,
+    /// One index per output element (GatherElements).
+    pub elementwise: bool,
 }
 
 /// The index at position `i` (an `i64`), as an `i64` in `[0, axis_len)` when it was in
@@ -42,8 +44,13 @@ pub(crate) fn emit(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Va
     if g.count == 0 {
         return;
     }
+    let n_idx = if g.elementwise {
+        g.outer * g.count * g.inner
+    } else {
+        g.count
+    };
     let none = fx.b.ins().iconst(types::I8, 0);
-    let bad = fx.for_n(g.count, &[none], |fx, i, acc| {
+    let bad = fx.for_n(n_idx, &[none], |fx, i, acc| {
         let (_, bad) = index(fx, g, indices, i);
         vec![fx.b.ins().bor(acc[0], bad)]
     })[0];
@@ -56,6 +63,10 @@ pub(crate) fn emit(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Va
             .iconst(types::I32, STATUS_INDEX_OUT_OF_RANGE as i64);
     fx.b.ins().return_(&[status]);
     fx.b.switch_to_block(ok);
+    if g.elementwise {
+        elements(fx, g, data, indices, out);
+        return;
+    }
     let row = g.inner * g.elem_bytes as u64;
     if g.outer == 0 || row == 0 {
         return;
@@ -68,6 +79,34 @@ pub(crate) fn emit(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Va
             let src = fx.addp_scaled(src_o, j, row as i64);
             let dst = fx.addp_scaled(dst_o, i, row as i64);
             copy::emit(fx, row, src, dst);
+            vec![]
+        });
+        vec![]
+    });
+}
+
+/// GatherElements: element `(o, i, k)` from `data[o, idx[o, i, k], k]`, one element of
+/// `elem_bytes` at a time; the indices were checked already.
+fn elements(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Value) {
+    let eb = g.elem_bytes as i64;
+    let (count, inner) = (g.count as i64, g.inner as i64);
+    fx.for_n(g.outer, &[], |fx, o, _| {
+        let src_o = fx.addp_scaled(data, o, g.axis_len as i64 * inner * eb);
+        let first = fx.b.ins().imul_imm_s(o, count * inner);
+        fx.for_n(g.count * g.inner, &[], |fx, p, _| {
+            // p = i·inner + k within this outer block; the index is at first + p.
+            let at = fx.b.ins().iadd(first, p);
+            let (j, _) = index(fx, g, indices, at);
+            let k = if inner == 1 {
+                fx.iconst(0)
+            } else {
+                fx.b.ins().urem_imm_u(p, inner)
+            };
+            let row = fx.b.ins().imul_imm_s(j, inner);
+            let e = fx.b.ins().iadd(row, k);
+            let src = fx.addp_scaled(src_o, e, eb);
+            let dst = fx.addp_scaled(out, at, eb);
+            copy::emit(fx, eb as u64, src, dst);
             vec![]
         });
         vec![]
