@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use edgecc_program::{Kernel, Program};
 
 use crate::Error;
-use crate::run_target::AlignedArena;
+use crate::run_target::HostIo;
 
 /// One kernel's line of a profile.
 pub struct KernelTime {
@@ -143,45 +143,28 @@ pub fn profile_jit(
     let runs = runs.max(1);
     let jit = edgecc_cranelift::compile_jit(program).map_err(target_err)?;
     let model = edgecc_runtime::Model::new(jit.desc()).map_err(target_err)?;
-    let mut outs: Vec<Vec<u8>> = program
-        .outputs
-        .iter()
-        .map(|o| vec![0u8; o.byte_size() as usize])
-        .collect();
-    let mut arena = AlignedArena::new(program.arena_size as usize, program.arena_align as usize);
-    let ins: Vec<&[u8]> = inputs.iter().map(|b| b.as_slice()).collect();
-    let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|b| b.as_mut_slice()).collect();
-    let mut in_ptrs = vec![std::ptr::null(); ins.len()];
-    let mut out_ptrs = vec![std::ptr::null_mut(); out_refs.len()];
+    let mut io = HostIo::new(program);
 
     // The checked call validates every buffer and fills in the pointer arrays that the
     // kernels take; the timed calls below reuse exactly those.
     let mut whole = Vec::with_capacity(runs);
     for _ in 0..=runs {
         let t = Instant::now();
-        model
-            .run_with(
-                &ins,
-                &mut out_refs,
-                arena.as_mut_slice(),
-                &mut in_ptrs,
-                &mut out_ptrs,
-            )
-            .map_err(target_err)?;
+        io.run(&model, inputs)?;
         whole.push(t.elapsed());
     }
     whole.remove(0);
-    let arena_ptr = arena.as_mut_slice().as_mut_ptr();
+    let (in_ptrs, out_ptrs, arena_ptr) = io.pointers();
 
     let kernels = jit.kernels();
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); kernels.len()];
     for _ in 0..runs {
         for (k, t) in kernels.iter().zip(times.iter_mut()) {
             let start = Instant::now();
-            // SAFETY: the pointers are those `run_with` checked and passed to the entry
-            // point just above, still backed by `ins`, `outs` and `arena`; kernels run in
-            // program order, as the entry point runs them.
-            let status = unsafe { k.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), arena_ptr) };
+            // SAFETY: the pointers are those the checked run just above validated and
+            // passed to the entry point, still backed by `inputs` and `io`; kernels run
+            // in program order, as the entry point runs them.
+            let status = unsafe { k.call(in_ptrs, out_ptrs, arena_ptr) };
             t.push(start.elapsed());
             if status != 0 {
                 return Err(Error::Target(format!(

@@ -24,26 +24,59 @@ pub fn runs_natively(target: &Target) -> bool {
 pub fn run_jit(program: &Program, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Error> {
     let jit = edgecc_cranelift::compile_jit(program).map_err(target_err)?;
     let model = edgecc_runtime::Model::new(jit.desc()).map_err(target_err)?;
-    let mut outs: Vec<Vec<u8>> = program
-        .outputs
-        .iter()
-        .map(|o| vec![0u8; o.byte_size() as usize])
-        .collect();
-    let mut arena = AlignedArena::new(program.arena_size as usize, program.arena_align as usize);
-    let ins: Vec<&[u8]> = inputs.iter().map(|b| b.as_slice()).collect();
-    let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|b| b.as_mut_slice()).collect();
-    let mut in_ptrs = vec![std::ptr::null(); ins.len()];
-    let mut out_ptrs = vec![std::ptr::null_mut(); out_refs.len()];
-    model
-        .run_with(
-            &ins,
-            &mut out_refs,
-            arena.as_mut_slice(),
-            &mut in_ptrs,
-            &mut out_ptrs,
+    let mut io = HostIo::new(program);
+    io.run(&model, inputs)?;
+    Ok(io.outs)
+}
+
+/// The caller's side of a program run on the host: output buffers, an aligned arena, and
+/// the pointer arrays the entry point (and every kernel) takes.
+pub struct HostIo {
+    pub outs: Vec<Vec<u8>>,
+    arena: AlignedArena,
+    in_ptrs: Vec<*const u8>,
+    out_ptrs: Vec<*mut u8>,
+}
+
+impl HostIo {
+    pub fn new(program: &Program) -> HostIo {
+        HostIo {
+            outs: program
+                .outputs
+                .iter()
+                .map(|o| vec![0u8; o.byte_size() as usize])
+                .collect(),
+            arena: AlignedArena::new(program.arena_size as usize, program.arena_align as usize),
+            in_ptrs: vec![std::ptr::null(); program.inputs.len()],
+            out_ptrs: vec![std::ptr::null_mut(); program.outputs.len()],
+        }
+    }
+
+    /// One run through `edgecc-runtime`'s checked call, which validates every buffer and
+    /// fills in the pointer arrays [`HostIo::pointers`] returns.
+    pub fn run(&mut self, model: &edgecc_runtime::Model, inputs: &[Vec<u8>]) -> Result<(), Error> {
+        let ins: Vec<&[u8]> = inputs.iter().map(|b| b.as_slice()).collect();
+        let mut out_refs: Vec<&mut [u8]> = self.outs.iter_mut().map(|b| b.as_mut_slice()).collect();
+        model
+            .run_with(
+                &ins,
+                &mut out_refs,
+                self.arena.as_mut_slice(),
+                &mut self.in_ptrs,
+                &mut self.out_ptrs,
+            )
+            .map_err(target_err)
+    }
+
+    /// The input pointer array, the output pointer array and the arena, as the last
+    /// [`HostIo::run`] passed them (valid while `self` and those inputs live).
+    pub fn pointers(&mut self) -> (*const *const u8, *const *mut u8, *mut u8) {
+        (
+            self.in_ptrs.as_ptr(),
+            self.out_ptrs.as_ptr(),
+            self.arena.as_mut_slice().as_mut_ptr(),
         )
-        .map_err(target_err)?;
-    Ok(outs)
+    }
 }
 
 /// A heap buffer with a guaranteed base alignment.
