@@ -41,6 +41,16 @@ SEQ, VOCAB = 16, 1000
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "models")
 
 
+def perturbed(model):
+    """Shifts LayerNorm parameters and biases (every 1-D parameter) so none is the
+    identity or zero, as trained weights are not."""
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def build():
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
@@ -55,12 +65,7 @@ def build():
         attn_implementation="eager",
     )
     model = transformers.BertModel(cfg).eval()
-    # Perturb LayerNorm parameters and biases so none is the identity.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturbed(model)
 
 
 def build_distilbert():
@@ -74,11 +79,7 @@ def build_distilbert():
         max_position_embeddings=64,
     )
     model = transformers.DistilBertModel(cfg).eval()
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturbed(model)
 
 
 class WrappedDistil(torch.nn.Module):
@@ -104,11 +105,7 @@ def build_roberta():
         max_position_embeddings=64,
     )
     model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturbed(model)
 
 
 def inputs():
