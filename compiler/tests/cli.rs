@@ -78,6 +78,20 @@ fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// Runs an example through `edgecc run` with the given target flags and compares every
 /// output with onnxruntime's (float32 bound from the design brief: 1e-4 of the output's
 /// scale).
+/// The examples every target runs against onnxruntime (symbolic needs a shape, apart).
+const EXAMPLES: [&str; 10] = [
+    "mlp",
+    "cnn",
+    "conv1d",
+    "encoder",
+    "bert_torchscript",
+    "bert_dynamo",
+    "bert_opset13",
+    "distilbert",
+    "roberta",
+    "einsum",
+];
+
 fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
     let dir = example(name);
     let out = tempfile::tempdir().unwrap();
@@ -135,18 +149,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
 
 #[test]
 fn run_reference_matches_onnxruntime() {
-    for m in [
-        "mlp",
-        "cnn",
-        "conv1d",
-        "encoder",
-        "bert_torchscript",
-        "bert_dynamo",
-        "bert_opset13",
-        "distilbert",
-        "roberta",
-        "einsum",
-    ] {
+    for m in EXAMPLES {
         run_matches_onnxruntime(m, &["--reference"], &[]);
     }
     run_matches_onnxruntime("symbolic", &["--reference"], &["--input-shape", "x=3x16"]);
@@ -154,18 +157,7 @@ fn run_reference_matches_onnxruntime() {
 
 #[test]
 fn run_x86_64_jit_matches_onnxruntime() {
-    for m in [
-        "mlp",
-        "cnn",
-        "conv1d",
-        "encoder",
-        "bert_torchscript",
-        "bert_dynamo",
-        "bert_opset13",
-        "distilbert",
-        "roberta",
-        "einsum",
-    ] {
+    for m in EXAMPLES {
         run_matches_onnxruntime(m, &["--target", "x86_64"], &[]);
     }
     run_matches_onnxruntime(
@@ -303,18 +295,7 @@ fn freeze_binds_an_input_at_compile_time() {
 
 #[test]
 fn run_aarch64_under_qemu_matches_onnxruntime() {
-    for m in [
-        "mlp",
-        "cnn",
-        "conv1d",
-        "encoder",
-        "bert_torchscript",
-        "bert_dynamo",
-        "bert_opset13",
-        "distilbert",
-        "roberta",
-        "einsum",
-    ] {
+    for m in EXAMPLES {
         run_matches_onnxruntime(m, &["--target", "aarch64-neon"], &[]);
     }
     run_matches_onnxruntime(

@@ -36,22 +36,6 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Calls `f(flat_out_index, multi_index)` for every element of `shape` in row-major order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
-    let n: usize = shape.iter().product();
-    let mut idx = vec![0; shape.len()];
-    for flat in 0..n {
-        f(flat, &idx);
-        for d in (0..shape.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-}
-
 fn dot(idx: &[usize], s: &[usize]) -> usize {
     idx.iter().zip(s).map(|(a, b)| a * b).sum()
 }
@@ -154,7 +138,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 Binary::Pow => f32::powf,
             };
             let mut out = vec![0.0; shape.iter().product()];
-            for_each_index(&shape, |i, idx| {
+            super::tensor_ops::each_index(&shape, |i, idx| {
                 out[i] = f(a[dot(idx, &sa)], bv[dot(idx, &sb)])
             });
             Ok(vec![Tensor::f32(shape, out)])
@@ -239,7 +223,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             let s = strides(&t.shape);
             let ps: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
             let mut src = Vec::with_capacity(t.len());
-            for_each_index(&shape, |_, idx| src.push(dot(idx, &ps)));
+            super::tensor_ops::each_index(&shape, |_, idx| src.push(dot(idx, &ps)));
             Ok(vec![gather(t, shape, &src)?])
         }
         Op::Concat { axis } => {
@@ -303,7 +287,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             let mut out = vec![0f32; a.len()];
             let (mut means, mut invs) = (Vec::new(), Vec::new());
             let mut idxs = Vec::with_capacity(len);
-            for_each_index(inner_shape, |_, idx| idxs.push(idx.to_vec()));
+            super::tensor_ops::each_index(inner_shape, |_, idx| idxs.push(idx.to_vec()));
             let rows: usize = t.shape[..ax].iter().product();
             for row in 0..rows {
                 let chunk = &a[row * len..(row + 1) * len];
@@ -488,7 +472,7 @@ fn einsum(eq: &Equation, x: &[&Tensor]) -> R {
         .map(|s| {
             let ls: Vec<usize> = summed.iter().map(|&l| s[l]).collect();
             let mut offs = Vec::with_capacity(sum_shape.iter().product());
-            for_each_index(&sum_shape, |_, idx| offs.push(dot(idx, &ls)));
+            super::tensor_ops::each_index(&sum_shape, |_, idx| offs.push(dot(idx, &ls)));
             offs
         })
         .collect();
@@ -505,7 +489,7 @@ fn einsum(eq: &Equation, x: &[&Tensor]) -> R {
             .map(|t| t.to_f64s().ok_or("Einsum input must be numeric"))
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(n_out);
-        for_each_index(&out_shape, |_, idx| {
+        super::tensor_ops::each_index(&out_shape, |_, idx| {
             for (b, o) in bases.iter_mut().zip(&outer) {
                 *b = dot(idx, o);
             }
@@ -531,7 +515,7 @@ fn einsum(eq: &Equation, x: &[&Tensor]) -> R {
             .map(|t| t.to_i64s().ok_or("Einsum input must be numeric"))
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(n_out);
-        for_each_index(&out_shape, |_, idx| {
+        super::tensor_ops::each_index(&out_shape, |_, idx| {
             for (b, o) in bases.iter_mut().zip(&outer) {
                 *b = dot(idx, o);
             }
@@ -640,7 +624,7 @@ fn matmul(ta: &Tensor, tb: &Tensor) -> R {
     let sb = broadcast_strides(&b_shape[..rb - 2], &batch);
     let nb: usize = batch.iter().product();
     let mut out = vec![0.0f32; nb * m * n];
-    for_each_index(&batch, |bi, idx| {
+    super::tensor_ops::each_index(&batch, |bi, idx| {
         let a0 = dot(idx, &sa) * m * k;
         let b0 = dot(idx, &sb) * k * n;
         for i in 0..m {
