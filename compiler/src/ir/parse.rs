@@ -149,7 +149,11 @@ fn name_char(s: &str, i: usize, c: char) -> bool {
     if c.is_whitespace() || ",()[]{}=#".contains(c) {
         return false;
     }
-    c != ':' || s[i + 1..].chars().next().is_some_and(|n| !n.is_whitespace())
+    c != ':'
+        || s[i + 1..]
+            .chars()
+            .next()
+            .is_some_and(|n| !n.is_whitespace())
 }
 
 /// A cursor over one line.
@@ -625,7 +629,11 @@ impl<'a> Attrs<'a> {
             .ok_or_else(|| self.fail(format!("missing attribute {key}=<{what}>")))
     }
 
-    fn list<T: std::str::FromStr>(&mut self, key: &str, what: &str) -> Result<Option<Vec<T>>, Error> {
+    fn list<T: std::str::FromStr>(
+        &mut self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<Vec<T>>, Error> {
         let Some(v) = self.raw(key)? else {
             return Ok(None);
         };
@@ -749,10 +757,14 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             window: a.window()?,
             group: a.scalar("group", SIZE)?.unwrap_or(1),
         },
-        (None, "MaxPool") => Op::MaxPool { window: a.window()? },
+        (None, "MaxPool") => Op::MaxPool {
+            window: a.window()?,
+        },
         (None, "AveragePool") => Op::AveragePool {
             window: a.window()?,
-            count_include_pad: a.scalar("count_include_pad", "true or false")?.unwrap_or(false),
+            count_include_pad: a
+                .scalar("count_include_pad", "true or false")?
+                .unwrap_or(false),
         },
         (None, "BatchNormalization") => Op::BatchNorm {
             epsilon: a.scalar("epsilon", FLOAT)?.unwrap_or(1e-5),
@@ -790,7 +802,11 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
                 "ReduceMin" => ReduceKind::Min,
                 _ => ReduceKind::Prod,
             };
-            let axes = if a.items.iter().any(|(k, v, _)| *k == "axes" && *v == Some("all")) {
+            let axes = if a
+                .items
+                .iter()
+                .any(|(k, v, _)| *k == "axes" && *v == Some("all"))
+            {
                 a.raw("axes")?;
                 None
             } else {
@@ -807,8 +823,7 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
                 .raw("to")?
                 .ok_or_else(|| a.fail("missing attribute to=<dtype>".into()))?;
             Op::Cast {
-                to: DType::from_name(to)
-                    .ok_or_else(|| a.fail(format!("to={to}: not a dtype")))?,
+                to: DType::from_name(to).ok_or_else(|| a.fail(format!("to={to}: not a dtype")))?,
             }
         }
         (None, "Shape") => Op::Shape {
@@ -925,16 +940,33 @@ mod tests {
     fn every_op_form_round_trips() {
         let x = [("x", "f32[2,3]")];
         for u in [
-            "Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Log",
+            "Relu",
+            "Sigmoid",
+            "Tanh",
+            "Exp",
+            "Neg",
+            "Abs",
+            "Sqrt",
+            "Reciprocal",
+            "Erf",
+            "Log",
             "Identity",
         ] {
             op_case(&x, &[], &format!("y: f32[2,3] = {u}(x)"));
         }
         for b in ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"] {
-            op_case(&x, &["c: f32[3] = [1,2,3]"], &format!("y: f32[2,3] = {b}(x, c)"));
+            op_case(
+                &x,
+                &["c: f32[3] = [1,2,3]"],
+                &format!("y: f32[2,3] = {b}(x, c)"),
+            );
         }
         for c in ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"] {
-            op_case(&x, &["c: f32[] = [0.5]"], &format!("y: bool[2,3] = {c}(x, c)"));
+            op_case(
+                &x,
+                &["c: f32[] = [0.5]"],
+                &format!("y: bool[2,3] = {c}(x, c)"),
+            );
         }
         let bb = [("p", "bool[4]"), ("q", "bool[4]")];
         for l in ["And", "Or", "Xor"] {
@@ -993,7 +1025,12 @@ mod tests {
         op_case(&img, &[], "y: f32[1,2,1,1] = GlobalAveragePool(x)");
         op_case(
             &img,
-            &["s: f32[2] = [1,2]", "b: f32[2] = [0,0]", "m: f32[2] = [0,1]", "v: f32[2] = [1,1]"],
+            &[
+                "s: f32[2] = [1,2]",
+                "b: f32[2] = [0,0]",
+                "m: f32[2] = [0,1]",
+                "v: f32[2] = [1,1]",
+            ],
             "y: f32[1,2,5,5] = BatchNormalization{epsilon=1e-5}(x, s, b, m, v)",
         );
         op_case(&img, &[], "y: f32[2,25] = Flatten{axis=2}(x)");
@@ -1015,10 +1052,24 @@ mod tests {
             &["s: f32[3] = [1,1,1]", "b: f32[3] = [0,0,0]"],
             "y: f32[2,3], y1: f32[2,1], y2: f32[2,1] = LayerNormalization{axis=1 epsilon=1e-5 stats}(x, s, b)",
         );
-        for r in ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"] {
-            op_case(&x, &[], &format!("y: f32[2,1] = {r}{{axes=[-1] keepdims}}(x)"));
+        for r in [
+            "ReduceSum",
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+        ] {
+            op_case(
+                &x,
+                &[],
+                &format!("y: f32[2,1] = {r}{{axes=[-1] keepdims}}(x)"),
+            );
             op_case(&x, &[], &format!("y: f32[] = {r}{{axes=all}}(x)"));
-            op_case(&x, &[], &format!("y: f32[1,1] = {r}{{axes=all keepdims}}(x)"));
+            op_case(
+                &x,
+                &[],
+                &format!("y: f32[1,1] = {r}{{axes=all keepdims}}(x)"),
+            );
         }
         op_case(&x, &[], "y: i64[2,3] = Cast{to=i64}(x)");
         op_case(&x, &[], "y: i64[2] = Shape(x)");
@@ -1068,8 +1119,16 @@ mod tests {
             &[],
             "y: f32[2,5] = Pad{pads=[0,1,0,1] mode=Reflect value=0.0}(x)",
         );
-        op_case(&x, &[], "y: f32[2,4] = Pad{pads=[0,0,0,1] mode=Edge value=0.0}(x)");
-        op_case(&x, &[], "y: f32[2,4] = Pad{pads=[0,0,0,1] mode=Wrap value=0.0}(x)");
+        op_case(
+            &x,
+            &[],
+            "y: f32[2,4] = Pad{pads=[0,0,0,1] mode=Edge value=0.0}(x)",
+        );
+        op_case(
+            &x,
+            &[],
+            "y: f32[2,4] = Pad{pads=[0,0,0,1] mode=Wrap value=0.0}(x)",
+        );
         op_case(
             &[("a", "f32[2,3]"), ("b", "f32[3,4]")],
             &[],
@@ -1116,21 +1175,63 @@ mod tests {
             ("", "line 1: expected 'graph NAME {'"),
             ("graph g {\n  input x f32[2]\n}", "line 2: expected ':'"),
             ("graph g {\n  input x: f33[2]\n}", "line 2: expected a type"),
-            ("graph g {\n  input x: f32[2,a]\n}", "'a' is not a dimension"),
-            ("graph g {\n  const c: f32[2]\n  output c\n}", "line 2: constant 'c' has no initializer"),
-            ("graph g {\n  const c: f32[2] = [1]\n}", "the literal has 1 elements"),
-            ("graph g {\n  const c: f32[2] = ones\n}", "expected an initializer"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[3] = Relu(x)  # r\n  output y\n}", "line 3: 'y' is written as f32[3], shape inference says f32[2]"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2] = Frob(x)  # r\n}", "line 3: unknown op 'Frob'"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2] = Relu(z)  # r\n}", "line 3: 'z' is not defined"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2] = Softmax{axis=-1 bogus}(x)  # r\n}", "Softmax: unknown attribute 'bogus'"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2] = Softmax{axis=a}(x)  # r\n}", "axis=a: expected an integer"),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2] = Relu(x  # r\n}", "line 3: expected ','"),
-            ("graph g {\n  input x: f32[2]\n  input x: f32[2]\n}", "line 3: 'x' is defined twice"),
-            ("graph g {\n  input x: f32[2]\n  output x\n", "expected '}' closing the graph"),
+            (
+                "graph g {\n  input x: f32[2,a]\n}",
+                "'a' is not a dimension",
+            ),
+            (
+                "graph g {\n  const c: f32[2]\n  output c\n}",
+                "line 2: constant 'c' has no initializer",
+            ),
+            (
+                "graph g {\n  const c: f32[2] = [1]\n}",
+                "the literal has 1 elements",
+            ),
+            (
+                "graph g {\n  const c: f32[2] = ones\n}",
+                "expected an initializer",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[3] = Relu(x)  # r\n  output y\n}",
+                "line 3: 'y' is written as f32[3], shape inference says f32[2]",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2] = Frob(x)  # r\n}",
+                "line 3: unknown op 'Frob'",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2] = Relu(z)  # r\n}",
+                "line 3: 'z' is not defined",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2] = Softmax{axis=-1 bogus}(x)  # r\n}",
+                "Softmax: unknown attribute 'bogus'",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2] = Softmax{axis=a}(x)  # r\n}",
+                "axis=a: expected an integer",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2] = Relu(x  # r\n}",
+                "line 3: expected ','",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  input x: f32[2]\n}",
+                "line 3: 'x' is defined twice",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  output x\n",
+                "expected '}' closing the graph",
+            ),
             ("graph g {\n  input x: f32[2]\n}", "no 'output' line"),
-            ("graph g {\n  input x: f32[2,3]\n  y: f32[3,2] = Reshape{shape=[4,-1]}(x)  # r\n}", "line 3: "),
-            ("graph g {\n  input x: f32[2]\n  y: f32[2], z: f32[2] = Relu(x)  # r\n}", "Relu has 1 output(s) here, the text names 2"),
+            (
+                "graph g {\n  input x: f32[2,3]\n  y: f32[3,2] = Reshape{shape=[4,-1]}(x)  # r\n}",
+                "line 3: ",
+            ),
+            (
+                "graph g {\n  input x: f32[2]\n  y: f32[2], z: f32[2] = Relu(x)  # r\n}",
+                "Relu has 1 output(s) here, the text names 2",
+            ),
         ];
         for (text, want) in cases {
             let got = error(text);
