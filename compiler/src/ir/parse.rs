@@ -1268,4 +1268,188 @@ mod tests {
             "graph g {\n  input a: f32[2,4]\n  input b: f32[4,3]\n  y: f32[2,3] = Gemm{alpha=1.0 beta=1.0}(a, b)  # n0\n  output y\n}\n"
         );
     }
+
+    use proptest::prelude::*;
+
+    fn small_i64s() -> impl Strategy<Value = Vec<i64>> {
+        proptest::collection::vec(-6i64..6, 0..5)
+    }
+
+    fn sizes() -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(0usize..5, 0..5)
+    }
+
+    /// A float attribute: finite values of every magnitude and the infinities (the printer
+    /// writes `{:?}`, which round-trips exactly).
+    fn float() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            proptest::num::f32::NORMAL | proptest::num::f32::SUBNORMAL | proptest::num::f32::ZERO,
+            Just(f32::INFINITY),
+            Just(f32::NEG_INFINITY),
+        ]
+    }
+
+    fn window() -> impl Strategy<Value = WindowAttrs> {
+        (1usize..3, 0usize..4, any::<bool>(), sizes(), sizes()).prop_map(
+            |(r, pad_kind, ceil_mode, a, b)| {
+                let pick = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
+                WindowAttrs {
+                    kernel: (0..r).map(|i| pick(&a, i) + 1).collect(),
+                    strides: (0..r).map(|i| pick(&b, i) + 1).collect(),
+                    dilations: (0..r).map(|i| pick(&a, i + 2)).collect(),
+                    pads: (0..2 * r).map(|i| pick(&b, i + 1)).collect(),
+                    auto_pad: [
+                        AutoPad::NotSet,
+                        AutoPad::SameUpper,
+                        AutoPad::SameLower,
+                        AutoPad::Valid,
+                    ][pad_kind],
+                    ceil_mode,
+                }
+            },
+        )
+    }
+
+    /// Every `Op` variant with random attributes (valid or not: the op is only printed
+    /// and parsed, not applied).
+    fn any_op() -> impl Strategy<Value = Op> {
+        let dtype = proptest::sample::select(DType::ALL.to_vec());
+        prop_oneof![
+            (float(), float()).prop_map(|(min, max)| Op::Clip { min, max }),
+            (float(), float(), any::<bool>(), any::<bool>()).prop_map(
+                |(alpha, beta, trans_a, trans_b)| Op::Gemm {
+                    alpha,
+                    beta,
+                    trans_a,
+                    trans_b
+                }
+            ),
+            (window(), 1usize..9).prop_map(|(window, group)| Op::Conv { window, group }),
+            window().prop_map(|window| Op::MaxPool { window }),
+            (window(), any::<bool>()).prop_map(|(window, count_include_pad)| Op::AveragePool {
+                window,
+                count_include_pad
+            }),
+            float().prop_map(|epsilon| Op::BatchNorm { epsilon }),
+            (-4i64..4).prop_map(|axis| Op::Flatten { axis }),
+            (small_i64s(), any::<bool>())
+                .prop_map(|(shape, allowzero)| Op::Reshape { shape, allowzero }),
+            sizes().prop_map(|perm| Op::Transpose { perm }),
+            (-4i64..4).prop_map(|axis| Op::Concat { axis }),
+            (-4i64..4, any::<bool>()).prop_map(|(axis, coerce_2d)| Op::Softmax { axis, coerce_2d }),
+            any::<bool>().prop_map(|tanh| Op::Gelu { tanh }),
+            (-4i64..4, float(), any::<bool>()).prop_map(|(axis, epsilon, stats)| Op::LayerNorm {
+                axis,
+                epsilon,
+                stats
+            }),
+            (0usize..5, proptest::option::of(small_i64s()), any::<bool>()).prop_map(
+                |(k, axes, keepdims)| Op::Reduce {
+                    kind: [
+                        ReduceKind::Sum,
+                        ReduceKind::Mean,
+                        ReduceKind::Max,
+                        ReduceKind::Min,
+                        ReduceKind::Prod
+                    ][k],
+                    axes,
+                    keepdims,
+                }
+            ),
+            dtype.prop_map(|to| Op::Cast { to }),
+            (-4i64..4, proptest::option::of(-4i64..4))
+                .prop_map(|(start, end)| Op::Shape { start, end }),
+            (-4i64..4).prop_map(|axis| Op::Gather { axis }),
+            (-4i64..4).prop_map(|axis| Op::GatherElements { axis }),
+            (0usize..4).prop_map(|batch_dims| Op::GatherND { batch_dims }),
+            (
+                small_i64s(),
+                small_i64s(),
+                small_i64s(),
+                small_i64s(),
+                any::<i64>()
+            )
+                .prop_map(|(mut starts, ends, axes, steps, big)| {
+                    starts.push(big);
+                    Op::Slice {
+                        starts,
+                        ends,
+                        axes,
+                        steps,
+                    }
+                }),
+            small_i64s().prop_map(|axes| Op::Unsqueeze { axes }),
+            proptest::option::of(small_i64s()).prop_map(|axes| Op::Squeeze { axes }),
+            small_i64s().prop_map(|shape| Op::Expand { shape }),
+            (-4i64..4, sizes()).prop_map(|(axis, sizes)| Op::Split { axis, sizes }),
+            sizes().prop_map(|repeats| Op::Tile { repeats }),
+            (small_i64s(), 0usize..4, any::<f64>())
+                .prop_filter("NaN != NaN", |(_, _, v)| !v.is_nan())
+                .prop_map(|(pads, m, value)| Op::Pad {
+                    pads,
+                    mode: [
+                        PadMode::Constant,
+                        PadMode::Reflect,
+                        PadMode::Edge,
+                        PadMode::Wrap
+                    ][m],
+                    value,
+                }),
+            proptest::sample::select(vec![
+                "ij,jk->ik",
+                "bhqd,bhkd->bhqk",
+                "...ii->...i",
+                "i,i->",
+                "ab->ba",
+                "...j,j->..."
+            ])
+            .prop_map(|e| Op::Einsum(Equation::parse(e).unwrap())),
+            (-4i64..4, any::<bool>(), any::<bool>()).prop_map(|(axis, exclusive, reverse)| {
+                Op::CumSum {
+                    axis,
+                    exclusive,
+                    reverse,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        /// `Op`'s Display parses back to the same op, for every variant.
+        #[test]
+        fn op_display_parses_back(op in any_op()) {
+            let text = op.to_string();
+            let (name, body) = match text.split_once('{') {
+                Some((n, b)) => (n, b.strip_suffix('}').unwrap()),
+                None => (text.as_str(), ""),
+            };
+            let back = parse_op(1, name, body).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(back, op, "{}", text);
+        }
+
+        /// Random attributes on real inputs: the parser (and the shape inference it runs)
+        /// returns an error or a graph, never panics.
+        #[test]
+        fn odd_ops_are_errors_not_panics(op in any_op(), dims in proptest::collection::vec(1usize..4, 0..5), n_in in 1usize..4) {
+            let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            let ty = format!("f32[{}]", shape.join(","));
+            let ins: Vec<String> = (0..n_in).map(|i| format!("x{i}")).collect();
+            let mut text = String::from("graph t {\n");
+            for i in &ins {
+                text += &format!("  input {i}: {ty}\n");
+            }
+            text += &format!("  y: f32[] = {op}({})  # n\n  output y\n}}\n", ins.join(", "));
+            let _ = parse(&text);
+        }
+
+        /// Any edit of a valid text is parsed or refused, never a panic.
+        #[test]
+        fn mangled_text_is_an_error_not_a_panic(at in 0usize..400, cut in 0usize..6, insert in "[ -~\n]{0,4}") {
+            let text = "; pass: x\ngraph g {\n  input x: f32[2,3]\n  const w: f32[3,2] = random(1)\n  const b: i64[2] = [1,-2]\n  h: f32[2,2] = MatMul(x, w)  # mm\n  s: f32[2,2] = Softmax{axis=-1 coerce_2d}(h)  # sm\n  p: f32[2,1], q: f32[2,1] = Split{axis=1 sizes=[1,1]}(s)  # split\n  output s, out=p\n}\n";
+            let at = at.min(text.len());
+            let end = (at + cut).min(text.len());
+            let mangled = format!("{}{insert}{}", &text[..at], &text[end..]);
+            let _ = parse(&mangled);
+        }
+    }
 }
