@@ -514,7 +514,7 @@ fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> 
                 ),
             ));
         }
-        if let Some(exact) = exact_ints(body, dtype, &shape) {
+        if let Some(exact) = exact_literal(body, dtype, &shape) {
             return Ok(exact);
         }
         tensor_from_f64s(dtype, shape, &vals)
@@ -529,6 +529,13 @@ fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> 
         let s = l.word(")");
         l.expect(")")?;
         let v = number(s).ok_or_else(|| err(no, format!("'{s}' is not a number")))?;
+        if dtype == DType::F32 {
+            // Straight to f32, as literals (see `exact_literal`).
+            let v: f32 = s
+                .parse()
+                .map_err(|_| err(no, format!("'{s}' is not an f32")))?;
+            return Ok(Tensor::f32(shape, vec![v; n]));
+        }
         tensor_from_f64s(dtype, shape, &vec![v; n])
     } else if l.eat("zeros") {
         tensor_from_f64s(dtype, shape, &vec![0.0; n])
@@ -538,14 +545,21 @@ fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> 
     t.map_err(|m| err(no, m))
 }
 
-/// i64 literals parsed exactly, so values past 2^53 survive (the printer writes them
-/// through f64, which the f64 path reproduces).
-fn exact_ints(body: &str, dtype: DType, shape: &[usize]) -> Option<Tensor> {
-    if dtype != DType::I64 {
-        return None;
+/// Literals parsed straight into their type where going through f64 could change them:
+/// i64 past 2^53, and f32 (decimal → f64 → f32 can round twice; the printer's f32 values
+/// are exact in f64, so both paths agree on printed text).
+fn exact_literal(body: &str, dtype: DType, shape: &[usize]) -> Option<Tensor> {
+    match dtype {
+        DType::I64 => {
+            let v: Option<Vec<i64>> = split_list(body).map(|x| x.parse().ok()).collect();
+            Some(Tensor::i64(shape.to_vec(), v?))
+        }
+        DType::F32 => {
+            let v: Option<Vec<f32>> = split_list(body).map(|x| x.parse().ok()).collect();
+            Some(Tensor::f32(shape.to_vec(), v?))
+        }
+        _ => None,
     }
-    let v: Option<Vec<i64>> = split_list(body).map(|x| x.parse::<i64>().ok()).collect();
-    Some(Tensor::i64(shape.to_vec(), v?))
 }
 
 /// A number as the printer writes it (`1`, `-0.5`, `1e-5`, `inf`, `-inf`, `NaN`).
@@ -1167,6 +1181,15 @@ mod tests {
         assert_eq!(by_name("s"), Tensor::f32(vec![2], vec![2.5, 2.5]));
         assert_eq!(by_name("b"), Tensor::bool(vec![3], vec![true, false, true]));
         assert_eq!(by_name("i").data, Data::I32(vec![4, -5]));
+        // A decimal between two f32s is rounded once, to the nearer one.
+        let g = parse(
+            "graph t {\n  const c: f32[2] = [1.00000005960464477539062500001,0.1]\n  output c\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            g.konst(g.outputs[0]).unwrap().as_f32().unwrap(),
+            &[1.00000005960464477539062500001f32, 0.1f32]
+        );
     }
 
     #[test]
