@@ -1188,7 +1188,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             g.konst(g.outputs[0]).unwrap().as_f32().unwrap(),
-            &[1.00000005960464477539062500001f32, 0.1f32]
+            // Just above the midpoint of 1 and 1 + 2^-23: f64 would round it to the
+            // midpoint, then f32 to even (1.0).
+            &[1.0 + f32::EPSILON, 0.1f32]
         );
     }
 
