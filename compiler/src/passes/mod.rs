@@ -17,8 +17,8 @@
 //!    by the fusion work), which turn exporter patterns into single ops;
 //! 11. `dead-code`: drop what the rewrites left unused.
 //!
-//! Pruning runs before fusion because it matches the exporters' unfused patterns; folding
-//! runs around pruning because pruning rewrites reshape constants. A pass may appear more
+//! Pruning runs before fusion because it matches the exporters' unfused patterns; the
+//! second `fold-constants` folds what pruning leaves constant. A pass may appear more
 //! than once; `--disable-pass NAME` disables all of its runs, and [`by_name`] finds any
 //! registered pass (the filetests run passes one by one through it).
 
