@@ -1253,6 +1253,15 @@ mod tests {
                 "graph g {\n  input x: f32[2,3]\n  y: f32[3,2] = Reshape{shape=[4,-1]}(x)  # r\n}",
                 "line 3: ",
             ),
+            // Ops that index a dim refuse scalars (these panicked in shape inference).
+            (
+                "graph g {\n  input x: f32[]\n  y: f32[] = Concat{axis=0}(x, x)  # c\n}",
+                "line 3: node 'c' (Concat): axis 0: the input is a scalar",
+            ),
+            (
+                "graph g {\n  input x: f32[]\n  input i: i64[1]\n  y: f32[1] = Gather{axis=0}(x, i)  # g\n}",
+                "line 4: node 'g' (Gather): axis 0: the input is a scalar",
+            ),
             (
                 "graph g {\n  input x: f32[2]\n  y: f32[2], z: f32[2] = Relu(x)  # r\n}",
                 "Relu has 1 output(s) here, the text names 2",
