@@ -49,6 +49,8 @@ pub enum Error {
     Target(String),
     /// A bug in edgecc: a pass broke an invariant.
     Internal(String),
+    /// Text IR that does not parse (see [`crate::ir::parse`]); `line` counts from 1.
+    Parse { line: usize, msg: String },
 }
 
 impl fmt::Display for Error {
@@ -97,6 +99,7 @@ impl fmt::Display for Error {
             Error::Input(m) => write!(f, "{m}"),
             Error::Target(m) => write!(f, "{m}"),
             Error::Internal(m) => write!(f, "internal error (please report): {m}"),
+            Error::Parse { line, msg } => write!(f, "line {line}: {msg}"),
         }
     }
 }

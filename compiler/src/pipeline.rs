@@ -10,7 +10,7 @@ use crate::artifact::manifest::sha256;
 use crate::ir::{Graph, Tensor};
 use crate::lower::{self, Lowered};
 use crate::onnx::{self, DataDir, ImportOptions};
-use crate::passes::{PassManager, PassRecord};
+use crate::passes::{self, PassManager, PassRecord};
 
 /// What the user chose.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +21,8 @@ pub struct Options {
     /// Symbol prefix; must be a C identifier.
     pub name: String,
     pub print_after: Vec<String>,
+    /// Passes to leave out of the default pipeline (every run of each); registered names.
+    pub disable_passes: Vec<String>,
 }
 
 /// A model taken through the target-neutral half of the compiler.
@@ -31,12 +33,23 @@ pub struct Compiled {
     pub graph: Graph,
     pub passes: Vec<PassRecord>,
     pub lowered: Lowered,
+    /// Kernels of the program lowered without [`passes::FUSION_PASSES`] (and without the
+    /// user's disabled passes): what fusion saves. `None` when that lowering fails; it is
+    /// only a report.
+    pub kernels_without_fusion: Option<usize>,
     pub source_sha256: String,
     /// Time spent from reading the file to the lowered program.
     pub elapsed: Duration,
 }
 
 impl Options {
+    /// Refuses unknown names in `disable_passes` and `print_after` (which also takes
+    /// `all`), listing the valid ones.
+    pub fn check_pass_names(&self) -> Result<(), Error> {
+        passes::check_names(&self.disable_passes, "--disable-pass", &[])?;
+        passes::check_names(&self.print_after, "--print-after", &["all"])
+    }
+
     /// What the importer takes of these options.
     pub fn import_options(&self) -> ImportOptions {
         ImportOptions {
@@ -87,19 +100,44 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Compiled, Error> {
             p
         }
     });
+    opts.check_pass_names()?;
+    let mut pm = PassManager::default_pipeline_without(&opts.disable_passes)?;
+    pm.print_after = opts.print_after.clone();
     let import_opts = opts.import_options();
     let imported = onnx::import(&model, DataDir { base }, &import_opts)?;
     let mut graph = imported.clone();
-    let mut pm = PassManager::default_pipeline();
-    pm.print_after = opts.print_after.clone();
     let passes = pm.run(&mut graph)?;
     let lowered = lower::lower(&graph, &opts.name)?;
+    let kernels_without_fusion = kernels_without_fusion(&imported, opts, &lowered);
     Ok(Compiled {
         imported,
         graph,
         passes,
         lowered,
+        kernels_without_fusion,
         source_sha256: sha256(&bytes),
         elapsed: start.elapsed(),
     })
+}
+
+/// The kernel count of `imported` lowered with the fusion passes also disabled; when none
+/// of them is in the pipeline this is `lowered`'s own count (no second run).
+fn kernels_without_fusion(imported: &Graph, opts: &Options, lowered: &Lowered) -> Option<usize> {
+    let registered = passes::names();
+    let mut disabled = opts.disable_passes.clone();
+    let before = disabled.len();
+    for &f in passes::FUSION_PASSES {
+        if registered.contains(&f) && !disabled.iter().any(|d| d == f) {
+            disabled.push(f.to_string());
+        }
+    }
+    if disabled.len() == before {
+        return Some(lowered.program.kernels.len());
+    }
+    let mut g = imported.clone();
+    PassManager::default_pipeline_without(&disabled)
+        .ok()?
+        .run(&mut g)
+        .ok()?;
+    Some(lower::lower(&g, &opts.name).ok()?.program.kernels.len())
 }

@@ -750,3 +750,129 @@ fn bad_inputs_get_clear_errors() {
         "{text}"
     );
 }
+
+#[test]
+fn disable_pass_leaves_every_run_of_it_out() {
+    let out = tempfile::tempdir().unwrap();
+    let model = example("encoder").join("model.onnx");
+    let obj = out.path().join("enc.o");
+    let compile = |extra: &[&str]| {
+        let mut args = vec![
+            "compile",
+            model.to_str().unwrap(),
+            "--target",
+            "x86_64",
+            "-o",
+            obj.to_str().unwrap(),
+            "--print-after",
+            "all",
+        ];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&ok(&args).stderr).into_owned()
+    };
+    let all = compile(&[]);
+    assert!(all.contains("pass fold-constants") && all.contains("; after fold-constants"));
+    let without = compile(&["--disable-pass", "fold-constants"]);
+    assert!(
+        !without.contains("pass fold-constants") && !without.contains("; after fold-constants"),
+        "{without}"
+    );
+    assert!(without.contains("pass dead-code") && without.contains("; after dead-code"));
+    let none = compile(&[
+        "--disable-pass",
+        "fold-constants",
+        "--disable-pass",
+        "dead-code",
+    ]);
+    assert!(
+        !none.contains("pass ") && !none.contains("; after"),
+        "{none}"
+    );
+    // The model still computes what onnxruntime does with the passes off.
+    run_matches_onnxruntime(
+        "encoder",
+        &["--target", "x86_64"],
+        &[
+            "--disable-pass",
+            "fold-constants",
+            "--disable-pass",
+            "dead-code",
+        ],
+    );
+}
+
+#[test]
+fn unknown_pass_names_are_refused_with_the_valid_ones() {
+    let model = example("mlp").join("model.onnx");
+    let m = model.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("m.o");
+    let o = o.to_str().unwrap();
+    for args in [
+        vec!["compile", m, "-o", o, "--disable-pass", "fuse-frob"],
+        vec!["run", m, "--reference", "--disable-pass", "fuse-frob"],
+        vec![
+            "run",
+            m,
+            "--disable-pass",
+            "fold-constants",
+            "--disable-pass",
+            "fuse-frob",
+        ],
+    ] {
+        let err = fails(&args);
+        assert!(
+            err.contains(
+                "--disable-pass fuse-frob: no such pass; valid passes: fold-constants, dead-code"
+            ),
+            "{err}"
+        );
+    }
+    let err = fails(&["compile", m, "-o", o, "--print-after", "fuse-frob"]);
+    assert!(
+        err.contains(
+            "--print-after fuse-frob: no such pass; valid passes: fold-constants, dead-code, all"
+        ),
+        "{err}"
+    );
+    assert!(!out.path().join("m.o").exists());
+}
+
+#[test]
+fn compile_reports_kernels_with_and_without_fusion() {
+    let out = tempfile::tempdir().unwrap();
+    for name in ["mlp", "encoder"] {
+        let model = example(name).join("model.onnx");
+        let obj = out.path().join(format!("{name}.o"));
+        let err = String::from_utf8_lossy(
+            &ok(&[
+                "compile",
+                model.to_str().unwrap(),
+                "--target",
+                "x86_64",
+                "-o",
+                obj.to_str().unwrap(),
+            ])
+            .stderr,
+        )
+        .into_owned();
+        let c = edgecc::pipeline::compile(
+            &model,
+            &edgecc::pipeline::Options {
+                name: "model".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let n = c.lowered.program.kernels.len();
+        let m = c.kernels_without_fusion.expect("lowering without fusion");
+        // Fusion never adds kernels.
+        assert!(n > 0 && m >= n, "{name}: {n} after fusion, {m} without");
+        let line = format!("kernels: {n} after fusion ({m} without the fusion passes)");
+        assert!(
+            err.lines().any(|l| l == line),
+            "{name}: no '{line}' in\n{err}"
+        );
+        assert!(err.contains(&format!(", {n} kernels, target")), "{err}");
+    }
+}

@@ -29,3 +29,44 @@ fn cnn() {
 fn conv1d() {
     insta::assert_snapshot!(printed("conv1d"));
 }
+
+/// Every example model, as imported and after the default passes (both from the compile
+/// pipeline), prints, parses back (weights filled with zeros: the text holds only small
+/// constants) and prints the same, byte for byte.
+#[test]
+fn example_models_round_trip_through_the_parser() {
+    use edgecc::ir::parse::{MissingConsts, ParseOptions, parse_with};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models");
+    let mut models: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    models.sort();
+    assert!(models.len() >= 11, "{models:?}");
+    let fill = ParseOptions {
+        missing_consts: MissingConsts::Fill,
+    };
+    for m in models {
+        let mut opts = edgecc::pipeline::Options {
+            name: "model".into(),
+            ..Default::default()
+        };
+        if m.ends_with("symbolic") {
+            opts.input_shapes.insert("x".into(), vec![3, 16]);
+        }
+        let c = edgecc::pipeline::compile(&m.join("model.onnx"), &opts).unwrap();
+        for (stage, g) in [("imported", &c.imported), ("after passes", &c.graph)] {
+            let text = edgecc::ir::print::print(g);
+            let back = parse_with(&text, fill)
+                .unwrap_or_else(|e| panic!("{} ({stage}): {e}", m.display()));
+            edgecc::ir::verify::verify(&back).unwrap();
+            assert_eq!(
+                edgecc::ir::print::print(&back),
+                text,
+                "{} ({stage})",
+                m.display()
+            );
+        }
+    }
+}

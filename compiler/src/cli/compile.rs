@@ -173,6 +173,13 @@ fn report(c: &pipeline::Compiled, target: &Target, code: u64, consts: u64, files
         "code: {code} bytes, constants: {consts} bytes, {} kernels, target {target}",
         l.program.kernels.len()
     );
+    let without = c
+        .kernels_without_fusion
+        .map_or("unknown: lowering failed".to_string(), |m| m.to_string());
+    eprintln!(
+        "kernels: {} after fusion ({without} without the fusion passes)",
+        l.program.kernels.len()
+    );
     let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     eprintln!("wrote {}", files.join(", "));
 }

@@ -51,6 +51,9 @@ pub struct ModelArgs {
     /// Print the graph after this pass (`all` for every pass) to stderr. Repeatable.
     #[arg(long = "print-after", value_name = "PASS")]
     pub print_after: Vec<String>,
+    /// Leave this pass (every run of it) out of the pipeline. Repeatable.
+    #[arg(long = "disable-pass", value_name = "PASS")]
+    pub disable_passes: Vec<String>,
 }
 
 impl ModelArgs {
@@ -65,12 +68,15 @@ impl ModelArgs {
                 edgecc::io::read_tensor(std::path::Path::new(file))?,
             );
         }
-        Ok(Options {
+        let opts = Options {
             input_shapes: self.input_shapes.iter().cloned().collect(),
             frozen_inputs,
             name,
             print_after: self.print_after.clone(),
-        })
+            disable_passes: self.disable_passes.clone(),
+        };
+        opts.check_pass_names()?;
+        Ok(opts)
     }
 }
 

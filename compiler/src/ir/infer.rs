@@ -84,6 +84,16 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     Ok(a as usize)
 }
 
+/// [`norm_axis`] for ops that index a dim of the input: a scalar has none.
+fn dim_axis(axis: i64, rank: usize) -> Result<usize, String> {
+    if rank == 0 {
+        return Err(format!(
+            "axis {axis}: the input is a scalar, it has no dims"
+        ));
+    }
+    norm_axis(axis, rank)
+}
+
 fn want(n: usize, types: &[(DType, &[usize])], lo: usize) -> Result<(), InferError> {
     if types.len() < lo || types.len() > n {
         return Err(if lo == n {
@@ -320,7 +330,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                 )));
             }
             let x = types[0].1;
-            let ax = norm_axis(*axis, x.len())?;
+            let ax = dim_axis(*axis, x.len())?;
             let mut out = x[..ax].to_vec();
             out.extend_from_slice(types[1].1);
             out.extend_from_slice(&x[ax + 1..]);
@@ -330,7 +340,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             want(2, types, 2)?;
             int_indices(types[1].0)?;
             let (x, idx) = (types[0].1, types[1].1);
-            let ax = norm_axis(*axis, x.len())?;
+            let ax = dim_axis(*axis, x.len())?;
             if idx.len() != x.len() {
                 return Err(InferError::Invalid(format!(
                     "indices have rank {}, data rank {}",
@@ -386,7 +396,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             }
             let mut out = x.to_vec();
             for (i, &a) in axes.iter().enumerate() {
-                let d = norm_axis(a, x.len())?;
+                let d = dim_axis(a, x.len())?;
                 out[d] = slice_range(x[d], starts[i], ends[i], steps[i])?.2;
             }
             Ok(vec![(types[0].0, out)])
@@ -421,7 +431,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let set: Vec<usize> = match axes {
                 Some(a) => a
                     .iter()
-                    .map(|&a| norm_axis(a, x.len()))
+                    .map(|&a| dim_axis(a, x.len()))
                     .collect::<Result<_, _>>()?,
                 None => (0..x.len()).filter(|&d| x[d] == 1).collect(),
             };
@@ -448,7 +458,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
         Op::Split { axis, sizes } => {
             want(1, types, 1)?;
             let x = types[0].1;
-            let ax = norm_axis(*axis, x.len())?;
+            let ax = dim_axis(*axis, x.len())?;
             if sizes.iter().sum::<usize>() != x[ax] {
                 return Err(InferError::Invalid(format!(
                     "split sizes {sizes:?} do not add up to {}",
@@ -677,7 +687,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                 return Err(InferError::Invalid("expects at least one input".into()));
             }
             let r = types[0].1.len();
-            let ax = norm_axis(*axis, r)?;
+            let ax = dim_axis(*axis, r)?;
             let mut shape = types[0].1.to_vec();
             for t in &types[1..] {
                 if t.0 != types[0].0 {

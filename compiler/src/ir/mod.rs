@@ -5,6 +5,7 @@ pub mod einsum;
 mod graph;
 pub mod infer;
 mod op;
+pub mod parse;
 pub mod print;
 mod tensor;
 pub mod verify;

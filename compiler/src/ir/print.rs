@@ -46,10 +46,17 @@ pub fn print(g: &Graph) -> String {
         let _ = write!(s, "  const {}: {}{}", v.name, v.dtype, shape(&v.shape));
         if let Some(t) = &v.konst
             && t.len() <= 8
-            && let Some(vals) = t.to_f64s()
         {
-            let vals: Vec<String> = vals.iter().map(|x| format!("{x}")).collect();
-            let _ = write!(s, " = [{}]", vals.join(","));
+            // Integers exactly (an i64 past 2^53 does not survive f64), the rest as f64.
+            let vals: Option<Vec<String>> = match t.to_i64s() {
+                Some(ints) => Some(ints.iter().map(|x| x.to_string()).collect()),
+                None => t
+                    .to_f64s()
+                    .map(|f| f.iter().map(|x| format!("{x}")).collect()),
+            };
+            if let Some(vals) = vals {
+                let _ = write!(s, " = [{}]", vals.join(","));
+            }
         }
         s.push('\n');
     }

@@ -3,6 +3,24 @@
 //! A pass must not change what the interpreter computes (within float tolerance); the
 //! verifier runs after each pass in debug builds and tests, and each pass returns a
 //! one-line summary of what it changed for the compile report.
+//!
+//! # The default pipeline
+//!
+//! [`PIPELINE`] is the one place a pass is registered; its order is fixed:
+//!
+//! 1. `fold-constants`: evaluate nodes whose inputs are all constants;
+//! 2. `dead-heads`, 3. `dead-channels`: remove attention heads and FFN channels that
+//!    structured pruning zeroed (added by the pruning passes);
+//! 4. `fold-constants` again, over what pruning left constant;
+//! 5. `fold-batchnorm`, 6. `fuse-layernorm`, 7. `fuse-gelu`, 8. `fold-transposes`,
+//!    9. `fuse-epilogue`, 10. `fuse-softmax`: the fusion passes ([`FUSION_PASSES`], added
+//!    by the fusion work), which turn exporter patterns into single ops;
+//! 11. `dead-code`: drop what the rewrites left unused.
+//!
+//! Pruning runs before fusion because it matches the exporters' unfused patterns; the
+//! second `fold-constants` folds what pruning leaves constant. A pass may appear more
+//! than once; `--disable-pass NAME` disables all of its runs, and [`by_name`] finds any
+//! registered pass (the filetests run passes one by one through it).
 
 mod dead_code;
 mod fold_constants;
@@ -12,6 +30,61 @@ use crate::ir::{Graph, print, verify};
 
 pub use dead_code::DeadCode;
 pub use fold_constants::FoldConstants;
+
+/// Builds a pass; one entry per run in the default pipeline.
+type MakePass = fn() -> Box<dyn Pass>;
+
+/// The default pipeline, in order (see the module doc). Registering a pass is adding it
+/// here at its place.
+pub const PIPELINE: &[MakePass] = &[|| Box::new(FoldConstants), || Box::new(DeadCode)];
+
+/// The passes that fuse ops; `edgecc compile` reports the kernel count without them.
+/// Names not in [`PIPELINE`] are skipped.
+pub const FUSION_PASSES: &[&str] = &[
+    "fold-batchnorm",
+    "fuse-layernorm",
+    "fuse-gelu",
+    "fold-transposes",
+    "fuse-epilogue",
+    "fuse-softmax",
+];
+
+/// The distinct pass names of the default pipeline, in pipeline order.
+pub fn names() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for make in PIPELINE {
+        let n = make().name();
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// The registered pass called `name`.
+pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
+    PIPELINE
+        .iter()
+        .map(|make| make())
+        .find(|p| p.name() == name)
+}
+
+/// Checks user-given pass names (`--disable-pass`, `--print-after`; `extra` lists other
+/// accepted words such as `all`): an unknown name is an error listing the valid ones.
+pub fn check_names(names: &[String], flag: &str, extra: &[&str]) -> Result<(), Error> {
+    let valid = self::names();
+    for n in names {
+        if !valid.contains(&n.as_str()) && !extra.contains(&n.as_str()) {
+            let mut all: Vec<&str> = valid.clone();
+            all.extend_from_slice(extra);
+            return Err(Error::Input(format!(
+                "{flag} {n}: no such pass; valid passes: {}",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A graph rewrite.
 pub trait Pass {
@@ -46,9 +119,22 @@ impl PassManager {
         }
     }
 
-    /// The default float pipeline.
+    /// The default float pipeline ([`PIPELINE`]).
     pub fn default_pipeline() -> Self {
-        PassManager::new(vec![Box::new(FoldConstants), Box::new(DeadCode)])
+        PassManager::new(PIPELINE.iter().map(|make| make()).collect())
+    }
+
+    /// The default pipeline without every run of the passes named in `disabled`, which
+    /// must all be registered pass names.
+    pub fn default_pipeline_without(disabled: &[String]) -> Result<Self, Error> {
+        check_names(disabled, "--disable-pass", &[])?;
+        Ok(PassManager::new(
+            PIPELINE
+                .iter()
+                .map(|make| make())
+                .filter(|p| !disabled.iter().any(|d| d == p.name()))
+                .collect(),
+        ))
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -72,5 +158,48 @@ impl PassManager {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_are_found_by_their_pipeline_names() {
+        let names = names();
+        assert!(names.contains(&"fold-constants") && names.contains(&"dead-code"));
+        for n in &names {
+            assert_eq!(by_name(n).map(|p| p.name()), Some(*n));
+        }
+        assert!(by_name("no-such-pass").is_none());
+        // Every pipeline entry is found by its name, and names are unique per pass.
+        assert_eq!(
+            PassManager::default_pipeline().names().len(),
+            PIPELINE.len()
+        );
+    }
+
+    #[test]
+    fn disabling_a_pass_removes_every_run_of_it() {
+        let pm = PassManager::default_pipeline_without(&["fold-constants".into()]).unwrap();
+        assert!(!pm.names().contains(&"fold-constants"));
+        assert_eq!(
+            pm.names().len(),
+            PIPELINE
+                .iter()
+                .filter(|m| m().name() != "fold-constants")
+                .count()
+        );
+        let e = PassManager::default_pipeline_without(&["fuse-frob".into()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--disable-pass fuse-frob: no such pass; valid passes: "),
+            "{e}"
+        );
+        assert!(e.contains("dead-code"), "{e}");
+        assert!(check_names(&["all".into()], "--print-after", &["all"]).is_ok());
     }
 }
