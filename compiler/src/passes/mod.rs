@@ -5,13 +5,22 @@
 //! one-line summary of what it changed for the compile report.
 
 mod dead_code;
+mod fold_batchnorm;
 mod fold_constants;
+mod fuse_gelu;
+mod fuse_layernorm;
+mod pattern;
+#[cfg(test)]
+mod testing;
 
 use crate::Error;
 use crate::ir::{Graph, print, verify};
 
 pub use dead_code::DeadCode;
+pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
+pub use fuse_gelu::FuseGelu;
+pub use fuse_layernorm::FuseLayerNorm;
 
 /// A graph rewrite.
 pub trait Pass {
@@ -46,9 +55,20 @@ impl PassManager {
         }
     }
 
-    /// The default float pipeline.
+    /// The default float pipeline. The order is fixed: fold-constants, dead-heads,
+    /// dead-channels, fold-constants, fold-batchnorm, fuse-layernorm, fuse-gelu,
+    /// fold-transposes, fuse-epilogue, fuse-softmax, dead-code. Folding runs first so the
+    /// fusions see constants as constants; BatchNorm folds before anything reads the
+    /// Conv's result; LayerNorm and GELU fuse before the GEMM epilogue so it can absorb a
+    /// Gelu; dead-code sweeps what the rewrites leave unread.
     pub fn default_pipeline() -> Self {
-        PassManager::new(vec![Box::new(FoldConstants), Box::new(DeadCode)])
+        PassManager::new(vec![
+            Box::new(FoldConstants),
+            Box::new(FoldBatchNorm),
+            Box::new(FuseLayerNorm),
+            Box::new(FuseGelu),
+            Box::new(DeadCode),
+        ])
     }
 
     pub fn names(&self) -> Vec<&'static str> {
