@@ -20,7 +20,7 @@
 
 use super::Pass;
 use super::pattern::{
-    close, constant_value, is_constant, other_operand, producer, replace_value, single_use,
+    close, constant_value, is_constant, other_operand, producer, single_use,
 };
 use crate::Error;
 use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Unary, ValueId};
@@ -212,12 +212,12 @@ fn tail(
     })
 }
 
+/// Turns the pattern's last node into the Gelu (in place, so the result keeps its value,
+/// name and place in the schedule) and removes the rest.
 fn apply(g: &mut Graph, m: GeluMatch) -> Result<(), Error> {
     let last = g.value(m.out).producer.expect("a node's output");
-    let name = g.node(last).name.clone();
-    let (_, outs) = g.add_node(name, Op::Gelu { tanh: m.tanh }, vec![m.x])?;
-    replace_value(g, m.out, outs[0]);
-    for n in m.nodes {
+    g.set_op(last, Op::Gelu { tanh: m.tanh }, vec![m.x])?;
+    for n in m.nodes.into_iter().filter(|&n| n != last) {
         g.remove_node(n);
     }
     Ok(())

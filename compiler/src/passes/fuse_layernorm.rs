@@ -21,7 +21,7 @@
 
 use super::Pass;
 use super::pattern::{
-    constant_value, is_constant, other_operand, producer_if, replace_value, single_use,
+    constant_value, is_constant, other_operand, producer_if, single_use,
 };
 use crate::Error;
 use crate::interp::ops::broadcast_strides;
@@ -222,7 +222,7 @@ fn materialize(t: &Tensor, shape: &[usize]) -> Tensor {
 
 fn apply(g: &mut Graph, m: LayerNormMatch) -> Result<(), Error> {
     let norm_shape = g.value(m.x).shape[m.axis..].to_vec();
-    let last = *m.nodes.last().expect("nonempty");
+    let last = g.value(m.out).producer.expect("a node's output");
     let name = g.node(last).name.clone();
     let gamma = match m.gamma {
         Some(p) => {
@@ -244,9 +244,10 @@ fn apply(g: &mut Graph, m: LayerNormMatch) -> Result<(), Error> {
         epsilon: m.epsilon,
         stats: false,
     };
-    let (_, outs) = g.add_node(name, op, inputs)?;
-    replace_value(g, m.out, outs[0]);
-    for n in m.nodes {
+    // The last node becomes the LayerNorm in place: its result keeps its value, name
+    // and place in the schedule.
+    g.set_op(last, op, inputs)?;
+    for n in m.nodes.into_iter().filter(|&n| n != last) {
         g.remove_node(n);
     }
     Ok(())
