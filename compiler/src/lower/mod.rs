@@ -9,7 +9,7 @@
 //! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
 //!   big matrix product instead of many small ones.
 
-mod einsum;
+pub mod einsum;
 mod fuse;
 pub mod memory;
 

@@ -153,7 +153,10 @@ fn match_fold(g: &Graph, bn: NodeIndex) -> Option<Fold> {
 
 fn apply(g: &mut Graph, bn: NodeIndex, m: Fold) -> Result<(), Error> {
     let pnode = g.node(m.producer).clone();
-    let w = g.konst(pnode.inputs[1]).expect("matched a constant").clone();
+    let w = g
+        .konst(pnode.inputs[1])
+        .expect("matched a constant")
+        .clone();
     let wv = w.to_f64s().expect("f32 weights");
     let c = m.scale.len();
     let (new_w, op) = match pnode.op {
@@ -166,9 +169,7 @@ fn apply(g: &mut Graph, bn: NodeIndex, m: Fold) -> Result<(), Error> {
                 .collect();
             (v, pnode.op.clone())
         }
-        Op::Gemm {
-            alpha, trans_b, ..
-        } => {
+        Op::Gemm { alpha, trans_b, .. } => {
             // Output column j reads row j of B when trans_b, else column j.
             let v = scale_columns(&wv, &w.shape, trans_b, &m.scale);
             (
@@ -272,7 +273,9 @@ mod tests {
             .unwrap();
         g.outputs.push(y[0]);
         if extra_reader {
-            let (_, r) = g.add_node("relu", Op::Unary(crate::ir::Unary::Relu), vec![c[0]]).unwrap();
+            let (_, r) = g
+                .add_node("relu", Op::Unary(crate::ir::Unary::Relu), vec![c[0]])
+                .unwrap();
             g.outputs.push(r[0]);
         }
         g

@@ -19,9 +19,7 @@
 //! other constants.
 
 use super::Pass;
-use super::pattern::{
-    close, constant_value, is_constant, other_operand, producer, single_use,
-};
+use super::pattern::{close, constant_value, is_constant, other_operand, producer, single_use};
 use crate::Error;
 use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Unary, ValueId};
 
@@ -92,9 +90,7 @@ fn match_erf(g: &Graph, erf: NodeIndex) -> Option<GeluMatch> {
     let scale = inner(g, t, Op::Binary(Binary::Div)).or_else(|| inner(g, t, MUL))?;
     let sn = g.node(scale);
     let x = match sn.op {
-        Op::Binary(Binary::Div) => {
-            is_constant(g, sn.inputs[1], SQRT_2).then_some(sn.inputs[0])?
-        }
+        Op::Binary(Binary::Div) => is_constant(g, sn.inputs[1], SQRT_2).then_some(sn.inputs[0])?,
         _ => {
             let [a, b] = sn.inputs[..] else { return None };
             if is_constant(g, b, 1.0 / SQRT_2) {
@@ -250,7 +246,8 @@ mod tests {
             B { g, x }
         }
         fn c(&mut self, v: f32) -> ValueId {
-            self.g.add_const(format!("c{v}"), Tensor::f32(vec![], vec![v]))
+            self.g
+                .add_const(format!("c{v}"), Tensor::f32(vec![], vec![v]))
         }
         fn op(&mut self, op: Op, ins: Vec<ValueId>) -> ValueId {
             let n = format!("n{}", self.g.node_count());
@@ -373,9 +370,15 @@ mod tests {
     #[test]
     fn leaves_wrong_constants() {
         let mut g = erf_gelu(true, 1.5, Product::XaThenHalf, false);
-        assert_eq!(run_checked(&FuseGelu, &mut g, 0.0), "fused 0 erf GELUs, 0 tanh GELUs");
+        assert_eq!(
+            run_checked(&FuseGelu, &mut g, 0.0),
+            "fused 0 erf GELUs, 0 tanh GELUs"
+        );
         let mut g = tanh_gelu(true, 0.05, Product::XaThenHalf, false);
-        assert_eq!(run_checked(&FuseGelu, &mut g, 0.0), "fused 0 erf GELUs, 0 tanh GELUs");
+        assert_eq!(
+            run_checked(&FuseGelu, &mut g, 0.0),
+            "fused 0 erf GELUs, 0 tanh GELUs"
+        );
     }
 
     #[test]
@@ -387,6 +390,9 @@ mod tests {
             .find(|&n| g.node(n).op == Op::Unary(Unary::Erf))
             .unwrap();
         g.outputs.push(g.node(erf).outputs[0]);
-        assert_eq!(run_checked(&FuseGelu, &mut g, 0.0), "fused 0 erf GELUs, 0 tanh GELUs");
+        assert_eq!(
+            run_checked(&FuseGelu, &mut g, 0.0),
+            "fused 0 erf GELUs, 0 tanh GELUs"
+        );
     }
 }

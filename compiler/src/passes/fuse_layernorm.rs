@@ -20,9 +20,7 @@
 //! accumulation, so results agree to f32 rounding.
 
 use super::Pass;
-use super::pattern::{
-    constant_value, is_constant, other_operand, producer_if, single_use,
-};
+use super::pattern::{constant_value, is_constant, other_operand, producer_if, single_use};
 use crate::Error;
 use crate::interp::ops::broadcast_strides;
 use crate::ir::{Binary, DType, Graph, NodeIndex, Op, ReduceKind, Tensor, Unary, ValueId};
@@ -231,7 +229,10 @@ fn apply(g: &mut Graph, m: LayerNormMatch) -> Result<(), Error> {
         }
         None => {
             let ones = vec![1.0; norm_shape.iter().product()];
-            g.add_const(format!("{name}.gamma"), Tensor::f32(norm_shape.clone(), ones))
+            g.add_const(
+                format!("{name}.gamma"),
+                Tensor::f32(norm_shape.clone(), ones),
+            )
         }
     };
     let mut inputs = vec![m.x, gamma];
@@ -303,7 +304,10 @@ mod tests {
         let v = mean(&mut g, q, "var");
         let eps = g.add_const("eps", Tensor::f32(vec![], vec![1e-12]));
         let e = bin(&mut g, Binary::Add, v, eps, "add_eps");
-        let r = g.add_node("sqrt", Op::Unary(Unary::Sqrt), vec![e]).unwrap().1[0];
+        let r = g
+            .add_node("sqrt", Op::Unary(Unary::Sqrt), vec![e])
+            .unwrap()
+            .1[0];
         let mut y = if f.reciprocal {
             let inv = g
                 .add_node("recip", Op::Unary(Unary::Reciprocal), vec![r])
@@ -313,7 +317,11 @@ mod tests {
         } else {
             bin(&mut g, Binary::Div, d, r, "norm")
         };
-        let pshape: Vec<usize> = if f.axes.len() == 2 { vec![3, 8] } else { vec![8] };
+        let pshape: Vec<usize> = if f.axes.len() == 2 {
+            vec![3, 8]
+        } else {
+            vec![8]
+        };
         if f.gamma {
             let gm = g.add_const("gamma", random(&pshape, 3));
             y = bin(&mut g, Binary::Mul, gm, y, "mul_gamma");

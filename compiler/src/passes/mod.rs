@@ -7,6 +7,7 @@
 mod dead_code;
 mod fold_batchnorm;
 mod fold_constants;
+mod fold_transposes;
 mod fuse_gelu;
 mod fuse_layernorm;
 mod pattern;
@@ -19,6 +20,7 @@ use crate::ir::{Graph, print, verify};
 pub use dead_code::DeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
+pub use fold_transposes::FoldTransposes;
 pub use fuse_gelu::FuseGelu;
 pub use fuse_layernorm::FuseLayerNorm;
 
@@ -67,6 +69,7 @@ impl PassManager {
             Box::new(FoldBatchNorm),
             Box::new(FuseLayerNorm),
             Box::new(FuseGelu),
+            Box::new(FoldTransposes),
             Box::new(DeadCode),
         ])
     }

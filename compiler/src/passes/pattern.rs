@@ -37,7 +37,13 @@ pub fn single_use(g: &Graph, v: ValueId) -> bool {
         return false;
     }
     let readers = g.consumers(v);
-    readers.len() == 1 && g.node(readers[0]).inputs.iter().filter(|&&i| i == v).count() == 1
+    readers.len() == 1
+        && g.node(readers[0])
+            .inputs
+            .iter()
+            .filter(|&&i| i == v)
+            .count()
+            == 1
 }
 
 /// The only node reading `v` (once or more), if `v` is not also a graph output.
@@ -59,9 +65,7 @@ pub fn constant_value(g: &Graph, v: ValueId) -> Option<f64> {
     }
     let xs = t.as_f32()?;
     let first = *xs.first()?;
-    xs.iter()
-        .all(|&x| x == first)
-        .then_some(f64::from(first))
+    xs.iter().all(|&x| x == first).then_some(f64::from(first))
 }
 
 /// Whether `v` is an f32 constant equal to `want` everywhere (within [`REL_TOL`]). A

@@ -7,7 +7,9 @@ use crate::ir::{Graph, Tensor};
 
 /// `n` values uniform in [-1, 1) from a fixed linear congruential sequence.
 pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -19,10 +21,7 @@ pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 pub fn random(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::f32(
-        shape.to_vec(),
-        random_values(shape.iter().product(), seed),
-    )
+    Tensor::f32(shape.to_vec(), random_values(shape.iter().product(), seed))
 }
 
 /// Runs `pass` on `g`, verifies the result, and checks that the interpreter's outputs on
