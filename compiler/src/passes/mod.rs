@@ -10,6 +10,7 @@ mod fold_constants;
 mod fold_transposes;
 mod fuse_gelu;
 mod fuse_layernorm;
+mod fuse_softmax;
 mod pattern;
 #[cfg(test)]
 mod testing;
@@ -23,6 +24,7 @@ pub use fold_constants::FoldConstants;
 pub use fold_transposes::FoldTransposes;
 pub use fuse_gelu::FuseGelu;
 pub use fuse_layernorm::FuseLayerNorm;
+pub use fuse_softmax::FuseSoftmax;
 
 /// A graph rewrite.
 pub trait Pass {
@@ -70,6 +72,7 @@ impl PassManager {
             Box::new(FuseLayerNorm),
             Box::new(FuseGelu),
             Box::new(FoldTransposes),
+            Box::new(FuseSoftmax),
             Box::new(DeadCode),
         ])
     }

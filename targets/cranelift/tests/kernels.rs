@@ -254,6 +254,8 @@ fn softmax_and_reduce_rows_and_columns() {
                     inner,
                     input: Buffer::Input(0),
                     output: Buffer::Output(0),
+                    scale: 1.0,
+                    mask: None,
                 },
                 Kernel::Reduce {
                     op: ReduceOp::Sum,
