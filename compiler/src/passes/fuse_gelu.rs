@@ -342,7 +342,10 @@ mod tests {
     fn fuses_every_erf_form() {
         for p in PRODUCTS {
             for swap in [false, true] {
-                for (div, c) in [(true, 1.414_213_5), (false, 0.707_106_77)] {
+                for (div, c) in [
+                    (true, std::f32::consts::SQRT_2),
+                    (false, std::f32::consts::FRAC_1_SQRT_2),
+                ] {
                     let mut g = erf_gelu(div, c, p, swap);
                     let s = run_checked(&FuseGelu, &mut g, 1e-5);
                     assert_eq!(s, "fused 1 erf GELUs, 0 tanh GELUs");
@@ -383,7 +386,7 @@ mod tests {
 
     #[test]
     fn leaves_a_pattern_whose_intermediate_is_read_elsewhere() {
-        let mut g = erf_gelu(true, 1.414_213_5, Product::XaThenHalf, false);
+        let mut g = erf_gelu(true, std::f32::consts::SQRT_2, Product::XaThenHalf, false);
         // The Erf's output also leaves the graph.
         let erf = g
             .node_indices()
