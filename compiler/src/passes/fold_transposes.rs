@@ -93,7 +93,8 @@ fn hoist_scalar_scales(g: &mut Graph) -> Result<usize, Error> {
             vec![c, tn.inputs[0]]
         };
         g.remove_node(t);
-        let (_, scaled) = g.add_node(mn.name.clone(), Op::Binary(Binary::Mul), ins)?;
+        let name = format!("{}.before_transpose", mn.name);
+        let (_, scaled) = g.add_node(name, Op::Binary(Binary::Mul), ins)?;
         let op = Op::Transpose { perm: perm.clone() };
         g.set_op(mul, op, vec![scaled[0]])?;
         hoisted += 1;

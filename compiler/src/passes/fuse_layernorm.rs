@@ -197,13 +197,15 @@ fn match_layernorm(g: &Graph, mean_node: NodeIndex) -> Option<LayerNormMatch> {
     })
 }
 
-/// `p` broadcast to `shape` (which it broadcasts to by the match's check).
+/// `t` broadcast to the normalized `shape` (which it broadcasts to by the match's check).
 fn materialize(t: &Tensor, shape: &[usize]) -> Tensor {
     let src = t.as_f32().expect("matched an f32 constant");
     if t.shape == shape {
         return t.clone();
     }
-    let st = broadcast_strides(&t.shape, shape);
+    // Dims before the normalized ones are all 1 (checked by the match): drop them.
+    let own = &t.shape[t.shape.len().saturating_sub(shape.len())..];
+    let st = broadcast_strides(own, shape);
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n);
     for flat in 0..n {
@@ -267,6 +269,8 @@ mod tests {
         beta: bool,
         axes: &'static [i64],
         pow: f32,
+        /// γ and β as `[1, 1, 8]` instead of `[8]`.
+        full_rank_params: bool,
     }
 
     const BERT: Form = Form {
@@ -276,6 +280,7 @@ mod tests {
         beta: true,
         axes: &[-1],
         pow: 2.0,
+        full_rank_params: false,
     };
 
     fn decomposed(f: Form) -> Graph {
@@ -354,6 +359,10 @@ mod tests {
             },
             Form {
                 axes: &[1, -1],
+                ..BERT
+            },
+            Form {
+                full_rank_params: true,
                 ..BERT
             },
         ];

@@ -142,7 +142,7 @@ fn match_softmax(g: &Graph, n: NodeIndex) -> Option<SoftmaxMatch> {
         }
     }
     for (s, mask) in [(p, q), (q, p)] {
-        if g.value(s).shape == shape && fits(mask) {
+        if g.value(s).shape == shape && fits(mask) && mask != s {
             return Some(SoftmaxMatch {
                 x: s,
                 scale: 1.0,
