@@ -95,12 +95,16 @@ proptest! {
     }
 }
 
-/// Every scaled/masked softmax form at least once, whatever proptest samples.
+/// Every scaled/masked softmax form at least once, whatever proptest samples, on the
+/// scalar executor (the kernel contract's reference) and the JIT.
 #[test]
 fn attention_softmax_every_form() {
     let mut net = Net::new();
     for p in every_attention_softmax_case() {
         build_attention_softmax(&mut net, &p);
+    }
+    if let Err(e) = net.check_exec() {
+        panic!("scalar executor: {e}");
     }
     if let Err(e) = net.check_jit() {
         panic!("{e}");
