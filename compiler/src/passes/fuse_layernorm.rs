@@ -322,10 +322,10 @@ mod tests {
         } else {
             bin(&mut g, Binary::Div, d, r, "norm")
         };
-        let pshape: Vec<usize> = if f.axes.len() == 2 {
-            vec![3, 8]
-        } else {
-            vec![8]
+        let pshape: Vec<usize> = match (f.axes.len(), f.full_rank_params) {
+            (2, _) => vec![3, 8],
+            (_, true) => vec![1, 1, 8],
+            _ => vec![8],
         };
         if f.gamma {
             let gm = g.add_const("gamma", random(&pshape, 3));
