@@ -134,6 +134,21 @@ fn masks_every_dtype_and_attention_mask() {
     }
 }
 
+/// Every scaled/masked softmax form (`ops_jit.rs` `attention_softmax_every_form` on the
+/// JIT) in one graph under qemu: NEON rows with tails, broadcast masks, scale alone.
+#[test]
+fn attention_softmax_every_form() {
+    require_tools();
+    let mut net = Net::new();
+    for p in every_attention_softmax_case() {
+        build_attention_softmax(&mut net, &p);
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 attention softmax:\n{e}");
+    }
+}
+
 /// Every Einsum form in one graph (ops_jit.rs `einsum_every_form` on the JIT).
 #[test]
 fn einsum_every_form() {

@@ -80,6 +80,11 @@ proptest! {
     }
 
     #[test]
+    fn attention_softmax(p in attention_softmax_strategy()) {
+        jit_case(&p, build_attention_softmax)?;
+    }
+
+    #[test]
     fn einsum(p in einsum_strategy()) {
         jit_case(&p, build_einsum)?;
     }
@@ -87,6 +92,22 @@ proptest! {
     #[test]
     fn chains(p in chain_strategy()) {
         jit_case(&p, build_chain)?;
+    }
+}
+
+/// Every scaled/masked softmax form at least once, whatever proptest samples, on the
+/// scalar executor (the kernel contract's reference) and the JIT.
+#[test]
+fn attention_softmax_every_form() {
+    let mut net = Net::new();
+    for p in every_attention_softmax_case() {
+        build_attention_softmax(&mut net, &p);
+    }
+    if let Err(e) = net.check_exec() {
+        panic!("scalar executor: {e}");
+    }
+    if let Err(e) = net.check_jit() {
+        panic!("{e}");
     }
 }
 

@@ -415,6 +415,20 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             exclusive,
             reverse,
         } => tensor_ops::cumsum(arg(0)?, *axis, *exclusive, *reverse),
+        Op::AttentionSoftmax { scale } => {
+            // Exactly the unfused ops: Mul, then Add, then Softmax over the last axis.
+            let input = arg(0)?;
+            let c = Tensor::f32(vec![], vec![*scale]);
+            let mut t = eval(&Op::Binary(Binary::Mul), &[input, &c])?.remove(0);
+            if let Some(&mask) = x.get(1) {
+                t = eval(&Op::Binary(Binary::Add), &[&t, mask])?.remove(0);
+            }
+            let softmax = Op::Softmax {
+                axis: -1,
+                coerce_2d: false,
+            };
+            eval(&softmax, &[&t])
+        }
         Op::Softmax { axis, coerce_2d } => {
             let t = arg(0)?;
             let a = f32s(t, "input")?;

@@ -737,6 +737,25 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             norm_axis(*axis, types[0].1.len())?;
             Ok(vec![(DType::F32, types[0].1.to_vec())])
         }
+        Op::AttentionSoftmax { .. } => {
+            want(2, types, 1)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let x = types[0].1;
+            if x.is_empty() {
+                return Err(InferError::Invalid("input must have an axis".into()));
+            }
+            if let Some(m) = types.get(1)
+                && broadcast(m.1, x)? != x
+            {
+                return Err(InferError::Invalid(format!(
+                    "mask {:?} does not broadcast to {x:?}",
+                    m.1
+                )));
+            }
+            Ok(vec![(DType::F32, x.to_vec())])
+        }
     }
 }
 

@@ -218,6 +218,12 @@ pub enum Op {
         coerce_2d: bool,
     },
     Identity,
+    /// Softmax over the last axis of `scale·x + mask` (inputs x and an optional mask that
+    /// broadcasts to x), each step rounded to f32 as the unfused Mul, Add and Softmax
+    /// would: attention's scaled, masked scores. Made by the `fuse-softmax` pass.
+    AttentionSoftmax {
+        scale: f32,
+    },
     /// `0.5·x·(1 + erf(x/√2))`, or the tanh approximation.
     Gelu {
         tanh: bool,
@@ -356,6 +362,7 @@ impl Op {
             Op::Transpose { .. } => "Transpose",
             Op::Concat { .. } => "Concat",
             Op::Softmax { .. } => "Softmax",
+            Op::AttentionSoftmax { .. } => "AttentionSoftmax",
             Op::Identity => "Identity",
             Op::Gelu { .. } => "Gelu",
             Op::LayerNorm { .. } => "LayerNormalization",
@@ -471,6 +478,7 @@ impl fmt::Display for Op {
                 }
                 f.write_str("}")
             }
+            Op::AttentionSoftmax { scale } => write!(f, "{{scale={scale:?}}}"),
             Op::Gelu { tanh: true } => f.write_str("{tanh}"),
             Op::LayerNorm {
                 axis,

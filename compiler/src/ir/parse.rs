@@ -800,6 +800,9 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             axis: a.scalar("axis", INT)?.unwrap_or(-1),
             coerce_2d: a.flag("coerce_2d")?,
         },
+        (None, "AttentionSoftmax") => Op::AttentionSoftmax {
+            scale: a.scalar("scale", FLOAT)?.unwrap_or(1.0),
+        },
         (None, "Gelu") => Op::Gelu {
             tanh: a.flag("tanh")?,
         },
@@ -1372,6 +1375,7 @@ mod tests {
             (-4i64..4).prop_map(|axis| Op::Concat { axis }),
             (-4i64..4, any::<bool>()).prop_map(|(axis, coerce_2d)| Op::Softmax { axis, coerce_2d }),
             any::<bool>().prop_map(|tanh| Op::Gelu { tanh }),
+            float().prop_map(|scale| Op::AttentionSoftmax { scale }),
             (-4i64..4, float(), any::<bool>()).prop_map(|(axis, epsilon, stats)| Op::LayerNorm {
                 axis,
                 epsilon,

@@ -43,6 +43,23 @@ struct Operand {
 }
 
 impl Operand {
+    /// Input `i` of a resolved equation, stored densely with `shape` at `loc`.
+    fn dense(r: &Resolved, i: usize, shape: &[usize], loc: Loc) -> Operand {
+        let ls = r.label_strides(i, shape);
+        let mut labels: Vec<usize> = Vec::new();
+        for &l in &r.inputs[i] {
+            if !labels.contains(&l) {
+                labels.push(l);
+            }
+        }
+        let strides = labels.iter().map(|&l| ls[l] as i64).collect();
+        Operand {
+            loc,
+            labels,
+            strides,
+        }
+    }
+
     fn stride(&self, l: usize) -> Option<i64> {
         self.labels
             .iter()
@@ -84,6 +101,76 @@ fn merge(op: &Operand, group: &[usize], sizes: &[usize]) -> Option<(usize, i64)>
     Some(merged.unwrap_or((1, 0)))
 }
 
+/// The labels of a two-operand contraction as the GEMM sees them.
+struct Groups {
+    batch: Vec<usize>,
+    m: Vec<usize>,
+    n: Vec<usize>,
+    k: Vec<usize>,
+}
+
+/// Labels of both `a` and `b` that the result `keep` drops: the GEMM's k.
+fn summed_labels(a: &Operand, b: &Operand, keep: &[usize]) -> Vec<usize> {
+    a.labels
+        .iter()
+        .copied()
+        .filter(|l| b.has(*l) && !keep.contains(l))
+        .collect()
+}
+
+/// The groups when the GEMM writes the result `keep` directly (in `keep`'s order).
+fn result_groups(a: &Operand, b: &Operand, keep: &[usize]) -> Groups {
+    let pick = |f: &dyn Fn(usize) -> bool| keep.iter().copied().filter(|&l| f(l)).collect();
+    Groups {
+        batch: pick(&|l| a.has(l) && b.has(l)),
+        m: pick(&|l| a.has(l) && !b.has(l)),
+        n: pick(&|l| b.has(l) && !a.has(l)),
+        k: summed_labels(a, b, keep),
+    }
+}
+
+/// Whether a two-input Einsum over dense inputs of `shapes` lowers to exactly one GEMM
+/// that reads both operands and writes the result in place: no copy, no reduction, no
+/// diagonal. This is the case [`Builder::einsum`] handles with strides alone (the
+/// attention forms `bihd,bjhd->bhij`, `bhij,bjhd->bihd`, ...). Graph passes that turn
+/// transposes into an equation ask it first, so they never trade a copy for a copy.
+pub fn is_one_gemm(eq: &Equation, shapes: &[&[usize]]) -> bool {
+    let [sa, sb] = shapes else {
+        return false;
+    };
+    let Ok(r) = eq.resolve(shapes) else {
+        return false;
+    };
+    if r.sizes.contains(&0) {
+        return false;
+    }
+    // The location is never read: only labels and strides matter here.
+    let a = Operand::dense(&r, 0, sa, Loc::Temp(usize::MAX));
+    let b = Operand::dense(&r, 1, sb, Loc::Temp(usize::MAX));
+    let diagonal = |i: usize, op: &Operand| r.inputs[i].len() != op.labels.len();
+    if diagonal(0, &a) || diagonal(1, &b) {
+        return false;
+    }
+    let keep = &r.output;
+    let alone =
+        |x: &Operand, y: &Operand| x.labels.iter().any(|&l| !y.has(l) && !keep.contains(&l));
+    if alone(&a, &b) || alone(&b, &a) {
+        return false;
+    }
+    let gr = result_groups(&a, &b, keep);
+    let c = Operand {
+        loc: Loc::Temp(usize::MAX),
+        labels: keep.clone(),
+        strides: dense_strides(keep, &r.sizes),
+    };
+    let merges = |op: &Operand, groups: [&[usize]; 3]| {
+        groups.iter().all(|g| merge(op, g, &r.sizes).is_some())
+    };
+    merges(&a, [&gr.batch, &gr.m, &gr.k])
+        && merges(&b, [&gr.batch, &gr.k, &gr.n])
+        && merges(&c, [&gr.batch, &gr.m, &gr.n])
+}
+
 fn product(labels: &[usize], sizes: &[usize]) -> usize {
     labels.iter().map(|&l| sizes[l]).product()
 }
@@ -123,21 +210,7 @@ impl Builder<'_> {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, &v)| {
-                let ls = r.label_strides(i, self.shape(v));
-                let mut labels: Vec<usize> = Vec::new();
-                for &l in &r.inputs[i] {
-                    if !labels.contains(&l) {
-                        labels.push(l);
-                    }
-                }
-                let strides = labels.iter().map(|&l| ls[l] as i64).collect();
-                Operand {
-                    loc: self.loc(v),
-                    labels,
-                    strides,
-                }
-            })
+            .map(|(i, &v)| Operand::dense(&r, i, self.shape(v), self.loc(v)))
             .collect();
         let mut cur = ops[0].clone();
         if ops.len() == 1 {
@@ -311,23 +384,10 @@ impl Builder<'_> {
             b = self.sum_into(&b, &order, None, sizes);
         }
         let in_keep = |l: &usize| keep.contains(l);
-        let (batch, m, n): (Vec<usize>, Vec<usize>, Vec<usize>) = if to.is_some() {
-            (
-                keep.iter()
-                    .copied()
-                    .filter(|&l| a.has(l) && b.has(l))
-                    .collect(),
-                keep.iter()
-                    .copied()
-                    .filter(|&l| a.has(l) && !b.has(l))
-                    .collect(),
-                keep.iter()
-                    .copied()
-                    .filter(|&l| b.has(l) && !a.has(l))
-                    .collect(),
-            )
+        let Groups { batch, m, n, k } = if to.is_some() {
+            result_groups(&a, &b, keep)
         } else {
-            (
+            let (batch, m, n) = (
                 a.labels
                     .iter()
                     .copied()
@@ -343,14 +403,14 @@ impl Builder<'_> {
                     .copied()
                     .filter(|l| in_keep(l) && !a.has(*l))
                     .collect(),
-            )
+            );
+            Groups {
+                batch,
+                m,
+                n,
+                k: summed_labels(&a, &b, keep),
+            }
         };
-        let k: Vec<usize> = a
-            .labels
-            .iter()
-            .copied()
-            .filter(|l| b.has(*l) && !in_keep(l))
-            .collect();
         let cat = |x: &[usize], y: &[usize], z: &[usize]| -> Vec<usize> {
             x.iter().chain(y).chain(z).copied().collect()
         };

@@ -9,7 +9,7 @@
 //! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
 //!   big matrix product instead of many small ones.
 
-mod einsum;
+pub mod einsum;
 mod fuse;
 pub mod memory;
 
@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use edgecc_program::{
     self as p, ARENA_ALIGN, Activation, BinaryOp, Buffer, CmpOp, Const, ConstId, ExprNode,
-    IoTensor, Kernel, LogicOp, PoolKind, Program, ReduceOp, Spatial, UnaryOp, View, Window,
+    IoTensor, Kernel, LogicOp, PoolKind, Program, ReduceOp, SoftmaxMask, Spatial, UnaryOp, View,
+    Window,
 };
 
 use crate::Error;
@@ -1156,10 +1157,68 @@ impl<'g> Builder<'g> {
                     inner: inner as u64,
                     input,
                     output,
+                    scale: 1.0,
+                    mask: None,
                 });
             }
+            Op::AttentionSoftmax { scale } => self.attention_softmax(n, *scale),
         }
         Ok(())
+    }
+
+    /// `softmax(scale·x + mask)` over the last axis as one [`Kernel::Softmax`]. The mask
+    /// is read through a broadcast view; its outer dims are kept (size-1 dims dropped,
+    /// neighbours merged when they nest) so one mask row can serve every head. The result
+    /// may take x's storage: the kernel reads each element before writing it.
+    fn attention_softmax(&mut self, n: NodeIndex, scale: f32) {
+        let node = self.g.node(n);
+        let (x, out) = (node.inputs[0], node.outputs[0]);
+        let shape = self.shape(x).to_vec();
+        let r = shape.len();
+        let len = shape[r - 1];
+        let outer: usize = shape[..r - 1].iter().product();
+        let mask = node.inputs.get(1).map(|&m| {
+            let v = self.bview(m, &shape);
+            // (dim, stride) of the outer dims, size 1 dropped, nested neighbours merged.
+            let mut dims: Vec<(u64, i64)> = Vec::new();
+            for (&d, &s) in shape[..r - 1].iter().zip(&v.strides) {
+                if d == 1 {
+                    continue;
+                }
+                match dims.last_mut() {
+                    Some((pd, ps)) if *ps == s * d as i64 => {
+                        *pd *= d as u64;
+                        *ps = s;
+                    }
+                    _ => dims.push((d as u64, s)),
+                }
+            }
+            if dims.is_empty() {
+                dims.push((1, 0));
+            }
+            let mut strides: Vec<i64> = dims.iter().map(|&(_, s)| s).collect();
+            strides.extend([v.strides[r - 1], 0]);
+            SoftmaxMask {
+                outer: dims.iter().map(|&(d, _)| d).collect(),
+                view: View {
+                    buf: v.buf,
+                    offset: v.offset,
+                    strides,
+                },
+            }
+        });
+        self.reuse_input(n, out, &[x]);
+        let input = self.buf(x);
+        let output = self.buf(out);
+        self.kernels.push(Kernel::Softmax {
+            outer: outer as u64,
+            len: len as u64,
+            inner: 1,
+            input,
+            output,
+            scale,
+            mask,
+        });
     }
 
     /// Integer Add, Sub, Mul, Max, Min, Neg and Abs on i32/i64 (with broadcasting) as one
@@ -1904,11 +1963,21 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
                 *s = f(*s);
             }
         }
-        Kernel::Pool { input, output, .. }
-        | Kernel::Softmax { input, output, .. }
-        | Kernel::Reduce { input, output, .. } => {
+        Kernel::Pool { input, output, .. } | Kernel::Reduce { input, output, .. } => {
             *input = f(*input);
             *output = f(*output);
+        }
+        Kernel::Softmax {
+            input,
+            output,
+            mask,
+            ..
+        } => {
+            *input = f(*input);
+            *output = f(*output);
+            if let Some(m) = mask {
+                v(&mut m.view);
+            }
         }
         Kernel::Elementwise { inputs, output, .. } => {
             inputs.iter_mut().for_each(v);

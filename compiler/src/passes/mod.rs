@@ -23,20 +23,41 @@
 //! registered pass (the filetests run passes one by one through it).
 
 mod dead_code;
+mod fold_batchnorm;
 mod fold_constants;
+mod fold_transposes;
+mod fuse_gelu;
+mod fuse_layernorm;
+mod fuse_softmax;
+mod pattern;
+#[cfg(test)]
+mod testing;
 
 use crate::Error;
 use crate::ir::{Graph, print, verify};
 
 pub use dead_code::DeadCode;
+pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
+pub use fold_transposes::FoldTransposes;
+pub use fuse_gelu::FuseGelu;
+pub use fuse_layernorm::FuseLayerNorm;
+pub use fuse_softmax::FuseSoftmax;
 
 /// Builds a pass; one entry per run in the default pipeline.
 type MakePass = fn() -> Box<dyn Pass>;
 
 /// The default pipeline, in order (see the module doc). Registering a pass is adding it
 /// here at its place.
-pub const PIPELINE: &[MakePass] = &[|| Box::new(FoldConstants), || Box::new(DeadCode)];
+pub const PIPELINE: &[MakePass] = &[
+    || Box::new(FoldConstants),
+    || Box::new(FoldBatchNorm),
+    || Box::new(FuseLayerNorm),
+    || Box::new(FuseGelu),
+    || Box::new(FoldTransposes),
+    || Box::new(FuseSoftmax),
+    || Box::new(DeadCode),
+];
 
 /// The passes that fuse ops; `edgecc compile` reports the kernel count without them.
 /// Names not in [`PIPELINE`] are skipped.

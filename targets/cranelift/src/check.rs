@@ -187,8 +187,45 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 outer,
                 len,
                 inner,
+                scale,
+                mask,
+                ..
+            } if *scale != 1.0 || mask.is_some() => {
+                if *inner != 1 {
+                    return Err(unsupported(format!(
+                        "kernel {k}: a scaled or masked softmax must be over the last axis"
+                    )));
+                }
+                if let Some(m) = mask {
+                    if m.outer.iter().product::<u64>() != *outer {
+                        return Err(unsupported(format!(
+                            "kernel {k}: softmax mask dims {:?} do not multiply to {outer}",
+                            m.outer
+                        )));
+                    }
+                    let mut shape = m.outer.clone();
+                    shape.extend([*len, *inner]);
+                    view(p, k, &m.view, &shape, "mask")?;
+                    let along = m.view.strides[m.outer.len()];
+                    if *len > 1 && along != 0 && along != 1 {
+                        return Err(unsupported(format!(
+                            "kernel {k}: softmax mask stride {along} along the axis is not 0 or 1"
+                        )));
+                    }
+                }
+                let total = outer * len * 4;
+                if let Kernel::Softmax { input, output, .. } = kernel {
+                    dense(p, k, *input, total)?;
+                    dense(p, k, *output, total)?;
+                }
+            }
+            Kernel::Softmax {
+                outer,
+                len,
+                inner,
                 input,
                 output,
+                ..
             }
             | Kernel::Reduce {
                 outer,

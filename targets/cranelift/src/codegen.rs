@@ -25,7 +25,7 @@ use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 
 use crate::error::Error;
-use crate::fx::{Features, Fx, io_params};
+use crate::fx::{Features, Fx, bytes_of, io_params};
 use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, integer, mask, rows, window};
 
 /// What to record of each function for `--emit asm`.
@@ -94,9 +94,11 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
             bufs.extend(bias.map(Buffer::Const));
         }
         Kernel::Elementwise { inputs, .. } => bufs.extend(inputs.iter().map(|v| v.buf)),
-        Kernel::Pool { input, .. }
-        | Kernel::Softmax { input, .. }
-        | Kernel::Reduce { input, .. } => bufs.push(*input),
+        Kernel::Pool { input, .. } | Kernel::Reduce { input, .. } => bufs.push(*input),
+        Kernel::Softmax { input, mask, .. } => {
+            bufs.push(*input);
+            bufs.extend(mask.iter().map(|m| m.view.buf));
+        }
         Kernel::Copy { src, .. } => bufs.push(*src),
         Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
         Kernel::Convert { input, .. } => bufs.push(*input),
@@ -460,9 +462,23 @@ fn emit_kernel(
             inner,
             input,
             output,
+            scale,
+            mask,
         } => {
             let (i, o) = (fx.buf(*input), fx.buf(*output));
-            rows::emit_softmax(fx, *outer, *len, *inner, i, o);
+            let mask = match mask {
+                Some(m) => {
+                    let base = fx.buf(m.view.buf);
+                    let base = fx.addp(base, bytes_of(m.view.offset as i64)?);
+                    Some(rows::Mask {
+                        base,
+                        dims: &m.outer,
+                        strides: &m.view.strides,
+                    })
+                }
+                None => None,
+            };
+            rows::emit_softmax(fx, *outer, *len, *inner, i, o, *scale, mask);
             Ok(())
         }
         Kernel::Reduce {

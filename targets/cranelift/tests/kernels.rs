@@ -254,6 +254,8 @@ fn softmax_and_reduce_rows_and_columns() {
                     inner,
                     input: Buffer::Input(0),
                     output: Buffer::Output(0),
+                    scale: 1.0,
+                    mask: None,
                 },
                 Kernel::Reduce {
                     op: ReduceOp::Sum,
@@ -326,4 +328,41 @@ fn malformed_program_is_an_error_not_a_crash() {
     );
     let e = edgecc_cranelift::compile_jit(&p).err().expect("must fail");
     assert!(e.to_string().contains("input 0"), "{e}");
+}
+
+/// A scaled or masked softmax is refused, not miscompiled, when its mask view leaves the
+/// buffer, when it is not over the last axis, or when the mask dims do not cover `outer`.
+#[test]
+fn malformed_softmax_mask_is_an_error() {
+    let softmax = |inner: u64, dims: Vec<u64>, strides: &[i64]| {
+        program(
+            vec![io("x", &[2, 3, 4]), io("m", &[3, 4])],
+            vec![io("y", &[2, 3, 4])],
+            vec![],
+            0,
+            vec![Kernel::Softmax {
+                outer: 6 / inner,
+                len: 4,
+                inner,
+                input: Buffer::Input(0),
+                output: Buffer::Output(0),
+                scale: 0.5,
+                mask: Some(edgecc_program::SoftmaxMask {
+                    outer: dims,
+                    view: view(Buffer::Input(1), 0, strides),
+                }),
+            }],
+        )
+    };
+    // The well-formed one compiles: [2,3] outer dims, the mask shared over the first.
+    edgecc_cranelift::compile_jit(&softmax(1, vec![2, 3], &[0, 4, 1, 0])).expect("valid");
+    for (p, want) in [
+        (softmax(1, vec![2, 3], &[12, 4, 1, 0]), "mask"),
+        (softmax(2, vec![3], &[4, 1, 0]), "last axis"),
+        (softmax(1, vec![2, 2], &[0, 4, 1, 0]), "multiply"),
+        (softmax(1, vec![2, 3], &[0, 2, 2, 0]), "not 0 or 1"),
+    ] {
+        let e = edgecc_cranelift::compile_jit(&p).err().expect("must fail");
+        assert!(e.to_string().contains(want), "{e}");
+    }
 }

@@ -203,7 +203,7 @@ proptest! {
     #[test]
     fn softmax_reduce_match_exec(outer in 1u64..4, len in 1u64..40, inner in 1u64..11) {
         let total = outer * len * inner;
-        let mut kernels = vec![Kernel::Softmax { outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(0) }];
+        let mut kernels = vec![Kernel::Softmax { outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(0), scale: 1.0, mask: None }];
         for (i, op) in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod].into_iter().enumerate() {
             kernels.push(Kernel::Reduce { op, outer, len, inner, input: Buffer::Input(0), output: Buffer::Output(1 + i as u32) });
         }

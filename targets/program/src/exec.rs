@@ -707,19 +707,42 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             inner,
             input,
             output,
+            scale,
+            mask,
         } => {
             let (len, inner) = (*len as i128, *inner as i128);
             for o in 0..*outer as i128 {
+                // The mask's element offset of row `o`, column `i`, position `l`.
+                let mask_at = |l: i128, i: i128| -> Option<i128> {
+                    let m = mask.as_ref()?;
+                    let mut rest = o;
+                    let mut off = m.view.offset as i128;
+                    let k = m.outer.len();
+                    for d in (0..k).rev() {
+                        let n = m.outer[d] as i128;
+                        off += (rest % n) * m.view.strides[d] as i128;
+                        rest /= n;
+                    }
+                    Some(off + l * m.view.strides[k] as i128 + i * m.view.strides[k + 1] as i128)
+                };
                 for i in 0..inner {
                     let idx = |l: i128| (o * len + l) * inner + i;
-                    let mut m = f32::NEG_INFINITY;
+                    let mut t = Vec::with_capacity(len as usize);
                     for l in 0..len {
-                        m = m.max(mem.ld(*input, idx(l))?);
+                        let mut v = mem.ld(*input, idx(l))?;
+                        if *scale != 1.0 {
+                            v *= *scale;
+                        }
+                        if let (Some(m), Some(at)) = (mask, mask_at(l, i)) {
+                            v += mem.ld(m.view.buf, at)?;
+                        }
+                        t.push(v);
                     }
+                    let m = t.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     let mut e = Vec::with_capacity(len as usize);
                     let mut sum = 0.0f32;
-                    for l in 0..len {
-                        let v = (mem.ld(*input, idx(l))? - m).exp();
+                    for v in t {
+                        let v = (v - m).exp();
                         sum += v;
                         e.push(v);
                     }
@@ -1273,6 +1296,8 @@ mod tests {
                     inner: 1,
                     input: Buffer::Arena { offset: 64 },
                     output: Buffer::Output(0),
+                    scale: 1.0,
+                    mask: None,
                 },
                 Kernel::Reduce {
                     op: ReduceOp::Max,

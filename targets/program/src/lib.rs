@@ -123,6 +123,17 @@ pub struct View {
     pub strides: Vec<i64>,
 }
 
+/// The additive mask of a [`Kernel::Softmax`]: `view` reads it over
+/// `[outer[0], .., outer[k-1], len, inner]`, broadcasting where a stride is 0. The outer
+/// dims (product `outer`) are kept apart because a mask broadcast over some of them (one
+/// mask for every head) has no single stride over the flattened outer axis. The stride
+/// along `len` is 0 or 1.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SoftmaxMask {
+    pub outer: Vec<u64>,
+    pub view: View,
+}
+
 /// A fused activation applied to a kernel's result before it is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Activation {
@@ -359,13 +370,19 @@ pub enum Kernel {
         expr: Vec<ExprNode>,
         output: View,
     },
-    /// Softmax over the middle axis of a dense `[outer, len, inner]` tensor.
+    /// Softmax over the middle axis of a dense `[outer, len, inner]` tensor of
+    /// `scale · input + mask`, each step rounded to f32 as the unfused ops would
+    /// (attention's scaled, masked scores in one kernel). `scale == 1` and no mask is the
+    /// plain softmax, and targets emit no multiply or add for it. A scale other than 1 or
+    /// a mask requires `inner == 1` (softmax over the last axis).
     Softmax {
         outer: u64,
         len: u64,
         inner: u64,
         input: Buffer,
         output: Buffer,
+        scale: f32,
+        mask: Option<SoftmaxMask>,
     },
     /// Reduction over the middle axis of a dense `[outer, len, inner]` tensor into a
     /// dense `[outer, inner]` one.

@@ -2080,6 +2080,110 @@ pub fn build_softmax(net: &mut Net, p: &SoftmaxP) {
 }
 
 // ---------------------------------------------------------------------------------------
+// AttentionSoftmax: softmax(scale·x + mask) over the last axis in one kernel
+
+#[derive(Clone, Debug)]
+pub struct AttentionSoftmaxP {
+    pub shape: Vec<usize>,
+    pub scale: f32,
+    /// Which dims of the mask are 1 (bit d for dim d), and how many leading dims it
+    /// drops; `None` for no mask.
+    pub mask: Option<(u32, usize)>,
+    pub mask_const: bool,
+    pub seed: u64,
+}
+
+impl AttentionSoftmaxP {
+    fn mask_shape(&self) -> Option<Vec<usize>> {
+        let (ones, drop) = self.mask?;
+        let s: Vec<usize> = self
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| if ones & (1 << d) != 0 { 1 } else { n })
+            .collect();
+        Some(s[drop.min(s.len())..].to_vec())
+    }
+}
+
+pub fn attention_softmax_strategy() -> BoxedStrategy<AttentionSoftmaxP> {
+    (
+        shape(1..=4),
+        prop_oneof![Just(1.0f32), Just(0.125), Just(0.35), Just(-2.0)],
+        proptest::option::of((0u32..16, 0usize..3)),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(shape, scale, mask, mask_const, seed)| AttentionSoftmaxP {
+            shape,
+            scale,
+            mask,
+            mask_const,
+            seed,
+        })
+        .boxed()
+}
+
+/// The forms the fused kernel must get right on every target: rows with vector tails,
+/// one mask row shared by every head (`[1,1,S,T]`), a per-batch key mask (`[B,1,1,T]`),
+/// a mask constant along the row (stride 0), scale 1 with a mask, a scale alone.
+pub fn every_attention_softmax_case() -> Vec<AttentionSoftmaxP> {
+    let mut out = Vec::new();
+    let shapes: [&[usize]; 4] = [&[1, 4, 16, 16], &[2, 3, 5, 7], &[3, 9], &[2, 2, 1, 33]];
+    let masks = [
+        None,
+        Some((0b0011, 0)),
+        Some((0b0110, 0)),
+        Some((0b1000, 0)),
+        Some((0, 0)),
+        Some((0b0001, 1)),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        for (j, &mask) in masks.iter().enumerate() {
+            for scale in [1.0, 0.125] {
+                if mask.is_none() && scale == 1.0 {
+                    continue;
+                }
+                out.push(AttentionSoftmaxP {
+                    shape: shape.to_vec(),
+                    scale,
+                    mask,
+                    mask_const: j % 2 == 0,
+                    seed: (i * 10 + j) as u64,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// As plain Softmax: `scale·x + mask` is computed with the unfused ops' f32 roundings on
+/// both sides, so only the softmax's own error remains. Masks hold 0 and -10000 (BERT's
+/// additive mask) and small values.
+pub fn build_attention_softmax(net: &mut Net, p: &AttentionSoftmaxP) {
+    let mut rng = Rng::new(p.seed);
+    let len = *p.shape.last().expect("rank >= 1");
+    let x = net.input(rng.tensor(&p.shape, -8.0, 8.0));
+    let mut ins = vec![x];
+    if let Some(ms) = p.mask_shape() {
+        let vals: Vec<f32> = (0..numel(&ms))
+            .map(|_| match rng.below(3) {
+                0 => -10000.0,
+                1 => 0.0,
+                _ => rng.uniform(-2.0, 2.0),
+            })
+            .collect();
+        ins.push(net.data(p.mask_const, Tensor::f32(ms, vals)));
+    }
+    let y = net.node(Op::AttentionSoftmax { scale: p.scale }, &ins);
+    net.output(
+        y,
+        format!("AttentionSoftmax {p:?}"),
+        Tol::rel(2.0 * EXP_REL + (len as f64 + 3.0) * U, MIN_NORMAL),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Chains
 
 #[derive(Clone, Debug)]
@@ -2482,9 +2586,16 @@ pub fn batch_net(seed: u64, div: usize) -> Net {
     sample(&mut net, r, concat_strategy(), k(6), build_concat);
     sample(&mut net, r, softmax_strategy(), k(8), build_softmax);
     if div == 1 {
-        // Masks have their own JIT property test (`ops_jit.rs`), and the JIT batches
+        // Masks and AttentionSoftmax have their own JIT property tests (`ops_jit.rs`), and the JIT batches
         // have no input slots to spare; aarch64 gets its sample here.
         sample(&mut net, r, mask_strategy(), 12, build_mask);
+        sample(
+            &mut net,
+            r,
+            attention_softmax_strategy(),
+            6,
+            build_attention_softmax,
+        );
     }
     sample(&mut net, r, einsum_strategy(), k(3), build_einsum);
     for which in 0..CHAINS {

@@ -8,7 +8,7 @@
 //! Softmax is three passes (max, `exp(x − max)` stored and summed, divide), so it also
 //! works in place.
 
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 use edgecc_program::ReduceOp;
 
 use crate::fx::{Fx, W};
@@ -159,7 +159,149 @@ fn columns(fx: &mut Fx, inner: u64, mut body: impl FnMut(&mut Fx, W, Value)) {
     }
 }
 
-/// Softmax over the middle axis.
+/// The additive mask of a softmax as codegen sees it: the address of its element 0 and
+/// its element strides over `[dims..., len, inner]`.
+pub(crate) struct Mask<'a> {
+    pub base: Value,
+    pub dims: &'a [u64],
+    pub strides: &'a [i64],
+}
+
+/// Calls `body(row index, mask row address)` for every row of the nested outer `dims`,
+/// advancing the mask by its stride per dim.
+fn mask_rows(
+    fx: &mut Fx,
+    dims: &[u64],
+    strides: &[i64],
+    row: Value,
+    mask: Value,
+    body: &mut dyn FnMut(&mut Fx, Value, Value),
+) {
+    let Some((&n, rest)) = dims.split_first() else {
+        body(fx, row, mask);
+        return;
+    };
+    let below: u64 = rest.iter().product();
+    fx.for_n(n, &[], |fx, i, _| {
+        let r = fx.b.ins().imul_imm_s(i, below as i64);
+        let r = fx.b.ins().iadd(row, r);
+        let m = fx.addp_scaled(mask, i, strides[0] * 4);
+        mask_rows(fx, rest, &strides[1..], r, m, body);
+        vec![]
+    });
+}
+
+/// Softmax of the contiguous row at `src` into `dst` (which may be `src`).
+fn softmax_row(fx: &mut Fx, src: Value, dst: Value, len: u64) {
+    let m = fold_row(
+        fx,
+        src,
+        len,
+        f32::NEG_INFINITY,
+        &mut |fx, w, _q, x, a| fx.max(w, a, x),
+        max_lanes,
+    );
+    exp_and_divide(fx, src, dst, len, m);
+}
+
+/// The last two passes of a row softmax given its maximum `m`: `exp(x − m)` stored to
+/// `dst` and summed, then `dst` divided by the sum.
+fn exp_and_divide(fx: &mut Fx, src: Value, dst: Value, len: u64, m: Value) {
+    // `q` points into the input; the exp is stored at the same offset of the output.
+    let delta = fx.b.ins().isub(dst, src);
+    let s = fold_row(
+        fx,
+        src,
+        len,
+        0.0,
+        &mut |fx, w, q, x, a| {
+            let mv = fx.splat(w, m);
+            let d = fx.b.ins().fsub(x, mv);
+            let e = math::exp(fx, w, d);
+            let out = fx.b.ins().iadd(q, delta);
+            fx.store(e, out, 0);
+            fx.b.ins().fadd(a, e)
+        },
+        sum_lanes,
+    );
+    fold_row(
+        fx,
+        dst,
+        len,
+        0.0,
+        &mut |fx, w, q, x, a| {
+            let sv = fx.splat(w, s);
+            let y = fx.b.ins().fdiv(x, sv);
+            fx.store(y, q, 0);
+            a
+        },
+        sum_lanes,
+    );
+}
+
+/// Softmax of `scale · x + mask` over contiguous rows (`inner == 1`): a first pass
+/// computes the scaled, masked row into `dst` (rounding each step to f32, as the
+/// unfused Mul and Add would) and its maximum; the usual exp and divide passes then run
+/// in place on `dst`.
+fn emit_scaled_softmax(
+    fx: &mut Fx,
+    outer: u64,
+    len: u64,
+    input: Value,
+    output: Value,
+    scale: f32,
+    mask: Option<Mask>,
+) {
+    let row_bytes = (len * 4) as i64;
+    let (dims, strides, base) = match &mask {
+        Some(m) => (m.dims.to_vec(), m.strides.to_vec(), m.base),
+        // No mask: one outer dim, the mask pointer unused.
+        None => (vec![outer], vec![0, 0, 0], input),
+    };
+    let k = dims.len();
+    // Along the row the mask is contiguous (stride 1) or one value (stride 0).
+    let along = if len > 1 { strides[k] } else { 0 };
+    let zero = fx.iconst(0);
+    mask_rows(fx, &dims, &strides, zero, base, &mut |fx, o, mrow| {
+        let src = fx.addp_scaled(input, o, row_bytes);
+        let dst = fx.addp_scaled(output, o, row_bytes);
+        let to_dst = fx.b.ins().isub(dst, src);
+        let to_mask = fx.b.ins().isub(mrow, src);
+        let row_mask = (mask.is_some() && along == 0).then(|| fx.load(types::F32, mrow, 0, true));
+        let m = fold_row(
+            fx,
+            src,
+            len,
+            f32::NEG_INFINITY,
+            &mut |fx, w, q, x, a| {
+                let mut t = x;
+                if scale != 1.0 {
+                    let c = fx.fconst(w, scale);
+                    t = fx.b.ins().fmul(t, c);
+                }
+                if mask.is_some() {
+                    let mv = match row_mask {
+                        Some(v) => fx.splat(w, v),
+                        None => {
+                            let at = fx.b.ins().iadd(q, to_mask);
+                            fx.load_w(w, at, 0, 4, true)
+                        }
+                    };
+                    t = fx.b.ins().fadd(t, mv);
+                }
+                let out = fx.b.ins().iadd(q, to_dst);
+                fx.store(t, out, 0);
+                fx.max(w, a, t)
+            },
+            max_lanes,
+        );
+        exp_and_divide(fx, dst, dst, len, m);
+    });
+}
+
+/// Softmax over the middle axis of `scale · input + mask`; the plain softmax (scale 1, no
+/// mask) emits no multiply or add.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_softmax(
     fx: &mut Fx,
     outer: u64,
@@ -167,49 +309,19 @@ pub(crate) fn emit_softmax(
     inner: u64,
     input: Value,
     output: Value,
+    scale: f32,
+    mask: Option<Mask>,
 ) {
+    if scale != 1.0 || mask.is_some() {
+        // The checker admits these only with inner == 1.
+        emit_scaled_softmax(fx, outer, len, input, output, scale, mask);
+        return;
+    }
     fx.for_n(outer, &[], |fx, o, _| {
         let src = fx.addp_scaled(input, o, (len * inner * 4) as i64);
         let dst = fx.addp_scaled(output, o, (len * inner * 4) as i64);
         if inner == 1 {
-            let m = fold_row(
-                fx,
-                src,
-                len,
-                f32::NEG_INFINITY,
-                &mut |fx, w, _q, x, a| fx.max(w, a, x),
-                max_lanes,
-            );
-            // `q` points into the input; the exp is stored at the same offset of the output.
-            let delta = fx.b.ins().isub(dst, src);
-            let s = fold_row(
-                fx,
-                src,
-                len,
-                0.0,
-                &mut |fx, w, q, x, a| {
-                    let mv = fx.splat(w, m);
-                    let d = fx.b.ins().fsub(x, mv);
-                    let e = math::exp(fx, w, d);
-                    let out = fx.b.ins().iadd(q, delta);
-                    fx.store(e, out, 0);
-                    fx.b.ins().fadd(a, e)
-                },
-                sum_lanes,
-            );
-            fold_row(
-                fx,
-                dst,
-                len,
-                0.0,
-                &mut |fx, w, q, x, a| {
-                    let sv = fx.splat(w, s);
-                    let y = fx.b.ins().fdiv(x, sv);
-                    fx.store(y, q, 0);
-                    a
-                },
-                sum_lanes,
-            );
+            softmax_row(fx, src, dst, len);
         } else {
             let stride = (inner * 4) as i64;
             columns(fx, inner, |fx, w, col| {

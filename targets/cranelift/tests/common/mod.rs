@@ -356,6 +356,8 @@ pub fn network() -> Program {
             inner: 1,
             input: arena(e_off),
             output: Buffer::Output(0),
+            scale: 1.0,
+            mask: None,
         },
         Kernel::Reduce {
             op: ReduceOp::Mean,
