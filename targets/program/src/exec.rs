@@ -428,6 +428,14 @@ pub fn activate(act: Activation, x: f32) -> f32 {
         Activation::Clip { lo, hi } => clip(x, lo, hi),
         Activation::Sigmoid => sigmoid(x),
         Activation::Tanh => x.tanh(),
+        Activation::Gelu { tanh: false } => {
+            0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+        }
+        Activation::Gelu { tanh: true } => {
+            let c = (2.0f64 / std::f64::consts::PI).sqrt() as f32;
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::HardSwish => x * clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0),
     }
 }
 
@@ -528,6 +536,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             b,
             alpha,
             bias,
+            residual,
             act,
             c,
         } => {
@@ -536,6 +545,9 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             check_rank(mem, c, 3, "c")?;
             if let Some(bias) = bias {
                 check_rank(mem, bias, 3, "bias")?;
+            }
+            if let Some(r) = residual {
+                check_rank(mem, r, 3, "residual")?;
             }
             for bi in 0..*batch as u64 {
                 for i in 0..*m as u64 {
@@ -548,6 +560,9 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                         let mut v = alpha * acc;
                         if let Some(bias) = bias {
                             v += mem.ld(bias.buf, at(bias, &[bi, i, j]))?;
+                        }
+                        if let Some(r) = residual {
+                            v += mem.ld(r.buf, at(r, &[bi, i, j]))?;
                         }
                         mem.st(c.buf, at(c, &[bi, i, j]), activate(*act, v))?;
                     }
@@ -1146,6 +1161,7 @@ mod tests {
                 b: view(Buffer::Input(1), 0, &[0, 1, 3]),
                 alpha: 2.0,
                 bias: Some(view(Buffer::Const(ConstId(0)), 0, &[0, 0, 1])),
+                residual: None,
                 act: Activation::Relu,
                 c: view(Buffer::Output(0), 0, &[0, 2, 1]),
             }],
