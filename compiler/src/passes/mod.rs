@@ -6,12 +6,14 @@
 
 mod dead_code;
 mod fold_constants;
+mod fuse_epilogue;
 
 use crate::Error;
 use crate::ir::{Graph, print, verify};
 
 pub use dead_code::DeadCode;
 pub use fold_constants::FoldConstants;
+pub use fuse_epilogue::FuseEpilogue;
 
 /// A graph rewrite.
 pub trait Pass {
@@ -46,9 +48,17 @@ impl PassManager {
         }
     }
 
-    /// The default float pipeline.
+    /// The default float pipeline. The full order, each pass at its place:
+    /// fold-constants, dead-heads, dead-channels, fold-constants, fold-batchnorm,
+    /// fuse-layernorm, fuse-gelu, fold-transposes, fuse-epilogue, fuse-softmax, dead-code.
+    /// fuse-epilogue comes after fuse-gelu, whose Gelu it takes as the activation, and
+    /// after fold-transposes, which may leave a MatMul directly before its bias Add.
     pub fn default_pipeline() -> Self {
-        PassManager::new(vec![Box::new(FoldConstants), Box::new(DeadCode)])
+        PassManager::new(vec![
+            Box::new(FoldConstants),
+            Box::new(FuseEpilogue),
+            Box::new(DeadCode),
+        ])
     }
 
     pub fn names(&self) -> Vec<&'static str> {
