@@ -31,6 +31,11 @@ proptest! {
     }
 
     #[test]
+    fn gemm_epilogue(p in epilogue_strategy()) {
+        jit_case(&p, build_epilogue)?;
+    }
+
+    #[test]
     fn conv(p in conv_strategy()) {
         jit_case(&p, build_conv)?;
     }
@@ -302,4 +307,45 @@ fn einsum_attention_sizes() {
         };
         jit_case(&p, build_einsum).unwrap_or_else(|e| panic!("{equation}: {e}"));
     }
+}
+
+/// HardSigmoid and HardSwish as elementwise kernels (inputs across both bends, ±3 and
+/// the NaN-free range), and HardSwish and GELU as the epilogue of a Conv.
+#[test]
+fn hard_activations_and_conv_epilogues() {
+    use edgecc::ir::{Op, WindowAttrs};
+    let mut net = Net::new();
+    let mut rng = ops_common::Rng::new(7);
+    for op in [
+        Op::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        Op::HardSigmoid {
+            alpha: -0.75,
+            beta: 0.125,
+        },
+        Op::HardSwish,
+    ] {
+        let x = net.input(rng.tensor(&[3, 37], -5.0, 5.0));
+        let y = net.node(op.clone(), &[x]);
+        net.output(y, format!("{op}"), Tol::rel(2.0 * U, 0.0));
+    }
+    for act in [Op::HardSwish, Op::Gelu { tanh: false }, Op::Gelu { tanh: true }] {
+        let x = net.input(rng.tensor(&[1, 3, 6, 7], -1.0, 1.0));
+        let w = net.konst(rng.tensor(&[5, 3, 3, 3], -1.0, 1.0));
+        let b = net.konst(rng.tensor(&[5], -1.0, 1.0));
+        let window = WindowAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            auto_pad: edgecc::ir::AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let y = net.node(Op::Conv { window, group: 1 }, &[x, w, b]);
+        let z = net.node(act.clone(), &[y]);
+        net.output(z, format!("Conv+{act}"), Tol::scale(CHAIN_SCALE));
+    }
+    net.check_jit().unwrap();
 }
