@@ -331,7 +331,11 @@ fn hard_activations_and_conv_epilogues() {
         let y = net.node(op.clone(), &[x]);
         net.output(y, format!("{op}"), Tol::rel(2.0 * U, 0.0));
     }
-    for act in [Op::HardSwish, Op::Gelu { tanh: false }, Op::Gelu { tanh: true }] {
+    for act in [
+        Op::HardSwish,
+        Op::Gelu { tanh: false },
+        Op::Gelu { tanh: true },
+    ] {
         let x = net.input(rng.tensor(&[1, 3, 6, 7], -1.0, 1.0));
         let w = net.konst(rng.tensor(&[5, 3, 3, 3], -1.0, 1.0));
         let b = net.konst(rng.tensor(&[5], -1.0, 1.0));

@@ -1176,6 +1176,50 @@ mod tests {
     }
 
     #[test]
+    fn gemm_residual_broadcast_per_row_then_hardswish() {
+        // A·B with B = I: the product is A; + residual per row [10, -10]; hardswish.
+        let p = prog(
+            vec![io("a", &[2, 2]), io("b", &[2, 2]), io("r", &[2])],
+            vec![io("c", &[2, 2])],
+            vec![],
+            vec![Kernel::Gemm {
+                batch: 1,
+                m: 2,
+                n: 2,
+                k: 2,
+                a: view(Buffer::Input(0), 0, &[0, 2, 1]),
+                b: view(Buffer::Input(1), 0, &[0, 2, 1]),
+                alpha: 1.0,
+                bias: None,
+                residual: Some(view(Buffer::Input(2), 0, &[0, 1, 0])),
+                act: Activation::HardSwish,
+                c: view(Buffer::Output(0), 0, &[0, 2, 1]),
+            }],
+        );
+        let out = run1(
+            &p,
+            &[
+                vec![1., -2., -7., 8.5],
+                vec![1., 0., 0., 1.],
+                vec![-1., 10.],
+            ],
+        )
+        .unwrap();
+        // A + r = [[0, -3], [3, 18.5]]; hardswish: x·clip(x/6 + 1/2, 0, 1).
+        assert_eq!(out[0], vec![0.0, 0.0, 3.0, 18.5]);
+    }
+
+    #[test]
+    fn gelu_activations_match_their_formulas() {
+        assert_eq!(activate(Activation::Gelu { tanh: false }, 0.0), 0.0);
+        let e = activate(Activation::Gelu { tanh: false }, 1.0);
+        assert!((e - 0.841_344_7).abs() < 1e-6, "{e}");
+        let t = activate(Activation::Gelu { tanh: true }, 1.0);
+        assert!((t - 0.841_191_9).abs() < 1e-6, "{t}");
+        assert!(activate(Activation::HardSwish, f32::NAN).is_nan());
+    }
+
+    #[test]
     fn conv_with_padding_matches_hand_computation() {
         let w = Window {
             kh: 3,

@@ -2536,7 +2536,15 @@ pub fn epilogue_strategy() -> BoxedStrategy<EpilogueP> {
         any::<u64>(),
     )
         .prop_map(
-            |((m, k, n), batch, (gemm, b_batched, b_const), (bias, swapped), residual, act, seed)| {
+            |(
+                (m, k, n),
+                batch,
+                (gemm, b_batched, b_const),
+                (bias, swapped),
+                residual,
+                act,
+                seed,
+            )| {
                 let gemm = gemm && batch.is_empty();
                 EpilogueP {
                     m,
@@ -2561,11 +2569,7 @@ pub fn build_epilogue(net: &mut Net, p: &EpilogueP) {
     let mut rng = Rng::new(p.seed);
     let mut sa = p.batch.clone();
     sa.extend([p.m, p.k]);
-    let mut sb = if p.b_batched {
-        p.batch.clone()
-    } else {
-        vec![]
-    };
+    let mut sb = if p.b_batched { p.batch.clone() } else { vec![] };
     sb.extend(if p.gemm { [p.n, p.k] } else { [p.k, p.n] });
     let mut so = p.batch.clone();
     so.extend([p.m, p.n]);
