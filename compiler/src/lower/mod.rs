@@ -1853,14 +1853,16 @@ impl<'g> Builder<'g> {
             None => self.epilogue(node.outputs[0]),
         };
         // A shared right-hand side: fold A's batch into M, so the GEMM is one big matrix
-        // product — when A's rows and every addend's rows follow one stride across it.
+        // product — when A's rows and every addend's rows follow one stride across it
+        // (an addend whose batch dims do not collapse either way is copied out dense,
+        // see `epilogue_operand`, and then they do).
+        let folds = |v: ValueId| {
+            let s = self.shape(v);
+            rows_stride(s, &full, batch.len() + 1).is_some()
+                || rows_stride(s, &full, batch.len()).is_none()
+        };
         let fold = bb.iter().product::<usize>() == 1
-            && (nbatch == 1
-                || (!trans[0]
-                    && addends
-                        .iter()
-                        .flatten()
-                        .all(|&v| rows_stride(self.shape(v), &full, batch.len() + 1).is_some())));
+            && (nbatch == 1 || (!trans[0] && addends.iter().flatten().all(|&v| folds(v))));
         let (batch_n, m_eff) = if fold { (1, nbatch * m) } else { (nbatch, m) };
         let mut a = self.batched_operand(ia, ab, &batch, [ma[0], ma[1]], batch_n > 1);
         let mut b = self.batched_operand(ib, bb, &batch, [mb[0], mb[1]], batch_n > 1);
