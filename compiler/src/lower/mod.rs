@@ -7,7 +7,9 @@
 //! - an activation whose only reader is a GEMM/MatMul/Conv becomes that kernel's epilogue;
 //! - BatchNormalization becomes one multiply-add with folded per-channel constants;
 //! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
-//!   big matrix product instead of many small ones.
+//!   big matrix product instead of many small ones;
+//! - a FusedMatMul (the `fuse-epilogue` pass) is one GEMM whose epilogue adds the bias and
+//!   the residual and applies the activation.
 
 mod einsum;
 mod fuse;

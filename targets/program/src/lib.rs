@@ -313,9 +313,8 @@ pub enum Kernel {
     /// each), so transposed operands and broadcast batches (stride 0) need no copy. `bias`
     /// and `residual` are indexed `[b, row, col]` too (any broadcast form); the sums are
     /// rounded to f32 in that order (product, `+ bias`, `+ residual`), as the unfused
-    /// MatMul, Add, Add would. `residual` may be `c` itself (same view: each element is
-    /// read before it is written); otherwise no view overlaps `c`. A target may repack a
-    /// constant `a` or `b` at compile time into whatever layout it likes.
+    /// MatMul, Add, Add would. No view overlaps `c`. A target may repack a constant `a`
+    /// or `b` at compile time into whatever layout it likes.
     Gemm {
         batch: u32,
         m: u32,

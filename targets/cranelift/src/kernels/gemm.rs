@@ -167,7 +167,7 @@ pub(crate) struct Gemm2d {
     pub b: Mat,
     pub c: Mat,
     pub bias: Option<Mat>,
-    /// Added after the bias; may be C itself (each element is loaded before it is stored).
+    /// Added after the bias (a skip connection).
     pub residual: Option<Mat>,
     pub alpha: f32,
     pub act: Activation,
@@ -676,8 +676,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
         let b = mat(fx, b0, b_bs, b);
         let c = mat(fx, c0, c_bs, (c_rs, c_cs, 0, false));
         let bias = bias0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, true)));
-        // Not read-only: the residual may be C itself.
-        let residual = res0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, false)));
+        let residual = res0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, true)));
         emit_2d(
             fx,
             t,
