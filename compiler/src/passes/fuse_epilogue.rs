@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! y0 = MatMul(A, B)          or Gemm(A, B[, C]) with beta = 1 (C is the bias)
-//! y1 = Add(y0, bias)         bias: a constant along the last dim ([N], [1, N], ...)
+//! ys = Mul(y0, s)            s: a one-element constant (attention's 1/√d), or
+//!                            Div(y0, d) with 1/d exact (d a power of two)
+//! y1 = Add(ys, bias)         bias: a constant along the last dim ([N], [1, N], ...)
 //! y2 = Add(y1, residual)     residual: a computed value broadcasting to y1's shape
 //! y3 = act(y2)               Relu, Clip, Sigmoid, Tanh, Gelu, HardSwish
 //! ```
@@ -20,8 +22,11 @@
 //! longer exists. A and B must have rank >= 2 (a rank-1 MatMul stays as it is).
 //!
 //! Why it is exact: [`Op::FusedMatMul`] is defined as those ops in that order, and the
-//! interpreter computes it that way, rounding after each (the product as MatMul, each
-//! sum in f32, the activation as its own op). The rewrite only renames the chain. The
+//! interpreter computes it that way, rounding after each (the product as MatMul, then
+//! times alpha in f32 — which is the Mul, or the Div by a power of two, bit for bit — each
+//! sum in f32, the activation as its own op). The rewrite only renames the chain; the
+//! scale step is taken only while alpha is still 1 (a Gemm's own alpha scales its f64
+//! sum before rounding, so alpha·s would round differently). The
 //! GEMM kernel adds bias then residual to the f32 product, as the unfused kernels did.
 //! A residual is never reordered before a bias (an `Add(residual)` followed by
 //! `Add(bias)` would round differently; it is left alone after the residual step).
@@ -44,7 +49,7 @@ impl Pass for FuseEpilogue {
     }
 
     fn run(&self, g: &mut Graph) -> Result<String, Error> {
-        let (mut fused, mut biases, mut residuals, mut acts) = (0, 0, 0, 0);
+        let (mut fused, mut scales, mut biases, mut residuals, mut acts) = (0, 0, 0, 0, 0);
         let mut removed = std::collections::HashSet::new();
         for n in g.topo_order() {
             // Nodes of earlier chains are gone; a chain's last node is now FusedMatMul.
@@ -54,6 +59,7 @@ impl Pass for FuseEpilogue {
             let Some(chain) = match_chain(g, n) else {
                 continue;
             };
+            scales += usize::from(chain.alpha != 1.0);
             biases += usize::from(chain.bias.is_some());
             residuals += usize::from(chain.residual.is_some());
             acts += usize::from(chain.act != Act::None);
@@ -62,7 +68,7 @@ impl Pass for FuseEpilogue {
             fused += 1;
         }
         Ok(format!(
-            "fused {fused} epilogues ({biases} bias, {residuals} residual, {acts} activation)"
+            "fused {fused} epilogues ({scales} scale, {biases} bias, {residuals} residual, {acts} activation)"
         ))
     }
 }
@@ -112,6 +118,14 @@ fn match_chain(g: &Graph, n: NodeIndex) -> Option<Chain> {
         _ => return None,
     };
     let mut y = node.outputs[0];
+    // Scale: a one-element constant multiplier (only onto an alpha of 1, see above).
+    if chain.alpha == 1.0
+        && let Some((u, s)) = single_scale(g, y)
+    {
+        chain.alpha = s;
+        chain.nodes.push(u);
+        y = g.node(u).outputs[0];
+    }
     // Bias: a constant Add along the last dim.
     if chain.bias.is_none()
         && let Some((u, other)) = single_add(g, y)
@@ -165,6 +179,35 @@ fn single_add(g: &Graph, v: ValueId) -> Option<(NodeIndex, ValueId)> {
         _ => return None,
     };
     Some((u, other))
+}
+
+/// `v`'s only reader when it is `Mul(v, s)`, `Mul(s, v)` or `Div(v, d)` by a one-element
+/// constant, with a result of `v`'s shape, and the factor: `s`, or `1/d` when that is
+/// exact (`d` a power of two in the normal range, so `x/d == x·(1/d)` for every `x`).
+fn single_scale(g: &Graph, v: ValueId) -> Option<(NodeIndex, f32)> {
+    let u = single_reader(g, v)?;
+    let node = g.node(u);
+    if g.value(node.outputs[0]).shape != g.value(v).shape {
+        return None;
+    }
+    let scalar = |c: ValueId| -> Option<f32> {
+        let t = g.konst(c)?;
+        match t.as_f32()? {
+            [x] if x.is_finite() => Some(*x),
+            _ => None,
+        }
+    };
+    match (&node.op, node.inputs.as_slice()) {
+        (Op::Binary(Binary::Mul), [x, c]) if *x == v && *c != v => Some((u, scalar(*c)?)),
+        (Op::Binary(Binary::Mul), [c, x]) if *x == v && *c != v => Some((u, scalar(*c)?)),
+        (Op::Binary(Binary::Div), [x, c]) if *x == v && *c != v => {
+            let d = scalar(*c)?;
+            let r = 1.0 / d;
+            let pow2 = |f: f32| f.is_normal() && f.to_bits() & 0x007f_ffff == 0;
+            (pow2(d) && pow2(r)).then_some((u, r))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `c` is a constant that varies along the last dim of `y` only (`[N]`,
@@ -242,18 +285,22 @@ mod tests {
         g.add_node(name, op, ins).unwrap().1[0]
     }
 
-    /// Runs the pass and checks the interpreter gives the same outputs before and after;
-    /// returns the pass summary.
-    fn run_checked(g: &mut Graph) -> String {
-        let inputs: Vec<Tensor> = g
-            .inputs
+    /// Seeded random values for every graph input.
+    fn inputs_of(g: &Graph) -> Vec<Tensor> {
+        g.inputs
             .iter()
             .enumerate()
             .map(|(i, &v)| {
                 let shape = g.value(v).shape.clone();
                 Tensor::f32(shape.clone(), rand(shape.iter().product(), 100 + i as u64))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Runs the pass and checks the interpreter gives the same outputs before and after;
+    /// returns the pass summary.
+    fn run_checked(g: &mut Graph) -> String {
+        let inputs = inputs_of(g);
         let before = interp::run(g, &inputs).unwrap();
         let summary = FuseEpilogue.run(g).unwrap();
         verify::verify(g).unwrap();
@@ -293,7 +340,10 @@ mod tests {
             let y = node(&mut g, "gelu", Op::Gelu { tanh: false }, vec![h]);
             g.outputs.push(y);
             let s = run_checked(&mut g);
-            assert_eq!(s, "fused 1 epilogues (1 bias, 1 residual, 1 activation)");
+            assert_eq!(
+                s,
+                "fused 1 epilogues (0 scale, 1 bias, 1 residual, 1 activation)"
+            );
             assert_eq!(ops(&g), ["FusedMatMul{act=gelu bias residual}"]);
             let n = g.topo_order()[0];
             assert_eq!(g.node(n).name, "mm+add_b+add_r+gelu");
@@ -359,6 +409,61 @@ mod tests {
         }
     }
 
+    /// Attention scores: `MatMul → Mul(0.25) → Add(mask)` and `MatMul → Div(8) → Add(mask)`
+    /// take the scale as alpha and the mask as residual; a Div by 3 (1/3 inexact) and a
+    /// scale after a Gemm with alpha != 1 are left alone.
+    #[test]
+    fn scalar_scale_becomes_alpha() {
+        let cases: [(Binary, f32, bool, &str); 4] = [
+            (
+                Binary::Mul,
+                0.25,
+                false,
+                "FusedMatMul{act=none alpha=0.25 residual}",
+            ),
+            (
+                Binary::Div,
+                8.0,
+                false,
+                "FusedMatMul{act=none alpha=0.125 residual}",
+            ),
+            (Binary::Div, 3.0, false, "MatMul"),
+            (Binary::Mul, 0.25, true, "Gemm{alpha=0.5 beta=1.0}"),
+        ];
+        for (op, s, gemm, first) in cases {
+            let mut g = Graph::new("g");
+            let (a_shape, b_shape): (&[usize], &[usize]) = if gemm {
+                (&[5, 8], &[8, 5])
+            } else {
+                (&[2, 5, 8], &[2, 8, 5])
+            };
+            let a = input(&mut g, "a", a_shape);
+            let b = input(&mut g, "b", b_shape);
+            let mask = input(&mut g, "mask", &[1, 5]);
+            let c = g.add_const("s", Tensor::f32(vec![], vec![s]));
+            let h = if gemm {
+                let op = Op::Gemm {
+                    alpha: 0.5,
+                    beta: 1.0,
+                    trans_a: false,
+                    trans_b: false,
+                };
+                node(&mut g, "gemm", op, vec![a, b])
+            } else {
+                node(&mut g, "mm", Op::MatMul, vec![a, b])
+            };
+            let h = node(&mut g, "scale", Op::Binary(op), vec![h, c]);
+            let y = node(&mut g, "add", Op::Binary(Binary::Add), vec![h, mask]);
+            g.outputs.push(y);
+            let before = interp::run(&g, &inputs_of(&g)).unwrap();
+            run_checked(&mut g);
+            assert_eq!(ops(&g)[0], first, "{op:?} {s}");
+            // The scale as alpha is bit for bit the Mul (or the Div by a power of two).
+            let after = interp::run(&g, &inputs_of(&g)).unwrap();
+            assert_eq!(before[0].as_f32(), after[0].as_f32(), "{op:?} {s}");
+        }
+    }
+
     /// A bias that varies along rows is not a bias; as a constant it is no residual
     /// either, so nothing is fused.
     #[test]
@@ -371,7 +476,10 @@ mod tests {
         let y = node(&mut g, "add", Op::Binary(Binary::Add), vec![h, b]);
         g.outputs.push(y);
         let s = run_checked(&mut g);
-        assert_eq!(s, "fused 0 epilogues (0 bias, 0 residual, 0 activation)");
+        assert_eq!(
+            s,
+            "fused 0 epilogues (0 scale, 0 bias, 0 residual, 0 activation)"
+        );
         assert_eq!(ops(&g), ["MatMul", "Add"]);
     }
 

@@ -2499,6 +2499,8 @@ pub struct EpilogueP {
     /// B has A's batch dims too (else it is shared and the batch folds into M).
     pub b_batched: bool,
     pub b_const: bool,
+    /// A scale after the product: 0 none, 1 `Mul(0.375)`, 2 `Div(2)` (alpha either way).
+    pub scale: u8,
     pub bias: bool,
     /// The Adds' operands swapped (bias or residual first).
     pub swapped: bool,
@@ -2530,7 +2532,7 @@ pub fn epilogue_strategy() -> BoxedStrategy<EpilogueP> {
         (dim(20), dim(24), dim(28)),
         prop::collection::vec(1usize..=3, 0..=2),
         (any::<bool>(), any::<bool>(), any::<bool>()),
-        (any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), 0u8..3),
         res,
         act,
         any::<u64>(),
@@ -2540,7 +2542,7 @@ pub fn epilogue_strategy() -> BoxedStrategy<EpilogueP> {
                 (m, k, n),
                 batch,
                 (gemm, b_batched, b_const),
-                (bias, swapped),
+                (bias, swapped, scale),
                 residual,
                 act,
                 seed,
@@ -2554,6 +2556,7 @@ pub fn epilogue_strategy() -> BoxedStrategy<EpilogueP> {
                     gemm,
                     b_batched: b_batched && !gemm,
                     b_const,
+                    scale,
                     bias: bias || gemm,
                     swapped,
                     residual,
@@ -2580,6 +2583,17 @@ pub fn build_epilogue(net: &mut Net, p: &EpilogueP) {
         let ins = if p.swapped { [y, x] } else { [x, y] };
         net.node(Op::Binary(Binary::Add), &ins)
     };
+    let scale = |net: &mut Net, y: ValueId| match p.scale {
+        1 => {
+            let s = net.konst(Tensor::f32(vec![], vec![0.375]));
+            net.node(Op::Binary(Binary::Mul), &[s, y])
+        }
+        2 => {
+            let d = net.konst(Tensor::f32(vec![1], vec![2.0]));
+            net.node(Op::Binary(Binary::Div), &[y, d])
+        }
+        _ => y,
+    };
     let mut y = if p.gemm {
         let op = Op::Gemm {
             alpha: 1.0,
@@ -2590,6 +2604,7 @@ pub fn build_epilogue(net: &mut Net, p: &EpilogueP) {
         net.node(op, &[a, b, bias])
     } else {
         let y = net.node(Op::MatMul, &[a, b]);
+        let y = scale(net, y);
         if p.bias { add(net, y, bias) } else { y }
     };
     let rs: Option<Vec<usize>> = match p.residual {
