@@ -353,3 +353,47 @@ fn hard_activations_and_conv_epilogues() {
     }
     net.check_jit().unwrap();
 }
+
+/// FusedMatMul nodes built directly with transposed batched operands (the batch fold
+/// does not apply to a transposed A), alpha, a row-broadcast residual and each
+/// activation kind.
+#[test]
+fn fused_matmul_transposed_operands() {
+    use edgecc::ir::{Act, Op};
+    let mut net = Net::new();
+    let mut rng = ops_common::Rng::new(11);
+    let acts = [
+        Act::None,
+        Act::Relu,
+        Act::Clip {
+            min: -0.5,
+            max: 0.5,
+        },
+        Act::Sigmoid,
+        Act::Tanh,
+        Act::Gelu { tanh: false },
+        Act::Gelu { tanh: true },
+        Act::HardSwish,
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        let (trans_a, trans_b) = (i % 2 == 1, i / 2 % 2 == 1);
+        let (m, k, n) = (5 + i, 9, 7);
+        let sa = if trans_a { [2, k, m] } else { [2, m, k] };
+        let sb = if trans_b { [2, n, k] } else { [2, k, n] };
+        let a = net.input(rng.tensor(&sa, -1.0, 1.0));
+        let b = net.konst(rng.tensor(&sb, -1.0, 1.0));
+        let bias = net.konst(rng.tensor(&[n], -1.0, 1.0));
+        let r = net.input(rng.tensor(&[m, 1], -1.0, 1.0));
+        let op = Op::FusedMatMul {
+            alpha: 1.5,
+            trans_a,
+            trans_b,
+            bias: true,
+            residual: true,
+            act,
+        };
+        let y = net.node(op.clone(), &[a, b, bias, r]);
+        net.output(y, format!("{op}"), Tol::scale(CHAIN_SCALE));
+    }
+    net.check_jit().unwrap();
+}
