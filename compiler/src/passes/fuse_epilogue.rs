@@ -24,11 +24,13 @@
 //! Why it is exact: [`Op::FusedMatMul`] is defined as those ops in that order, and the
 //! interpreter computes it that way, rounding after each (the product as MatMul, then
 //! times alpha in f32 — which is the Mul, or the Div by a power of two, bit for bit — each
-//! sum in f32, the activation as its own op). The rewrite only renames the chain; the
-//! scale step is taken only while alpha is still 1 (a Gemm's own alpha scales its f64
-//! sum before rounding, so alpha·s would round differently). The
-//! GEMM kernel adds bias then residual to the f32 product, as the unfused kernels did.
-//! A residual is never reordered before a bias (an `Add(residual)` followed by
+//! sum in f32, the activation as its own op). For a chain that starts at a MatMul the
+//! rewrite only renames it. A Gemm rounds `alpha·A·B + C` once in f64, the fused op after
+//! the product, after alpha and after C: a Gemm with alpha != 1 or a C moves by an ulp or
+//! two. The scale step is taken only onto an alpha of 1 and before any bias (a Gemm's C
+//! is scaled by the Mul after it; the fused op adds its bias after alpha). The GEMM
+//! kernel adds bias then residual to the f32 product, as the unfused kernels did. A
+//! residual is never reordered before a bias (an `Add(residual)` followed by
 //! `Add(bias)` would round differently; it is left alone after the residual step).
 //!
 //! Cost and gain: one walk over the nodes. Every dense layer loses its bias kernel, every
@@ -120,8 +122,10 @@ fn match_chain(g: &Graph, n: NodeIndex) -> Option<Chain> {
         _ => return None,
     };
     let mut y = node.outputs[0];
-    // Scale: a one-element constant multiplier (only onto an alpha of 1, see above).
+    // Scale: a one-element constant multiplier, only onto an alpha of 1 and before any
+    // bias (a Gemm's C would be scaled by it too; the fused op adds the bias after alpha).
     if chain.alpha == 1.0
+        && chain.bias.is_none()
         && let Some((u, s)) = single_scale(g, y)
     {
         chain.alpha = s;
@@ -464,6 +468,28 @@ mod tests {
             let after = interp::run(&g, &inputs_of(&g)).unwrap();
             assert_eq!(before[0].as_f32(), after[0].as_f32(), "{op:?} {s}");
         }
+    }
+
+    /// `Gemm(A, B, C) → Mul(s)` scales C too, so the Mul is no alpha: only the Relu after
+    /// it would be fused, and here there is none, so nothing changes.
+    #[test]
+    fn scale_after_gemm_bias_is_left_alone() {
+        let mut g = Graph::new("g");
+        let x = input(&mut g, "x", &[4, 8]);
+        let w = konst(&mut g, "w", &[8, 6], 1);
+        let c = konst(&mut g, "c", &[6], 2);
+        let s = g.add_const("s", Tensor::f32(vec![], vec![0.25]));
+        let gemm = Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        let h = node(&mut g, "gemm", gemm, vec![x, w, c]);
+        let y = node(&mut g, "scale", Op::Binary(Binary::Mul), vec![h, s]);
+        g.outputs.push(y);
+        run_checked(&mut g);
+        assert_eq!(ops(&g), ["Gemm{alpha=1.0 beta=1.0}", "Mul"]);
     }
 
     /// A bias that varies along rows is not a bias; as a constant it is no residual
