@@ -31,6 +31,11 @@ proptest! {
     }
 
     #[test]
+    fn gemm_epilogue(p in epilogue_strategy()) {
+        jit_case(&p, build_epilogue)?;
+    }
+
+    #[test]
     fn conv(p in conv_strategy()) {
         jit_case(&p, build_conv)?;
     }
@@ -323,4 +328,93 @@ fn einsum_attention_sizes() {
         };
         jit_case(&p, build_einsum).unwrap_or_else(|e| panic!("{equation}: {e}"));
     }
+}
+
+/// HardSigmoid and HardSwish as elementwise kernels (inputs across both bends, ±3 and
+/// the NaN-free range), and HardSwish and GELU as the epilogue of a Conv.
+#[test]
+fn hard_activations_and_conv_epilogues() {
+    use edgecc::ir::{Op, WindowAttrs};
+    let mut net = Net::new();
+    let mut rng = ops_common::Rng::new(7);
+    for op in [
+        Op::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        Op::HardSigmoid {
+            alpha: -0.75,
+            beta: 0.125,
+        },
+        Op::HardSwish,
+    ] {
+        let x = net.input(rng.tensor(&[3, 37], -5.0, 5.0));
+        let y = net.node(op.clone(), &[x]);
+        net.output(y, format!("{op}"), Tol::rel(2.0 * U, 0.0));
+    }
+    for act in [
+        Op::HardSwish,
+        Op::Gelu { tanh: false },
+        Op::Gelu { tanh: true },
+    ] {
+        let x = net.input(rng.tensor(&[1, 3, 6, 7], -1.0, 1.0));
+        let w = net.konst(rng.tensor(&[5, 3, 3, 3], -1.0, 1.0));
+        let b = net.konst(rng.tensor(&[5], -1.0, 1.0));
+        let window = WindowAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            auto_pad: edgecc::ir::AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let y = net.node(Op::Conv { window, group: 1 }, &[x, w, b]);
+        let z = net.node(act.clone(), &[y]);
+        net.output(z, format!("Conv+{act}"), Tol::scale(CHAIN_SCALE));
+    }
+    net.check_jit().unwrap();
+}
+
+/// FusedMatMul nodes built directly with transposed batched operands (the batch fold
+/// does not apply to a transposed A), alpha, a row-broadcast residual and each
+/// activation kind.
+#[test]
+fn fused_matmul_transposed_operands() {
+    use edgecc::ir::{Act, Op};
+    let mut net = Net::new();
+    let mut rng = ops_common::Rng::new(11);
+    let acts = [
+        Act::None,
+        Act::Relu,
+        Act::Clip {
+            min: -0.5,
+            max: 0.5,
+        },
+        Act::Sigmoid,
+        Act::Tanh,
+        Act::Gelu { tanh: false },
+        Act::Gelu { tanh: true },
+        Act::HardSwish,
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        let (trans_a, trans_b) = (i % 2 == 1, i / 2 % 2 == 1);
+        let (m, k, n) = (5 + i, 9, 7);
+        let sa = if trans_a { [2, k, m] } else { [2, m, k] };
+        let sb = if trans_b { [2, n, k] } else { [2, k, n] };
+        let a = net.input(rng.tensor(&sa, -1.0, 1.0));
+        let b = net.konst(rng.tensor(&sb, -1.0, 1.0));
+        let bias = net.konst(rng.tensor(&[n], -1.0, 1.0));
+        let r = net.input(rng.tensor(&[m, 1], -1.0, 1.0));
+        let op = Op::FusedMatMul {
+            alpha: 1.5,
+            trans_a,
+            trans_b,
+            bias: true,
+            residual: true,
+            act,
+        };
+        let y = net.node(op.clone(), &[a, b, bias, r]);
+        net.output(y, format!("{op}"), Tol::scale(CHAIN_SCALE));
+    }
+    net.check_jit().unwrap();
 }

@@ -3,7 +3,7 @@
 
 use super::tensor_ops;
 use crate::ir::infer::{broadcast, flatten_axis, norm_axis, reshape_target};
-use crate::ir::{Binary, DType, Data, Equation, Op, ReduceKind, Tensor, Unary, WindowAttrs};
+use crate::ir::{Act, Binary, DType, Data, Equation, Op, ReduceKind, Tensor, Unary, WindowAttrs};
 
 type R = Result<Vec<Tensor>, String>;
 
@@ -144,6 +144,14 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             Ok(vec![Tensor::f32(shape, out)])
         }
         Op::MatMul => matmul(arg(0)?, arg(1)?),
+        Op::FusedMatMul {
+            alpha,
+            trans_a,
+            trans_b,
+            bias,
+            residual,
+            act,
+        } => fused_matmul(x, *alpha, [*trans_a, *trans_b], [*bias, *residual], *act),
         Op::Gemm {
             alpha,
             beta,
@@ -246,6 +254,21 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
                 }
             }
             Ok(vec![concat_gather(x, first.dtype, shape, &src)?])
+        }
+        Op::HardSigmoid { alpha, beta } => {
+            let t = arg(0)?;
+            let a = f32s(t, "input")?;
+            let out = a.iter().map(|&x| hard_sigmoid(x, *alpha, *beta)).collect();
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
+        }
+        Op::HardSwish => {
+            let t = arg(0)?;
+            let a = f32s(t, "input")?;
+            let out = a
+                .iter()
+                .map(|&x| x * hard_sigmoid(x, 1.0 / 6.0, 0.5))
+                .collect();
+            Ok(vec![Tensor::f32(t.shape.clone(), out)])
         }
         Op::Gelu { tanh } => {
             let t = arg(0)?;
@@ -659,6 +682,62 @@ fn matmul(ta: &Tensor, tb: &Tensor) -> R {
         shape.push(n);
     }
     Ok(vec![Tensor::f32(shape, out)])
+}
+
+/// `max(0, min(1, alpha·x + beta))`; NaN passes through (numpy's clip).
+fn hard_sigmoid(x: f32, alpha: f32, beta: f32) -> f32 {
+    let y = alpha * x + beta;
+    if y.is_nan() { y } else { y.clamp(0.0, 1.0) }
+}
+
+/// [`Op::FusedMatMul`] as the ops it replaces, one after the other, so that it rounds
+/// as they do: (transposes,) MatMul, the alpha scaling, Add bias, Add residual, the
+/// activation's own op.
+fn fused_matmul(x: &[&Tensor], alpha: f32, trans: [bool; 2], extra: [bool; 2], act: Act) -> R {
+    let want = 2 + extra.iter().filter(|&&e| e).count();
+    if x.len() != want {
+        return Err(format!("expects {want} inputs, got {}", x.len()));
+    }
+    let operand = |i: usize| -> Result<Tensor, String> {
+        let t = x[i];
+        if t.shape.len() < 2 {
+            return Err("A and B must have rank >= 2".into());
+        }
+        if !trans[i] {
+            return Ok(t.clone());
+        }
+        let r = t.shape.len();
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        first(eval(&Op::Transpose { perm }, &[t])?)
+    };
+    let (a, b) = (operand(0)?, operand(1)?);
+    let mut y = first(matmul(&a, &b)?)?;
+    if alpha != 1.0 {
+        let v = f32s(&y, "product")?.iter().map(|&p| alpha * p).collect();
+        y = Tensor::f32(y.shape.clone(), v);
+    }
+    for &addend in &x[2..] {
+        let sum = first(eval(&Op::Binary(Binary::Add), &[&y, addend])?)?;
+        if sum.shape != y.shape {
+            return Err(format!(
+                "bias/residual {:?} does not broadcast to {:?}",
+                addend.shape, y.shape
+            ));
+        }
+        y = sum;
+    }
+    if let Some(op) = act.op() {
+        y = first(eval(&op, &[&y])?)?;
+    }
+    Ok(vec![y])
+}
+
+fn first(mut v: Vec<Tensor>) -> Result<Tensor, String> {
+    if v.is_empty() {
+        return Err("op produced no output".into());
+    }
+    Ok(v.swap_remove(0))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -310,6 +310,11 @@ impl Graph {
         Ok(())
     }
 
+    /// Renames a node (a fusion names the node that stands for several after them all).
+    pub fn set_node_name(&mut self, n: NodeIndex, name: impl Into<String>) {
+        self.dag[n].name = name.into();
+    }
+
     /// Whether `v` is read by a node or is a graph output.
     pub fn is_used(&self, v: ValueId) -> bool {
         self.outputs.contains(&v) || self.dag.node_weights().any(|n| n.inputs.contains(&v))

@@ -267,7 +267,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let (a, b) = shape_range(types[0].1.len(), *start, *end);
             Ok(vec![(DType::I64, vec![b - a])])
         }
-        Op::Gelu { .. } => {
+        Op::Gelu { .. } | Op::HardSigmoid { .. } | Op::HardSwish => {
             want(1, types, 1)?;
             float(&types[0], "input")?;
             Ok(vec![(DType::F32, types[0].1.to_vec())])
@@ -537,6 +537,46 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             }
             if b.len() > 1 {
                 out.push(n);
+            }
+            Ok(vec![(DType::F32, out)])
+        }
+        Op::FusedMatMul {
+            trans_a,
+            trans_b,
+            bias,
+            residual,
+            ..
+        } => {
+            let n_in = 2 + usize::from(*bias) + usize::from(*residual);
+            want(n_in, types, n_in)?;
+            for t in types {
+                float(t, "operand")?;
+            }
+            let (a, b) = (types[0].1, types[1].1);
+            if a.len() < 2 || b.len() < 2 {
+                return Err(InferError::Invalid(format!(
+                    "A and B must have rank >= 2, got {a:?} and {b:?}"
+                )));
+            }
+            let last2 = |s: &[usize], t: bool| {
+                let (r, c) = (s[s.len() - 2], s[s.len() - 1]);
+                if t { (c, r) } else { (r, c) }
+            };
+            let ((m, k), (k2, n)) = (last2(a, *trans_a), last2(b, *trans_b));
+            if k != k2 {
+                return Err(InferError::Invalid(format!(
+                    "inner dims differ: A' is {m}x{k}, B' is {k2}x{n}"
+                )));
+            }
+            let mut out = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])?;
+            out.extend([m, n]);
+            for t in &types[2..] {
+                if broadcast(t.1, &out)? != out {
+                    return Err(InferError::Invalid(format!(
+                        "bias/residual {:?} does not broadcast to {out:?}",
+                        t.1
+                    )));
+                }
             }
             Ok(vec![(DType::F32, out)])
         }

@@ -159,6 +159,94 @@ impl WindowAttrs {
     }
 }
 
+/// The activation that ends a fused matrix product ([`Op::FusedMatMul`]). Each is the
+/// single-input op [`Act::op`] names, computed exactly as that op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    None,
+    Relu,
+    Clip { min: f32, max: f32 },
+    Sigmoid,
+    Tanh,
+    Gelu { tanh: bool },
+    HardSwish,
+}
+
+impl Act {
+    /// The activation a single-input op computes, if it is one [`Op::FusedMatMul`] can
+    /// end with.
+    pub fn of(op: &Op) -> Option<Act> {
+        Some(match op {
+            Op::Unary(Unary::Relu) => Act::Relu,
+            Op::Unary(Unary::Sigmoid) => Act::Sigmoid,
+            Op::Unary(Unary::Tanh) => Act::Tanh,
+            Op::Clip { min, max } => Act::Clip {
+                min: *min,
+                max: *max,
+            },
+            Op::Gelu { tanh } => Act::Gelu { tanh: *tanh },
+            Op::HardSwish => Act::HardSwish,
+            _ => return None,
+        })
+    }
+
+    /// The op that computes this activation on its own; `None` for [`Act::None`].
+    pub fn op(self) -> Option<Op> {
+        Some(match self {
+            Act::None => return None,
+            Act::Relu => Op::Unary(Unary::Relu),
+            Act::Sigmoid => Op::Unary(Unary::Sigmoid),
+            Act::Tanh => Op::Unary(Unary::Tanh),
+            Act::Clip { min, max } => Op::Clip { min, max },
+            Act::Gelu { tanh } => Op::Gelu { tanh },
+            Act::HardSwish => Op::HardSwish,
+        })
+    }
+}
+
+impl fmt::Display for Act {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Act::None => f.write_str("none"),
+            Act::Relu => f.write_str("relu"),
+            Act::Clip { min, max } => write!(f, "clip({min:?},{max:?})"),
+            Act::Sigmoid => f.write_str("sigmoid"),
+            Act::Tanh => f.write_str("tanh"),
+            Act::Gelu { tanh: false } => f.write_str("gelu"),
+            Act::Gelu { tanh: true } => f.write_str("gelu_tanh"),
+            Act::HardSwish => f.write_str("hardswish"),
+        }
+    }
+}
+
+/// The inverse of `Display`, for the text IR's `act=` attribute.
+impl std::str::FromStr for Act {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Act, String> {
+        Ok(match s {
+            "none" => Act::None,
+            "relu" => Act::Relu,
+            "sigmoid" => Act::Sigmoid,
+            "tanh" => Act::Tanh,
+            "gelu" => Act::Gelu { tanh: false },
+            "gelu_tanh" => Act::Gelu { tanh: true },
+            "hardswish" => Act::HardSwish,
+            _ => {
+                let bounds = s
+                    .strip_prefix("clip(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|r| r.split_once(','))
+                    .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)));
+                match bounds {
+                    Some((min, max)) => Act::Clip { min, max },
+                    None => return Err(format!("'{s}' is not an activation")),
+                }
+            }
+        })
+    }
+}
+
 /// An operator. Inputs and outputs are positional as in ONNX; optional inputs that were
 /// constant at import (Clip's bounds, Reshape's shape) are folded into attributes.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +266,22 @@ pub enum Op {
         beta: f32,
         trans_a: bool,
         trans_b: bool,
+    },
+    /// A matrix product with its epilogue, `act(alpha · A' · B' + bias + residual)`, made
+    /// by the `fuse-epilogue` pass from MatMul or Gemm and the Adds and activation after it.
+    /// Inputs: A, B, then the bias if `bias`, then the residual if `residual`. A and B
+    /// have rank >= 2 and batch like MatMul (numpy broadcasting of the leading dims); A'
+    /// and B' swap the last two dims of A and B when `trans_a` / `trans_b`. The bias and
+    /// residual broadcast to the output shape (and do not grow it). Rounding is that of
+    /// the unfused ops: the product as MatMul, times alpha in f32, then each sum in f32,
+    /// then the activation as its own op.
+    FusedMatMul {
+        alpha: f32,
+        trans_a: bool,
+        trans_b: bool,
+        bias: bool,
+        residual: bool,
+        act: Act,
     },
     /// Inputs: X, W, optional B.
     Conv {
@@ -228,6 +332,13 @@ pub enum Op {
     Gelu {
         tanh: bool,
     },
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x · max(0, min(1, x/6 + 1/2))` (ONNX fixes alpha = 1/6, beta = 1/2).
+    HardSwish,
     /// Normalizes over the dims from `axis` on; inputs X, scale, optional bias. With
     /// `stats` it has two more outputs, ONNX's Mean and InvStdDev `1/sqrt(var + epsilon)`
     /// (f32, X's shape with the dims from `axis` on set to 1).
@@ -352,6 +463,7 @@ impl Op {
             Op::Clip { .. } => "Clip",
             Op::MatMul => "MatMul",
             Op::Gemm { .. } => "Gemm",
+            Op::FusedMatMul { .. } => "FusedMatMul",
             Op::Conv { .. } => "Conv",
             Op::MaxPool { .. } => "MaxPool",
             Op::AveragePool { .. } => "AveragePool",
@@ -365,6 +477,8 @@ impl Op {
             Op::AttentionSoftmax { .. } => "AttentionSoftmax",
             Op::Identity => "Identity",
             Op::Gelu { .. } => "Gelu",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::HardSwish => "HardSwish",
             Op::LayerNorm { .. } => "LayerNormalization",
             Op::Reduce { kind, .. } => match kind {
                 ReduceKind::Sum => "ReduceSum",
@@ -454,6 +568,33 @@ impl fmt::Display for Op {
                 }
                 f.write_str("}")
             }
+            Op::FusedMatMul {
+                alpha,
+                trans_a,
+                trans_b,
+                bias,
+                residual,
+                act,
+            } => {
+                // `FusedMatMul{act=gelu bias residual}`: defaults (alpha 1, no transpose)
+                // are left out.
+                write!(f, "{{act={act}")?;
+                if *alpha != 1.0 {
+                    write!(f, " alpha={alpha:?}")?;
+                }
+                for (on, word) in [
+                    (trans_a, "trans_a"),
+                    (trans_b, "trans_b"),
+                    (bias, "bias"),
+                    (residual, "residual"),
+                ] {
+                    if *on {
+                        write!(f, " {word}")?;
+                    }
+                }
+                f.write_str("}")
+            }
+            Op::HardSigmoid { alpha, beta } => write!(f, "{{alpha={alpha:?} beta={beta:?}}}"),
             Op::Conv { window, group } => write!(f, "{{{window} group={group}}}"),
             Op::MaxPool { window } => write!(f, "{{{window}}}"),
             Op::AveragePool {

@@ -30,8 +30,8 @@
 use std::collections::HashMap;
 
 use super::{
-    AutoPad, Binary, Cmp, DType, Data, Equation, Graph, Logic, Op, PadMode, ReduceKind, Tensor,
-    Unary, ValueId, WindowAttrs,
+    Act, AutoPad, Binary, Cmp, DType, Data, Equation, Graph, Logic, Op, PadMode, ReduceKind,
+    Tensor, Unary, ValueId, WindowAttrs,
 };
 use crate::Error;
 
@@ -800,6 +800,21 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             axis: a.scalar("axis", INT)?.unwrap_or(-1),
             coerce_2d: a.flag("coerce_2d")?,
         },
+        (None, "FusedMatMul") => Op::FusedMatMul {
+            alpha: a.scalar("alpha", FLOAT)?.unwrap_or(1.0),
+            trans_a: a.flag("trans_a")?,
+            trans_b: a.flag("trans_b")?,
+            bias: a.flag("bias")?,
+            residual: a.flag("residual")?,
+            act: a
+                .scalar("act", "an activation (relu, clip(LO,HI), gelu, ...)")?
+                .unwrap_or(Act::None),
+        },
+        (None, "HardSigmoid") => Op::HardSigmoid {
+            alpha: a.scalar("alpha", FLOAT)?.unwrap_or(0.2),
+            beta: a.scalar("beta", FLOAT)?.unwrap_or(0.5),
+        },
+        (None, "HardSwish") => Op::HardSwish,
         (None, "AttentionSoftmax") => Op::AttentionSoftmax {
             scale: a.scalar("scale", FLOAT)?.unwrap_or(1.0),
         },
@@ -1376,6 +1391,31 @@ mod tests {
             (-4i64..4, any::<bool>()).prop_map(|(axis, coerce_2d)| Op::Softmax { axis, coerce_2d }),
             any::<bool>().prop_map(|tanh| Op::Gelu { tanh }),
             float().prop_map(|scale| Op::AttentionSoftmax { scale }),
+            (float(), float()).prop_map(|(alpha, beta)| Op::HardSigmoid { alpha, beta }),
+            Just(Op::HardSwish),
+            (
+                float(),
+                any::<[bool; 4]>(),
+                prop_oneof![
+                    Just(Act::None),
+                    Just(Act::Relu),
+                    Just(Act::Sigmoid),
+                    Just(Act::Tanh),
+                    Just(Act::HardSwish),
+                    any::<bool>().prop_map(|tanh| Act::Gelu { tanh }),
+                    (float(), float()).prop_map(|(min, max)| Act::Clip { min, max }),
+                ]
+            )
+                .prop_map(|(alpha, [trans_a, trans_b, bias, residual], act)| {
+                    Op::FusedMatMul {
+                        alpha,
+                        trans_a,
+                        trans_b,
+                        bias,
+                        residual,
+                        act,
+                    }
+                }),
             (-4i64..4, float(), any::<bool>()).prop_map(|(axis, epsilon, stats)| Op::LayerNorm {
                 axis,
                 epsilon,

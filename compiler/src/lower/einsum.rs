@@ -490,6 +490,7 @@ impl Builder<'_> {
             b: view(bb, vec![bs(b_bs), b_ks, b_ns]),
             alpha: 1.0,
             bias: None,
+            residual: None,
             act: edgecc_program::Activation::None,
             c: view(bc, vec![bs(c_bs), c_ms, c_ns]),
         });

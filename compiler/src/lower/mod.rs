@@ -7,7 +7,9 @@
 //! - an activation whose only reader is a GEMM/MatMul/Conv becomes that kernel's epilogue;
 //! - BatchNormalization becomes one multiply-add with folded per-channel constants;
 //! - a MatMul against a shared right-hand side folds its batch into M, so the GEMM is one
-//!   big matrix product instead of many small ones.
+//!   big matrix product instead of many small ones;
+//! - a FusedMatMul (the `fuse-epilogue` pass) is one GEMM whose epilogue adds the bias and
+//!   the residual and applies the activation.
 
 pub mod einsum;
 mod fuse;
@@ -25,8 +27,8 @@ use crate::Error;
 use crate::interp::ops::{broadcast_strides, strides};
 use crate::ir::infer::{broadcast, norm_axis};
 use crate::ir::{
-    Binary, Cmp, DType, Graph, Logic, NodeIndex, Op, PadMode, ReduceKind, Tensor, Unary, ValueId,
-    WindowAttrs,
+    Act, Binary, Cmp, DType, Graph, Logic, NodeIndex, Op, PadMode, ReduceKind, Tensor, Unary,
+    ValueId, WindowAttrs,
 };
 
 /// The lowered program with what the planner found.
@@ -409,14 +411,8 @@ impl<'g> Builder<'g> {
         }
         let users = self.g.consumers(v);
         let [u] = users.as_slice() else { return None };
-        let act = match &self.g.node(*u).op {
-            Op::Unary(Unary::Relu) => Activation::Relu,
-            Op::Unary(Unary::Sigmoid) => Activation::Sigmoid,
-            Op::Unary(Unary::Tanh) => Activation::Tanh,
-            Op::Clip { min, max } => Activation::Clip { lo: *min, hi: *max },
-            _ => return None,
-        };
-        Some((*u, act))
+        let act = Act::of(&self.g.node(*u).op)?;
+        Some((*u, activation(act)))
     }
 
     /// Output value and activation for a kernel producing `v`, folding a following
@@ -631,7 +627,60 @@ impl<'g> Builder<'g> {
                     ],
                 );
             }
-            Op::MatMul => self.matmul(n)?,
+            Op::MatMul => self.matmul(n, 1.0, [false; 2], [false; 2], None)?,
+            Op::FusedMatMul {
+                alpha,
+                trans_a,
+                trans_b,
+                bias,
+                residual,
+                act,
+            } => self.matmul(
+                n,
+                *alpha,
+                [*trans_a, *trans_b],
+                [*bias, *residual],
+                Some(activation(*act)),
+            )?,
+            Op::HardSigmoid { alpha, beta } => {
+                self.reuse_input(n, out, &ins[..1]);
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![
+                        ExprNode::Input(0),
+                        ExprNode::Const(*alpha),
+                        ExprNode::Binary(BinaryOp::Mul, 0, 1),
+                        ExprNode::Const(*beta),
+                        ExprNode::Binary(BinaryOp::Add, 2, 3),
+                        ExprNode::Clip {
+                            x: 4,
+                            lo: 0.0,
+                            hi: 1.0,
+                        },
+                    ],
+                );
+            }
+            Op::HardSwish => {
+                self.reuse_input(n, out, &ins[..1]);
+                self.elementwise(
+                    out,
+                    &ins[..1],
+                    vec![
+                        ExprNode::Input(0),
+                        ExprNode::Const(1.0 / 6.0),
+                        ExprNode::Binary(BinaryOp::Mul, 0, 1),
+                        ExprNode::Const(0.5),
+                        ExprNode::Binary(BinaryOp::Add, 2, 3),
+                        ExprNode::Clip {
+                            x: 4,
+                            lo: 0.0,
+                            hi: 1.0,
+                        },
+                        ExprNode::Binary(BinaryOp::Mul, 0, 5),
+                    ],
+                );
+            }
             Op::Gemm {
                 alpha,
                 beta,
@@ -723,6 +772,7 @@ impl<'g> Builder<'g> {
                     b,
                     alpha: *alpha,
                     bias,
+                    residual: None,
                     act,
                     c,
                 });
@@ -1812,7 +1862,17 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
-    fn matmul(&mut self, n: NodeIndex) -> Result<(), Error> {
+    /// One Gemm kernel for a MatMul (`alpha` 1, no transposes, no epilogue inputs, `act`
+    /// `None`: a following activation may still be folded) or a FusedMatMul (inputs A, B,
+    /// then the bias and residual that `extra` says are present).
+    fn matmul(
+        &mut self,
+        n: NodeIndex,
+        alpha: f32,
+        trans: [bool; 2],
+        extra: [bool; 2],
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
         let g = self.g;
         let node = g.node(n);
         let (ia, ib) = (node.inputs[0], node.inputs[1]);
@@ -1827,24 +1887,61 @@ impl<'g> Builder<'g> {
         } else {
             sb.clone()
         };
-        let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-        let nn = b2[b2.len() - 1];
+        // The stored matrices, and their shapes as multiplied.
+        let (ma, mb) = (&a2[a2.len() - 2..], &b2[b2.len() - 2..]);
+        let (m, k) = if trans[0] {
+            (ma[1], ma[0])
+        } else {
+            (ma[0], ma[1])
+        };
+        let nn = if trans[1] { mb[0] } else { mb[1] };
         let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
         let batch = broadcast(ab, bb).map_err(|e| unsupported(g, n, e))?;
         let nbatch: usize = batch.iter().product();
-        let (out, act) = self.epilogue(node.outputs[0]);
-        let (batch_n, m_eff) = if bb.iter().product::<usize>() == 1 {
-            // A shared right-hand side: fold A's batch into M.
-            (1, nbatch * m)
-        } else {
-            (nbatch, m)
-        };
-        let mut a = self.batched_operand(ia, ab, &batch, [m, k], batch_n > 1);
-        let mut b = self.batched_operand(ib, bb, &batch, [k, nn], batch_n > 1);
-        if batch_n == 1 {
-            a.strides[0] = 0;
-            b.strides[0] = 0;
+        let mut full = batch.clone();
+        full.extend([m, nn]);
+        // Bias, then residual, as views broadcast over the full `[batch.., m, n]` output.
+        let mut addends: Vec<Option<ValueId>> = Vec::new();
+        let mut next = 2;
+        for present in extra {
+            addends.push(present.then(|| {
+                next += 1;
+                node.inputs[next - 1]
+            }));
         }
+        let (out, act) = match act {
+            Some(act) => (node.outputs[0], act),
+            None => self.epilogue(node.outputs[0]),
+        };
+        // A shared right-hand side: fold A's batch into M, so the GEMM is one big matrix
+        // product — when A's rows and every addend's rows follow one stride across it
+        // (an addend whose batch dims do not collapse either way is copied out dense,
+        // see `epilogue_operand`, and then they do).
+        let folds = |v: ValueId| {
+            let s = self.shape(v);
+            rows_stride(s, &full, batch.len() + 1).is_some()
+                || rows_stride(s, &full, batch.len()).is_none()
+        };
+        let fold = bb.iter().product::<usize>() == 1
+            && (nbatch == 1 || (!trans[0] && addends.iter().flatten().all(|&v| folds(v))));
+        let (batch_n, m_eff) = if fold { (1, nbatch * m) } else { (nbatch, m) };
+        let mut a = self.batched_operand(ia, ab, &batch, [ma[0], ma[1]], batch_n > 1);
+        let mut b = self.batched_operand(ib, bb, &batch, [mb[0], mb[1]], batch_n > 1);
+        for (v, t) in [(&mut a, trans[0]), (&mut b, trans[1])] {
+            if t {
+                v.strides.swap(1, 2);
+            }
+            if batch_n == 1 {
+                v.strides[0] = 0;
+            }
+        }
+        let mut views = [None, None];
+        for (slot, v) in views.iter_mut().zip(&addends) {
+            if let Some(v) = *v {
+                *slot = Some(self.epilogue_operand(v, &full, fold));
+            }
+        }
+        let [bias, residual] = views;
         let c = View {
             buf: self.buf(out),
             offset: 0,
@@ -1857,12 +1954,92 @@ impl<'g> Builder<'g> {
             k: k as u32,
             a,
             b,
-            alpha: 1.0,
-            bias: None,
+            alpha,
+            bias,
+            residual,
             act,
             c,
         });
         Ok(())
+    }
+
+    /// A bias or residual `v` of a GEMM whose output is `full` (`[batch.., m, n]`) as a
+    /// `[b, row, col]` view: with `fold` the batch dims and M are one row dim, else the
+    /// batch dims are one. When its broadcast strides do not collapse that way, `v` is
+    /// first expanded into a dense temp of the output's shape.
+    fn epilogue_operand(&mut self, v: ValueId, full: &[usize], fold: bool) -> View {
+        let r = full.len();
+        let s = broadcast_strides(self.shape(v), full);
+        let col = s[r - 1] as i64;
+        let collapsed = if fold {
+            rows_stride(self.shape(v), full, r - 1).map(|rs| [0, rs, col])
+        } else {
+            rows_stride(self.shape(v), full, r - 2).map(|bs| [bs, s[r - 2] as i64, col])
+        };
+        if let Some(strides) = collapsed {
+            return View {
+                buf: self.buf(v),
+                offset: 0,
+                strides: strides.to_vec(),
+            };
+        }
+        let size: usize = full.iter().product();
+        let t = self.temp((size * 4) as u64);
+        let input = self.bview(v, full);
+        let buf = self.touch(t);
+        self.kernels.push(Kernel::Elementwise {
+            shape: full.iter().map(|&d| d as u64).collect(),
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output: View {
+                buf,
+                offset: 0,
+                strides: dense(full),
+            },
+        });
+        let dense_view = |bs: i64, rs: i64| View {
+            buf: Buffer::Arena { offset: 0 },
+            offset: 0,
+            strides: vec![bs, rs, 1],
+        };
+        let (m, n) = (full[r - 2] as i64, full[r - 1] as i64);
+        let mut view = if fold {
+            dense_view(0, n)
+        } else {
+            dense_view(m * n, n)
+        };
+        view.buf = self.touch(t);
+        view
+    }
+}
+
+/// The single element stride of the first `dims` dims of `shape` broadcast to `full`,
+/// flattened into one index, if there is one: every dim of size > 1 steps by the stride
+/// of the next such dim times that dim's size (or all of them broadcast, stride 0).
+fn rows_stride(shape: &[usize], full: &[usize], dims: usize) -> Option<i64> {
+    let s = broadcast_strides(shape, full);
+    let live: Vec<usize> = (0..dims).filter(|&d| full[d] > 1).collect();
+    let Some(&last) = live.last() else {
+        return Some(0);
+    };
+    for w in live.windows(2) {
+        if s[w[0]] != s[w[1]] * full[w[1]] {
+            return None;
+        }
+    }
+    Some(s[last] as i64)
+}
+
+/// The target's activation for the IR's.
+fn activation(a: Act) -> Activation {
+    match a {
+        Act::None => Activation::None,
+        Act::Relu => Activation::Relu,
+        Act::Clip { min, max } => Activation::Clip { lo: min, hi: max },
+        Act::Sigmoid => Activation::Sigmoid,
+        Act::Tanh => Activation::Tanh,
+        Act::Gelu { tanh } => Activation::Gelu { tanh },
+        Act::HardSwish => Activation::HardSwish,
     }
 }
 
@@ -1943,11 +2120,18 @@ fn io_tensor(g: &Graph, v: ValueId) -> Result<IoTensor, Error> {
 fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
     let v = |view: &mut View| view.buf = f(view.buf);
     match k {
-        Kernel::Gemm { a, b, bias, c, .. } => {
+        Kernel::Gemm {
+            a,
+            b,
+            bias,
+            residual,
+            c,
+            ..
+        } => {
             v(a);
             v(b);
-            if let Some(bias) = bias {
-                v(bias);
+            for e in [bias, residual].into_iter().flatten() {
+                v(e);
             }
             v(c);
         }

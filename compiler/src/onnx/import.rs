@@ -106,6 +106,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalAveragePool",
     "Greater",
     "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
     "Identity",
     "IsInf",
     "IsNaN",
@@ -862,6 +864,11 @@ fn translate(
         "Erf" => Op::Unary(Unary::Erf),
         "Log" => Op::Unary(Unary::Log),
         "Pow" => Op::Binary(Binary::Pow),
+        "HardSigmoid" => Op::HardSigmoid {
+            alpha: a.float("alpha").map_err(some)?.unwrap_or(0.2),
+            beta: a.float("beta").map_err(some)?.unwrap_or(0.5),
+        },
+        "HardSwish" => Op::HardSwish,
         "Gelu" => Op::Gelu {
             tanh: match a.string("approximate").map_err(some)?.as_deref() {
                 None | Some("none") => false,

@@ -26,6 +26,7 @@ mod dead_code;
 mod fold_batchnorm;
 mod fold_constants;
 mod fold_transposes;
+mod fuse_epilogue;
 mod fuse_gelu;
 mod fuse_layernorm;
 mod fuse_softmax;
@@ -40,6 +41,7 @@ pub use dead_code::DeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
 pub use fold_transposes::FoldTransposes;
+pub use fuse_epilogue::FuseEpilogue;
 pub use fuse_gelu::FuseGelu;
 pub use fuse_layernorm::FuseLayerNorm;
 pub use fuse_softmax::FuseSoftmax;
@@ -55,6 +57,7 @@ pub const PIPELINE: &[MakePass] = &[
     || Box::new(FuseLayerNorm),
     || Box::new(FuseGelu),
     || Box::new(FoldTransposes),
+    || Box::new(FuseEpilogue),
     || Box::new(FuseSoftmax),
     || Box::new(DeadCode),
 ];

@@ -47,6 +47,7 @@ fn main() {
             },
             alpha: 1.0,
             bias: None,
+            residual: None,
             act: Activation::Relu,
             c: View {
                 buf: Buffer::Output(0),

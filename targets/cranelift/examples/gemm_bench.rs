@@ -163,6 +163,7 @@ fn gemm(m: u32, n: u32, k: u32, peak: Option<f64>) {
                 },
                 alpha: 1.0,
                 bias: None,
+                residual: None,
                 act: Activation::None,
                 c: View {
                     buf: Buffer::Output(0),

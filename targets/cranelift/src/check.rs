@@ -104,6 +104,7 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 a,
                 b,
                 bias,
+                residual,
                 c,
                 ..
             } => {
@@ -113,6 +114,9 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 view(p, k, c, &[bt, m, n], "c")?;
                 if let Some(bias) = bias {
                     view(p, k, bias, &[bt, m, n], "bias")?;
+                }
+                if let Some(r) = residual {
+                    view(p, k, r, &[bt, m, n], "residual")?;
                 }
             }
             Kernel::Conv {

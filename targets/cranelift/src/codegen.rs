@@ -79,7 +79,9 @@ fn const_cond(consts: &[Const], shape: &[u64], cond: &View) -> Option<bool> {
 fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
     let mut bufs: Vec<Buffer> = Vec::new();
     match k {
-        Kernel::Gemm { bias, .. } => bufs.extend(bias.iter().map(|v| v.buf)),
+        Kernel::Gemm { bias, residual, .. } => {
+            bufs.extend(bias.iter().chain(residual.iter()).map(|v| v.buf))
+        }
         Kernel::Conv {
             c_in,
             c_out,
@@ -409,6 +411,7 @@ fn emit_kernel(
             b,
             alpha,
             bias,
+            residual,
             act,
             c,
         } => gemm::emit(
@@ -423,6 +426,7 @@ fn emit_kernel(
                 b,
                 alpha: *alpha,
                 bias: bias.as_ref(),
+                residual: residual.as_ref(),
                 act: *act,
                 c,
                 packed,

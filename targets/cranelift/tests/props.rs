@@ -20,6 +20,9 @@ fn act() -> impl Strategy<Value = Activation> {
         Just(Activation::Clip { lo: -0.25, hi: 0.5 }),
         Just(Activation::Sigmoid),
         Just(Activation::Tanh),
+        Just(Activation::Gelu { tanh: false }),
+        Just(Activation::Gelu { tanh: true }),
+        Just(Activation::HardSwish),
     ]
 }
 
@@ -44,6 +47,36 @@ proptest! {
             }
         }
         check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "gemm");
+    }
+
+    /// A residual view added after the bias, in every broadcast form: the full output,
+    /// shared by the batches, one row, one column, one value; on the big and small-M
+    /// tiles, with a stored-transposed C.
+    #[test]
+    fn gemm_residual_matches_exec(
+        batch in 1u32..4, m in 1u32..20, n in 1u32..28, k in 1u32..24,
+        a_c: bool, b_c: bool,
+        bias in prop_oneof![Just(None), Just(Some("row")), Just(Some("full"))],
+        form in 0usize..5, act in act(), c_t: bool,
+    ) {
+        let mut p = gemm_program(batch, m, n, k, false, false, a_c, b_c, false, bias, act, 1.0);
+        let (bm, bn) = (m as i64, n as i64);
+        let (len, strides): (u64, [i64; 3]) = match form {
+            0 => (batch as u64 * (m * n) as u64, [bm * bn, bn, 1]),
+            1 => ((m * n) as u64, [0, bn, 1]),
+            2 => (n as u64, [0, 0, 1]),
+            3 => (m as u64, [0, 1, 0]),
+            _ => (1, [0, 0, 0]),
+        };
+        p.inputs.push(io("residual", &[len]));
+        let r = view(Buffer::Input(p.inputs.len() as u32 - 1), 0, &strides);
+        if let Kernel::Gemm { residual, c, .. } = &mut p.kernels[0] {
+            *residual = Some(r);
+            if c_t {
+                c.strides = vec![(m * n) as i64, 1, m as i64];
+            }
+        }
+        check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "gemm residual");
     }
 
     /// The small-M (GEMV) tile: M = 1..3 with N tails of whole vectors and scalars around

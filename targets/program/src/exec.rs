@@ -428,6 +428,14 @@ pub fn activate(act: Activation, x: f32) -> f32 {
         Activation::Clip { lo, hi } => clip(x, lo, hi),
         Activation::Sigmoid => sigmoid(x),
         Activation::Tanh => x.tanh(),
+        Activation::Gelu { tanh: false } => {
+            0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+        }
+        Activation::Gelu { tanh: true } => {
+            let c = (2.0f64 / std::f64::consts::PI).sqrt() as f32;
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::HardSwish => x * clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0),
     }
 }
 
@@ -528,6 +536,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             b,
             alpha,
             bias,
+            residual,
             act,
             c,
         } => {
@@ -536,6 +545,9 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             check_rank(mem, c, 3, "c")?;
             if let Some(bias) = bias {
                 check_rank(mem, bias, 3, "bias")?;
+            }
+            if let Some(r) = residual {
+                check_rank(mem, r, 3, "residual")?;
             }
             for bi in 0..*batch as u64 {
                 for i in 0..*m as u64 {
@@ -548,6 +560,9 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                         let mut v = alpha * acc;
                         if let Some(bias) = bias {
                             v += mem.ld(bias.buf, at(bias, &[bi, i, j]))?;
+                        }
+                        if let Some(r) = residual {
+                            v += mem.ld(r.buf, at(r, &[bi, i, j]))?;
                         }
                         mem.st(c.buf, at(c, &[bi, i, j]), activate(*act, v))?;
                     }
@@ -1169,6 +1184,7 @@ mod tests {
                 b: view(Buffer::Input(1), 0, &[0, 1, 3]),
                 alpha: 2.0,
                 bias: Some(view(Buffer::Const(ConstId(0)), 0, &[0, 0, 1])),
+                residual: None,
                 act: Activation::Relu,
                 c: view(Buffer::Output(0), 0, &[0, 2, 1]),
             }],
@@ -1180,6 +1196,50 @@ mod tests {
         .unwrap();
         // A·B = [[4, 2], [10, 5]]; ×2 + bias = [[9, -96], [21, -90]]; relu.
         assert_eq!(out[0], vec![9.0, 0.0, 21.0, 0.0]);
+    }
+
+    #[test]
+    fn gemm_residual_broadcast_per_row_then_hardswish() {
+        // A·B with B = I: the product is A; + residual per row [10, -10]; hardswish.
+        let p = prog(
+            vec![io("a", &[2, 2]), io("b", &[2, 2]), io("r", &[2])],
+            vec![io("c", &[2, 2])],
+            vec![],
+            vec![Kernel::Gemm {
+                batch: 1,
+                m: 2,
+                n: 2,
+                k: 2,
+                a: view(Buffer::Input(0), 0, &[0, 2, 1]),
+                b: view(Buffer::Input(1), 0, &[0, 2, 1]),
+                alpha: 1.0,
+                bias: None,
+                residual: Some(view(Buffer::Input(2), 0, &[0, 1, 0])),
+                act: Activation::HardSwish,
+                c: view(Buffer::Output(0), 0, &[0, 2, 1]),
+            }],
+        );
+        let out = run1(
+            &p,
+            &[
+                vec![1., -2., -7., 8.5],
+                vec![1., 0., 0., 1.],
+                vec![-1., 10.],
+            ],
+        )
+        .unwrap();
+        // A + r = [[0, -3], [3, 18.5]]; hardswish: x·clip(x/6 + 1/2, 0, 1).
+        assert_eq!(out[0], vec![0.0, 0.0, 3.0, 18.5]);
+    }
+
+    #[test]
+    fn gelu_activations_match_their_formulas() {
+        assert_eq!(activate(Activation::Gelu { tanh: false }, 0.0), 0.0);
+        let e = activate(Activation::Gelu { tanh: false }, 1.0);
+        assert!((e - 0.841_344_7).abs() < 1e-6, "{e}");
+        let t = activate(Activation::Gelu { tanh: true }, 1.0);
+        assert!((t - 0.841_191_9).abs() < 1e-6, "{t}");
+        assert!(activate(Activation::HardSwish, f32::NAN).is_nan());
     }
 
     #[test]

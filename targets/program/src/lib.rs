@@ -148,6 +148,13 @@ pub enum Activation {
     },
     Sigmoid,
     Tanh,
+    /// `0.5·x·(1 + erf(x/√2))`, or with `tanh` the approximation
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (ONNX Gelu's two forms).
+    Gelu {
+        tanh: bool,
+    },
+    /// `x · min(max(x·(1/6) + 1/2, 0), 1)` (ONNX HardSwish); NaN gives NaN.
+    HardSwish,
 }
 
 /// One-input float functions. Transcendentals are emitted inline (no libm) within the
@@ -312,11 +319,13 @@ pub struct Spatial {
 /// One step of the program. All float kernels are f32.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// `C[b] = act(A[b] · B[b] + bias)` for `b in 0..batch`, with `A[b]` M×K, `B[b]` K×N,
-    /// `C[b]` M×N. The views are indexed `[b, row, col]` (three strides each), so
-    /// transposed operands and broadcast batches (stride 0) need no copy. `bias` is
-    /// indexed `[b, row, col]` too (Gemm's C input, any broadcast form). A target may
-    /// repack a constant `a` or `b` at compile time into whatever layout it likes.
+    /// `C[b] = act(alpha · A[b] · B[b] + bias + residual)` for `b in 0..batch`, with `A[b]`
+    /// M×K, `B[b]` K×N, `C[b]` M×N. The views are indexed `[b, row, col]` (three strides
+    /// each), so transposed operands and broadcast batches (stride 0) need no copy. `bias`
+    /// and `residual` are indexed `[b, row, col]` too (any broadcast form); the sums are
+    /// rounded to f32 in that order (product, `+ bias`, `+ residual`), as the unfused
+    /// MatMul, Add, Add would. No view overlaps `c`. A target may repack a constant `a`
+    /// or `b` at compile time into whatever layout it likes.
     Gemm {
         batch: u32,
         m: u32,
@@ -328,6 +337,8 @@ pub enum Kernel {
         alpha: f32,
         /// Added after scaling, already multiplied by Gemm's beta by the lowering.
         bias: Option<View>,
+        /// Added after the bias (a skip connection), before the activation.
+        residual: Option<View>,
         act: Activation,
         c: View,
     },

@@ -2541,6 +2541,195 @@ pub fn build_einsum(net: &mut Net, p: &EinsumP) {
 }
 
 // ---------------------------------------------------------------------------------------
+// GEMM epilogues: MatMul/Gemm → Add(bias) → Add(residual) → activation, which the
+// fuse-epilogue pass makes one FusedMatMul and lowering one Gemm kernel
+
+/// The activations a fused GEMM can end with (the IR's `Act`, which `Act` here predates).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpiAct {
+    None,
+    Relu,
+    Clip,
+    Sigmoid,
+    Tanh,
+    Gelu,
+    GeluTanh,
+    HardSwish,
+}
+
+impl EpiAct {
+    pub fn op(self) -> Option<Op> {
+        Some(match self {
+            EpiAct::None => return None,
+            EpiAct::Relu => Op::Unary(Unary::Relu),
+            EpiAct::Clip => Op::Clip {
+                min: -0.5,
+                max: 0.75,
+            },
+            EpiAct::Sigmoid => Op::Unary(Unary::Sigmoid),
+            EpiAct::Tanh => Op::Unary(Unary::Tanh),
+            EpiAct::Gelu => Op::Gelu { tanh: false },
+            EpiAct::GeluTanh => Op::Gelu { tanh: true },
+            EpiAct::HardSwish => Op::HardSwish,
+        })
+    }
+}
+
+/// How the residual broadcasts to the `[batch.., m, n]` output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ResForm {
+    Absent,
+    /// The output's own shape.
+    Full,
+    /// `[m, n]`: shared by every batch.
+    NoBatch,
+    /// `[n]`.
+    Row,
+    /// `[m, 1]`.
+    Col,
+    /// `[1]`.
+    Scalar,
+}
+
+#[derive(Clone, Debug)]
+pub struct EpilogueP {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Batch dims of A (empty for a Gemm).
+    pub batch: Vec<usize>,
+    /// ONNX Gemm (2-D, `trans_b`, its C as the bias) instead of MatMul + Add.
+    pub gemm: bool,
+    /// B has A's batch dims too (else it is shared and the batch folds into M).
+    pub b_batched: bool,
+    pub b_const: bool,
+    /// A scale after the product: 0 none, 1 `Mul(0.375)`, 2 `Div(2)` (alpha either way).
+    pub scale: u8,
+    pub bias: bool,
+    /// The Adds' operands swapped (bias or residual first).
+    pub swapped: bool,
+    pub residual: ResForm,
+    pub act: EpiAct,
+    pub seed: u64,
+}
+
+pub fn epilogue_strategy() -> BoxedStrategy<EpilogueP> {
+    let act = prop_oneof![
+        Just(EpiAct::None),
+        Just(EpiAct::Relu),
+        Just(EpiAct::Clip),
+        Just(EpiAct::Sigmoid),
+        Just(EpiAct::Tanh),
+        Just(EpiAct::Gelu),
+        Just(EpiAct::GeluTanh),
+        Just(EpiAct::HardSwish),
+    ];
+    let res = prop_oneof![
+        1 => Just(ResForm::Absent),
+        2 => Just(ResForm::Full),
+        1 => Just(ResForm::NoBatch),
+        1 => Just(ResForm::Row),
+        1 => Just(ResForm::Col),
+        1 => Just(ResForm::Scalar),
+    ];
+    (
+        (dim(20), dim(24), dim(28)),
+        prop::collection::vec(1usize..=3, 0..=2),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), 0u8..3),
+        res,
+        act,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                (m, k, n),
+                batch,
+                (gemm, b_batched, b_const),
+                (bias, swapped, scale),
+                residual,
+                act,
+                seed,
+            )| {
+                let gemm = gemm && batch.is_empty();
+                EpilogueP {
+                    m,
+                    k,
+                    n,
+                    batch: if gemm { vec![] } else { batch },
+                    gemm,
+                    b_batched: b_batched && !gemm,
+                    b_const,
+                    scale,
+                    bias: bias || gemm,
+                    swapped,
+                    residual,
+                    act,
+                    seed,
+                }
+            },
+        )
+        .boxed()
+}
+
+pub fn build_epilogue(net: &mut Net, p: &EpilogueP) {
+    let mut rng = Rng::new(p.seed);
+    let mut sa = p.batch.clone();
+    sa.extend([p.m, p.k]);
+    let mut sb = if p.b_batched { p.batch.clone() } else { vec![] };
+    sb.extend(if p.gemm { [p.n, p.k] } else { [p.k, p.n] });
+    let mut so = p.batch.clone();
+    so.extend([p.m, p.n]);
+    let a = net.input(rng.tensor(&sa, -1.0, 1.0));
+    let b = net.data(p.b_const, rng.tensor(&sb, -1.0, 1.0));
+    let bias = net.konst(rng.tensor(&[p.n], -1.0, 1.0));
+    let add = |net: &mut Net, x: ValueId, y: ValueId| {
+        let ins = if p.swapped { [y, x] } else { [x, y] };
+        net.node(Op::Binary(Binary::Add), &ins)
+    };
+    let scale = |net: &mut Net, y: ValueId| match p.scale {
+        1 => {
+            let s = net.konst(Tensor::f32(vec![], vec![0.375]));
+            net.node(Op::Binary(Binary::Mul), &[s, y])
+        }
+        2 => {
+            let d = net.konst(Tensor::f32(vec![1], vec![2.0]));
+            net.node(Op::Binary(Binary::Div), &[y, d])
+        }
+        _ => y,
+    };
+    let mut y = if p.gemm {
+        let op = Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        net.node(op, &[a, b, bias])
+    } else {
+        let y = net.node(Op::MatMul, &[a, b]);
+        let y = scale(net, y);
+        if p.bias { add(net, y, bias) } else { y }
+    };
+    let rs: Option<Vec<usize>> = match p.residual {
+        ResForm::Absent => None,
+        ResForm::Full => Some(so.clone()),
+        ResForm::NoBatch => Some(vec![p.m, p.n]),
+        ResForm::Row => Some(vec![p.n]),
+        ResForm::Col => Some(vec![p.m, 1]),
+        ResForm::Scalar => Some(vec![1]),
+    };
+    if let Some(rs) = rs {
+        let r = net.input(rng.tensor(&rs, -2.0, 2.0));
+        y = add(net, y, r);
+    }
+    if let Some(op) = p.act.op() {
+        y = net.node(op, &[y]);
+    }
+    net.output(y, format!("epilogue {p:?}"), Tol::scale(CHAIN_SCALE));
+}
+
+// ---------------------------------------------------------------------------------------
 // Many instances in one graph
 
 fn sample<S: Strategy>(
@@ -2586,8 +2775,8 @@ pub fn batch_net(seed: u64, div: usize) -> Net {
     sample(&mut net, r, concat_strategy(), k(6), build_concat);
     sample(&mut net, r, softmax_strategy(), k(8), build_softmax);
     if div == 1 {
-        // Masks and AttentionSoftmax have their own JIT property tests (`ops_jit.rs`), and the JIT batches
-        // have no input slots to spare; aarch64 gets its sample here.
+        // Masks and AttentionSoftmax have their own JIT property tests (`ops_jit.rs`), and
+        // the JIT batches have no input slots to spare; aarch64 gets its sample here.
         sample(&mut net, r, mask_strategy(), 12, build_mask);
         sample(
             &mut net,
@@ -2596,6 +2785,8 @@ pub fn batch_net(seed: u64, div: usize) -> Net {
             6,
             build_attention_softmax,
         );
+        // Likewise fused GEMM epilogues (`gemm_epilogue` in `ops_jit.rs`).
+        sample(&mut net, r, epilogue_strategy(), 12, build_epilogue);
     }
     sample(&mut net, r, einsum_strategy(), k(3), build_einsum);
     for which in 0..CHAINS {

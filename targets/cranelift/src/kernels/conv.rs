@@ -237,6 +237,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
                             b,
                             c,
                             bias,
+                            residual: None,
                             alpha: 1.0,
                             act: cv.act,
                             unroll: t.unroll,

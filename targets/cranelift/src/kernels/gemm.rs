@@ -1,4 +1,4 @@
-//! GEMM: `C = act(alpha · A·B + bias)` with a register-blocked microkernel.
+//! GEMM: `C = act(alpha · A·B + bias + residual)` with a register-blocked microkernel.
 //!
 //! The microkernel keeps an `MR × NR` tile of C in registers (`NR = 4·NV` columns as
 //! `NV` f32x4 vectors) and walks K: per step it loads `NV` vectors of a B row and the `MR`
@@ -41,6 +41,10 @@
 //! Tails are exact, chosen at compile time: rows `M mod MR` by one narrower microkernel,
 //! columns by a microkernel with fewer vectors (`(N mod NR) / 4`) and then one with
 //! scalar lanes (`N mod 4`). Nothing is read or written outside the views.
+//!
+//! The epilogue (alpha, bias, residual, activation) runs once per tile on the
+//! accumulators, after the K loop: the fused skip connection and activation cost one
+//! load and a few instructions per output vector instead of a pass over C each.
 
 use cranelift_codegen::ir::{InstBuilder, Value};
 use edgecc_program::{Activation, Buffer, Const, View};
@@ -154,7 +158,7 @@ pub(crate) struct Mat {
     pub readonly: bool,
 }
 
-/// One 2-D GEMM, `C[m×n] = act(alpha · A[m×k] · B[k×n] + bias)`.
+/// One 2-D GEMM, `C[m×n] = act(alpha · A[m×k] · B[k×n] + bias + residual)`.
 pub(crate) struct Gemm2d {
     pub m: u64,
     pub n: u64,
@@ -163,6 +167,8 @@ pub(crate) struct Gemm2d {
     pub b: Mat,
     pub c: Mat,
     pub bias: Option<Mat>,
+    /// Added after the bias (a skip connection).
+    pub residual: Option<Mat>,
     pub alpha: f32,
     pub act: Activation,
     /// K steps per loop iteration (from the [`Tile`]).
@@ -182,7 +188,10 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: Tile, g: &Gemm2d) {
             let bias_row = g
                 .bias
                 .map(|bm| fx.addp_scaled(bm.base, r0, t.mr as i64 * bm.rs));
-            columns(fx, t, g, nr, mr, a, c_row, bias_row);
+            let res_row = g
+                .residual
+                .map(|rm| fx.addp_scaled(rm.base, r0, t.mr as i64 * rm.rs));
+            columns(fx, t, g, nr, mr, a, c_row, [bias_row, res_row]);
             vec![]
         });
     }
@@ -198,35 +207,49 @@ fn columns(
     mr: u64,
     a: Value,
     c_row: Value,
-    bias_row: Option<Value>,
+    extra_rows: [Option<Value>; 2],
 ) {
     let (nb, rem) = (g.n / nr, g.n % nr);
     let (tv, ts) = (rem / 4, rem % 4);
+    // Column steps of the bias and residual views, beside their row pointers.
+    let extra_cs = [g.bias.map(|m| m.cs), g.residual.map(|m| m.cs)];
+    let at_col = |fx: &mut Fx, j: Option<Value>, col: i64| -> [Option<Value>; 2] {
+        let mut out = [None, None];
+        for (o, (p, cs)) in out.iter_mut().zip(extra_rows.iter().zip(extra_cs)) {
+            if let (Some(p), Some(cs)) = (*p, cs) {
+                *o = Some(match j {
+                    Some(j) => fx.addp_scaled(p, j, nr as i64 * cs),
+                    None => fx.addp(p, col * cs),
+                });
+            }
+        }
+        out
+    };
     fx.for_n(nb, &[], |fx, j, _| {
         let b = fx.addp_scaled(g.b.base, j, g.b.block);
         let c = fx.addp_scaled(c_row, j, nr as i64 * g.c.cs);
-        let bias = bias_row.map(|p| fx.addp_scaled(p, j, nr as i64 * g.bias.unwrap().cs));
-        micro(fx, g, mr, t.nv, W::V4, a, b, c, bias);
+        let extra = at_col(fx, Some(j), 0);
+        micro(fx, g, mr, t.nv, W::V4, a, b, c, extra);
         vec![]
     });
     let col0 = (nb * nr) as i64;
     let b_tail = fx.addp(g.b.base, nb as i64 * g.b.block);
     if tv > 0 {
         let c = fx.addp(c_row, col0 * g.c.cs);
-        let bias = bias_row.map(|p| fx.addp(p, col0 * g.bias.unwrap().cs));
-        micro(fx, g, mr, tv, W::V4, a, b_tail, c, bias);
+        let extra = at_col(fx, None, col0);
+        micro(fx, g, mr, tv, W::V4, a, b_tail, c, extra);
     }
     if ts > 0 {
         let col = col0 + 4 * tv as i64;
         let b = fx.addp(b_tail, 4 * tv as i64 * g.b.cs);
         let c = fx.addp(c_row, col * g.c.cs);
-        let bias = bias_row.map(|p| fx.addp(p, col * g.bias.unwrap().cs));
-        micro(fx, g, mr, ts, W::S1, a, b, c, bias);
+        let extra = at_col(fx, None, col);
+        micro(fx, g, mr, ts, W::S1, a, b, c, extra);
     }
 }
 
 /// The microkernel: an `mr × (nv·lanes)` tile of C at `c`, from A rows at `a` and B
-/// columns at `b`.
+/// columns at `b`; `extra` points at the tile's bias and residual.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     fx: &mut Fx,
@@ -237,7 +260,7 @@ fn micro(
     a: Value,
     b: Value,
     c: Value,
-    bias: Option<Value>,
+    extra: [Option<Value>; 2],
 ) {
     let lanes = w.lanes() as i64;
     let zero = fx.fconst(w, 0.0);
@@ -373,18 +396,24 @@ fn micro(
         step(fx, out[nacc], out[nacc + 1], u, &mut acc, &[]);
     }
     let alpha = (g.alpha != 1.0).then(|| fx.fconst(w, g.alpha));
-    // Sigmoid and tanh are ~40 instructions each: apply them in a loop over the tile's
-    // rows after storing, rather than inlined for every accumulator.
-    let deferred = mr > 1 && matches!(g.act, Activation::Sigmoid | Activation::Tanh);
+    // Sigmoid, tanh and GELU are ~40 instructions each: apply them in a loop over the
+    // tile's rows after storing, rather than inlined for every accumulator.
+    let deferred = mr > 1
+        && matches!(
+            g.act,
+            Activation::Sigmoid | Activation::Tanh | Activation::Gelu { .. }
+        );
     for r in 0..mr as i64 {
         for v in 0..nv as i64 {
             let mut x = acc[(r * nv as i64 + v) as usize];
             if let Some(al) = alpha {
                 x = fx.b.ins().fmul(x, al);
             }
-            if let (Some(bp), Some(bm)) = (bias, g.bias) {
-                let bv = fx.load_w(w, bp, r * bm.rs + v * lanes * bm.cs, bm.cs, bm.readonly);
-                x = fx.b.ins().fadd(x, bv);
+            for (p, m) in extra.into_iter().zip([g.bias, g.residual]) {
+                if let (Some(p), Some(m)) = (p, m) {
+                    let e = fx.load_w(w, p, r * m.rs + v * lanes * m.cs, m.cs, m.readonly);
+                    x = fx.b.ins().fadd(x, e);
+                }
             }
             if !deferred {
                 x = activate(fx, w, g.act, x);
@@ -537,6 +566,7 @@ pub(crate) struct GemmKernel<'a> {
     pub b: &'a View,
     pub alpha: f32,
     pub bias: Option<&'a View>,
+    pub residual: Option<&'a View>,
     pub act: Activation,
     pub c: &'a View,
     /// Data indices of the packed A and B (see [`prepare`]).
@@ -560,6 +590,9 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
     }
     if let Some(b) = g.bias {
         check_view(b, "bias")?;
+    }
+    if let Some(r) = g.residual {
+        check_view(r, "residual")?;
     }
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
     let t = t.for_gemm(m, g.a, g.packed[0].is_some());
@@ -610,18 +643,22 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
     };
     let c0 = fx.buf(g.c.buf);
     let c0 = fx.addp(c0, bytes_of(g.c.offset as i64)?);
-    let bias0 = match g.bias {
-        Some(v) => {
-            let p = fx.buf(v.buf);
-            Some((
-                fx.addp(p, bytes_of(v.offset as i64)?),
-                bytes_of(v.strides[0])?,
-                bytes_of(v.strides[1])?,
-                bytes_of(v.strides[2])?,
-            ))
-        }
-        None => None,
+    let mut extra0 = |v: Option<&View>| -> Result<_, Error> {
+        Ok(match v {
+            Some(v) => {
+                let p = fx.buf(v.buf);
+                Some((
+                    fx.addp(p, bytes_of(v.offset as i64)?),
+                    bytes_of(v.strides[0])?,
+                    bytes_of(v.strides[1])?,
+                    bytes_of(v.strides[2])?,
+                ))
+            }
+            None => None,
+        })
     };
+    let bias0 = extra0(g.bias)?;
+    let res0 = extra0(g.residual)?;
     let c_bs = bytes_of(g.c.strides[0])?;
     let (c_rs, c_cs) = (bytes_of(g.c.strides[1])?, bytes_of(g.c.strides[2])?);
     fx.for_n(g.batch as u64, &[], |fx, bi, _| {
@@ -639,6 +676,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
         let b = mat(fx, b0, b_bs, b);
         let c = mat(fx, c0, c_bs, (c_rs, c_cs, 0, false));
         let bias = bias0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, true)));
+        let residual = res0.map(|(p, bs, rs, cs)| mat(fx, p, bs, (rs, cs, 0, true)));
         emit_2d(
             fx,
             t,
@@ -650,6 +688,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, g: &GemmKernel) -> Result<(), Error> {
                 b,
                 c,
                 bias,
+                residual,
                 alpha: g.alpha,
                 act: g.act,
                 unroll: t.unroll,

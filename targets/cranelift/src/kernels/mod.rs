@@ -31,7 +31,43 @@ pub(crate) fn activate(fx: &mut Fx, w: W, act: Activation, x: Value) -> Value {
         Activation::Clip { lo, hi } => clip(fx, w, x, lo, hi),
         Activation::Sigmoid => math::sigmoid(fx, w, x),
         Activation::Tanh => math::tanh(fx, w, x),
+        Activation::Gelu { tanh: false } => {
+            // 0.5·x·(1 + erf(x/√2)), as the elementwise lowering of Gelu spells it.
+            let s = fx.fconst(w, std::f32::consts::FRAC_1_SQRT_2);
+            let xs = fx.b.ins().fmul(x, s);
+            let e = math::erf(fx, w, xs);
+            gelu_tail(fx, w, x, e)
+        }
+        Activation::Gelu { tanh: true } => {
+            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            let x2 = fx.b.ins().fmul(x, x);
+            let x3 = fx.b.ins().fmul(x2, x);
+            let k = fx.fconst(w, 0.044715);
+            let t = fx.b.ins().fmul(x3, k);
+            let t = fx.b.ins().fadd(x, t);
+            let c = fx.fconst(w, (2.0f64 / std::f64::consts::PI).sqrt() as f32);
+            let t = fx.b.ins().fmul(t, c);
+            let e = math::tanh(fx, w, t);
+            gelu_tail(fx, w, x, e)
+        }
+        Activation::HardSwish => {
+            let s = fx.fconst(w, 1.0 / 6.0);
+            let h = fx.fconst(w, 0.5);
+            let t = fx.b.ins().fmul(x, s);
+            let t = fx.b.ins().fadd(t, h);
+            let t = clip(fx, w, t, 0.0, 1.0);
+            fx.b.ins().fmul(x, t)
+        }
     }
+}
+
+/// `0.5·x·(1 + e)`, the common end of both GELU forms.
+fn gelu_tail(fx: &mut Fx, w: W, x: Value, e: Value) -> Value {
+    let one = fx.fconst(w, 1.0);
+    let half = fx.fconst(w, 0.5);
+    let e1 = fx.b.ins().fadd(e, one);
+    let hx = fx.b.ins().fmul(x, half);
+    fx.b.ins().fmul(hx, e1)
 }
 
 /// `x < lo ? lo : x`, then `hi < x ? hi : x`: ordered compares are false for NaN, so NaN
