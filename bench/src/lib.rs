@@ -128,7 +128,9 @@ pub struct Prepared {
 
 /// Compiles `case` with the input shapes of its `.npy` inputs (so symbolic dimensions are
 /// bound to the reference data's).
-pub fn prepare(case: &Case) -> Result<Prepared> {
+/// Compiles `case` with the default pipeline minus the passes in `disable` (names as for
+/// `edgecc compile --disable-pass`), so a benchmark can show what a pass is worth.
+pub fn prepare(case: &Case, disable: &[String]) -> Result<Prepared> {
     let input_names = graph_input_names(&case.model)?;
     if input_names.len() != case.inputs.len() {
         return Err(format!(
@@ -152,6 +154,7 @@ pub fn prepare(case: &Case) -> Result<Prepared> {
         input_shapes,
         name: case.c_name(),
         print_after: vec![],
+        disable_passes: disable.to_vec(),
         ..Default::default()
     };
     let t0 = Instant::now();

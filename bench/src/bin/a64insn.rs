@@ -2,13 +2,14 @@
 //! emulated Cortex-A76 (or another `--cpu`).
 //!
 //!     cargo run --release -p edgecc-bench --bin a64insn -- [MODEL ...] [--k K] [--cpu CPU]
-//!         [--work DIR] [--profile]
+//!         [--work DIR] [--profile] [--disable-pass NAME ...]
 //!
 //! For each model: compiles the `aarch64-neon` object, links it statically with
 //! `runtime/c/edgecc_harness.c` (run count as last argument), checks the outputs under
 //! `qemu-aarch64` against the folder's `output_<i>.npy`, then runs the counting tool's
 //! `count.py exe` on the harness and `count.py ort` on the model. `--profile` also splits
 //! edgecc's count by function (one per kernel) with `bench/c/tbprof.c`, a qemu plugin.
+//! `--disable-pass` compiles without the named passes, to measure what a pass buys.
 //!
 //! The counting tool is not part of this repository: it is looked up in
 //! `$AARCH64_INSN_DIR`, else `../shared/aarch64-insn` beside the repository, and must have
@@ -25,6 +26,8 @@ const TBPROF_C: &str = include_str!("../../c/tbprof.c");
 
 struct Args {
     models: Vec<String>,
+    /// Passes left out of the pipeline (`--disable-pass`, repeatable).
+    disable: Vec<String>,
     k: u32,
     cpu: String,
     work: PathBuf,
@@ -34,6 +37,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         models: vec![],
+        disable: vec![],
         k: 10,
         cpu: "cortex-a76".into(),
         work: std::env::temp_dir().join("edgecc-bench-a64"),
@@ -54,10 +58,13 @@ fn parse_args() -> Result<Args> {
             "--profile" => a.profile = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: a64insn [MODEL ...] [--k K] [--cpu CPU] [--work DIR] [--profile]"
+                    "usage: a64insn [MODEL ...] [--k K] [--cpu CPU] [--work DIR] [--profile] [--disable-pass NAME ...]"
                         .into(),
                 );
             }
+            "--disable-pass" => a
+                .disable
+                .push(it.next().ok_or("--disable-pass needs a pass name")?),
             _ if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => a.models.push(s),
         }
@@ -313,7 +320,7 @@ struct Row {
 
 fn bench(tool: &Path, plugin: Option<&Path>, a: &Args, m: &str) -> Result<Row> {
     let case = Case::find(m)?;
-    let p = prepare(&case)?;
+    let p = prepare(&case, &a.disable)?;
     let dir = a.work.join(&case.name);
     let b = build(&p, &dir)?;
     let max_err = check(&p, &b)?;

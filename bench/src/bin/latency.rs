@@ -1,7 +1,7 @@
 //! x86_64 latency of edgecc's JIT-compiled models side by side with onnxruntime, in one run.
 //!
 //!     cargo run --release -p edgecc-bench --bin latency -- [MODEL ...] [--runs N]
-//!         [--warmup W] [--rounds R] [--python PY]
+//!         [--warmup W] [--rounds R] [--python PY] [--disable-pass NAME ...]
 //!
 //! MODEL is a folder with `model.onnx` and `input_<i>.npy`, or a name under
 //! `examples/models/` (default: `edgecc_bench::DEFAULT_MODELS`, the small models and the
@@ -9,7 +9,8 @@
 //! (after W warm-up runs) through `edgecc_runtime::Model::run`, then spawns
 //! `bench/ort_time.py` for the same model, input and N; the table keeps each side's lowest
 //! per-round median, which filters out rounds disturbed by other work on the machine.
-//! Both sides run on one thread.
+//! Both sides run on one thread. `--disable-pass` compiles without the named passes (as
+//! `edgecc compile --disable-pass`), to measure what a pass buys.
 
 use std::process::Command;
 use std::time::Instant;
@@ -21,6 +22,8 @@ use serde_json::Value;
 
 struct Args {
     models: Vec<String>,
+    /// Passes left out of the pipeline (`--disable-pass`, repeatable).
+    disable: Vec<String>,
     runs: usize,
     warmup: usize,
     rounds: usize,
@@ -30,6 +33,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         models: vec![],
+        disable: vec![],
         runs: 2000,
         warmup: 200,
         rounds: 3,
@@ -49,10 +53,13 @@ fn parse_args() -> Result<Args> {
             "--python" => a.python = it.next().ok_or("--python needs a program")?,
             "-h" | "--help" => {
                 return Err(
-                    "usage: latency [MODEL ...] [--runs N] [--warmup W] [--rounds R] [--python PY]"
+                    "usage: latency [MODEL ...] [--runs N] [--warmup W] [--rounds R] [--python PY] [--disable-pass NAME ...]"
                         .into(),
                 );
             }
+            "--disable-pass" => a
+                .disable
+                .push(it.next().ok_or("--disable-pass needs a pass name")?),
             _ if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => a.models.push(s),
         }
@@ -148,7 +155,7 @@ struct Row {
 
 fn bench(a: &Args, name: &str) -> Result<Row> {
     let case = Case::find(name)?;
-    let p = prepare(&case)?;
+    let p = prepare(&case, &a.disable)?;
     let prog = p.program();
 
     let t0 = Instant::now();
