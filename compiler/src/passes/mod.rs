@@ -4,13 +4,18 @@
 //! verifier runs after each pass in debug builds and tests, and each pass returns a
 //! one-line summary of what it changed for the compile report.
 
+mod dead_channels;
 mod dead_code;
+mod dead_heads;
 mod fold_constants;
+mod pattern;
 
 use crate::Error;
 use crate::ir::{Graph, print, verify};
 
+pub use dead_channels::DeadChannels;
 pub use dead_code::DeadCode;
+pub use dead_heads::DeadHeads;
 pub use fold_constants::FoldConstants;
 
 /// A graph rewrite.
@@ -46,9 +51,20 @@ impl PassManager {
         }
     }
 
-    /// The default float pipeline.
+    /// The default float pipeline. Order: fold-constants, dead-heads, dead-channels,
+    /// fold-constants, fold-batchnorm, fuse-layernorm, fuse-gelu, fold-transposes,
+    /// fuse-epilogue, fuse-softmax, dead-code. The structured-pruning passes run on the
+    /// exporter's own layout (before fusions rename it) once constants are folded, so they
+    /// see weights as constants; the second fold-constants folds what they leave constant
+    /// (a bias added to a fully pruned block).
     pub fn default_pipeline() -> Self {
-        PassManager::new(vec![Box::new(FoldConstants), Box::new(DeadCode)])
+        PassManager::new(vec![
+            Box::new(FoldConstants),
+            Box::new(DeadHeads),
+            Box::new(DeadChannels),
+            Box::new(FoldConstants),
+            Box::new(DeadCode),
+        ])
     }
 
     pub fn names(&self) -> Vec<&'static str> {

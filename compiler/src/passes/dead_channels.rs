@@ -1,0 +1,317 @@
+//! Dead FFN-channel elimination: physically removes hidden channels of a feed-forward block
+//! `Linear1 → elementwise activation chain → Linear2` that provably contribute a constant.
+//!
+//! The chain is every node reading the first projection's output, transitively, up to the
+//! second projection: each must be elementwise with its other operands scalars or
+//! per-channel constants (so channel `j` of every chain value depends only on channel `j` of
+//! the projection: exporters' erf GELU `Div/Erf/Add/Mul/Mul`, Gelu, Relu, tanh GELU, a bias
+//! add...), no chain value may be read elsewhere, and all of it must end in one projection.
+//!
+//! Channel `j` is dead, for finite inputs, when
+//! - `W1[:,j]` is exactly zero: then the chain's value in channel `j` is the constant
+//!   `c_j = chain(b_j)` (`b_j` = Gemm's bias, else 0), which the interpreter evaluates. If
+//!   `c_j == 0` the channel is dropped; otherwise `c_j·W2[j,:]` is folded into the second
+//!   projection's constant bias add (if it has none, the channel is kept). So a zero column
+//!   with a non-zero bias add in the chain is folded, not kept: it is a constant channel; or
+//! - `W2[j,:]` is exactly zero.
+//!
+//! Removal slices W1's columns, per-channel constants of the chain and W2's rows.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Pass;
+use super::pattern::{
+    Linear, Rebuild, aligned_axis, common_prefix, group_is_zero, is_elementwise, linear,
+    replace_with_zeros, slice_groups,
+};
+use crate::Error;
+use crate::interp;
+use crate::ir::{Binary, Graph, NodeIndex, Op, Tensor, ValueId};
+
+pub struct DeadChannels;
+
+/// A matched feed-forward block.
+struct Ffn {
+    first: Linear,
+    /// Chain nodes in topological order.
+    chain: Vec<NodeIndex>,
+    second: Linear,
+    /// The constant bias add after the second projection: node and constant's input index.
+    bias2: Option<(NodeIndex, usize)>,
+    channels: usize,
+}
+
+impl Pass for DeadChannels {
+    fn name(&self) -> &'static str {
+        "dead-channels"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, Error> {
+        let order = g.topo_order();
+        let mut gone: HashSet<NodeIndex> = HashSet::new();
+        let (mut total, mut removed) = (0, 0);
+        let mut per_layer = Vec::new();
+        for &n in &order {
+            if gone.contains(&n) {
+                continue;
+            }
+            let Some(first) = linear(g, n) else { continue };
+            let Some(ffn) = match_ffn(g, &order, first) else {
+                continue;
+            };
+            let Some(plan) = plan(g, &ffn)? else { continue };
+            let n_dead = ffn.channels - plan.keep.len();
+            total += ffn.channels;
+            removed += n_dead;
+            let names = [
+                g.node(ffn.first.node).name.as_str(),
+                g.node(ffn.second.node).name.as_str(),
+            ];
+            let mut label = common_prefix(&names);
+            if label.is_empty() {
+                label = common_prefix(&[
+                    g.value(ffn.first.weight).name.as_str(),
+                    g.value(ffn.second.weight).name.as_str(),
+                ]);
+            }
+            if label.is_empty() {
+                label = g.node(ffn.first.node).name.clone();
+            }
+            per_layer.push(format!("{label} {n_dead}/{}", ffn.channels));
+            if n_dead == 0 {
+                continue;
+            }
+            gone.insert(ffn.first.node);
+            gone.extend(ffn.chain.iter().copied());
+            gone.insert(ffn.second.node);
+            remove_channels(g, &ffn, plan)?;
+        }
+        let mut s = format!("removed {removed} of {total} channels");
+        if !per_layer.is_empty() {
+            s += &format!(": {}", per_layer.join(", "));
+        }
+        Ok(s)
+    }
+}
+
+/// Follows `first`'s output through an elementwise chain to a second projection.
+fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
+    let shape = g.value(first.output).shape.clone();
+    let channels = *shape.last()?;
+    let mut chain_vals: HashSet<ValueId> = HashSet::from([first.output]);
+    let mut chain = Vec::new();
+    let mut second: Option<Linear> = None;
+    let start = order.iter().position(|&n| n == first.node)? + 1;
+    for &n in &order[start..] {
+        let node = g.node(n);
+        if !node.inputs.iter().any(|v| chain_vals.contains(v)) {
+            continue;
+        }
+        if let Some(lin) = linear(g, n) {
+            let w = g.konst(lin.weight)?;
+            if second.is_some() || !chain_vals.contains(&lin.input) || w.shape[lin.in_axis()] != channels {
+                return None;
+            }
+            second = Some(lin);
+            continue;
+        }
+        if !is_elementwise(&node.op) {
+            return None;
+        }
+        for &v in &node.inputs {
+            if chain_vals.contains(&v) {
+                continue;
+            }
+            let t = g.konst(v)?;
+            let r = t.shape.len();
+            let per_channel = r <= shape.len()
+                && t.shape[..r.saturating_sub(1)].iter().all(|&d| d == 1)
+                && (r == 0 || t.shape[r - 1] == 1 || t.shape[r - 1] == channels);
+            if !per_channel {
+                return None;
+            }
+        }
+        for &o in &node.outputs {
+            if g.value(o).shape != shape {
+                return None;
+            }
+            chain_vals.insert(o);
+        }
+        chain.push(n);
+    }
+    let second = second?;
+    if chain_vals.iter().any(|v| g.outputs.contains(v)) {
+        return None;
+    }
+    // The second projection's constant bias add, if it is the only reader.
+    let out = second.output;
+    let readers = g.consumers(out);
+    let bias2 = match readers.as_slice() {
+        [a] if g.node(*a).op == Op::Binary(Binary::Add) && !g.outputs.contains(&out) => {
+            let node = g.node(*a);
+            let k = node.inputs.iter().position(|&v| v != out)?;
+            let t = g.konst(node.inputs[k])?;
+            let n_out = *g.value(out).shape.last()?;
+            let ok = t.dtype == crate::ir::DType::F32
+                && t.shape.last() == Some(&n_out)
+                && t.shape[..t.shape.len() - 1].iter().all(|&d| d == 1)
+                && g.value(node.outputs[0]).shape == g.value(out).shape;
+            ok.then_some((*a, k))
+        }
+        _ => None,
+    };
+    Some(Ffn {
+        first,
+        chain,
+        second,
+        bias2,
+        channels,
+    })
+}
+
+/// What to remove: the kept channels and the second bias with constant channels folded in.
+struct Plan {
+    keep: Vec<usize>,
+    bias2: Option<Tensor>,
+}
+
+fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
+    let c = f.channels;
+    let w1 = g.konst(f.first.weight).expect("weight");
+    let w2 = g.konst(f.second.weight).expect("weight");
+    let w2_in = f.second.in_axis();
+    let zero_in: Vec<bool> = (0..c)
+        .map(|j| group_is_zero(w1, f.first.out_axis, 1, j))
+        .collect();
+    if !zero_in.iter().any(|&z| z) && !(0..c).any(|j| group_is_zero(w2, w2_in, 1, j)) {
+        return Ok(Some(Plan {
+            keep: (0..c).collect(),
+            bias2: None,
+        }));
+    }
+    let Some(consts) = chain_at_zero(g, f)? else {
+        return Ok(None);
+    };
+    let w2d = w2.as_f32().expect("f32 weight");
+    let n_out = w2.shape[f.second.out_axis];
+    let mut bias2 = f
+        .bias2
+        .map(|(a, k)| g.konst(g.node(a).inputs[k]).expect("bias").clone());
+    let mut keep = Vec::new();
+    for j in 0..c {
+        if group_is_zero(w2, w2_in, 1, j) {
+            continue;
+        }
+        if zero_in[j] && consts[j].is_finite() {
+            if consts[j] == 0.0 {
+                continue;
+            }
+            if let Some(b) = bias2.as_mut() {
+                let Some(bd) = b.as_f32() else {
+                    keep.push(j);
+                    continue;
+                };
+                let mut bd = bd.to_vec();
+                for (o, x) in bd.iter_mut().enumerate().take(n_out) {
+                    let w = if w2_in == 0 {
+                        w2d[j * n_out + o]
+                    } else {
+                        w2d[o * c + j]
+                    };
+                    *x += consts[j] * w;
+                }
+                *b = Tensor::f32(b.shape.clone(), bd);
+                continue;
+            }
+        }
+        keep.push(j);
+    }
+    Ok(Some(Plan { keep, bias2 }))
+}
+
+/// The chain's value in every channel when the first projection's product is zero, by
+/// running the chain's ops on per-channel vectors; `None` if the chain is not f32.
+fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
+    let c = f.channels;
+    let start = match f.first.bias {
+        Some(b) => g.konst(b).expect("bias").as_f32().expect("f32").to_vec(),
+        None => vec![0.0; c],
+    };
+    let mut vals: HashMap<ValueId, Tensor> =
+        HashMap::from([(f.first.output, Tensor::f32(vec![c], start))]);
+    for &n in &f.chain {
+        let node = g.node(n);
+        let args: Vec<Tensor> = node
+            .inputs
+            .iter()
+            .map(|v| match vals.get(v) {
+                Some(t) => t.clone(),
+                None => {
+                    let mut t = g.konst(*v).expect("checked constant").clone();
+                    t.shape = if t.len() == 1 { vec![] } else { vec![c] };
+                    t
+                }
+            })
+            .collect();
+        let refs: Vec<&Tensor> = args.iter().collect();
+        let out = interp::eval(&node.op, &refs).map_err(|msg| Error::Shape {
+            node: node.name.clone(),
+            op: node.op.name().into(),
+            msg,
+        })?;
+        for (&o, t) in node.outputs.iter().zip(out) {
+            vals.insert(o, t);
+        }
+    }
+    let last = g.node(f.second.node).inputs[0];
+    Ok(vals[&last].as_f32().map(<[f32]>::to_vec))
+}
+
+fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
+    if let (Some((a, k)), Some(b)) = (f.bias2, plan.bias2) {
+        let mut inputs = g.node(a).inputs.clone();
+        let name = g.value(inputs[k]).name.clone();
+        inputs[k] = g.add_const(name, b);
+        g.set_op(a, Op::Binary(Binary::Add), inputs)?;
+    }
+    let mut nodes = vec![f.first.node];
+    nodes.extend(&f.chain);
+    nodes.push(f.second.node);
+    if plan.keep.is_empty() {
+        replace_with_zeros(g, f.second.output, &nodes);
+        return Ok(());
+    }
+    let keep = &plan.keep;
+    let slice = |g: &Graph, v: ValueId, axis: usize| {
+        slice_groups(g.konst(v).expect("constant"), axis, 1, keep)
+            .ok_or_else(|| Error::Internal("slicing a non-f32 per-channel constant".into()))
+    };
+    let mut rb = Rebuild {
+        nodes: nodes.clone(),
+        exits: vec![f.second.output],
+        ..Rebuild::default()
+    };
+    rb.consts
+        .insert((f.first.node, 1), slice(g, f.first.weight, f.first.out_axis)?);
+    if let Some(b) = f.first.bias {
+        let r = g.value(b).shape.len();
+        rb.consts.insert((f.first.node, 2), slice(g, b, r - 1)?);
+    }
+    rb.consts.insert(
+        (f.second.node, 1),
+        slice(g, f.second.weight, f.second.in_axis())?,
+    );
+    let rank = g.value(f.first.output).shape.len();
+    for &n in &f.chain {
+        for (i, &v) in g.node(n).inputs.iter().enumerate() {
+            let Some(t) = g.konst(v) else { continue };
+            if let Some(ax) = aligned_axis(rank - 1, rank, t.shape.len())
+                && t.shape[ax] == f.channels
+                && f.channels != 1
+            {
+                rb.consts.insert((n, i), slice(g, v, ax)?);
+            }
+        }
+    }
+    rb.apply(g)
+}

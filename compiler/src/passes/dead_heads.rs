@@ -1,0 +1,525 @@
+//! Dead attention-head elimination: physically removes heads whose contribution to a
+//! multi-head attention block's output is provably zero.
+//!
+//! Structured pruning tools zero a head's weights but keep the model's shapes, so every
+//! runtime still spends the full cost on it. This pass finds each attention block from its
+//! Softmax, following a *head layout* through it: every value of the block either has the
+//! heads on one axis (`Split`, e.g. `[B,H,S,D]`) or packed head-major in its last axis
+//! (`Flat`, e.g. `[B,S,H·D]` after a projection). The block is accepted only if every op in
+//! it computes each head independently (elementwise ops, transposes and reshapes that keep
+//! the head axis, batched MatMuls and Softmax over non-head axes), its only ways in are
+//! linear projections with constant weights and its only way out is one such projection
+//! (the output projection `Wo`); no other node may read a block value.
+//!
+//! Head `h` is dead, for finite inputs, when
+//! - its slice of the V projection (weight columns and bias) is exactly zero and V reaches
+//!   `probs·V` through layout ops, bias adds and constant scalings only, and `probs·V`
+//!   reaches `Wo` through layout ops only: then its context is zero whatever Q and K are; or
+//! - `Wo`'s input rows for head `h` are exactly zero.
+//!
+//! A head with zero Q and K but non-zero V is kept (uniform attention still averages V), as
+//! is one with zero V weights but a non-zero V bias. Removing heads slices the projections'
+//! weights and biases, `Wo`'s rows and any per-head constant, and rewrites the head count in
+//! reshape shapes, so the attention kernels shrink. When every head of a block is dead the
+//! output projection's result is exactly zero: it becomes a zero constant (its bias add is
+//! then folded by the following fold-constants).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::Pass;
+use super::pattern::{
+    Linear, Rebuild, aligned_axis, all_zero, common_prefix, group_is_zero, is_elementwise,
+    linear, replace_with_zeros, slice_groups,
+};
+use crate::Error;
+use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
+
+pub struct DeadHeads;
+
+/// Where a block value keeps its heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One head per index of this axis.
+    Split(usize),
+    /// The last axis holds the heads head-major, this many features each.
+    Flat(usize),
+}
+
+/// A constant operand that varies per head and must be sliced with them.
+struct HeadConst {
+    node: NodeIndex,
+    input: usize,
+    /// The operand's axis that indexes heads (or head-major features).
+    axis: usize,
+    /// Features per head along that axis (1 for a `Split` value).
+    group: usize,
+}
+
+/// A matched attention block.
+struct Block {
+    heads: usize,
+    layout: HashMap<ValueId, Layout>,
+    nodes: HashSet<NodeIndex>,
+    /// Input projections with the head width of their output.
+    entries: Vec<(Linear, usize)>,
+    /// The output projection with the head width of its input.
+    exit: (Linear, usize),
+    head_consts: Vec<HeadConst>,
+}
+
+impl Pass for DeadHeads {
+    fn name(&self) -> &'static str {
+        "dead-heads"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, Error> {
+        let softmaxes: Vec<NodeIndex> = g
+            .topo_order()
+            .into_iter()
+            .filter(|&n| matches!(g.node(n).op, Op::Softmax { .. }))
+            .collect();
+        let mut removed_nodes: HashSet<NodeIndex> = HashSet::new();
+        let (mut total, mut removed) = (0, 0);
+        let mut per_layer = Vec::new();
+        let mut unmatched = Vec::new();
+        for s in softmaxes {
+            if removed_nodes.contains(&s) {
+                continue;
+            }
+            let rank = g.value(g.node(s).outputs[0]).shape.len();
+            if rank < 3 {
+                continue; // a classifier's softmax, not attention
+            }
+            let block = match match_block(g, s) {
+                Ok(b) => b,
+                Err(why) => {
+                    unmatched.push(format!("{} ({why})", g.node(s).name));
+                    continue;
+                }
+            };
+            let dead = dead_heads(g, &block);
+            let n_dead = dead.iter().filter(|&&d| d).count();
+            total += block.heads;
+            removed += n_dead;
+            per_layer.push(format!("{} {n_dead}/{}", block_label(g, &block), block.heads));
+            if n_dead == 0 {
+                continue;
+            }
+            let keep: Vec<usize> = (0..block.heads).filter(|&h| !dead[h]).collect();
+            removed_nodes.extend(block.nodes.iter().copied());
+            remove_heads(g, &block, &keep)?;
+        }
+        let mut s = format!("removed {removed} of {total} heads");
+        if !per_layer.is_empty() {
+            s += &format!(": {}", per_layer.join(", "));
+        }
+        if !unmatched.is_empty() {
+            s += &format!("; not matched: {}", unmatched.join(", "));
+        }
+        Ok(s)
+    }
+}
+
+/// A name for the block: the common prefix of its projections' node names, else of their
+/// weights' names, else the output projection's node name.
+fn block_label(g: &Graph, b: &Block) -> String {
+    let lins: Vec<&Linear> = b
+        .entries
+        .iter()
+        .map(|(l, _)| l)
+        .chain([&b.exit.0])
+        .collect();
+    let nodes: Vec<&str> = lins.iter().map(|l| g.node(l.node).name.as_str()).collect();
+    let p = common_prefix(&nodes);
+    if !p.is_empty() {
+        return p;
+    }
+    let weights: Vec<&str> = lins
+        .iter()
+        .map(|l| g.value(l.weight).name.as_str())
+        .collect();
+    let p = common_prefix(&weights);
+    if !p.is_empty() {
+        return p;
+    }
+    g.node(b.exit.0.node).name.clone()
+}
+
+/// Grows the block around Softmax `s`, assigning a head layout to every value in it.
+fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
+    let out = g.node(s).outputs[0];
+    let rank = g.value(out).shape.len();
+    let mut b = Block {
+        heads: g.value(out).shape[rank - 3],
+        layout: HashMap::new(),
+        nodes: HashSet::new(),
+        entries: Vec::new(),
+        exit: (linear_placeholder(g, s), 0),
+        head_consts: Vec::new(),
+    };
+    let mut exit: Option<(Linear, usize)> = None;
+    let mut queue = VecDeque::new();
+    set(&mut b, &mut queue, out, Layout::Split(rank - 3))?;
+    while let Some(v) = queue.pop_front() {
+        if g.outputs.contains(&v) {
+            return Err(format!("{} is a graph output", g.value(v).name));
+        }
+        let mut around = Vec::new();
+        match g.value(v).producer {
+            Some(p) => around.push(p),
+            None => return Err(format!("{} is a graph input", g.value(v).name)),
+        }
+        around.extend(g.consumers(v));
+        for n in around {
+            if !b.nodes.insert(n) {
+                continue;
+            }
+            if b.nodes.len() > 400 {
+                return Err("too large".into());
+            }
+            if let Some(lin) = linear(g, n) {
+                let (lin_in, lin_out) = (b.layout.get(&lin.input), b.layout.get(&lin.output));
+                let w = &g.konst(lin.weight).expect("linear weight").shape;
+                match (lin_in, lin_out) {
+                    (None, Some(&Layout::Flat(d))) if w[lin.out_axis] == b.heads * d => {
+                        b.entries.push((lin, d));
+                    }
+                    (Some(&Layout::Flat(d)), None) if w[lin.in_axis()] == b.heads * d => {
+                        if exit.is_some() {
+                            return Err("more than one output projection".into());
+                        }
+                        exit = Some((lin, d));
+                    }
+                    _ => return Err(format!("projection {} does not fit", g.node(n).name)),
+                }
+                continue;
+            }
+            visit(g, n, &mut b, &mut queue)?;
+        }
+    }
+    b.exit = exit.ok_or("no output projection")?;
+    let leaks = b.entries.iter().any(|(l, _)| b.layout.contains_key(&l.input))
+        || b.layout.contains_key(&b.exit.0.output);
+    if leaks {
+        return Err("a projection reads its own block".into());
+    }
+    if b.entries.is_empty() {
+        return Err("no input projection".into());
+    }
+    Ok(b)
+}
+
+/// A stand-in until the real output projection is found.
+fn linear_placeholder(g: &Graph, s: NodeIndex) -> Linear {
+    let v = g.node(s).outputs[0];
+    Linear {
+        node: s,
+        input: v,
+        weight: v,
+        out_axis: 0,
+        bias: None,
+        output: v,
+    }
+}
+
+/// Records `v`'s layout, queueing it when new; a different earlier layout is a mismatch.
+fn set(b: &mut Block, q: &mut VecDeque<ValueId>, v: ValueId, l: Layout) -> Result<(), String> {
+    match b.layout.get(&v) {
+        Some(&old) if old == l => Ok(()),
+        Some(_) => Err("heads on different axes".into()),
+        None => {
+            b.layout.insert(v, l);
+            q.push_back(v);
+            Ok(())
+        }
+    }
+}
+
+/// Applies the layout rule of node `n` (not a projection), from whichever of its values
+/// already has a layout to the others.
+fn visit(
+    g: &Graph,
+    n: NodeIndex,
+    b: &mut Block,
+    q: &mut VecDeque<ValueId>,
+) -> Result<(), String> {
+    let node = g.node(n).clone();
+    let shape = |v: ValueId| g.value(v).shape.clone();
+    let known = |b: &Block, v: ValueId| b.layout.get(&v).copied();
+    let h = b.heads;
+    match &node.op {
+        Op::Transpose { perm } => {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            if let Some(Layout::Split(a)) = known(b, o) {
+                set(b, q, i, Layout::Split(perm[a]))
+            } else if let Some(Layout::Split(a)) = known(b, i) {
+                let pos = perm.iter().position(|&p| p == a).ok_or("bad perm")?;
+                set(b, q, o, Layout::Split(pos))
+            } else {
+                Err("transpose of packed heads".into())
+            }
+        }
+        Op::Reshape { .. } | Op::Identity => {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let (si, so) = (shape(i), shape(o));
+            if si == so {
+                let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+                set(b, q, i, l)?;
+                return set(b, q, o, l);
+            }
+            // Flat [.., H·d] <-> Split [.., H, d], in either direction.
+            let pair = |flat: &[usize], split: &[usize]| -> Option<(Layout, Layout)> {
+                let r = split.len();
+                (r >= 2
+                    && flat.len() + 1 == r
+                    && flat[..r - 2] == split[..r - 2]
+                    && split[r - 2] == h
+                    && flat[r - 2] == h * split[r - 1])
+                    .then(|| (Layout::Flat(split[r - 1]), Layout::Split(r - 2)))
+            };
+            let (li, lo) = if let Some((f, s)) = pair(&si, &so) {
+                (f, s)
+            } else if let Some((f, s)) = pair(&so, &si) {
+                (s, f)
+            } else {
+                return Err(format!("reshape {} regroups heads", node.name));
+            };
+            set(b, q, i, li)?;
+            set(b, q, o, lo)
+        }
+        Op::Softmax { axis, coerce_2d } => {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let r = shape(o).len() as i64;
+            let ax = if *axis < 0 { axis + r } else { *axis } as usize;
+            let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+            match l {
+                Layout::Split(a) if a != ax && (!coerce_2d || ax as i64 == r - 1) => {
+                    set(b, q, i, l)?;
+                    set(b, q, o, l)
+                }
+                _ => Err("softmax across heads".into()),
+            }
+        }
+        Op::MatMul => {
+            let vals = [node.inputs[0], node.inputs[1], node.outputs[0]];
+            let r = shape(vals[2]).len();
+            if vals.iter().any(|&v| shape(v).len() != r || g.konst(v).is_some()) {
+                return Err(format!("matmul {} broadcasts over heads", node.name));
+            }
+            let l = vals
+                .iter()
+                .find_map(|&v| known(b, v))
+                .ok_or("no layout")?;
+            match l {
+                Layout::Split(a) if a + 2 < r => vals.iter().try_for_each(|&v| set(b, q, v, l)),
+                _ => Err(format!("matmul {} mixes heads", node.name)),
+            }
+        }
+        op if is_elementwise(op) => {
+            let o = node.outputs[0];
+            let so = shape(o);
+            let inner: Vec<usize> = (0..node.inputs.len())
+                .filter(|&i| {
+                    let v = node.inputs[i];
+                    g.konst(v).is_none() && shape(v) == so
+                })
+                .collect();
+            let l = inner
+                .iter()
+                .map(|&i| node.inputs[i])
+                .chain([o])
+                .find_map(|v| known(b, v))
+                .ok_or("no layout")?;
+            for (i, &v) in node.inputs.iter().enumerate() {
+                if inner.contains(&i) {
+                    set(b, q, v, l)?;
+                    continue;
+                }
+                if b.layout.contains_key(&v) {
+                    return Err(format!("{} broadcasts a block value", node.name));
+                }
+                let sv = shape(v);
+                let (axis, size, group) = match l {
+                    Layout::Split(a) => (a, h, 1),
+                    Layout::Flat(d) => (so.len() - 1, h * d, d),
+                };
+                let Some(ax) = aligned_axis(axis, so.len(), sv.len()) else {
+                    continue;
+                };
+                if sv[ax] == 1 {
+                    continue;
+                }
+                if sv[ax] != size || g.konst(v).is_none() {
+                    return Err(format!("{} mixes a per-head value", node.name));
+                }
+                b.head_consts.push(HeadConst {
+                    node: n,
+                    input: i,
+                    axis: ax,
+                    group,
+                });
+            }
+            for &v in &node.outputs {
+                set(b, q, v, l)?;
+            }
+            Ok(())
+        }
+        op => Err(format!("{} {} in the block", op.name(), node.name)),
+    }
+}
+
+/// Which heads provably contribute nothing to the block's output.
+fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
+    let (exit, d_out) = &b.exit;
+    let wo = g.konst(exit.weight).expect("weight");
+    let by_wo = (0..b.heads).map(|h| group_is_zero(wo, exit.in_axis(), *d_out, h));
+    let by_v = v_dead(g, b).unwrap_or_else(|| vec![false; b.heads]);
+    by_wo.zip(by_v).map(|(a, v)| a || v).collect()
+}
+
+/// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
+/// and V is a projection plus bias adds and constant scalings (`None` otherwise).
+fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
+    let layout_op = |op: &Op| matches!(op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Identity);
+    // Back from Wo's input to probs·V.
+    let mut v = b.exit.0.input;
+    let pv = loop {
+        let p = g.value(v).producer?;
+        let node = g.node(p);
+        if layout_op(&node.op) {
+            v = node.inputs[0];
+        } else if node.op == Op::MatMul && linear(g, p).is_none() {
+            break p;
+        } else {
+            return None;
+        }
+    };
+    // Back from V to its projection, collecting added constants.
+    let mut added = Vec::new();
+    let mut v = g.node(pv).inputs[1];
+    let entry = loop {
+        if let Some((lin, _)) = b.entries.iter().find(|(l, _)| l.output == v) {
+            break lin;
+        }
+        let p = g.value(v).producer?;
+        let node = g.node(p);
+        let konst = node.inputs.iter().position(|&i| g.konst(i).is_some());
+        let other = |k: usize| node.inputs[1 - k];
+        match (&node.op, konst) {
+            (op, _) if layout_op(op) => v = node.inputs[0],
+            (Op::Binary(Binary::Add), Some(k)) => {
+                let out = node.outputs[0];
+                let l = b.layout.get(&out).copied();
+                added.push((node.inputs[k], g.value(out).shape.len(), l));
+                v = other(k);
+            }
+            (Op::Binary(Binary::Mul), Some(k)) => v = other(k),
+            (Op::Binary(Binary::Div), Some(1)) => {
+                let c = g.konst(node.inputs[1])?.as_f32()?;
+                if c.iter().any(|&x| x == 0.0) {
+                    return None;
+                }
+                v = node.inputs[0];
+            }
+            _ => return None,
+        }
+    };
+    let (_, d) = b.entries.iter().find(|(l, _)| l.node == entry.node)?;
+    let w = g.konst(entry.weight)?;
+    let zero = |h: usize| -> bool {
+        group_is_zero(w, entry.out_axis, *d, h)
+            && entry.bias.is_none_or(|c| {
+                let t = g.konst(c).expect("bias");
+                group_is_zero(t, t.shape.len() - 1, *d, h)
+            })
+            && added.iter().all(|&(c, out_rank, l)| {
+                let t = g.konst(c).expect("const");
+                const_head_zero(t, out_rank, l, b.heads, h)
+            })
+    };
+    Some((0..b.heads).map(zero).collect())
+}
+
+/// Whether constant `t`, broadcast against a block value of rank `out_rank` and layout `l`,
+/// is zero for head `h`.
+fn const_head_zero(
+    t: &crate::ir::Tensor,
+    out_rank: usize,
+    l: Option<Layout>,
+    heads: usize,
+    h: usize,
+) -> bool {
+    let (axis, size, group) = match l {
+        Some(Layout::Split(a)) => (a, heads, 1),
+        Some(Layout::Flat(d)) => (out_rank - 1, heads * d, d),
+        None => return false,
+    };
+    match aligned_axis(axis, out_rank, t.shape.len()) {
+        Some(ax) if t.shape[ax] == size => group_is_zero(t, ax, group, h),
+        _ => all_zero(t),
+    }
+}
+
+/// Rebuilds block `b` with only heads `keep`.
+fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
+    let order: Vec<NodeIndex> = g
+        .topo_order()
+        .into_iter()
+        .filter(|n| b.nodes.contains(n))
+        .collect();
+    let exit = &b.exit.0;
+    if keep.is_empty() {
+        replace_with_zeros(g, exit.output, &order);
+        return Ok(());
+    }
+    let slice = |g: &Graph, v: ValueId, axis: usize, group: usize| {
+        let t = g.konst(v).expect("constant");
+        slice_groups(t, axis, group, keep)
+            .ok_or_else(|| Error::Internal("slicing a non-f32 per-head constant".into()))
+    };
+    let mut rb = Rebuild {
+        nodes: order.clone(),
+        exits: vec![exit.output],
+        ..Rebuild::default()
+    };
+    for (lin, d) in &b.entries {
+        rb.consts
+            .insert((lin.node, 1), slice(g, lin.weight, lin.out_axis, *d)?);
+        if let Some(c) = lin.bias {
+            let r = g.value(c).shape.len();
+            rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d)?);
+        }
+    }
+    rb.consts
+        .insert((exit.node, 1), slice(g, exit.weight, exit.in_axis(), b.exit.1)?);
+    for hc in &b.head_consts {
+        let v = g.node(hc.node).inputs[hc.input];
+        rb.consts
+            .insert((hc.node, hc.input), slice(g, v, hc.axis, hc.group)?);
+    }
+    let kept = keep.len() as i64;
+    for &n in &order {
+        if let Op::Reshape { shape, allowzero } = &g.node(n).op {
+            let out = g.node(n).outputs[0];
+            let mut shape = shape.clone();
+            match b.layout.get(&out) {
+                Some(Layout::Split(a)) if shape[*a] > 0 => shape[*a] = kept,
+                Some(Layout::Flat(d)) => {
+                    let last = shape.len() - 1;
+                    if shape[last] > 0 {
+                        shape[last] = kept * *d as i64;
+                    }
+                }
+                _ => {}
+            }
+            rb.ops.insert(
+                n,
+                Op::Reshape {
+                    shape,
+                    allowzero: *allowzero,
+                },
+            );
+        }
+    }
+    rb.apply(g)
+}
