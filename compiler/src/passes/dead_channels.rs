@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::Pass;
 use super::pattern::{
-    Linear, Rebuild, aligned_axis, common_prefix, group_is_zero, is_elementwise, linear,
+    Linear, Rebuild, aligned_axis, group_is_zero, is_elementwise, linear, region_label,
     replace_with_zeros, slice_groups,
 };
 use crate::Error;
@@ -63,20 +63,11 @@ impl Pass for DeadChannels {
             let n_dead = ffn.channels - plan.keep.len();
             total += ffn.channels;
             removed += n_dead;
-            let names = [
-                g.node(ffn.first.node).name.as_str(),
-                g.node(ffn.second.node).name.as_str(),
-            ];
-            let mut label = common_prefix(&names);
-            if label.is_empty() {
-                label = common_prefix(&[
-                    g.value(ffn.first.weight).name.as_str(),
-                    g.value(ffn.second.weight).name.as_str(),
-                ]);
-            }
-            if label.is_empty() {
-                label = g.node(ffn.first.node).name.clone();
-            }
+            let mut nodes = vec![ffn.first.node];
+            nodes.extend(&ffn.chain);
+            nodes.push(ffn.second.node);
+            nodes.extend(ffn.bias2.map(|(a, _)| a));
+            let label = region_label(g, &[ffn.first.node, ffn.second.node], &nodes);
             per_layer.push(format!("{label} {n_dead}/{}", ffn.channels));
             if n_dead == 0 {
                 continue;

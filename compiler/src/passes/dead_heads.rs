@@ -28,8 +28,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::Pass;
 use super::pattern::{
-    Linear, Rebuild, aligned_axis, all_zero, common_prefix, group_is_zero, is_elementwise,
-    linear, replace_with_zeros, slice_groups,
+    Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear,
+    region_label, replace_with_zeros, slice_groups,
 };
 use crate::Error;
 use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
@@ -120,29 +120,17 @@ impl Pass for DeadHeads {
     }
 }
 
-/// A name for the block: the common prefix of its projections' node names, else of their
-/// weights' names, else the output projection's node name.
+/// A name for the block, for the report.
 fn block_label(g: &Graph, b: &Block) -> String {
-    let lins: Vec<&Linear> = b
+    let projections: Vec<NodeIndex> = b
         .entries
         .iter()
-        .map(|(l, _)| l)
-        .chain([&b.exit.0])
+        .map(|(l, _)| l.node)
+        .chain([b.exit.0.node])
         .collect();
-    let nodes: Vec<&str> = lins.iter().map(|l| g.node(l.node).name.as_str()).collect();
-    let p = common_prefix(&nodes);
-    if !p.is_empty() {
-        return p;
-    }
-    let weights: Vec<&str> = lins
-        .iter()
-        .map(|l| g.value(l.weight).name.as_str())
-        .collect();
-    let p = common_prefix(&weights);
-    if !p.is_empty() {
-        return p;
-    }
-    g.node(b.exit.0.node).name.clone()
+    let mut nodes: Vec<NodeIndex> = b.nodes.iter().copied().collect();
+    nodes.sort_unstable();
+    region_label(g, &projections, &nodes)
 }
 
 /// Grows the block around Softmax `s`, assigning a head layout to every value in it.

@@ -235,3 +235,32 @@ pub fn common_prefix(names: &[&str]) -> String {
         None => String::new(),
     }
 }
+
+/// A name for a matched region, for the pass report: the common prefix of the projections'
+/// node names (TorchScript's `/m/encoder/layer.0/attention/...`), else of the named
+/// constants its nodes read (dynamo's `m.encoder.layer.0.attention.self.query.bias`), else
+/// the first projection's node name.
+pub fn region_label(g: &Graph, projections: &[NodeIndex], nodes: &[NodeIndex]) -> String {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|&n| g.node(n).name.as_str())
+        .collect();
+    let p = common_prefix(&names);
+    if !p.is_empty() {
+        return p;
+    }
+    let mut consts: Vec<&str> = nodes
+        .iter()
+        .flat_map(|&n| g.node(n).inputs.iter())
+        .filter(|&&v| g.konst(v).is_some())
+        .map(|&v| g.value(v).name.as_str())
+        .filter(|s| s.contains(['.', '/']))
+        .collect();
+    consts.sort_unstable();
+    consts.dedup();
+    let p = common_prefix(&consts);
+    if !p.is_empty() {
+        return p;
+    }
+    names.first().map(|s| s.to_string()).unwrap_or_default()
+}

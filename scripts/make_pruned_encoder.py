@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Makes the structured-pruning example models (the dead-heads / dead-channels passes):
+a Hugging Face BertModel (random weights, seed 3, hidden 96, 6 heads of 16, 2 layers,
+intermediate 384, sequence 32) with heads and FFN channels zeroed as a structured pruning
+tool leaves them, and the same network with them physically removed.
+
+    examples/models/encoder_pruned/    zeroed weights, full shapes (TorchScript, opset 17)
+    examples/models/encoder_headless/  the same function, dead heads/channels sliced out
+    examples/models/encoder_pruned_dynamo/  encoder_pruned through the dynamo exporter
+
+What is zeroed (head h = features 16h..16h+15 of the attention width):
+
+    layer 0  head 1: V weight rows and V bias zero                  -> dead (removable)
+             head 4: output dense's input columns zero              -> dead (removable)
+             head 2: Q and K weights and biases zero, V intact      -> NOT dead (uniform
+                     attention still averages V)
+             head 5: V weight zero but V bias non-zero              -> NOT dead
+    layer 1  head 0: Q, K and V weights and biases zero             -> dead (removable)
+             head 3: output dense's input columns zero              -> dead (removable)
+
+so 4 of 12 heads are removable. FFN, per layer (384 channels): 63 channels with the
+intermediate dense's weight row and bias zero (GELU(0) = 0: dead), 64 with the output
+dense's input column zero (dead), and 1 with a zero weight row but a non-zero bias: a
+constant channel GELU(b) whose contribution GELU(b)·W2[:, j] folds into the output bias,
+so it is removable too: 128 of 384 removed per layer. encoder_headless is built by
+slicing exactly those (folding the constant channel into the bias the same way).
+
+Run with the torch virtualenv (see scripts/export_bert_torch.py):
+
+    ~/.venvs/torch/bin/python scripts/make_pruned_encoder.py
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+import transformers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export_bert_torch as ebt  # noqa: E402
+
+ebt.SEQ = 32
+HIDDEN, HEADS, LAYERS, INTER = 96, 6, 2, 384
+D = HIDDEN // HEADS
+VOCAB = 500
+ebt.VOCAB = VOCAB
+
+# (layer, head) -> how it is zeroed
+DEAD_V = [(0, 1)]
+DEAD_WO = [(0, 4), (1, 3)]
+DEAD_QKV = [(1, 0)]
+KEEP_QK = [(0, 2)]
+KEEP_VBIAS = [(0, 5)]
+REMOVABLE = {0: [1, 4], 1: [0, 3]}
+
+
+def build():
+    torch.manual_seed(3)
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=INTER,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        attn_implementation="eager",
+    )
+    return ebt.perturbed(transformers.BertModel(cfg).eval())
+
+
+def heads(h):
+    return slice(h * D, (h + 1) * D)
+
+
+def prune(model):
+    """Zeroes weights as described above; returns the FFN channel plan per layer."""
+    rng = np.random.RandomState(11)
+    plan = {}
+    with torch.no_grad():
+        for li, layer in enumerate(model.encoder.layer):
+            att = layer.attention
+            for l, h in DEAD_V:
+                if l == li:
+                    att.self.value.weight[heads(h), :] = 0
+                    att.self.value.bias[heads(h)] = 0
+            for l, h in DEAD_WO:
+                if l == li:
+                    att.output.dense.weight[:, heads(h)] = 0
+            for l, h in DEAD_QKV:
+                if l == li:
+                    for lin in (att.self.query, att.self.key, att.self.value):
+                        lin.weight[heads(h), :] = 0
+                        lin.bias[heads(h)] = 0
+            for l, h in KEEP_QK:
+                if l == li:
+                    for lin in (att.self.query, att.self.key):
+                        lin.weight[heads(h), :] = 0
+                        lin.bias[heads(h)] = 0
+            for l, h in KEEP_VBIAS:
+                if l == li:
+                    att.self.value.weight[heads(h), :] = 0
+                    assert (att.self.value.bias[heads(h)] != 0).all()
+            perm = rng.permutation(INTER)
+            w1_dead, w2_dead, const = perm[:63], perm[63:127], perm[127:128]
+            layer.intermediate.dense.weight[w1_dead, :] = 0
+            layer.intermediate.dense.bias[w1_dead] = 0
+            layer.output.dense.weight[:, w2_dead] = 0
+            layer.intermediate.dense.weight[const, :] = 0
+            assert (layer.intermediate.dense.bias[const] != 0).all()
+            plan[li] = (sorted(perm[:128].tolist()), const.tolist())
+    return plan
+
+
+def linear(w, b):
+    lin = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin
+
+
+def remove(model, plan):
+    """Physically removes the removable heads and dead channels."""
+    with torch.no_grad():
+        for li, layer in enumerate(model.encoder.layer):
+            att = layer.attention
+            keep = [h for h in range(HEADS) if h not in REMOVABLE[li]]
+            idx = torch.tensor([h * D + i for h in keep for i in range(D)])
+            for name in ("query", "key", "value"):
+                old = getattr(att.self, name)
+                setattr(att.self, name, linear(old.weight[idx], old.bias[idx]))
+            att.self.num_attention_heads = len(keep)
+            att.self.all_head_size = len(keep) * D
+            old = att.output.dense
+            att.output.dense = linear(old.weight[:, idx], old.bias)
+            dead, const = plan[li]
+            kept = torch.tensor([j for j in range(INTER) if j not in dead])
+            w1, b1 = layer.intermediate.dense.weight, layer.intermediate.dense.bias
+            w2, b2 = layer.output.dense.weight, layer.output.dense.bias
+            act = torch.nn.functional.gelu(b1[const])  # the constant channels' value
+            b2 = b2 + w2[:, const] @ act
+            layer.intermediate.dense = linear(w1[kept], b1[kept])
+            layer.output.dense = linear(w2[:, kept], b2)
+    return model
+
+
+def main():
+    root = ebt.ROOT
+    pruned = build()
+    plan = prune(pruned)
+    ebt.export(pruned, False, os.path.join(root, "encoder_pruned"))
+    ebt.export(pruned, True, os.path.join(root, "encoder_pruned_dynamo"))
+    # The same weights (same seeds), pruned the same way, then sliced.
+    headless = build()
+    assert prune(headless) == plan
+    headless = remove(headless, plan)
+    ebt.export(headless, False, os.path.join(root, "encoder_headless"))
+    a = np.load(os.path.join(root, "encoder_pruned", "output_0.npy"))
+    b = np.load(os.path.join(root, "encoder_headless", "output_0.npy"))
+    print("pruned vs headless (onnxruntime):", np.abs(a - b).max())
+    assert np.abs(a - b).max() < 1e-4
+
+
+if __name__ == "__main__":
+    main()
