@@ -71,8 +71,14 @@ fn pruned_encoder_compiles_to_fewer_heads_and_the_same_outputs() {
         let records = optimize(&mut g);
         let heads = summary(&records, "dead-heads");
         let channels = summary(&records, "dead-channels");
-        assert!(heads.starts_with("removed 4 of 12 heads: "), "{name}: {heads}");
-        assert!(heads.contains("layer.0") && heads.contains(" 2/6"), "{heads}");
+        assert!(
+            heads.starts_with("removed 4 of 12 heads: "),
+            "{name}: {heads}"
+        );
+        assert!(
+            heads.contains("layer.0") && heads.contains(" 2/6"),
+            "{heads}"
+        );
         assert!(
             channels.starts_with("removed 256 of 768 channels: "),
             "{name}: {channels}"

@@ -100,7 +100,10 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
         }
         if let Some(lin) = linear(g, n) {
             let w = g.konst(lin.weight)?;
-            if second.is_some() || !chain_vals.contains(&lin.input) || w.shape[lin.in_axis()] != channels {
+            if second.is_some()
+                || !chain_vals.contains(&lin.input)
+                || w.shape[lin.in_axis()] != channels
+            {
                 return None;
             }
             second = Some(lin);
@@ -282,8 +285,10 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
         exits: vec![f.second.output],
         ..Rebuild::default()
     };
-    rb.consts
-        .insert((f.first.node, 1), slice(g, f.first.weight, f.first.out_axis)?);
+    rb.consts.insert(
+        (f.first.node, 1),
+        slice(g, f.first.weight, f.first.out_axis)?,
+    );
     if let Some(b) = f.first.bias {
         let r = g.value(b).shape.len();
         rb.consts.insert((f.first.node, 2), slice(g, b, r - 1)?);
@@ -305,4 +310,141 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
         }
     }
     rb.apply(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pattern::testing::{run_checked, tensor};
+    use super::*;
+    use crate::ir::{DType, Unary};
+
+    enum Act {
+        Gelu,
+        Relu,
+        Sigmoid,
+    }
+
+    /// x[1,3,4] → W1 [4,6] + b1 → activation → W2 [6,4] (+ b2). `zero_w1` zeroes W1's
+    /// columns, `zero_b1` b1's entries, `zero_w2` W2's rows.
+    fn build(act: Act, zero_w1: &[usize], zero_b1: &[usize], zero_w2: &[usize], b2: bool) -> Graph {
+        let mut w1 = tensor(1, &[4, 6]).as_f32().unwrap().to_vec();
+        let mut b1 = tensor(2, &[6]).as_f32().unwrap().to_vec();
+        let mut w2 = tensor(3, &[6, 4]).as_f32().unwrap().to_vec();
+        for &j in zero_w1 {
+            (0..4).for_each(|i| w1[i * 6 + j] = 0.0);
+        }
+        for &j in zero_b1 {
+            b1[j] = 0.0;
+        }
+        for &j in zero_w2 {
+            w2[j * 4..(j + 1) * 4].fill(0.0);
+        }
+        let mut g = Graph::new("ffn");
+        let x = g.add_input("x", DType::F32, vec![1, 3, 4]);
+        g.inputs.push(x);
+        let w1 = g.add_const("w1", Tensor::f32(vec![4, 6], w1));
+        let b1 = g.add_const("b1", Tensor::f32(vec![6], b1));
+        let w2 = g.add_const("w2", Tensor::f32(vec![6, 4], w2));
+        let mut n = 0;
+        let mut node = |g: &mut Graph, op: Op, ins: Vec<ValueId>| {
+            n += 1;
+            g.add_node(format!("ffn/n{n}"), op, ins).unwrap().1[0]
+        };
+        let h = node(&mut g, Op::MatMul, vec![x, w1]);
+        let h = node(&mut g, Op::Binary(Binary::Add), vec![h, b1]);
+        let a = match act {
+            Act::Gelu => {
+                // The exporters' erf GELU, with a per-channel scale thrown in.
+                let sqrt2 =
+                    g.add_const("sqrt2", Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]));
+                let one = g.add_const("one", Tensor::f32(vec![1], vec![1.0]));
+                let half = g.add_const("half", Tensor::f32(vec![1, 1, 6], vec![0.5; 6]));
+                let d = node(&mut g, Op::Binary(Binary::Div), vec![h, sqrt2]);
+                let e = node(&mut g, Op::Unary(Unary::Erf), vec![d]);
+                let e = node(&mut g, Op::Binary(Binary::Add), vec![e, one]);
+                let m = node(&mut g, Op::Binary(Binary::Mul), vec![h, e]);
+                node(&mut g, Op::Binary(Binary::Mul), vec![m, half])
+            }
+            Act::Relu => node(&mut g, Op::Unary(Unary::Relu), vec![h]),
+            Act::Sigmoid => node(&mut g, Op::Unary(Unary::Sigmoid), vec![h]),
+        };
+        let mut y = node(&mut g, Op::MatMul, vec![a, w2]);
+        if b2 {
+            let b2 = g.add_const("b2", tensor(4, &[4]));
+            y = node(&mut g, Op::Binary(Binary::Add), vec![b2, y]);
+        }
+        g.outputs.push(y);
+        g
+    }
+
+    /// The hidden width left (W2's rows).
+    fn width(g: &Graph) -> usize {
+        let w2 = g
+            .values()
+            .find(|(v, val)| val.name == "w2" && g.is_used(*v))
+            .unwrap();
+        w2.1.shape[0]
+    }
+
+    #[test]
+    fn zero_w1_columns_and_bias_are_removed() {
+        let g = build(Act::Gelu, &[1, 4], &[1, 4], &[], true);
+        let (g, s) = run_checked(&g, &DeadChannels);
+        assert_eq!(s, "removed 2 of 6 channels: ffn 2/6");
+        assert_eq!(width(&g), 4);
+        let half = g
+            .values()
+            .find(|(v, val)| val.name == "half" && g.is_used(*v));
+        assert_eq!(
+            half.unwrap().1.shape,
+            [1, 1, 4],
+            "per-channel constant sliced"
+        );
+    }
+
+    #[test]
+    fn zero_w2_rows_are_removed() {
+        let (g, s) = run_checked(&build(Act::Relu, &[], &[], &[0, 5], false), &DeadChannels);
+        assert!(s.starts_with("removed 2 of 6"), "{s}");
+        assert_eq!(width(&g), 4);
+    }
+
+    #[test]
+    fn a_constant_channel_folds_into_the_second_bias() {
+        let (g, s) = run_checked(&build(Act::Sigmoid, &[2], &[], &[], true), &DeadChannels);
+        assert!(s.starts_with("removed 1 of 6"), "{s}");
+        assert_eq!(width(&g), 5);
+    }
+
+    #[test]
+    fn a_constant_channel_without_a_second_bias_is_kept() {
+        let (g, s) = run_checked(&build(Act::Sigmoid, &[2], &[2], &[], false), &DeadChannels);
+        assert!(s.starts_with("removed 0 of 6"), "{s}");
+        assert_eq!(width(&g), 6);
+        // Relu(0) = 0: the same channel without the second bias can go.
+        let (g, s) = run_checked(&build(Act::Relu, &[2], &[2], &[], false), &DeadChannels);
+        assert!(s.starts_with("removed 1 of 6"), "{s}");
+        assert_eq!(width(&g), 5);
+    }
+
+    #[test]
+    fn every_channel_dead_leaves_the_bias() {
+        let all: Vec<usize> = (0..6).collect();
+        let (g, s) = run_checked(&build(Act::Relu, &[], &[], &all, true), &DeadChannels);
+        assert!(s.starts_with("removed 6 of 6"), "{s}");
+        assert_eq!(g.node_count(), 1);
+    }
+
+    #[test]
+    fn a_partly_zero_column_is_kept() {
+        let mut g = build(Act::Gelu, &[], &[3], &[], true);
+        let w1 = g.values().find(|(_, v)| v.name == "w1").unwrap().0;
+        let mut t = g.konst(w1).unwrap().clone();
+        let mut d = t.as_f32().unwrap().to_vec();
+        (0..3).for_each(|i| d[i * 6 + 3] = 0.0);
+        t = Tensor::f32(t.shape.clone(), d);
+        g.value_mut(w1).konst = Some(t);
+        let (_, s) = run_checked(&g, &DeadChannels);
+        assert!(s.starts_with("removed 0 of 6"), "{s}");
+    }
 }

@@ -28,8 +28,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::Pass;
 use super::pattern::{
-    Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear,
-    region_label, replace_with_zeros, slice_groups,
+    Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear, region_label,
+    replace_with_zeros, slice_groups,
 };
 use crate::Error;
 use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
@@ -101,7 +101,11 @@ impl Pass for DeadHeads {
             let n_dead = dead.iter().filter(|&&d| d).count();
             total += block.heads;
             removed += n_dead;
-            per_layer.push(format!("{} {n_dead}/{}", block_label(g, &block), block.heads));
+            per_layer.push(format!(
+                "{} {n_dead}/{}",
+                block_label(g, &block),
+                block.heads
+            ));
             if n_dead == 0 {
                 continue;
             }
@@ -186,7 +190,10 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
         }
     }
     b.exit = exit.ok_or("no output projection")?;
-    let leaks = b.entries.iter().any(|(l, _)| b.layout.contains_key(&l.input))
+    let leaks = b
+        .entries
+        .iter()
+        .any(|(l, _)| b.layout.contains_key(&l.input))
         || b.layout.contains_key(&b.exit.0.output);
     if leaks {
         return Err("a projection reads its own block".into());
@@ -225,12 +232,7 @@ fn set(b: &mut Block, q: &mut VecDeque<ValueId>, v: ValueId, l: Layout) -> Resul
 
 /// Applies the layout rule of node `n` (not a projection), from whichever of its values
 /// already has a layout to the others.
-fn visit(
-    g: &Graph,
-    n: NodeIndex,
-    b: &mut Block,
-    q: &mut VecDeque<ValueId>,
-) -> Result<(), String> {
+fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> Result<(), String> {
     let node = g.node(n).clone();
     let shape = |v: ValueId| g.value(v).shape.clone();
     let known = |b: &Block, v: ValueId| b.layout.get(&v).copied();
@@ -255,14 +257,20 @@ fn visit(
                 set(b, q, i, l)?;
                 return set(b, q, o, l);
             }
-            // Flat [.., H·d] <-> Split [.., H, d], in either direction.
+            // Packed heads stay packed when only the leading dims change ([S,E] <-> [1,S,E]).
+            let flat = known(b, i).or(known(b, o));
+            if let Some(Layout::Flat(d)) = flat
+                && si.last() == so.last()
+                && si.last() == Some(&(h * d))
+            {
+                set(b, q, i, Layout::Flat(d))?;
+                return set(b, q, o, Layout::Flat(d));
+            }
+            // Flat [.., H·d] <-> Split [.., H, d], in either direction (the leading dims
+            // may regroup: the elements keep their order).
             let pair = |flat: &[usize], split: &[usize]| -> Option<(Layout, Layout)> {
                 let r = split.len();
-                (r >= 2
-                    && flat.len() + 1 == r
-                    && flat[..r - 2] == split[..r - 2]
-                    && split[r - 2] == h
-                    && flat[r - 2] == h * split[r - 1])
+                (r >= 2 && split[r - 2] == h && flat.last() == Some(&(h * split[r - 1])))
                     .then(|| (Layout::Flat(split[r - 1]), Layout::Split(r - 2)))
             };
             let (li, lo) = if let Some((f, s)) = pair(&si, &so) {
@@ -291,13 +299,13 @@ fn visit(
         Op::MatMul => {
             let vals = [node.inputs[0], node.inputs[1], node.outputs[0]];
             let r = shape(vals[2]).len();
-            if vals.iter().any(|&v| shape(v).len() != r || g.konst(v).is_some()) {
+            if vals
+                .iter()
+                .any(|&v| shape(v).len() != r || g.konst(v).is_some())
+            {
                 return Err(format!("matmul {} broadcasts over heads", node.name));
             }
-            let l = vals
-                .iter()
-                .find_map(|&v| known(b, v))
-                .ok_or("no layout")?;
+            let l = vals.iter().find_map(|&v| known(b, v)).ok_or("no layout")?;
             match l {
                 Layout::Split(a) if a + 2 < r => vals.iter().try_for_each(|&v| set(b, q, v, l)),
                 _ => Err(format!("matmul {} mixes heads", node.name)),
@@ -368,7 +376,8 @@ fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
 /// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
 /// and V is a projection plus bias adds and constant scalings (`None` otherwise).
 fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
-    let layout_op = |op: &Op| matches!(op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Identity);
+    let layout_op =
+        |op: &Op| matches!(op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Identity);
     // Back from Wo's input to probs·V.
     let mut v = b.exit.0.input;
     let pv = loop {
@@ -404,7 +413,7 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
             (Op::Binary(Binary::Mul), Some(k)) => v = other(k),
             (Op::Binary(Binary::Div), Some(1)) => {
                 let c = g.konst(node.inputs[1])?.as_f32()?;
-                if c.iter().any(|&x| x == 0.0) {
+                if c.contains(&0.0) {
                     return None;
                 }
                 v = node.inputs[0];
@@ -478,8 +487,10 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
             rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d)?);
         }
     }
-    rb.consts
-        .insert((exit.node, 1), slice(g, exit.weight, exit.in_axis(), b.exit.1)?);
+    rb.consts.insert(
+        (exit.node, 1),
+        slice(g, exit.weight, exit.in_axis(), b.exit.1)?,
+    );
     for hc in &b.head_consts {
         let v = g.node(hc.node).inputs[hc.input];
         rb.consts
@@ -510,4 +521,285 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         }
     }
     rb.apply(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pattern::testing::{run_checked, tensor};
+    use super::*;
+    use crate::ir::{DType, Tensor};
+
+    /// Per-head weights of a 2-head, width-4 attention block (`[in,out]` layout).
+    struct Weights {
+        wq: Tensor,
+        bq: Tensor,
+        wk: Tensor,
+        bk: Tensor,
+        wv: Tensor,
+        bv: Tensor,
+        wo: Tensor,
+        bo: Tensor,
+    }
+
+    fn weights() -> Weights {
+        Weights {
+            wq: tensor(1, &[4, 4]),
+            bq: tensor(2, &[4]),
+            wk: tensor(3, &[4, 4]),
+            bk: tensor(4, &[4]),
+            wv: tensor(5, &[4, 4]),
+            bv: tensor(6, &[4]),
+            wo: tensor(7, &[4, 4]),
+            bo: tensor(8, &[4]),
+        }
+    }
+
+    /// Zeroes columns `cols` of a `[rows, n]` matrix (or entries of a vector).
+    fn zero_cols(t: &mut Tensor, cols: std::ops::Range<usize>) {
+        let n = *t.shape.last().unwrap();
+        let mut d = t.as_f32().unwrap().to_vec();
+        for (i, x) in d.iter_mut().enumerate() {
+            if cols.contains(&(i % n)) {
+                *x = 0.0;
+            }
+        }
+        *t = Tensor::f32(t.shape.clone(), d);
+    }
+
+    fn zero_rows(t: &mut Tensor, rows: std::ops::Range<usize>) {
+        let n = t.shape[1];
+        let mut d = t.as_f32().unwrap().to_vec();
+        for r in rows {
+            d[r * n..(r + 1) * n].fill(0.0);
+        }
+        *t = Tensor::f32(t.shape.clone(), d);
+    }
+
+    fn transposed(t: &Tensor) -> Tensor {
+        let (r, c) = (t.shape[0], t.shape[1]);
+        let d = t.as_f32().unwrap();
+        Tensor::f32(
+            vec![c, r],
+            (0..r * c).map(|i| d[(i % r) * c + i / r]).collect(),
+        )
+    }
+
+    /// x[1,3,4] → BERT-style attention with 2 heads of 2. `gemm` writes the projections as
+    /// 2-D Gemm{trans_b} on x[3,4]; `head_bias` adds a per-head constant to the scores;
+    /// `probs_out` makes the attention probabilities a graph output.
+    fn build(w: &Weights, gemm: bool, head_bias: bool, probs_out: bool) -> Graph {
+        let mut g = Graph::new("attention");
+        let s = if gemm { vec![3, 4] } else { vec![1, 3, 4] };
+        let x = g.add_input("x", DType::F32, s);
+        g.inputs.push(x);
+        let mut n = 0;
+        let mut node = |g: &mut Graph, op: Op, ins: Vec<ValueId>| {
+            n += 1;
+            g.add_node(format!("attn/n{n}"), op, ins).unwrap().1[0]
+        };
+        let proj = |g: &mut Graph, w: &Tensor, b: &Tensor, name: &str| {
+            if gemm {
+                let w = g.add_const(format!("{name}.w"), transposed(w));
+                let b = g.add_const(format!("{name}.b"), b.clone());
+                let op = Op::Gemm {
+                    alpha: 1.0,
+                    beta: 1.0,
+                    trans_a: false,
+                    trans_b: true,
+                };
+                let y = g
+                    .add_node(format!("attn/{name}"), op, vec![x, w, b])
+                    .unwrap()
+                    .1[0];
+                g.add_node(
+                    format!("attn/{name}/r"),
+                    Op::Reshape {
+                        shape: vec![1, 3, 4],
+                        allowzero: false,
+                    },
+                    vec![y],
+                )
+                .unwrap()
+                .1[0]
+            } else {
+                let w = g.add_const(format!("{name}.w"), w.clone());
+                let b = g.add_const(format!("{name}.b"), b.clone());
+                let y = g
+                    .add_node(format!("attn/{name}"), Op::MatMul, vec![x, w])
+                    .unwrap()
+                    .1[0];
+                g.add_node(
+                    format!("attn/{name}/add"),
+                    Op::Binary(Binary::Add),
+                    vec![b, y],
+                )
+                .unwrap()
+                .1[0]
+            }
+        };
+        let q = proj(&mut g, &w.wq, &w.bq, "q");
+        let k = proj(&mut g, &w.wk, &w.bk, "k");
+        let v = proj(&mut g, &w.wv, &w.bv, "v");
+        let split = Op::Reshape {
+            shape: vec![1, 3, -1, 2],
+            allowzero: false,
+        };
+        let t0213 = Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        };
+        let q = node(&mut g, split.clone(), vec![q]);
+        let q = node(&mut g, t0213.clone(), vec![q]);
+        let k = node(&mut g, split.clone(), vec![k]);
+        let k = node(&mut g, t0213.clone(), vec![k]);
+        let k = node(
+            &mut g,
+            Op::Transpose {
+                perm: vec![0, 1, 3, 2],
+            },
+            vec![k],
+        );
+        let v = node(&mut g, split, vec![v]);
+        let v = node(&mut g, t0213.clone(), vec![v]);
+        let s = node(&mut g, Op::MatMul, vec![q, k]);
+        let c = g.add_const("scale", Tensor::f32(vec![], vec![0.7]));
+        let mut s = node(&mut g, Op::Binary(Binary::Div), vec![s, c]);
+        if head_bias {
+            let hb = g.add_const("head_bias", tensor(9, &[2, 1, 3]));
+            s = node(&mut g, Op::Binary(Binary::Add), vec![s, hb]);
+        }
+        let p = node(
+            &mut g,
+            Op::Softmax {
+                axis: -1,
+                coerce_2d: false,
+            },
+            vec![s],
+        );
+        let ctx = node(&mut g, Op::MatMul, vec![p, v]);
+        let ctx = node(&mut g, t0213, vec![ctx]);
+        let merged = if gemm { vec![3, 4] } else { vec![1, 3, 4] };
+        let ctx = node(
+            &mut g,
+            Op::Reshape {
+                shape: merged.iter().map(|&d| d as i64).collect(),
+                allowzero: false,
+            },
+            vec![ctx],
+        );
+        let y = if gemm {
+            let wo = g.add_const("o.w", transposed(&w.wo));
+            let bo = g.add_const("o.b", w.bo.clone());
+            let op = Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            };
+            g.add_node("attn/o", op, vec![ctx, wo, bo]).unwrap().1[0]
+        } else {
+            let wo = g.add_const("o.w", w.wo.clone());
+            let bo = g.add_const("o.b", w.bo.clone());
+            let y = g.add_node("attn/o", Op::MatMul, vec![ctx, wo]).unwrap().1[0];
+            g.add_node("attn/o/add", Op::Binary(Binary::Add), vec![y, bo])
+                .unwrap()
+                .1[0]
+        };
+        g.outputs.push(y);
+        if probs_out {
+            g.outputs.push(p);
+        }
+        g
+    }
+
+    /// The head count the softmax computes (None when no softmax is left).
+    fn heads_left(g: &Graph) -> Option<usize> {
+        g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::Softmax { .. }))
+            .map(|n| g.value(g.node(n).outputs[0]).shape[1])
+    }
+
+    #[test]
+    fn zero_v_removes_the_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert_eq!(s, "removed 1 of 2 heads: attn 1/2");
+        assert_eq!(heads_left(&g), Some(1));
+        let wq = g
+            .node_indices()
+            .find(|&n| g.node(n).name == "attn/q")
+            .unwrap();
+        assert_eq!(g.value(g.node(wq).inputs[1]).shape, [4, 2]);
+    }
+
+    #[test]
+    fn zero_output_rows_remove_the_head() {
+        let mut w = weights();
+        zero_rows(&mut w.wo, 0..2);
+        let (g, s) = run_checked(&build(&w, false, true, false), &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), Some(1));
+        // The per-head score bias was sliced with the heads.
+        let hb = g
+            .values()
+            .filter(|(v, val)| val.name == "head_bias" && g.is_used(*v))
+            .map(|(_, val)| val.shape.clone())
+            .collect::<Vec<_>>();
+        assert_eq!(hb, [vec![1, 1, 3]]);
+    }
+
+    #[test]
+    fn gemm_projections_with_transposed_weights() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..2);
+        zero_cols(&mut w.bv, 0..2);
+        let (g, s) = run_checked(&build(&w, true, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), Some(1));
+    }
+
+    #[test]
+    fn all_heads_dead_leaves_the_bias() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..2);
+        zero_cols(&mut w.bv, 0..2);
+        zero_rows(&mut w.wo, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 2 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), None);
+        assert_eq!(g.node_count(), 1, "only the bias add is left");
+    }
+
+    #[test]
+    fn zero_query_and_key_keep_the_head() {
+        let mut w = weights();
+        for t in [&mut w.wq, &mut w.bq, &mut w.wk, &mut w.bk] {
+            zero_cols(t, 2..4);
+        }
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert_eq!(s, "removed 0 of 2 heads: attn 0/2");
+        assert_eq!(heads_left(&g), Some(2));
+    }
+
+    #[test]
+    fn zero_v_weights_with_a_bias_keep_the_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        let (_, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 0 of 2 heads"), "{s}");
+    }
+
+    #[test]
+    fn a_reader_outside_the_block_keeps_every_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, true), &DeadHeads);
+        assert!(
+            s.starts_with("removed 0 of 0 heads; not matched: attn/"),
+            "{s}"
+        );
+        assert_eq!(heads_left(&g), Some(2));
+    }
 }

@@ -264,3 +264,61 @@ pub fn region_label(g: &Graph, projections: &[NodeIndex], nodes: &[NodeIndex]) -
     }
     names.first().map(|s| s.to_string()).unwrap_or_default()
 }
+
+/// Graph-building and checking helpers for the pruning passes' unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::super::Pass;
+    use crate::interp;
+    use crate::ir::{DType, Graph, Tensor, verify};
+
+    /// Deterministic values in [-1, 1) (a small LCG), never exactly zero.
+    pub fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                if v == 0.0 { 0.5 } else { v }
+            })
+            .collect()
+    }
+
+    pub fn tensor(seed: u64, shape: &[usize]) -> Tensor {
+        Tensor::f32(shape.to_vec(), values(seed, shape.iter().product()))
+    }
+
+    /// Runs `pass` on a copy of `g`, verifies it and checks that the interpreter's outputs on
+    /// a seeded input are unchanged (relative to the output scale); returns the new graph
+    /// and the pass summary.
+    pub fn run_checked(g: &Graph, pass: &dyn Pass) -> (Graph, String) {
+        let inputs: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                assert_eq!(g.value(v).dtype, DType::F32);
+                tensor(100 + i as u64, &g.value(v).shape)
+            })
+            .collect();
+        let before = interp::run(g, &inputs).unwrap();
+        let mut after_g = g.clone();
+        let summary = pass.run(&mut after_g).unwrap();
+        verify::verify(&after_g).unwrap();
+        let after = interp::run(&after_g, &inputs).unwrap();
+        for (b, a) in before.iter().zip(&after) {
+            let (b, a) = (b.as_f32().unwrap(), a.as_f32().unwrap());
+            let scale = b.iter().fold(1e-30f32, |m, x| m.max(x.abs()));
+            let err = b.iter().zip(a).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                err / scale <= 1e-5,
+                "outputs changed by {err} (scale {scale})"
+            );
+        }
+        (after_g, summary)
+    }
+}
