@@ -7,6 +7,16 @@ tool leaves them, and the same network with them physically removed.
     examples/models/encoder_pruned/    zeroed weights, full shapes (TorchScript, opset 17)
     examples/models/encoder_headless/  the same function, dead heads/channels sliced out
     examples/models/encoder_pruned_dynamo/  encoder_pruned through the dynamo exporter
+    examples/models/encoder_fusedqkv/  a torch.nn.TransformerEncoder (one fused Q/K/V
+                                       projection per layer), dynamo exporter, opset 18
+
+encoder_fusedqkv: d_model 96, 6 heads of 16, 2 layers, FFN 192 (ReLU), batch_first,
+sequence 32, float input x [1, 32, 96] (seed 4). Layer 0: head 1 has zero V rows of
+in_proj (and bias), head 4 zero out_proj input columns; layer 1: head 0 zero Q, K and V
+rows, head 3 zero out_proj columns (4 of 12 heads removable); FFN: per layer 32 channels
+with zero linear1 rows and bias (ReLU(0) = 0) and 32 with zero linear2 columns (64 of 192
+removable). (The TorchScript exporter writes this model with a Mod op edgecc does not
+import, so only the dynamo export is committed.)
 
 What is zeroed (head h = features 16h..16h+15 of the attention width):
 
@@ -146,8 +156,65 @@ def remove(model, plan):
     return model
 
 
+def build_fused():
+    torch.manual_seed(4)
+    layer = torch.nn.TransformerEncoderLayer(d_model=HIDDEN, nhead=HEADS, dim_feedforward=192,
+                                             batch_first=True, dropout=0.0)
+    enc = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    rng = np.random.RandomState(12)
+    with torch.no_grad():
+        for _, p in enc.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+        for li, l in enumerate(enc.layers):
+            w, b, o = l.self_attn.in_proj_weight, l.self_attn.in_proj_bias, l.self_attn.out_proj.weight
+            dead_v, dead_o = ((1,), (4,)) if li == 0 else ((0,), (3,))
+            for h in dead_v:
+                for blk in ((0, 1, 2) if li == 1 else (2,)):
+                    w[blk * HIDDEN + h * D: blk * HIDDEN + (h + 1) * D, :] = 0
+                    b[blk * HIDDEN + h * D: blk * HIDDEN + (h + 1) * D] = 0
+            for h in dead_o:
+                o[:, heads(h)] = 0
+            perm = rng.permutation(192)
+            l.linear1.weight[perm[:32], :] = 0
+            l.linear1.bias[perm[:32]] = 0
+            l.linear2.weight[:, perm[32:64]] = 0
+    return enc
+
+
+def export_fused(root):
+    import onnx
+    import onnxruntime as ort
+    out_dir = os.path.join(root, "encoder_fusedqkv")
+    os.makedirs(out_dir, exist_ok=True)
+    enc = build_fused()
+    x = np.random.RandomState(13).uniform(-1, 1, (1, ebt.SEQ, HIDDEN)).astype(np.float32)
+    path = os.path.join(out_dir, "model.onnx")
+    prog = torch.onnx.export(enc, (torch.from_numpy(x),), dynamo=True, opset_version=18,
+                             external_data=False, input_names=["x"], output_names=["y"])
+    prog.save(path, external_data=False)
+    onnx.checker.check_model(onnx.load(path))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x})
+    with torch.no_grad():
+        want = enc(torch.from_numpy(x)).numpy()
+    assert np.abs(y - want).max() < 1e-4, np.abs(y - want).max()
+    np.save(os.path.join(out_dir, "input_0.npy"), x)
+    np.save(os.path.join(out_dir, "output_0.npy"), y)
+    with open(os.path.join(out_dir, "exported_with.txt"), "w") as f:
+        f.write(f"torch {torch.__version__}\nonnx {onnx.__version__}\n"
+                f"onnxruntime {ort.__version__}\nexporter dynamo, opset 18\n")
+    print(f"{out_dir}: exported")
+
+
 def main():
     root = ebt.ROOT
+    if sys.argv[1:] == ["fused"]:
+        export_fused(root)
+        return
     pruned = build()
     plan = prune(pruned)
     ebt.export(pruned, False, os.path.join(root, "encoder_pruned"))
@@ -161,6 +228,7 @@ def main():
     b = np.load(os.path.join(root, "encoder_headless", "output_0.npy"))
     print("pruned vs headless (onnxruntime):", np.abs(a - b).max())
     assert np.abs(a - b).max() < 1e-4
+    export_fused(root)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// output with onnxruntime's (float32 bound from the design brief: 1e-4 of the output's
 /// scale).
 /// The examples every target runs against onnxruntime (symbolic needs a shape, apart).
-const EXAMPLES: [&str; 13] = [
+const EXAMPLES: [&str; 14] = [
     "mlp",
     "cnn",
     "conv1d",
@@ -93,6 +93,7 @@ const EXAMPLES: [&str; 13] = [
     "encoder_pruned",
     "encoder_pruned_dynamo",
     "encoder_headless",
+    "encoder_fusedqkv",
 ];
 
 fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {

@@ -41,28 +41,54 @@ fn jit(g: &Graph, inputs: &[edgecc::ir::Tensor]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Every attention softmax has `heads` heads, and no value keeps `channels` (the unpruned
-/// FFN width) as its last dim.
-fn assert_reduced(g: &Graph, heads: usize, channels: usize) {
-    let mut softmaxes = 0;
+/// Every attention softmax has `heads` heads and every FFN activation (Erf of the erf GELU,
+/// Relu) `channels` channels.
+fn assert_reduced(g: &Graph, heads: usize, channels: usize, seq: usize) {
+    let (mut softmaxes, mut activations) = (0, 0);
     for n in g.topo_order() {
         let node = g.node(n);
-        for &o in &node.outputs {
-            let s = &g.value(o).shape;
-            assert_ne!(s.last(), Some(&channels), "{}: {s:?}", g.value(o).name);
-            if node.op.name() == "Softmax" {
-                assert_eq!(s, &[1, heads, 32, 32], "{}", node.name);
+        let s = &g.value(node.outputs[0]).shape;
+        match node.op.name() {
+            "Softmax" => {
+                assert_eq!(s, &[1, heads, seq, seq], "{}", node.name);
                 softmaxes += 1;
             }
+            "Erf" | "Relu" => {
+                assert_eq!(s.last(), Some(&channels), "{}", node.name);
+                activations += 1;
+            }
+            _ => {}
         }
     }
-    assert_eq!(softmaxes, 2);
+    assert_eq!((softmaxes, activations), (2, 2));
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn pruned_encoder_compiles_to_fewer_heads_and_the_same_outputs() {
-    for name in ["encoder_pruned", "encoder_pruned_dynamo"] {
+    // (model, heads summary, channels summary, FFN width left)
+    let cases = [
+        (
+            "encoder_pruned",
+            "removed 4 of 12 heads: ",
+            "removed 256 of 768 channels: ",
+            256,
+        ),
+        (
+            "encoder_pruned_dynamo",
+            "removed 4 of 12 heads: ",
+            "removed 256 of 768 channels: ",
+            256,
+        ),
+        // torch.nn.TransformerEncoder: one fused Q/K/V projection split by Gather.
+        (
+            "encoder_fusedqkv",
+            "removed 4 of 12 heads: ",
+            "removed 128 of 384 channels: ",
+            128,
+        ),
+    ];
+    for (name, want_heads, want_channels, width) in cases {
         let dir = common::example(name);
         let mut g = load(name);
         let inputs = common::npys(&dir, "input");
@@ -71,19 +97,10 @@ fn pruned_encoder_compiles_to_fewer_heads_and_the_same_outputs() {
         let records = optimize(&mut g);
         let heads = summary(&records, "dead-heads");
         let channels = summary(&records, "dead-channels");
-        assert!(
-            heads.starts_with("removed 4 of 12 heads: "),
-            "{name}: {heads}"
-        );
-        assert!(
-            heads.contains("layer.0") && heads.contains(" 2/6"),
-            "{heads}"
-        );
-        assert!(
-            channels.starts_with("removed 256 of 768 channels: "),
-            "{name}: {channels}"
-        );
-        assert_reduced(&g, 4, 384);
+        assert!(heads.starts_with(want_heads), "{name}: {heads}");
+        assert_eq!(heads.matches(" 2/6").count(), 2, "{name}: {heads}");
+        assert!(channels.starts_with(want_channels), "{name}: {channels}");
+        assert_reduced(&g, 4, width, 32);
         let optimized = edgecc::interp::run(&g, &inputs).unwrap();
         let compiled = jit(&g, &inputs);
         for k in 0..unpruned.len() {

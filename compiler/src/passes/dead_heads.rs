@@ -43,6 +43,52 @@ enum Layout {
     Split(usize),
     /// The last axis holds the heads head-major, this many features each.
     Flat(usize),
+    /// A fused Q/K/V projection split by a reshape: the last axis is `Flat(d)` and axis
+    /// `sel` picks Q, K or V.
+    Sel { d: usize, sel: usize },
+    /// A fused projection's output: the last axis holds `k` (3 for Q/K/V) blocks of
+    /// head-major heads of `d` features each.
+    Packed { d: usize, k: usize },
+}
+
+impl Layout {
+    /// Features per head and fused blocks of the last axis, for the layouts that pack
+    /// heads there.
+    fn packed(self) -> Option<(usize, usize)> {
+        match self {
+            Layout::Split(_) => None,
+            Layout::Flat(d) | Layout::Sel { d, .. } => Some((d, 1)),
+            Layout::Packed { d, k } => Some((d, k)),
+        }
+    }
+}
+
+/// How the non-1 axes of `from` map to those of `to` when the two shapes differ only by
+/// size-1 axes (a reshape, Unsqueeze or Squeeze that moves no data): `map[i]` is the axis
+/// of `to` for axis `i` of `from` (`None` for size-1 axes of `from`).
+fn unit_map(from: &[usize], to: &[usize]) -> Option<Vec<Option<usize>>> {
+    let big = |s: &[usize]| -> Vec<usize> { (0..s.len()).filter(|&i| s[i] != 1).collect() };
+    let (bf, bt) = (big(from), big(to));
+    if bf.len() != bt.len() || bf.iter().zip(&bt).any(|(&i, &j)| from[i] != to[j]) {
+        return None;
+    }
+    let mut map = vec![None; from.len()];
+    for (&i, &j) in bf.iter().zip(&bt) {
+        map[i] = Some(j);
+    }
+    Some(map)
+}
+
+/// `l` moved through a data-preserving change of size-1 axes from `from` to `to`.
+fn through_unit_axes(l: Layout, from: &[usize], to: &[usize]) -> Option<Layout> {
+    let map = unit_map(from, to)?;
+    let last_ok = map.last().copied().flatten() == Some(to.len().checked_sub(1)?);
+    match l {
+        Layout::Split(a) => map[a].map(Layout::Split),
+        Layout::Flat(_) | Layout::Packed { .. } if last_ok => Some(l),
+        Layout::Sel { d, sel } if last_ok => map[sel].map(|sel| Layout::Sel { d, sel }),
+        _ => None,
+    }
 }
 
 /// A constant operand that varies per head and must be sliced with them.
@@ -53,6 +99,8 @@ struct HeadConst {
     axis: usize,
     /// Features per head along that axis (1 for a `Split` value).
     group: usize,
+    /// Fused blocks of heads along that axis (3 for a fused Q/K/V bias).
+    k: usize,
 }
 
 /// A matched attention block.
@@ -60,8 +108,8 @@ struct Block {
     heads: usize,
     layout: HashMap<ValueId, Layout>,
     nodes: HashSet<NodeIndex>,
-    /// Input projections with the head width of their output.
-    entries: Vec<(Linear, usize)>,
+    /// Input projections with the head width and fused block count of their output.
+    entries: Vec<(Linear, usize, usize)>,
     /// The output projection with the head width of its input.
     exit: (Linear, usize),
     head_consts: Vec<HeadConst>,
@@ -129,7 +177,7 @@ fn block_label(g: &Graph, b: &Block) -> String {
     let projections: Vec<NodeIndex> = b
         .entries
         .iter()
-        .map(|(l, _)| l.node)
+        .map(|(l, _, _)| l.node)
         .chain([b.exit.0.node])
         .collect();
     let mut nodes: Vec<NodeIndex> = b.nodes.iter().copied().collect();
@@ -173,8 +221,12 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
                 let (lin_in, lin_out) = (b.layout.get(&lin.input), b.layout.get(&lin.output));
                 let w = &g.konst(lin.weight).expect("linear weight").shape;
                 match (lin_in, lin_out) {
-                    (None, Some(&Layout::Flat(d))) if w[lin.out_axis] == b.heads * d => {
-                        b.entries.push((lin, d));
+                    (None, Some(&l @ (Layout::Flat(_) | Layout::Packed { .. })))
+                        if l.packed()
+                            .is_some_and(|(d, k)| w[lin.out_axis] == k * b.heads * d) =>
+                    {
+                        let (d, k) = l.packed().expect("packed");
+                        b.entries.push((lin, d, k));
                     }
                     (Some(&Layout::Flat(d)), None) if w[lin.in_axis()] == b.heads * d => {
                         if exit.is_some() {
@@ -193,7 +245,7 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
     let leaks = b
         .entries
         .iter()
-        .any(|(l, _)| b.layout.contains_key(&l.input))
+        .any(|(l, _, _)| b.layout.contains_key(&l.input))
         || b.layout.contains_key(&b.exit.0.output);
     if leaks {
         return Err("a projection reads its own block".into());
@@ -240,22 +292,59 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
     match &node.op {
         Op::Transpose { perm } => {
             let (i, o) = (node.inputs[0], node.outputs[0]);
-            if let Some(Layout::Split(a)) = known(b, o) {
-                set(b, q, i, Layout::Split(perm[a]))
-            } else if let Some(Layout::Split(a)) = known(b, i) {
-                let pos = perm.iter().position(|&p| p == a).ok_or("bad perm")?;
-                set(b, q, o, Layout::Split(pos))
-            } else {
-                Err("transpose of packed heads".into())
+            let last = perm.len() - 1;
+            let pos = |a: usize| perm.iter().position(|&p| p == a).ok_or("bad perm");
+            match (known(b, i), known(b, o)) {
+                (_, Some(Layout::Split(a))) => set(b, q, i, Layout::Split(perm[a])),
+                (Some(Layout::Split(a)), _) => set(b, q, o, Layout::Split(pos(a)?)),
+                _ if perm[last] != last => Err("transpose of packed heads".into()),
+                (_, Some(Layout::Sel { d, sel })) => {
+                    set(b, q, i, Layout::Sel { d, sel: perm[sel] })
+                }
+                (Some(Layout::Sel { d, sel }), _) => {
+                    set(b, q, o, Layout::Sel { d, sel: pos(sel)? })
+                }
+                (Some(l), _) | (_, Some(l)) => {
+                    set(b, q, i, l)?;
+                    set(b, q, o, l)
+                }
+                (None, None) => Err("no layout".into()),
             }
         }
-        Op::Reshape { .. } | Op::Identity => {
+        Op::Reshape { .. } | Op::Identity | Op::Unsqueeze { .. } | Op::Squeeze { .. } => {
             let (i, o) = (node.inputs[0], node.outputs[0]);
             let (si, so) = (shape(i), shape(o));
             if si == so {
                 let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
                 set(b, q, i, l)?;
                 return set(b, q, o, l);
+            }
+            let moved = match (known(b, i), known(b, o)) {
+                (Some(l), _) => through_unit_axes(l, &si, &so).map(|lo| (l, lo)),
+                (_, Some(l)) => through_unit_axes(l, &so, &si).map(|li| (li, l)),
+                _ => None,
+            };
+            if let Some((li, lo)) = moved {
+                set(b, q, i, li)?;
+                return set(b, q, o, lo);
+            }
+            if !matches!(node.op, Op::Reshape { .. }) {
+                return Err(format!("{} {} moves the heads", node.op.name(), node.name));
+            }
+            // A fused projection [.., k·H·d] <-> [.., k, H·d].
+            let sel = |packed: &[usize], sel: &[usize], d: usize| -> Option<(Layout, Layout)> {
+                let r = sel.len();
+                let k = *sel.get(r.checked_sub(2)?)?;
+                (k >= 2 && sel[r - 1] == h * d && packed.last() == Some(&(k * h * d)))
+                    .then_some((Layout::Packed { d, k }, Layout::Sel { d, sel: r - 2 }))
+            };
+            match (known(b, i), known(b, o)) {
+                (Some(Layout::Packed { d, .. }), _) | (_, Some(Layout::Sel { d, .. })) => {
+                    let (li, lo) = sel(&si, &so, d).ok_or("fused projection regrouped")?;
+                    set(b, q, i, li)?;
+                    return set(b, q, o, lo);
+                }
+                _ => {}
             }
             // Packed heads stay packed when only the leading dims change ([S,E] <-> [1,S,E]).
             let flat = known(b, i).or(known(b, o));
@@ -282,6 +371,27 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
             };
             set(b, q, i, li)?;
             set(b, q, o, lo)
+        }
+        Op::Gather { axis } => {
+            // Picking Q, K or V out of a fused projection.
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let idx = g
+                .konst(node.inputs[1])
+                .ok_or("gather by a run-time index")?;
+            let si = shape(i);
+            let ax = if *axis < 0 {
+                *axis + si.len() as i64
+            } else {
+                *axis
+            } as usize;
+            if !idx.shape.is_empty() || ax + 1 >= si.len() {
+                return Err(format!("gather {} across heads", node.name));
+            }
+            match (known(b, i), known(b, o)) {
+                (Some(Layout::Sel { d, sel }), _) if sel == ax => set(b, q, o, Layout::Flat(d)),
+                (None, Some(Layout::Flat(d))) => set(b, q, i, Layout::Sel { d, sel: ax }),
+                _ => Err(format!("gather {} across heads", node.name)),
+            }
         }
         Op::Softmax { axis, coerce_2d } => {
             let (i, o) = (node.inputs[0], node.outputs[0]);
@@ -335,9 +445,15 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                     return Err(format!("{} broadcasts a block value", node.name));
                 }
                 let sv = shape(v);
-                let (axis, size, group) = match l {
-                    Layout::Split(a) => (a, h, 1),
-                    Layout::Flat(d) => (so.len() - 1, h * d, d),
+                if let Layout::Sel { sel, .. } = l
+                    && aligned_axis(sel, so.len(), sv.len()).is_some_and(|ax| sv[ax] != 1)
+                {
+                    return Err(format!("{} mixes Q, K and V", node.name));
+                }
+                let (axis, size, group, k) = match l {
+                    Layout::Split(a) => (a, h, 1, 1),
+                    Layout::Flat(d) | Layout::Sel { d, .. } => (so.len() - 1, h * d, d, 1),
+                    Layout::Packed { d, k } => (so.len() - 1, k * h * d, d, k),
                 };
                 let Some(ax) = aligned_axis(axis, so.len(), sv.len()) else {
                     continue;
@@ -353,6 +469,7 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                     input: i,
                     axis: ax,
                     group,
+                    k,
                 });
             }
             for &v in &node.outputs {
@@ -376,8 +493,16 @@ fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
 /// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
 /// and V is a projection plus bias adds and constant scalings (`None` otherwise).
 fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
-    let layout_op =
-        |op: &Op| matches!(op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Identity);
+    let layout_op = |op: &Op| {
+        matches!(
+            op,
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Identity
+                | Op::Unsqueeze { .. }
+                | Op::Squeeze { .. }
+        )
+    };
     // Back from Wo's input to probs·V.
     let mut v = b.exit.0.input;
     let pv = loop {
@@ -391,11 +516,13 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
             return None;
         }
     };
-    // Back from V to its projection, collecting added constants.
+    // Back from V to its projection, collecting added constants and which block of a
+    // fused projection V is.
     let mut added = Vec::new();
     let mut v = g.node(pv).inputs[1];
+    let mut block = None;
     let entry = loop {
-        if let Some((lin, _)) = b.entries.iter().find(|(l, _)| l.output == v) {
+        if let Some((lin, _, _)) = b.entries.iter().find(|(l, _, _)| l.output == v) {
             break lin;
         }
         let p = g.value(v).producer?;
@@ -404,6 +531,20 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         let other = |k: usize| node.inputs[1 - k];
         match (&node.op, konst) {
             (op, _) if layout_op(op) => v = node.inputs[0],
+            (Op::Gather { .. }, Some(1)) => {
+                let sel = match b.layout.get(&node.inputs[0]) {
+                    Some(&Layout::Sel { sel, .. }) => sel,
+                    _ => return None,
+                };
+                let k = g.value(node.inputs[0]).shape[sel] as i64;
+                let i = g.konst(node.inputs[1])?.to_i64s()?[0];
+                let i = if i < 0 { i + k } else { i };
+                if block.is_some() || !(0..k).contains(&i) {
+                    return None;
+                }
+                block = Some(i as usize);
+                v = node.inputs[0];
+            }
             (Op::Binary(Binary::Add), Some(k)) => {
                 let out = node.outputs[0];
                 let l = b.layout.get(&out).copied();
@@ -421,24 +562,30 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
             _ => return None,
         }
     };
-    let (_, d) = b.entries.iter().find(|(l, _)| l.node == entry.node)?;
+    let (_, d, k) = b.entries.iter().find(|(l, _, _)| l.node == entry.node)?;
+    let block = match (block, k) {
+        (None, 1) => 0,
+        (Some(s), _) => s,
+        _ => return None,
+    };
     let w = g.konst(entry.weight)?;
     let zero = |h: usize| -> bool {
-        group_is_zero(w, entry.out_axis, *d, h)
+        let group = block * b.heads + h;
+        group_is_zero(w, entry.out_axis, *d, group)
             && entry.bias.is_none_or(|c| {
                 let t = g.konst(c).expect("bias");
-                group_is_zero(t, t.shape.len() - 1, *d, h)
+                group_is_zero(t, t.shape.len() - 1, *d, group)
             })
             && added.iter().all(|&(c, out_rank, l)| {
                 let t = g.konst(c).expect("const");
-                const_head_zero(t, out_rank, l, b.heads, h)
+                const_head_zero(t, out_rank, l, b.heads, group)
             })
     };
     Some((0..b.heads).map(zero).collect())
 }
 
 /// Whether constant `t`, broadcast against a block value of rank `out_rank` and layout `l`,
-/// is zero for head `h`.
+/// is zero for head `h` (counting the heads of every block of a fused projection).
 fn const_head_zero(
     t: &crate::ir::Tensor,
     out_rank: usize,
@@ -449,7 +596,8 @@ fn const_head_zero(
     let (axis, size, group) = match l {
         Some(Layout::Split(a)) => (a, heads, 1),
         Some(Layout::Flat(d)) => (out_rank - 1, heads * d, d),
-        None => return false,
+        Some(Layout::Packed { d, k }) => (out_rank - 1, k * heads * d, d),
+        Some(Layout::Sel { .. }) | None => return false,
     };
     match aligned_axis(axis, out_rank, t.shape.len()) {
         Some(ax) if t.shape[ax] == size => group_is_zero(t, ax, group, h),
@@ -469,9 +617,13 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         replace_with_zeros(g, exit.output, &order);
         return Ok(());
     }
-    let slice = |g: &Graph, v: ValueId, axis: usize, group: usize| {
+    let heads = b.heads;
+    let slice = |g: &Graph, v: ValueId, axis: usize, group: usize, k: usize| {
         let t = g.konst(v).expect("constant");
-        slice_groups(t, axis, group, keep)
+        let keep: Vec<usize> = (0..k)
+            .flat_map(|s| keep.iter().map(move |&h| s * heads + h))
+            .collect();
+        slice_groups(t, axis, group, &keep)
             .ok_or_else(|| Error::Internal("slicing a non-f32 per-head constant".into()))
     };
     let mut rb = Rebuild {
@@ -479,22 +631,22 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         exits: vec![exit.output],
         ..Rebuild::default()
     };
-    for (lin, d) in &b.entries {
+    for (lin, d, k) in &b.entries {
         rb.consts
-            .insert((lin.node, 1), slice(g, lin.weight, lin.out_axis, *d)?);
+            .insert((lin.node, 1), slice(g, lin.weight, lin.out_axis, *d, *k)?);
         if let Some(c) = lin.bias {
             let r = g.value(c).shape.len();
-            rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d)?);
+            rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d, *k)?);
         }
     }
     rb.consts.insert(
         (exit.node, 1),
-        slice(g, exit.weight, exit.in_axis(), b.exit.1)?,
+        slice(g, exit.weight, exit.in_axis(), b.exit.1, 1)?,
     );
     for hc in &b.head_consts {
         let v = g.node(hc.node).inputs[hc.input];
         rb.consts
-            .insert((hc.node, hc.input), slice(g, v, hc.axis, hc.group)?);
+            .insert((hc.node, hc.input), slice(g, v, hc.axis, hc.group, hc.k)?);
     }
     let kept = keep.len() as i64;
     for &n in &order {
@@ -503,13 +655,14 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
             let mut shape = shape.clone();
             match b.layout.get(&out) {
                 Some(Layout::Split(a)) if shape[*a] > 0 => shape[*a] = kept,
-                Some(Layout::Flat(d)) => {
+                Some(Layout::Split(_)) | None => {}
+                Some(&l) => {
+                    let (d, k) = l.packed().expect("packed layout");
                     let last = shape.len() - 1;
                     if shape[last] > 0 {
-                        shape[last] = kept * *d as i64;
+                        shape[last] = (k * d) as i64 * kept;
                     }
                 }
-                _ => {}
             }
             rb.ops.insert(
                 n,
