@@ -22,11 +22,11 @@ use std::collections::{HashMap, HashSet};
 use super::Pass;
 use super::pattern::{
     Linear, Rebuild, aligned_axis, group_is_zero, is_elementwise, linear, region_label,
-    replace_with_zeros, slice_groups,
+    replace_with_constant, slice_groups,
 };
 use crate::Error;
 use crate::interp;
-use crate::ir::{Binary, Graph, NodeIndex, Op, Tensor, ValueId};
+use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Tensor, ValueId};
 
 pub struct DeadChannels;
 
@@ -120,7 +120,7 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             let r = t.shape.len();
             let per_channel = r <= shape.len()
                 && t.shape[..r.saturating_sub(1)].iter().all(|&d| d == 1)
-                && (r == 0 || t.shape[r - 1] == 1 || t.shape[r - 1] == channels);
+                && (t.len() == 1 || (t.shape[r - 1] == channels && t.dtype == DType::F32));
             if !per_channel {
                 return None;
             }
@@ -146,7 +146,7 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             let k = node.inputs.iter().position(|&v| v != out)?;
             let t = g.konst(node.inputs[k])?;
             let n_out = *g.value(out).shape.last()?;
-            let ok = t.dtype == crate::ir::DType::F32
+            let ok = t.dtype == DType::F32
                 && t.shape.last() == Some(&n_out)
                 && t.shape[..t.shape.len() - 1].iter().all(|&d| d == 1)
                 && g.value(node.outputs[0]).shape == g.value(out).shape;
@@ -212,7 +212,7 @@ fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
                     } else {
                         w2d[o * c + j]
                     };
-                    *x += consts[j] * w;
+                    *x += f.second.alpha * consts[j] * w;
                 }
                 *b = Tensor::f32(b.shape.clone(), bd);
                 continue;
@@ -228,7 +228,10 @@ fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
 fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
     let c = f.channels;
     let start = match f.first.bias {
-        Some(b) => g.konst(b).expect("bias").as_f32().expect("f32").to_vec(),
+        Some(b) => {
+            let b = g.konst(b).expect("bias").as_f32().expect("f32");
+            b.iter().map(|&x| f.first.beta * x).collect()
+        }
         None => vec![0.0; c],
     };
     let mut vals: HashMap<ValueId, Tensor> =
@@ -272,7 +275,7 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
     nodes.extend(&f.chain);
     nodes.push(f.second.node);
     if plan.keep.is_empty() {
-        replace_with_zeros(g, f.second.output, &nodes);
+        replace_with_constant(g, &f.second, &nodes);
         return Ok(());
     }
     let keep = &plan.keep;
@@ -377,13 +380,20 @@ mod tests {
         g
     }
 
-    /// The hidden width left (W2's rows).
+    /// The hidden width left (W1's output features).
     fn width(g: &Graph) -> usize {
-        let w2 = g
+        let w1 = g
             .values()
-            .find(|(v, val)| val.name == "w2" && g.is_used(*v))
+            .find(|(v, val)| val.name == "w1" && g.is_used(*v))
             .unwrap();
-        w2.1.shape[0]
+        let s = &w1.1.shape;
+        if g.node_indices()
+            .any(|n| matches!(g.node(n).op, Op::Gemm { .. }))
+        {
+            s[0]
+        } else {
+            s[1]
+        }
     }
 
     #[test]
@@ -431,6 +441,57 @@ mod tests {
     fn every_channel_dead_leaves_the_bias() {
         let all: Vec<usize> = (0..6).collect();
         let (g, s) = run_checked(&build(Act::Relu, &[], &[], &all, true), &DeadChannels);
+        assert!(s.starts_with("removed 6 of 6"), "{s}");
+        assert_eq!(g.node_count(), 1);
+    }
+
+    /// x[3,4] → Gemm{alpha=0.5 beta=2 trans_b}(W1 [6,4], b1) → Sigmoid →
+    /// Gemm{alpha=0.25 trans_b}(W2 [4,6]) (+ b2): the scales enter the folded constants.
+    fn build_gemm(zero_w1_rows: &[usize], zero_w2_cols: &[usize]) -> Graph {
+        let mut w1 = tensor(1, &[6, 4]).as_f32().unwrap().to_vec();
+        let mut w2 = tensor(3, &[4, 6]).as_f32().unwrap().to_vec();
+        for &j in zero_w1_rows {
+            w1[j * 4..(j + 1) * 4].fill(0.0);
+        }
+        for &j in zero_w2_cols {
+            (0..4).for_each(|o| w2[o * 6 + j] = 0.0);
+        }
+        let mut g = Graph::new("ffn");
+        let x = g.add_input("x", DType::F32, vec![3, 4]);
+        g.inputs.push(x);
+        let w1 = g.add_const("w1", Tensor::f32(vec![6, 4], w1));
+        let b1 = g.add_const("b1", tensor(2, &[6]));
+        let w2 = g.add_const("w2", Tensor::f32(vec![4, 6], w2));
+        let b2 = g.add_const("b2", tensor(4, &[4]));
+        let gemm = |alpha, beta| Op::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b: true,
+        };
+        let h = g
+            .add_node("fc1", gemm(0.5, 2.0), vec![x, w1, b1])
+            .unwrap()
+            .1[0];
+        let a = g
+            .add_node("act", Op::Unary(Unary::Sigmoid), vec![h])
+            .unwrap()
+            .1[0];
+        let y = g.add_node("fc2", gemm(0.25, 1.0), vec![a, w2]).unwrap().1[0];
+        let y = g
+            .add_node("fc2/add", Op::Binary(Binary::Add), vec![y, b2])
+            .unwrap()
+            .1[0];
+        g.outputs.push(y);
+        g
+    }
+
+    #[test]
+    fn gemm_scales_enter_the_folded_channel() {
+        let (g, s) = run_checked(&build_gemm(&[1, 3], &[]), &DeadChannels);
+        assert!(s.starts_with("removed 2 of 6"), "{s}");
+        assert_eq!(width(&g), 4);
+        let (g, s) = run_checked(&build_gemm(&[], &[0, 1, 2, 3, 4, 5]), &DeadChannels);
         assert!(s.starts_with("removed 6 of 6"), "{s}");
         assert_eq!(g.node_count(), 1);
     }

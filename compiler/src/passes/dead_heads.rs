@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::Pass;
 use super::pattern::{
     Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear, region_label,
-    replace_with_zeros, slice_groups,
+    replace_with_constant, slice_groups,
 };
 use crate::Error;
 use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
@@ -265,6 +265,8 @@ fn linear_placeholder(g: &Graph, s: NodeIndex) -> Linear {
         weight: v,
         out_axis: 0,
         bias: None,
+        alpha: 1.0,
+        beta: 1.0,
         output: v,
     }
 }
@@ -461,7 +463,7 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 if sv[ax] == 1 {
                     continue;
                 }
-                if sv[ax] != size || g.konst(v).is_none() {
+                if sv[ax] != size || super::pattern::const_f32(g, v).is_none() {
                     return Err(format!("{} mixes a per-head value", node.name));
                 }
                 b.head_consts.push(HeadConst {
@@ -614,7 +616,7 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         .collect();
     let exit = &b.exit.0;
     if keep.is_empty() {
-        replace_with_zeros(g, exit.output, &order);
+        replace_with_constant(g, exit, &order);
         return Ok(());
     }
     let heads = b.heads;
@@ -922,6 +924,29 @@ mod tests {
         assert!(s.starts_with("removed 2 of 2 heads"), "{s}");
         assert_eq!(heads_left(&g), None);
         assert_eq!(g.node_count(), 1, "only the bias add is left");
+    }
+
+    #[test]
+    fn all_heads_dead_leaves_gemms_scaled_bias() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..4);
+        zero_cols(&mut w.bv, 0..4);
+        let mut g = build(&w, true, false, false);
+        let o = g
+            .node_indices()
+            .find(|&n| g.node(n).name == "attn/o")
+            .unwrap();
+        let op = Op::Gemm {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        let ins = g.node(o).inputs.clone();
+        g.set_op(o, op, ins).unwrap();
+        let (g, s) = run_checked(&g, &DeadHeads);
+        assert!(s.starts_with("removed 2 of 2 heads"), "{s}");
+        assert_eq!(g.node_count(), 0);
     }
 
     #[test]

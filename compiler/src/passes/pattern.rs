@@ -17,6 +17,10 @@ pub struct Linear {
     pub out_axis: usize,
     /// Gemm's `C` when it is a per-output-feature constant (`[out]` or `[1,out]`).
     pub bias: Option<ValueId>,
+    /// Gemm's scale of the product (1 for MatMul).
+    pub alpha: f32,
+    /// Gemm's scale of `C`.
+    pub beta: f32,
     pub output: ValueId,
 }
 
@@ -36,13 +40,14 @@ pub fn const_f32(g: &Graph, v: ValueId) -> Option<&Tensor> {
 /// (alpha and beta scale whole results, so slicing features is valid for any values).
 pub fn linear(g: &Graph, n: NodeIndex) -> Option<Linear> {
     let node = g.node(n);
-    let out_axis = match node.op {
-        Op::MatMul => 1,
+    let (out_axis, alpha, beta) = match node.op {
+        Op::MatMul => (1, 1.0, 1.0),
         Op::Gemm {
             trans_a: false,
             trans_b,
-            ..
-        } => usize::from(!trans_b),
+            alpha,
+            beta,
+        } => (usize::from(!trans_b), alpha, beta),
         _ => return None,
     };
     let weight = *node.inputs.get(1)?;
@@ -72,6 +77,8 @@ pub fn linear(g: &Graph, n: NodeIndex) -> Option<Linear> {
         weight,
         out_axis,
         bias,
+        alpha,
+        beta,
         output: node.outputs[0],
     })
 }
@@ -200,14 +207,21 @@ impl Rebuild {
     }
 }
 
-/// Replaces every reader of `v` by a zero constant of its type, then removes `nodes`, which
+/// Replaces every reader of linear layer `lin`'s output by what it computes when its input
+/// features are all dead: zero, or Gemm's `beta·C` broadcast. Then removes `nodes`, which
 /// must be the only other readers of each other's outputs.
-pub fn replace_with_zeros(g: &mut Graph, v: ValueId, nodes: &[NodeIndex]) {
-    let val = g.value(v);
+pub fn replace_with_constant(g: &mut Graph, lin: &Linear, nodes: &[NodeIndex]) {
+    let val = g.value(lin.output);
     let (name, shape) = (val.name.clone(), val.shape.clone());
     let n: usize = shape.iter().product();
-    let z = g.add_const(name, Tensor::f32(shape, vec![0.0; n]));
-    g.replace_uses(v, z);
+    let mut data = vec![0.0; n];
+    if let Some(c) = lin.bias.and_then(|c| g.konst(c)).and_then(|t| t.as_f32()) {
+        for (i, x) in data.iter_mut().enumerate() {
+            *x = lin.beta * c[i % c.len()];
+        }
+    }
+    let z = g.add_const(name, Tensor::f32(shape, data));
+    g.replace_uses(lin.output, z);
     for &n in nodes {
         g.remove_node(n);
     }
