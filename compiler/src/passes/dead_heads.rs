@@ -553,10 +553,16 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
                 added.push((node.inputs[k], g.value(out).shape.len(), l));
                 v = other(k);
             }
-            (Op::Binary(Binary::Mul), Some(k)) => v = other(k),
+            (Op::Binary(Binary::Mul), Some(k)) => {
+                let c = g.konst(node.inputs[k])?.as_f32()?;
+                if !c.iter().all(|x| x.is_finite()) {
+                    return None;
+                }
+                v = other(k);
+            }
             (Op::Binary(Binary::Div), Some(1)) => {
                 let c = g.konst(node.inputs[1])?.as_f32()?;
-                if c.contains(&0.0) {
+                if c.contains(&0.0) || !c.iter().all(|x| x.is_finite()) {
                     return None;
                 }
                 v = node.inputs[0];
