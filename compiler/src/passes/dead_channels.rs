@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::Pass;
 use super::pattern::{
-    Linear, Rebuild, aligned_axis, group_is_zero, is_elementwise, linear, region_label,
-    replace_with_constant, slice_groups,
+    Linear, Rebuild, group_is_zero, is_elementwise, linear, region_label, replace_with_constant,
+    slice_groups,
 };
 use crate::Error;
 use crate::interp;
@@ -87,8 +87,7 @@ impl Pass for DeadChannels {
 
 /// Follows `first`'s output through an elementwise chain to a second projection.
 fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
-    let shape = g.value(first.output).shape.clone();
-    let channels = *shape.last()?;
+    let channels = *g.value(first.output).shape.last()?;
     let mut chain_vals: HashSet<ValueId> = HashSet::from([first.output]);
     let mut chain = Vec::new();
     let mut second: Option<Linear> = None;
@@ -109,16 +108,29 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             second = Some(lin);
             continue;
         }
+        let out_shape = &g.value(node.outputs[0]).shape;
+        if out_shape.last() != Some(&channels) {
+            return None;
+        }
+        if node.op.is_view() {
+            // Leading dims regroup ([1,S,C] <-> [S,C]); channels stay the last axis.
+            chain_vals.insert(node.outputs[0]);
+            chain.push(n);
+            continue;
+        }
         if !is_elementwise(&node.op) {
             return None;
         }
         for &v in &node.inputs {
             if chain_vals.contains(&v) {
+                if g.value(v).shape != *out_shape {
+                    return None;
+                }
                 continue;
             }
             let t = g.konst(v)?;
             let r = t.shape.len();
-            let per_channel = r <= shape.len()
+            let per_channel = r <= out_shape.len()
                 && t.shape[..r.saturating_sub(1)].iter().all(|&d| d == 1)
                 && (t.len() == 1 || (t.shape[r - 1] == channels && t.dtype == DType::F32));
             if !per_channel {
@@ -126,7 +138,7 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             }
         }
         for &o in &node.outputs {
-            if g.value(o).shape != shape {
+            if g.value(o).shape != *out_shape {
                 return None;
             }
             chain_vals.insert(o);
@@ -238,6 +250,11 @@ fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
         HashMap::from([(f.first.output, Tensor::f32(vec![c], start))]);
     for &n in &f.chain {
         let node = g.node(n);
+        if node.op.is_view() {
+            let v = vals[&node.inputs[0]].clone();
+            vals.insert(node.outputs[0], v);
+            continue;
+        }
         let args: Vec<Tensor> = node
             .inputs
             .iter()
@@ -300,15 +317,21 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
         (f.second.node, 1),
         slice(g, f.second.weight, f.second.in_axis())?,
     );
-    let rank = g.value(f.first.output).shape.len();
     for &n in &f.chain {
-        for (i, &v) in g.node(n).inputs.iter().enumerate() {
+        let node = g.node(n);
+        if let Op::Reshape { shape, allowzero } = &node.op {
+            let mut shape = shape.clone();
+            let last = shape.len() - 1;
+            if shape[last] > 0 {
+                shape[last] = keep.len() as i64;
+            }
+            let allowzero = *allowzero;
+            rb.ops.insert(n, Op::Reshape { shape, allowzero });
+        }
+        for (i, &v) in node.inputs.iter().enumerate() {
             let Some(t) = g.konst(v) else { continue };
-            if let Some(ax) = aligned_axis(rank - 1, rank, t.shape.len())
-                && t.shape[ax] == f.channels
-                && f.channels != 1
-            {
-                rb.consts.insert((n, i), slice(g, v, ax)?);
+            if t.len() > 1 && t.shape.last() == Some(&f.channels) {
+                rb.consts.insert((n, i), slice(g, v, t.shape.len() - 1)?);
             }
         }
     }

@@ -374,6 +374,29 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
             set(b, q, i, li)?;
             set(b, q, o, lo)
         }
+        Op::Split { axis, sizes } => {
+            // Q, K and V out of a fused projection, split along its last axis.
+            let i = node.inputs[0];
+            let si = shape(i);
+            let r = si.len() as i64;
+            let k = node.outputs.len();
+            let flat = node.outputs.iter().find_map(|&o| match known(b, o) {
+                Some(Layout::Flat(d)) => Some(d),
+                _ => None,
+            });
+            let d = match (known(b, i), flat) {
+                (Some(Layout::Packed { d, k: kk }), _) if kk == k => d,
+                (None, Some(d)) => d,
+                _ => return Err(format!("split {} across heads", node.name)),
+            };
+            if (*axis + r) % r != r - 1 || sizes.iter().any(|&s| s != h * d) {
+                return Err(format!("split {} across heads", node.name));
+            }
+            set(b, q, i, Layout::Packed { d, k })?;
+            node.outputs
+                .iter()
+                .try_for_each(|&o| set(b, q, o, Layout::Flat(d)))
+        }
         Op::Gather { axis } => {
             // Picking Q, K or V out of a fused projection.
             let (i, o) = (node.inputs[0], node.outputs[0]);
@@ -533,6 +556,13 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         let other = |k: usize| node.inputs[1 - k];
         match (&node.op, konst) {
             (op, _) if layout_op(op) => v = node.inputs[0],
+            (Op::Split { .. }, _) => {
+                if block.is_some() {
+                    return None;
+                }
+                block = node.outputs.iter().position(|&o| o == v);
+                v = node.inputs[0];
+            }
             (Op::Gather { .. }, Some(1)) => {
                 let sel = match b.layout.get(&node.inputs[0]) {
                     Some(&Layout::Sel { sel, .. }) => sel,
@@ -658,6 +688,12 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
     }
     let kept = keep.len() as i64;
     for &n in &order {
+        if let Op::Split { axis, sizes } = &g.node(n).op
+            && let Some(&Layout::Flat(d)) = b.layout.get(&g.node(n).outputs[0])
+        {
+            let sizes = vec![keep.len() * d; sizes.len()];
+            rb.ops.insert(n, Op::Split { axis: *axis, sizes });
+        }
         if let Op::Reshape { shape, allowzero } = &g.node(n).op {
             let out = g.node(n).outputs[0];
             let mut shape = shape.clone();
