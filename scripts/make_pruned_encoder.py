@@ -18,6 +18,15 @@ with zero linear1 rows and bias (ReLU(0) = 0) and 32 with zero linear2 columns (
 removable). (The TorchScript exporter writes this model with a Mod op edgecc does not
 import, so only the dynamo export is committed.)
 
+    examples/models/gpt2_pruned/       a transformers.GPT2Model (seed 5; n_embd 64, 4 heads
+                                       of 16, 2 layers, MLP 256, gelu_new), TorchScript
+
+gpt2_pruned: one fused c_attn Gemm split by a Split op, a one-input Concat (the empty key/
+value cache), the MLP between reshapes. Layer 0: head 1 has zero V columns of c_attn and
+bias (removable), head 3 zero Q columns only (kept); layer 1: head 2 has zero c_proj rows
+(removable): 2 of 8 heads. MLP: layer 0 has 40 channels with zero c_fc columns and bias
+(gelu_new(0) = 0), layer 1 30 channels with zero c_proj rows: 70 of 512.
+
 What is zeroed (head h = features 16h..16h+15 of the attention width):
 
     layer 0  head 1: V weight rows and V bias zero                  -> dead (removable)
@@ -210,10 +219,32 @@ def export_fused(root):
     print(f"{out_dir}: exported")
 
 
+def build_gpt2():
+    torch.manual_seed(5)
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4,
+                                  n_positions=64)
+    m = ebt.perturbed(transformers.GPT2Model(cfg).eval())
+    e, d = 64, 16
+    with torch.no_grad():
+        a0, a1 = m.h[0].attn, m.h[1].attn
+        a0.c_attn.weight[:, 2 * e + d: 2 * e + 2 * d] = 0  # Conv1D weights are [in, out]
+        a0.c_attn.bias[2 * e + d: 2 * e + 2 * d] = 0
+        a0.c_attn.weight[:, 3 * d: 4 * d] = 0  # Q only: kept
+        a1.c_proj.weight[2 * d: 3 * d, :] = 0
+        m.h[0].mlp.c_fc.weight[:, :40] = 0
+        m.h[0].mlp.c_fc.bias[:40] = 0
+        m.h[1].mlp.c_proj.weight[100:130, :] = 0
+    return m
+
+
 def main():
     root = ebt.ROOT
     if sys.argv[1:] == ["fused"]:
         export_fused(root)
+        return
+    if sys.argv[1:] == ["gpt2"]:
+        ebt.export(build_gpt2(), False, os.path.join(root, "gpt2_pruned"),
+                   wrapper=ebt.WrappedDistil, output_names=["last_hidden_state"])
         return
     pruned = build()
     plan = prune(pruned)
@@ -229,6 +260,8 @@ def main():
     print("pruned vs headless (onnxruntime):", np.abs(a - b).max())
     assert np.abs(a - b).max() < 1e-4
     export_fused(root)
+    ebt.export(build_gpt2(), False, os.path.join(root, "gpt2_pruned"),
+               wrapper=ebt.WrappedDistil, output_names=["last_hidden_state"])
 
 
 if __name__ == "__main__":

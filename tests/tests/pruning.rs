@@ -41,23 +41,76 @@ fn jit(g: &Graph, inputs: &[edgecc::ir::Tensor]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Every attention softmax has `heads` heads and every FFN activation (Erf of the erf GELU,
-/// Relu) `channels` channels.
-fn assert_reduced(g: &Graph, heads: usize, channels: usize, seq: usize) {
+/// What the passes must do to one pruned example.
+struct Case {
+    model: &'static str,
+    /// The start of the dead-heads summary, and what it says for each of the two layers.
+    heads: &'static str,
+    per_layer: &'static str,
+    channels: &'static str,
+    /// Heads left per layer, the FFN activation op and the FFN width left.
+    heads_left: usize,
+    activation: &'static str,
+    width_left: usize,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        model: "encoder_pruned",
+        heads: "removed 4 of 12 heads: ",
+        per_layer: " 2/6",
+        channels: "removed 256 of 768 channels: ",
+        heads_left: 4,
+        activation: "Erf",
+        width_left: 256,
+    },
+    Case {
+        model: "encoder_pruned_dynamo",
+        heads: "removed 4 of 12 heads: ",
+        per_layer: " 2/6",
+        channels: "removed 256 of 768 channels: ",
+        heads_left: 4,
+        activation: "Erf",
+        width_left: 256,
+    },
+    // torch.nn.TransformerEncoder: one fused Q/K/V projection split by Gather.
+    Case {
+        model: "encoder_fusedqkv",
+        heads: "removed 4 of 12 heads: ",
+        per_layer: " 2/6",
+        channels: "removed 128 of 384 channels: ",
+        heads_left: 4,
+        activation: "Relu",
+        width_left: 128,
+    },
+    // GPT-2: fused c_attn Gemm split by Split, a one-input Concat, the MLP between
+    // reshapes, gelu_new (Tanh).
+    Case {
+        model: "gpt2_pruned",
+        heads: "removed 2 of 8 heads: ",
+        per_layer: " 1/4",
+        channels: "removed 70 of 512 channels: ",
+        heads_left: 3,
+        activation: "Tanh",
+        width_left: 0,
+    },
+];
+
+/// Both attention softmaxes have `c.heads_left` heads, and both FFN activations
+/// `c.width_left` channels (when given; GPT-2's layers keep different widths).
+fn assert_reduced(g: &Graph, c: &Case, seq: usize) {
     let (mut softmaxes, mut activations) = (0, 0);
     for n in g.topo_order() {
         let node = g.node(n);
         let s = &g.value(node.outputs[0]).shape;
-        match node.op.name() {
-            "Softmax" => {
-                assert_eq!(s, &[1, heads, seq, seq], "{}", node.name);
-                softmaxes += 1;
+        if node.op.name() == "Softmax" {
+            assert_eq!(s, &[1, c.heads_left, seq, seq], "{}", node.name);
+            softmaxes += 1;
+        } else if node.op.name() == c.activation && s.len() == 3 {
+            if c.width_left > 0 {
+                assert_eq!(s.last(), Some(&c.width_left), "{}", node.name);
             }
-            "Erf" | "Relu" => {
-                assert_eq!(s.last(), Some(&channels), "{}", node.name);
-                activations += 1;
-            }
-            _ => {}
+            activations += 1;
         }
     }
     assert_eq!((softmaxes, activations), (2, 2));
@@ -65,30 +118,9 @@ fn assert_reduced(g: &Graph, heads: usize, channels: usize, seq: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn pruned_encoder_compiles_to_fewer_heads_and_the_same_outputs() {
-    // (model, heads summary, channels summary, FFN width left)
-    let cases = [
-        (
-            "encoder_pruned",
-            "removed 4 of 12 heads: ",
-            "removed 256 of 768 channels: ",
-            256,
-        ),
-        (
-            "encoder_pruned_dynamo",
-            "removed 4 of 12 heads: ",
-            "removed 256 of 768 channels: ",
-            256,
-        ),
-        // torch.nn.TransformerEncoder: one fused Q/K/V projection split by Gather.
-        (
-            "encoder_fusedqkv",
-            "removed 4 of 12 heads: ",
-            "removed 128 of 384 channels: ",
-            128,
-        ),
-    ];
-    for (name, want_heads, want_channels, width) in cases {
+fn pruned_models_compile_to_fewer_heads_and_the_same_outputs() {
+    for c in &CASES {
+        let name = c.model;
         let dir = common::example(name);
         let mut g = load(name);
         let inputs = common::npys(&dir, "input");
@@ -97,10 +129,10 @@ fn pruned_encoder_compiles_to_fewer_heads_and_the_same_outputs() {
         let records = optimize(&mut g);
         let heads = summary(&records, "dead-heads");
         let channels = summary(&records, "dead-channels");
-        assert!(heads.starts_with(want_heads), "{name}: {heads}");
-        assert_eq!(heads.matches(" 2/6").count(), 2, "{name}: {heads}");
-        assert!(channels.starts_with(want_channels), "{name}: {channels}");
-        assert_reduced(&g, 4, width, 32);
+        assert!(heads.starts_with(c.heads), "{name}: {heads}");
+        assert_eq!(heads.matches(c.per_layer).count(), 2, "{name}: {heads}");
+        assert!(channels.starts_with(c.channels), "{name}: {channels}");
+        assert_reduced(&g, c, 32);
         let optimized = edgecc::interp::run(&g, &inputs).unwrap();
         let compiled = jit(&g, &inputs);
         for k in 0..unpruned.len() {

@@ -313,7 +313,15 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 (None, None) => Err("no layout".into()),
             }
         }
-        Op::Reshape { .. } | Op::Identity | Op::Unsqueeze { .. } | Op::Squeeze { .. } => {
+        // A one-input Concat is a copy (GPT-2's TorchScript export appends the new keys
+        // and values to an empty cache).
+        op @ (Op::Reshape { .. }
+        | Op::Identity
+        | Op::Unsqueeze { .. }
+        | Op::Squeeze { .. }
+        | Op::Concat { .. })
+            if !matches!(op, Op::Concat { .. }) || node.inputs.len() == 1 =>
+        {
             let (i, o) = (node.inputs[0], node.outputs[0]);
             let (si, so) = (shape(i), shape(o));
             if si == so {
@@ -518,22 +526,22 @@ fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
 /// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
 /// and V is a projection plus bias adds and constant scalings (`None` otherwise).
 fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
-    let layout_op = |op: &Op| {
+    let layout_node = |node: &crate::ir::Node| {
         matches!(
-            op,
+            node.op,
             Op::Reshape { .. }
                 | Op::Transpose { .. }
                 | Op::Identity
                 | Op::Unsqueeze { .. }
                 | Op::Squeeze { .. }
-        )
+        ) || matches!(node.op, Op::Concat { .. }) && node.inputs.len() == 1
     };
     // Back from Wo's input to probs·V.
     let mut v = b.exit.0.input;
     let pv = loop {
         let p = g.value(v).producer?;
         let node = g.node(p);
-        if layout_op(&node.op) {
+        if layout_node(node) {
             v = node.inputs[0];
         } else if node.op == Op::MatMul && linear(g, p).is_none() {
             break p;
@@ -555,7 +563,7 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         let konst = node.inputs.iter().position(|&i| g.konst(i).is_some());
         let other = |k: usize| node.inputs[1 - k];
         match (&node.op, konst) {
-            (op, _) if layout_op(op) => v = node.inputs[0],
+            _ if layout_node(node) => v = node.inputs[0],
             (Op::Split { .. }, _) => {
                 if block.is_some() {
                     return None;
