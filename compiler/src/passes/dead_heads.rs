@@ -416,7 +416,8 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 *axis + si.len() as i64
             } else {
                 *axis
-            } as usize;
+            };
+            let ax = usize::try_from(ax).map_err(|_| "bad gather axis")?;
             if !idx.shape.is_empty() || ax + 1 >= si.len() {
                 return Err(format!("gather {} across heads", node.name));
             }
