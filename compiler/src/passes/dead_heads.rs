@@ -111,8 +111,17 @@ struct Block {
     /// Input projections with the head width and fused block count of their output.
     entries: Vec<(Linear, usize, usize)>,
     /// The output projection with the head width of its input.
-    exit: (Linear, usize),
+    exit: Option<(Linear, usize)>,
     head_consts: Vec<HeadConst>,
+}
+
+impl Block {
+    /// The output projection (a matched block has one) and the head width of its input.
+    fn exit(&self) -> &(Linear, usize) {
+        self.exit
+            .as_ref()
+            .expect("a matched block has an output projection")
+    }
 }
 
 impl Pass for DeadHeads {
@@ -178,7 +187,7 @@ fn block_label(g: &Graph, b: &Block) -> String {
         .entries
         .iter()
         .map(|(l, _, _)| l.node)
-        .chain([b.exit.0.node])
+        .chain([b.exit().0.node])
         .collect();
     let mut nodes: Vec<NodeIndex> = b.nodes.iter().copied().collect();
     nodes.sort_unstable();
@@ -194,10 +203,9 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
         layout: HashMap::new(),
         nodes: HashSet::new(),
         entries: Vec::new(),
-        exit: (linear_placeholder(g, s), 0),
+        exit: None,
         head_consts: Vec::new(),
     };
-    let mut exit: Option<(Linear, usize)> = None;
     let mut queue = VecDeque::new();
     set(&mut b, &mut queue, out, Layout::Split(rank - 3))?;
     while let Some(v) = queue.pop_front() {
@@ -229,10 +237,10 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
                         b.entries.push((lin, d, k));
                     }
                     (Some(&Layout::Flat(d)), None) if w[lin.in_axis()] == b.heads * d => {
-                        if exit.is_some() {
+                        if b.exit.is_some() {
                             return Err("more than one output projection".into());
                         }
-                        exit = Some((lin, d));
+                        b.exit = Some((lin, d));
                     }
                     _ => return Err(format!("projection {} does not fit", g.node(n).name)),
                 }
@@ -241,12 +249,12 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
             visit(g, n, &mut b, &mut queue)?;
         }
     }
-    b.exit = exit.ok_or("no output projection")?;
+    let exit = &b.exit.as_ref().ok_or("no output projection")?.0;
     let leaks = b
         .entries
         .iter()
         .any(|(l, _, _)| b.layout.contains_key(&l.input))
-        || b.layout.contains_key(&b.exit.0.output);
+        || b.layout.contains_key(&exit.output);
     if leaks {
         return Err("a projection reads its own block".into());
     }
@@ -254,21 +262,6 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
         return Err("no input projection".into());
     }
     Ok(b)
-}
-
-/// A stand-in until the real output projection is found.
-fn linear_placeholder(g: &Graph, s: NodeIndex) -> Linear {
-    let v = g.node(s).outputs[0];
-    Linear {
-        node: s,
-        input: v,
-        weight: v,
-        out_axis: 0,
-        bias: None,
-        alpha: 1.0,
-        beta: 1.0,
-        output: v,
-    }
 }
 
 /// Records `v`'s layout, queueing it when new; a different earlier layout is a mismatch.
@@ -517,7 +510,7 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
 
 /// Which heads provably contribute nothing to the block's output.
 fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
-    let (exit, d_out) = &b.exit;
+    let (exit, d_out) = b.exit();
     let wo = g.konst(exit.weight).expect("weight");
     let by_wo = (0..b.heads).map(|h| group_is_zero(wo, exit.in_axis(), *d_out, h));
     let by_v = v_dead(g, b).unwrap_or_else(|| vec![false; b.heads]);
@@ -538,7 +531,7 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         ) || matches!(node.op, Op::Concat { .. }) && node.inputs.len() == 1
     };
     // Back from Wo's input to probs·V.
-    let mut v = b.exit.0.input;
+    let mut v = b.exit().0.input;
     let pv = loop {
         let p = g.value(v).producer?;
         let node = g.node(p);
@@ -659,7 +652,7 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         .into_iter()
         .filter(|n| b.nodes.contains(n))
         .collect();
-    let exit = &b.exit.0;
+    let exit = &b.exit().0;
     if keep.is_empty() {
         replace_with_constant(g, exit, &order);
         return Ok(());
@@ -688,7 +681,7 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
     }
     rb.consts.insert(
         (exit.node, 1),
-        slice(g, exit.weight, exit.in_axis(), b.exit.1, 1)?,
+        slice(g, exit.weight, exit.in_axis(), b.exit().1, 1)?,
     );
     for hc in &b.head_consts {
         let v = g.node(hc.node).inputs[hc.input];
