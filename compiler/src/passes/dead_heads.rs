@@ -5,7 +5,9 @@
 //! runtime still spends the full cost on it. This pass finds each attention block from its
 //! Softmax, following a *head layout* through it: every value of the block either has the
 //! heads on one axis (`Split`, e.g. `[B,H,S,D]`) or packed head-major in its last axis
-//! (`Flat`, e.g. `[B,S,H·D]` after a projection). The block is accepted only if every op in
+//! (`Flat`, e.g. `[B,S,H·D]` after a projection); a fused Q/K/V projection's output packs
+//! three such blocks (`Packed`) that a Split, or a reshape to `[.., 3, H·D]` (`Sel`) and
+//! constant Gathers, take apart. The block is accepted only if every op in
 //! it computes each head independently (elementwise ops, transposes and reshapes that keep
 //! the head axis, batched MatMuls and Softmax over non-head axes), its only ways in are
 //! linear projections with constant weights and its only way out is one such projection
@@ -20,9 +22,9 @@
 //! A head with zero Q and K but non-zero V is kept (uniform attention still averages V), as
 //! is one with zero V weights but a non-zero V bias. Removing heads slices the projections'
 //! weights and biases, `Wo`'s rows and any per-head constant, and rewrites the head count in
-//! reshape shapes, so the attention kernels shrink. When every head of a block is dead the
-//! output projection's result is exactly zero: it becomes a zero constant (its bias add is
-//! then folded by the following fold-constants).
+//! reshape and Split sizes, so the attention kernels shrink. When every head of a block is
+//! dead the output projection's result is a constant (zero, or Gemm's `beta·C`): it becomes
+//! one (its bias add is then folded by the following fold-constants).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
