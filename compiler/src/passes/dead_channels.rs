@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::Pass;
 use super::pattern::{
-    Linear, Rebuild, group_is_zero, is_elementwise, linear, region_label, replace_with_constant,
-    slice_groups,
+    Linear, Rebuild, group_is_zero, is_elementwise, keep_names_unique, linear, region_label,
+    replace_with_constant, slice_groups,
 };
 use crate::Error;
 use crate::interp;
@@ -283,9 +283,11 @@ fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
 fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
     if let (Some((a, k)), Some(b)) = (f.bias2, plan.bias2) {
         let mut inputs = g.node(a).inputs.clone();
-        let name = g.value(inputs[k]).name.clone();
-        inputs[k] = g.add_const(name, b);
+        let old = inputs[k];
+        inputs[k] = g.add_const(g.value(old).name.clone(), b);
+        let new = inputs[k];
         g.set_op(a, Op::Binary(Binary::Add), inputs)?;
+        keep_names_unique(g, new, old);
     }
     let mut nodes = vec![f.first.node];
     nodes.extend(&f.chain);

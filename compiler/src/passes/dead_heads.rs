@@ -996,6 +996,34 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_constant_keeps_one_definition_per_name() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let mut g = build(&w, false, false, false);
+        // The query bias is also read outside the block.
+        let qb = g.values().find(|(_, v)| v.name == "q.b").unwrap().0;
+        let y = g.outputs[0];
+        let z = g
+            .add_node("outside", Op::Binary(Binary::Add), vec![y, qb])
+            .unwrap()
+            .1[0];
+        g.outputs = vec![z];
+        let (g, s) = run_checked(&g, &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        let mut names: Vec<(&str, &[usize])> = g
+            .values()
+            .filter(|(v, _)| g.is_used(*v))
+            .map(|(_, v)| (v.name.as_str(), v.shape.as_slice()))
+            .collect();
+        names.sort();
+        let n = names.len();
+        names.dedup_by_key(|(name, _)| *name);
+        assert_eq!(names.len(), n, "{names:?}");
+        assert!(names.contains(&("q.b", &[4][..])) && names.contains(&("q.b.pruned", &[2][..])));
+    }
+
+    #[test]
     fn zero_query_and_key_keep_the_head() {
         let mut w = weights();
         for t in [&mut w.wq, &mut w.bq, &mut w.wk, &mut w.bk] {

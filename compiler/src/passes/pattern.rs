@@ -168,6 +168,7 @@ impl Rebuild {
     pub fn apply(self, g: &mut Graph) -> Result<(), Error> {
         let mut map: HashMap<ValueId, ValueId> = HashMap::new();
         let mut added = Vec::new();
+        let mut new_consts = Vec::new();
         for &n in &self.nodes {
             let node = g.node(n).clone();
             let mut inputs = Vec::with_capacity(node.inputs.len());
@@ -175,7 +176,9 @@ impl Rebuild {
                 inputs.push(match self.consts.get(&(n, i)) {
                     Some(t) => {
                         let name = g.value(v).name.clone();
-                        g.add_const(name, t.clone())
+                        let c = g.add_const(name, t.clone());
+                        new_consts.push((c, v));
+                        c
                     }
                     None => map.get(&v).copied().unwrap_or(v),
                 });
@@ -203,8 +206,29 @@ impl Rebuild {
                 g.value_mut(map[&o]).name = name;
             }
         }
+        for (new, old) in new_consts {
+            keep_names_unique(g, new, old);
+        }
         Ok(())
     }
+}
+
+/// A sliced constant takes its original's name; when the original is still read
+/// elsewhere (an initializer shared by several layers), the copy gets a fresh name so
+/// printed graphs keep one definition per name.
+pub fn keep_names_unique(g: &mut Graph, new: ValueId, old: ValueId) {
+    if !g.is_used(old) {
+        return;
+    }
+    let base = g.value(old).name.clone();
+    let taken = |g: &Graph, name: &str| g.values().any(|(v, val)| val.name == name && g.is_used(v));
+    let mut name = format!("{base}.pruned");
+    let mut i = 2;
+    while taken(g, &name) {
+        name = format!("{base}.pruned{i}");
+        i += 1;
+    }
+    g.value_mut(new).name = name;
 }
 
 /// Replaces every reader of linear layer `lin`'s output by what it computes when its input
