@@ -79,7 +79,7 @@ fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// output with onnxruntime's (float32 bound from the design brief: 1e-4 of the output's
 /// scale).
 /// The examples every target runs against onnxruntime (symbolic needs a shape, apart).
-const EXAMPLES: [&str; 10] = [
+const EXAMPLES: [&str; 15] = [
     "mlp",
     "cnn",
     "conv1d",
@@ -90,6 +90,11 @@ const EXAMPLES: [&str; 10] = [
     "distilbert",
     "roberta",
     "einsum",
+    "encoder_pruned",
+    "encoder_pruned_dynamo",
+    "encoder_headless",
+    "encoder_fusedqkv",
+    "gpt2_pruned",
 ];
 
 fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {

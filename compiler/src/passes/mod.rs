@@ -10,11 +10,11 @@
 //!
 //! 1. `fold-constants`: evaluate nodes whose inputs are all constants;
 //! 2. `dead-heads`, 3. `dead-channels`: remove attention heads and FFN channels that
-//!    structured pruning zeroed (added by the pruning passes);
+//!    structured pruning zeroed;
 //! 4. `fold-constants` again, over what pruning left constant;
 //! 5. `fold-batchnorm`, 6. `fuse-layernorm`, 7. `fuse-gelu`, 8. `fold-transposes`,
-//!    9. `fuse-epilogue`, 10. `fuse-softmax`: the fusion passes ([`FUSION_PASSES`], added
-//!    by the fusion work), which turn exporter patterns into single ops;
+//!    9. `fuse-epilogue`, 10. `fuse-softmax`: the fusion passes ([`FUSION_PASSES`]), which
+//!    turn exporter patterns into single ops;
 //! 11. `dead-code`: drop what the rewrites left unused.
 //!
 //! Pruning runs before fusion because it matches the exporters' unfused patterns; the
@@ -22,7 +22,9 @@
 //! than once; `--disable-pass NAME` disables all of its runs, and [`by_name`] finds any
 //! registered pass (the filetests run passes one by one through it).
 
+mod dead_channels;
 mod dead_code;
+mod dead_heads;
 mod fold_batchnorm;
 mod fold_constants;
 mod fold_transposes;
@@ -31,13 +33,16 @@ mod fuse_gelu;
 mod fuse_layernorm;
 mod fuse_softmax;
 mod pattern;
+mod pruning;
 #[cfg(test)]
 mod testing;
 
 use crate::Error;
 use crate::ir::{Graph, print, verify};
 
+pub use dead_channels::DeadChannels;
 pub use dead_code::DeadCode;
+pub use dead_heads::DeadHeads;
 pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
 pub use fold_transposes::FoldTransposes;
@@ -52,6 +57,9 @@ type MakePass = fn() -> Box<dyn Pass>;
 /// The default pipeline, in order (see the module doc). Registering a pass is adding it
 /// here at its place.
 pub const PIPELINE: &[MakePass] = &[
+    || Box::new(FoldConstants),
+    || Box::new(DeadHeads),
+    || Box::new(DeadChannels),
     || Box::new(FoldConstants),
     || Box::new(FoldBatchNorm),
     || Box::new(FuseLayerNorm),

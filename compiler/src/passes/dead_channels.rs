@@ -1,0 +1,535 @@
+//! Dead FFN-channel elimination: physically removes hidden channels of a feed-forward block
+//! `Linear1 → elementwise activation chain → Linear2` that provably contribute a constant.
+//!
+//! The chain is every node reading the first projection's output, transitively, up to the
+//! second projection: each must be elementwise with its other operands scalars or
+//! per-channel constants (so channel `j` of every chain value depends only on channel `j` of
+//! the projection: exporters' erf GELU `Div/Erf/Add/Mul/Mul`, Gelu, Relu, tanh GELU, a bias
+//! add...), no chain value may be read elsewhere, and all of it must end in one projection.
+//!
+//! Channel `j` is dead, for finite inputs, when
+//! - `W1[:,j]` is exactly zero: then the chain's value in channel `j` is the constant
+//!   `c_j = chain(b_j)` (`b_j` = Gemm's bias, else 0), which the interpreter evaluates. If
+//!   `c_j == 0` the channel is dropped; otherwise `c_j·W2[j,:]` is folded into the second
+//!   projection's constant bias add (if it has none, the channel is kept). So a zero column
+//!   with a non-zero bias add in the chain is folded, not kept: it is a constant channel; or
+//! - `W2[j,:]` is exactly zero.
+//!
+//! Removal slices W1's columns, per-channel constants of the chain and W2's rows.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Pass;
+use super::pruning::{
+    Linear, Rebuild, group_is_zero, is_elementwise, keep_names_unique, linear, region_label,
+    replace_with_constant, slice_groups,
+};
+use crate::Error;
+use crate::interp;
+use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Tensor, ValueId};
+
+pub struct DeadChannels;
+
+/// A matched feed-forward block.
+struct Ffn {
+    first: Linear,
+    /// Chain nodes in topological order.
+    chain: Vec<NodeIndex>,
+    second: Linear,
+    /// The constant bias add after the second projection: node and constant's input index.
+    bias2: Option<(NodeIndex, usize)>,
+    channels: usize,
+}
+
+impl Pass for DeadChannels {
+    fn name(&self) -> &'static str {
+        "dead-channels"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, Error> {
+        let order = g.topo_order();
+        let mut gone: HashSet<NodeIndex> = HashSet::new();
+        let (mut total, mut removed) = (0, 0);
+        let mut per_layer = Vec::new();
+        for &n in &order {
+            if gone.contains(&n) {
+                continue;
+            }
+            let Some(first) = linear(g, n) else { continue };
+            let Some(ffn) = match_ffn(g, &order, first) else {
+                continue;
+            };
+            let Some(plan) = plan(g, &ffn)? else { continue };
+            let n_dead = ffn.channels - plan.keep.len();
+            total += ffn.channels;
+            removed += n_dead;
+            let mut nodes = vec![ffn.first.node];
+            nodes.extend(&ffn.chain);
+            nodes.push(ffn.second.node);
+            nodes.extend(ffn.bias2.map(|(a, _)| a));
+            let label = region_label(g, &[ffn.first.node, ffn.second.node], &nodes);
+            per_layer.push(format!("{label} {n_dead}/{}", ffn.channels));
+            if n_dead == 0 {
+                continue;
+            }
+            gone.insert(ffn.first.node);
+            gone.extend(ffn.chain.iter().copied());
+            gone.insert(ffn.second.node);
+            remove_channels(g, &ffn, plan)?;
+        }
+        let mut s = format!("removed {removed} of {total} channels");
+        if !per_layer.is_empty() {
+            s += &format!(": {}", per_layer.join(", "));
+        }
+        Ok(s)
+    }
+}
+
+/// Follows `first`'s output through an elementwise chain to a second projection.
+fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
+    let channels = *g.value(first.output).shape.last()?;
+    let mut chain_vals: HashSet<ValueId> = HashSet::from([first.output]);
+    let mut chain = Vec::new();
+    let mut second: Option<Linear> = None;
+    let start = order.iter().position(|&n| n == first.node)? + 1;
+    for &n in &order[start..] {
+        let node = g.node(n);
+        if !node.inputs.iter().any(|v| chain_vals.contains(v)) {
+            continue;
+        }
+        if let Some(lin) = linear(g, n) {
+            let w = g.konst(lin.weight)?;
+            if second.is_some()
+                || !chain_vals.contains(&lin.input)
+                || w.shape[lin.in_axis()] != channels
+            {
+                return None;
+            }
+            second = Some(lin);
+            continue;
+        }
+        let out_shape = &g.value(node.outputs[0]).shape;
+        if out_shape.last() != Some(&channels) {
+            return None;
+        }
+        if node.op.is_view() {
+            // Leading dims regroup ([1,S,C] <-> [S,C]); channels stay the last axis.
+            chain_vals.insert(node.outputs[0]);
+            chain.push(n);
+            continue;
+        }
+        if !is_elementwise(&node.op) {
+            return None;
+        }
+        for &v in &node.inputs {
+            if chain_vals.contains(&v) {
+                if g.value(v).shape != *out_shape {
+                    return None;
+                }
+                continue;
+            }
+            let t = g.konst(v)?;
+            let r = t.shape.len();
+            let per_channel = r <= out_shape.len()
+                && t.shape[..r.saturating_sub(1)].iter().all(|&d| d == 1)
+                && (t.len() == 1 || (t.shape[r - 1] == channels && t.dtype == DType::F32));
+            if !per_channel {
+                return None;
+            }
+        }
+        for &o in &node.outputs {
+            if g.value(o).shape != *out_shape {
+                return None;
+            }
+            chain_vals.insert(o);
+        }
+        chain.push(n);
+    }
+    let second = second?;
+    if chain_vals.iter().any(|v| g.outputs.contains(v)) {
+        return None;
+    }
+    // The second projection's constant bias add, if it is the only reader.
+    let out = second.output;
+    let readers = g.consumers(out);
+    let bias2 = match readers.as_slice() {
+        [a] if g.node(*a).op == Op::Binary(Binary::Add) && !g.outputs.contains(&out) => {
+            let node = g.node(*a);
+            let k = node.inputs.iter().position(|&v| v != out)?;
+            let t = g.konst(node.inputs[k])?;
+            let n_out = *g.value(out).shape.last()?;
+            let ok = t.dtype == DType::F32
+                && t.shape.last() == Some(&n_out)
+                && t.shape[..t.shape.len() - 1].iter().all(|&d| d == 1)
+                && g.value(node.outputs[0]).shape == g.value(out).shape;
+            ok.then_some((*a, k))
+        }
+        _ => None,
+    };
+    Some(Ffn {
+        first,
+        chain,
+        second,
+        bias2,
+        channels,
+    })
+}
+
+/// What to remove: the kept channels and the second bias with constant channels folded in.
+struct Plan {
+    keep: Vec<usize>,
+    bias2: Option<Tensor>,
+}
+
+fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
+    let c = f.channels;
+    let w1 = g.konst(f.first.weight).expect("weight");
+    let w2 = g.konst(f.second.weight).expect("weight");
+    let w2_in = f.second.in_axis();
+    let zero_in: Vec<bool> = (0..c)
+        .map(|j| group_is_zero(w1, f.first.out_axis, 1, j))
+        .collect();
+    if !zero_in.iter().any(|&z| z) && !(0..c).any(|j| group_is_zero(w2, w2_in, 1, j)) {
+        return Ok(Some(Plan {
+            keep: (0..c).collect(),
+            bias2: None,
+        }));
+    }
+    let Some(consts) = chain_at_zero(g, f)? else {
+        return Ok(None);
+    };
+    let w2d = w2.as_f32().expect("f32 weight");
+    let n_out = w2.shape[f.second.out_axis];
+    let mut bias2 = f
+        .bias2
+        .map(|(a, k)| g.konst(g.node(a).inputs[k]).expect("bias").clone());
+    let mut keep = Vec::new();
+    for j in 0..c {
+        if group_is_zero(w2, w2_in, 1, j) {
+            continue;
+        }
+        if zero_in[j] && consts[j].is_finite() {
+            if consts[j] == 0.0 {
+                continue;
+            }
+            if let Some(b) = bias2.as_mut() {
+                let Some(bd) = b.as_f32() else {
+                    keep.push(j);
+                    continue;
+                };
+                let mut bd = bd.to_vec();
+                for (o, x) in bd.iter_mut().enumerate().take(n_out) {
+                    let w = if w2_in == 0 {
+                        w2d[j * n_out + o]
+                    } else {
+                        w2d[o * c + j]
+                    };
+                    *x += f.second.alpha * consts[j] * w;
+                }
+                *b = Tensor::f32(b.shape.clone(), bd);
+                continue;
+            }
+        }
+        keep.push(j);
+    }
+    Ok(Some(Plan { keep, bias2 }))
+}
+
+/// The chain's value in every channel when the first projection's product is zero, by
+/// running the chain's ops on per-channel vectors; `None` if the chain is not f32.
+fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
+    let c = f.channels;
+    let start = match f.first.bias {
+        Some(b) => {
+            let b = g.konst(b).expect("bias").as_f32().expect("f32");
+            b.iter().map(|&x| f.first.beta * x).collect()
+        }
+        None => vec![0.0; c],
+    };
+    let mut vals: HashMap<ValueId, Tensor> =
+        HashMap::from([(f.first.output, Tensor::f32(vec![c], start))]);
+    for &n in &f.chain {
+        let node = g.node(n);
+        if node.op.is_view() {
+            let v = vals[&node.inputs[0]].clone();
+            vals.insert(node.outputs[0], v);
+            continue;
+        }
+        let args: Vec<Tensor> = node
+            .inputs
+            .iter()
+            .map(|v| match vals.get(v) {
+                Some(t) => t.clone(),
+                None => {
+                    let mut t = g.konst(*v).expect("checked constant").clone();
+                    t.shape = if t.len() == 1 { vec![] } else { vec![c] };
+                    t
+                }
+            })
+            .collect();
+        let refs: Vec<&Tensor> = args.iter().collect();
+        // An op the per-channel evaluation cannot run leaves the block alone.
+        let Ok(out) = interp::eval(&node.op, &refs) else {
+            return Ok(None);
+        };
+        for (&o, t) in node.outputs.iter().zip(out) {
+            vals.insert(o, t);
+        }
+    }
+    let last = g.node(f.second.node).inputs[0];
+    Ok(vals[&last].as_f32().map(<[f32]>::to_vec))
+}
+
+fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
+    if let (Some((a, k)), Some(b)) = (f.bias2, plan.bias2) {
+        let mut inputs = g.node(a).inputs.clone();
+        let old = inputs[k];
+        inputs[k] = g.add_const(g.value(old).name.clone(), b);
+        let new = inputs[k];
+        g.set_op(a, Op::Binary(Binary::Add), inputs)?;
+        keep_names_unique(g, new, old);
+    }
+    let mut nodes = vec![f.first.node];
+    nodes.extend(&f.chain);
+    nodes.push(f.second.node);
+    if plan.keep.is_empty() {
+        replace_with_constant(g, &f.second, &nodes);
+        return Ok(());
+    }
+    let keep = &plan.keep;
+    let slice = |g: &Graph, v: ValueId, axis: usize| {
+        slice_groups(g.konst(v).expect("constant"), axis, 1, keep)
+            .ok_or_else(|| Error::Internal("slicing a non-f32 per-channel constant".into()))
+    };
+    let mut rb = Rebuild {
+        nodes: nodes.clone(),
+        exits: vec![f.second.output],
+        ..Rebuild::default()
+    };
+    rb.consts.insert(
+        (f.first.node, 1),
+        slice(g, f.first.weight, f.first.out_axis)?,
+    );
+    if let Some(b) = f.first.bias {
+        let r = g.value(b).shape.len();
+        rb.consts.insert((f.first.node, 2), slice(g, b, r - 1)?);
+    }
+    rb.consts.insert(
+        (f.second.node, 1),
+        slice(g, f.second.weight, f.second.in_axis())?,
+    );
+    for &n in &f.chain {
+        let node = g.node(n);
+        if let Op::Reshape { shape, allowzero } = &node.op {
+            let mut shape = shape.clone();
+            let last = shape.len() - 1;
+            if shape[last] > 0 {
+                shape[last] = keep.len() as i64;
+            }
+            let allowzero = *allowzero;
+            rb.ops.insert(n, Op::Reshape { shape, allowzero });
+        }
+        for (i, &v) in node.inputs.iter().enumerate() {
+            let Some(t) = g.konst(v) else { continue };
+            if t.len() > 1 && t.shape.last() == Some(&f.channels) {
+                rb.consts.insert((n, i), slice(g, v, t.shape.len() - 1)?);
+            }
+        }
+    }
+    rb.apply(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pruning::testing::{run_checked, tensor};
+    use super::*;
+    use crate::ir::{DType, Unary};
+
+    enum Act {
+        Gelu,
+        Relu,
+        Sigmoid,
+    }
+
+    /// x[1,3,4] → W1 [4,6] + b1 → activation → W2 [6,4] (+ b2). `zero_w1` zeroes W1's
+    /// columns, `zero_b1` b1's entries, `zero_w2` W2's rows.
+    fn build(act: Act, zero_w1: &[usize], zero_b1: &[usize], zero_w2: &[usize], b2: bool) -> Graph {
+        let mut w1 = tensor(1, &[4, 6]).as_f32().unwrap().to_vec();
+        let mut b1 = tensor(2, &[6]).as_f32().unwrap().to_vec();
+        let mut w2 = tensor(3, &[6, 4]).as_f32().unwrap().to_vec();
+        for &j in zero_w1 {
+            (0..4).for_each(|i| w1[i * 6 + j] = 0.0);
+        }
+        for &j in zero_b1 {
+            b1[j] = 0.0;
+        }
+        for &j in zero_w2 {
+            w2[j * 4..(j + 1) * 4].fill(0.0);
+        }
+        let mut g = Graph::new("ffn");
+        let x = g.add_input("x", DType::F32, vec![1, 3, 4]);
+        g.inputs.push(x);
+        let w1 = g.add_const("w1", Tensor::f32(vec![4, 6], w1));
+        let b1 = g.add_const("b1", Tensor::f32(vec![6], b1));
+        let w2 = g.add_const("w2", Tensor::f32(vec![6, 4], w2));
+        let mut n = 0;
+        let mut node = |g: &mut Graph, op: Op, ins: Vec<ValueId>| {
+            n += 1;
+            g.add_node(format!("ffn/n{n}"), op, ins).unwrap().1[0]
+        };
+        let h = node(&mut g, Op::MatMul, vec![x, w1]);
+        let h = node(&mut g, Op::Binary(Binary::Add), vec![h, b1]);
+        let a = match act {
+            Act::Gelu => {
+                // The exporters' erf GELU, with a per-channel scale thrown in.
+                let sqrt2 =
+                    g.add_const("sqrt2", Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]));
+                let one = g.add_const("one", Tensor::f32(vec![1], vec![1.0]));
+                let half = g.add_const("half", Tensor::f32(vec![1, 1, 6], vec![0.5; 6]));
+                let d = node(&mut g, Op::Binary(Binary::Div), vec![h, sqrt2]);
+                let e = node(&mut g, Op::Unary(Unary::Erf), vec![d]);
+                let e = node(&mut g, Op::Binary(Binary::Add), vec![e, one]);
+                let m = node(&mut g, Op::Binary(Binary::Mul), vec![h, e]);
+                node(&mut g, Op::Binary(Binary::Mul), vec![m, half])
+            }
+            Act::Relu => node(&mut g, Op::Unary(Unary::Relu), vec![h]),
+            Act::Sigmoid => node(&mut g, Op::Unary(Unary::Sigmoid), vec![h]),
+        };
+        let mut y = node(&mut g, Op::MatMul, vec![a, w2]);
+        if b2 {
+            let b2 = g.add_const("b2", tensor(4, &[4]));
+            y = node(&mut g, Op::Binary(Binary::Add), vec![b2, y]);
+        }
+        g.outputs.push(y);
+        g
+    }
+
+    /// The hidden width left (W1's output features).
+    fn width(g: &Graph) -> usize {
+        let w1 = g
+            .values()
+            .find(|(v, val)| val.name == "w1" && g.is_used(*v))
+            .unwrap();
+        let s = &w1.1.shape;
+        if g.node_indices()
+            .any(|n| matches!(g.node(n).op, Op::Gemm { .. }))
+        {
+            s[0]
+        } else {
+            s[1]
+        }
+    }
+
+    #[test]
+    fn zero_w1_columns_and_bias_are_removed() {
+        let g = build(Act::Gelu, &[1, 4], &[1, 4], &[], true);
+        let (g, s) = run_checked(&g, &DeadChannels);
+        assert_eq!(s, "removed 2 of 6 channels: ffn 2/6");
+        assert_eq!(width(&g), 4);
+        let half = g
+            .values()
+            .find(|(v, val)| val.name == "half" && g.is_used(*v));
+        assert_eq!(
+            half.unwrap().1.shape,
+            [1, 1, 4],
+            "per-channel constant sliced"
+        );
+    }
+
+    #[test]
+    fn zero_w2_rows_are_removed() {
+        let (g, s) = run_checked(&build(Act::Relu, &[], &[], &[0, 5], false), &DeadChannels);
+        assert!(s.starts_with("removed 2 of 6"), "{s}");
+        assert_eq!(width(&g), 4);
+    }
+
+    #[test]
+    fn a_constant_channel_folds_into_the_second_bias() {
+        let (g, s) = run_checked(&build(Act::Sigmoid, &[2], &[], &[], true), &DeadChannels);
+        assert!(s.starts_with("removed 1 of 6"), "{s}");
+        assert_eq!(width(&g), 5);
+    }
+
+    #[test]
+    fn a_constant_channel_without_a_second_bias_is_kept() {
+        let (g, s) = run_checked(&build(Act::Sigmoid, &[2], &[2], &[], false), &DeadChannels);
+        assert!(s.starts_with("removed 0 of 6"), "{s}");
+        assert_eq!(width(&g), 6);
+        // Relu(0) = 0: the same channel without the second bias can go.
+        let (g, s) = run_checked(&build(Act::Relu, &[2], &[2], &[], false), &DeadChannels);
+        assert!(s.starts_with("removed 1 of 6"), "{s}");
+        assert_eq!(width(&g), 5);
+    }
+
+    #[test]
+    fn every_channel_dead_leaves_the_bias() {
+        let all: Vec<usize> = (0..6).collect();
+        let (g, s) = run_checked(&build(Act::Relu, &[], &[], &all, true), &DeadChannels);
+        assert!(s.starts_with("removed 6 of 6"), "{s}");
+        assert_eq!(g.node_count(), 1);
+    }
+
+    /// x[3,4] → Gemm{alpha=0.5 beta=2 trans_b}(W1 [6,4], b1) → Sigmoid →
+    /// Gemm{alpha=0.25 trans_b}(W2 [4,6]) (+ b2): the scales enter the folded constants.
+    fn build_gemm(zero_w1_rows: &[usize], zero_w2_cols: &[usize]) -> Graph {
+        let mut w1 = tensor(1, &[6, 4]).as_f32().unwrap().to_vec();
+        let mut w2 = tensor(3, &[4, 6]).as_f32().unwrap().to_vec();
+        for &j in zero_w1_rows {
+            w1[j * 4..(j + 1) * 4].fill(0.0);
+        }
+        for &j in zero_w2_cols {
+            (0..4).for_each(|o| w2[o * 6 + j] = 0.0);
+        }
+        let mut g = Graph::new("ffn");
+        let x = g.add_input("x", DType::F32, vec![3, 4]);
+        g.inputs.push(x);
+        let w1 = g.add_const("w1", Tensor::f32(vec![6, 4], w1));
+        let b1 = g.add_const("b1", tensor(2, &[6]));
+        let w2 = g.add_const("w2", Tensor::f32(vec![4, 6], w2));
+        let b2 = g.add_const("b2", tensor(4, &[4]));
+        let gemm = |alpha, beta| Op::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b: true,
+        };
+        let h = g
+            .add_node("fc1", gemm(0.5, 2.0), vec![x, w1, b1])
+            .unwrap()
+            .1[0];
+        let a = g
+            .add_node("act", Op::Unary(Unary::Sigmoid), vec![h])
+            .unwrap()
+            .1[0];
+        let y = g.add_node("fc2", gemm(0.25, 1.0), vec![a, w2]).unwrap().1[0];
+        let y = g
+            .add_node("fc2/add", Op::Binary(Binary::Add), vec![y, b2])
+            .unwrap()
+            .1[0];
+        g.outputs.push(y);
+        g
+    }
+
+    #[test]
+    fn gemm_scales_enter_the_folded_channel() {
+        let (g, s) = run_checked(&build_gemm(&[1, 3], &[]), &DeadChannels);
+        assert!(s.starts_with("removed 2 of 6"), "{s}");
+        assert_eq!(width(&g), 4);
+        let (g, s) = run_checked(&build_gemm(&[], &[0, 1, 2, 3, 4, 5]), &DeadChannels);
+        assert!(s.starts_with("removed 6 of 6"), "{s}");
+        assert_eq!(g.node_count(), 1);
+    }
+
+    #[test]
+    fn a_partly_zero_column_is_kept() {
+        let mut g = build(Act::Gelu, &[], &[3], &[], true);
+        let w1 = g.values().find(|(_, v)| v.name == "w1").unwrap().0;
+        let mut t = g.konst(w1).unwrap().clone();
+        let mut d = t.as_f32().unwrap().to_vec();
+        (0..3).for_each(|i| d[i * 6 + 3] = 0.0);
+        t = Tensor::f32(t.shape.clone(), d);
+        g.value_mut(w1).konst = Some(t);
+        let (_, s) = run_checked(&g, &DeadChannels);
+        assert!(s.starts_with("removed 0 of 6"), "{s}");
+    }
+}

@@ -1,0 +1,1057 @@
+//! Dead attention-head elimination: physically removes heads whose contribution to a
+//! multi-head attention block's output is provably zero.
+//!
+//! Structured pruning tools zero a head's weights but keep the model's shapes, so every
+//! runtime still spends the full cost on it. This pass finds each attention block from its
+//! Softmax, following a *head layout* through it: every value of the block either has the
+//! heads on one axis (`Split`, e.g. `[B,H,S,D]`) or packed head-major in its last axis
+//! (`Flat`, e.g. `[B,S,H·D]` after a projection); a fused Q/K/V projection's output packs
+//! three such blocks (`Packed`) that a Split, or a reshape to `[.., 3, H·D]` (`Sel`) and
+//! constant Gathers, take apart. The block is accepted only if every op in
+//! it computes each head independently (elementwise ops, transposes and reshapes that keep
+//! the head axis, batched MatMuls and Softmax over non-head axes), its only ways in are
+//! linear projections with constant weights and its only way out is one such projection
+//! (the output projection `Wo`); no other node may read a block value.
+//!
+//! Head `h` is dead, for finite inputs, when
+//! - its slice of the V projection (weight columns and bias) is exactly zero and V reaches
+//!   `probs·V` through layout ops, bias adds and constant scalings only, and `probs·V`
+//!   reaches `Wo` through layout ops only: then its context is zero whatever Q and K are; or
+//! - `Wo`'s input rows for head `h` are exactly zero.
+//!
+//! A head with zero Q and K but non-zero V is kept (uniform attention still averages V), as
+//! is one with zero V weights but a non-zero V bias. Removing heads slices the projections'
+//! weights and biases, `Wo`'s rows and any per-head constant, and rewrites the head count in
+//! reshape and Split sizes, so the attention kernels shrink. When every head of a block is
+//! dead the output projection's result is a constant (zero, or Gemm's `beta·C`): it becomes
+//! one (its bias add is then folded by the following fold-constants).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::Pass;
+use super::pruning::{
+    Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear, region_label,
+    replace_with_constant, slice_groups,
+};
+use crate::Error;
+use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
+
+pub struct DeadHeads;
+
+/// Where a block value keeps its heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One head per index of this axis.
+    Split(usize),
+    /// The last axis holds the heads head-major, this many features each.
+    Flat(usize),
+    /// A fused Q/K/V projection split by a reshape: the last axis is `Flat(d)` and axis
+    /// `sel` picks Q, K or V.
+    Sel { d: usize, sel: usize },
+    /// A fused projection's output: the last axis holds `k` (3 for Q/K/V) blocks of
+    /// head-major heads of `d` features each.
+    Packed { d: usize, k: usize },
+}
+
+impl Layout {
+    /// Features per head and fused blocks of the last axis, for the layouts that pack
+    /// heads there.
+    fn packed(self) -> Option<(usize, usize)> {
+        match self {
+            Layout::Split(_) => None,
+            Layout::Flat(d) | Layout::Sel { d, .. } => Some((d, 1)),
+            Layout::Packed { d, k } => Some((d, k)),
+        }
+    }
+}
+
+/// How the non-1 axes of `from` map to those of `to` when the two shapes differ only by
+/// size-1 axes (a reshape, Unsqueeze or Squeeze that moves no data): `map[i]` is the axis
+/// of `to` for axis `i` of `from` (`None` for size-1 axes of `from`).
+fn unit_map(from: &[usize], to: &[usize]) -> Option<Vec<Option<usize>>> {
+    let big = |s: &[usize]| -> Vec<usize> { (0..s.len()).filter(|&i| s[i] != 1).collect() };
+    let (bf, bt) = (big(from), big(to));
+    if bf.len() != bt.len() || bf.iter().zip(&bt).any(|(&i, &j)| from[i] != to[j]) {
+        return None;
+    }
+    let mut map = vec![None; from.len()];
+    for (&i, &j) in bf.iter().zip(&bt) {
+        map[i] = Some(j);
+    }
+    Some(map)
+}
+
+/// `l` moved through a data-preserving change of size-1 axes from `from` to `to`.
+fn through_unit_axes(l: Layout, from: &[usize], to: &[usize]) -> Option<Layout> {
+    let map = unit_map(from, to)?;
+    let last_ok = map.last().copied().flatten() == Some(to.len().checked_sub(1)?);
+    match l {
+        Layout::Split(a) => map[a].map(Layout::Split),
+        Layout::Flat(_) | Layout::Packed { .. } if last_ok => Some(l),
+        Layout::Sel { d, sel } if last_ok => map[sel].map(|sel| Layout::Sel { d, sel }),
+        _ => None,
+    }
+}
+
+/// A constant operand that varies per head and must be sliced with them.
+struct HeadConst {
+    node: NodeIndex,
+    input: usize,
+    /// The operand's axis that indexes heads (or head-major features).
+    axis: usize,
+    /// Features per head along that axis (1 for a `Split` value).
+    group: usize,
+    /// Fused blocks of heads along that axis (3 for a fused Q/K/V bias).
+    k: usize,
+}
+
+/// A matched attention block.
+struct Block {
+    heads: usize,
+    layout: HashMap<ValueId, Layout>,
+    nodes: HashSet<NodeIndex>,
+    /// Input projections with the head width and fused block count of their output.
+    entries: Vec<(Linear, usize, usize)>,
+    /// The output projection with the head width of its input.
+    exit: Option<(Linear, usize)>,
+    head_consts: Vec<HeadConst>,
+}
+
+impl Block {
+    /// The output projection (a matched block has one) and the head width of its input.
+    fn exit(&self) -> &(Linear, usize) {
+        self.exit
+            .as_ref()
+            .expect("a matched block has an output projection")
+    }
+}
+
+impl Pass for DeadHeads {
+    fn name(&self) -> &'static str {
+        "dead-heads"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, Error> {
+        let softmaxes: Vec<NodeIndex> = g
+            .topo_order()
+            .into_iter()
+            .filter(|&n| matches!(g.node(n).op, Op::Softmax { .. }))
+            .collect();
+        let mut removed_nodes: HashSet<NodeIndex> = HashSet::new();
+        let (mut total, mut removed) = (0, 0);
+        let mut per_layer = Vec::new();
+        let mut unmatched = Vec::new();
+        for s in softmaxes {
+            if removed_nodes.contains(&s) {
+                continue;
+            }
+            let rank = g.value(g.node(s).outputs[0]).shape.len();
+            if rank < 3 {
+                continue; // a classifier's softmax, not attention
+            }
+            let block = match match_block(g, s) {
+                Ok(b) => b,
+                Err(why) => {
+                    unmatched.push(format!("{} ({why})", g.node(s).name));
+                    continue;
+                }
+            };
+            let dead = dead_heads(g, &block);
+            let n_dead = dead.iter().filter(|&&d| d).count();
+            total += block.heads;
+            removed += n_dead;
+            per_layer.push(format!(
+                "{} {n_dead}/{}",
+                block_label(g, &block),
+                block.heads
+            ));
+            if n_dead == 0 {
+                continue;
+            }
+            let keep: Vec<usize> = (0..block.heads).filter(|&h| !dead[h]).collect();
+            removed_nodes.extend(block.nodes.iter().copied());
+            remove_heads(g, &block, &keep)?;
+        }
+        let mut s = format!("removed {removed} of {total} heads");
+        if !per_layer.is_empty() {
+            s += &format!(": {}", per_layer.join(", "));
+        }
+        if !unmatched.is_empty() {
+            s += &format!("; not matched: {}", unmatched.join(", "));
+        }
+        Ok(s)
+    }
+}
+
+/// A name for the block, for the report.
+fn block_label(g: &Graph, b: &Block) -> String {
+    let projections: Vec<NodeIndex> = b
+        .entries
+        .iter()
+        .map(|(l, _, _)| l.node)
+        .chain([b.exit().0.node])
+        .collect();
+    let mut nodes: Vec<NodeIndex> = b.nodes.iter().copied().collect();
+    nodes.sort_unstable();
+    region_label(g, &projections, &nodes)
+}
+
+/// Grows the block around Softmax `s`, assigning a head layout to every value in it.
+fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
+    let out = g.node(s).outputs[0];
+    let rank = g.value(out).shape.len();
+    let mut b = Block {
+        heads: g.value(out).shape[rank - 3],
+        layout: HashMap::new(),
+        nodes: HashSet::new(),
+        entries: Vec::new(),
+        exit: None,
+        head_consts: Vec::new(),
+    };
+    let mut queue = VecDeque::new();
+    set(&mut b, &mut queue, out, Layout::Split(rank - 3))?;
+    while let Some(v) = queue.pop_front() {
+        if g.outputs.contains(&v) {
+            return Err(format!("{} is a graph output", g.value(v).name));
+        }
+        let mut around = Vec::new();
+        match g.value(v).producer {
+            Some(p) => around.push(p),
+            None => return Err(format!("{} is a graph input", g.value(v).name)),
+        }
+        around.extend(g.consumers(v));
+        for n in around {
+            if !b.nodes.insert(n) {
+                continue;
+            }
+            if b.nodes.len() > 400 {
+                return Err("too large".into());
+            }
+            if let Some(lin) = linear(g, n) {
+                let (lin_in, lin_out) = (b.layout.get(&lin.input), b.layout.get(&lin.output));
+                let w = &g.konst(lin.weight).expect("linear weight").shape;
+                match (lin_in, lin_out) {
+                    (None, Some(&l @ (Layout::Flat(_) | Layout::Packed { .. })))
+                        if l.packed()
+                            .is_some_and(|(d, k)| w[lin.out_axis] == k * b.heads * d) =>
+                    {
+                        let (d, k) = l.packed().expect("packed");
+                        b.entries.push((lin, d, k));
+                    }
+                    (Some(&Layout::Flat(d)), None) if w[lin.in_axis()] == b.heads * d => {
+                        if b.exit.is_some() {
+                            return Err("more than one output projection".into());
+                        }
+                        b.exit = Some((lin, d));
+                    }
+                    _ => return Err(format!("projection {} does not fit", g.node(n).name)),
+                }
+                continue;
+            }
+            visit(g, n, &mut b, &mut queue)?;
+        }
+    }
+    let exit = &b.exit.as_ref().ok_or("no output projection")?.0;
+    let leaks = b
+        .entries
+        .iter()
+        .any(|(l, _, _)| b.layout.contains_key(&l.input))
+        || b.layout.contains_key(&exit.output);
+    if leaks {
+        return Err("a projection reads its own block".into());
+    }
+    if b.entries.is_empty() {
+        return Err("no input projection".into());
+    }
+    Ok(b)
+}
+
+/// Records `v`'s layout, queueing it when new; a different earlier layout is a mismatch.
+fn set(b: &mut Block, q: &mut VecDeque<ValueId>, v: ValueId, l: Layout) -> Result<(), String> {
+    match b.layout.get(&v) {
+        Some(&old) if old == l => Ok(()),
+        Some(_) => Err("heads on different axes".into()),
+        None => {
+            b.layout.insert(v, l);
+            q.push_back(v);
+            Ok(())
+        }
+    }
+}
+
+/// Applies the layout rule of node `n` (not a projection), from whichever of its values
+/// already has a layout to the others.
+fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> Result<(), String> {
+    let node = g.node(n).clone();
+    let shape = |v: ValueId| g.value(v).shape.clone();
+    let known = |b: &Block, v: ValueId| b.layout.get(&v).copied();
+    let h = b.heads;
+    match &node.op {
+        Op::Transpose { perm } => {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let last = perm.len() - 1;
+            let pos = |a: usize| perm.iter().position(|&p| p == a).ok_or("bad perm");
+            match (known(b, i), known(b, o)) {
+                (_, Some(Layout::Split(a))) => set(b, q, i, Layout::Split(perm[a])),
+                (Some(Layout::Split(a)), _) => set(b, q, o, Layout::Split(pos(a)?)),
+                _ if perm[last] != last => Err("transpose of packed heads".into()),
+                (_, Some(Layout::Sel { d, sel })) => {
+                    set(b, q, i, Layout::Sel { d, sel: perm[sel] })
+                }
+                (Some(Layout::Sel { d, sel }), _) => {
+                    set(b, q, o, Layout::Sel { d, sel: pos(sel)? })
+                }
+                (Some(l), _) | (_, Some(l)) => {
+                    set(b, q, i, l)?;
+                    set(b, q, o, l)
+                }
+                (None, None) => Err("no layout".into()),
+            }
+        }
+        // A one-input Concat is a copy (GPT-2's TorchScript export appends the new keys
+        // and values to an empty cache).
+        op @ (Op::Reshape { .. }
+        | Op::Identity
+        | Op::Unsqueeze { .. }
+        | Op::Squeeze { .. }
+        | Op::Concat { .. })
+            if !matches!(op, Op::Concat { .. }) || node.inputs.len() == 1 =>
+        {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let (si, so) = (shape(i), shape(o));
+            if si == so {
+                let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+                set(b, q, i, l)?;
+                return set(b, q, o, l);
+            }
+            let moved = match (known(b, i), known(b, o)) {
+                (Some(l), _) => through_unit_axes(l, &si, &so).map(|lo| (l, lo)),
+                (_, Some(l)) => through_unit_axes(l, &so, &si).map(|li| (li, l)),
+                _ => None,
+            };
+            if let Some((li, lo)) = moved {
+                set(b, q, i, li)?;
+                return set(b, q, o, lo);
+            }
+            if !matches!(node.op, Op::Reshape { .. }) {
+                return Err(format!("{} {} moves the heads", node.op.name(), node.name));
+            }
+            // A fused projection [.., k·H·d] <-> [.., k, H·d].
+            let sel = |packed: &[usize], sel: &[usize], d: usize| -> Option<(Layout, Layout)> {
+                let r = sel.len();
+                let k = *sel.get(r.checked_sub(2)?)?;
+                (k >= 2 && sel[r - 1] == h * d && packed.last() == Some(&(k * h * d)))
+                    .then_some((Layout::Packed { d, k }, Layout::Sel { d, sel: r - 2 }))
+            };
+            match (known(b, i), known(b, o)) {
+                (Some(Layout::Packed { d, .. }), _) | (_, Some(Layout::Sel { d, .. })) => {
+                    let (li, lo) = sel(&si, &so, d).ok_or("fused projection regrouped")?;
+                    set(b, q, i, li)?;
+                    return set(b, q, o, lo);
+                }
+                _ => {}
+            }
+            // Packed heads stay packed when only the leading dims change ([S,E] <-> [1,S,E]).
+            let flat = known(b, i).or(known(b, o));
+            if let Some(Layout::Flat(d)) = flat
+                && si.last() == so.last()
+                && si.last() == Some(&(h * d))
+            {
+                set(b, q, i, Layout::Flat(d))?;
+                return set(b, q, o, Layout::Flat(d));
+            }
+            // Flat [.., H·d] <-> Split [.., H, d], in either direction (the leading dims
+            // may regroup: the elements keep their order).
+            let pair = |flat: &[usize], split: &[usize]| -> Option<(Layout, Layout)> {
+                let r = split.len();
+                (r >= 2 && split[r - 2] == h && flat.last() == Some(&(h * split[r - 1])))
+                    .then(|| (Layout::Flat(split[r - 1]), Layout::Split(r - 2)))
+            };
+            let (li, lo) = if let Some((f, s)) = pair(&si, &so) {
+                (f, s)
+            } else if let Some((f, s)) = pair(&so, &si) {
+                (s, f)
+            } else {
+                return Err(format!("reshape {} regroups heads", node.name));
+            };
+            set(b, q, i, li)?;
+            set(b, q, o, lo)
+        }
+        Op::Split { axis, sizes } => {
+            // Q, K and V out of a fused projection, split along its last axis.
+            let i = node.inputs[0];
+            let si = shape(i);
+            let r = si.len() as i64;
+            let k = node.outputs.len();
+            let flat = node.outputs.iter().find_map(|&o| match known(b, o) {
+                Some(Layout::Flat(d)) => Some(d),
+                _ => None,
+            });
+            let d = match (known(b, i), flat) {
+                (Some(Layout::Packed { d, k: kk }), _) if kk == k => d,
+                (None, Some(d)) => d,
+                _ => return Err(format!("split {} across heads", node.name)),
+            };
+            if (*axis + r) % r != r - 1 || sizes.iter().any(|&s| s != h * d) {
+                return Err(format!("split {} across heads", node.name));
+            }
+            set(b, q, i, Layout::Packed { d, k })?;
+            node.outputs
+                .iter()
+                .try_for_each(|&o| set(b, q, o, Layout::Flat(d)))
+        }
+        Op::Gather { axis } => {
+            // Picking Q, K or V out of a fused projection.
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let idx = g
+                .konst(node.inputs[1])
+                .ok_or("gather by a run-time index")?;
+            let si = shape(i);
+            let ax = if *axis < 0 {
+                *axis + si.len() as i64
+            } else {
+                *axis
+            };
+            let ax = usize::try_from(ax).map_err(|_| "bad gather axis")?;
+            if !idx.shape.is_empty() || ax + 1 >= si.len() {
+                return Err(format!("gather {} across heads", node.name));
+            }
+            match (known(b, i), known(b, o)) {
+                (Some(Layout::Sel { d, sel }), _) if sel == ax => set(b, q, o, Layout::Flat(d)),
+                (None, Some(Layout::Flat(d))) => set(b, q, i, Layout::Sel { d, sel: ax }),
+                _ => Err(format!("gather {} across heads", node.name)),
+            }
+        }
+        Op::Softmax { axis, coerce_2d } => {
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let r = shape(o).len() as i64;
+            let ax = if *axis < 0 { axis + r } else { *axis } as usize;
+            let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+            match l {
+                Layout::Split(a) if a != ax && (!coerce_2d || ax as i64 == r - 1) => {
+                    set(b, q, i, l)?;
+                    set(b, q, o, l)
+                }
+                _ => Err("softmax across heads".into()),
+            }
+        }
+        Op::MatMul => {
+            let vals = [node.inputs[0], node.inputs[1], node.outputs[0]];
+            let r = shape(vals[2]).len();
+            if vals
+                .iter()
+                .any(|&v| shape(v).len() != r || g.konst(v).is_some())
+            {
+                return Err(format!("matmul {} broadcasts over heads", node.name));
+            }
+            let l = vals.iter().find_map(|&v| known(b, v)).ok_or("no layout")?;
+            match l {
+                Layout::Split(a) if a + 2 < r => vals.iter().try_for_each(|&v| set(b, q, v, l)),
+                _ => Err(format!("matmul {} mixes heads", node.name)),
+            }
+        }
+        op if is_elementwise(op) => {
+            let o = node.outputs[0];
+            let so = shape(o);
+            let inner: Vec<usize> = (0..node.inputs.len())
+                .filter(|&i| {
+                    let v = node.inputs[i];
+                    g.konst(v).is_none() && shape(v) == so
+                })
+                .collect();
+            let l = inner
+                .iter()
+                .map(|&i| node.inputs[i])
+                .chain([o])
+                .find_map(|v| known(b, v))
+                .ok_or("no layout")?;
+            for (i, &v) in node.inputs.iter().enumerate() {
+                if inner.contains(&i) {
+                    set(b, q, v, l)?;
+                    continue;
+                }
+                if b.layout.contains_key(&v) {
+                    return Err(format!("{} broadcasts a block value", node.name));
+                }
+                let sv = shape(v);
+                if let Layout::Sel { sel, .. } = l
+                    && aligned_axis(sel, so.len(), sv.len()).is_some_and(|ax| sv[ax] != 1)
+                {
+                    return Err(format!("{} mixes Q, K and V", node.name));
+                }
+                let (axis, size, group, k) = match l {
+                    Layout::Split(a) => (a, h, 1, 1),
+                    Layout::Flat(d) | Layout::Sel { d, .. } => (so.len() - 1, h * d, d, 1),
+                    Layout::Packed { d, k } => (so.len() - 1, k * h * d, d, k),
+                };
+                let Some(ax) = aligned_axis(axis, so.len(), sv.len()) else {
+                    continue;
+                };
+                if sv[ax] == 1 {
+                    continue;
+                }
+                if sv[ax] != size || super::pruning::const_f32(g, v).is_none() {
+                    return Err(format!("{} mixes a per-head value", node.name));
+                }
+                b.head_consts.push(HeadConst {
+                    node: n,
+                    input: i,
+                    axis: ax,
+                    group,
+                    k,
+                });
+            }
+            for &v in &node.outputs {
+                set(b, q, v, l)?;
+            }
+            Ok(())
+        }
+        op => Err(format!("{} {} in the block", op.name(), node.name)),
+    }
+}
+
+/// Which heads provably contribute nothing to the block's output.
+fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
+    let (exit, d_out) = b.exit();
+    let wo = g.konst(exit.weight).expect("weight");
+    let by_wo = (0..b.heads).map(|h| group_is_zero(wo, exit.in_axis(), *d_out, h));
+    let by_v = v_dead(g, b).unwrap_or_else(|| vec![false; b.heads]);
+    by_wo.zip(by_v).map(|(a, v)| a || v).collect()
+}
+
+/// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
+/// and V is a projection plus bias adds and constant scalings (`None` otherwise).
+fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
+    let layout_node = |node: &crate::ir::Node| {
+        matches!(
+            node.op,
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Identity
+                | Op::Unsqueeze { .. }
+                | Op::Squeeze { .. }
+        ) || matches!(node.op, Op::Concat { .. }) && node.inputs.len() == 1
+    };
+    // Back from Wo's input to probs·V.
+    let mut v = b.exit().0.input;
+    let pv = loop {
+        let p = g.value(v).producer?;
+        let node = g.node(p);
+        if layout_node(node) {
+            v = node.inputs[0];
+        } else if node.op == Op::MatMul && linear(g, p).is_none() {
+            break p;
+        } else {
+            return None;
+        }
+    };
+    // Back from V to its projection, collecting added constants and which block of a
+    // fused projection V is.
+    let mut added = Vec::new();
+    let mut v = g.node(pv).inputs[1];
+    let mut block = None;
+    let entry = loop {
+        if let Some((lin, _, _)) = b.entries.iter().find(|(l, _, _)| l.output == v) {
+            break lin;
+        }
+        let p = g.value(v).producer?;
+        let node = g.node(p);
+        let konst = node.inputs.iter().position(|&i| g.konst(i).is_some());
+        let other = |k: usize| node.inputs[1 - k];
+        match (&node.op, konst) {
+            _ if layout_node(node) => v = node.inputs[0],
+            (Op::Split { .. }, _) => {
+                if block.is_some() {
+                    return None;
+                }
+                block = node.outputs.iter().position(|&o| o == v);
+                v = node.inputs[0];
+            }
+            (Op::Gather { .. }, Some(1)) => {
+                let sel = match b.layout.get(&node.inputs[0]) {
+                    Some(&Layout::Sel { sel, .. }) => sel,
+                    _ => return None,
+                };
+                let k = g.value(node.inputs[0]).shape[sel] as i64;
+                let i = g.konst(node.inputs[1])?.to_i64s()?[0];
+                let i = if i < 0 { i + k } else { i };
+                if block.is_some() || !(0..k).contains(&i) {
+                    return None;
+                }
+                block = Some(i as usize);
+                v = node.inputs[0];
+            }
+            (Op::Binary(Binary::Add), Some(k)) => {
+                let out = node.outputs[0];
+                let l = b.layout.get(&out).copied();
+                added.push((node.inputs[k], g.value(out).shape.len(), l));
+                v = other(k);
+            }
+            (Op::Binary(Binary::Mul), Some(k)) => {
+                let c = g.konst(node.inputs[k])?.as_f32()?;
+                if !c.iter().all(|x| x.is_finite()) {
+                    return None;
+                }
+                v = other(k);
+            }
+            (Op::Binary(Binary::Div), Some(1)) => {
+                let c = g.konst(node.inputs[1])?.as_f32()?;
+                if c.contains(&0.0) || !c.iter().all(|x| x.is_finite()) {
+                    return None;
+                }
+                v = node.inputs[0];
+            }
+            _ => return None,
+        }
+    };
+    let (_, d, k) = b.entries.iter().find(|(l, _, _)| l.node == entry.node)?;
+    let block = match (block, k) {
+        (None, 1) => 0,
+        (Some(s), _) => s,
+        _ => return None,
+    };
+    let w = g.konst(entry.weight)?;
+    let zero = |h: usize| -> bool {
+        let group = block * b.heads + h;
+        group_is_zero(w, entry.out_axis, *d, group)
+            && entry.bias.is_none_or(|c| {
+                let t = g.konst(c).expect("bias");
+                group_is_zero(t, t.shape.len() - 1, *d, group)
+            })
+            && added.iter().all(|&(c, out_rank, l)| {
+                let t = g.konst(c).expect("const");
+                const_head_zero(t, out_rank, l, b.heads, group)
+            })
+    };
+    Some((0..b.heads).map(zero).collect())
+}
+
+/// Whether constant `t`, broadcast against a block value of rank `out_rank` and layout `l`,
+/// is zero for head `h` (counting the heads of every block of a fused projection).
+fn const_head_zero(
+    t: &crate::ir::Tensor,
+    out_rank: usize,
+    l: Option<Layout>,
+    heads: usize,
+    h: usize,
+) -> bool {
+    let (axis, size, group) = match l {
+        Some(Layout::Split(a)) => (a, heads, 1),
+        Some(Layout::Flat(d)) => (out_rank - 1, heads * d, d),
+        Some(Layout::Packed { d, k }) => (out_rank - 1, k * heads * d, d),
+        Some(Layout::Sel { .. }) | None => return false,
+    };
+    match aligned_axis(axis, out_rank, t.shape.len()) {
+        Some(ax) if t.shape[ax] == size => group_is_zero(t, ax, group, h),
+        _ => all_zero(t),
+    }
+}
+
+/// Rebuilds block `b` with only heads `keep`.
+fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
+    let order: Vec<NodeIndex> = g
+        .topo_order()
+        .into_iter()
+        .filter(|n| b.nodes.contains(n))
+        .collect();
+    let exit = &b.exit().0;
+    if keep.is_empty() {
+        replace_with_constant(g, exit, &order);
+        return Ok(());
+    }
+    let heads = b.heads;
+    let slice = |g: &Graph, v: ValueId, axis: usize, group: usize, k: usize| {
+        let t = g.konst(v).expect("constant");
+        let keep: Vec<usize> = (0..k)
+            .flat_map(|s| keep.iter().map(move |&h| s * heads + h))
+            .collect();
+        slice_groups(t, axis, group, &keep)
+            .ok_or_else(|| Error::Internal("slicing a non-f32 per-head constant".into()))
+    };
+    let mut rb = Rebuild {
+        nodes: order.clone(),
+        exits: vec![exit.output],
+        ..Rebuild::default()
+    };
+    for (lin, d, k) in &b.entries {
+        rb.consts
+            .insert((lin.node, 1), slice(g, lin.weight, lin.out_axis, *d, *k)?);
+        if let Some(c) = lin.bias {
+            let r = g.value(c).shape.len();
+            rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d, *k)?);
+        }
+    }
+    rb.consts.insert(
+        (exit.node, 1),
+        slice(g, exit.weight, exit.in_axis(), b.exit().1, 1)?,
+    );
+    for hc in &b.head_consts {
+        let v = g.node(hc.node).inputs[hc.input];
+        rb.consts
+            .insert((hc.node, hc.input), slice(g, v, hc.axis, hc.group, hc.k)?);
+    }
+    let kept = keep.len() as i64;
+    for &n in &order {
+        if let Op::Split { axis, sizes } = &g.node(n).op
+            && let Some(&Layout::Flat(d)) = b.layout.get(&g.node(n).outputs[0])
+        {
+            let sizes = vec![keep.len() * d; sizes.len()];
+            rb.ops.insert(n, Op::Split { axis: *axis, sizes });
+        }
+        if let Op::Reshape { shape, allowzero } = &g.node(n).op {
+            let out = g.node(n).outputs[0];
+            let mut shape = shape.clone();
+            match b.layout.get(&out) {
+                Some(Layout::Split(a)) if shape[*a] > 0 => shape[*a] = kept,
+                Some(Layout::Split(_)) | None => {}
+                Some(&l) => {
+                    let (d, k) = l.packed().expect("packed layout");
+                    let last = shape.len() - 1;
+                    if shape[last] > 0 {
+                        shape[last] = (k * d) as i64 * kept;
+                    }
+                }
+            }
+            rb.ops.insert(
+                n,
+                Op::Reshape {
+                    shape,
+                    allowzero: *allowzero,
+                },
+            );
+        }
+    }
+    rb.apply(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pruning::testing::{run_checked, tensor};
+    use super::*;
+    use crate::ir::{DType, Tensor};
+
+    /// Per-head weights of a 2-head, width-4 attention block (`[in,out]` layout).
+    struct Weights {
+        wq: Tensor,
+        bq: Tensor,
+        wk: Tensor,
+        bk: Tensor,
+        wv: Tensor,
+        bv: Tensor,
+        wo: Tensor,
+        bo: Tensor,
+    }
+
+    fn weights() -> Weights {
+        Weights {
+            wq: tensor(1, &[4, 4]),
+            bq: tensor(2, &[4]),
+            wk: tensor(3, &[4, 4]),
+            bk: tensor(4, &[4]),
+            wv: tensor(5, &[4, 4]),
+            bv: tensor(6, &[4]),
+            wo: tensor(7, &[4, 4]),
+            bo: tensor(8, &[4]),
+        }
+    }
+
+    /// Zeroes columns `cols` of a `[rows, n]` matrix (or entries of a vector).
+    fn zero_cols(t: &mut Tensor, cols: std::ops::Range<usize>) {
+        let n = *t.shape.last().unwrap();
+        let mut d = t.as_f32().unwrap().to_vec();
+        for (i, x) in d.iter_mut().enumerate() {
+            if cols.contains(&(i % n)) {
+                *x = 0.0;
+            }
+        }
+        *t = Tensor::f32(t.shape.clone(), d);
+    }
+
+    fn zero_rows(t: &mut Tensor, rows: std::ops::Range<usize>) {
+        let n = t.shape[1];
+        let mut d = t.as_f32().unwrap().to_vec();
+        for r in rows {
+            d[r * n..(r + 1) * n].fill(0.0);
+        }
+        *t = Tensor::f32(t.shape.clone(), d);
+    }
+
+    fn transposed(t: &Tensor) -> Tensor {
+        let (r, c) = (t.shape[0], t.shape[1]);
+        let d = t.as_f32().unwrap();
+        Tensor::f32(
+            vec![c, r],
+            (0..r * c).map(|i| d[(i % r) * c + i / r]).collect(),
+        )
+    }
+
+    /// x[1,3,4] → BERT-style attention with 2 heads of 2. `gemm` writes the projections as
+    /// 2-D Gemm{trans_b} on x[3,4]; `head_bias` adds a per-head constant to the scores;
+    /// `probs_out` makes the attention probabilities a graph output.
+    fn build(w: &Weights, gemm: bool, head_bias: bool, probs_out: bool) -> Graph {
+        let mut g = Graph::new("attention");
+        let s = if gemm { vec![3, 4] } else { vec![1, 3, 4] };
+        let x = g.add_input("x", DType::F32, s);
+        g.inputs.push(x);
+        let mut n = 0;
+        let mut node = |g: &mut Graph, op: Op, ins: Vec<ValueId>| {
+            n += 1;
+            g.add_node(format!("attn/n{n}"), op, ins).unwrap().1[0]
+        };
+        let proj = |g: &mut Graph, w: &Tensor, b: &Tensor, name: &str| {
+            if gemm {
+                let w = g.add_const(format!("{name}.w"), transposed(w));
+                let b = g.add_const(format!("{name}.b"), b.clone());
+                let op = Op::Gemm {
+                    alpha: 1.0,
+                    beta: 1.0,
+                    trans_a: false,
+                    trans_b: true,
+                };
+                let y = g
+                    .add_node(format!("attn/{name}"), op, vec![x, w, b])
+                    .unwrap()
+                    .1[0];
+                g.add_node(
+                    format!("attn/{name}/r"),
+                    Op::Reshape {
+                        shape: vec![1, 3, 4],
+                        allowzero: false,
+                    },
+                    vec![y],
+                )
+                .unwrap()
+                .1[0]
+            } else {
+                let w = g.add_const(format!("{name}.w"), w.clone());
+                let b = g.add_const(format!("{name}.b"), b.clone());
+                let y = g
+                    .add_node(format!("attn/{name}"), Op::MatMul, vec![x, w])
+                    .unwrap()
+                    .1[0];
+                g.add_node(
+                    format!("attn/{name}/add"),
+                    Op::Binary(Binary::Add),
+                    vec![b, y],
+                )
+                .unwrap()
+                .1[0]
+            }
+        };
+        let q = proj(&mut g, &w.wq, &w.bq, "q");
+        let k = proj(&mut g, &w.wk, &w.bk, "k");
+        let v = proj(&mut g, &w.wv, &w.bv, "v");
+        let split = Op::Reshape {
+            shape: vec![1, 3, -1, 2],
+            allowzero: false,
+        };
+        let t0213 = Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        };
+        let q = node(&mut g, split.clone(), vec![q]);
+        let q = node(&mut g, t0213.clone(), vec![q]);
+        let k = node(&mut g, split.clone(), vec![k]);
+        let k = node(&mut g, t0213.clone(), vec![k]);
+        let k = node(
+            &mut g,
+            Op::Transpose {
+                perm: vec![0, 1, 3, 2],
+            },
+            vec![k],
+        );
+        let v = node(&mut g, split, vec![v]);
+        let v = node(&mut g, t0213.clone(), vec![v]);
+        let s = node(&mut g, Op::MatMul, vec![q, k]);
+        let c = g.add_const("scale", Tensor::f32(vec![], vec![0.7]));
+        let mut s = node(&mut g, Op::Binary(Binary::Div), vec![s, c]);
+        if head_bias {
+            let hb = g.add_const("head_bias", tensor(9, &[2, 1, 3]));
+            s = node(&mut g, Op::Binary(Binary::Add), vec![s, hb]);
+        }
+        let p = node(
+            &mut g,
+            Op::Softmax {
+                axis: -1,
+                coerce_2d: false,
+            },
+            vec![s],
+        );
+        let ctx = node(&mut g, Op::MatMul, vec![p, v]);
+        let ctx = node(&mut g, t0213, vec![ctx]);
+        let merged = if gemm { vec![3, 4] } else { vec![1, 3, 4] };
+        let ctx = node(
+            &mut g,
+            Op::Reshape {
+                shape: merged.iter().map(|&d| d as i64).collect(),
+                allowzero: false,
+            },
+            vec![ctx],
+        );
+        let y = if gemm {
+            let wo = g.add_const("o.w", transposed(&w.wo));
+            let bo = g.add_const("o.b", w.bo.clone());
+            let op = Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            };
+            g.add_node("attn/o", op, vec![ctx, wo, bo]).unwrap().1[0]
+        } else {
+            let wo = g.add_const("o.w", w.wo.clone());
+            let bo = g.add_const("o.b", w.bo.clone());
+            let y = g.add_node("attn/o", Op::MatMul, vec![ctx, wo]).unwrap().1[0];
+            g.add_node("attn/o/add", Op::Binary(Binary::Add), vec![y, bo])
+                .unwrap()
+                .1[0]
+        };
+        g.outputs.push(y);
+        if probs_out {
+            g.outputs.push(p);
+        }
+        g
+    }
+
+    /// The head count the softmax computes (None when no softmax is left).
+    fn heads_left(g: &Graph) -> Option<usize> {
+        g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::Softmax { .. }))
+            .map(|n| g.value(g.node(n).outputs[0]).shape[1])
+    }
+
+    #[test]
+    fn zero_v_removes_the_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert_eq!(s, "removed 1 of 2 heads: attn 1/2");
+        assert_eq!(heads_left(&g), Some(1));
+        let wq = g
+            .node_indices()
+            .find(|&n| g.node(n).name == "attn/q")
+            .unwrap();
+        assert_eq!(g.value(g.node(wq).inputs[1]).shape, [4, 2]);
+    }
+
+    #[test]
+    fn zero_output_rows_remove_the_head() {
+        let mut w = weights();
+        zero_rows(&mut w.wo, 0..2);
+        let (g, s) = run_checked(&build(&w, false, true, false), &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), Some(1));
+        // The per-head score bias was sliced with the heads.
+        let hb = g
+            .values()
+            .filter(|(v, val)| val.name == "head_bias" && g.is_used(*v))
+            .map(|(_, val)| val.shape.clone())
+            .collect::<Vec<_>>();
+        assert_eq!(hb, [vec![1, 1, 3]]);
+    }
+
+    #[test]
+    fn gemm_projections_with_transposed_weights() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..2);
+        zero_cols(&mut w.bv, 0..2);
+        let (g, s) = run_checked(&build(&w, true, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), Some(1));
+    }
+
+    #[test]
+    fn all_heads_dead_leaves_the_bias() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..2);
+        zero_cols(&mut w.bv, 0..2);
+        zero_rows(&mut w.wo, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 2 of 2 heads"), "{s}");
+        assert_eq!(heads_left(&g), None);
+        assert_eq!(g.node_count(), 1, "only the bias add is left");
+    }
+
+    #[test]
+    fn all_heads_dead_leaves_gemms_scaled_bias() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 0..4);
+        zero_cols(&mut w.bv, 0..4);
+        let mut g = build(&w, true, false, false);
+        let o = g
+            .node_indices()
+            .find(|&n| g.node(n).name == "attn/o")
+            .unwrap();
+        let op = Op::Gemm {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        let ins = g.node(o).inputs.clone();
+        g.set_op(o, op, ins).unwrap();
+        let (g, s) = run_checked(&g, &DeadHeads);
+        assert!(s.starts_with("removed 2 of 2 heads"), "{s}");
+        assert_eq!(g.node_count(), 0);
+    }
+
+    #[test]
+    fn a_shared_constant_keeps_one_definition_per_name() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let mut g = build(&w, false, false, false);
+        // The query bias is also read outside the block.
+        let qb = g.values().find(|(_, v)| v.name == "q.b").unwrap().0;
+        let y = g.outputs[0];
+        let z = g
+            .add_node("outside", Op::Binary(Binary::Add), vec![y, qb])
+            .unwrap()
+            .1[0];
+        g.outputs = vec![z];
+        let (g, s) = run_checked(&g, &DeadHeads);
+        assert!(s.starts_with("removed 1 of 2 heads"), "{s}");
+        let mut names: Vec<(&str, &[usize])> = g
+            .values()
+            .filter(|(v, _)| g.is_used(*v))
+            .map(|(_, v)| (v.name.as_str(), v.shape.as_slice()))
+            .collect();
+        names.sort();
+        let n = names.len();
+        names.dedup_by_key(|(name, _)| *name);
+        assert_eq!(names.len(), n, "{names:?}");
+        assert!(names.contains(&("q.b", &[4][..])) && names.contains(&("q.b.pruned", &[2][..])));
+    }
+
+    #[test]
+    fn zero_query_and_key_keep_the_head() {
+        let mut w = weights();
+        for t in [&mut w.wq, &mut w.bq, &mut w.wk, &mut w.bk] {
+            zero_cols(t, 2..4);
+        }
+        let (g, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert_eq!(s, "removed 0 of 2 heads: attn 0/2");
+        assert_eq!(heads_left(&g), Some(2));
+    }
+
+    #[test]
+    fn zero_v_weights_with_a_bias_keep_the_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        let (_, s) = run_checked(&build(&w, false, false, false), &DeadHeads);
+        assert!(s.starts_with("removed 0 of 2 heads"), "{s}");
+    }
+
+    #[test]
+    fn a_reader_outside_the_block_keeps_every_head() {
+        let mut w = weights();
+        zero_cols(&mut w.wv, 2..4);
+        zero_cols(&mut w.bv, 2..4);
+        let (g, s) = run_checked(&build(&w, false, false, true), &DeadHeads);
+        assert!(
+            s.starts_with("removed 0 of 0 heads; not matched: attn/"),
+            "{s}"
+        );
+        assert_eq!(heads_left(&g), Some(2));
+    }
+}
