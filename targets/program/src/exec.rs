@@ -802,6 +802,49 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 }
             }
         }
+        Kernel::LayerNorm {
+            outer,
+            len,
+            epsilon,
+            input,
+            scale,
+            bias,
+            output,
+            mean,
+            inv_std,
+        } => {
+            for (v, what) in [(scale, "scale"), (bias, "bias")] {
+                if let Some(v) = v {
+                    check_rank(mem, v, 1, what)?;
+                }
+            }
+            let len = *len as i128;
+            for o in 0..*outer as i128 {
+                let row = (0..len)
+                    .map(|l| mem.ld(*input, o * len + l))
+                    .collect::<Result<Vec<f32>, _>>()?;
+                let m = row.iter().sum::<f32>() / len as f32;
+                let var = row.iter().map(|&x| (x - m) * (x - m)).sum::<f32>() / len as f32;
+                let inv = 1.0 / (var + *epsilon).sqrt();
+                for (l, &x) in row.iter().enumerate() {
+                    let idx = [l as u64];
+                    let mut y = (x - m) * inv;
+                    if let Some(s) = scale {
+                        y *= mem.ld(s.buf, at(s, &idx))?;
+                    }
+                    if let Some(b) = bias {
+                        y += mem.ld(b.buf, at(b, &idx))?;
+                    }
+                    mem.st(*output, o * len + l as i128, y)?;
+                }
+                if let Some(mb) = mean {
+                    mem.st(*mb, o, m)?;
+                }
+                if let Some(ib) = inv_std {
+                    mem.st(*ib, o, inv)?;
+                }
+            }
+        }
         Kernel::Copy { bytes, src, dst } => {
             let (s, sbase) = mem.bytes(*src)?;
             let sat = mem.range(*src, sbase, 0, *bytes, s.len())?;
