@@ -1069,7 +1069,7 @@ fn ln_param(
     consts: &mut Vec<edgecc_program::Const>,
     inputs: &mut Vec<edgecc_program::IoTensor>,
 ) -> Option<edgecc_program::View> {
-    let n = if form % 2 == 0 { 1 } else { len };
+    let n = if matches!(form, 2 | 4) { 1 } else { len };
     let stride = if n == 1 { 0 } else { 1 };
     match form {
         0 => None,
