@@ -100,6 +100,7 @@ fn describe(k: &Kernel) -> (String, u64) {
         | Kernel::Reduce {
             outer, len, inner, ..
         } => (format!("{outer}x[{len}]x{inner}"), 0),
+        Kernel::LayerNorm { outer, len, .. } => (format!("{outer}x[{len}]"), 0),
         Kernel::Copy { bytes, .. } => (format!("{bytes} B"), 0),
         Kernel::Gather {
             outer,

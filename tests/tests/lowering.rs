@@ -329,3 +329,82 @@ fn fused_matmul_transposed_batched_operands() {
         );
     }
 }
+
+/// LayerNormalization lowers to one `layer_norm` kernel: the opset-13 decomposition (made
+/// one LayerNorm by the default pipeline), the native op with its Mean and InvStdDev
+/// outputs over two normalized dims, and runtime scale and bias. The executor computes
+/// what the interpreter does; a scale broadcast over only part of the normalized dims is
+/// refused with an error, not lowered wrongly.
+#[test]
+fn layer_norm_is_one_kernel() {
+    use edgecc::ir::{DType, Tensor};
+    let decomposed = "graph g {
+      input x: f32[2,5,7]
+      const two: f32[] = [2]
+      const eps: f32[] = [1e-5]
+      const gamma: f32[7] = random(1)
+      const beta: f32[7] = random(2)
+      m: f32[2,5,1] = ReduceMean{axes=[-1] keepdims}(x)  # mean
+      d: f32[2,5,7] = Sub(x, m)  # sub
+      q: f32[2,5,7] = Pow(d, two)  # pow
+      v: f32[2,5,1] = ReduceMean{axes=[-1] keepdims}(q)  # var
+      e: f32[2,5,1] = Add(v, eps)  # add_eps
+      r: f32[2,5,1] = Sqrt(e)  # sqrt
+      n: f32[2,5,7] = Div(d, r)  # div
+      s: f32[2,5,7] = Mul(n, gamma)  # mul_gamma
+      y: f32[2,5,7] = Add(s, beta)  # add_beta
+      output y
+    }";
+    let stats = "graph g {
+      input x: f32[3,2,5]
+      const gamma: f32[2,5] = random(3)
+      const beta: f32[2,5] = random(4)
+      y: f32[3,2,5], mean: f32[3,1,1], inv: f32[3,1,1] = LayerNormalization{axis=1 epsilon=0.01 stats}(x, gamma, beta)  # ln
+      output y, mean, inv
+    }";
+    let runtime = "graph g {
+      input x: f32[4,9]
+      input gamma: f32[9]
+      input beta: f32[1]
+      y: f32[4,9] = LayerNormalization{axis=-1 epsilon=1e-05}(x, gamma, beta)  # ln
+      output y
+    }";
+    for (name, text) in [
+        ("decomposed", decomposed),
+        ("stats", stats),
+        ("runtime", runtime),
+    ] {
+        let mut g = edgecc::ir::parse::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let inputs: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let shape = g.value(v).shape.clone();
+                edgecc::ir::parse::random_tensor(DType::F32, shape, 10 + i as u64).unwrap()
+            })
+            .collect();
+        let want = edgecc::interp::run(&g, &inputs).unwrap();
+        PassManager::default_pipeline().run(&mut g).unwrap();
+        let lowered = edgecc::lower::lower(&g, name).unwrap();
+        let names: Vec<&str> = lowered.program.kernels.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["layer_norm"], "{name}");
+        let got = exec(&lowered.program, &inputs);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = common::max_rel_err(g, w.as_f32().unwrap());
+            assert!(err <= 1e-5, "{name} output {o}: max relative error {err:e}");
+        }
+    }
+    let partial = "graph g {
+      input x: f32[4,2,3]
+      const gamma: f32[3] = random(1)
+      y: f32[4,2,3] = LayerNormalization{axis=1 epsilon=1e-05}(x, gamma)  # ln
+      output y
+    }";
+    let g = edgecc::ir::parse::parse(partial).unwrap();
+    let Err(e) = edgecc::lower::lower(&g, "partial") else {
+        panic!("a partially broadcast scale must be refused");
+    };
+    assert!(format!("{e:?}").contains("partially broadcast"), "{e:?}");
+}

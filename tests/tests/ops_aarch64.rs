@@ -171,6 +171,21 @@ fn einsum_every_form() {
     }
 }
 
+/// LayerNormalization's row kernel on NEON: every length of the JIT test (tails of 1 to 3
+/// lanes, length 1, 64 and 67), every scale and bias form, with and without statistics.
+#[test]
+fn layer_norm_every_form() {
+    require_tools();
+    let mut net = Net::new();
+    for p in every_ln_form_case() {
+        build_ln_form(&mut net, &p);
+    }
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 layer norm forms:\n{e}");
+    }
+}
+
 /// LayerNormalization with its Mean and InvStdDev outputs on every axis of a 3-D input,
 /// and ReduceMin/ReduceProd over each run of adjacent axes, some with NaN and ±inf, in
 /// one graph (`ops_transformer.rs` has them as JIT property tests).

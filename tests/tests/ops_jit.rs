@@ -84,6 +84,13 @@ proptest! {
         jit_case(&p, build_softmax)?;
     }
 
+    /// LayerNormalization as one row kernel: lengths with vector tails and 1, scale and
+    /// bias constant or runtime, full or one value, with and without Mean/InvStdDev.
+    #[test]
+    fn layer_norm_forms(p in ln_form_strategy()) {
+        jit_case(&p, build_ln_form)?;
+    }
+
     #[test]
     fn attention_softmax(p in attention_softmax_strategy()) {
         jit_case(&p, build_attention_softmax)?;

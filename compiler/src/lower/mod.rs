@@ -1435,10 +1435,11 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
-    /// LayerNormalization as kernels the targets have: mean, centre, mean of squares,
-    /// then one elementwise `xc / sqrt(var + eps) · scale + bias`. When the node has its
-    /// Mean and InvStdDev outputs, the mean is reduced straight into the first and
-    /// `1 / sqrt(var + eps)` is one more elementwise kernel into the second.
+    /// LayerNormalization as one [`Kernel::LayerNorm`] over `[outer, len]` rows (every
+    /// dim from the axis on flattened into `len`), writing the Mean and InvStdDev outputs
+    /// too when the node has them. Scale and bias are vectors over the flattened row, so
+    /// only a full (dense) or single-element one has a single stride; a partially
+    /// broadcast one (e.g. `[1, H]` over `[S, H]` rows) is refused.
     fn layer_norm(&mut self, n: NodeIndex, axis: i64, epsilon: f32) -> Result<(), Error> {
         let g = self.g;
         let node = g.node(n);
@@ -1447,118 +1448,8 @@ impl<'g> Builder<'g> {
         let ax = norm_axis(axis, shape.len()).map_err(|m| unsupported(g, n, m))?;
         let outer: usize = shape[..ax].iter().product();
         let len: usize = shape[ax..].iter().product();
-        let dims = vec![outer as u64, len as u64];
-        let mean = match node.outputs.get(1) {
-            Some(&m) => self.loc(m),
-            None => self.temp(outer as u64 * 4),
-        };
-        let xc = self.temp((outer * len) as u64 * 4);
-        let var = self.temp(outer as u64 * 4);
-        // mean[o] = Σ x[o, :] / len
-        let input = self.buf(x);
-        let output = self.touch(mean);
-        self.kernels.push(Kernel::Reduce {
-            op: ReduceOp::Mean,
-            outer: outer as u64,
-            len: len as u64,
-            inner: 1,
-            input,
-            output,
-        });
-        // xc = x - mean
-        let xv = View {
-            buf: self.buf(x),
-            offset: 0,
-            strides: vec![len as i64, 1],
-        };
-        let mv = View {
-            buf: self.touch(mean),
-            offset: 0,
-            strides: vec![1, 0],
-        };
-        let xo = View {
-            buf: self.touch(xc),
-            offset: 0,
-            strides: vec![len as i64, 1],
-        };
-        self.kernels.push(Kernel::Elementwise {
-            shape: dims.clone(),
-            inputs: vec![xv, mv],
-            expr: vec![
-                ExprNode::Input(0),
-                ExprNode::Input(1),
-                ExprNode::Binary(BinaryOp::Sub, 0, 1),
-            ],
-            output: xo,
-        });
-        // var[o] = Σ xc² / len, through a squared copy in the output's storage.
-        let sq = self.buf(out);
-        let xi = View {
-            buf: self.touch(xc),
-            offset: 0,
-            strides: vec![len as i64, 1],
-        };
-        self.kernels.push(Kernel::Elementwise {
-            shape: dims.clone(),
-            inputs: vec![xi],
-            expr: vec![ExprNode::Input(0), ExprNode::Binary(BinaryOp::Mul, 0, 0)],
-            output: View {
-                buf: sq,
-                offset: 0,
-                strides: vec![len as i64, 1],
-            },
-        });
-        let input = self.buf(out);
-        let output = self.touch(var);
-        self.kernels.push(Kernel::Reduce {
-            op: ReduceOp::Mean,
-            outer: outer as u64,
-            len: len as u64,
-            inner: 1,
-            input,
-            output,
-        });
-        if let Some(&inv) = node.outputs.get(2) {
-            let var = View {
-                buf: self.touch(var),
-                offset: 0,
-                strides: vec![1],
-            };
-            let output = View {
-                buf: self.buf(inv),
-                offset: 0,
-                strides: vec![1],
-            };
-            self.kernels.push(Kernel::Elementwise {
-                shape: vec![outer as u64],
-                inputs: vec![var],
-                expr: vec![
-                    ExprNode::Input(0),                    // 0: var
-                    ExprNode::Const(epsilon),              // 1
-                    ExprNode::Binary(BinaryOp::Add, 0, 1), // 2
-                    ExprNode::Unary(UnaryOp::Sqrt, 2),     // 3
-                    ExprNode::Const(1.0),                  // 4
-                    ExprNode::Binary(BinaryOp::Div, 4, 3), // 5
-                ],
-                output,
-            });
-        }
-        // y = xc / sqrt(var + eps) · scale + bias, scale and bias broadcast over rows.
-        let mut inputs = vec![
-            View {
-                buf: self.touch(xc),
-                offset: 0,
-                strides: vec![len as i64, 1],
-            },
-            View {
-                buf: self.touch(var),
-                offset: 0,
-                strides: vec![1, 0],
-            },
-        ];
+        let mut params = Vec::new();
         for &p in &node.inputs[1..] {
-            // Flattened over the normalized dims: only a full (dense) or single-element
-            // parameter is expressible with one stride.
             let count: usize = self.shape(p).iter().product();
             let stride = if count == len {
                 1
@@ -1567,36 +1458,28 @@ impl<'g> Builder<'g> {
             } else {
                 return Err(unsupported(g, n, "partially broadcast scale or bias"));
             };
-            inputs.push(View {
+            params.push(View {
                 buf: self.buf(p),
                 offset: 0,
-                strides: vec![0, stride],
+                strides: vec![stride],
             });
         }
-        let mut expr = vec![
-            ExprNode::Input(0),                    // 0: xc
-            ExprNode::Input(1),                    // 1: var
-            ExprNode::Const(epsilon),              // 2
-            ExprNode::Binary(BinaryOp::Add, 1, 2), // 3
-            ExprNode::Unary(UnaryOp::Sqrt, 3),     // 4
-            ExprNode::Binary(BinaryOp::Div, 0, 4), // 5
-            ExprNode::Input(2),                    // 6: scale
-            ExprNode::Binary(BinaryOp::Mul, 5, 6), // 7
-        ];
-        if node.inputs.len() > 2 {
-            expr.push(ExprNode::Input(3));
-            expr.push(ExprNode::Binary(BinaryOp::Add, 7, 8));
-        }
-        let output = View {
-            buf: self.buf(out),
-            offset: 0,
-            strides: vec![len as i64, 1],
-        };
-        self.kernels.push(Kernel::Elementwise {
-            shape: dims,
-            inputs,
-            expr,
+        let mut params = params.into_iter();
+        let (scale, bias) = (params.next(), params.next());
+        let input = self.buf(x);
+        let output = self.buf(out);
+        let mean = node.outputs.get(1).map(|&m| self.buf(m));
+        let inv_std = node.outputs.get(2).map(|&v| self.buf(v));
+        self.kernels.push(Kernel::LayerNorm {
+            outer: outer as u64,
+            len: len as u64,
+            epsilon,
+            input,
+            scale,
+            bias,
             output,
+            mean,
+            inv_std,
         });
         Ok(())
     }
@@ -2200,6 +2083,24 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
         Kernel::CumSum { input, output, .. } => {
             *input = f(*input);
             *output = f(*output);
+        }
+        Kernel::LayerNorm {
+            input,
+            scale,
+            bias,
+            output,
+            mean,
+            inv_std,
+            ..
+        } => {
+            *input = f(*input);
+            *output = f(*output);
+            for s in [scale, bias].into_iter().flatten() {
+                v(s);
+            }
+            for b in [mean, inv_std].into_iter().flatten() {
+                *b = f(*b);
+            }
         }
         Kernel::Logic { a, b, output, .. } => {
             v(a);

@@ -248,6 +248,42 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 };
                 dense(p, k, *output, out)?;
             }
+            Kernel::LayerNorm {
+                outer,
+                len,
+                input,
+                scale,
+                bias,
+                output,
+                mean,
+                inv_std,
+                ..
+            } => {
+                let big = || unsupported(format!("kernel {k}: layer norm sizes overflow"));
+                let rows = outer
+                    .checked_mul(4)
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(big)?;
+                let bytes = rows
+                    .checked_mul(*len)
+                    .filter(|&b| b < 1 << 48)
+                    .ok_or_else(big)?;
+                dense(p, k, *input, bytes)?;
+                dense(p, k, *output, bytes)?;
+                for (v, what) in [(scale, "scale"), (bias, "bias")] {
+                    let Some(v) = v else { continue };
+                    view(p, k, v, &[*len], what)?;
+                    if *len > 1 && !matches!(v.strides[0], 0 | 1) {
+                        return Err(unsupported(format!(
+                            "kernel {k}: layer norm {what} stride {} is not 0 or 1",
+                            v.strides[0]
+                        )));
+                    }
+                }
+                for b in [mean, inv_std].into_iter().flatten() {
+                    dense(p, k, *b, rows)?;
+                }
+            }
             Kernel::Copy { bytes, src, dst } => {
                 dense(p, k, *src, *bytes)?;
                 dense(p, k, *dst, *bytes)?;
@@ -445,6 +481,15 @@ fn written(k: &Kernel) -> Vec<Buffer> {
         | Kernel::Select { output, .. }
         | Kernel::IntElementwise { output, .. } => vec![output.buf],
         Kernel::CumSum { output, .. } => vec![*output],
+        Kernel::LayerNorm {
+            output,
+            mean,
+            inv_std,
+            ..
+        } => std::iter::once(*output)
+            .chain(*mean)
+            .chain(*inv_std)
+            .collect(),
         Kernel::Copy { dst, .. } => vec![*dst],
         Kernel::Gather { output, .. } | Kernel::Convert { output, .. } => vec![*output],
     }

@@ -97,6 +97,12 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
         }
         Kernel::Elementwise { inputs, .. } => bufs.extend(inputs.iter().map(|v| v.buf)),
         Kernel::Pool { input, .. } | Kernel::Reduce { input, .. } => bufs.push(*input),
+        Kernel::LayerNorm {
+            input, scale, bias, ..
+        } => {
+            bufs.push(*input);
+            bufs.extend(scale.iter().chain(bias.iter()).map(|v| v.buf));
+        }
         Kernel::Softmax { input, mask, .. } => {
             bufs.push(*input);
             bufs.extend(mask.iter().map(|m| m.view.buf));
@@ -495,6 +501,33 @@ fn emit_kernel(
         } => {
             let (i, o) = (fx.buf(*input), fx.buf(*output));
             rows::emit_reduce(fx, *op, *outer, *len, *inner, i, o);
+            Ok(())
+        }
+        Kernel::LayerNorm {
+            outer,
+            len,
+            epsilon,
+            input,
+            scale,
+            bias,
+            output,
+            mean,
+            inv_std,
+        } => {
+            let (i, o) = (fx.buf(*input), fx.buf(*output));
+            let param = |fx: &mut Fx, v: &Option<View>| -> Result<_, Error> {
+                let Some(v) = v else { return Ok(None) };
+                let base = fx.buf(v.buf);
+                let base = fx.addp(base, bytes_of(v.offset as i64)?);
+                Ok(Some(rows::RowParam {
+                    base,
+                    broadcast: *len <= 1 || v.strides[0] == 0,
+                }))
+            };
+            let (s, b) = (param(fx, scale)?, param(fx, bias)?);
+            let m = mean.map(|m| fx.buf(m));
+            let v = inv_std.map(|v| fx.buf(v));
+            rows::emit_layer_norm(fx, *outer, *len, *epsilon, i, o, s, b, m, v);
             Ok(())
         }
         Kernel::Copy { bytes, src, dst } => {

@@ -366,3 +366,41 @@ fn malformed_softmax_mask_is_an_error() {
         assert!(e.to_string().contains(want), "{e}");
     }
 }
+
+/// A layer norm is refused, not miscompiled, when its scale leaves the buffer or is
+/// strided other than 0 or 1, when a statistics buffer is too short, or when it would
+/// write an input.
+#[test]
+fn malformed_layer_norm_is_an_error() {
+    let ln = |scale: &[i64], scale_len: u64, mean_len: u64, output: Buffer| {
+        program(
+            vec![io("x", &[2, 4]), io("s", &[scale_len])],
+            vec![io("y", &[2, 4]), io("m", &[mean_len])],
+            vec![],
+            0,
+            vec![Kernel::LayerNorm {
+                outer: 2,
+                len: 4,
+                epsilon: 1e-5,
+                input: Buffer::Input(0),
+                scale: Some(view(Buffer::Input(1), 0, scale)),
+                bias: None,
+                output,
+                mean: Some(Buffer::Output(1)),
+                inv_std: None,
+            }],
+        )
+    };
+    edgecc_cranelift::compile_jit(&ln(&[1], 4, 2, Buffer::Output(0))).expect("valid");
+    edgecc_cranelift::compile_jit(&ln(&[0], 1, 2, Buffer::Output(0))).expect("valid");
+    for (p, want) in [
+        (ln(&[1], 3, 2, Buffer::Output(0)), "scale"),
+        (ln(&[2], 8, 2, Buffer::Output(0)), "not 0 or 1"),
+        (ln(&[1, 0], 4, 2, Buffer::Output(0)), "strides"),
+        (ln(&[1], 4, 1, Buffer::Output(0)), "Output(1)"),
+        (ln(&[1], 4, 2, Buffer::Input(0)), "read-only"),
+    ] {
+        let e = edgecc_cranelift::compile_jit(&p).err().expect("must fail");
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}

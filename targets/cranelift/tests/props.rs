@@ -1057,3 +1057,87 @@ fn malformed_mask_kernels_are_refused() {
         assert!(r.is_err(), "exec accepted {k:?}");
     }
 }
+
+/// Where a layer norm's scale or bias comes from in [`layer_norm_matches_exec`]: 0 absent,
+/// 1 a constant vector, 2 one constant value (stride 0), 3 an input vector, 4 one input
+/// value.
+fn ln_param(
+    form: u8,
+    len: u64,
+    name: &str,
+    seed: u64,
+    consts: &mut Vec<edgecc_program::Const>,
+    inputs: &mut Vec<edgecc_program::IoTensor>,
+) -> Option<edgecc_program::View> {
+    let n = if matches!(form, 2 | 4) { 1 } else { len };
+    let stride = if n == 1 { 0 } else { 1 };
+    match form {
+        0 => None,
+        1 | 2 => {
+            consts.push(konst(name, &rand_vec(n as usize, seed)));
+            Some(view(cid(consts.len() as u32 - 1), 0, &[stride]))
+        }
+        _ => {
+            inputs.push(io(name, &[n]));
+            Some(view(Buffer::Input(inputs.len() as u32 - 1), 0, &[stride]))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The one-kernel layer norm against the scalar executor: row lengths around the
+    /// vector width (tails of 0 to 3, length 1), scale and bias constant or runtime, full
+    /// or one value, the optional statistics outputs, in place in the arena. The two
+    /// differ only in the order of the row sums (lanes then tail against left to right),
+    /// about `(len + 2)·2^-24` of the row's magnitude in the mean and the variance;
+    /// centred values are divided by σ, so the bound grows with `inv = 1/σ`.
+    #[test]
+    fn layer_norm_matches_exec(
+        outer in 1u64..5, len in 1u64..40, scale in 0u8..5, bias in 0u8..5,
+        stats: bool, in_place: bool, eps_small: bool, seed in 0u64..1000,
+    ) {
+        let epsilon = if eps_small { 1e-5 } else { 1e-2 };
+        let total = outer * len;
+        let mut inputs = vec![io("x", &[total])];
+        let mut consts = Vec::new();
+        let scale = ln_param(scale, len, "scale", seed + 1, &mut consts, &mut inputs);
+        let bias = ln_param(bias, len, "bias", seed + 2, &mut consts, &mut inputs);
+        let mut outputs = vec![io("y", &[total])];
+        let (mean, inv_std) = if stats {
+            outputs.extend([io("mean", &[outer]), io("inv", &[outer])]);
+            (Some(Buffer::Output(1)), Some(Buffer::Output(2)))
+        } else {
+            (None, None)
+        };
+        let bytes = total * 4;
+        let arena = Buffer::Arena { offset: 0 };
+        let (input, output) = if in_place { (arena, arena) } else { (Buffer::Input(0), Buffer::Output(0)) };
+        let mut kernels = Vec::new();
+        if in_place {
+            kernels.push(Kernel::Copy { bytes, src: Buffer::Input(0), dst: arena });
+        }
+        kernels.push(Kernel::LayerNorm { outer, len, epsilon, input, scale, bias, output, mean, inv_std });
+        if in_place {
+            kernels.push(Kernel::Copy { bytes, src: arena, dst: Buffer::Output(0) });
+        }
+        let p = program(inputs, outputs, consts, if in_place { bytes.next_multiple_of(64) } else { 0 }, kernels);
+        let ins = inputs_for(&p, seed);
+        let want = run_exec(&p, &ins);
+        let got = run_jit(&p, &ins);
+        let u = (len + 2) as f32 * 2f32.powi(-24) * 4.0;
+        for (o, row) in ins[0].chunks(len as usize).enumerate() {
+            let m = row.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+            let var = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len as f64;
+            let inv = (1.0 / (var + epsilon as f64).sqrt()) as f32;
+            let r = o * len as usize..(o + 1) * len as usize;
+            // y: the mean's error times inv (and |scale|, |bias| ≤ 1), plus roundings.
+            assert_close(&[got[0][r.clone()].to_vec()], &[want[0][r].to_vec()], u * (1.0 + 2.0 * inv), 4.0 * u, "layer norm y");
+            if stats {
+                assert_close(&[vec![got[1][o]]], &[vec![want[1][o]]], u, 0.0, "layer norm mean");
+                assert_close(&[vec![got[2][o]]], &[vec![want[2][o]]], 0.0, 2.0 * u * (1.0 + inv * inv), "layer norm inv_std");
+            }
+        }
+    }
+}

@@ -802,6 +802,49 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 }
             }
         }
+        Kernel::LayerNorm {
+            outer,
+            len,
+            epsilon,
+            input,
+            scale,
+            bias,
+            output,
+            mean,
+            inv_std,
+        } => {
+            for (v, what) in [(scale, "scale"), (bias, "bias")] {
+                if let Some(v) = v {
+                    check_rank(mem, v, 1, what)?;
+                }
+            }
+            let len = *len as i128;
+            for o in 0..*outer as i128 {
+                let row = (0..len)
+                    .map(|l| mem.ld(*input, o * len + l))
+                    .collect::<Result<Vec<f32>, _>>()?;
+                let m = row.iter().sum::<f32>() / len as f32;
+                let var = row.iter().map(|&x| (x - m) * (x - m)).sum::<f32>() / len as f32;
+                let inv = 1.0 / (var + *epsilon).sqrt();
+                for (l, &x) in row.iter().enumerate() {
+                    let idx = [l as u64];
+                    let mut y = (x - m) * inv;
+                    if let Some(s) = scale {
+                        y *= mem.ld(s.buf, at(s, &idx))?;
+                    }
+                    if let Some(b) = bias {
+                        y += mem.ld(b.buf, at(b, &idx))?;
+                    }
+                    mem.st(*output, o * len + l as i128, y)?;
+                }
+                if let Some(mb) = mean {
+                    mem.st(*mb, o, m)?;
+                }
+                if let Some(ib) = inv_std {
+                    mem.st(*ib, o, inv)?;
+                }
+            }
+        }
         Kernel::Copy { bytes, src, dst } => {
             let (s, sbase) = mem.bytes(*src)?;
             let sat = mem.range(*src, sbase, 0, *bytes, s.len())?;
@@ -1380,6 +1423,59 @@ mod tests {
         let e: Vec<f32> = [10f32, 21., 32.].iter().map(|x| (x - 32.).exp()).collect();
         let s: f32 = e.iter().sum();
         assert!((out[0][2] - e[2] / s).abs() < 1e-7);
+    }
+
+    /// Layer norm by hand: rows [1, 2, 3, 4] (mean 2.5, variance 1.25) and [2, 2, 2, 2]
+    /// (variance 0, so `1/sqrt(eps)`), a per-element scale and one broadcast bias value,
+    /// in place in the arena.
+    #[test]
+    fn layer_norm_by_hand() {
+        let arena = Buffer::Arena { offset: 0 };
+        let p = prog(
+            vec![io("x", &[8]), io("b", &[1])],
+            vec![io("y", &[8]), io("mean", &[2]), io("inv", &[2])],
+            vec![Const {
+                name: "scale".into(),
+                dtype: DType::F32,
+                shape: vec![4],
+                data: bytes(&[1.0, 2.0, 1.0, 0.5]),
+            }],
+            vec![
+                Kernel::Copy {
+                    bytes: 32,
+                    src: Buffer::Input(0),
+                    dst: arena,
+                },
+                Kernel::LayerNorm {
+                    outer: 2,
+                    len: 4,
+                    epsilon: 0.25,
+                    input: arena,
+                    scale: Some(view(Buffer::Const(ConstId(0)), 0, &[1])),
+                    bias: Some(view(Buffer::Input(1), 0, &[0])),
+                    output: arena,
+                    mean: Some(Buffer::Output(1)),
+                    inv_std: Some(Buffer::Output(2)),
+                },
+                Kernel::Copy {
+                    bytes: 32,
+                    src: arena,
+                    dst: Buffer::Output(0),
+                },
+            ],
+        );
+        let x = vec![1., 2., 3., 4., 2., 2., 2., 2.];
+        let out = run1(&p, &[x, vec![10.0]]).unwrap();
+        // inv = 1/sqrt(1.25 + 0.25); y = (x − 2.5)·inv·scale + 10.
+        let inv = 1.0 / 1.5f32.sqrt();
+        let want: Vec<f32> = [(-1.5, 1.0), (-0.5, 2.0), (0.5, 1.0), (1.5, 0.5)]
+            .iter()
+            .map(|&(d, s): &(f32, f32)| d * inv * s + 10.0)
+            .chain([10.0; 4])
+            .collect();
+        assert_eq!(out[0], want);
+        assert_eq!(out[1], vec![2.5, 2.0]);
+        assert_eq!(out[2], vec![inv, 2.0]);
     }
 
     #[test]

@@ -395,6 +395,30 @@ pub enum Kernel {
         scale: f32,
         mask: Option<SoftmaxMask>,
     },
+    /// Layer normalization of each row of a dense `[outer, len]` f32 tensor (ONNX
+    /// LayerNormalization with everything from its axis on flattened into `len`), one pass
+    /// for the statistics and one for the result instead of five kernels over memory.
+    /// Row `o`, in f32:
+    /// - `mean = Σ x / len`, `var = Σ (x − mean)² / len` (two passes over the row; the sums
+    ///   may be reassociated like [`ReduceOp::Sum`]'s), `inv = 1 / sqrt(var + epsilon)`;
+    /// - `y = (x − mean) · inv · scale + bias`, rounded in that order, with `scale` and
+    ///   `bias` read as 1 and 0 when absent.
+    ///
+    /// `scale` and `bias` are views over `[len]` (one stride, 1 or 0: a full vector or one
+    /// value), constants or runtime buffers. `mean` and `inv_std`, when present, receive
+    /// `outer` values each (ONNX's optional Mean and InvStdDev outputs). The output may be
+    /// the input (in place); no other buffers overlap.
+    LayerNorm {
+        outer: u64,
+        len: u64,
+        epsilon: f32,
+        input: Buffer,
+        scale: Option<View>,
+        bias: Option<View>,
+        output: Buffer,
+        mean: Option<Buffer>,
+        inv_std: Option<Buffer>,
+    },
     /// Reduction over the middle axis of a dense `[outer, len, inner]` tensor into a
     /// dense `[outer, inner]` one.
     Reduce {
@@ -604,6 +628,7 @@ impl Kernel {
             Kernel::Elementwise { .. } => "elementwise",
             Kernel::Softmax { .. } => "softmax",
             Kernel::Reduce { .. } => "reduce",
+            Kernel::LayerNorm { .. } => "layer_norm",
             Kernel::Copy { .. } => "copy",
             Kernel::Gather { .. } => "gather",
             Kernel::Convert { .. } => "convert",

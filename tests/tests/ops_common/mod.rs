@@ -2897,6 +2897,150 @@ pub fn build_ln_stats(net: &mut Net, p: &LnStatsP) {
     }
 }
 
+/// Where a LayerNormalization's scale or bias comes from: constant or graph input (a
+/// runtime buffer), a full vector over the normalized dims or one value (`[1]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LnParam {
+    Absent,
+    ConstFull,
+    ConstOne,
+    InputFull,
+    InputOne,
+}
+
+/// LayerNormalization over `[rows, len]` (axis -1) with every scale and bias form the
+/// one-kernel lowering takes, lengths around the vector width, and the statistics
+/// outputs picked by `which` as in [`LnStatsP`].
+#[derive(Clone, Debug)]
+pub struct LnFormP {
+    pub rows: usize,
+    pub len: usize,
+    pub scale: LnParam,
+    pub bias: LnParam,
+    pub epsilon: f32,
+    pub which: u8,
+    pub seed: u64,
+}
+
+const LN_LENS: [usize; 12] = [1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 64, 67];
+
+fn ln_param_strategy(absent: bool) -> BoxedStrategy<LnParam> {
+    let all = [
+        LnParam::ConstFull,
+        LnParam::ConstOne,
+        LnParam::InputFull,
+        LnParam::InputOne,
+    ];
+    let lo = if absent { 0 } else { 1 };
+    (lo..5usize)
+        .prop_map(move |i| if i == 0 { LnParam::Absent } else { all[i - 1] })
+        .boxed()
+}
+
+pub fn ln_form_strategy() -> BoxedStrategy<LnFormP> {
+    (
+        1usize..5,
+        0..LN_LENS.len(),
+        ln_param_strategy(false),
+        ln_param_strategy(true),
+        prop_oneof![Just(1e-5f32), Just(1e-2f32)],
+        0u8..4,
+        any::<u64>(),
+    )
+        .prop_map(|(rows, l, scale, bias, epsilon, which, seed)| LnFormP {
+            rows,
+            len: LN_LENS[l],
+            scale,
+            bias,
+            epsilon,
+            which,
+            seed,
+        })
+        .boxed()
+}
+
+/// Every length of [`LN_LENS`] once, cycling through the scale, bias and statistics forms
+/// so that each form meets several lengths (one graph for the aarch64 test).
+pub fn every_ln_form_case() -> Vec<LnFormP> {
+    use LnParam::*;
+    let scales = [ConstFull, ConstOne, InputFull, InputOne];
+    let biases = [Absent, ConstFull, ConstOne, InputFull, InputOne];
+    LN_LENS
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| LnFormP {
+            rows: 1 + i % 3,
+            len,
+            scale: scales[i % scales.len()],
+            bias: biases[i % biases.len()],
+            epsilon: [1e-5, 1e-2][i % 2],
+            which: (i % 4) as u8,
+            seed: 500 + i as u64,
+        })
+        .collect()
+}
+
+/// Tolerances as [`build_ln_stats`] (values in [-3, 5], |scale| ≤ 1.5, |bias| ≤ 1).
+pub fn build_ln_form(net: &mut Net, p: &LnFormP) {
+    let mut rng = Rng::new(p.seed);
+    let len = p.len as f64;
+    let xt = rng.tensor(&[p.rows, p.len], -3.0, 5.0);
+    let y_tol: Vec<f64> = xt
+        .as_f32()
+        .unwrap()
+        .chunks(p.len)
+        .flat_map(|row| {
+            let m = row.iter().map(|&v| v as f64).sum::<f64>() / len;
+            let var = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len;
+            let e = (len + 2.0) * U * 5.0 * 1.5 * 2.0 / (var + p.epsilon as f64).sqrt();
+            std::iter::repeat_n(e + (len + 8.0) * 2.4e-7 * 4.0, row.len())
+        })
+        .collect();
+    let x = net.input(xt);
+    let mut param = |net: &mut Net, form: LnParam, lo: f32, hi: f32| {
+        let t = match form {
+            LnParam::Absent => return None,
+            LnParam::ConstFull | LnParam::InputFull => rng.tensor(&[p.len], lo, hi),
+            LnParam::ConstOne | LnParam::InputOne => rng.tensor(&[1], lo, hi),
+        };
+        Some(match form {
+            LnParam::ConstFull | LnParam::ConstOne => net.konst(t),
+            _ => net.input(t),
+        })
+    };
+    let mut ins = vec![x];
+    ins.extend(param(net, p.scale, 0.5, 1.5));
+    ins.extend(param(net, p.bias, -1.0, 1.0));
+    let stats = p.which != 0;
+    let outs = net.node_outs(
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: p.epsilon,
+            stats,
+        },
+        &ins,
+    );
+    let label = format!(
+        "LayerNorm [{}, {}] scale {:?} bias {:?} eps {}",
+        p.rows, p.len, p.scale, p.bias, p.epsilon
+    );
+    net.output(outs[0], format!("{label}: Y"), Tol::elem(y_tol));
+    if p.which & 1 != 0 {
+        net.output(
+            outs[1],
+            format!("{label}: Mean"),
+            Tol::rel(0.0, (len + 2.0) * U * 5.0),
+        );
+    }
+    if p.which & 2 != 0 {
+        net.output(
+            outs[2],
+            format!("{label}: InvStdDev"),
+            Tol::rel((len + 8.0) * U * 2.0, 0.0),
+        );
+    }
+}
+
 /// A reduction over the adjacent axes `a..b` of `shape`; `specials` replaces about a
 /// quarter of the values by NaN and ±inf.
 #[derive(Clone, Debug)]

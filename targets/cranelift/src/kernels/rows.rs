@@ -350,3 +350,148 @@ pub(crate) fn emit_softmax(
         vec![]
     });
 }
+
+/// A layer norm's scale or bias as codegen sees it: the address of its element 0, and
+/// whether it is one value for the whole row (stride 0) instead of one per element.
+pub(crate) struct RowParam {
+    pub base: Value,
+    pub broadcast: bool,
+}
+
+/// A broadcast parameter, loaded once per kernel as a scalar and a vector.
+enum Param {
+    Row(Value),
+    One(Value, Value),
+}
+
+impl Param {
+    fn new(fx: &mut Fx, p: RowParam) -> Param {
+        if p.broadcast {
+            let s = fx.load(types::F32, p.base, 0, true);
+            let v = fx.splat(W::V4, s);
+            Param::One(s, v)
+        } else {
+            Param::Row(p.base)
+        }
+    }
+
+    /// The parameter's lanes for the element of the row at `q`; `off` is the byte offset
+    /// from the row's start to the parameter's element 0 (unused when broadcast).
+    fn at(&self, fx: &mut Fx, w: W, q: Value, off: Option<Value>) -> Value {
+        match *self {
+            Param::One(s, v) => {
+                if w == W::S1 {
+                    s
+                } else {
+                    v
+                }
+            }
+            Param::Row(_) => {
+                let at = match off {
+                    Some(off) => fx.b.ins().iadd(q, off),
+                    None => q,
+                };
+                fx.load_w(w, at, 0, 4, true)
+            }
+        }
+    }
+}
+
+/// Layer normalization of contiguous rows of `len` floats: one pass sums the row for its
+/// mean, a second sums the squared deviations (the two-pass variance, as the reference
+/// interpreter computes it, so no cancellation), a third writes
+/// `(x − mean) · inv · scale + bias`. Every pass is f32x4 vectors plus a scalar tail with
+/// one horizontal add per row, the same order as [`emit_reduce`]'s mean, so the
+/// statistics equal those of the unfused Reduce kernels bit for bit. The last pass reads
+/// each element before it writes it, so `output == input` works.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_layer_norm(
+    fx: &mut Fx,
+    outer: u64,
+    len: u64,
+    epsilon: f32,
+    input: Value,
+    output: Value,
+    scale: Option<RowParam>,
+    bias: Option<RowParam>,
+    mean: Option<Value>,
+    inv_std: Option<Value>,
+) {
+    let row_bytes = (len * 4) as i64;
+    let scale = scale.map(|p| Param::new(fx, p));
+    let bias = bias.map(|p| Param::new(fx, p));
+    fx.for_n(outer, &[], |fx, o, _| {
+        let src = fx.addp_scaled(input, o, row_bytes);
+        let dst = fx.addp_scaled(output, o, row_bytes);
+        let n = fx.fconst(W::S1, len as f32);
+        let s = fold_row(
+            fx,
+            src,
+            len,
+            0.0,
+            &mut |fx, _w, _q, x, a| fx.b.ins().fadd(a, x),
+            sum_lanes,
+        );
+        let m = fx.b.ins().fdiv(s, n);
+        let m4 = fx.splat(W::V4, m);
+        let pick = |w: W, s: Value, v: Value| if w == W::S1 { s } else { v };
+        let ss = fold_row(
+            fx,
+            src,
+            len,
+            0.0,
+            &mut |fx, w, _q, x, a| {
+                let d = fx.b.ins().fsub(x, pick(w, m, m4));
+                let d2 = fx.b.ins().fmul(d, d);
+                fx.b.ins().fadd(a, d2)
+            },
+            sum_lanes,
+        );
+        let var = fx.b.ins().fdiv(ss, n);
+        let e = fx.fconst(W::S1, epsilon);
+        let ve = fx.b.ins().fadd(var, e);
+        let sd = fx.b.ins().sqrt(ve);
+        let one = fx.fconst(W::S1, 1.0);
+        let inv = fx.b.ins().fdiv(one, sd);
+        let inv4 = fx.splat(W::V4, inv);
+        // Byte offsets from the input row to the output row and to each parameter.
+        let to_dst = fx.b.ins().isub(dst, src);
+        let to_param = |fx: &mut Fx, p: &Option<Param>| match p {
+            Some(Param::Row(base)) => Some(fx.b.ins().isub(*base, src)),
+            _ => None,
+        };
+        let to_scale = to_param(fx, &scale);
+        let to_bias = to_param(fx, &bias);
+        fold_row(
+            fx,
+            src,
+            len,
+            0.0,
+            &mut |fx, w, q, x, a| {
+                let d = fx.b.ins().fsub(x, pick(w, m, m4));
+                let mut y = fx.b.ins().fmul(d, pick(w, inv, inv4));
+                if let Some(p) = &scale {
+                    let g = p.at(fx, w, q, to_scale);
+                    y = fx.b.ins().fmul(y, g);
+                }
+                if let Some(p) = &bias {
+                    let b = p.at(fx, w, q, to_bias);
+                    y = fx.b.ins().fadd(y, b);
+                }
+                let out = fx.b.ins().iadd(q, to_dst);
+                fx.store(y, out, 0);
+                a
+            },
+            sum_lanes,
+        );
+        if let Some(p) = mean {
+            let at = fx.addp_scaled(p, o, 4);
+            fx.store(m, at, 0);
+        }
+        if let Some(p) = inv_std {
+            let at = fx.addp_scaled(p, o, 4);
+            fx.store(inv, at, 0);
+        }
+        vec![]
+    });
+}
