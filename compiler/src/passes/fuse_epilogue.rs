@@ -34,12 +34,9 @@
 //! `Add(bias)` would round differently; it is left alone after the residual step).
 //!
 //! Cost and gain: one walk over the nodes. Every dense layer loses its bias kernel, every
-//! sublayer end its residual one, attention scores their scale-and-mask one:
-//! `edgecc compile M --target x86_64` gives 63 kernels for bert_torchscript (75 without
-//! this pass), 59 for encoder (69), 4 for mlp (5), 157 for all-MiniLM-L6-v2 (193).
-//! aarch64 guest instructions per inference (`docs/benchmarks.md`'s counter, K = 10) go
-//! from 572 665 to 550 391 on bert_torchscript (-3.9 %) and from 219 016 to 207 720 on
-//! encoder (-5.2 %); GEMMs dominate MiniLM (seq 128, K = 2): 499.35 M to 495.19 M (-0.8 %).
+//! sublayer end its residual one, attention scores their scale-and-mask one (when
+//! fold-transposes left the scores a MatMul); `docs/benchmarks.md` has the kernel and
+//! instruction counts with and without the fusion passes.
 
 use super::Pass;
 use crate::Error;
