@@ -341,7 +341,7 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pruning::testing::{run_checked, tensor};
+    use super::super::testing::{random, run_on_copy as run_checked};
     use super::*;
     use crate::ir::{DType, Unary};
 
@@ -354,9 +354,9 @@ mod tests {
     /// x[1,3,4] → W1 [4,6] + b1 → activation → W2 [6,4] (+ b2). `zero_w1` zeroes W1's
     /// columns, `zero_b1` b1's entries, `zero_w2` W2's rows.
     fn build(act: Act, zero_w1: &[usize], zero_b1: &[usize], zero_w2: &[usize], b2: bool) -> Graph {
-        let mut w1 = tensor(1, &[4, 6]).as_f32().unwrap().to_vec();
-        let mut b1 = tensor(2, &[6]).as_f32().unwrap().to_vec();
-        let mut w2 = tensor(3, &[6, 4]).as_f32().unwrap().to_vec();
+        let mut w1 = random(&[4, 6], 1).as_f32().unwrap().to_vec();
+        let mut b1 = random(&[6], 2).as_f32().unwrap().to_vec();
+        let mut w2 = random(&[6, 4], 3).as_f32().unwrap().to_vec();
         for &j in zero_w1 {
             (0..4).for_each(|i| w1[i * 6 + j] = 0.0);
         }
@@ -397,7 +397,7 @@ mod tests {
         };
         let mut y = node(&mut g, Op::MatMul, vec![a, w2]);
         if b2 {
-            let b2 = g.add_const("b2", tensor(4, &[4]));
+            let b2 = g.add_const("b2", random(&[4], 4));
             y = node(&mut g, Op::Binary(Binary::Add), vec![b2, y]);
         }
         g.outputs.push(y);
@@ -472,8 +472,8 @@ mod tests {
     /// x[3,4] → Gemm{alpha=0.5 beta=2 trans_b}(W1 [6,4], b1) → Sigmoid →
     /// Gemm{alpha=0.25 trans_b}(W2 [4,6]) (+ b2): the scales enter the folded constants.
     fn build_gemm(zero_w1_rows: &[usize], zero_w2_cols: &[usize]) -> Graph {
-        let mut w1 = tensor(1, &[6, 4]).as_f32().unwrap().to_vec();
-        let mut w2 = tensor(3, &[4, 6]).as_f32().unwrap().to_vec();
+        let mut w1 = random(&[6, 4], 1).as_f32().unwrap().to_vec();
+        let mut w2 = random(&[4, 6], 3).as_f32().unwrap().to_vec();
         for &j in zero_w1_rows {
             w1[j * 4..(j + 1) * 4].fill(0.0);
         }
@@ -484,9 +484,9 @@ mod tests {
         let x = g.add_input("x", DType::F32, vec![3, 4]);
         g.inputs.push(x);
         let w1 = g.add_const("w1", Tensor::f32(vec![6, 4], w1));
-        let b1 = g.add_const("b1", tensor(2, &[6]));
+        let b1 = g.add_const("b1", random(&[6], 2));
         let w2 = g.add_const("w2", Tensor::f32(vec![4, 6], w2));
-        let b2 = g.add_const("b2", tensor(4, &[4]));
+        let b2 = g.add_const("b2", random(&[4], 4));
         let gemm = |alpha, beta| Op::Gemm {
             alpha,
             beta,

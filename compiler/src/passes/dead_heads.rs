@@ -726,7 +726,7 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pruning::testing::{run_checked, tensor};
+    use super::super::testing::{random, run_on_copy as run_checked};
     use super::*;
     use crate::ir::{DType, Tensor};
 
@@ -744,14 +744,14 @@ mod tests {
 
     fn weights() -> Weights {
         Weights {
-            wq: tensor(1, &[4, 4]),
-            bq: tensor(2, &[4]),
-            wk: tensor(3, &[4, 4]),
-            bk: tensor(4, &[4]),
-            wv: tensor(5, &[4, 4]),
-            bv: tensor(6, &[4]),
-            wo: tensor(7, &[4, 4]),
-            bo: tensor(8, &[4]),
+            wq: random(&[4, 4], 1),
+            bq: random(&[4], 2),
+            wk: random(&[4, 4], 3),
+            bk: random(&[4], 4),
+            wv: random(&[4, 4], 5),
+            bv: random(&[4], 6),
+            wo: random(&[4, 4], 7),
+            bo: random(&[4], 8),
         }
     }
 
@@ -865,7 +865,7 @@ mod tests {
         let c = g.add_const("scale", Tensor::f32(vec![], vec![0.7]));
         let mut s = node(&mut g, Op::Binary(Binary::Div), vec![s, c]);
         if head_bias {
-            let hb = g.add_const("head_bias", tensor(9, &[2, 1, 3]));
+            let hb = g.add_const("head_bias", random(&[2, 1, 3], 9));
             s = node(&mut g, Op::Binary(Binary::Add), vec![s, hb]);
         }
         let p = node(

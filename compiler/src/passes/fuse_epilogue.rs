@@ -257,25 +257,11 @@ mod tests {
     use super::*;
     use crate::interp;
     use crate::ir::{DType, Tensor, Unary, verify};
-
-    /// Deterministic values in [-1, 1).
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::passes::testing::random_values;
 
     fn konst(g: &mut Graph, name: &str, shape: &[usize], seed: u64) -> ValueId {
         let len = shape.iter().product();
-        g.add_const(name, Tensor::f32(shape.to_vec(), rand(len, seed)))
+        g.add_const(name, Tensor::f32(shape.to_vec(), random_values(len, seed)))
     }
 
     fn input(g: &mut Graph, name: &str, shape: &[usize]) -> ValueId {
@@ -295,7 +281,10 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| {
                 let shape = g.value(v).shape.clone();
-                Tensor::f32(shape.clone(), rand(shape.iter().product(), 100 + i as u64))
+                Tensor::f32(
+                    shape.clone(),
+                    random_values(shape.iter().product(), 100 + i as u64),
+                )
             })
             .collect()
     }

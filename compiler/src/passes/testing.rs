@@ -5,7 +5,9 @@ use super::Pass;
 use crate::interp;
 use crate::ir::{Graph, Tensor};
 
-/// `n` values uniform in [-1, 1) from a fixed linear congruential sequence.
+/// `n` values uniform in [-1, 1) from a fixed linear congruential sequence, never exactly
+/// zero (the pruning tests place their zeros by hand and rely on every other weight being
+/// non-zero).
 pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)
@@ -15,7 +17,8 @@ pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if v == 0.0 { 0.5 } else { v }
         })
         .collect()
 }
@@ -48,6 +51,13 @@ pub fn run_checked(pass: &dyn Pass, g: &mut Graph, rel: f32) -> String {
         }
     }
     summary
+}
+
+/// [`run_checked`] on a copy of `g` at 1e-5: the rewritten graph and the pass summary.
+pub fn run_on_copy(g: &Graph, pass: &dyn Pass) -> (Graph, String) {
+    let mut copy = g.clone();
+    let summary = run_checked(pass, &mut copy, 1e-5);
+    (copy, summary)
 }
 
 /// The op names of the graph's nodes in topological order.
