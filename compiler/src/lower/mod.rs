@@ -395,6 +395,24 @@ impl<'g> Builder<'g> {
         }
     }
 
+    /// Copies `input`, a (broadcast) f32 view over `shape`, into a new dense arena temp: for
+    /// operands whose strides a kernel's views cannot express.
+    fn dense_copy(&mut self, input: View, shape: &[usize]) -> Loc {
+        let t = self.temp((shape.iter().product::<usize>() * 4) as u64);
+        let buf = self.touch(t);
+        self.kernels.push(Kernel::Elementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            inputs: vec![input],
+            expr: vec![ExprNode::Input(0)],
+            output: View {
+                buf,
+                offset: 0,
+                strides: dense(shape),
+            },
+        });
+        t
+    }
+
     fn dview(&mut self, v: ValueId) -> View {
         let strides = dense(self.shape(v));
         View {
@@ -1358,7 +1376,6 @@ impl<'g> Builder<'g> {
         shape.extend(mat);
         let mut src = own.to_vec();
         src.extend(mat);
-        let t = self.temp((full * size * 4) as u64);
         let input = View {
             buf: self.buf(v),
             offset: 0,
@@ -1367,17 +1384,7 @@ impl<'g> Builder<'g> {
                 .map(|s| s as i64)
                 .collect(),
         };
-        let buf = self.touch(t);
-        self.kernels.push(Kernel::Elementwise {
-            shape: shape.iter().map(|&d| d as u64).collect(),
-            inputs: vec![input],
-            expr: vec![ExprNode::Input(0)],
-            output: View {
-                buf,
-                offset: 0,
-                strides: dense(&shape),
-            },
-        });
+        let t = self.dense_copy(input, &shape);
         View {
             buf: self.touch(t),
             offset: 0,
@@ -1866,20 +1873,8 @@ impl<'g> Builder<'g> {
                 strides: strides.to_vec(),
             };
         }
-        let size: usize = full.iter().product();
-        let t = self.temp((size * 4) as u64);
         let input = self.bview(v, full);
-        let buf = self.touch(t);
-        self.kernels.push(Kernel::Elementwise {
-            shape: full.iter().map(|&d| d as u64).collect(),
-            inputs: vec![input],
-            expr: vec![ExprNode::Input(0)],
-            output: View {
-                buf,
-                offset: 0,
-                strides: dense(full),
-            },
-        });
+        let t = self.dense_copy(input, full);
         let dense_view = |bs: i64, rs: i64| View {
             buf: Buffer::Arena { offset: 0 },
             offset: 0,
