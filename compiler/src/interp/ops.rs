@@ -748,7 +748,13 @@ fn fused_conv(x: &[&Tensor], window: &WindowAttrs, group: usize, extra: [bool; 2
     if x.len() != want {
         return Err(format!("expects {want} inputs, got {}", x.len()));
     }
-    let mut y = first(conv(x[0], x[1], x.get(2).copied().filter(|_| extra[0]), window, group)?)?;
+    let mut y = first(conv(
+        x[0],
+        x[1],
+        x.get(2).copied().filter(|_| extra[0]),
+        window,
+        group,
+    )?)?;
     if extra[1] {
         let sum = first(eval(&Op::Binary(Binary::Add), &[&y, x[n_conv]])?)?;
         if sum.shape != y.shape {

@@ -777,10 +777,7 @@ impl<'g> Builder<'g> {
                     c,
                 });
             }
-            Op::Conv { window, group }
-            | Op::FusedConv {
-                window, group, ..
-            } => {
+            Op::Conv { window, group } | Op::FusedConv { window, group, .. } => {
                 let xs = self.shape(ins[0]).to_vec();
                 let ws = self.shape(ins[1]).to_vec();
                 if self.f32_const(ins[1]).is_none() {

@@ -199,8 +199,7 @@ fn match_conv(g: &Graph, n: NodeIndex) -> Option<ConvChain> {
     let (u, residual) = single_add(g, y)?;
     // Exactly the output's shape (the kernel reads it densely), computed (a constant
     // would be a bias of another form, left alone), and not the conv itself.
-    if g.value(residual).shape != g.value(y).shape || g.konst(residual).is_some() || residual == y
-    {
+    if g.value(residual).shape != g.value(y).shape || g.konst(residual).is_some() || residual == y {
         return None;
     }
     let mut chain = ConvChain {
@@ -740,7 +739,10 @@ mod tests {
         run_checked(&mut g);
         assert_eq!(
             ops(&g),
-            ["FusedConv{kernel=[1,1] strides=[1,1] dilations=[1,1] pads=[0,0,0,0] group=1 act=none residual}", "Exp"]
+            [
+                "FusedConv{kernel=[1,1] strides=[1,1] dilations=[1,1] pads=[0,0,0,0] group=1 act=none residual}",
+                "Exp"
+            ]
         );
     }
 
@@ -786,7 +788,10 @@ mod tests {
                 }
             }
             let s = run_checked(&mut g);
-            assert!(s.starts_with("fused 0 epilogues"), "{rshape:?} {constant} {how}: {s}");
+            assert!(
+                s.starts_with("fused 0 epilogues"),
+                "{rshape:?} {constant} {how}: {s}"
+            );
             assert!(ops(&g).iter().all(|o| !o.starts_with("FusedConv")));
         }
     }
