@@ -344,9 +344,9 @@ pub enum Kernel {
     },
     /// NCHW convolution, `out[n, co, oy, ox] = act(bias[co] + sum over ci in co's group,
     /// ky, kx of in[n, ci, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] * w[co, ci%cpg, ky, kx]
-    /// + residual[n, co, oy, ox])`, zero outside the input; the residual (a skip
-    /// connection) is added to the f32 sum of bias and taps, before the activation. Input, weights (OIHW, `c_out × c_in/groups × kh × kw`) and
-    /// output are dense. `scratch` is an arena area of at least
+    /// plus residual[n, co, oy, ox])`, zero outside the input; the residual (a skip
+    /// connection) is added to the f32 sum of bias and taps, before the activation.
+    /// Input, weights (OIHW, `c_out × c_in/groups × kh × kw`) and output are dense. `scratch` is an arena area of at least
     /// [`Kernel::conv_scratch_bytes`] bytes the target may use (im2col), present when that
     /// is non-zero.
     Conv {
