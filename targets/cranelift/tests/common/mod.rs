@@ -483,6 +483,19 @@ pub fn conv_program_with(
     )
 }
 
+/// `p` (a single Conv kernel) with a skip connection: a second input of the output's
+/// shape added before the activation.
+pub fn with_residual(mut p: Program) -> Program {
+    let shape = p.outputs[0].shape.clone();
+    p.inputs.push(io("r", &shape));
+    let r = Buffer::Input(p.inputs.len() as u32 - 1);
+    match &mut p.kernels[0] {
+        Kernel::Conv { residual, .. } => *residual = Some(r),
+        k => panic!("with_residual: not a conv: {k:?}"),
+    }
+    p
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn conv_program(
     n: u32,
