@@ -63,6 +63,19 @@ fn batch_seed_4() {
     run(4);
 }
 
+/// Conv → Add(skip) → activation as one Conv kernel with a residual, in every conv
+/// code-generation form, under qemu.
+#[test]
+fn conv_residual_epilogue() {
+    require_tools();
+    let net = ops_common::conv_residual_net();
+    ops_common::assert_conv_residual_kernels(&net);
+    let target: edgecc_cranelift::Target = "aarch64-neon".parse().expect("aarch64 target");
+    if let Err(e) = net.check_cross(&target) {
+        panic!("aarch64 conv residual:\n{e}");
+    }
+}
+
 /// The k-lanes GEMM tile (11×8, A read in place along contiguous K, 4 K values per load; see
 /// `Tile::for_gemm`) on the shapes that exercise its edges: row tails (M mod 11), K
 /// remainders (K mod 4), every column tail (N mod 8 in 1..7), batches, constant and

@@ -382,6 +382,16 @@ fn hard_activations_and_conv_epilogues() {
     net.check_jit().unwrap();
 }
 
+/// Conv → Add(skip) → activation in every conv code-generation form is one Conv kernel
+/// with a residual and matches the interpreter.
+#[test]
+fn conv_residual_epilogue() {
+    let net = ops_common::conv_residual_net();
+    ops_common::assert_conv_residual_kernels(&net);
+    net.check_exec().unwrap();
+    net.check_jit().unwrap();
+}
+
 /// FusedMatMul nodes built directly with transposed batched operands (the batch fold
 /// does not apply to a transposed A), alpha, a row-broadcast residual and each
 /// activation kind.

@@ -167,6 +167,13 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             *trans_b,
         ),
         Op::Conv { window, group } => conv(arg(0)?, arg(1)?, x.get(2).copied(), window, *group),
+        Op::FusedConv {
+            window,
+            group,
+            bias,
+            residual,
+            act,
+        } => fused_conv(x, window, *group, [*bias, *residual], *act),
         Op::MaxPool { window } => pool(arg(0)?, window, None),
         Op::AveragePool {
             window,
@@ -723,6 +730,37 @@ fn fused_matmul(x: &[&Tensor], alpha: f32, trans: [bool; 2], extra: [bool; 2], a
             return Err(format!(
                 "bias/residual {:?} does not broadcast to {:?}",
                 addend.shape, y.shape
+            ));
+        }
+        y = sum;
+    }
+    if let Some(op) = act.op() {
+        y = first(eval(&op, &[&y])?)?;
+    }
+    Ok(vec![y])
+}
+
+/// [`Op::FusedConv`] as the ops it replaces, one after the other: Conv (with its bias),
+/// Add residual, the activation's own op.
+fn fused_conv(x: &[&Tensor], window: &WindowAttrs, group: usize, extra: [bool; 2], act: Act) -> R {
+    let n_conv = 2 + usize::from(extra[0]);
+    let want = n_conv + usize::from(extra[1]);
+    if x.len() != want {
+        return Err(format!("expects {want} inputs, got {}", x.len()));
+    }
+    let mut y = first(conv(
+        x[0],
+        x[1],
+        x.get(2).copied().filter(|_| extra[0]),
+        window,
+        group,
+    )?)?;
+    if extra[1] {
+        let sum = first(eval(&Op::Binary(Binary::Add), &[&y, x[n_conv]])?)?;
+        if sum.shape != y.shape {
+            return Err(format!(
+                "residual {:?} is not the output shape {:?}",
+                x[n_conv].shape, y.shape
             ));
         }
         y = sum;

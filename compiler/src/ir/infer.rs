@@ -649,6 +649,32 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             shape.extend(out);
             Ok(vec![(DType::F32, shape)])
         }
+        Op::FusedConv {
+            window,
+            group,
+            bias,
+            residual,
+            ..
+        } => {
+            let n_conv = 2 + usize::from(*bias);
+            let n_in = n_conv + usize::from(*residual);
+            want(n_in, types, n_in)?;
+            let conv = Op::Conv {
+                window: window.clone(),
+                group: *group,
+            };
+            let out = infer(&conv, &types[..n_conv])?;
+            if let Some(r) = types.get(n_conv) {
+                float(r, "residual")?;
+                if r.1 != out[0].1.as_slice() {
+                    return Err(InferError::Invalid(format!(
+                        "residual shape {:?} is not the output shape {:?}",
+                        r.1, out[0].1
+                    )));
+                }
+            }
+            Ok(out)
+        }
         Op::MaxPool { window } | Op::AveragePool { window, .. } => {
             want(1, types, 1)?;
             float(&types[0], "X")?;

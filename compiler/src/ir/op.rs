@@ -159,7 +159,8 @@ impl WindowAttrs {
     }
 }
 
-/// The activation that ends a fused matrix product ([`Op::FusedMatMul`]). Each is the
+/// The activation that ends a fused matrix product ([`Op::FusedMatMul`]) or convolution
+/// ([`Op::FusedConv`]). Each is the
 /// single-input op [`Act::op`] names, computed exactly as that op.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Act {
@@ -287,6 +288,18 @@ pub enum Op {
     Conv {
         window: WindowAttrs,
         group: usize,
+    },
+    /// A convolution with its epilogue, `act(Conv(X, W[, B]) + residual)`, made by the
+    /// `fuse-epilogue` pass from a Conv and the Add of a skip connection (and activation)
+    /// after it. Inputs: X, W, then B if `bias`, then the residual if `residual`, which
+    /// has the convolution's output shape exactly. Rounding is that of the unfused ops:
+    /// the convolution, then the sum in f32, then the activation as its own op.
+    FusedConv {
+        window: WindowAttrs,
+        group: usize,
+        bias: bool,
+        residual: bool,
+        act: Act,
     },
     MaxPool {
         window: WindowAttrs,
@@ -465,6 +478,7 @@ impl Op {
             Op::Gemm { .. } => "Gemm",
             Op::FusedMatMul { .. } => "FusedMatMul",
             Op::Conv { .. } => "Conv",
+            Op::FusedConv { .. } => "FusedConv",
             Op::MaxPool { .. } => "MaxPool",
             Op::AveragePool { .. } => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
@@ -596,6 +610,22 @@ impl fmt::Display for Op {
             }
             Op::HardSigmoid { alpha, beta } => write!(f, "{{alpha={alpha:?} beta={beta:?}}}"),
             Op::Conv { window, group } => write!(f, "{{{window} group={group}}}"),
+            Op::FusedConv {
+                window,
+                group,
+                bias,
+                residual,
+                act,
+            } => {
+                // `FusedConv{<window> group=1 act=relu bias residual}`.
+                write!(f, "{{{window} group={group} act={act}")?;
+                for (on, word) in [(bias, "bias"), (residual, "residual")] {
+                    if *on {
+                        write!(f, " {word}")?;
+                    }
+                }
+                f.write_str("}")
+            }
             Op::MaxPool { window } => write!(f, "{{{window}}}"),
             Op::AveragePool {
                 window,

@@ -771,6 +771,15 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             window: a.window()?,
             group: a.scalar("group", SIZE)?.unwrap_or(1),
         },
+        (None, "FusedConv") => Op::FusedConv {
+            window: a.window()?,
+            group: a.scalar("group", SIZE)?.unwrap_or(1),
+            bias: a.flag("bias")?,
+            residual: a.flag("residual")?,
+            act: a
+                .scalar("act", "an activation (relu, clip(LO,HI), gelu, ...)")?
+                .unwrap_or(Act::None),
+        },
         (None, "MaxPool") => Op::MaxPool {
             window: a.window()?,
         },
@@ -1415,6 +1424,27 @@ mod tests {
                         residual,
                         act,
                     }
+                }),
+            (
+                window(),
+                1usize..9,
+                any::<[bool; 2]>(),
+                prop_oneof![
+                    Just(Act::None),
+                    Just(Act::Relu),
+                    Just(Act::Sigmoid),
+                    Just(Act::Tanh),
+                    Just(Act::HardSwish),
+                    any::<bool>().prop_map(|tanh| Act::Gelu { tanh }),
+                    (float(), float()).prop_map(|(min, max)| Act::Clip { min, max }),
+                ]
+            )
+                .prop_map(|(window, group, [bias, residual], act)| Op::FusedConv {
+                    window,
+                    group,
+                    bias,
+                    residual,
+                    act,
                 }),
             (-4i64..4, float(), any::<bool>()).prop_map(|(axis, epsilon, stats)| Op::LayerNorm {
                 axis,

@@ -795,14 +795,33 @@ impl<'g> Builder<'g> {
                     c,
                 });
             }
-            Op::Conv { window, group } => {
+            Op::Conv { window, group } | Op::FusedConv { window, group, .. } => {
                 let xs = self.shape(ins[0]).to_vec();
                 let ws = self.shape(ins[1]).to_vec();
                 if self.f32_const(ins[1]).is_none() {
                     return Err(unsupported(g, n, "the weight is not a constant"));
                 }
-                let bias = match ins.get(2) {
-                    Some(&b) => match self.loc(b) {
+                // A FusedConv says which of its optional inputs are there; the residual
+                // is the dense output-shaped one after the bias.
+                let (bias_in, residual_in, fused_act) = match &node.op {
+                    Op::FusedConv {
+                        bias,
+                        residual,
+                        act,
+                        ..
+                    } => {
+                        let b = if *bias { ins.get(2).copied() } else { None };
+                        let r = if *residual {
+                            ins.get(2 + usize::from(*bias)).copied()
+                        } else {
+                            None
+                        };
+                        (b, r, Some(activation(*act)))
+                    }
+                    _ => (ins.get(2).copied(), None, None),
+                };
+                let bias = match bias_in {
+                    Some(b) => match self.loc(b) {
                         Loc::Const(c) => Some(c),
                         _ => return Err(unsupported(g, n, "the bias is not a constant")),
                     },
@@ -821,7 +840,11 @@ impl<'g> Builder<'g> {
                     &win,
                 );
                 let input = self.buf(ins[0]);
-                let (out, act) = self.epilogue(out);
+                let residual = residual_in.map(|r| self.buf(r));
+                let (out, act) = match fused_act {
+                    Some(act) => (out, act),
+                    None => self.epilogue(out),
+                };
                 let output = self.buf(out);
                 let scratch = (scratch_bytes > 0).then(|| self.scratch(scratch_bytes));
                 self.kernels.push(Kernel::Conv {
@@ -833,6 +856,7 @@ impl<'g> Builder<'g> {
                     input,
                     weight,
                     bias,
+                    residual,
                     act,
                     output,
                     scratch,
@@ -2015,12 +2039,16 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
         }
         Kernel::Conv {
             input,
+            residual,
             output,
             scratch,
             ..
         } => {
             *input = f(*input);
             *output = f(*output);
+            if let Some(r) = residual {
+                *r = f(*r);
+            }
             if let Some(s) = scratch {
                 *s = f(*s);
             }

@@ -33,6 +33,21 @@
 //! residual is never reordered before a bias (an `Add(residual)` followed by
 //! `Add(bias)` would round differently; it is left alone after the residual step).
 //!
+//! Convolutions get the same treatment for a skip connection (ResNet's `Conv → Add(skip)
+//! → Relu`, MobileNet's `Conv → Add(skip)`): into an [`Op::FusedConv`], which lowers to
+//! one Conv kernel whose GEMM epilogue adds the residual:
+//!
+//! ```text
+//! y0 = Conv(X, W[, B])
+//! y1 = Add(y0, residual)     residual: a computed value of exactly y0's shape
+//! y2 = act(y1)               as above, optional
+//! ```
+//!
+//! The residual step is required: a lone Conv → activation is already one kernel (lowering
+//! folds the activation). The interpreter computes the fused op as Conv, Add, activation,
+//! so the rewrite is exact; the kernel adds the residual to the same f32 conv-plus-bias
+//! value the Add read.
+//!
 //! Cost and gain: one walk over the nodes. Every dense layer loses its bias kernel, every
 //! sublayer end its residual one, attention scores their scale-and-mask one (when
 //! fold-transposes left the scores a MatMul); `docs/benchmarks.md` has the kernel and
@@ -51,10 +66,20 @@ impl Pass for FuseEpilogue {
 
     fn run(&self, g: &mut Graph) -> Result<String, Error> {
         let (mut fused, mut scales, mut biases, mut residuals, mut acts) = (0, 0, 0, 0, 0);
+        let mut convs = 0;
         let mut removed = std::collections::HashSet::new();
         for n in g.topo_order() {
             // Nodes of earlier chains are gone; a chain's last node is now FusedMatMul.
             if removed.contains(&n) {
+                continue;
+            }
+            if let Some(chain) = match_conv(g, n) {
+                fused += 1;
+                convs += 1;
+                residuals += 1;
+                acts += usize::from(chain.act != Act::None);
+                removed.extend(chain.nodes[..chain.nodes.len() - 1].iter().copied());
+                rewrite_conv(g, chain)?;
                 continue;
             }
             let Some(chain) = match_chain(g, n) else {
@@ -69,7 +94,7 @@ impl Pass for FuseEpilogue {
             fused += 1;
         }
         Ok(format!(
-            "fused {fused} epilogues ({scales} scale, {biases} bias, {residuals} residual, {acts} activation)"
+            "fused {fused} epilogues ({convs} conv, {scales} scale, {biases} bias, {residuals} residual, {acts} activation)"
         ))
     }
 }
@@ -155,6 +180,71 @@ fn match_chain(g: &Graph, n: NodeIndex) -> Option<Chain> {
     }
     // A lone Gemm (with or without C) is already one kernel; so is a lone MatMul.
     (chain.nodes.len() > 1).then_some(chain)
+}
+
+/// A matched convolution chain: the Conv node, the Add and activation after it.
+struct ConvChain {
+    nodes: Vec<NodeIndex>,
+    residual: ValueId,
+    act: Act,
+}
+
+/// The chain `Conv → Add(residual) → act?` starting at Conv node `n`.
+fn match_conv(g: &Graph, n: NodeIndex) -> Option<ConvChain> {
+    let node = g.node(n);
+    if !matches!(node.op, Op::Conv { .. }) {
+        return None;
+    }
+    let y = node.outputs[0];
+    let (u, residual) = single_add(g, y)?;
+    // Exactly the output's shape (the kernel reads it densely), computed (a constant
+    // would be a bias of another form, left alone), and not the conv itself.
+    if g.value(residual).shape != g.value(y).shape || g.konst(residual).is_some() || residual == y {
+        return None;
+    }
+    let mut chain = ConvChain {
+        nodes: vec![n, u],
+        residual,
+        act: Act::None,
+    };
+    if let Some(a) = single_reader(g, g.node(u).outputs[0])
+        && let Some(act) = Act::of(&g.node(a).op)
+    {
+        chain.act = act;
+        chain.nodes.push(a);
+    }
+    Some(chain)
+}
+
+/// Replaces a conv chain by one FusedConv in the place of its last node, like [`rewrite`].
+fn rewrite_conv(g: &mut Graph, c: ConvChain) -> Result<(), Error> {
+    let last = *c.nodes.last().expect("a conv chain has a Conv and an Add");
+    let conv = g.node(c.nodes[0]);
+    let Op::Conv { window, group } = conv.op.clone() else {
+        unreachable!("match_conv starts at a Conv");
+    };
+    let mut inputs = conv.inputs.clone();
+    let bias = inputs.len() == 3;
+    inputs.push(c.residual);
+    let name = c
+        .nodes
+        .iter()
+        .map(|&n| g.node(n).name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    let op = Op::FusedConv {
+        window,
+        group,
+        bias,
+        residual: true,
+        act: c.act,
+    };
+    g.set_op(last, op, inputs)?;
+    g.set_node_name(last, name);
+    for &n in &c.nodes[..c.nodes.len() - 1] {
+        g.remove_node(n);
+    }
+    Ok(())
 }
 
 /// The only reader of `v`, when `v` is not a graph output.
@@ -334,7 +424,7 @@ mod tests {
             let s = run_checked(&mut g);
             assert_eq!(
                 s,
-                "fused 1 epilogues (0 scale, 1 bias, 1 residual, 1 activation)"
+                "fused 1 epilogues (0 conv, 0 scale, 1 bias, 1 residual, 1 activation)"
             );
             assert_eq!(ops(&g), ["FusedMatMul{act=gelu bias residual}"]);
             let n = g.topo_order()[0];
@@ -492,7 +582,7 @@ mod tests {
         let s = run_checked(&mut g);
         assert_eq!(
             s,
-            "fused 0 epilogues (0 scale, 0 bias, 0 residual, 0 activation)"
+            "fused 0 epilogues (0 conv, 0 scale, 0 bias, 0 residual, 0 activation)"
         );
         assert_eq!(ops(&g), ["MatMul", "Add"]);
     }
@@ -561,5 +651,137 @@ mod tests {
                 "Relu"
             ]
         );
+    }
+
+    fn window3() -> crate::ir::WindowAttrs {
+        crate::ir::WindowAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            auto_pad: crate::ir::AutoPad::NotSet,
+            ceil_mode: false,
+        }
+    }
+
+    /// A ResNet block end `Conv(x, W, b) → Add(skip) → Relu`, the skip on either side of
+    /// the Add, with and without the bias, grouped and depthwise, becomes one FusedConv.
+    #[test]
+    fn conv_residual_relu_becomes_one_node() {
+        for (skip_first, with_bias, group) in [
+            (false, true, 1),
+            (true, true, 1),
+            (false, false, 2),
+            (true, false, 4),
+        ] {
+            let mut g = Graph::new("g");
+            let x = input(&mut g, "x", &[2, 4, 5, 6]);
+            let r = input(&mut g, "r", &[2, 4, 5, 6]);
+            let w = konst(&mut g, "w", &[4, 4 / group, 3, 3], 1);
+            let mut ins = vec![x, w];
+            if with_bias {
+                ins.push(konst(&mut g, "b", &[4], 2));
+            }
+            let conv = Op::Conv {
+                window: window3(),
+                group,
+            };
+            let h = node(&mut g, "conv", conv, ins.clone());
+            let add_ins = if skip_first { vec![r, h] } else { vec![h, r] };
+            let h = node(&mut g, "add", Op::Binary(Binary::Add), add_ins);
+            let y = node(&mut g, "relu", Op::Unary(Unary::Relu), vec![h]);
+            g.outputs.push(y);
+            let s = run_checked(&mut g);
+            assert_eq!(
+                s,
+                "fused 1 epilogues (1 conv, 0 scale, 0 bias, 1 residual, 1 activation)"
+            );
+            let n = g.topo_order()[0];
+            let bias = if with_bias { " bias" } else { "" };
+            assert_eq!(
+                ops(&g),
+                [format!(
+                    "FusedConv{{kernel=[3,3] strides=[1,1] dilations=[1,1] pads=[1,1,1,1] group={group} act=relu{bias} residual}}"
+                )]
+            );
+            assert_eq!(g.node(n).name, "conv+add+relu");
+            ins.push(r);
+            assert_eq!(g.node(n).inputs, ins);
+            assert_eq!(g.outputs, vec![y]);
+        }
+    }
+
+    /// MobileNet's `Conv → Add(skip)` with no activation after it.
+    #[test]
+    fn conv_residual_without_activation() {
+        let mut g = Graph::new("g");
+        let x = input(&mut g, "x", &[1, 3, 4, 4]);
+        let r = input(&mut g, "r", &[1, 5, 4, 4]);
+        let w = konst(&mut g, "w", &[5, 3, 1, 1], 1);
+        let mut window = window3();
+        window.kernel = vec![1, 1];
+        window.pads = vec![0; 4];
+        let h = node(&mut g, "conv", Op::Conv { window, group: 1 }, vec![x, w]);
+        let y = node(&mut g, "add", Op::Binary(Binary::Add), vec![h, r]);
+        let z = node(&mut g, "exp", Op::Unary(Unary::Exp), vec![y]);
+        g.outputs.push(z);
+        run_checked(&mut g);
+        assert_eq!(
+            ops(&g),
+            [
+                "FusedConv{kernel=[1,1] strides=[1,1] dilations=[1,1] pads=[0,0,0,0] group=1 act=none residual}",
+                "Exp"
+            ]
+        );
+    }
+
+    /// Not fused: a residual that broadcasts (not the output's shape), a constant one, a
+    /// conv output read twice, a conv output that is a graph output, and a lone
+    /// Conv → Relu (lowering folds that already).
+    #[test]
+    fn conv_chains_that_are_left_alone() {
+        let cases: [(&[usize], bool, u8); 5] = [
+            (&[1, 4, 1, 1], false, 0),
+            (&[1, 4, 5, 6], true, 0),
+            (&[1, 4, 5, 6], false, 1),
+            (&[1, 4, 5, 6], false, 2),
+            (&[1, 4, 5, 6], false, 3),
+        ];
+        for (rshape, constant, how) in cases {
+            let mut g = Graph::new("g");
+            let x = input(&mut g, "x", &[1, 4, 5, 6]);
+            let r = if constant {
+                konst(&mut g, "r", rshape, 3)
+            } else {
+                input(&mut g, "r", rshape)
+            };
+            let w = konst(&mut g, "w", &[4, 4, 3, 3], 1);
+            let conv = Op::Conv {
+                window: window3(),
+                group: 1,
+            };
+            let h = node(&mut g, "conv", conv, vec![x, w]);
+            if how == 3 {
+                let y = node(&mut g, "relu", Op::Unary(Unary::Relu), vec![h]);
+                g.outputs.push(y);
+            } else {
+                let y = node(&mut g, "add", Op::Binary(Binary::Add), vec![h, r]);
+                let y = node(&mut g, "relu", Op::Unary(Unary::Relu), vec![y]);
+                g.outputs.push(y);
+                if how == 1 {
+                    let t = node(&mut g, "tanh", Op::Unary(Unary::Tanh), vec![h]);
+                    g.outputs.push(t);
+                }
+                if how == 2 {
+                    g.outputs.push(h);
+                }
+            }
+            let s = run_checked(&mut g);
+            assert!(
+                s.starts_with("fused 0 epilogues"),
+                "{rshape:?} {constant} {how}: {s}"
+            );
+            assert!(ops(&g).iter().all(|o| !o.starts_with("FusedConv")));
+        }
     }
 }

@@ -107,6 +107,7 @@ fn main() {
         input: Buffer::Input(1),
         weight: ConstId(1),
         bias: None,
+        residual: None,
         act: Activation::None,
         output: Buffer::Output(1),
         scratch: Some(Buffer::Arena { offset: 0 }),

@@ -264,6 +264,7 @@ fn conv(c: u32, groups: u32, hw: u32, stride: u32) {
             input: Buffer::Input(0),
             weight: ConstId(0),
             bias: None,
+            residual: None,
             act: Activation::Relu,
             output: Buffer::Output(0),
             scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),

@@ -126,6 +126,7 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 spatial: s,
                 window: w,
                 input,
+                residual,
                 output,
                 scratch,
                 ..
@@ -137,12 +138,11 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                     *input,
                     n * *c_in as u64 * s.in_h as u64 * s.in_w as u64 * 4,
                 )?;
-                dense(
-                    p,
-                    k,
-                    *output,
-                    n * *c_out as u64 * s.out_h as u64 * s.out_w as u64 * 4,
-                )?;
+                let out_bytes = n * *c_out as u64 * s.out_h as u64 * s.out_w as u64 * 4;
+                dense(p, k, *output, out_bytes)?;
+                if let Some(r) = residual {
+                    dense(p, k, *r, out_bytes)?;
+                }
                 if *groups != 0 {
                     let need = Kernel::conv_scratch_bytes(*c_in, *c_out, *groups, s, w);
                     if let Some(sc) = scratch {

@@ -149,7 +149,7 @@ proptest! {
         n in 1u32..3, groups in 1u32..4, cpg in 1u32..4, opg in 1u32..5, depthwise: bool,
         h in 1u32..12, w in 1u32..24, kh in 1u32..4, kw in 1u32..4, sh in 1u32..3, sw in 1u32..3,
         dh in 1u32..3, dw in 1u32..3, pads in prop::collection::vec(0u32..3, 4),
-        bias: bool, act in act(),
+        bias: bool, act in act(), residual: bool,
     ) {
         let (c_in, c_out) = if depthwise { (groups * 2, groups * 2) } else { (groups * cpg, groups * opg) };
         let groups = if depthwise { c_in } else { groups };
@@ -158,7 +158,10 @@ proptest! {
         let span_w = w + pads[1] + pads[3];
         prop_assume!(span_h > dh * (kh - 1) && span_w > dw * (kw - 1));
         let s = Spatial { n, in_h: h, in_w: w, out_h: (span_h - dh * (kh - 1) - 1) / sh + 1, out_w: (span_w - dw * (kw - 1) - 1) / sw + 1 };
-        let p = conv_program_with(n, c_in, c_out, groups, s, wn, bias, act);
+        let mut p = conv_program_with(n, c_in, c_out, groups, s, wn, bias, act);
+        if residual {
+            p = with_residual(p);
+        }
         check_jit(&p, 2e-6 * (c_in / groups * kh * kw + 4) as f32, 1e-5, "conv");
     }
 
@@ -168,7 +171,7 @@ proptest! {
     fn conv_blocks_match_exec(
         groups in 1u32..4, cpg in 8u32..20, opg in 1u32..7,
         h in 6u32..30, w in 3u32..40, kh in 2u32..4, kw in 2u32..4, sh in 1u32..3, sw in 1u32..3,
-        pads in prop::collection::vec(0u32..2, 4), bias: bool, act in act(),
+        pads in prop::collection::vec(0u32..2, 4), bias: bool, act in act(), residual: bool,
     ) {
         let (c_in, c_out) = (groups * cpg, groups * opg);
         let wn = Window { kh, kw, stride_h: sh, stride_w: sw, dilation_h: 1, dilation_w: 1, pad_top: pads[0], pad_left: pads[1], pad_bottom: pads[2], pad_right: pads[3] };
@@ -182,7 +185,10 @@ proptest! {
             Kernel::conv_scratch_bytes(c_in, c_out, groups, &s, &wn),
             k * (rows * s.out_w) as u64 * 4
         );
-        let p = conv_program_with(1, c_in, c_out, groups, s, wn, bias, act);
+        let mut p = conv_program_with(1, c_in, c_out, groups, s, wn, bias, act);
+        if residual {
+            p = with_residual(p);
+        }
         check_jit(&p, 2e-6 * (k as f32 + 4.0), 1e-5, "conv blocks");
     }
 

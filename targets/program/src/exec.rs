@@ -578,6 +578,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             input,
             weight,
             bias,
+            residual,
             act,
             output,
             ..
@@ -631,7 +632,11 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                                 }
                             }
                             let o = ((n * *c_out as i128 + co) * oh + oy) * ow + ox;
-                            mem.st(*output, o, activate(*act, acc + bv))?;
+                            let mut v = acc + bv;
+                            if let Some(r) = residual {
+                                v += mem.ld(*r, o)?;
+                            }
+                            mem.st(*output, o, activate(*act, v))?;
                         }
                     }
                 }
@@ -1324,6 +1329,7 @@ mod tests {
                 input: Buffer::Input(0),
                 weight: ConstId(0),
                 bias: None,
+                residual: None,
                 act: Activation::None,
                 output: Buffer::Output(0),
                 scratch: None,

@@ -343,9 +343,10 @@ pub enum Kernel {
         c: View,
     },
     /// NCHW convolution, `out[n, co, oy, ox] = act(bias[co] + sum over ci in co's group,
-    /// ky, kx of in[n, ci, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] * w[co, ci%cpg, ky, kx])`,
-    /// zero outside the input. Input, weights (OIHW, `c_out × c_in/groups × kh × kw`) and
-    /// output are dense. `scratch` is an arena area of at least
+    /// ky, kx of in[n, ci, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] * w[co, ci%cpg, ky, kx]
+    /// plus residual[n, co, oy, ox])`, zero outside the input; the residual (a skip
+    /// connection) is added to the f32 sum of bias and taps, before the activation.
+    /// Input, weights (OIHW, `c_out × c_in/groups × kh × kw`) and output are dense. `scratch` is an arena area of at least
     /// [`Kernel::conv_scratch_bytes`] bytes the target may use (im2col), present when that
     /// is non-zero.
     Conv {
@@ -357,6 +358,9 @@ pub enum Kernel {
         input: Buffer,
         weight: ConstId,
         bias: Option<ConstId>,
+        /// Dense, the output's shape; read-only here and overlapping neither the output
+        /// nor the scratch.
+        residual: Option<Buffer>,
         act: Activation,
         output: Buffer,
         scratch: Option<Buffer>,

@@ -1499,6 +1499,9 @@ pub struct ConvP {
     pub act: Act,
     /// The conv result is also a graph output, so the activation is not fused.
     pub also_output: bool,
+    /// A skip connection of the output's shape is added before the activation
+    /// (fuse-epilogue makes a FusedConv of it unless the conv result is also an output).
+    pub residual: bool,
     pub seed: u64,
 }
 
@@ -1520,10 +1523,11 @@ pub fn conv_strategy() -> BoxedStrategy<ConvP> {
         any::<bool>(),
         act_strategy(),
         prop_oneof![4 => Just(false), 1 => Just(true)],
+        prop_oneof![2 => Just(false), 1 => Just(true)],
         any::<u64>(),
     )
         .prop_map(
-            |(n, (groups, cpg, opg), win, bias, act, also_output, seed)| ConvP {
+            |(n, (groups, cpg, opg), win, bias, act, also_output, residual, seed)| ConvP {
                 n,
                 groups,
                 cpg,
@@ -1532,6 +1536,7 @@ pub fn conv_strategy() -> BoxedStrategy<ConvP> {
                 bias,
                 act,
                 also_output,
+                residual,
                 seed,
             },
         )
@@ -1584,7 +1589,7 @@ pub fn build_conv(net: &mut Net, p: &ConvP) {
         ins.push(net.konst(b));
     }
     let y = net.node(op, &ins);
-    let elem = tol_dot(k, &mag);
+    let mut elem = tol_dot(k, &mag);
     if p.also_output {
         net.output(
             y,
@@ -1592,12 +1597,104 @@ pub fn build_conv(net: &mut Net, p: &ConvP) {
             Tol::elem(elem.clone()),
         );
     }
+    let y = if p.residual {
+        let out_shape = net.g.value(y).shape.clone();
+        let tr = rng.tensor(&out_shape, -2.0, 2.0);
+        // The sum's own rounding, on top of the conv's error: half an ulp of at most
+        // |conv| + |r|, bounded with the conv's magnitude.
+        for ((e, m), r) in elem.iter_mut().zip(&mag).zip(tr.as_f32().unwrap()) {
+            *e += (m + r.abs() as f64) * f32::EPSILON as f64;
+        }
+        let r = net.input(tr);
+        net.node(Op::Binary(Binary::Add), &[y, r])
+    } else {
+        y
+    };
     let z = match p.act.op() {
         Some(op) => net.node(op, &[y]),
         None => y,
     };
     if !(p.also_output && p.act == Act::None) {
         net.output(z, format!("Conv {p:?}"), p.act.tol(elem));
+    }
+}
+
+/// Conv → Add(skip) → activation in each code-generation form (im2col with padding and
+/// stride, pointwise, grouped, depthwise, 1-D), with and without bias; each becomes one
+/// Conv kernel with a residual (see [`assert_conv_residual_kernels`]).
+pub fn conv_residual_net() -> Net {
+    let mut net = Net::new();
+    let w3 = |spatial: Vec<usize>, stride: usize| {
+        let r = spatial.len();
+        WinP {
+            spatial,
+            kernel: vec![3; r],
+            strides: vec![stride; r],
+            dilations: vec![1; r],
+            pads: vec![1; 2 * r],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        }
+    };
+    let pointwise = WinP {
+        kernel: vec![1, 1],
+        pads: vec![0; 4],
+        ..w3(vec![5, 7], 1)
+    };
+    let acts = [
+        Act::Relu,
+        Act::None,
+        Act::Clip(0.0, 6.0),
+        Act::Sigmoid,
+        Act::Tanh,
+    ];
+    // (n, groups, cpg, opg, window, bias)
+    let forms = [
+        (1, 1, 4, 6, w3(vec![6, 6], 1), true),
+        (2, 1, 3, 5, w3(vec![9, 7], 2), false),
+        (1, 1, 8, 4, pointwise, true),
+        (1, 2, 3, 2, w3(vec![5, 5], 1), true),
+        (2, 5, 1, 1, w3(vec![5, 7], 1), true),
+        (1, 3, 1, 1, w3(vec![4, 6], 2), false),
+        (1, 1, 4, 3, w3(vec![11], 1), true),
+    ];
+    for (i, (n, groups, cpg, opg, win, bias)) in forms.into_iter().enumerate() {
+        let p = ConvP {
+            n,
+            groups,
+            cpg,
+            opg,
+            win,
+            bias,
+            act: acts[i % acts.len()],
+            also_output: false,
+            residual: true,
+            seed: 500 + i as u64,
+        };
+        build_conv(&mut net, &p);
+    }
+    net
+}
+
+/// `net` after the default passes lowers to Conv kernels only, each with a residual: the
+/// skip connection and activation are in the conv's epilogue, not kernels of their own.
+pub fn assert_conv_residual_kernels(net: &Net) {
+    let mut g = net.g.clone();
+    PassManager::default_pipeline().run(&mut g).unwrap();
+    let lowered = edgecc::lower::lower(&g, "ops").unwrap();
+    let kernels = &lowered.program.kernels;
+    assert_eq!(kernels.len(), net.outs.len(), "{kernels:#?}");
+    for k in kernels {
+        assert!(
+            matches!(
+                k,
+                edgecc_program::Kernel::Conv {
+                    residual: Some(_),
+                    ..
+                }
+            ),
+            "{k:?}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! NCHW convolution, lowered three ways:
-//! - depthwise (`groups == c_in == c_out`): the direct window kernel ([`super::window`]);
+//! - depthwise (`groups == c_in == c_out`): the direct window kernel ([`super::window`]),
+//!   then, with a residual, one sweep adding it and applying the activation;
 //! - pointwise with unit stride and no padding: GEMM straight on the input, which already
 //!   is the `c_in/groups × (h·w)` B matrix of each image and group;
 //! - everything else: for each image, group and block of output rows
@@ -9,8 +10,8 @@
 //! In the GEMM forms the weights are the constant A operand (`M = c_out/groups`,
 //! `K = c_in/groups·kh·kw`), packed at compile time, and B is the `K × (rows·out_w)`
 //! im2col block (or the input itself), so the GEMM writes NCHW output directly through a C
-//! view with row stride `out_h·out_w`; bias (per output row) and activation are its
-//! epilogue. Blocking bounds the scratch to `K × block columns` (about 32 KiB) instead of
+//! view with row stride `out_h·out_w`; bias (per output row), residual (a view with the
+//! C view's layout) and activation are its epilogue. Blocking bounds the scratch to `K × block columns` (about 32 KiB) instead of
 //! the whole `K × out_h·out_w` matrix, and keeps the B operand cache-resident while all
 //! row blocks of the weights sweep it.
 
@@ -19,6 +20,7 @@ use edgecc_program::{Activation, Buffer, Const, ConstId, Kernel, Spatial, Window
 
 use crate::error::{Error, unsupported};
 use crate::fx::{Fx, W};
+use crate::kernels::activate;
 use crate::kernels::gemm::{self, Gemm2d, Mat, Tile};
 use crate::kernels::window::{self, Combine};
 
@@ -32,6 +34,8 @@ pub(crate) struct Conv {
     pub input: Buffer,
     pub weight: ConstId,
     pub bias: Option<ConstId>,
+    /// Dense, the output's shape: added after the bias, before the activation.
+    pub residual: Option<Buffer>,
     pub act: Activation,
     pub output: Buffer,
     pub scratch: Option<Buffer>,
@@ -126,15 +130,23 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
     let s = &cv.s;
     let input = fx.buf(cv.input);
     let output = fx.buf(cv.output);
+    let residual = cv.residual.map(|r| fx.buf(r));
     let bias = cv.bias.map(|b| fx.buf(Buffer::Const(b)));
     if cv.is_depthwise() {
         let weights = fx.buf(Buffer::Const(cv.weight));
-        let how = Combine::Depthwise {
-            weights,
-            bias,
-            act: cv.act,
+        // The window kernel has no residual operand: with one, it writes the biased sum
+        // and a second sweep adds the residual and applies the activation.
+        let act = if residual.is_some() {
+            Activation::None
+        } else {
+            cv.act
         };
+        let how = Combine::Depthwise { weights, bias, act };
         window::emit(fx, how, s.n as u64, cv.c_in as u64, s, &cv.w, input, output);
+        if let Some(r) = residual {
+            let len = s.n as u64 * cv.c_out as u64 * s.out_h as u64 * s.out_w as u64;
+            add_residual(fx, output, r, len, cv.act);
+        }
         return Ok(());
     }
     let packed = packed.ok_or_else(|| Error::Codegen("conv weights were not packed".into()))?;
@@ -176,6 +188,8 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
             let go = fx.b.ins().imul_imm_s(g, opg as i64);
             let oc = fx.b.ins().iadd(oc, go);
             let out_g = fx.addp_scaled(output, oc, n_out as i64 * 4);
+            // The residual has the output's layout: the same offsets from its own base.
+            let res_g = residual.map(|r| fx.addp_scaled(r, oc, n_out as i64 * 4));
             let bias = bias.map(|bp| Mat {
                 base: fx.addp_scaled(bp, g, opg as i64 * 4),
                 rs: 4,
@@ -226,6 +240,13 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
                         block: 0,
                         readonly: false,
                     };
+                    let residual = res_g.map(|rg| Mat {
+                        base: fx.addp_scaled(rg, oy0, ow as i64 * 4),
+                        rs: n_out as i64 * 4,
+                        cs: 4,
+                        block: 0,
+                        readonly: true,
+                    });
                     gemm::emit_2d(
                         fx,
                         t,
@@ -237,7 +258,7 @@ pub(crate) fn emit(fx: &mut Fx, t: Tile, cv: &Conv, packed: Option<usize>) -> Re
                             b,
                             c,
                             bias,
-                            residual: None,
+                            residual,
                             alpha: 1.0,
                             act: cv.act,
                             unroll: t.unroll,
@@ -310,6 +331,28 @@ fn im2col(fx: &mut Fx, cv: &Conv, src: Value, dst: Value, oy0: Value, rows: u64)
         });
         vec![]
     });
+}
+
+/// `out[i] = act(out[i] + res[i])` for the `len` f32 elements, four at a time, then one
+/// by one: the sum rounds as the unfused Add did, the activation is the kernel's.
+fn add_residual(fx: &mut Fx, out: Value, res: Value, len: u64, act: Activation) {
+    fx.for_n(len / 4, &[], |fx, i, _| {
+        let o = fx.addp_scaled(out, i, 16);
+        let r = fx.addp_scaled(res, i, 16);
+        let x = fx.load_w(W::V4, o, 0, 4, false);
+        let y = fx.load_w(W::V4, r, 0, 4, true);
+        let v = fx.b.ins().fadd(x, y);
+        let v = activate(fx, W::V4, act, v);
+        fx.store(v, o, 0);
+        vec![]
+    });
+    for t in len / 4 * 4..len {
+        let x = fx.load(types::F32, out, t as i64 * 4, false);
+        let y = fx.load(types::F32, res, t as i64 * 4, true);
+        let v = fx.b.ins().fadd(x, y);
+        let v = activate(fx, W::S1, act, v);
+        fx.store(v, out, t as i64 * 4);
+    }
 }
 
 /// Stores zeros to f32 elements `lo..hi` of `row`.

@@ -277,6 +277,7 @@ pub fn network() -> Program {
             input: Buffer::Input(0),
             weight: ConstId(0),
             bias: Some(ConstId(1)),
+            residual: None,
             act: Activation::Relu,
             output: arena(a_off),
             scratch: Some(arena(s_off)),
@@ -296,6 +297,7 @@ pub fn network() -> Program {
             input: arena(a_off),
             weight: ConstId(2),
             bias: None,
+            residual: None,
             act: Activation::Clip { lo: 0.0, hi: 6.0 },
             output: arena(b_off),
             scratch: None,
@@ -473,11 +475,25 @@ pub fn conv_program_with(
             input: Buffer::Input(0),
             weight: ConstId(0),
             bias: bias.then_some(ConstId(1)),
+            residual: None,
             act,
             output: Buffer::Output(0),
             scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),
         }],
     )
+}
+
+/// `p` (a single Conv kernel) with a skip connection: a second input of the output's
+/// shape added before the activation.
+pub fn with_residual(mut p: Program) -> Program {
+    let shape = p.outputs[0].shape.clone();
+    p.inputs.push(io("r", &shape));
+    let r = Buffer::Input(p.inputs.len() as u32 - 1);
+    match &mut p.kernels[0] {
+        Kernel::Conv { residual, .. } => *residual = Some(r),
+        k => panic!("with_residual: not a conv: {k:?}"),
+    }
+    p
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -521,6 +537,7 @@ pub fn conv_program(
             input: Buffer::Input(0),
             weight: edgecc_program::ConstId(0),
             bias: bias.then_some(edgecc_program::ConstId(1)),
+            residual: None,
             act,
             output: Buffer::Output(0),
             scratch: (scratch > 0).then_some(Buffer::Arena { offset: 0 }),
