@@ -126,8 +126,8 @@ fn boolean(t: &(DType, &[usize])) -> Result<(), InferError> {
 }
 
 /// Checks QuantizeLinear/DequantizeLinear's scale (f32) and zero point (`zp`, the quantized
-/// dtype): both a scalar (or a 1-element 1-D tensor, per tensor) or 1-D with the length of
-/// input dim `axis` (per channel), and of the same shape.
+/// dtype): both a scalar or 1-element 1-D tensor (per tensor), or both 1-D with the length
+/// of input dim `axis` (per channel).
 fn quant_params(types: &[(DType, &[usize])], axis: i64, zp: DType) -> Result<(), InferError> {
     let shape = types[0].1;
     float(&types[1], "scale")?;
@@ -152,7 +152,10 @@ fn quant_params(types: &[(DType, &[usize])], axis: i64, zp: DType) -> Result<(),
                 z.0
             )));
         }
-        if z.1 != scale {
+        // Per tensor, a scalar and a 1-element vector are the same (onnxruntime's
+        // quantizer writes such mixed pairs).
+        let per_tensor = |s: &[usize]| matches!(s, [] | [1]);
+        if z.1 != scale && !(per_tensor(z.1) && per_tensor(scale)) {
             return Err(InferError::Invalid(format!(
                 "zero point of shape {:?} differs from the scale's {scale:?}",
                 z.1
