@@ -207,7 +207,12 @@ fn quantized_models_are_refused_by_lowering_listing_the_nodes() {
         );
         assert!(text.contains(&o.node), "{} missing from: {text}", o.node);
     }
-    for want in ["QuantizeLinear", "DequantizeLinear", "image_QuantizeLinear", "int8"] {
+    for want in [
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "image_QuantizeLinear",
+        "int8",
+    ] {
         assert!(text.contains(want), "{want} missing from: {text}");
     }
 }

@@ -98,6 +98,9 @@ fn cnn_qdq() {
         let steps = abs / step;
         let rel = common::max_rel_err(g, e);
         eprintln!("cnn_qdq output {i}: max diff {steps:.3} steps of {step:e}, max rel err {rel:e}");
-        assert!(steps <= 3.01, "cnn_qdq output {i}: {steps} quantization steps apart");
+        assert!(
+            steps <= 3.01,
+            "cnn_qdq output {i}: {steps} quantization steps apart"
+        );
     }
 }
