@@ -55,8 +55,15 @@ fn example_models_round_trip_through_the_parser() {
         if m.ends_with("symbolic") {
             opts.input_shapes.insert("x".into(), vec![3, 16]);
         }
-        let c = edgecc::pipeline::compile(&m.join("model.onnx"), &opts).unwrap();
-        for (stage, g) in [("imported", &c.imported), ("after passes", &c.graph)] {
+        // The QDQ example has no int8 kernels to lower to yet: round-trip its imported graph.
+        let graphs = if m.ends_with("cnn_qdq") {
+            let (_, g) = edgecc::onnx::load(&m.join("model.onnx"), &opts.import_options()).unwrap();
+            vec![("imported", g)]
+        } else {
+            let c = edgecc::pipeline::compile(&m.join("model.onnx"), &opts).unwrap();
+            vec![("imported", c.imported), ("after passes", c.graph)]
+        };
+        for (stage, g) in &graphs {
             let text = edgecc::ir::print::print(g);
             let back = parse_with(&text, fill)
                 .unwrap_or_else(|e| panic!("{} ({stage}): {e}", m.display()));

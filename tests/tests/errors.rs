@@ -180,3 +180,39 @@ fn external_data_symlink_out_of_the_folder_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The QDQ example imports and interprets, but the targets have no int8 kernels yet:
+/// compiling it names every remaining QuantizeLinear/DequantizeLinear node at once.
+#[test]
+fn quantized_models_are_refused_by_lowering_listing_the_nodes() {
+    let opts = edgecc::pipeline::Options {
+        name: "model".into(),
+        ..Default::default()
+    };
+    let path = common::example("cnn_qdq").join("model.onnx");
+    let err = match edgecc::pipeline::compile(&path, &opts) {
+        Err(e) => e,
+        Ok(_) => panic!("cnn_qdq compiled, but there are no int8 kernels"),
+    };
+    let Error::Unsupported(ops) = &err else {
+        panic!("{err:?}")
+    };
+    // Activation pairs survive the passes (weight DequantizeLinears of constants may fold).
+    assert!(ops.len() >= 2, "{err}");
+    let text = err.to_string();
+    for o in ops {
+        assert!(
+            ["QuantizeLinear", "DequantizeLinear"].contains(&o.op_type.as_str()),
+            "{err}"
+        );
+        assert!(text.contains(&o.node), "{} missing from: {text}", o.node);
+    }
+    for want in [
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "image_QuantizeLinear",
+        "int8",
+    ] {
+        assert!(text.contains(want), "{want} missing from: {text}");
+    }
+}

@@ -7,6 +7,7 @@
 //! as accurate as any f32 kernel it checks.
 
 pub mod ops;
+pub mod quant;
 pub mod tensor_ops;
 
 use std::collections::HashMap;

@@ -397,6 +397,12 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::Not => tensor_ops::not(arg(0)?),
         Op::Where => tensor_ops::where_(arg(0)?, arg(1)?, arg(2)?),
         Op::Cast { to } => tensor_ops::cast(arg(0)?, *to),
+        Op::QuantizeLinear { axis, to } => {
+            super::quant::quantize(arg(0)?, arg(1)?, x.get(2).copied(), *axis, *to)
+        }
+        Op::DequantizeLinear { axis } => {
+            super::quant::dequantize(arg(0)?, arg(1)?, x.get(2).copied(), *axis)
+        }
         Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
         Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
         Op::GatherElements { axis } => {

@@ -125,6 +125,46 @@ fn boolean(t: &(DType, &[usize])) -> Result<(), InferError> {
     Ok(())
 }
 
+/// Checks QuantizeLinear/DequantizeLinear's scale (f32) and zero point (`zp`, the quantized
+/// dtype): both a scalar or 1-element 1-D tensor (per tensor), or both 1-D with the length
+/// of input dim `axis` (per channel).
+fn quant_params(types: &[(DType, &[usize])], axis: i64, zp: DType) -> Result<(), InferError> {
+    let shape = types[0].1;
+    float(&types[1], "scale")?;
+    let scale = types[1].1;
+    let fits = match scale {
+        [] | [1] => true,
+        [n] => {
+            let a = dim_axis(axis, shape.len())?;
+            shape[a] == *n
+        }
+        _ => false,
+    };
+    if !fits {
+        return Err(InferError::Invalid(format!(
+            "scale of shape {scale:?} is neither a scalar nor 1-D along axis {axis} of {shape:?}"
+        )));
+    }
+    if let Some(z) = types.get(2) {
+        if z.0 != zp {
+            return Err(InferError::Invalid(format!(
+                "zero point of type {} (expected {zp})",
+                z.0
+            )));
+        }
+        // Per tensor, a scalar and a 1-element vector are the same (onnxruntime's
+        // quantizer writes such mixed pairs).
+        let per_tensor = |s: &[usize]| matches!(s, [] | [1]);
+        if z.1 != scale && !(per_tensor(z.1) && per_tensor(scale)) {
+            return Err(InferError::Invalid(format!(
+                "zero point of shape {:?} differs from the scale's {scale:?}",
+                z.1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The dtypes Cast converts between.
 pub fn castable(d: DType) -> bool {
     matches!(
@@ -261,6 +301,26 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                 }
             }
             Ok(vec![(*to, types[0].1.to_vec())])
+        }
+        Op::QuantizeLinear { axis, to } => {
+            want(3, types, 2)?;
+            float(&types[0], "input")?;
+            if !matches!(to, DType::U8 | DType::I8) {
+                return Err(InferError::Unsupported(format!("QuantizeLinear to {to}")));
+            }
+            quant_params(types, *axis, *to)?;
+            Ok(vec![(*to, types[0].1.to_vec())])
+        }
+        Op::DequantizeLinear { axis } => {
+            want(3, types, 2)?;
+            let from = types[0].0;
+            if !matches!(from, DType::U8 | DType::I8 | DType::I32) {
+                return Err(InferError::Unsupported(format!(
+                    "DequantizeLinear from {from}"
+                )));
+            }
+            quant_params(types, *axis, from)?;
+            Ok(vec![(DType::F32, types[0].1.to_vec())])
         }
         Op::Shape { start, end } => {
             want(1, types, 1)?;

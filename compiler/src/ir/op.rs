@@ -374,6 +374,19 @@ pub enum Op {
     Cast {
         to: DType,
     },
+    /// ONNX QuantizeLinear: `saturate(round_half_even(x / scale) + zero_point)` into `to`
+    /// (u8 or i8). Inputs x (f32), scale and an optional zero point, each scalar (per
+    /// tensor) or 1-D along `axis` (per channel). Float8/int4 and blocked forms are refused
+    /// by the importer, so `saturate` (which only matters for float8) is not kept.
+    QuantizeLinear {
+        axis: i64,
+        to: DType,
+    },
+    /// ONNX DequantizeLinear: `(x - zero_point) * scale` from u8/i8/i32 into f32, with the
+    /// same scalar or per-`axis` parameters as QuantizeLinear.
+    DequantizeLinear {
+        axis: i64,
+    },
     /// The input's shape (dims `start..end`), an i64 vector.
     Shape {
         start: i64,
@@ -516,6 +529,8 @@ impl Op {
             Op::Not => "Not",
             Op::Where => "Where",
             Op::Cast { .. } => "Cast",
+            Op::QuantizeLinear { .. } => "QuantizeLinear",
+            Op::DequantizeLinear { .. } => "DequantizeLinear",
             Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
             Op::GatherElements { .. } => "GatherElements",
@@ -673,6 +688,8 @@ impl fmt::Display for Op {
                 f.write_str("}")
             }
             Op::Cast { to } => write!(f, "{{to={to}}}"),
+            Op::QuantizeLinear { axis, to } => write!(f, "{{axis={axis} to={to}}}"),
+            Op::DequantizeLinear { axis } => write!(f, "{{axis={axis}}}"),
             Op::Shape { start, end } => match end {
                 Some(e) => write!(f, "{{start={start} end={e}}}"),
                 None if *start != 0 => write!(f, "{{start={start}}}"),

@@ -867,6 +867,18 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
                 to: DType::from_name(to).ok_or_else(|| a.fail(format!("to={to}: not a dtype")))?,
             }
         }
+        (None, "QuantizeLinear") => {
+            let to = a
+                .raw("to")?
+                .ok_or_else(|| a.fail("missing attribute to=<dtype>".into()))?;
+            Op::QuantizeLinear {
+                axis: a.scalar("axis", INT)?.unwrap_or(1),
+                to: DType::from_name(to).ok_or_else(|| a.fail(format!("to={to}: not a dtype")))?,
+            }
+        }
+        (None, "DequantizeLinear") => Op::DequantizeLinear {
+            axis: a.scalar("axis", INT)?.unwrap_or(1),
+        },
         (None, "Shape") => Op::Shape {
             start: a.scalar("start", INT)?.unwrap_or(0),
             end: a.scalar("end", INT)?,
@@ -1465,6 +1477,11 @@ mod tests {
                 }
             ),
             dtype.prop_map(|to| Op::Cast { to }),
+            (-4i64..4, proptest::bool::ANY).prop_map(|(axis, s)| Op::QuantizeLinear {
+                axis,
+                to: if s { DType::I8 } else { DType::U8 },
+            }),
+            (-4i64..4).prop_map(|axis| Op::DequantizeLinear { axis }),
             (-4i64..4, proptest::option::of(-4i64..4))
                 .prop_map(|(start, end)| Op::Shape { start, end }),
             (-4i64..4).prop_map(|axis| Op::Gather { axis }),

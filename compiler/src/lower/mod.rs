@@ -81,6 +81,36 @@ struct Builder<'g> {
     true_const: Option<ConstId>,
 }
 
+/// The targets have no int8 kernels yet: refuse QuantizeLinear/DequantizeLinear up front,
+/// naming every such node at once rather than the first one lowering trips over.
+fn quantized_nodes(g: &Graph) -> Result<(), Error> {
+    let found: Vec<_> = g
+        .topo_order()
+        .into_iter()
+        .filter(|&n| {
+            matches!(
+                g.node(n).op,
+                Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. }
+            )
+        })
+        .map(|n| {
+            let node = g.node(n);
+            crate::UnsupportedOp {
+                node: node.name.clone(),
+                op_type: node.op.name().into(),
+                domain: String::new(),
+                opset: 0,
+                reason: Some("quantized (int8) kernels are not implemented yet".into()),
+            }
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(found))
+    }
+}
+
 fn unsupported(g: &Graph, n: NodeIndex, why: impl Into<String>) -> Error {
     let node = g.node(n);
     Error::Unsupported(vec![crate::UnsupportedOp {
@@ -559,6 +589,13 @@ impl<'g> Builder<'g> {
             }
         }
         match &node.op {
+            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    "quantized (int8) kernels are not implemented yet",
+                ));
+            }
             Op::Unary(_) | Op::Binary(_) if g.value(out).dtype != DType::F32 => {
                 self.int_elementwise(n)?
             }
@@ -2155,6 +2192,7 @@ fn node_label(g: &Graph, n: NodeIndex) -> String {
 }
 
 pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
+    quantized_nodes(g)?;
     let mut b = Builder {
         g,
         loc: HashMap::new(),

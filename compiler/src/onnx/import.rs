@@ -90,6 +90,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ConstantOfShape",
     "Conv",
     "CumSum",
+    "DequantizeLinear",
     "Div",
     "Dropout",
     "Einsum",
@@ -126,6 +127,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Or",
     "Pad",
     "Pow",
+    "QuantizeLinear",
     "Range",
     "Reciprocal",
     "ReduceMax",
@@ -949,6 +951,42 @@ fn translate(
                 return Err(some(format!("Cast to {to}")));
             }
             Op::Cast { to }
+        }
+        "QuantizeLinear" | "DequantizeLinear" => {
+            if a.int("block_size").map_err(some)?.unwrap_or(0) != 0 {
+                return Err(some("blocked quantization (block_size != 0)".into()));
+            }
+            let axis = a.int("axis").map_err(some)?.unwrap_or(1);
+            if node.op_type == "DequantizeLinear" {
+                Op::DequantizeLinear { axis }
+            } else {
+                // The zero point's dtype names the output; without one, opset 21's
+                // `output_dtype`, else uint8 (the spec's default).
+                let declared = match a.int("output_dtype").map_err(some)?.unwrap_or(0) {
+                    0 => None,
+                    t => Some(DType::from_onnx(t as i32).filter(|d| matches!(d, DType::U8 | DType::I8)).ok_or_else(|| {
+                        some(format!(
+                            "QuantizeLinear to ONNX dtype {t} (only uint8 and int8 are supported)"
+                        ))
+                    })?),
+                };
+                let to = match ins.get(2).and_then(|z| dtype_of(z)) {
+                    Some(z) if declared.is_some_and(|d| d != z) => {
+                        return Err(some(format!(
+                            "output_dtype {} differs from the zero point's {z}",
+                            declared.unwrap_or(z)
+                        )));
+                    }
+                    Some(z) => z,
+                    None => declared.unwrap_or(DType::U8),
+                };
+                if !matches!(to, DType::U8 | DType::I8) {
+                    return Err(some(format!(
+                        "QuantizeLinear to {to} (only uint8 and int8 are supported)"
+                    )));
+                }
+                Op::QuantizeLinear { axis, to }
+            }
         }
         "Shape" => Op::Shape {
             start: a.int("start").map_err(some)?.unwrap_or(0),

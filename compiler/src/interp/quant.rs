@@ -1,0 +1,201 @@
+//! QuantizeLinear and DequantizeLinear, exactly as the ONNX spec states them: quantizing
+//! divides by the scale (not a multiply by its reciprocal, which rounds differently) and
+//! rounds half to even before adding the zero point and saturating.
+
+use crate::ir::infer::norm_axis;
+use crate::ir::{DType, Data, Tensor};
+
+type R = Result<Vec<Tensor>, String>;
+
+/// For each element of `shape`, the index into a scalar or per-`axis` parameter of `n` values.
+fn param_index(shape: &[usize], axis: i64, n: usize) -> Result<Vec<usize>, String> {
+    let len: usize = shape.iter().product();
+    if n == 1 {
+        return Ok(vec![0; len]);
+    }
+    let a = norm_axis(axis, shape.len())?;
+    if shape.get(a) != Some(&n) {
+        return Err(format!(
+            "{n} quantization parameters for dim {a} of shape {shape:?}"
+        ));
+    }
+    let inner: usize = shape[a + 1..].iter().product();
+    Ok((0..len).map(|i| (i / inner) % n).collect())
+}
+
+fn zero_points(zp: Option<&Tensor>, n: usize) -> Result<Vec<i64>, String> {
+    match zp {
+        None => Ok(vec![0; n]),
+        Some(z) => {
+            let v = z
+                .to_i64s()
+                .ok_or_else(|| format!("zero point of type {}", z.dtype))?;
+            if v.len() != n {
+                return Err(format!("{} zero points for {n} scales", v.len()));
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// `saturate(round_half_even(x / scale) + zp)` into `to` (u8 or i8).
+pub fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64, to: DType) -> R {
+    let xs = x.as_f32().ok_or("QuantizeLinear input must be f32")?;
+    let scales = scale.as_f32().ok_or("QuantizeLinear scale must be f32")?;
+    let zps = zero_points(zp, scales.len())?;
+    let (lo, hi) = match to {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        other => return Err(format!("QuantizeLinear to {other} is not supported")),
+    };
+    let idx = param_index(&x.shape, axis, scales.len())?;
+    let q = xs.iter().zip(&idx).map(|(&v, &i)| {
+        let r = (v / scales[i]).round_ties_even() as f64 + zps[i] as f64;
+        // NaN has no defined quantization; map it to 0 (clamped) rather than panic.
+        if r.is_nan() {
+            0.0f64.clamp(lo, hi)
+        } else {
+            r.clamp(lo, hi)
+        }
+    });
+    let data = match to {
+        DType::U8 => Data::U8(q.map(|v| v as u8).collect()),
+        _ => Data::I8(q.map(|v| v as i8).collect()),
+    };
+    Ok(vec![Tensor {
+        dtype: to,
+        shape: x.shape.clone(),
+        data,
+    }])
+}
+
+/// `(x - zp) * scale` from u8, i8 or i32 into f32.
+pub fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> R {
+    if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I32) {
+        return Err(format!(
+            "DequantizeLinear from {} is not supported",
+            x.dtype
+        ));
+    }
+    let xs = x
+        .to_i64s()
+        .ok_or("DequantizeLinear input must be integer")?;
+    let scales = scale.as_f32().ok_or("DequantizeLinear scale must be f32")?;
+    let zps = zero_points(zp, scales.len())?;
+    let idx = param_index(&x.shape, axis, scales.len())?;
+    let v = xs
+        .iter()
+        .zip(&idx)
+        // The difference is exact in i64; ONNX computes it in f32 then multiplies.
+        .map(|(&q, &i)| (q - zps[i]) as f32 * scales[i])
+        .collect();
+    Ok(vec![Tensor::f32(x.shape.clone(), v)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(xs: &[f32], scale: f32, zp: Option<Tensor>, to: DType) -> Vec<i64> {
+        let x = Tensor::f32(vec![xs.len()], xs.to_vec());
+        let s = Tensor::f32(vec![], vec![scale]);
+        quantize(&x, &s, zp.as_ref(), 1, to).unwrap()[0]
+            .to_i64s()
+            .unwrap()
+    }
+
+    fn i8s(v: &[i8]) -> Tensor {
+        Tensor {
+            dtype: DType::I8,
+            shape: vec![v.len()],
+            data: Data::I8(v.to_vec()),
+        }
+    }
+
+    fn u8s(v: &[u8]) -> Tensor {
+        Tensor {
+            dtype: DType::U8,
+            shape: vec![v.len()],
+            data: Data::U8(v.to_vec()),
+        }
+    }
+
+    fn scalar(mut t: Tensor) -> Tensor {
+        t.shape = vec![];
+        t
+    }
+
+    #[test]
+    fn rounds_ties_to_even() {
+        let xs = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49, 2.51];
+        assert_eq!(
+            q(&xs, 1.0, Some(scalar(i8s(&[0]))), DType::I8),
+            [0, 0, 2, -2, 2, -2, 0, 3]
+        );
+        // Ties after the zero point shift still round before the add.
+        assert_eq!(
+            q(&[0.5, 1.5, 2.5], 1.0, Some(scalar(u8s(&[10]))), DType::U8),
+            [10, 12, 12]
+        );
+    }
+
+    #[test]
+    fn divides_by_the_scale() {
+        // 5 / 2 = 2.5 ties to 2, 7 / 2 = 3.5 ties to 4.
+        assert_eq!(q(&[5.0, 7.0], 2.0, None, DType::U8), [2, 4]);
+        // 0.7 / 0.1 = 7.0 in f32 but 0.7 * (1 / 0.1) = 7.0000005: equal after rounding, so
+        // check a tie that only the division produces: 0.25 / 0.1 = 2.5 exactly in f32.
+        let div = (0.25f32 / 0.1f32).round_ties_even();
+        assert_eq!(q(&[0.25], 0.1, None, DType::U8), [div as i64]);
+    }
+
+    #[test]
+    fn saturates_at_both_ends() {
+        assert_eq!(
+            q(&[-1000.0, 1000.0, -0.6, 254.6], 1.0, None, DType::U8),
+            [0, 255, 0, 255]
+        );
+        assert_eq!(
+            q(&[-1000.0, 1000.0, -128.5, 127.5], 1.0, None, DType::I8),
+            [-128, 127, -128, 127]
+        );
+        // The zero point shifts the range before saturating.
+        assert_eq!(
+            q(&[250.0, -5.0], 1.0, Some(scalar(u8s(&[10]))), DType::U8),
+            [255, 5]
+        );
+    }
+
+    #[test]
+    fn per_axis_scales() {
+        // Shape [2, 3], axis 0: row 0 with scale 1 / zp 1, row 1 with scale 2 / zp -1.
+        let x = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 2.0, 4.0, 5.0]);
+        let s = Tensor::f32(vec![2], vec![1.0, 2.0]);
+        let zp = i8s(&[1, -1]);
+        let y = quantize(&x, &s, Some(&zp), 0, DType::I8).unwrap().remove(0);
+        assert_eq!(y.to_i64s().unwrap(), [2, 3, 4, 0, 1, 1]);
+        let back = dequantize(&y, &s, Some(&zp), 0).unwrap().remove(0);
+        assert_eq!(back.as_f32().unwrap(), [1.0, 2.0, 3.0, 2.0, 4.0, 4.0]);
+        // Axis 1 (the default) with three channels and a negative axis name the same dim.
+        let s3 = Tensor::f32(vec![3], vec![1.0, 2.0, 4.0]);
+        let a = quantize(&x, &s3, None, 1, DType::U8).unwrap().remove(0);
+        let b = quantize(&x, &s3, None, -1, DType::U8).unwrap().remove(0);
+        assert_eq!(a.to_i64s().unwrap(), [1, 1, 1, 2, 2, 1]);
+        assert_eq!(a.to_i64s(), b.to_i64s());
+        // A parameter count that fits no dim is an error, not a panic.
+        let s5 = Tensor::f32(vec![5], vec![1.0; 5]);
+        assert!(quantize(&x, &s5, None, 1, DType::U8).is_err());
+    }
+
+    #[test]
+    fn dequantizes_i32_and_without_zero_point() {
+        let x = Tensor {
+            dtype: DType::I32,
+            shape: vec![3],
+            data: Data::I32(vec![-3, 0, 1 << 20]),
+        };
+        let s = Tensor::f32(vec![], vec![0.5]);
+        let y = dequantize(&x, &s, None, 1).unwrap().remove(0);
+        assert_eq!(y.as_f32().unwrap(), [-1.5, 0.0, 524288.0]);
+    }
+}
