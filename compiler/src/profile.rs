@@ -79,6 +79,30 @@ fn describe(k: &Kernel) -> (String, u64) {
                 * w.kh as u64
                 * w.kw as u64,
         ),
+        Kernel::QGemm { m, n, k: kk, .. } => (
+            format!("{m}x{n}x{kk} int8"),
+            2 * *m as u64 * *n as u64 * *kk as u64,
+        ),
+        Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial: s,
+            window: w,
+            ..
+        } => (
+            format!(
+                "{c_in}->{c_out} g{groups} {}x{} -> {}x{} k{}x{} s{} int8",
+                s.in_h, s.in_w, s.out_h, s.out_w, w.kh, w.kw, w.stride_w
+            ),
+            2 * s.n as u64
+                * s.out_h as u64
+                * s.out_w as u64
+                * *c_out as u64
+                * (*c_in / (*groups).max(1)) as u64
+                * w.kh as u64
+                * w.kw as u64,
+        ),
         Kernel::Pool {
             channels,
             spatial: s,

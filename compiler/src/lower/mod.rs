@@ -234,6 +234,7 @@ impl<'g> Builder<'g> {
         let input = self.touch(padded);
         let output = self.buf(out);
         self.kernels.push(Kernel::Pool {
+            dtype: p::DType::F32,
             kind: PoolKind::Avg {
                 count_include_pad: false,
             },
@@ -922,6 +923,7 @@ impl<'g> Builder<'g> {
                 let input = self.buf(ins[0]);
                 let output = self.buf(out);
                 self.kernels.push(Kernel::Pool {
+                    dtype: p::DType::F32,
                     kind,
                     channels: (xs[0] * xs[1]) as u32,
                     spatial,
@@ -2085,6 +2087,29 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             *output = f(*output);
             if let Some(r) = residual {
                 *r = f(*r);
+            }
+            if let Some(s) = scratch {
+                *s = f(*s);
+            }
+        }
+        Kernel::QGemm { a, a_zero, c, .. } => {
+            v(a);
+            v(c);
+            if let p::ZeroPoint::Runtime(b) = a_zero {
+                *b = f(*b);
+            }
+        }
+        Kernel::QConv {
+            input,
+            in_zero,
+            output,
+            scratch,
+            ..
+        } => {
+            *input = f(*input);
+            *output = f(*output);
+            if let p::ZeroPoint::Runtime(b) = in_zero {
+                *b = f(*b);
             }
             if let Some(s) = scratch {
                 *s = f(*s);

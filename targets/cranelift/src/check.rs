@@ -96,6 +96,18 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
     }
     for (k, kernel) in p.kernels.iter().enumerate() {
         match kernel {
+            Kernel::QGemm { .. } | Kernel::QConv { .. } => {
+                return Err(unsupported(format!(
+                    "kernel {k}: integer {} is not implemented in the Cranelift backend yet",
+                    kernel.name()
+                )));
+            }
+            Kernel::Pool { dtype, .. } if *dtype != DType::F32 => {
+                return Err(unsupported(format!(
+                    "kernel {k}: {} pooling is not implemented in the Cranelift backend yet",
+                    dtype.name()
+                )));
+            }
             Kernel::Gemm {
                 batch,
                 m,
@@ -469,6 +481,10 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
 fn written(k: &Kernel) -> Vec<Buffer> {
     match k {
         Kernel::Gemm { c, .. } => vec![c.buf],
+        Kernel::QGemm { c, .. } => vec![c.buf],
+        Kernel::QConv {
+            output, scratch, ..
+        } => std::iter::once(*output).chain(*scratch).collect(),
         Kernel::Conv {
             output, scratch, ..
         } => std::iter::once(*output).chain(*scratch).collect(),

@@ -208,7 +208,7 @@ proptest! {
             vec![io("y", &[c as u64, oh as u64, ow as u64])],
             vec![],
             0,
-            vec![Kernel::Pool { kind, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
+            vec![Kernel::Pool { kind, dtype: edgecc_program::DType::F32, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
         );
         check_jit(&p, 1e-6, 1e-6, "pool");
     }
@@ -233,7 +233,7 @@ proptest! {
             vec![io("y", &[c as u64, oh as u64, ow as u64])],
             vec![],
             0,
-            vec![Kernel::Pool { kind, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
+            vec![Kernel::Pool { kind, dtype: edgecc_program::DType::F32, channels: c, spatial: s, window: wn, input: Buffer::Input(0), output: Buffer::Output(0) }],
         );
         let tol = if kind == PoolKind::Max { 0.0 } else { 1e-6 };
         check_jit(&p, tol, tol, "wide pool");

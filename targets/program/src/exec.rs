@@ -17,7 +17,7 @@
 
 use crate::{
     Activation, BinaryOp, Buffer, CmpOp, Const, DType, ExprNode, IntOp, Kernel, LogicOp, PoolKind,
-    Program, ReduceOp, UnaryOp, View,
+    Program, QuantOut, ReduceOp, UnaryOp, View, ZeroPoint,
 };
 
 /// Why a program could not be executed.
@@ -291,6 +291,43 @@ impl Mem<'_, '_, '_> {
         Ok(())
     }
 
+    /// Element `elem` of `buf` read as an integer of `dtype`.
+    fn ld_int(&self, buf: Buffer, elem: i128, dtype: DType) -> Result<i64, ExecError> {
+        Ok(int_of(
+            dtype,
+            self.ld_bytes(buf, elem, dtype.size() as u64)?,
+        ))
+    }
+
+    fn zero_point(&self, z: ZeroPoint, dtype: DType) -> Result<i64, ExecError> {
+        match z {
+            ZeroPoint::Const(v) => Ok(v as i64),
+            ZeroPoint::Runtime(buf) => self.ld_int(buf, 0, dtype),
+        }
+    }
+
+    /// Stores an int32 accumulator as `out` defines, for output channel `c`.
+    fn st_quant(
+        &mut self,
+        buf: Buffer,
+        elem: i128,
+        out: &QuantOut,
+        acc: i32,
+        c: usize,
+    ) -> Result<(), ExecError> {
+        match out {
+            QuantOut::I32 => self.st_bytes(buf, elem, &acc.to_le_bytes()),
+            QuantOut::Requant(r) => {
+                if !(r.multiplier.len() == 1 || c < r.multiplier.len())
+                    || !(1..=62).contains(&r.shift)
+                {
+                    return Err(self.malformed("requantization parameters do not fit the kernel"));
+                }
+                self.st_bytes(buf, elem, &[r.apply(acc, c) as u8])
+            }
+        }
+    }
+
     fn malformed(&self, reason: impl Into<String>) -> ExecError {
         ExecError::Malformed {
             kernel: self.kernel,
@@ -410,6 +447,15 @@ fn int_to(v: i64, size: u64) -> Vec<u8> {
     }
 }
 
+/// The integer value of one element of an integer `dtype` (`U8` unsigned).
+fn int_of(dtype: DType, bytes: &[u8]) -> i64 {
+    match dtype {
+        DType::U8 | DType::Bool => bytes[0] as i64,
+        DType::I8 => bytes[0] as i8 as i64,
+        _ => int_from(bytes),
+    }
+}
+
 /// Element index of multi-index `idx` in `v`.
 fn at(v: &View, idx: &[u64]) -> i128 {
     v.offset as i128
@@ -468,6 +514,7 @@ pub fn eval_expr(expr: &[ExprNode], ins: &[f32]) -> Option<f32> {
                     UnaryOp::Reciprocal => 1.0 / a,
                     UnaryOp::Erf => libm::erff(a),
                     UnaryOp::Log => libm::logf(a),
+                    UnaryOp::Round => a.round_ties_even(),
                 }
             }
             ExprNode::Binary(op, a, b) => {
@@ -642,8 +689,113 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 }
             }
         }
+        Kernel::QGemm {
+            m,
+            n,
+            k,
+            a,
+            a_dtype,
+            a_zero,
+            b,
+            bias,
+            out,
+            c,
+        } => {
+            check_rank(mem, a, 2, "a")?;
+            check_rank(mem, c, 2, "c")?;
+            let za = mem.zero_point(*a_zero, *a_dtype)?;
+            for i in 0..*m as u64 {
+                for j in 0..*n as u64 {
+                    let mut acc: i32 = match bias {
+                        Some(bc) => mem.ld_int(Buffer::Const(*bc), j as i128, DType::I32)? as i32,
+                        None => 0,
+                    };
+                    for kk in 0..*k as u64 {
+                        let x = mem.ld_int(a.buf, at(a, &[i, kk]), *a_dtype)? - za;
+                        let w =
+                            mem.ld_int(Buffer::Const(*b), (kk * *n as u64 + j) as i128, DType::I8)?;
+                        acc = acc.wrapping_add((x * w) as i32);
+                    }
+                    mem.st_quant(c.buf, at(c, &[i, j]), out, acc, j as usize)?;
+                }
+            }
+        }
+        Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial: s,
+            window: w,
+            input,
+            in_dtype,
+            in_zero,
+            weight,
+            bias,
+            out,
+            output,
+            ..
+        } => {
+            let g = *groups;
+            if g == 0 || c_in % g != 0 || c_out % g != 0 {
+                return Err(mem.malformed("groups must divide c_in and c_out"));
+            }
+            let zx = mem.zero_point(*in_zero, *in_dtype)?;
+            let (cpg, opg) = ((c_in / g) as i128, (c_out / g) as i128);
+            let (kh, kw) = (w.kh as i128, w.kw as i128);
+            let (ih, iw, oh, ow) = (
+                s.in_h as i128,
+                s.in_w as i128,
+                s.out_h as i128,
+                s.out_w as i128,
+            );
+            for n in 0..s.n as i128 {
+                for co in 0..*c_out as i128 {
+                    let grp = co / opg;
+                    let bv = match bias {
+                        Some(bc) => mem.ld_int(Buffer::Const(*bc), co, DType::I32)? as i32,
+                        None => 0,
+                    };
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = bv;
+                            for ci in 0..cpg {
+                                let cin = grp * cpg + ci;
+                                for ky in 0..kh {
+                                    let iy = oy * w.stride_h as i128 - w.pad_top as i128
+                                        + ky * w.dilation_h as i128;
+                                    if iy < 0 || iy >= ih {
+                                        continue;
+                                    }
+                                    for kx in 0..kw {
+                                        let ix = ox * w.stride_w as i128 - w.pad_left as i128
+                                            + kx * w.dilation_w as i128;
+                                        if ix < 0 || ix >= iw {
+                                            continue;
+                                        }
+                                        let x = mem.ld_int(
+                                            *input,
+                                            ((n * *c_in as i128 + cin) * ih + iy) * iw + ix,
+                                            *in_dtype,
+                                        )? - zx;
+                                        let wv = mem.ld_int(
+                                            Buffer::Const(*weight),
+                                            ((co * cpg + ci) * kh + ky) * kw + kx,
+                                            DType::I8,
+                                        )?;
+                                        acc = acc.wrapping_add((x * wv) as i32);
+                                    }
+                                }
+                            }
+                            let o = ((n * *c_out as i128 + co) * oh + oy) * ow + ox;
+                            mem.st_quant(*output, o, out, acc, co as usize)?;
+                        }
+                    }
+                }
+            }
+        }
         Kernel::Pool {
             kind,
+            dtype,
             channels,
             spatial: s,
             window: w,
@@ -656,6 +808,41 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 s.out_h as i128,
                 s.out_w as i128,
             );
+            if *dtype != DType::F32 {
+                let min = match dtype {
+                    DType::U8 => 0,
+                    DType::I8 => -128,
+                    _ => return Err(mem.malformed("pooling over an unsupported dtype")),
+                };
+                if *kind != PoolKind::Max {
+                    return Err(mem.malformed("integer pooling is Max only"));
+                }
+                for c in 0..*channels as i128 {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut max = min;
+                            for ky in 0..w.kh as i128 {
+                                let iy = oy * w.stride_h as i128 - w.pad_top as i128
+                                    + ky * w.dilation_h as i128;
+                                for kx in 0..w.kw as i128 {
+                                    let ix = ox * w.stride_w as i128 - w.pad_left as i128
+                                        + kx * w.dilation_w as i128;
+                                    if iy < 0 || iy >= ih || ix < 0 || ix >= iw {
+                                        continue;
+                                    }
+                                    max = max.max(mem.ld_int(
+                                        *input,
+                                        (c * ih + iy) * iw + ix,
+                                        *dtype,
+                                    )?);
+                                }
+                            }
+                            mem.st_bytes(*output, (c * oh + oy) * ow + ox, &[max as u8])?;
+                        }
+                    }
+                }
+                return Ok(());
+            }
             for c in 0..*channels as i128 {
                 for oy in 0..oh {
                     for ox in 0..ow {
@@ -1157,7 +1344,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConstId, IoTensor, Spatial, Window};
+    use crate::{ConstId, IoTensor, Requant, Spatial, Window};
 
     fn f32s(b: &[u8]) -> Vec<f32> {
         b.chunks_exact(4)
@@ -1291,6 +1478,103 @@ mod tests {
     }
 
     #[test]
+    fn requantization_rounds_half_up_and_clamps() {
+        let r = Requant {
+            dtype: DType::U8,
+            multiplier: vec![1 << 30, 3 << 29],
+            shift: 31,
+            zero_point: 10,
+            lo: 10,
+            hi: 255,
+        };
+        // ·0.5: 5 → 2.5 → 3, -5 → -2.5 → -2; then +10 and the clamp at 10 (a folded Relu).
+        assert_eq!(r.apply(5, 0), 13);
+        assert_eq!(r.apply(-5, 0), 10);
+        assert_eq!(r.apply(1000, 0), 255);
+        // ·0.75 on channel 1: 7 → 5.25 → 5.
+        assert_eq!(r.apply(7, 1), 15);
+    }
+
+    #[test]
+    fn qgemm_folds_the_zero_point_and_bias_then_requantizes() {
+        // a: u8 [2,3] with zero point 100; b: i8 [3,2]; bias [1, -1]; out = acc / 4 + 128.
+        let a: Vec<u8> = vec![100, 101, 102, 110, 90, 100];
+        let b: Vec<i8> = vec![1, -1, 2, 3, -128, 127];
+        let consts = vec![
+            Const {
+                name: "b".into(),
+                dtype: DType::I8,
+                shape: vec![3, 2],
+                data: b.iter().map(|&x| x as u8).collect(),
+            },
+            Const {
+                name: "bias".into(),
+                dtype: DType::I32,
+                shape: vec![2],
+                data: [1i32, -1].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            },
+        ];
+        let io = |name: &str, dtype| IoTensor {
+            name: name.into(),
+            dtype,
+            shape: vec![2, 2],
+        };
+        let mut p = Program {
+            name: "q".into(),
+            inputs: vec![IoTensor {
+                shape: vec![2, 3],
+                ..io("a", DType::U8)
+            }],
+            outputs: vec![io("c", DType::U8)],
+            arena_size: 0,
+            arena_align: 64,
+            consts,
+            kernels: vec![Kernel::QGemm {
+                m: 2,
+                n: 2,
+                k: 3,
+                a: view(Buffer::Input(0), 0, &[3, 1]),
+                a_dtype: DType::U8,
+                a_zero: ZeroPoint::Const(100),
+                b: ConstId(0),
+                bias: Some(ConstId(1)),
+                out: QuantOut::Requant(Requant {
+                    dtype: DType::U8,
+                    multiplier: vec![1 << 29],
+                    shift: 31,
+                    zero_point: 128,
+                    lo: 0,
+                    hi: 255,
+                }),
+                c: view(Buffer::Output(0), 0, &[2, 1]),
+            }],
+        };
+        // Row 0: x − 100 = [0, 1, 2] → acc = [1 + 0 + 2 − 256, −1 + 0 + 3 + 254] = [−253, 256].
+        // Row 1: [10, −10, 0] → acc = [1 + 10 − 20, −1 − 10 − 30] = [−9, −41].
+        let want_acc = [-253i32, 256, -9, -41];
+        let mut out = vec![0u8; 4];
+        run(&p, &[&a], &mut [&mut out], &mut []).unwrap();
+        let want: Vec<u8> = want_acc
+            .iter()
+            .map(|&acc| (128 + ((acc as i64 * (1 << 29) + (1 << 30)) >> 31)) as u8)
+            .collect();
+        assert_eq!(out, want);
+        // The raw accumulators.
+        let Kernel::QGemm { out: o, .. } = &mut p.kernels[0] else {
+            unreachable!()
+        };
+        *o = QuantOut::I32;
+        p.outputs[0].dtype = DType::I32;
+        let mut out = vec![0u8; 16];
+        run(&p, &[&a], &mut [&mut out], &mut []).unwrap();
+        let got: Vec<i32> = out
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, want_acc);
+    }
+
+    #[test]
     fn conv_with_padding_matches_hand_computation() {
         let w = Window {
             kh: 3,
@@ -1366,6 +1650,7 @@ mod tests {
                 vec![io("y", &[1, 1, 1, 1])],
                 vec![],
                 vec![Kernel::Pool {
+                    dtype: DType::F32,
                     kind: PoolKind::Avg { count_include_pad },
                     channels: 1,
                     spatial: s,

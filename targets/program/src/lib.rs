@@ -176,6 +176,9 @@ pub enum UnaryOp {
     /// `log(+inf) = +inf`, NaN for NaN; subnormal inputs are exact inputs, not zero.
     /// Targets are within a few ulp (relative 3e-7) of the exact value.
     Log,
+    /// Rounding to the nearest integer, ties to even (ONNX Round, and the rounding of
+    /// QuantizeLinear): exact; `±0`, `±inf` and NaN map to themselves.
+    Round,
 }
 
 /// Two-input float functions.
@@ -257,6 +260,71 @@ impl IntOp {
     /// Whether the op reads a second operand `b`.
     pub fn is_binary(self) -> bool {
         !matches!(self, IntOp::Neg | IntOp::Abs)
+    }
+}
+
+/// Where the zero point of a quantized operand comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ZeroPoint {
+    /// Known at compile time (static quantization).
+    Const(i32),
+    /// One element of the operand's dtype read from a buffer when the kernel runs (the
+    /// zero point `DynamicQuantizeLinear` computes).
+    Runtime(Buffer),
+}
+
+/// Fixed-point requantization of an int32 accumulator into `dtype` (`U8` or `I8`): for
+/// output channel `c`,
+///
+/// `out = clamp(zero_point + ((acc · multiplier[c] + 2^(shift−1)) >> shift), lo, hi)`
+///
+/// computed exactly in 64-bit integers (`acc` and `multiplier` sign-extended, `>>` an
+/// arithmetic shift), i.e. `acc · multiplier[c] / 2^shift` rounded to nearest with ties
+/// toward +∞. The real rescale `s_in · s_w[c] / s_out` is `multiplier[c] / 2^shift`;
+/// one shift for every channel keeps the vector epilogue free of per-lane shifts.
+/// `clamp` is where a folded Relu or Clip went. No float math.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Requant {
+    pub dtype: DType,
+    /// One per output channel, or one for all; each in `0..2^31`.
+    pub multiplier: Vec<i32>,
+    /// In `1..=62`.
+    pub shift: u32,
+    pub zero_point: i32,
+    /// `dtype`'s range or narrower; `lo <= hi`.
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl Requant {
+    /// The requantized value of `acc` for channel `c` (the definition above; targets
+    /// must match it bit for bit).
+    pub fn apply(&self, acc: i32, c: usize) -> i32 {
+        let m = if self.multiplier.len() == 1 {
+            self.multiplier[0]
+        } else {
+            self.multiplier[c]
+        };
+        let r = (acc as i64 * m as i64 + (1i64 << (self.shift - 1))) >> self.shift;
+        (r + self.zero_point as i64).clamp(self.lo as i64, self.hi as i64) as i32
+    }
+}
+
+/// What an integer GEMM or convolution stores.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum QuantOut {
+    /// The int32 accumulators themselves (ONNX MatMulInteger, ConvInteger).
+    I32,
+    /// Requantized 8-bit values.
+    Requant(Requant),
+}
+
+impl QuantOut {
+    pub fn dtype(&self) -> DType {
+        match self {
+            QuantOut::I32 => DType::I32,
+            QuantOut::Requant(r) => r.dtype,
+        }
     }
 }
 
@@ -365,9 +433,55 @@ pub enum Kernel {
         output: Buffer,
         scratch: Option<Buffer>,
     },
+    /// Integer GEMM: for `row < m`, `col < n`,
+    /// `acc = Σ_k (a[row, k] − a_zero) · b[k, col] + bias[col]` in int32 (wrapping; no
+    /// model comes near), then `c[row, col] = out(acc)` with requantization channel `col`.
+    /// `a` is `a_dtype` (`U8` or `I8`) indexed `[row, k]` with a stride of 1 along `k`;
+    /// `b` is a constant `I8` `[k, n]` dense (zero point 0: symmetric weights), which the
+    /// target repacks at compile time as it likes; `bias` an `I32` `[n]` constant; `c` is
+    /// indexed `[row, col]` in elements of `out.dtype()`. No float math; `c` overlaps
+    /// nothing.
+    QGemm {
+        m: u32,
+        n: u32,
+        k: u32,
+        a: View,
+        a_dtype: DType,
+        a_zero: ZeroPoint,
+        b: ConstId,
+        bias: Option<ConstId>,
+        out: QuantOut,
+        c: View,
+    },
+    /// Integer NCHW convolution with [`Kernel::Conv`]'s geometry:
+    /// `acc = bias[co] + Σ (in[n, ci, iy, ix] − in_zero) · w[co, ci%cpg, ky, kx]` in int32,
+    /// where taps outside the input contribute 0 (the padding is the zero point, i.e. a
+    /// real 0), then `output = out(acc)` with requantization channel `co`. Input is
+    /// `in_dtype` (`U8` or `I8`), weights a constant `I8` OIHW (zero point 0), bias an
+    /// `I32` `[c_out]` constant; input and output dense. `scratch`, when present, is
+    /// [`Kernel::qconv_scratch_bytes`] bytes of arena for the target (im2col of bytes).
+    QConv {
+        c_in: u32,
+        c_out: u32,
+        groups: u32,
+        spatial: Spatial,
+        window: Window,
+        input: Buffer,
+        in_dtype: DType,
+        in_zero: ZeroPoint,
+        weight: ConstId,
+        bias: Option<ConstId>,
+        out: QuantOut,
+        output: Buffer,
+        scratch: Option<Buffer>,
+    },
     /// Pooling over dense NCHW: `channels` is N·C, each plane pooled independently.
+    /// `dtype` is `F32`, or `U8`/`I8` for [`PoolKind::Max`] (exact on quantized values:
+    /// the max commutes with a positive-scale dequantization; a window with no in-bounds
+    /// element gives the dtype's minimum).
     Pool {
         kind: PoolKind,
+        dtype: DType,
         channels: u32,
         spatial: Spatial,
         window: Window,
@@ -596,6 +710,15 @@ impl Kernel {
         k * rows * s.out_w as u64 * 4
     }
 
+    /// The scratch a [`Kernel::QConv`] gets: the same blocks as [`Kernel::Conv`]'s im2col
+    /// but one byte per element, `K × (rows · out_w)` bytes rounded up to a multiple of
+    /// 16, unless the convolution needs none.
+    pub fn qconv_scratch_bytes(c_in: u32, c_out: u32, groups: u32, s: &Spatial, w: &Window) -> u64 {
+        Kernel::conv_scratch_bytes(c_in, c_out, groups, s, w)
+            .div_ceil(4)
+            .next_multiple_of(16)
+    }
+
     /// How many output rows an im2col convolution processes per block; the target
     /// im2col-s one block (all of its `rows · out_w` output pixels) into the scratch and
     /// multiplies it by the weights before the next block.
@@ -628,6 +751,8 @@ impl Kernel {
         match self {
             Kernel::Gemm { .. } => "gemm",
             Kernel::Conv { .. } => "conv",
+            Kernel::QGemm { .. } => "qgemm",
+            Kernel::QConv { .. } => "qconv",
             Kernel::Pool { .. } => "pool",
             Kernel::Elementwise { .. } => "elementwise",
             Kernel::Softmax { .. } => "softmax",

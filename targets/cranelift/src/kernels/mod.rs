@@ -123,6 +123,7 @@ pub(crate) fn eval_expr(fx: &mut Fx, w: W, expr: &[ExprNode], ins: &[Value]) -> 
                     UnaryOp::Sqrt => fx.b.ins().sqrt(a),
                     UnaryOp::Erf => math::erf(fx, w, a),
                     UnaryOp::Log => math::log(fx, w, a),
+                    UnaryOp::Round => fx.b.ins().nearest(a),
                     UnaryOp::Reciprocal => {
                         let one = fx.fconst(w, 1.0);
                         fx.b.ins().fdiv(one, a)

@@ -303,6 +303,7 @@ pub fn network() -> Program {
             scratch: None,
         },
         Kernel::Pool {
+            dtype: DType::F32,
             kind: PoolKind::Max,
             channels: 8,
             spatial: Spatial {
@@ -561,6 +562,7 @@ pub fn pool_program(kind: PoolKind, c: u32, h: u32, w: u32, wn: Window) -> edgec
         vec![],
         0,
         vec![Kernel::Pool {
+            dtype: DType::F32,
             kind,
             channels: c,
             spatial: s,
