@@ -51,6 +51,8 @@ pub enum Error {
     Internal(String),
     /// Text IR that does not parse (see [`crate::ir::parse`]); `line` counts from 1.
     Parse { line: usize, msg: String },
+    /// `--require-int8`: the quantized model still computes these nodes in float.
+    NotInt8(Vec<crate::passes::FloatIsland>),
 }
 
 impl fmt::Display for Error {
@@ -58,6 +60,17 @@ impl fmt::Display for Error {
         match self {
             Error::Decode(m) => write!(f, "not a valid ONNX file: {m}"),
             Error::Model(m) => write!(f, "invalid model: {m}"),
+            Error::NotInt8(islands) => {
+                write!(
+                    f,
+                    "--require-int8: {} node(s) of the quantized model run in float:",
+                    islands.len()
+                )?;
+                for i in islands {
+                    write!(f, "\n  node '{}' ({}): {}", i.node, i.op, i.reason)?;
+                }
+                Ok(())
+            }
             Error::Unsupported(ops) => {
                 writeln!(f, "{} unsupported op(s):", ops.len())?;
                 for op in ops {

@@ -23,6 +23,9 @@ pub struct Options {
     pub print_after: Vec<String>,
     /// Passes to leave out of the default pipeline (every run of each); registered names.
     pub disable_passes: Vec<String>,
+    /// Fail when a quantized model still computes anything in float
+    /// ([`Compiled::float_islands`] not empty).
+    pub require_int8: bool,
 }
 
 /// A model taken through the target-neutral half of the compiler.
@@ -37,6 +40,9 @@ pub struct Compiled {
     /// user's disabled passes): what fusion saves. `None` when that lowering fails; it is
     /// only a report.
     pub kernels_without_fusion: Option<usize>,
+    /// The float work of a quantized model, each node with the reason it was not folded
+    /// into an integer kernel (as `fold-requant` left the graph); empty for float models.
+    pub float_islands: Vec<passes::FloatIsland>,
     pub source_sha256: String,
     /// Time spent from reading the file to the lowered program.
     pub elapsed: Duration,
@@ -106,7 +112,16 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Compiled, Error> {
     let import_opts = opts.import_options();
     let imported = onnx::import(&model, DataDir { base }, &import_opts)?;
     let mut graph = imported.clone();
-    let passes = pm.run(&mut graph)?;
+    let mut islands = None;
+    let passes = pm.run_observed(&mut graph, |pass, g| {
+        if pass == "fold-requant" && islands.is_none() {
+            islands = Some(passes::float_islands(g));
+        }
+    })?;
+    let float_islands = islands.unwrap_or_else(|| passes::float_islands(&graph));
+    if opts.require_int8 && !float_islands.is_empty() {
+        return Err(Error::NotInt8(float_islands));
+    }
     let lowered = lower::lower(&graph, &opts.name)?;
     let kernels_without_fusion = kernels_without_fusion(&imported, opts, &lowered);
     Ok(Compiled {
@@ -115,6 +130,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Compiled, Error> {
         passes,
         lowered,
         kernels_without_fusion,
+        float_islands,
         source_sha256: sha256(&bytes),
         elapsed: start.elapsed(),
     })

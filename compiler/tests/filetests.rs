@@ -1,7 +1,9 @@
 //! Pass filetests: `tests/filetests/<pass>/<case>.ir` is a graph in the text IR with a
 //! header naming the passes to run; the graph after them is an insta snapshot
 //! (`snapshots/filetests__<pass>__<case>.snap`), and with `; check: interp` the reference
-//! interpreter must compute the same outputs before and after on seeded random inputs.
+//! interpreter must compute the same outputs before and after on seeded random inputs
+//! (`; check: interp-step` allows integer outputs, quantized values, to differ by one
+//! step: the bound `fold-requant` promises).
 //!
 //! ```text
 //! ; pass: fold-constants, dead-code     passes in order, by registered name
@@ -31,11 +33,14 @@ const TOLERANCE: f64 = 1e-5;
 struct Header {
     passes: Vec<String>,
     check_interp: bool,
+    /// How far integer outputs may move (0, or 1 step with `interp-step`).
+    int_tolerance: f64,
 }
 
 fn header(text: &str) -> Result<Header, String> {
     let mut passes = None;
     let mut check_interp = false;
+    let mut int_tolerance = 0.0;
     for line in text.lines().map(str::trim) {
         let Some(c) = line.strip_prefix(';') else {
             continue;
@@ -54,7 +59,15 @@ fn header(text: &str) -> Result<Header, String> {
             for check in checks.split(',').map(str::trim) {
                 match check {
                     "interp" => check_interp = true,
-                    other => return Err(format!("unknown check '{other}' (known: interp)")),
+                    "interp-step" => {
+                        check_interp = true;
+                        int_tolerance = 1.0;
+                    }
+                    other => {
+                        return Err(format!(
+                            "unknown check '{other}' (known: interp, interp-step)"
+                        ));
+                    }
                 }
             }
         }
@@ -62,6 +75,7 @@ fn header(text: &str) -> Result<Header, String> {
     Ok(Header {
         passes: passes.ok_or("no '; pass: NAME, ...' header line")?,
         check_interp,
+        int_tolerance,
     })
 }
 
@@ -80,7 +94,7 @@ fn inputs(g: &Graph) -> Result<Vec<Tensor>, String> {
 
 /// Whether `after` computes what `before` did: same dtypes and shapes; floats within
 /// [`TOLERANCE`] of the output's scale, everything else exactly.
-fn same_outputs(before: &[Tensor], after: &[Tensor]) -> Result<(), String> {
+fn same_outputs(before: &[Tensor], after: &[Tensor], int_tolerance: f64) -> Result<(), String> {
     if before.len() != after.len() {
         return Err(format!(
             "{} outputs before the passes, {} after",
@@ -104,7 +118,7 @@ fn same_outputs(before: &[Tensor], after: &[Tensor]) -> Result<(), String> {
             let ok = if float {
                 (x - y).abs() <= TOLERANCE * scale || (x.is_nan() && y.is_nan())
             } else {
-                x == y
+                (x - y).abs() <= int_tolerance
             };
             if !ok {
                 return Err(format!(
@@ -142,7 +156,7 @@ fn run_case(text: &str) -> Result<String, String> {
         let x = inputs(&before)?;
         let want = interp::run(&before, &x).map_err(|e| format!("interpreter before: {e}"))?;
         let got = interp::run(&g, &x).map_err(|e| format!("interpreter after: {e}"))?;
-        same_outputs(&want, &got).map_err(|e| format!("check interp: {e}"))?;
+        same_outputs(&want, &got, h.int_tolerance).map_err(|e| format!("check interp: {e}"))?;
     }
     Ok(print(&g))
 }
@@ -226,11 +240,13 @@ fn bad_filetests_fail() {
     assert!(run_case(&format!("; pass: dead-code\n; check: interp\n{graph}")).is_ok());
 
     let t = |v: Vec<f32>| Tensor::f32(vec![v.len()], v);
-    assert!(same_outputs(&[t(vec![1.0, 100.0])], &[t(vec![1.0005, 100.0])]).is_ok());
-    assert!(same_outputs(&[t(vec![1.0, 100.0])], &[t(vec![1.01, 100.0])]).is_err());
-    assert!(same_outputs(&[t(vec![1.0])], &[t(vec![1.0, 2.0])]).is_err());
+    assert!(same_outputs(&[t(vec![1.0, 100.0])], &[t(vec![1.0005, 100.0])], 0.0).is_ok());
+    assert!(same_outputs(&[t(vec![1.0, 100.0])], &[t(vec![1.01, 100.0])], 0.0).is_err());
+    assert!(same_outputs(&[t(vec![1.0])], &[t(vec![1.0, 2.0])], 0.0).is_err());
     let i = |v: Vec<i64>| Tensor::i64(vec![v.len()], v);
-    assert!(same_outputs(&[i(vec![7])], &[i(vec![8])]).is_err());
+    assert!(same_outputs(&[i(vec![7])], &[i(vec![8])], 0.0).is_err());
+    assert!(same_outputs(&[i(vec![7])], &[i(vec![8])], 1.0).is_ok());
+    assert!(same_outputs(&[i(vec![7])], &[i(vec![9])], 1.0).is_err());
     assert_eq!(
         snapshot_name(Path::new("fold-constants/basic.ir")),
         "fold-constants__basic"

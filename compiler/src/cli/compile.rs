@@ -41,6 +41,7 @@ pub fn compile(
         .unwrap_or("model");
     let name = name.unwrap_or_else(|| c_ident(stem.split('.').next().unwrap_or("model")));
     let c = pipeline::compile(&args.model, &args.options(name.clone())?)?;
+    float_report(&c);
     let program = &c.lowered.program;
     let source = args.model.display().to_string();
     let header_path = output.with_file_name(format!("{stem}.h"));
@@ -139,6 +140,21 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// What a quantized model still computes in float, node by node with the reason, so that
+/// no float fallback is silent (`--require-int8` turns it into an error).
+fn float_report(c: &pipeline::Compiled) {
+    if c.float_islands.is_empty() {
+        return;
+    }
+    eprintln!(
+        "int8: {} node(s) of the quantized model run in float (--require-int8 refuses this):",
+        c.float_islands.len()
+    );
+    for i in &c.float_islands {
+        eprintln!("  node '{}' ({}): {}", i.node, i.op, i.reason);
+    }
 }
 
 /// The compile report on stderr: passes, memory, sizes.

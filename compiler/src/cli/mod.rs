@@ -54,6 +54,10 @@ pub struct ModelArgs {
     /// Leave this pass (every run of it) out of the pipeline. Repeatable.
     #[arg(long = "disable-pass", value_name = "PASS")]
     pub disable_passes: Vec<String>,
+    /// Fail if a quantized model still computes any node in float (the list the compile
+    /// report prints), instead of compiling it with those nodes in float.
+    #[arg(long = "require-int8")]
+    pub require_int8: bool,
 }
 
 impl ModelArgs {
@@ -74,6 +78,7 @@ impl ModelArgs {
             name,
             print_after: self.print_after.clone(),
             disable_passes: self.disable_passes.clone(),
+            require_int8: self.require_int8,
         };
         opts.check_pass_names()?;
         Ok(opts)

@@ -174,6 +174,31 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             residual,
             act,
         } => fused_conv(x, window, *group, [*bias, *residual], *act),
+        Op::MaxPool { window } if matches!(arg(0)?.dtype, DType::U8 | DType::I8) => {
+            // Pooled as f32 (exact for 8-bit values); an empty window gives the minimum.
+            let t = arg(0)?;
+            let (min, max) = if t.dtype == DType::U8 {
+                (0.0, 255.0)
+            } else {
+                (-128.0, 127.0)
+            };
+            let f = tensor_ops::cast(t, DType::F32)?.remove(0);
+            let pooled = pool(&f, window, None)?.remove(0);
+            let v = pooled.as_f32().ok_or("pooling result")?.iter().map(|&x| {
+                let x: f32 = if x.is_finite() { x } else { min };
+                x.clamp(min, max) as i64
+            });
+            let data = if t.dtype == DType::U8 {
+                Data::U8(v.map(|x| x as u8).collect())
+            } else {
+                Data::I8(v.map(|x| x as i8).collect())
+            };
+            Ok(vec![Tensor {
+                dtype: t.dtype,
+                shape: pooled.shape,
+                data,
+            }])
+        }
         Op::MaxPool { window } => pool(arg(0)?, window, None),
         Op::AveragePool {
             window,
@@ -403,6 +428,12 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::DequantizeLinear { axis } => {
             super::quant::dequantize(arg(0)?, arg(1)?, x.get(2).copied(), *axis)
         }
+        Op::QGemm { requant } => super::quant::qgemm(x, *requant),
+        Op::QConv {
+            window,
+            group,
+            requant,
+        } => super::quant::qconv(x, window, *group, *requant),
         Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
         Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
         Op::GatherElements { axis } => {
@@ -825,7 +856,7 @@ fn gemm(
 }
 
 /// Input spatial dims as (h, w), treating 1-D as h = 1.
-fn hw(shape: &[usize]) -> (usize, usize) {
+pub(crate) fn hw(shape: &[usize]) -> (usize, usize) {
     if shape.len() == 3 {
         (1, shape[2])
     } else {
@@ -834,17 +865,17 @@ fn hw(shape: &[usize]) -> (usize, usize) {
 }
 
 /// (kernel, stride, dilation, pad_begin) per axis as (h, w) pairs for 1-D or 2-D windows.
-struct Geo {
-    k: (usize, usize),
-    s: (usize, usize),
-    d: (usize, usize),
-    p: (usize, usize),
+pub(crate) struct Geo {
+    pub(crate) k: (usize, usize),
+    pub(crate) s: (usize, usize),
+    pub(crate) d: (usize, usize),
+    pub(crate) p: (usize, usize),
     /// End pads: positions past the input but before `in + end` count as padding.
-    e: (usize, usize),
-    o: (usize, usize),
+    pub(crate) e: (usize, usize),
+    pub(crate) o: (usize, usize),
 }
 
-fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
+pub(crate) fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
     let (pads, out) = w.resolve(&in_shape[2..])?;
     Ok(if w.kernel.len() == 1 {
         Geo {
@@ -867,7 +898,7 @@ fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
     })
 }
 
-fn out_shape(in_shape: &[usize], c: usize, o: (usize, usize)) -> Vec<usize> {
+pub(crate) fn out_shape(in_shape: &[usize], c: usize, o: (usize, usize)) -> Vec<usize> {
     if in_shape.len() == 3 {
         vec![in_shape[0], c, o.1]
     } else {

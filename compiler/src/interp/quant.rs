@@ -2,8 +2,9 @@
 //! divides by the scale (not a multiply by its reciprocal, which rounds differently) and
 //! rounds half to even before adding the zero point and saturating.
 
+use super::ops::{geo, hw, out_shape};
 use crate::ir::infer::norm_axis;
-use crate::ir::{DType, Data, Tensor};
+use crate::ir::{DType, Data, Requant, Tensor, WindowAttrs};
 
 type R = Result<Vec<Tensor>, String>;
 
@@ -90,6 +91,142 @@ pub fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) ->
         .map(|(&q, &i)| (q - zps[i]) as f32 * scales[i])
         .collect();
     Ok(vec![Tensor::f32(x.shape.clone(), v)])
+}
+
+/// The int32 accumulators of `acc` stored as `requant` says (multipliers in `mult`, per
+/// channel `c` of `channel(i)`), or as they are.
+fn store(
+    acc: Vec<i32>,
+    shape: Vec<usize>,
+    requant: Option<Requant>,
+    mult: Option<&Tensor>,
+    channel: impl Fn(usize) -> usize,
+) -> R {
+    let Some(r) = requant else {
+        return Ok(vec![Tensor {
+            dtype: DType::I32,
+            shape,
+            data: Data::I32(acc),
+        }]);
+    };
+    let m = mult
+        .and_then(|t| t.to_i64s())
+        .ok_or("multipliers must be i32")?;
+    let rq = edgecc_program::Requant {
+        dtype: edgecc_program::DType::U8,
+        multiplier: m.iter().map(|&v| v as i32).collect(),
+        shift: r.shift,
+        zero_point: r.zero_point,
+        lo: r.lo,
+        hi: r.hi,
+    };
+    let q = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| rq.apply(a, channel(i)));
+    let data = match r.to {
+        DType::U8 => Data::U8(q.map(|v| v as u8).collect()),
+        DType::I8 => Data::I8(q.map(|v| v as i8).collect()),
+        other => return Err(format!("requantization to {other}")),
+    };
+    Ok(vec![Tensor {
+        dtype: r.to,
+        shape,
+        data,
+    }])
+}
+
+fn ints(t: &Tensor, what: &str) -> Result<Vec<i64>, String> {
+    t.to_i64s()
+        .ok_or_else(|| format!("{what} must be integers"))
+}
+
+/// [`crate::ir::Op::QGemm`]: exact int32 accumulation (wrapping, like the kernels).
+pub fn qgemm(x: &[&Tensor], requant: Option<Requant>) -> R {
+    let [a, za, b, bias, rest @ ..] = x else {
+        return Err("QGemm needs a, a_zero, b and bias".into());
+    };
+    let (av, za, bv, biasv) = (
+        ints(a, "a")?,
+        ints(za, "a_zero")?[0],
+        ints(b, "b")?,
+        ints(bias, "bias")?,
+    );
+    let (k, n) = (b.shape[0], b.shape[1]);
+    let rows = av.len() / k.max(1);
+    let mut acc = vec![0i32; rows * n];
+    for r in 0..rows {
+        for j in 0..n {
+            let mut s = biasv[j] as i32;
+            for kk in 0..k {
+                s = s.wrapping_add(((av[r * k + kk] - za) * bv[kk * n + j]) as i32);
+            }
+            acc[r * n + j] = s;
+        }
+    }
+    let mut shape = a.shape.clone();
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    store(acc, shape, requant, rest.first().copied(), |i| i % n.max(1))
+}
+
+/// [`crate::ir::Op::QConv`]: Conv's loops over exact integers; taps outside the input
+/// contribute nothing (the padding is the zero point).
+pub fn qconv(x: &[&Tensor], w: &WindowAttrs, group: usize, requant: Option<Requant>) -> R {
+    let [tx, zx, tw, bias, rest @ ..] = x else {
+        return Err("QConv needs x, x_zero, w and bias".into());
+    };
+    let (xv, zx, wv, biasv) = (
+        ints(tx, "x")?,
+        ints(zx, "x_zero")?[0],
+        ints(tw, "w")?,
+        ints(bias, "bias")?,
+    );
+    let (n, c) = (tx.shape[0], tx.shape[1]);
+    let (h, wd) = hw(&tx.shape);
+    let co = tw.shape[0];
+    let (cpg, opg) = (c / group, co / group);
+    let g = geo(w, &tx.shape)?;
+    let (oh, ow) = g.o;
+    let mut acc = vec![0i32; n * co * oh * ow];
+    for b in 0..n {
+        for o in 0..co {
+            let grp = o / opg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = biasv[o] as i32;
+                    for ci in 0..cpg {
+                        let ch = grp * cpg + ci;
+                        for ky in 0..g.k.0 {
+                            let iy = (oy * g.s.0 + ky * g.d.0) as isize - g.p.0 as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.k.1 {
+                                let ix = (ox * g.s.1 + kx * g.d.1) as isize - g.p.1 as isize;
+                                if ix < 0 || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xq = xv[((b * c + ch) * h + iy as usize) * wd + ix as usize];
+                                let wq = wv[((o * cpg + ci) * g.k.0 + ky) * g.k.1 + kx];
+                                s = s.wrapping_add(((xq - zx) * wq) as i32);
+                            }
+                        }
+                    }
+                    acc[((b * co + o) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    let plane = oh * ow;
+    store(
+        acc,
+        out_shape(&tx.shape, co, g.o),
+        requant,
+        rest.first().copied(),
+        |i| (i / plane.max(1)) % co.max(1),
+    )
 }
 
 #[cfg(test)]

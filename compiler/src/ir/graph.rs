@@ -94,6 +94,11 @@ impl Graph {
         &self.dag[n]
     }
 
+    /// The node, if it has not been removed (for rewrites that delete as they go).
+    pub fn try_node(&self, n: NodeIndex) -> Option<&Node> {
+        self.dag.node_weight(n)
+    }
+
     pub fn node_count(&self) -> usize {
         self.dag.node_count()
     }

@@ -1,7 +1,7 @@
 //! Shape and type inference, one rule per op. Called by [`super::Graph::add_node`], so a
 //! node whose inputs do not fit its op is never built.
 
-use super::{Binary, DType, Op, ReduceKind};
+use super::{Binary, DType, Op, ReduceKind, Requant};
 
 type Types = Vec<(DType, Vec<usize>)>;
 
@@ -165,6 +165,61 @@ fn quant_params(types: &[(DType, &[usize])], axis: i64, zp: DType) -> Result<(),
     Ok(())
 }
 
+/// Checks the operands of [`Op::QGemm`] and [`Op::QConv`]: 8-bit activations with a scalar
+/// zero point of their type, i8 weights, i32 bias.
+fn int_operands(types: &[(DType, &[usize])]) -> Result<(), InferError> {
+    let x = types[0].0;
+    if !matches!(x, DType::U8 | DType::I8) {
+        return Err(InferError::Invalid(format!("input of type {x} (u8 or i8)")));
+    }
+    if types[1].0 != x || types[1].1.iter().product::<usize>() != 1 {
+        return Err(InferError::Invalid(format!(
+            "zero point {} {:?} is not one {x}",
+            types[1].0, types[1].1
+        )));
+    }
+    if types[2].0 != DType::I8 {
+        return Err(InferError::Invalid(format!(
+            "weights of type {} (i8)",
+            types[2].0
+        )));
+    }
+    if types[3].0 != DType::I32 || types[3].1.len() != 1 {
+        return Err(InferError::Invalid(format!(
+            "bias {} {:?} is not a 1-D i32 vector",
+            types[3].0, types[3].1
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a requantization's multipliers (one i32, or one per `channels`) and range.
+fn requant_params(
+    types: &[(DType, &[usize])],
+    requant: Option<Requant>,
+    channels: usize,
+) -> Result<(), InferError> {
+    let Some(r) = requant else { return Ok(()) };
+    let (full_lo, full_hi) = match r.to {
+        DType::U8 => (0, 255),
+        DType::I8 => (-128, 127),
+        other => return Err(InferError::Invalid(format!("requantization to {other}"))),
+    };
+    if !(1..=62).contains(&r.shift) || r.lo > r.hi || r.lo < full_lo || r.hi > full_hi {
+        return Err(InferError::Invalid(format!(
+            "requantization {r} out of range"
+        )));
+    }
+    let m = types[4];
+    if m.0 != DType::I32 || !(m.1 == [1] || m.1 == [channels]) {
+        return Err(InferError::Invalid(format!(
+            "multipliers {} {:?} are not [1] or [{channels}] i32",
+            m.0, m.1
+        )));
+    }
+    Ok(())
+}
+
 /// The dtypes Cast converts between.
 pub fn castable(d: DType) -> bool {
     matches!(
@@ -321,6 +376,55 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             }
             quant_params(types, *axis, from)?;
             Ok(vec![(DType::F32, types[0].1.to_vec())])
+        }
+        Op::QGemm { requant } => {
+            let n_in = 4 + usize::from(requant.is_some());
+            want(n_in, types, n_in)?;
+            let (a, b) = (types[0].1, types[2].1);
+            int_operands(types)?;
+            let (&k, [kb, n]) = (a.last().unwrap_or(&0), b) else {
+                return Err(InferError::Invalid(format!("b of shape {b:?} is not 2-D")));
+            };
+            if a.is_empty() || k != *kb {
+                return Err(InferError::Invalid(format!(
+                    "a {a:?} and b {b:?} do not multiply"
+                )));
+            }
+            if types[3].1 != [*n] {
+                return Err(InferError::Invalid(format!(
+                    "bias of shape {:?} is not [{n}]",
+                    types[3].1
+                )));
+            }
+            let mut shape = a.to_vec();
+            *shape.last_mut().expect("checked non-empty") = *n;
+            requant_params(types, *requant, *n)?;
+            Ok(vec![(requant.map_or(DType::I32, |r| r.to), shape)])
+        }
+        Op::QConv {
+            window,
+            group,
+            requant,
+        } => {
+            let n_in = 4 + usize::from(requant.is_some());
+            want(n_in, types, n_in)?;
+            int_operands(types)?;
+            let conv = Op::Conv {
+                window: window.clone(),
+                group: *group,
+            };
+            let shape = infer(
+                &conv,
+                &[
+                    (DType::F32, types[0].1),
+                    (DType::F32, types[2].1),
+                    (DType::F32, types[3].1),
+                ],
+            )?
+            .remove(0)
+            .1;
+            requant_params(types, *requant, shape[1])?;
+            Ok(vec![(requant.map_or(DType::I32, |r| r.to), shape)])
         }
         Op::Shape { start, end } => {
             want(1, types, 1)?;
@@ -737,7 +841,12 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
         }
         Op::MaxPool { window } | Op::AveragePool { window, .. } => {
             want(1, types, 1)?;
-            float(&types[0], "X")?;
+            // The max of quantized values is exact: `fold-requant` pools u8/i8 directly.
+            let int_max =
+                matches!(op, Op::MaxPool { .. }) && matches!(types[0].0, DType::U8 | DType::I8);
+            if !int_max {
+                float(&types[0], "X")?;
+            }
             let x = types[0].1;
             if x.len() < 3 || x.len() > 4 {
                 return Err(InferError::Invalid(format!("X {x:?} must be 3-D or 4-D")));
@@ -745,7 +854,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let (_, out) = window.resolve(&x[2..])?;
             let mut shape = vec![x[0], x[1]];
             shape.extend(out);
-            Ok(vec![(DType::F32, shape)])
+            Ok(vec![(types[0].0, shape)])
         }
         Op::GlobalAveragePool => {
             want(1, types, 1)?;

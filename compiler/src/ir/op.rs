@@ -159,6 +159,30 @@ impl WindowAttrs {
     }
 }
 
+/// How an integer GEMM or convolution ([`Op::QGemm`], [`Op::QConv`]) stores its int32
+/// accumulators as 8-bit values: `clamp(zero_point + round(acc · multiplier[c] / 2^shift),
+/// lo, hi)` with the rounding and exact 64-bit arithmetic of `edgecc_program::Requant`
+/// (the multipliers, one per output channel or one, are the op's last input). `lo`/`hi`
+/// are `to`'s range, narrowed where a Relu or Clip was folded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Requant {
+    pub to: DType,
+    pub shift: u32,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl fmt::Display for Requant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "to={} shift={} zero_point={} lo={} hi={}",
+            self.to, self.shift, self.zero_point, self.lo, self.hi
+        )
+    }
+}
+
 /// The activation that ends a fused matrix product ([`Op::FusedMatMul`]) or convolution
 /// ([`Op::FusedConv`]). Each is the
 /// single-input op [`Act::op`] names, computed exactly as that op.
@@ -387,6 +411,25 @@ pub enum Op {
     DequantizeLinear {
         axis: i64,
     },
+    /// Integer matrix product with int32 accumulation, made by `fold-requant` from a
+    /// float MatMul/Gemm between DequantizeLinear and QuantizeLinear:
+    /// `acc[.., n] = Σ_k (a[.., k] − a_zero) · b[k, n] + bias[n]`, stored as int32 or
+    /// requantized. Inputs: a (`[.., K]` u8/i8), a_zero (scalar of a's dtype, constant or
+    /// computed), b (`[K, N]` i8 constant, zero point 0), bias (`[N]` i32), then the
+    /// multipliers (`[1]` or `[N]` i32) when `requant` is set.
+    QGemm {
+        requant: Option<Requant>,
+    },
+    /// Integer convolution with Conv's geometry:
+    /// `acc[n, co, ..] = bias[co] + Σ (x − x_zero) · w` with taps outside the input
+    /// contributing 0, stored as int32 or requantized per output channel. Inputs: x
+    /// (NCHW u8/i8), x_zero (scalar), w (i8 constant, OIHW, zero point 0), bias (`[C_out]`
+    /// i32), then the multipliers (`[1]` or `[C_out]` i32) when `requant` is set.
+    QConv {
+        window: WindowAttrs,
+        group: usize,
+        requant: Option<Requant>,
+    },
     /// The input's shape (dims `start..end`), an i64 vector.
     Shape {
         start: i64,
@@ -531,6 +574,8 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::QuantizeLinear { .. } => "QuantizeLinear",
             Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::QGemm { .. } => "QGemm",
+            Op::QConv { .. } => "QConv",
             Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
             Op::GatherElements { .. } => "GatherElements",
@@ -690,6 +735,19 @@ impl fmt::Display for Op {
             Op::Cast { to } => write!(f, "{{to={to}}}"),
             Op::QuantizeLinear { axis, to } => write!(f, "{{axis={axis} to={to}}}"),
             Op::DequantizeLinear { axis } => write!(f, "{{axis={axis}}}"),
+            Op::QGemm { requant: None } => Ok(()),
+            Op::QGemm { requant: Some(r) } => write!(f, "{{{r}}}"),
+            Op::QConv {
+                window,
+                group,
+                requant,
+            } => {
+                write!(f, "{{{window} group={group}")?;
+                if let Some(r) = requant {
+                    write!(f, " {r}")?;
+                }
+                f.write_str("}")
+            }
             Op::Shape { start, end } => match end {
                 Some(e) => write!(f, "{{start={start} end={e}}}"),
                 None if *start != 0 => write!(f, "{{start={start}}}"),

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 
 use super::{
     Act, AutoPad, Binary, Cmp, DType, Data, Equation, Graph, Logic, Op, PadMode, ReduceKind,
-    Tensor, Unary, ValueId, WindowAttrs,
+    Requant, Tensor, Unary, ValueId, WindowAttrs,
 };
 use crate::Error;
 
@@ -670,6 +670,36 @@ impl<'a> Attrs<'a> {
     }
 
     /// Errors on any attribute the op did not take.
+    /// The requantization of a QGemm/QConv (`to=u8 shift=.. zero_point=.. lo=.. hi=..`),
+    /// absent for int32 results.
+    fn requant(&mut self) -> Result<Option<Requant>, Error> {
+        let Some(to) = self.raw("to")? else {
+            return Ok(None);
+        };
+        let to = DType::from_name(to).ok_or_else(|| self.fail(format!("to={to}: not a dtype")))?;
+        let mut need = |key: &str| -> Result<i64, Error> {
+            self.scalar(key, INT)?
+                .ok_or_else(|| self.fail(format!("missing attribute {key}")))
+        };
+        let (shift, zero_point, lo, hi) = (
+            need("shift")?,
+            need("zero_point")?,
+            need("lo")?,
+            need("hi")?,
+        );
+        let int = |v: i64| i32::try_from(v).ok();
+        match (u32::try_from(shift).ok(), int(zero_point), int(lo), int(hi)) {
+            (Some(shift), Some(zero_point), Some(lo), Some(hi)) => Ok(Some(Requant {
+                to,
+                shift,
+                zero_point,
+                lo,
+                hi,
+            })),
+            _ => Err(self.fail("requantization parameters out of range".into())),
+        }
+    }
+
     fn finish(self) -> Result<(), Error> {
         match self.items.iter().find(|(_, _, used)| !used) {
             None => Ok(()),
@@ -878,6 +908,14 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
         }
         (None, "DequantizeLinear") => Op::DequantizeLinear {
             axis: a.scalar("axis", INT)?.unwrap_or(1),
+        },
+        (None, "QGemm") => Op::QGemm {
+            requant: a.requant()?,
+        },
+        (None, "QConv") => Op::QConv {
+            window: a.window()?,
+            group: a.scalar("group", SIZE)?.unwrap_or(1),
+            requant: a.requant()?,
         },
         (None, "Shape") => Op::Shape {
             start: a.scalar("start", INT)?.unwrap_or(0),
@@ -1362,6 +1400,23 @@ mod tests {
         ]
     }
 
+    fn requant() -> impl Strategy<Value = Requant> {
+        (
+            any::<bool>(),
+            1u32..63,
+            -200i32..200,
+            -200i32..200,
+            -200i32..200,
+        )
+            .prop_map(|(u8, shift, zero_point, lo, hi)| Requant {
+                to: if u8 { DType::U8 } else { DType::I8 },
+                shift,
+                zero_point,
+                lo,
+                hi,
+            })
+    }
+
     fn window() -> impl Strategy<Value = WindowAttrs> {
         (1usize..3, 0usize..4, any::<bool>(), sizes(), sizes()).prop_map(
             |(r, pad_kind, ceil_mode, a, b)| {
@@ -1482,6 +1537,14 @@ mod tests {
                 to: if s { DType::I8 } else { DType::U8 },
             }),
             (-4i64..4).prop_map(|axis| Op::DequantizeLinear { axis }),
+            proptest::option::of(requant()).prop_map(|requant| Op::QGemm { requant }),
+            (window(), 1usize..9, proptest::option::of(requant())).prop_map(
+                |(window, group, requant)| Op::QConv {
+                    window,
+                    group,
+                    requant
+                }
+            ),
             (-4i64..4, proptest::option::of(-4i64..4))
                 .prop_map(|(start, end)| Op::Shape { start, end }),
             (-4i64..4).prop_map(|axis| Op::Gather { axis }),

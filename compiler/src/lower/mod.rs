@@ -14,6 +14,7 @@
 pub mod einsum;
 mod fuse;
 pub mod memory;
+mod quant;
 
 use std::collections::HashMap;
 
@@ -79,36 +80,6 @@ struct Builder<'g> {
     in_place: usize,
     /// A one-byte constant `true`, made on first use (see `move_elements`).
     true_const: Option<ConstId>,
-}
-
-/// The targets have no int8 kernels yet: refuse QuantizeLinear/DequantizeLinear up front,
-/// naming every such node at once rather than the first one lowering trips over.
-fn quantized_nodes(g: &Graph) -> Result<(), Error> {
-    let found: Vec<_> = g
-        .topo_order()
-        .into_iter()
-        .filter(|&n| {
-            matches!(
-                g.node(n).op,
-                Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. }
-            )
-        })
-        .map(|n| {
-            let node = g.node(n);
-            crate::UnsupportedOp {
-                node: node.name.clone(),
-                op_type: node.op.name().into(),
-                domain: String::new(),
-                opset: 0,
-                reason: Some("quantized (int8) kernels are not implemented yet".into()),
-            }
-        })
-        .collect();
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Unsupported(found))
-    }
 }
 
 fn unsupported(g: &Graph, n: NodeIndex, why: impl Into<String>) -> Error {
@@ -572,8 +543,16 @@ impl<'g> Builder<'g> {
                     node.op,
                     Op::Binary(_) | Op::Unary(Unary::Neg | Unary::Abs) | Op::CumSum { .. }
                 );
+            // Quantized data: the integer kernels, (de)quantization and max pooling,
+            // which is exact on 8-bit values.
+            let quantized = matches!(
+                node.op,
+                Op::QuantizeLinear { .. } | Op::QGemm { .. } | Op::QConv { .. }
+            ) || matches!(node.op, Op::MaxPool { .. })
+                && matches!(g.value(o).dtype, DType::U8 | DType::I8);
             if g.value(o).dtype != DType::F32
                 && !node.op.is_view()
+                && !quantized
                 && !moves
                 && !converts
                 && !masks
@@ -590,13 +569,14 @@ impl<'g> Builder<'g> {
             }
         }
         match &node.op {
-            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => {
-                return Err(unsupported(
-                    g,
-                    n,
-                    "quantized (int8) kernels are not implemented yet",
-                ));
-            }
+            Op::QuantizeLinear { axis, to } => self.quantize_linear(n, *axis, *to)?,
+            Op::DequantizeLinear { axis } => self.dequantize_linear(n, *axis)?,
+            Op::QGemm { requant } => self.qgemm(n, *requant)?,
+            Op::QConv {
+                window,
+                group,
+                requant,
+            } => self.qconv(n, window, *group, *requant)?,
             Op::Unary(_) | Op::Binary(_) if g.value(out).dtype != DType::F32 => {
                 self.int_elementwise(n)?
             }
@@ -920,10 +900,11 @@ impl<'g> Builder<'g> {
                     self.avg_pool_overhanging(ins[0], out, spatial, win);
                     return Ok(());
                 }
+                let dtype = g.value(out).dtype.to_program().unwrap_or(p::DType::F32);
                 let input = self.buf(ins[0]);
                 let output = self.buf(out);
                 self.kernels.push(Kernel::Pool {
-                    dtype: p::DType::F32,
+                    dtype,
                     kind,
                     channels: (xs[0] * xs[1]) as u32,
                     spatial,
@@ -2217,7 +2198,6 @@ fn node_label(g: &Graph, n: NodeIndex) -> String {
 }
 
 pub fn lower(g: &Graph, name: &str) -> Result<Lowered, Error> {
-    quantized_nodes(g)?;
     let mut b = Builder {
         g,
         loc: HashMap::new(),

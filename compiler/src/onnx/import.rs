@@ -432,7 +432,9 @@ fn build(
     op: Op,
     ins: Vec<ValueId>,
 ) -> Result<(), Error> {
-    let fold = !ins.is_empty() && ins.iter().all(|&v| graph.konst(v).is_some());
+    let fold = !ins.is_empty()
+        && ins.iter().all(|&v| graph.konst(v).is_some())
+        && !crate::passes::keeps_quantized(&op);
     let outs = if let Op::Shape { start, end } = op {
         let shape = &graph.value(ins[0]).shape;
         let t = crate::interp::tensor_ops::shape_of(shape, start, end);

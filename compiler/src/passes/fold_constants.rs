@@ -8,13 +8,19 @@
 use super::Pass;
 use crate::Error;
 use crate::interp;
-use crate::ir::Graph;
+use crate::ir::{Graph, Op};
 
 pub struct FoldConstants;
 
 /// Do not fold results larger than this: a broadcast of a small constant into a huge one
 /// would bloat the artifact for no speed gain.
 const MAX_FOLDED_BYTES: usize = 16 << 20;
+
+/// A DequantizeLinear of a constant is a quantized weight: it stays 8-bit for
+/// `fold-requant`, which either consumes it in an integer kernel or dequantizes it itself.
+pub fn keeps_quantized(op: &Op) -> bool {
+    matches!(op, Op::DequantizeLinear { .. })
+}
 
 impl Pass for FoldConstants {
     fn name(&self) -> &'static str {
@@ -25,7 +31,10 @@ impl Pass for FoldConstants {
         let mut folded = 0;
         for n in g.topo_order() {
             let node = g.node(n).clone();
-            if node.inputs.is_empty() || !node.inputs.iter().all(|&i| g.konst(i).is_some()) {
+            if node.inputs.is_empty()
+                || !node.inputs.iter().all(|&i| g.konst(i).is_some())
+                || keeps_quantized(&node.op)
+            {
                 continue;
             }
             if node

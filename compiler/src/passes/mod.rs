@@ -27,6 +27,7 @@ mod dead_code;
 mod dead_heads;
 mod fold_batchnorm;
 mod fold_constants;
+mod fold_requant;
 mod fold_transposes;
 mod fuse_epilogue;
 mod fuse_gelu;
@@ -44,7 +45,8 @@ pub use dead_channels::DeadChannels;
 pub use dead_code::DeadCode;
 pub use dead_heads::DeadHeads;
 pub use fold_batchnorm::FoldBatchNorm;
-pub use fold_constants::FoldConstants;
+pub use fold_constants::{FoldConstants, keeps_quantized};
+pub use fold_requant::{FloatIsland, FoldRequant, float_islands};
 pub use fold_transposes::FoldTransposes;
 pub use fuse_epilogue::FuseEpilogue;
 pub use fuse_gelu::FuseGelu;
@@ -58,6 +60,7 @@ type MakePass = fn() -> Box<dyn Pass>;
 /// here at its place.
 pub const PIPELINE: &[MakePass] = &[
     || Box::new(FoldConstants),
+    || Box::new(FoldRequant),
     || Box::new(DeadHeads),
     || Box::new(DeadChannels),
     || Box::new(FoldConstants),
@@ -174,9 +177,21 @@ impl PassManager {
     }
 
     pub fn run(&self, g: &mut Graph) -> Result<Vec<PassRecord>, Error> {
+        self.run_observed(g, |_, _| {})
+    }
+
+    /// [`PassManager::run`], showing the graph to `observe` after each pass (by name):
+    /// for reports that need an intermediate graph, e.g. what `fold-requant` left in float
+    /// before later fusions rename it.
+    pub fn run_observed(
+        &self,
+        g: &mut Graph,
+        mut observe: impl FnMut(&'static str, &Graph),
+    ) -> Result<Vec<PassRecord>, Error> {
         let mut out = Vec::new();
         for p in &self.passes {
             let summary = p.run(g)?;
+            observe(p.name(), g);
             if self.verify {
                 verify::verify(g)
                     .map_err(|e| Error::Internal(format!("after pass {}: {e}", p.name())))?;

@@ -412,12 +412,10 @@ fn emit_kernel(
     packed: [Option<usize>; 2],
 ) -> Result<(), Error> {
     match k {
-        Kernel::QGemm { .. } | Kernel::QConv { .. } => {
-            return Err(crate::error::unsupported(format!(
-                "integer {} is not implemented in the Cranelift backend yet",
-                k.name()
-            )));
-        }
+        Kernel::QGemm { .. } | Kernel::QConv { .. } => Err(crate::error::unsupported(format!(
+            "integer {} is not implemented in the Cranelift backend yet",
+            k.name()
+        ))),
         Kernel::Gemm {
             batch,
             m,

@@ -1,0 +1,702 @@
+//! Requantization folding: the float islands a quantized model is written as
+//! (DequantizeLinear → float op → QuantizeLinear, what onnxruntime's quantizer emits in the
+//! QDQ format, and what the importer expands the QOperator format into) become integer
+//! kernels, so a quantized model runs as integer code instead of dequantizing everything.
+//!
+//! Rules, applied in topological order until nothing changes:
+//!
+//! - **Integer GEMM/conv.** `Q(act(op(DQ(x), DQ(w), bias)))` with `op` a Conv, MatMul or
+//!   Gemm, `w` a constant with zero point(s) such that `w − zw` fits i8, `act` an optional
+//!   Relu or Clip, per-tensor scales on `x` and the result, per-tensor or per-output-channel
+//!   ones on `w`, becomes one [`Op::QConv`] / [`Op::QGemm`]:
+//!   `acc = Σ (x − zx)(w − zw) + bias_q` in int32 with `bias_q = round(bias / (sx·sw[c]))`,
+//!   then `y = clamp(zy + acc·M[c] / 2^shift)` where `M[c] / 2^shift ≈ sx·sw[c]/sy` (31 bits
+//!   of precision for the largest channel) and the clamp is the quantized Relu/Clip
+//!   (`Q` is monotone, so `Q(clip(v)) = clamp(Q(v), Q(min), Q(max))` exactly).
+//! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
+//!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose
+//!   and Identity with per-tensor parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
+//!   ones: the op then runs on the 8-bit values, with no float round trip.
+//! - **`Q(DQ(q))` with the same parameters is `q`**: the quantize-dequantize pairs around
+//!   every moved op collapse.
+//! - **Quantized weights that feed float work** are dequantized here, at compile time.
+//!
+//! The folded graph computes within one quantization step of the unfolded one: the
+//! differences are the rounding of the bias to the accumulator's unit (half a unit of
+//! `sx·sw`, far below `sy`) and of the multiplier, and ties (the multiplier rounds half
+//! up, QuantizeLinear half to even). What stays in float is listed by [`float_islands`].
+
+use super::Pass;
+use super::pattern::{producer, replace_value, single_use};
+use crate::Error;
+use crate::interp;
+use crate::ir::{DType, Data, Graph, NodeIndex, Op, Requant, Tensor, Unary, ValueId, WindowAttrs};
+
+pub struct FoldRequant;
+
+impl Pass for FoldRequant {
+    fn name(&self) -> &'static str {
+        "fold-requant"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, Error> {
+        let mut counts = Counts::default();
+        loop {
+            let before = counts.total();
+            for n in g.topo_order() {
+                if g.try_node(n).is_none() {
+                    continue;
+                }
+                match &g.node(n).op {
+                    Op::QuantizeLinear { .. } => {
+                        if let Ok(m) = match_integer(g, n) {
+                            rewrite_integer(g, m)?;
+                            counts.integer += 1;
+                        } else if collapse_pair(g, n) {
+                            counts.pairs += 1;
+                        }
+                    }
+                    Op::Concat { .. } => counts.moved += usize::from(concat_past(g, n)?),
+                    op if moves_past(op) => counts.moved += usize::from(move_past(g, n)?),
+                    _ => {}
+                }
+            }
+            if counts.total() == before {
+                break;
+            }
+        }
+        counts.weights = dequantize_constants(g)?;
+        Ok(format!(
+            "{} integer kernels, {} ops moved onto 8-bit values, {} quantize/dequantize pairs \
+             removed, {} weights dequantized for float ops",
+            counts.integer, counts.moved, counts.pairs, counts.weights
+        ))
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    integer: usize,
+    moved: usize,
+    pairs: usize,
+    weights: usize,
+}
+
+impl Counts {
+    fn total(&self) -> usize {
+        self.integer + self.moved + self.pairs
+    }
+}
+
+/// Constant quantization parameters of a QuantizeLinear or DequantizeLinear node.
+#[derive(Clone, Debug, PartialEq)]
+struct Params {
+    scale: Vec<f32>,
+    zero: Vec<i64>,
+    /// The quantized dtype (the zero point's, u8 when absent).
+    dtype: DType,
+    axis: i64,
+}
+
+impl Params {
+    fn per_tensor(&self) -> bool {
+        self.scale.len() == 1
+    }
+}
+
+/// The parameters of Q/DQ node `n` when they are constants.
+fn params(g: &Graph, n: NodeIndex) -> Option<Params> {
+    let node = g.node(n);
+    let axis = match node.op {
+        Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis } => axis,
+        _ => return None,
+    };
+    let scale = g.konst(node.inputs[1])?.as_f32()?.to_vec();
+    let (zero, dtype) = match node.inputs.get(2) {
+        Some(&z) => {
+            let t = g.konst(z)?;
+            (t.to_i64s()?, t.dtype)
+        }
+        None => (
+            vec![0; scale.len()],
+            match node.op {
+                Op::QuantizeLinear { to, .. } => to,
+                _ => g.value(node.inputs[0]).dtype,
+            },
+        ),
+    };
+    Some(Params {
+        scale,
+        zero,
+        dtype,
+        axis,
+    })
+}
+
+/// The DequantizeLinear producing `v`, if any.
+fn dequantized(g: &Graph, v: ValueId) -> Option<NodeIndex> {
+    producer(g, v)
+        .filter(|(_, node)| matches!(node.op, Op::DequantizeLinear { .. }))
+        .map(|(n, _)| n)
+}
+
+/// A float Conv/MatMul/Gemm island that becomes one integer kernel.
+struct Integer {
+    /// The QuantizeLinear ending the island; its result is replaced.
+    q: NodeIndex,
+    op: NodeIndex,
+    kind: Kind,
+    /// The 8-bit input, its zero point (a value: constant or computed) and scale.
+    x: ValueId,
+    x_zero: Option<ValueId>,
+    sx: f32,
+    /// Weights minus their zero points, in the kernel's layout (OIHW, or `[K, N]`).
+    w: Tensor,
+    /// The weight scale of each output channel.
+    sw: Vec<f32>,
+    /// The float bias per output channel, as the unfolded graph adds it.
+    bias: Option<Vec<f32>>,
+    /// Extra factor on the product (Gemm's alpha).
+    alpha: f32,
+    out: Params,
+    lo: i32,
+    hi: i32,
+}
+
+enum Kind {
+    Conv { window: WindowAttrs, group: usize },
+    Gemm,
+}
+
+fn range(d: DType) -> (i32, i32) {
+    if d == DType::I8 {
+        (-128, 127)
+    } else {
+        (0, 255)
+    }
+}
+
+/// `round_half_even(v / scale) + zero`, as QuantizeLinear computes it, unclamped.
+fn quantize_value(v: f32, scale: f32, zero: i64) -> f64 {
+    (v / scale).round_ties_even() as f64 + zero as f64
+}
+
+/// Matches an integer island ending at QuantizeLinear `q`; the error says why not, for
+/// the float report.
+fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
+    let out = params(g, q).ok_or("the output scale or zero point is not a constant")?;
+    if !out.per_tensor() {
+        return Err("the output is quantized per channel".into());
+    }
+    let (full_lo, full_hi) = range(out.dtype);
+    let mut lo = full_lo;
+    let mut hi = full_hi;
+    let mut v = g.node(q).inputs[0];
+    let (mut n, mut node) = producer(g, v).ok_or("the quantized value is not computed")?;
+    // An activation the clamp can take.
+    let act = match &node.op {
+        Op::Unary(Unary::Relu) => Some((0.0, f32::INFINITY)),
+        Op::Clip { min, max } => Some((*min, *max)),
+        _ => None,
+    };
+    if let Some((min, max)) = act {
+        if !single_use(g, v) {
+            return Err("the activation's input has other readers".into());
+        }
+        let (s, z) = (out.scale[0], out.zero[0]);
+        lo = quantize_value(min, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
+        hi = quantize_value(max, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
+        if min.is_nan() || max.is_nan() || min > max || lo > hi {
+            return Err("the clip range is empty".into());
+        }
+        v = node.inputs[0];
+        (n, node) = producer(g, v).ok_or("the activation's input is not computed")?;
+    }
+    // A bias added after the product (a Linear exported as MatMul + Add).
+    let mut added_bias = None;
+    if matches!(node.op, Op::Binary(crate::ir::Binary::Add)) {
+        if !single_use(g, v) {
+            return Err("the bias Add's result has other readers".into());
+        }
+        let [a, b] = node.inputs[..] else {
+            return Err("a malformed Add".into());
+        };
+        let (prod, bias) = match (constant_f32(g, a), constant_f32(g, b)) {
+            (None, Some(bv)) => (a, bv),
+            (Some(av), None) => (b, av),
+            _ => return Err("an Add of two computed values has no integer kernel".into()),
+        };
+        // One value per output column: `[N]`, `[1, .., 1, N]`, or one value.
+        let shape = &g.value(if prod == a { b } else { a }).shape;
+        let per_column = shape.iter().rev().skip(1).all(|&d| d == 1);
+        if !per_column {
+            return Err("the added bias is not one value per output channel".into());
+        }
+        added_bias = Some((bias, shape.last().copied().unwrap_or(1)));
+        v = prod;
+        (n, node) = producer(g, v).ok_or("the bias Add's input is not computed")?;
+    }
+    if !single_use(g, v) {
+        return Err(format!("the result of '{}' has other readers", node.name));
+    }
+    let (kind, alpha, trans_b) = match &node.op {
+        Op::Conv { window, group } => (
+            Kind::Conv {
+                window: window.clone(),
+                group: *group,
+            },
+            1.0,
+            false,
+        ),
+        Op::MatMul => (Kind::Gemm, 1.0, false),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            if *trans_a {
+                return Err("Gemm with a transposed A".into());
+            }
+            if *beta != 1.0 && node.inputs.len() > 2 {
+                return Err("Gemm with beta != 1".into());
+            }
+            (Kind::Gemm, *alpha, *trans_b)
+        }
+        other => return Err(format!("{} has no integer kernel", other.name())),
+    };
+    // The activation input.
+    let dqx = dequantized(g, node.inputs[0]).ok_or("its input is not dequantized")?;
+    let xp = params(g, dqx).ok_or("the input scale or zero point is not a constant")?;
+    if !xp.per_tensor() {
+        return Err("the input is quantized per channel".into());
+    }
+    let x = g.node(dqx).inputs[0];
+    if !matches!(g.value(x).dtype, DType::U8 | DType::I8) {
+        return Err(format!("the input is {}", g.value(x).dtype));
+    }
+    // The weights: constant, their zero point folded into i8.
+    let dqw = dequantized(g, node.inputs[1]).ok_or("the weights are not quantized")?;
+    let wq = g
+        .konst(g.node(dqw).inputs[0])
+        .ok_or("the quantized weights are not a constant")?;
+    let wp = params(g, dqw).ok_or("the weight scale or zero point is not a constant")?;
+    let wshape = wq.shape.clone();
+    let wv = wq.to_i64s().ok_or("the weights are not integers")?;
+    let (channels, ch_axis) = match kind {
+        Kind::Conv { .. } => (wshape[0], 0),
+        Kind::Gemm if wshape.len() != 2 => return Err("the weights are not 2-D".into()),
+        Kind::Gemm if trans_b => (wshape[0], 0),
+        Kind::Gemm => (wshape[1], 1),
+    };
+    let per_channel = !wp.per_tensor();
+    if per_channel && crate::ir::infer::norm_axis(wp.axis, wshape.len()).ok() != Some(ch_axis) {
+        return Err(
+            "the weights are quantized along an axis other than the output channels".into(),
+        );
+    }
+    let inner: usize = wshape[ch_axis + 1..].iter().product();
+    let mut w = Vec::with_capacity(wv.len());
+    for (i, &q) in wv.iter().enumerate() {
+        let c = if per_channel {
+            (i / inner) % channels
+        } else {
+            0
+        };
+        let d = q - wp.zero[c];
+        if !(-128..=127).contains(&d) {
+            return Err("the weights minus their zero point do not fit int8".into());
+        }
+        w.push(d as i8);
+    }
+    let mut w = Tensor {
+        dtype: DType::I8,
+        shape: wshape.clone(),
+        data: Data::I8(w),
+    };
+    if matches!(kind, Kind::Gemm) && trans_b {
+        let (nn, k) = (wshape[0], wshape[1]);
+        let Data::I8(src) = &w.data else {
+            unreachable!("built as i8")
+        };
+        let t: Vec<i8> = (0..k * nn).map(|i| src[(i % nn) * k + i / nn]).collect();
+        w = Tensor {
+            dtype: DType::I8,
+            shape: vec![k, nn],
+            data: Data::I8(t),
+        };
+    }
+    let sw = if per_channel {
+        wp.scale.clone()
+    } else {
+        vec![wp.scale[0]; channels]
+    };
+    // The bias: a float constant or a dequantized constant, one per output channel.
+    let mut bias = match node.inputs.get(2) {
+        None => None,
+        Some(&b) => Some(constant_f32(g, b).ok_or("the bias is not a constant")?),
+    };
+    if let Some((extra, len)) = added_bias {
+        // One value per output channel along the last axis (or one for all).
+        if !matches!(kind, Kind::Gemm) || !(len == channels || len == 1) {
+            return Err("the added bias is not one value per output channel".into());
+        }
+        let extra: Vec<f32> = (0..channels).map(|c| extra[c % extra.len()]).collect();
+        bias = Some(match bias {
+            // Both are added in f32, in this order, as the unfolded graph does.
+            Some(b) => b.iter().zip(&extra).map(|(x, y)| x + y).collect(),
+            None => extra,
+        });
+    }
+    if let Some(b) = &bias
+        && b.len() != channels
+    {
+        return Err("the bias is not one value per output channel".into());
+    }
+    Ok(Integer {
+        q,
+        op: n,
+        kind,
+        x,
+        x_zero: g.node(dqx).inputs.get(2).copied(),
+        sx: xp.scale[0],
+        w,
+        sw,
+        bias,
+        alpha,
+        out,
+        lo,
+        hi,
+    })
+}
+
+/// The f32 values of a constant, or of a DequantizeLinear of constants (evaluated as the
+/// interpreter would).
+fn constant_f32(g: &Graph, v: ValueId) -> Option<Vec<f32>> {
+    if let Some(t) = g.konst(v) {
+        return t.as_f32().map(<[f32]>::to_vec);
+    }
+    let dq = dequantized(g, v)?;
+    let node = g.node(dq);
+    let args: Vec<&Tensor> = node
+        .inputs
+        .iter()
+        .map(|&i| g.konst(i))
+        .collect::<Option<_>>()?;
+    let t = interp::eval(&node.op, &args).ok()?;
+    t.first()?.as_f32().map(<[f32]>::to_vec)
+}
+
+/// Fixed-point multipliers for the real factors `real` (all positive) with one shift:
+/// the largest shift at which every multiplier fits in 31 bits.
+pub fn multipliers(real: &[f64]) -> Option<(Vec<i32>, u32)> {
+    let max = real.iter().copied().fold(0.0f64, f64::max);
+    if max <= 0.0 || !max.is_finite() || real.iter().any(|&r| r.is_nan() || r < 0.0) {
+        return None;
+    }
+    let fits = |s: u32| (max * 2f64.powi(s as i32)).round() <= i32::MAX as f64;
+    let shift = (1..=62).rev().find(|&s| fits(s))?;
+    let scale = 2f64.powi(shift as i32);
+    Some((
+        real.iter().map(|&r| (r * scale).round() as i32).collect(),
+        shift,
+    ))
+}
+
+fn rewrite_integer(g: &mut Graph, m: Integer) -> Result<(), Error> {
+    let op_name = g.node(m.op).name.clone();
+    let channels = m.sw.len();
+    let real: Vec<f64> =
+        m.sw.iter()
+            .map(|&sw| m.alpha as f64 * m.sx as f64 * sw as f64 / m.out.scale[0] as f64)
+            .collect();
+    let Some((mult, shift)) = multipliers(&real) else {
+        return Ok(());
+    };
+    let mut bias = vec![0i32; channels];
+    if let Some(b) = &m.bias {
+        for (c, (&bv, &sw)) in b.iter().zip(&m.sw).enumerate() {
+            let q = (bv as f64 / (m.alpha as f64 * m.sx as f64 * sw as f64)).round_ties_even();
+            if q.is_nan() || q.abs() >= i32::MAX as f64 {
+                return Ok(());
+            }
+            bias[c] = q as i32;
+        }
+    }
+    let x_dtype = g.value(m.x).dtype;
+    let x_zero = match m.x_zero {
+        Some(z) => z,
+        None => g.add_const(
+            format!("{op_name}.x_zero"),
+            match x_dtype {
+                DType::I8 => Tensor {
+                    dtype: DType::I8,
+                    shape: vec![],
+                    data: Data::I8(vec![0]),
+                },
+                _ => Tensor {
+                    dtype: DType::U8,
+                    shape: vec![],
+                    data: Data::U8(vec![0]),
+                },
+            },
+        ),
+    };
+    let w = g.add_const(format!("{op_name}.weight_q"), m.w);
+    let b = g.add_const(format!("{op_name}.bias_q"), i32_tensor(bias));
+    let mc = g.add_const(
+        format!("{op_name}.multiplier"),
+        i32_tensor(if mult.iter().all(|&x| x == mult[0]) {
+            vec![mult[0]]
+        } else {
+            mult
+        }),
+    );
+    let requant = Some(Requant {
+        to: m.out.dtype,
+        shift,
+        zero_point: m.out.zero[0] as i32,
+        lo: m.lo,
+        hi: m.hi,
+    });
+    let op = match m.kind {
+        Kind::Conv { window, group } => Op::QConv {
+            window,
+            group,
+            requant,
+        },
+        Kind::Gemm => Op::QGemm { requant },
+    };
+    let (_, outs) = g.add_node(op_name, op, vec![m.x, x_zero, w, b, mc])?;
+    let old = g.node(m.q).outputs[0];
+    replace_value(g, old, outs[0]);
+    remove_dead(g, m.q);
+    Ok(())
+}
+
+fn i32_tensor(v: Vec<i32>) -> Tensor {
+    Tensor {
+        dtype: DType::I32,
+        shape: vec![v.len()],
+        data: Data::I32(v),
+    }
+}
+
+/// Removes `n` if none of its outputs is used, then its producers that became unused.
+fn remove_dead(g: &mut Graph, n: NodeIndex) {
+    let Some(node) = g.try_node(n) else { return };
+    if node.outputs.iter().any(|&o| g.is_used(o)) {
+        return;
+    }
+    let inputs = node.inputs.clone();
+    g.remove_node(n);
+    for i in inputs {
+        if let Some(p) = g.value(i).producer {
+            remove_dead(g, p);
+        }
+    }
+}
+
+/// `Q(DQ(q))` with identical parameters and dtype is `q`.
+fn collapse_pair(g: &mut Graph, q: NodeIndex) -> bool {
+    let Some(dq) = dequantized(g, g.node(q).inputs[0]) else {
+        return false;
+    };
+    let (Some(qp), Some(dp)) = (params(g, q), params(g, dq)) else {
+        return false;
+    };
+    let src = g.node(dq).inputs[0];
+    let out = g.node(q).outputs[0];
+    let same_axis = qp.per_tensor() || qp.axis == dp.axis;
+    if qp.scale != dp.scale
+        || qp.zero != dp.zero
+        || qp.dtype != dp.dtype
+        || g.value(src).dtype != qp.dtype
+        || !same_axis
+        // `src` takes `out`'s name, so it must be an intermediate of its own.
+        || g.value(src).producer.is_none()
+        || g.outputs.contains(&src)
+    {
+        return false;
+    }
+    replace_value(g, out, src);
+    remove_dead(g, q);
+    true
+}
+
+/// Ops that commute with a per-tensor dequantization and are exact on 8-bit values.
+fn moves_past(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::MaxPool { .. }
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Transpose { .. }
+            | Op::Identity
+    )
+}
+
+/// `op(DQ(q), consts..)` → `DQ(op(q, consts..))` for a per-tensor DQ.
+fn move_past(g: &mut Graph, n: NodeIndex) -> Result<bool, Error> {
+    let node = g.node(n).clone();
+    let Some(dq) = dequantized(g, node.inputs[0]) else {
+        return Ok(false);
+    };
+    let Some(p) = params(g, dq) else {
+        return Ok(false);
+    };
+    if !p.per_tensor() || node.inputs[1..].iter().any(|&i| g.konst(i).is_none()) {
+        return Ok(false);
+    }
+    let dq_node = g.node(dq).clone();
+    let mut ins = node.inputs.clone();
+    ins[0] = dq_node.inputs[0];
+    let Ok((_, moved)) = g.add_node(format!("{}.q", node.name), node.op.clone(), ins) else {
+        return Ok(false);
+    };
+    g.value_mut(moved[0]).name = format!("{}.q", g.value(node.outputs[0]).name);
+    let mut dq_ins = dq_node.inputs.clone();
+    dq_ins[0] = moved[0];
+    let (_, outs) = g.add_node(node.name.clone(), dq_node.op.clone(), dq_ins)?;
+    replace_value(g, node.outputs[0], outs[0]);
+    remove_dead(g, n);
+    Ok(true)
+}
+
+/// `Concat(DQ(a), DQ(b), ..)` with identical per-tensor parameters → `DQ(Concat(a, b, ..))`.
+fn concat_past(g: &mut Graph, n: NodeIndex) -> Result<bool, Error> {
+    let node = g.node(n).clone();
+    let mut first: Option<(Params, NodeIndex)> = None;
+    let mut srcs = Vec::new();
+    for &i in &node.inputs {
+        let Some(dq) = dequantized(g, i) else {
+            return Ok(false);
+        };
+        let Some(p) = params(g, dq) else {
+            return Ok(false);
+        };
+        if !p.per_tensor() || first.as_ref().is_some_and(|(f, _)| *f != p) {
+            return Ok(false);
+        }
+        srcs.push(g.node(dq).inputs[0]);
+        first.get_or_insert((p, dq));
+    }
+    let Some((_, dq)) = first else {
+        return Ok(false);
+    };
+    let Ok((_, cat)) = g.add_node(format!("{}.q", node.name), node.op.clone(), srcs) else {
+        return Ok(false);
+    };
+    g.value_mut(cat[0]).name = format!("{}.q", g.value(node.outputs[0]).name);
+    let mut dq_ins = g.node(dq).inputs.clone();
+    dq_ins[0] = cat[0];
+    let dq_op = g.node(dq).op.clone();
+    let (_, outs) = g.add_node(node.name.clone(), dq_op, dq_ins)?;
+    replace_value(g, node.outputs[0], outs[0]);
+    remove_dead(g, n);
+    Ok(true)
+}
+
+/// Evaluates every DequantizeLinear left with constant inputs (weights of float work).
+fn dequantize_constants(g: &mut Graph) -> Result<usize, Error> {
+    let mut count = 0;
+    for n in g.topo_order() {
+        let node = g.node(n).clone();
+        if !matches!(node.op, Op::DequantizeLinear { .. }) {
+            continue;
+        }
+        let Some(args) = node
+            .inputs
+            .iter()
+            .map(|&i| g.konst(i))
+            .collect::<Option<Vec<&Tensor>>>()
+        else {
+            continue;
+        };
+        let t = interp::eval(&node.op, &args)
+            .map_err(|e| Error::Internal(format!("dequantizing '{}': {e}", node.name)))?
+            .remove(0);
+        let c = g.add_const(node.name.clone(), t);
+        replace_value(g, node.outputs[0], c);
+        remove_dead(g, n);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A node of a quantized model that still computes in float, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloatIsland {
+    pub node: String,
+    pub op: &'static str,
+    pub reason: String,
+}
+
+/// Every float op that reads a dequantized value or whose result is quantized: the work
+/// of a quantized model that runs in float, each with the reason it was not folded.
+pub fn float_islands(g: &Graph) -> Vec<FloatIsland> {
+    let mut out = Vec::new();
+    for n in g.topo_order() {
+        let node = g.node(n);
+        let quant_op = matches!(
+            node.op,
+            Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::QGemm { .. }
+                | Op::QConv { .. }
+        );
+        if quant_op || node.op.is_view() {
+            continue;
+        }
+        let reads_dq = node.inputs.iter().any(|&i| dequantized(g, i).is_some());
+        let feeds_q = node.outputs.iter().any(|&o| {
+            g.consumers(o)
+                .iter()
+                .any(|&c| matches!(g.node(c).op, Op::QuantizeLinear { .. }))
+        });
+        if !reads_dq && !feeds_q {
+            continue;
+        }
+        let reason = match &node.op {
+            Op::Conv { .. } | Op::MatMul | Op::Gemm { .. } => why_float(g, n),
+            Op::Unary(Unary::Relu) | Op::Clip { .. } => why_float(g, n),
+            Op::Softmax { .. } | Op::LayerNorm { .. } | Op::Gelu { .. } => {
+                "kept in float: edgecc has no integer form of it (float by design)".into()
+            }
+            op => format!("no integer kernel for {} in edgecc yet", op.name()),
+        };
+        out.push(FloatIsland {
+            node: node.name.clone(),
+            op: node.op.name(),
+            reason,
+        });
+    }
+    out
+}
+
+/// Why the integer rule did not take the island around float GEMM/conv/activation `n`.
+fn why_float(g: &Graph, n: NodeIndex) -> String {
+    let mut v = g.node(n).outputs[0];
+    // Through one activation to the QuantizeLinear.
+    for _ in 0..2 {
+        let readers = g.consumers(v);
+        if let Some(&q) = readers
+            .iter()
+            .find(|&&c| matches!(g.node(c).op, Op::QuantizeLinear { .. }))
+        {
+            return match match_integer(g, q) {
+                Err(e) => e,
+                Ok(_) => "foldable, but fold-requant did not run".into(),
+            };
+        }
+        match readers.as_slice() {
+            [r] if matches!(g.node(*r).op, Op::Unary(Unary::Relu) | Op::Clip { .. }) => {
+                v = g.node(*r).outputs[0];
+            }
+            _ => break,
+        }
+    }
+    "its result is not quantized (no QuantizeLinear follows)".into()
+}

@@ -1,0 +1,126 @@
+//! Quantized example models through the whole target-neutral compiler: the folded graph
+//! (integer kernels from `fold-requant`) against the unfolded one on the interpreter, the
+//! lowered program (scalar executor) against the folded graph, and both against
+//! onnxruntime's committed outputs. Agreement is counted in quantization steps of the
+//! DequantizeLinear that writes each output, as the issue states its goal (≤ 1 step on
+//! ≥ 99% of the elements).
+mod common;
+
+use edgecc::ir::{Graph, Op, Tensor};
+use edgecc::pipeline::{self, Options};
+
+/// The scale of the DequantizeLinear writing graph output `i`.
+fn output_step(g: &Graph, i: usize) -> f32 {
+    let out = g.outputs[i];
+    let node = g
+        .value(out)
+        .producer
+        .map(|n| g.node(n))
+        .filter(|n| matches!(n.op, Op::DequantizeLinear { .. }))
+        .expect("each output is written by a DequantizeLinear");
+    g.konst(node.inputs[1])
+        .and_then(|t| t.as_f32().map(|s| s[0]))
+        .expect("a constant scale")
+}
+
+/// Largest difference in steps, and the share of elements that differ at all.
+fn agreement(got: &[f32], want: &[f32], step: f32) -> (f32, f64) {
+    assert_eq!(got.len(), want.len());
+    let mut max = 0f32;
+    let mut differ = 0usize;
+    for (a, b) in got.iter().zip(want) {
+        let d = (a - b).abs() / step;
+        max = max.max(d);
+        if d > 0.01 {
+            differ += 1;
+        }
+    }
+    (max, differ as f64 / got.len().max(1) as f64)
+}
+
+fn exec(program: &edgecc_program::Program, inputs: &[Tensor]) -> Vec<Vec<f32>> {
+    let ins: Vec<Vec<u8>> = inputs.iter().map(|t| t.to_le_bytes().unwrap()).collect();
+    let in_refs: Vec<&[u8]> = ins.iter().map(|b| b.as_slice()).collect();
+    let mut outs: Vec<Vec<u8>> = program
+        .outputs
+        .iter()
+        .map(|t| vec![0u8; t.byte_size() as usize])
+        .collect();
+    let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|b| b.as_mut_slice()).collect();
+    let mut arena = vec![0u8; program.arena_size as usize];
+    edgecc_program::exec::run(program, &in_refs, &mut out_refs, &mut arena).unwrap();
+    outs.iter()
+        .map(|b| {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Checks one model; returns (max steps, share differing) against onnxruntime per output.
+fn check(name: &str, min_integer_kernels: usize) -> Vec<(f32, f64)> {
+    let dir = common::example(name);
+    let opts = Options {
+        name: "q".into(),
+        ..Options::default()
+    };
+    let c = pipeline::compile(&dir.join("model.onnx"), &opts).unwrap();
+    let integer = c
+        .graph
+        .topo_order()
+        .into_iter()
+        .filter(|&n| matches!(c.graph.node(n).op, Op::QGemm { .. } | Op::QConv { .. }))
+        .count();
+    assert!(
+        integer >= min_integer_kernels,
+        "{name}: {integer} integer kernels after the passes, expected at least {min_integer_kernels}"
+    );
+    let inputs = common::npys(&dir, "input");
+    let ort = common::npys(&dir, "output");
+    let unfolded = edgecc::interp::run(&c.imported, &inputs).unwrap();
+    let folded = edgecc::interp::run(&c.graph, &inputs).unwrap();
+    let compiled = exec(&c.lowered.program, &inputs);
+    let mut out = Vec::new();
+    for i in 0..ort.len() {
+        let step = output_step(&c.imported, i);
+        let (u, f, e) = (
+            unfolded[i].as_f32().unwrap(),
+            folded[i].as_f32().unwrap(),
+            ort[i].as_f32().unwrap(),
+        );
+        // The folding rule's own bound: within one step of the unfolded graph.
+        let (fold_steps, fold_share) = agreement(f, u, step);
+        // Lowering is exact: the program computes the folded graph bit for bit.
+        assert_eq!(
+            compiled[i], f,
+            "{name} output {i}: the lowered program differs from the folded graph"
+        );
+        let (ort_steps, ort_share) = agreement(f, e, step);
+        eprintln!(
+            "{name} output {i}: folded vs unfolded {fold_steps:.2} steps ({:.2}% differ); \
+             vs onnxruntime {ort_steps:.2} steps ({:.2}% differ)",
+            fold_share * 100.0,
+            ort_share * 100.0
+        );
+        assert!(
+            fold_steps <= 1.01,
+            "{name} output {i}: folded graph {fold_steps} steps from the unfolded one"
+        );
+        out.push((ort_steps, ort_share));
+    }
+    out
+}
+
+#[test]
+fn cnn_qdq_runs_integer_convolutions_within_a_step() {
+    let r = check("cnn_qdq", 5);
+    // logits (output 0) and probabilities (output 1, after a float softmax of
+    // dequantized logits, so one logit step can move a probability by more).
+    assert!(
+        r[0].0 <= 1.01 && r[0].1 <= 0.2,
+        "logits vs onnxruntime: {:?}",
+        r[0]
+    );
+    assert!(r[1].0 <= 3.01, "probs vs onnxruntime: {:?}", r[1]);
+}
