@@ -13,6 +13,9 @@
 //!   then `y = clamp(zy + acc·M[c] / 2^shift)` where `M[c] / 2^shift ≈ sx·sw[c]/sy` (31 bits
 //!   of precision for the largest channel) and the clamp is the quantized Relu/Clip
 //!   (`Q` is monotone, so `Q(clip(v)) = clamp(Q(v), Q(min), Q(max))` exactly).
+//! - **Channelwise ops as depthwise integer convolutions.** BatchNormalization (1×1,
+//!   weight ±127, `|a[c]|/127` in the multiplier), GlobalAveragePool and unpadded
+//!   AveragePool (weights 1, the division in the multiplier) between DQ and Q.
 //! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
 //!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose
 //!   and Identity with per-tensor parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
@@ -239,6 +242,15 @@ fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
     if !single_use(g, v) {
         return Err(format!("the result of '{}' has other readers", node.name));
     }
+    if matches!(
+        node.op,
+        Op::BatchNorm { .. } | Op::GlobalAveragePool | Op::AveragePool { .. }
+    ) {
+        if added_bias.is_some() {
+            return Err("a bias added after a channelwise op".into());
+        }
+        return match_channelwise(g, q, n, out, lo, hi);
+    }
     let (kind, alpha, trans_b) = match &node.op {
         Op::Conv { window, group } => (
             Kind::Conv {
@@ -265,16 +277,7 @@ fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
         }
         other => return Err(format!("{} has no integer kernel", other.name())),
     };
-    // The activation input.
-    let dqx = dequantized(g, node.inputs[0]).ok_or("its input is not dequantized")?;
-    let xp = params(g, dqx).ok_or("the input scale or zero point is not a constant")?;
-    if !xp.per_tensor() {
-        return Err("the input is quantized per channel".into());
-    }
-    let x = g.node(dqx).inputs[0];
-    if !matches!(g.value(x).dtype, DType::U8 | DType::I8) {
-        return Err(format!("the input is {}", g.value(x).dtype));
-    }
+    let (x, x_zero, sx) = dequantized_input(g, node.inputs[0])?;
     // The weights: constant, their zero point folded into i8.
     let dqw = dequantized(g, node.inputs[1]).ok_or("the weights are not quantized")?;
     let wq = g
@@ -358,12 +361,141 @@ fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
         op: n,
         kind,
         x,
-        x_zero: g.node(dqx).inputs.get(2).copied(),
-        sx: xp.scale[0],
+        x_zero,
+        sx,
         w,
         sw,
         bias,
         alpha,
+        out,
+        lo,
+        hi,
+    })
+}
+
+/// The 8-bit value behind a per-tensor DequantizeLinear producing `v`: the value, its zero
+/// point (absent: 0) and its scale.
+fn dequantized_input(g: &Graph, v: ValueId) -> Result<(ValueId, Option<ValueId>, f32), String> {
+    let dqx = dequantized(g, v).ok_or("its input is not dequantized")?;
+    let xp = params(g, dqx).ok_or("the input scale or zero point is not a constant")?;
+    if !xp.per_tensor() {
+        return Err("the input is quantized per channel".into());
+    }
+    let x = g.node(dqx).inputs[0];
+    if !matches!(g.value(x).dtype, DType::U8 | DType::I8) {
+        return Err(format!("the input is {}", g.value(x).dtype));
+    }
+    Ok((x, g.node(dqx).inputs.get(2).copied(), xp.scale[0]))
+}
+
+/// Per-channel work as a depthwise integer convolution: BatchNormalization
+/// (`a[c]·x + b[c]`) is a 1×1 one with weight ±127 per channel (the multiplier carries
+/// `|a[c]|/127`, the bias `b[c]`), GlobalAveragePool one whose window is the whole plane
+/// with weights 1 and multiplier `1/(H·W)`, an AveragePool without padding the same
+/// over its window.
+fn match_channelwise(
+    g: &Graph,
+    q: NodeIndex,
+    n: NodeIndex,
+    out: Params,
+    lo: i32,
+    hi: i32,
+) -> Result<Integer, String> {
+    let node = g.node(n);
+    let (x, x_zero, sx) = dequantized_input(g, node.inputs[0])?;
+    let shape = g.value(x).shape.clone();
+    if shape.len() < 3 {
+        return Err("the input is not N×C×spatial".into());
+    }
+    let c = shape[1];
+    let spatial = &shape[2..];
+    let rank = spatial.len();
+    let window = |kernel: Vec<usize>, strides: Vec<usize>| WindowAttrs {
+        kernel,
+        strides,
+        dilations: vec![1; rank],
+        pads: vec![0; 2 * rank],
+        auto_pad: crate::ir::AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let (kernel_shape, strides, taps, sw, bias, wv): (Vec<usize>, _, usize, Vec<f32>, _, Vec<i8>) =
+        match &node.op {
+            Op::BatchNorm { epsilon } => {
+                let p: Vec<Vec<f32>> = node.inputs[1..5]
+                    .iter()
+                    .map(|&v| constant_f32(g, v))
+                    .collect::<Option<_>>()
+                    .ok_or("the BatchNormalization parameters are not constants")?;
+                // As the interpreter: s = scale / sqrt(var + eps), y = (x − mean)·s + B.
+                let (mut sw, mut bias, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+                for ch in 0..c {
+                    let a = p[0][ch] as f64 / (p[3][ch] as f64 + *epsilon as f64).sqrt();
+                    if a == 0.0 || !a.is_finite() {
+                        return Err("a channel of the BatchNormalization has scale 0".into());
+                    }
+                    sw.push((a.abs() / 127.0) as f32);
+                    bias.push((p[1][ch] as f64 - p[2][ch] as f64 * a) as f32);
+                    wv.push(if a > 0.0 { 127 } else { -127 });
+                }
+                (vec![1; rank], vec![1; rank], 1, sw, Some(bias), wv)
+            }
+            Op::GlobalAveragePool => {
+                let taps: usize = spatial.iter().product();
+                (spatial.to_vec(), vec![1; rank], taps, vec![], None, vec![])
+            }
+            Op::AveragePool { window: w, .. } => {
+                let padded = w.pads.iter().any(|&p| p != 0)
+                    || !matches!(
+                        w.auto_pad,
+                        crate::ir::AutoPad::NotSet | crate::ir::AutoPad::Valid
+                    )
+                    || w.ceil_mode
+                    || w.dilations.iter().any(|&d| d != 1);
+                if padded {
+                    return Err(
+                        "an AveragePool with padding divides by a count that varies at the \
+                         borders (no integer kernel)"
+                            .into(),
+                    );
+                }
+                let taps: usize = w.kernel.iter().product();
+                (
+                    w.kernel.clone(),
+                    w.strides.clone(),
+                    taps,
+                    vec![],
+                    None,
+                    vec![],
+                )
+            }
+            _ => return Err(format!("{} has no integer kernel", node.op.name())),
+        };
+    let (sw, wv) = if sw.is_empty() {
+        // Averages: weight 1 on every tap, the division in the multiplier.
+        (vec![1.0 / taps as f32; c], vec![1i8; c * taps])
+    } else {
+        (sw, wv)
+    };
+    let mut wshape = vec![c, 1];
+    wshape.extend(&kernel_shape);
+    Ok(Integer {
+        q,
+        op: n,
+        kind: Kind::Conv {
+            window: window(kernel_shape, strides),
+            group: c,
+        },
+        x,
+        x_zero,
+        sx,
+        w: Tensor {
+            dtype: DType::I8,
+            shape: wshape,
+            data: Data::I8(wv),
+        },
+        sw,
+        bias,
+        alpha: 1.0,
         out,
         lo,
         hi,
@@ -660,7 +792,12 @@ pub fn float_islands(g: &Graph) -> Vec<FloatIsland> {
             continue;
         }
         let reason = match &node.op {
-            Op::Conv { .. } | Op::MatMul | Op::Gemm { .. } => why_float(g, n),
+            Op::Conv { .. }
+            | Op::MatMul
+            | Op::Gemm { .. }
+            | Op::BatchNorm { .. }
+            | Op::GlobalAveragePool
+            | Op::AveragePool { .. } => why_float(g, n),
             Op::Unary(Unary::Relu) | Op::Clip { .. } => why_float(g, n),
             Op::Softmax { .. } | Op::LayerNorm { .. } | Op::Gelu { .. } => {
                 "kept in float: edgecc has no integer form of it (float by design)".into()
