@@ -428,13 +428,16 @@ fn match_channelwise(
                     .ok_or("the BatchNormalization parameters are not constants")?;
                 // As the interpreter: s = scale / sqrt(var + eps), y = (x − mean)·s + B.
                 let (mut sw, mut bias, mut wv) = (Vec::new(), Vec::new(), Vec::new());
-                for ch in 0..c {
-                    let a = p[0][ch] as f64 / (p[3][ch] as f64 + *epsilon as f64).sqrt();
+                if p.iter().any(|v| v.len() != c) {
+                    return Err("the BatchNormalization parameters are not per channel".into());
+                }
+                for (((&k, &b), &m), &var) in p[0].iter().zip(&p[1]).zip(&p[2]).zip(&p[3]) {
+                    let a = k as f64 / (var as f64 + *epsilon as f64).sqrt();
                     if a == 0.0 || !a.is_finite() {
                         return Err("a channel of the BatchNormalization has scale 0".into());
                     }
                     sw.push((a.abs() / 127.0) as f32);
-                    bias.push((p[1][ch] as f64 - p[2][ch] as f64 * a) as f32);
+                    bias.push((b as f64 - m as f64 * a) as f32);
                     wv.push(if a > 0.0 { 127 } else { -127 });
                 }
                 (vec![1; rank], vec![1; rank], 1, sw, Some(bias), wv)
