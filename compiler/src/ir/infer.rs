@@ -487,7 +487,9 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
         }
         Op::Gather { axis } => {
             want(2, types, 2)?;
-            if !matches!(types[1].0, DType::I64 | DType::I32) {
+            // 8-bit indices are edgecc's own: `fold-requant` looks quantized values up in
+            // 256-entry tables (an i8 index wraps negative like any other).
+            if !matches!(types[1].0, DType::I64 | DType::I32 | DType::U8 | DType::I8) {
                 return Err(InferError::Invalid(format!(
                     "indices must be i64 or i32, got {}",
                     types[1].0

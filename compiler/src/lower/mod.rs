@@ -1133,6 +1133,10 @@ impl<'g> Builder<'g> {
                 let index_bytes = match g.value(ins[1]).dtype {
                     DType::I64 => 8,
                     DType::I32 => 4,
+                    // A u8 index read as signed wraps by +axis_len to itself (tables
+                    // of 256 entries only, which is what `fold-requant` makes).
+                    DType::I8 => 1,
+                    DType::U8 if data_shape[ax] == 256 => 1,
                     other => return Err(unsupported(g, n, format!("{other} indices"))),
                 };
                 let count = g.value(ins[1]).num_elements() as u64;

@@ -16,6 +16,10 @@
 //! - **Channelwise ops as depthwise integer convolutions.** BatchNormalization (1×1,
 //!   weight ±127, `|a[c]|/127` in the multiplier), GlobalAveragePool and unpadded
 //!   AveragePool (weights 1, the division in the multiplier) between DQ and Q.
+//! - **Elementwise float functions as lookup tables.** `Q(f(DQ(x)))` for a chain of
+//!   elementwise ops (Tanh, Sigmoid, HardSwish, LeakyRelu's pieces, a scalar Mul, ...) is a
+//!   function of the byte: a 256-entry table the interpreter computes at compile time (so
+//!   it is exact) and a Gather on the 8-bit values.
 //! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
 //!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose
 //!   and Identity with per-tensor parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
@@ -57,6 +61,8 @@ impl Pass for FoldRequant {
                             counts.integer += 1;
                         } else if collapse_pair(g, n) {
                             counts.pairs += 1;
+                        } else if lookup_table(g, n)? {
+                            counts.tables += 1;
                         }
                     }
                     Op::Concat { .. } => counts.moved += usize::from(concat_past(g, n)?),
@@ -70,9 +76,9 @@ impl Pass for FoldRequant {
         }
         counts.weights = dequantize_constants(g)?;
         Ok(format!(
-            "{} integer kernels, {} ops moved onto 8-bit values, {} quantize/dequantize pairs \
-             removed, {} weights dequantized for float ops",
-            counts.integer, counts.moved, counts.pairs, counts.weights
+            "{} integer kernels, {} lookup tables, {} ops moved onto 8-bit values, {} \
+             quantize/dequantize pairs removed, {} weights dequantized for float ops",
+            counts.integer, counts.tables, counts.moved, counts.pairs, counts.weights
         ))
     }
 }
@@ -80,6 +86,7 @@ impl Pass for FoldRequant {
 #[derive(Default)]
 struct Counts {
     integer: usize,
+    tables: usize,
     moved: usize,
     pairs: usize,
     weights: usize,
@@ -87,7 +94,7 @@ struct Counts {
 
 impl Counts {
     fn total(&self) -> usize {
-        self.integer + self.moved + self.pairs
+        self.integer + self.tables + self.moved + self.pairs
     }
 }
 
@@ -657,6 +664,116 @@ fn collapse_pair(g: &mut Graph, q: NodeIndex) -> bool {
     replace_value(g, out, src);
     remove_dead(g, q);
     true
+}
+
+/// Whether `op` maps each element on its own (one computed input; any other operand a
+/// one-element constant), so that on 8-bit values it is a function of the byte.
+fn elementwise_unary(g: &Graph, node: &crate::ir::Node, x: ValueId) -> bool {
+    let others_scalar = node
+        .inputs
+        .iter()
+        .filter(|&&i| i != x)
+        .all(|&i| g.konst(i).is_some_and(|t| t.len() == 1));
+    let one_x = node.inputs.iter().filter(|&&i| i == x).count() == 1;
+    let kind = matches!(
+        node.op,
+        Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::Gelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::HardSwish
+            | Op::Binary(_)
+    );
+    kind && one_x
+        && others_scalar
+        && node.outputs.len() == 1
+        && g.value(node.outputs[0]).shape == g.value(x).shape
+        && g.value(node.outputs[0]).dtype == DType::F32
+}
+
+/// `Q(f(DQ(x)))` with `f` a chain of elementwise float ops and per-tensor parameters is a
+/// function of the byte `x`: a 256-entry table, computed now by the interpreter running the
+/// very nodes it replaces (so it is exact), and one Gather on the 8-bit values.
+fn lookup_table(g: &mut Graph, q: NodeIndex) -> Result<bool, Error> {
+    let Some(qp) = params(g, q) else {
+        return Ok(false);
+    };
+    if !qp.per_tensor() {
+        return Ok(false);
+    }
+    let mut chain = Vec::new();
+    let mut v = g.node(q).inputs[0];
+    let dq = loop {
+        let Some((n, node)) = producer(g, v) else {
+            return Ok(false);
+        };
+        if matches!(node.op, Op::DequantizeLinear { .. }) {
+            break n;
+        }
+        if !single_use(g, v) || node.inputs.is_empty() {
+            return Ok(false);
+        }
+        // The computed input: the one that is not a constant.
+        let Some(&x) = node.inputs.iter().find(|&&i| g.konst(i).is_none()) else {
+            return Ok(false);
+        };
+        if !elementwise_unary(g, node, x) {
+            return Ok(false);
+        }
+        chain.push((n, x));
+        v = x;
+    };
+    let Some(dp) = params(g, dq) else {
+        return Ok(false);
+    };
+    let src = g.node(dq).inputs[0];
+    if chain.is_empty() || !dp.per_tensor() || !matches!(g.value(src).dtype, DType::U8 | DType::I8)
+    {
+        return Ok(false);
+    }
+    // Every byte value, in byte order (an i8 byte b is the value b as i8).
+    let bytes = match g.value(src).dtype {
+        DType::U8 => Tensor {
+            dtype: DType::U8,
+            shape: vec![256],
+            data: Data::U8((0..=255).collect()),
+        },
+        _ => Tensor {
+            dtype: DType::I8,
+            shape: vec![256],
+            data: Data::I8((0..=255u8).map(|b| b as i8).collect()),
+        },
+    };
+    let eval = |g: &Graph, n: NodeIndex, x: ValueId, t: Tensor| -> Result<Tensor, Error> {
+        let node = g.node(n);
+        let args: Vec<&Tensor> = node
+            .inputs
+            .iter()
+            .map(|&i| {
+                if i == x {
+                    &t
+                } else {
+                    g.konst(i).expect("constant operand")
+                }
+            })
+            .collect();
+        let mut out = interp::eval(&node.op, &args)
+            .map_err(|e| Error::Internal(format!("tabulating '{}': {e}", node.name)))?;
+        Ok(out.remove(0))
+    };
+    let mut t = eval(g, dq, src, bytes)?;
+    for &(n, x) in chain.iter().rev() {
+        t = eval(g, n, x, t)?;
+    }
+    let qin = g.node(q).inputs[0];
+    let table = eval(g, q, qin, t)?;
+    let name = g.node(chain[0].0).name.clone();
+    let tc = g.add_const(format!("{name}.table"), table);
+    let (_, outs) = g.add_node(name, Op::Gather { axis: 0 }, vec![tc, src])?;
+    let old = g.node(q).outputs[0];
+    replace_value(g, old, outs[0]);
+    remove_dead(g, q);
+    Ok(true)
 }
 
 /// Ops that commute with a per-tensor dequantization and are exact on 8-bit values.

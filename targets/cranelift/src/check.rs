@@ -312,9 +312,9 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 output,
                 elementwise,
             } => {
-                if !matches!(index_bytes, 4 | 8) {
+                if !matches!(index_bytes, 1 | 4 | 8) {
                     return Err(unsupported(format!(
-                        "kernel {k}: gather index_bytes {index_bytes} is not 4 or 8"
+                        "kernel {k}: gather index_bytes {index_bytes} is not 1, 4 or 8"
                     )));
                 }
                 let big = || unsupported(format!("kernel {k}: gather sizes overflow"));

@@ -429,9 +429,11 @@ pub fn int_op(op: IntOp, a: i64, b: i64) -> i64 {
     }
 }
 
-/// A little-endian signed integer of 4 or 8 bytes.
+/// A little-endian signed integer of 1, 4 or 8 bytes.
 fn int_from(bytes: &[u8]) -> i64 {
-    if bytes.len() == 4 {
+    if bytes.len() == 1 {
+        bytes[0] as i8 as i64
+    } else if bytes.len() == 4 {
         i32::from_le_bytes(bytes.try_into().unwrap()) as i64
     } else {
         i64::from_le_bytes(bytes[..8].try_into().unwrap())
@@ -1066,8 +1068,8 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             output,
             elementwise,
         } => {
-            if !matches!(index_bytes, 4 | 8) {
-                return Err(mem.malformed(format!("index_bytes {index_bytes} is not 4 or 8")));
+            if !matches!(index_bytes, 1 | 4 | 8) {
+                return Err(mem.malformed(format!("index_bytes {index_bytes} is not 1, 4 or 8")));
             }
             let ib = *index_bytes as u64;
             // Every index, checked before anything is written.
@@ -1080,11 +1082,7 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             for i in 0..n_idx {
                 let (b, base) = mem.bytes(*indices)?;
                 let at = mem.range(*indices, base, i as i128, ib, b.len())?;
-                let v = if ib == 4 {
-                    i32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as i64
-                } else {
-                    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-                };
+                let v = int_from(&b[at..at + ib as usize]);
                 let a = *axis_len as i128;
                 let adj = if v < 0 { v as i128 + a } else { v as i128 };
                 if adj < 0 || adj >= a {

@@ -557,7 +557,9 @@ pub enum Kernel {
     /// `elem_bytes`-byte elements (any dtype, copied bit for bit):
     /// `out[o, i, k] = data[o, idx[i] (+ axis_len if negative), k]` for `o < outer`,
     /// `i < count`, `k < inner`, into a dense `[outer, count, inner]` output. `indices`
-    /// holds `count` little-endian signed integers of `index_bytes` bytes (4 or 8). This
+    /// holds `count` little-endian signed integers of `index_bytes` bytes (1, 4 or 8; one
+    /// byte is how 8-bit values index a 256-entry lookup table: a u8 byte read as signed
+    /// wraps back to itself). This
     /// is ONNX Gather (the transformer embedding lookup: constant `data`, an i64 input
     /// as `indices`).
     ///

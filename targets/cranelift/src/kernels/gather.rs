@@ -25,7 +25,10 @@ pub(crate) struct Gather {
 /// range; the second value is non-zero (`i8`) when it was not.
 fn index(fx: &mut Fx, g: &Gather, indices: Value, i: Value) -> (Value, Value) {
     let p = fx.addp_scaled(indices, i, g.index_bytes as i64);
-    let v = if g.index_bytes == 4 {
+    let v = if g.index_bytes == 1 {
+        let v = fx.load(types::I8, p, 0, true);
+        fx.b.ins().sextend(types::I64, v)
+    } else if g.index_bytes == 4 {
         let v = fx.load(types::I32, p, 0, true);
         fx.b.ins().sextend(types::I64, v)
     } else {
