@@ -335,14 +335,18 @@ fn gather_program(
     let idx_bytes: Vec<u8> = idx
         .iter()
         .flat_map(|&i| {
-            if index_bytes == 4 {
+            if index_bytes == 1 {
+                vec![i as u8]
+            } else if index_bytes == 4 {
                 (i as i32).to_le_bytes().to_vec()
             } else {
                 i.to_le_bytes().to_vec()
             }
         })
         .collect();
-    let idx_t = if index_bytes == 4 {
+    let idx_t = if index_bytes == 1 {
+        DType::U8
+    } else if index_bytes == 4 {
         DType::I32
     } else {
         DType::I64
@@ -409,6 +413,22 @@ proptest! {
             let r = if ix < 0 { ix + axis_len as i64 } else { ix } as usize;
             prop_assert_eq!(&j[0][i * row..(i + 1) * row], &data[r * row..(r + 1) * row]);
         }
+    }
+}
+
+/// A 256-entry lookup table indexed by bytes (how `fold-requant` runs Tanh on u8 or i8
+/// values): every byte value, read as a signed index, lands on its own table entry.
+#[test]
+fn byte_indexed_table_lookup_matches_exec() {
+    let idx: Vec<i64> = (0..=255i64).rev().chain([0, 127, 128, 255]).collect();
+    let table: Vec<u8> = (0..=255u8).map(|b| b.wrapping_mul(37) ^ 0x5a).collect();
+    for data_const in [true, false] {
+        let (p, ins) = gather_program(1, 256, 1, 1, &idx, 1, data_const, &table, false);
+        let (e, j) = run_both_bytes(&p, &ins);
+        let (e, j) = (e.expect("exec"), j.expect("jit"));
+        assert_eq!(e, j);
+        let want: Vec<u8> = idx.iter().map(|&i| table[i as usize]).collect();
+        assert_eq!(j[0], want);
     }
 }
 
