@@ -869,3 +869,58 @@ fn compile_reports_kernels_with_and_without_fusion() {
         assert!(err.contains(&format!(", {n} kernels, target")), "{err}");
     }
 }
+
+#[test]
+fn quantized_work_left_in_float_is_listed_and_require_int8_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ir = dir.path().join("q.ir");
+    let (m, o) = (
+        example("cnn_qdq").join("model.onnx"),
+        ir.to_str().unwrap().to_string(),
+    );
+    let m = m.to_str().unwrap();
+    // Without the flag the float nodes are reported, each with its reason.
+    let out = ok(&["compile", m, "--emit", "ir", "-o", &o]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        report.contains("run in float")
+            && report.contains("node 'residual_add' (Add)")
+            && report.contains("node 'softmax' (Softmax)"),
+        "{report}"
+    );
+    // Folded nodes are not in the list.
+    assert!(!report.contains("node 'conv1'"), "{report}");
+    let err = fails(&["compile", m, "--emit", "ir", "-o", &o, "--require-int8"]);
+    assert!(
+        err.contains("--require-int8") && err.contains("node 'residual_add' (Add)"),
+        "{err}"
+    );
+    // With fold-requant disabled every island is reported, convolutions included.
+    let err = fails(&[
+        "compile",
+        m,
+        "--emit",
+        "ir",
+        "-o",
+        &o,
+        "--require-int8",
+        "--disable-pass",
+        "fold-requant",
+    ]);
+    assert!(
+        err.contains("node 'conv1' (Conv): foldable, but fold-requant did not run"),
+        "{err}"
+    );
+    // A float model has nothing to report and passes the flag.
+    let mlp = example("mlp").join("model.onnx");
+    let out = ok(&[
+        "compile",
+        mlp.to_str().unwrap(),
+        "--emit",
+        "ir",
+        "-o",
+        &o,
+        "--require-int8",
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("run in float"));
+}

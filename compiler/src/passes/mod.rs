@@ -8,14 +8,17 @@
 //!
 //! [`PIPELINE`] is the one place a pass is registered; its order is fixed:
 //!
-//! 1. `fold-constants`: evaluate nodes whose inputs are all constants;
-//! 2. `dead-heads`, 3. `dead-channels`: remove attention heads and FFN channels that
+//! 1. `fold-constants`: evaluate nodes whose inputs are all constants (except
+//!    DequantizeLinear: quantized weights stay 8-bit);
+//! 2. `fold-requant`: quantized float islands become integer kernels, before pruning and
+//!    fusion could reshape the patterns it matches;
+//! 3. `dead-heads`, 4. `dead-channels`: remove attention heads and FFN channels that
 //!    structured pruning zeroed;
-//! 4. `fold-constants` again, over what pruning left constant;
-//! 5. `fold-batchnorm`, 6. `fuse-layernorm`, 7. `fuse-gelu`, 8. `fold-transposes`,
-//!    9. `fuse-epilogue`, 10. `fuse-softmax`: the fusion passes ([`FUSION_PASSES`]), which
+//! 5. `fold-constants` again, over what pruning left constant;
+//! 6. `fold-batchnorm`, 7. `fuse-layernorm`, 8. `fuse-gelu`, 9. `fold-transposes`,
+//!    10. `fuse-epilogue`, 11. `fuse-softmax`: the fusion passes ([`FUSION_PASSES`]), which
 //!    turn exporter patterns into single ops;
-//! 11. `dead-code`: drop what the rewrites left unused.
+//! 12. `dead-code`: drop what the rewrites left unused.
 //!
 //! Pruning runs before fusion because it matches the exporters' unfused patterns; the
 //! second `fold-constants` folds what pruning leaves constant. A pass may appear more
