@@ -403,6 +403,21 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
         Op::DequantizeLinear { axis } => {
             super::quant::dequantize(arg(0)?, arg(1)?, x.get(2).copied(), *axis)
         }
+        Op::DynamicQuantizeLinear => super::quant::dynamic_quantize(arg(0)?),
+        Op::MatMulInteger => super::integer::matmul_integer(
+            arg(0)?,
+            arg(1)?,
+            x.get(2).copied(),
+            x.get(3).copied(),
+        ),
+        Op::ConvInteger { window, group } => super::integer::conv_integer(
+            arg(0)?,
+            arg(1)?,
+            x.get(2).copied(),
+            x.get(3).copied(),
+            window,
+            *group,
+        ),
         Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
         Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
         Op::GatherElements { axis } => {
@@ -825,7 +840,7 @@ fn gemm(
 }
 
 /// Input spatial dims as (h, w), treating 1-D as h = 1.
-fn hw(shape: &[usize]) -> (usize, usize) {
+pub(super) fn hw(shape: &[usize]) -> (usize, usize) {
     if shape.len() == 3 {
         (1, shape[2])
     } else {
@@ -834,17 +849,17 @@ fn hw(shape: &[usize]) -> (usize, usize) {
 }
 
 /// (kernel, stride, dilation, pad_begin) per axis as (h, w) pairs for 1-D or 2-D windows.
-struct Geo {
-    k: (usize, usize),
-    s: (usize, usize),
-    d: (usize, usize),
-    p: (usize, usize),
+pub(super) struct Geo {
+    pub(super) k: (usize, usize),
+    pub(super) s: (usize, usize),
+    pub(super) d: (usize, usize),
+    pub(super) p: (usize, usize),
     /// End pads: positions past the input but before `in + end` count as padding.
-    e: (usize, usize),
-    o: (usize, usize),
+    pub(super) e: (usize, usize),
+    pub(super) o: (usize, usize),
 }
 
-fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
+pub(super) fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
     let (pads, out) = w.resolve(&in_shape[2..])?;
     Ok(if w.kernel.len() == 1 {
         Geo {
@@ -867,7 +882,7 @@ fn geo(w: &WindowAttrs, in_shape: &[usize]) -> Result<Geo, String> {
     })
 }
 
-fn out_shape(in_shape: &[usize], c: usize, o: (usize, usize)) -> Vec<usize> {
+pub(super) fn out_shape(in_shape: &[usize], c: usize, o: (usize, usize)) -> Vec<usize> {
     if in_shape.len() == 3 {
         vec![in_shape[0], c, o.1]
     } else {

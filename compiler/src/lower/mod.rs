@@ -590,7 +590,11 @@ impl<'g> Builder<'g> {
             }
         }
         match &node.op {
-            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => {
+            Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::DynamicQuantizeLinear
+            | Op::MatMulInteger
+            | Op::ConvInteger { .. } => {
                 return Err(unsupported(
                     g,
                     n,

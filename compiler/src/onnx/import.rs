@@ -89,10 +89,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "CumSum",
     "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Einsum",
     "Equal",
     "Erf",
@@ -117,6 +119,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LessOrEqual",
     "Log",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Mean",
@@ -988,6 +991,25 @@ fn translate(
                 Op::QuantizeLinear { axis, to }
             }
         }
+        "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
+        "MatMulInteger" => return integer_op(Op::MatMulInteger, node, dtype_of),
+        "ConvInteger" => {
+            let kernel = match a.usizes("kernel_shape").map_err(some)? {
+                Some(k) => k,
+                None => konst_shape(ins.get(1).map(String::as_str).unwrap_or_default())
+                    .map(|s| s.get(2..).unwrap_or(&[]).to_vec())
+                    .ok_or_else(|| some("kernel_shape missing and w's shape unknown".into()))?,
+            };
+            let group = a.int("group").map_err(some)?.unwrap_or(1);
+            if group < 1 {
+                return Err(some(format!("group {group}")));
+            }
+            let op = Op::ConvInteger {
+                window: window(&a, kernel, opset, 1).map_err(some)?,
+                group: group as usize,
+            };
+            return integer_op(op, node, dtype_of);
+        }
         "Shape" => Op::Shape {
             start: a.int("start").map_err(some)?.unwrap_or(0),
             end: a.int("end").map_err(some)?,
@@ -1246,6 +1268,34 @@ fn translate(
         _ => return Err(None),
     };
     Ok(Lowered::Op(op, ins))
+}
+
+/// MatMulInteger or ConvInteger with its optional zero points: an absent zero point
+/// before a present one (`MatMulInteger(a, b, "", b_zp)`) becomes a constant 0 of its
+/// operand's dtype, since IR inputs are positional.
+fn integer_op(
+    op: Op,
+    node: &NodeProto,
+    dtype_of: &dyn Fn(&str) -> Option<DType>,
+) -> Result<Lowered, Option<String>> {
+    let ins = inputs(node);
+    if ins.len() < 2 || ins.len() > 4 || ins[..2].iter().any(String::is_empty) {
+        return Err(Some(format!(
+            "expects 2 to 4 inputs with the first two present, got {:?}",
+            node.input
+        )));
+    }
+    if ins.iter().all(|i| !i.is_empty()) {
+        return Ok(Lowered::Op(op, ins));
+    }
+    let dtype = dtype_of(&ins[0]).ok_or_else(|| Some(format!("'{}' has no type", ins[0])))?;
+    let zero = Tensor::from_le_bytes(dtype, vec![], &[0])
+        .ok_or_else(|| Some(format!("zero point of type {dtype}")))?;
+    let args = ins
+        .into_iter()
+        .map(|i| if i.is_empty() { Arg::Const(zero.clone()) } else { Arg::In(i) })
+        .collect();
+    Ok(Lowered::Seq(vec![(op, args)]))
 }
 
 /// The integer values of a constant input, or why not.
