@@ -95,9 +95,8 @@ pub fn matmul_integer(ta: &Tensor, tb: &Tensor, za: Option<&Tensor>, zb: Option<
         let b0: usize = idx.iter().zip(&sb).map(|(i, s)| i * s).sum::<usize>() * k * n;
         for i in 0..m {
             for j in 0..n {
-                out[bi * m * n + i * n + j] = (0..k)
-                    .map(|p| a[a0 + i * k + p] * b[b0 + p * n + j])
-                    .sum();
+                out[bi * m * n + i * n + j] =
+                    (0..k).map(|p| a[a0 + i * k + p] * b[b0 + p * n + j]).sum();
             }
         }
     });
@@ -278,10 +277,7 @@ mod tests {
             1,
         ));
         assert_eq!(shape, [1, 1, 4, 4]);
-        assert_eq!(
-            y,
-            [1, 3, 5, 3, 5, 12, 16, 9, 11, 24, 28, 15, 7, 15, 17, 9]
-        );
+        assert_eq!(y, [1, 3, 5, 3, 5, 12, 16, 9, 11, 24, 28, 15, 7, 15, 17, 9]);
     }
 
     #[test]

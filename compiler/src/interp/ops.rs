@@ -404,12 +404,9 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             super::quant::dequantize(arg(0)?, arg(1)?, x.get(2).copied(), *axis)
         }
         Op::DynamicQuantizeLinear => super::quant::dynamic_quantize(arg(0)?),
-        Op::MatMulInteger => super::integer::matmul_integer(
-            arg(0)?,
-            arg(1)?,
-            x.get(2).copied(),
-            x.get(3).copied(),
-        ),
+        Op::MatMulInteger => {
+            super::integer::matmul_integer(arg(0)?, arg(1)?, x.get(2).copied(), x.get(3).copied())
+        }
         Op::ConvInteger { window, group } => super::integer::conv_integer(
             arg(0)?,
             arg(1)?,

@@ -383,7 +383,8 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             int8(&types[1], "B")?;
             let (a, b) = (types[0].1, types[1].1);
             let out = infer(&Op::MatMul, &[(DType::F32, a), (DType::F32, b)])?;
-            for (k, (what, operand, row)) in [("A", a, true), ("B", b, false)].into_iter().enumerate()
+            for (k, (what, operand, row)) in
+                [("A", a, true), ("B", b, false)].into_iter().enumerate()
             {
                 if let Some(z) = types.get(2 + k) {
                     zero_point_of(z, types[k].0, what)?;
@@ -396,7 +397,10 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                     }
                 }
             }
-            Ok(vec![(DType::I32, out.into_iter().next().map(|o| o.1).unwrap_or_default())])
+            Ok(vec![(
+                DType::I32,
+                out.into_iter().next().map(|o| o.1).unwrap_or_default(),
+            )])
         }
         Op::ConvInteger { window, group } => {
             want(4, types, 2)?;
@@ -426,7 +430,10 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                     )));
                 }
             }
-            Ok(vec![(DType::I32, out.into_iter().next().map(|o| o.1).unwrap_or_default())])
+            Ok(vec![(
+                DType::I32,
+                out.into_iter().next().map(|o| o.1).unwrap_or_default(),
+            )])
         }
         Op::Shape { start, end } => {
             want(1, types, 1)?;
