@@ -211,3 +211,61 @@ fn encoder_dynamic() {
     assert!(d.step.is_none(), "{d:?}");
     assert!(d.max <= 1e-2 && d.beyond_one == 0.0, "encoder_dynamic: {d:?}");
 }
+
+/// A CNN trained on scikit-learn's digits (scripts/make_digits.py), float.
+#[test]
+fn digits_cnn() {
+    check("digits_cnn", &[]);
+}
+
+/// The same quantized static QDQ (per-channel 7-bit int8 weights), against onnxruntime's
+/// int8 kernels on the first test image. Measured: equal logits.
+#[test]
+fn digits_cnn_qdq() {
+    within_one_step("digits_cnn_qdq", &quantized("digits_cnn_qdq"), 0.1);
+}
+
+/// The interpreter's accuracy on the held-out digits (`argmax` of the logits, one image at
+/// a time) for the float and the QDQ model. Quantization may cost a little accuracy, not
+/// more than one percentage point. Measured: float 97.11 %, QDQ 97.33 % (onnxruntime's
+/// own: the same, digits_cnn/README.md).
+#[test]
+fn digits_accuracy_survives_quantization() {
+    let dir = common::example("digits_cnn");
+    let images = edgecc::io::read_tensor(&dir.join("test_images.npy")).unwrap();
+    let labels = edgecc::io::read_tensor(&dir.join("test_labels.npy"))
+        .unwrap()
+        .to_i64s()
+        .unwrap();
+    let pixels = images.as_f32().unwrap();
+    assert_eq!(images.shape, [labels.len(), 1, 8, 8]);
+    let accuracy = |name: &str| {
+        let path = common::example(name).join("model.onnx");
+        let (_, graph) = edgecc::onnx::load(&path, &ImportOptions::default()).unwrap();
+        let right = pixels
+            .chunks(64)
+            .zip(&labels)
+            .filter(|(img, label)| {
+                let x = edgecc::ir::Tensor::f32(vec![1, 1, 8, 8], img.to_vec());
+                let logits = edgecc::interp::run(&graph, &[x]).unwrap().remove(0);
+                let l = logits.as_f32().unwrap();
+                let best = (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b });
+                best as i64 == **label
+            })
+            .count();
+        right as f64 / labels.len() as f64
+    };
+    let (float, int8) = (accuracy("digits_cnn"), accuracy("digits_cnn_qdq"));
+    eprintln!(
+        "digits: float {:.2} %, int8 QDQ {:.2} % on {} test images",
+        float * 100.0,
+        int8 * 100.0,
+        labels.len()
+    );
+    assert!(float >= 0.95, "the float model scores {float}");
+    assert!(
+        int8 >= float - 0.01,
+        "quantization costs {} points",
+        (float - int8) * 100.0
+    );
+}
