@@ -147,7 +147,10 @@ fn quantized(name: &str) -> Vec<QuantDiff> {
         let (g, e) = (g.as_f32().unwrap(), e.as_f32().unwrap());
         let unit = match step {
             Some(s) => s as f64,
-            None => e.iter().fold(0f64, |m, &x| m.max(x.abs() as f64)).max(1e-30),
+            None => e
+                .iter()
+                .fold(0f64, |m, &x| m.max(x.abs() as f64))
+                .max(1e-30),
         };
         let one = if step.is_some() { 1.0 } else { 1e-2 };
         let d: Vec<f64> = g
@@ -209,7 +212,10 @@ fn encoder_dynamic() {
     let diffs = quantized("encoder_dynamic");
     let d = &diffs[0];
     assert!(d.step.is_none(), "{d:?}");
-    assert!(d.max <= 1e-2 && d.beyond_one == 0.0, "encoder_dynamic: {d:?}");
+    assert!(
+        d.max <= 1e-2 && d.beyond_one == 0.0,
+        "encoder_dynamic: {d:?}"
+    );
 }
 
 /// A CNN trained on scikit-learn's digits (scripts/make_digits.py), float.
