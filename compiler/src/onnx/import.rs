@@ -130,8 +130,6 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Or",
     "Pad",
     "Pow",
-    "QLinearConv",
-    "QLinearMatMul",
     "QuantizeLinear",
     "Range",
     "Reciprocal",
@@ -811,11 +809,12 @@ fn translate(
             let kernel = match a.usizes("kernel_shape").map_err(some)? {
                 Some(k) => k,
                 None => {
-                    // Optional: the weight's spatial dims, when the weight is a constant.
-                    let w = ins.get(1).and_then(|n| konst(n)).ok_or_else(|| {
-                        some("kernel_shape missing and the weight is not a constant".into())
+                    // Optional: the weight's spatial dims (shapes are static, so known even
+                    // when the weight is computed, e.g. by a DequantizeLinear).
+                    let w = ins.get(1).and_then(|n| konst_shape(n)).ok_or_else(|| {
+                        some("kernel_shape missing and the weight's shape unknown".into())
                     })?;
-                    w.shape.get(2..).unwrap_or(&[]).to_vec()
+                    w.get(2..).unwrap_or(&[]).to_vec()
                 }
             };
             let group = a.int("group").map_err(some)?.unwrap_or(1);

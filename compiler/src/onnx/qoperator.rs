@@ -369,7 +369,7 @@ impl Expansion<'_> {
             "QLinearConcat" => {
                 let (ys, yz) = (self.required(0, "Y_scale")?, self.input(1).to_string());
                 let rest = node.input.len().saturating_sub(2);
-                if rest == 0 || rest % 3 != 0 {
+                if rest == 0 || !rest.is_multiple_of(3) {
                     return Err(format!(
                         "expects Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) triples; got {} inputs",
                         node.input.len()
