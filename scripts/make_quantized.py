@@ -17,8 +17,8 @@ seeded calibration data and onnxruntime's outputs on a seeded input as the refer
 The models onnxruntime runs with its int8 kernels (all but cnn_qdq) have 7-bit weights
 (`reduce_range=True`): on x86 without VNNI, onnxruntime's u8×s8 kernels sum pairs of products
 in saturating i16 (vpmaddubsw), so full-range int8 weights give results that depend on the
-CPU (measured on this AVX2 machine: MatMulInteger 22710 off the exact 25373 in
-encoder_dynamic's layer0 V projection). 7-bit weights cannot saturate (2·255·64 < 32768),
+CPU (measured on an AVX2 machine: encoder_dynamic's layer0 V MatMulInteger up to 22710 off
+the exact sums, which reach 25373). 7-bit weights cannot saturate (2·255·64 < 32768),
 which makes the committed outputs the exact int8 results on every machine.
 
     python3 scripts/make_quantized.py
