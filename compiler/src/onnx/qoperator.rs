@@ -431,3 +431,140 @@ impl Expansion<'_> {
         Ok(self.push("reshape", "Reshape", &[&soft, &shape], None, vec![]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, domain: &str, ins: &[&str]) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.name = "n".into();
+        n.op_type = op.into();
+        n.domain = domain.into();
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = vec!["y".into()];
+        n
+    }
+
+    fn i8_4d(_: &str) -> Option<(DType, usize)> {
+        Some((DType::I8, 4))
+    }
+
+    fn steps(nodes: &[NodeProto]) -> Vec<(String, String, Vec<String>, Vec<String>)> {
+        nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.op_type.clone(),
+                    n.input.to_vec(),
+                    n.output.to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_qoperator_ops_of_their_domain_expand() {
+        assert!(expand(&node("Conv", "", &["x", "w"]), "n", 17, &i8_4d).is_none());
+        // A contrib op in the default domain is not the contrib op.
+        assert!(expand(&node("QLinearAdd", "", &["a"]), "n", 17, &i8_4d).is_none());
+        let ins = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"];
+        assert!(matches!(
+            expand(&node("QLinearConv", "ai.onnx", &ins), "n", 17, &i8_4d),
+            Some(Ok(_))
+        ));
+    }
+
+    #[test]
+    fn qlinearmatmul_steps_are_named_after_the_node() {
+        let ins = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"];
+        let out = expand(&node("QLinearMatMul", "", &ins), "mm", 17, &i8_4d)
+            .unwrap()
+            .unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            steps(&out),
+            [
+                (
+                    "mm/dequantize_a".into(),
+                    "DequantizeLinear".into(),
+                    s(&["a", "as", "az"]),
+                    s(&["mm/dequantize_a"])
+                ),
+                (
+                    "mm/dequantize_b".into(),
+                    "DequantizeLinear".into(),
+                    s(&["b", "bs", "bz"]),
+                    s(&["mm/dequantize_b"])
+                ),
+                (
+                    "mm/matmul".into(),
+                    "MatMul".into(),
+                    s(&["mm/dequantize_a", "mm/dequantize_b"]),
+                    s(&["mm/matmul"])
+                ),
+                (
+                    "mm/quantize".into(),
+                    "QuantizeLinear".into(),
+                    s(&["mm/matmul", "ys", "yz"]),
+                    s(&["y"])
+                ),
+            ]
+        );
+    }
+
+    /// Without an output zero point, a contrib op's output has its input's dtype (the
+    /// schema's T), which QuantizeLinear then gets as `output_dtype`.
+    #[test]
+    fn absent_output_zero_point_keeps_the_input_dtype() {
+        let out = expand(
+            &node("QLinearSigmoid", "com.microsoft", &["x", "xs", "", "ys"]),
+            "s",
+            17,
+            &i8_4d,
+        )
+        .unwrap()
+        .unwrap();
+        let q = out.last().unwrap();
+        assert_eq!(q.input, ["s/sigmoid", "ys"]);
+        let a = Attrs::new(q);
+        assert_eq!(
+            a.int("output_dtype").unwrap(),
+            Some(i64::from(DType::I8.onnx()))
+        );
+        // The absent input zero point is absent from the DequantizeLinear too.
+        assert_eq!(out[0].input, ["x", "xs"]);
+    }
+
+    #[test]
+    fn malformed_nodes_are_refused_with_the_reason() {
+        let ms = "com.microsoft";
+        let concat = expand(
+            &node("QLinearConcat", ms, &["ys", "yz", "x", "xs"]),
+            "c",
+            17,
+            &i8_4d,
+        );
+        assert!(matches!(concat, Some(Err(e)) if e.contains("triples")));
+        let conv = expand(
+            &node("QLinearConv", "", &["x", "xs", "xz"]),
+            "c",
+            17,
+            &i8_4d,
+        );
+        assert!(matches!(conv, Some(Err(e)) if e.contains("w")));
+        let mut pool = node(
+            "QLinearGlobalAveragePool",
+            ms,
+            &["x", "xs", "xz", "ys", "yz"],
+        );
+        pool.attribute.push(attr_int("channels_last", 1));
+        let unknown = |_: &str| None;
+        assert!(matches!(expand(&pool, "p", 17, &unknown), Some(Err(e)) if e.contains("rank")));
+        // Softmax of a newer opset than the model's cannot be spelled with its ops.
+        let mut soft = node("QLinearSoftmax", ms, &["x", "xs", "xz", "ys", "yz"]);
+        soft.attribute.push(attr_int("opset", 13));
+        assert!(matches!(expand(&soft, "s", 11, &i8_4d), Some(Err(_))));
+    }
+}
