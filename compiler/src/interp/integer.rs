@@ -298,4 +298,25 @@ mod tests {
         assert_eq!(shape, [1, 2, 2]);
         assert_eq!(y, [2, 3, -2, -3]);
     }
+
+    /// MaxPool of u8/i8 (QOperator models pool quantized tensors) keeps the dtype and picks
+    /// the exact maximum, padding never winning.
+    #[test]
+    fn max_pool_of_u8_and_i8() {
+        let op = crate::ir::Op::MaxPool {
+            window: window(vec![2, 2], vec![1, 1, 1, 1]),
+        };
+        let mut w = window(vec![2, 2], vec![1, 1, 1, 1]);
+        w.strides = vec![2, 2];
+        let op2 = crate::ir::Op::MaxPool { window: w };
+        let x = u8t(vec![1, 1, 2, 2], &[0, 255, 7, 3]);
+        let y = crate::interp::eval(&op, &[&x]).unwrap().remove(0);
+        assert_eq!(y.dtype, DType::U8);
+        assert_eq!(y.shape, [1, 1, 3, 3]);
+        assert_eq!(y.to_i64s().unwrap(), [0, 255, 255, 7, 255, 255, 7, 7, 3]);
+        let x = i8t(vec![1, 1, 2, 2], &[-128, -5, -7, -100]);
+        let y = crate::interp::eval(&op2, &[&x]).unwrap().remove(0);
+        assert_eq!(y.dtype, DType::I8);
+        assert_eq!(y.to_i64s().unwrap(), [-128, -5, -7, -100]);
+    }
 }

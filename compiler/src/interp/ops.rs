@@ -174,6 +174,23 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             residual,
             act,
         } => fused_conv(x, window, *group, [*bias, *residual], *act),
+        Op::MaxPool { window } if matches!(arg(0)?.dtype, DType::U8 | DType::I8) => {
+            // Every u8/i8 value is exact in f32, and so is their max.
+            let t = arg(0)?;
+            let x = t.to_i64s().ok_or("unreadable X")?;
+            let xf = Tensor::f32(t.shape.clone(), x.iter().map(|&v| v as f32).collect());
+            let y = pool(&xf, window, None)?.remove(0);
+            let v = y.as_f32().ok_or("pool result")?.iter();
+            let data = match t.dtype {
+                DType::U8 => Data::U8(v.map(|&f| f as u8).collect()),
+                _ => Data::I8(v.map(|&f| f as i8).collect()),
+            };
+            Ok(vec![Tensor {
+                dtype: t.dtype,
+                shape: y.shape.clone(),
+                data,
+            }])
+        }
         Op::MaxPool { window } => pool(arg(0)?, window, None),
         Op::AveragePool {
             window,

@@ -850,7 +850,11 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
         }
         Op::MaxPool { window } | Op::AveragePool { window, .. } => {
             want(1, types, 1)?;
-            float(&types[0], "X")?;
+            // MaxPool also takes u8/i8 (onnxruntime's QOperator models pool quantized
+            // tensors directly: the max commutes with dequantization).
+            if !(matches!(op, Op::MaxPool { .. }) && matches!(types[0].0, DType::U8 | DType::I8)) {
+                float(&types[0], "X")?;
+            }
             let x = types[0].1;
             if x.len() < 3 || x.len() > 4 {
                 return Err(InferError::Invalid(format!("X {x:?} must be 3-D or 4-D")));
@@ -858,7 +862,7 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             let (_, out) = window.resolve(&x[2..])?;
             let mut shape = vec![x[0], x[1]];
             shape.extend(out);
-            Ok(vec![(DType::F32, shape)])
+            Ok(vec![(types[0].0, shape)])
         }
         Op::GlobalAveragePool => {
             want(1, types, 1)?;
