@@ -11,6 +11,9 @@ seeded calibration data and onnxruntime's outputs on a seeded input as the refer
 - examples/models/encoder_qdq: examples/models/encoder by quantize_static, QDQ format
   (uint8 activations, per-tensor int8 weights), calibrated on seeded token sequences.
   Reference: default session options.
+- examples/models/encoder_qoperator: the same in the QOperator format (QLinearMatMul,
+  com.microsoft QLinearAdd/QLinearMul/QLinearSoftmax; Gather, Reshape and Transpose of uint8
+  tensors). Reference: default options.
 - examples/models/encoder_dynamic: examples/models/encoder by quantize_dynamic (int8
   weights; DynamicQuantizeLinear + MatMulInteger + Cast/Mul). Reference: default options.
 
@@ -108,6 +111,16 @@ def encoder_qdq():
     reference(out, encoder_input(), optimized=True)
 
 
+def encoder_qoperator():
+    out = MODELS / "encoder_qoperator"
+    out.mkdir(parents=True, exist_ok=True)
+    quantize_static(str(MODELS / "encoder/model.onnx"), str(out / "model.onnx"),
+                    encoder_calibration(), quant_format=QuantFormat.QOperator,
+                    per_channel=False, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, reduce_range=True)
+    reference(out, encoder_input(), optimized=True)
+
+
 def encoder_dynamic():
     out = MODELS / "encoder_dynamic"
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +133,7 @@ def main():
     cnn("cnn_qdq", QuantFormat.QDQ, optimized=False, reduce_range=False)
     cnn("cnn_qoperator", QuantFormat.QOperator, optimized=True, reduce_range=True)
     encoder_qdq()
+    encoder_qoperator()
     encoder_dynamic()
 
 

@@ -201,6 +201,20 @@ fn encoder_qdq() {
     within_one_step("encoder_qdq", &quantized("encoder_qdq"), 0.01);
 }
 
+/// The encoder example quantized static in the QOperator format (QLinearMatMul, QLinearAdd,
+/// QLinearMul, QLinearSoftmax; Gather, Reshape, Transpose of u8), against onnxruntime's
+/// int8 kernels. The output is the float LayerNorm after the last DequantizeLinear, so it is
+/// compared relative to its largest magnitude. Measured: 6.1e-8 (every int8 value upstream
+/// equal), so the f32 bound holds.
+#[test]
+fn encoder_qoperator() {
+    let d = &quantized("encoder_qoperator")[0];
+    assert!(
+        d.step.is_none() && d.max <= 1e-5,
+        "encoder_qoperator: {d:?}"
+    );
+}
+
 /// The encoder example quantized dynamically (DynamicQuantizeLinear, MatMulInteger and the
 /// Cast/Mul that rescale its i32 result). The output is a float LayerNorm, so the
 /// difference is relative to its largest magnitude. DynamicQuantizeLinear and
