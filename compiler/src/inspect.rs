@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::Error;
-use crate::onnx::{self, Dim, SUPPORTED_OPS, declared_type};
+use crate::onnx::{self, Dim, QOPERATOR_OPS, SUPPORTED_OPS, declared_type};
 use crate::pipeline::{self, Options};
 
 fn dims(d: &[Dim]) -> String {
@@ -104,7 +104,15 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<String, Error> {
     }
     let _ = writeln!(s, "ops:       {} nodes", g.node.len());
     for (op, count) in &hist {
-        let mark = if SUPPORTED_OPS.contains(&op.as_str()) {
+        // QOperator ops are imported by expansion (onnx/qoperator.rs).
+        let expanded = QOPERATOR_OPS.iter().any(|(d, o)| {
+            if d.is_empty() {
+                op == o
+            } else {
+                *op == format!("{d}::{o}")
+            }
+        });
+        let mark = if SUPPORTED_OPS.contains(&op.as_str()) || expanded {
             ""
         } else {
             "  (unsupported)"

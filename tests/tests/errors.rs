@@ -216,3 +216,112 @@ fn quantized_models_are_refused_by_lowering_listing_the_nodes() {
         assert!(text.contains(want), "{want} missing from: {text}");
     }
 }
+
+/// A QOperator model with a contrib op the importer has no expansion for, and one whose
+/// inputs do not fit its schema: both listed at once, each with its node name, op type,
+/// domain and (for the malformed one) the reason; the ops that expand are not listed.
+#[test]
+fn unsupported_qoperator_ops_name_node_and_domain() {
+    use onnx_protobuf::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+        ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    let value = |name: &str, shape: &[i64]| {
+        let mut tt = type_proto::Tensor::new();
+        tt.elem_type = 1;
+        let mut sh = onnx_protobuf::TensorShapeProto::new();
+        for &d in shape {
+            let mut dim = tensor_shape_proto::Dimension::new();
+            dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(d));
+            sh.dim.push(dim);
+        }
+        tt.shape = Some(sh).into();
+        let mut tp = TypeProto::new();
+        tp.value = Some(type_proto::Value::TensorType(tt));
+        let mut vi = ValueInfoProto::new();
+        vi.name = name.into();
+        vi.type_ = Some(tp).into();
+        vi
+    };
+    let node = |name: &str, op: &str, domain: &str, ins: &[&str], out: &str| {
+        let mut n = NodeProto::new();
+        n.name = name.into();
+        n.op_type = op.into();
+        n.domain = domain.into();
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = vec![out.into()];
+        n
+    };
+    let init = |name: &str, code: i32, raw: Vec<u8>| {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.data_type = code;
+        t.raw_data = raw;
+        t
+    };
+    let ms = "com.microsoft";
+    let mut g = GraphProto::new();
+    g.node = vec![
+        node("quant", "QuantizeLinear", "", &["x", "s", "z"], "xq"),
+        node(
+            "add",
+            "QLinearAdd",
+            ms,
+            &["xq", "s", "z", "xq", "s", "z", "s", "z"],
+            "aq",
+        ),
+        node(
+            "reduce",
+            "QLinearReduceMean",
+            ms,
+            &["aq", "s", "z", "s", "z"],
+            "rq",
+        ),
+        node("concat", "QLinearConcat", ms, &["s", "z", "xq", "s"], "cq"),
+        node("dq", "DequantizeLinear", "", &["aq", "s", "z"], "y"),
+    ];
+    g.initializer = vec![
+        init("s", 1, 0.5f32.to_le_bytes().to_vec()),
+        init("z", 2, vec![128]),
+    ];
+    g.input = vec![value("x", &[1, 4])];
+    g.output = vec![value("y", &[1, 4]), value("rq", &[1]), value("cq", &[1])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    for (domain, version) in [("", 17), (ms, 1)] {
+        let mut os = OperatorSetIdProto::new();
+        os.domain = domain.into();
+        os.version = version;
+        m.opset_import.push(os);
+    }
+    m.graph = Some(g).into();
+    let err = edgecc::onnx::import(
+        &m,
+        edgecc::onnx::DataDir { base: None },
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    let Error::Unsupported(ops) = &err else {
+        panic!("{err:?}")
+    };
+    let found: Vec<(&str, &str, &str)> = ops
+        .iter()
+        .map(|o| (o.node.as_str(), o.op_type.as_str(), o.domain.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("reduce", "QLinearReduceMean", ms),
+            ("concat", "QLinearConcat", ms)
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    for want in [
+        "com.microsoft",
+        "opset 1",
+        "(X, X_scale, X_zero_point) triples",
+    ] {
+        assert!(text.contains(want), "{want} missing from: {text}");
+    }
+}

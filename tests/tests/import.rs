@@ -460,3 +460,328 @@ fn cumsum_axis_input_and_flags() {
     );
     assert!(import(&dynamic).is_err());
 }
+
+// ---------------------------------------------------------------------------------------
+// Quantized ops: the integer ops and the QOperator expansion (onnx/qoperator.rs).
+
+/// An initializer of ONNX dtype `code` (2 u8, 3 i8, 6 i32, 1 f32) from its little-endian
+/// bytes; `dims` empty for a scalar.
+fn init_raw(name: &str, code: i32, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = code;
+    t.dims = dims.to_vec();
+    t.raw_data = raw;
+    t
+}
+
+fn init_u8(name: &str, dims: &[i64], v: &[u8]) -> TensorProto {
+    init_raw(name, 2, dims, v.to_vec())
+}
+
+fn init_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
+    init_raw(name, 3, dims, v.iter().map(|&x| x as u8).collect())
+}
+
+fn init_i32(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
+    init_raw(
+        name,
+        6,
+        dims,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn init_scalar(name: &str, v: f32) -> TensorProto {
+    init_raw(name, 1, &[], v.to_le_bytes().to_vec())
+}
+
+fn ms(mut n: NodeProto) -> NodeProto {
+    n.domain = "com.microsoft".into();
+    n
+}
+
+fn op_names(g: &edgecc::ir::Graph) -> Vec<(String, String)> {
+    g.topo_order()
+        .into_iter()
+        .map(|n| (g.node(n).name.clone(), g.node(n).op.name().to_string()))
+        .collect()
+}
+
+/// QLinearConv with per-channel weights and an int32 bias becomes DequantizeLinear of x,
+/// of the i8 weight (kept a constant + DequantizeLinear, not folded to f32) and of the
+/// bias (at `x_scale · w_scale`, a Mul folded at import), Conv, QuantizeLinear; the
+/// numbers are the definition's, worked by hand here.
+#[test]
+fn qlinearconv_expands_to_dequantize_conv_quantize() {
+    let m = model(
+        13,
+        vec![
+            node("QuantizeLinear", &["x", "xs", "xz"], &["xq"], vec![]),
+            node(
+                "QLinearConv",
+                &["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+                &["yq"],
+                vec![ints("kernel_shape", &[2, 2]), ints("pads", &[0, 0, 1, 1])],
+            ),
+            node("DequantizeLinear", &["yq", "ys", "yz"], &["y"], vec![]),
+        ],
+        vec![
+            init_scalar("xs", 0.5),
+            init_u8("xz", &[], &[128]),
+            // Two output channels: [[1, 2], [3, 4]] at scale 0.25, [[-1, 0], [0, 1]] at 0.5.
+            init_i8("w", &[2, 1, 2, 2], &[1, 2, 3, 4, -1, 0, 0, 1]),
+            init_raw(
+                "ws",
+                1,
+                &[2],
+                [0.25f32, 0.5]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            init_i8("wz", &[2], &[0, 0]),
+            init_scalar("ys", 0.5),
+            init_u8("yz", &[], &[100]),
+            // Biases 8 · 0.5 · 0.25 = 1 and -4 · 0.5 · 0.5 = -1.
+            init_i32("b", &[2], &[8, -4]),
+        ],
+        value("x", &[1, 1, 2, 2]),
+        &["y"],
+    );
+    let g = import(&m).unwrap();
+    let names = op_names(&g);
+    for want in [
+        ("QLinearConv_yq/dequantize_x", "DequantizeLinear"),
+        ("QLinearConv_yq/dequantize_w", "DequantizeLinear"),
+        ("QLinearConv_yq/dequantize_bias", "DequantizeLinear"),
+        ("QLinearConv_yq/conv", "Conv"),
+        ("QLinearConv_yq/quantize", "QuantizeLinear"),
+    ] {
+        assert!(
+            names.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {names:?}"
+        );
+    }
+    // The weight reaches the passes as i8, the bias scale as a folded constant.
+    let dq_w = g
+        .topo_order()
+        .into_iter()
+        .find(|&n| g.node(n).name == "QLinearConv_yq/dequantize_w")
+        .unwrap();
+    let w = g.konst(g.node(dq_w).inputs[0]).expect("constant weight");
+    assert_eq!(w.dtype, edgecc::ir::DType::I8);
+    assert!(!names.iter().any(|(_, op)| op == "Mul"), "{names:?}");
+    // x = [[1, 2], [3, 4]] (exact at scale 0.5), padded right and below with 0.
+    let x = Tensor::f32(vec![1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let y = run(&m, x).remove(0);
+    assert_eq!(y.shape, [1, 2, 2, 2]);
+    // Channel 0: 0.25·[1 2; 3 4] over the window + 1; channel 1: 0.5·(x[i+1][j+1] - x[i][j]) - 1,
+    // each rounded to the output's 0.5 step (ties to even).
+    let c0 = [
+        0.25 * (1.0 + 4.0 + 9.0 + 16.0) + 1.0,
+        0.25 * (2.0 + 3.0 * 4.0) + 1.0,
+        0.25 * (3.0 + 2.0 * 4.0) + 1.0,
+        0.25 * 4.0 + 1.0,
+    ];
+    let c1 = [
+        0.5 * (4.0 - 1.0) - 1.0,
+        -0.5 * 2.0 - 1.0,
+        -0.5 * 3.0 - 1.0,
+        -0.5 * 4.0 - 1.0,
+    ];
+    let want: Vec<f32> = c0
+        .iter()
+        .chain(&c1)
+        .map(|v: &f32| (v / 0.5).round_ties_even() * 0.5)
+        .collect();
+    assert_eq!(y.as_f32().unwrap(), want);
+}
+
+/// QLinearGlobalAveragePool with `channels_last` pools an NHWC input over H and W, as
+/// the NCHW form does on the transposed input.
+#[test]
+fn qlinear_global_average_pool_channels_last() {
+    let pool = |channels_last: i64, shape: &[i64]| {
+        model(
+            13,
+            vec![
+                node("QuantizeLinear", &["x", "s", "z"], &["xq"], vec![]),
+                ms(node(
+                    "QLinearGlobalAveragePool",
+                    &["xq", "s", "z", "s", "z"],
+                    &["yq"],
+                    vec![int("channels_last", channels_last)],
+                )),
+                node("DequantizeLinear", &["yq", "s", "z"], &["y"], vec![]),
+            ],
+            vec![init_scalar("s", 0.25), init_u8("z", &[], &[128])],
+            value("x", shape),
+            &["y"],
+        )
+    };
+    // NHWC [1, 2, 2, 3]: channel c holds c, c + 1, c + 2, c + 3 (means c + 1.5).
+    let nhwc: Vec<f32> = (0..12).map(|i| (i % 3 + i / 3) as f32).collect();
+    let y = run(
+        &pool(1, &[1, 2, 2, 3]),
+        Tensor::f32(vec![1, 2, 2, 3], nhwc.clone()),
+    )
+    .remove(0);
+    assert_eq!(y.shape, [1, 1, 1, 3]);
+    assert_eq!(y.as_f32().unwrap(), [1.5, 2.5, 3.5]);
+    let nchw: Vec<f32> = (0..12).map(|i| nhwc[(i % 4) * 3 + i / 4]).collect();
+    let y = run(&pool(0, &[1, 3, 2, 2]), Tensor::f32(vec![1, 3, 2, 2], nchw)).remove(0);
+    assert_eq!(y.shape, [1, 3, 1, 1]);
+    assert_eq!(y.as_f32().unwrap(), [1.5, 2.5, 3.5]);
+}
+
+/// The element-wise and shape-keeping contrib ops against their formulas: QLinearAdd,
+/// QLinearMul, QLinearLeakyRelu, QLinearSigmoid, QLinearConcat, and QLinearSoftmax whose
+/// `opset` attribute (12: flatten at axis) differs from the model's (17).
+#[test]
+fn qoperator_contrib_ops_follow_their_definitions() {
+    let q = |x: &str, y: &str| node("QuantizeLinear", &[x, "s", "z"], &[y], vec![]);
+    let dq = |x: &str, y: &str| node("DequantizeLinear", &[x, "s", "z"], &[y], vec![]);
+    let m = model(
+        17,
+        vec![
+            q("x", "xq"),
+            ms(node(
+                "QLinearAdd",
+                &["xq", "s", "z", "xq", "s", "z", "s", "z"],
+                &["aq"],
+                vec![],
+            )),
+            ms(node(
+                "QLinearMul",
+                &["xq", "s", "z", "xq", "s", "z", "s", "z"],
+                &["mq"],
+                vec![],
+            )),
+            ms(node(
+                "QLinearLeakyRelu",
+                &["xq", "s", "z", "s", "z"],
+                &["lq"],
+                vec![float("alpha", 0.5)],
+            )),
+            ms(node(
+                "QLinearSigmoid",
+                &["xq", "s", "z", "t", "zt"],
+                &["sq"],
+                vec![],
+            )),
+            ms(node(
+                "QLinearConcat",
+                &["s", "z", "xq", "s", "z", "aq", "s", "z"],
+                &["cq"],
+                vec![int("axis", 0)],
+            )),
+            ms(node(
+                "QLinearSoftmax",
+                &["xq", "s", "z", "t", "zt"],
+                &["fq"],
+                vec![int("axis", 1), int("opset", 12)],
+            )),
+            dq("aq", "a"),
+            dq("mq", "mul"),
+            dq("lq", "l"),
+            node("DequantizeLinear", &["sq", "t", "zt"], &["sig"], vec![]),
+            dq("cq", "c"),
+            node("DequantizeLinear", &["fq", "t", "zt"], &["f"], vec![]),
+        ],
+        vec![
+            init_scalar("s", 0.5),
+            init_u8("z", &[], &[128]),
+            init_scalar("t", 1.0 / 256.0),
+            init_u8("zt", &[], &[0]),
+        ],
+        value("x", &[2, 1, 2]),
+        &["a", "mul", "l", "sig", "c", "f"],
+    );
+    let xs = [-2.0f32, -0.5, 1.0, 3.0];
+    let out = run(&m, Tensor::f32(vec![2, 1, 2], xs.to_vec()));
+    let f = |i: usize| out[i].as_f32().unwrap().to_vec();
+    let step = |v: f32, s: f32, z: f32| ((v / s).round_ties_even() + z).clamp(0.0, 255.0);
+    let requant = |v: f32| (step(v, 0.5, 128.0) - 128.0) * 0.5;
+    let prob = |v: f32| step(v, 1.0 / 256.0, 0.0) / 256.0;
+    assert_eq!(f(0), xs.map(|v| requant(v + v)));
+    assert_eq!(f(1), xs.map(|v| requant(v * v)));
+    assert_eq!(f(2), xs.map(|v| requant(if v < 0.0 { 0.5 * v } else { v })));
+    assert_eq!(f(3), xs.map(|v| prob(1.0 / (1.0 + (-v).exp()))));
+    assert_eq!(out[4].shape, [4, 1, 2]);
+    assert_eq!(&f(4)[..4], xs);
+    // Opset-12 softmax at axis 1 of [2, 1, 2]: over each batch's 2 values (flattened
+    // [2, 2]); opset 13's axis 1 would be over a single value (all 1).
+    let soft = |a: f32, b: f32| {
+        let (ea, eb) = (a.exp(), b.exp());
+        [prob(ea / (ea + eb)), prob(eb / (ea + eb))]
+    };
+    let want: Vec<f32> = [soft(xs[0], xs[1]), soft(xs[2], xs[3])].concat();
+    assert_eq!(f(5), want);
+}
+
+/// QGemm without `y_scale` writes the float product: `alpha · A'·B' + C` with the int32 C
+/// at scale `alpha · a_scale · b_scale`.
+#[test]
+fn qgemm_without_output_scale_is_float() {
+    let m = model(
+        13,
+        vec![
+            node("QuantizeLinear", &["x", "xs", "xz"], &["xq"], vec![]),
+            ms(node(
+                "QGemm",
+                &["xq", "xs", "xz", "w", "ws", "wz", "c"],
+                &["y"],
+                vec![int("transB", 1), float("alpha", 2.0)],
+            )),
+        ],
+        vec![
+            init_scalar("xs", 1.0),
+            init_u8("xz", &[], &[10]),
+            init_i8("w", &[2, 3], &[1, 0, -1, 2, 2, 2]),
+            init_raw(
+                "ws",
+                1,
+                &[2],
+                [1.0f32, 0.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            init_i8("wz", &[2], &[0, 0]),
+            init_i32("c", &[2], &[3, -4]),
+        ],
+        value("x", &[1, 3]),
+        &["y"],
+    );
+    let y = run(&m, Tensor::f32(vec![1, 3], vec![1.0, 2.0, 3.0])).remove(0);
+    // Row 0 of B' = [1, 0, -1]·1: -2; row 1 = [2, 2, 2]·0.5: 6. C = [3·1, -4·0.5].
+    assert_eq!(
+        y.as_f32().unwrap(),
+        [2.0 * -2.0 + 2.0 * 3.0, 2.0 * 6.0 + 2.0 * -2.0]
+    );
+}
+
+/// MatMulInteger with an absent A zero point before a present per-column B zero point:
+/// the importer supplies the 0.
+#[test]
+fn matmul_integer_with_a_skipped_zero_point() {
+    let mut x = value("a", &[2, 2]);
+    x.type_.as_mut().unwrap().mut_tensor_type().elem_type = 2;
+    let m = model(
+        13,
+        vec![node("MatMulInteger", &["a", "b", "", "bz"], &["y"], vec![])],
+        vec![
+            init_i8("b", &[2, 2], &[1, 2, 3, 4]),
+            init_i8("bz", &[2], &[1, -1]),
+        ],
+        x,
+        &["y"],
+    );
+    let a = Tensor {
+        dtype: edgecc::ir::DType::U8,
+        shape: vec![2, 2],
+        data: edgecc::ir::Data::U8(vec![1, 2, 250, 0]),
+    };
+    let y = run(&m, a).remove(0);
+    // B - bz = [[0, 3], [2, 5]].
+    assert_eq!(y.dtype, edgecc::ir::DType::I32);
+    assert_eq!(y.to_i64s().unwrap(), [4, 13, 0, 750]);
+}

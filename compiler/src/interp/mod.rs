@@ -6,6 +6,7 @@
 //! Softmax denominators) accumulate in f64 and round once, so the interpreter is at least
 //! as accurate as any f32 kernel it checks.
 
+pub mod integer;
 pub mod ops;
 pub mod quant;
 pub mod tensor_ops;

@@ -434,6 +434,18 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             group,
             requant,
         } => super::quant::qconv(x, window, *group, *requant),
+        Op::DynamicQuantizeLinear => super::quant::dynamic_quantize(arg(0)?),
+        Op::MatMulInteger => {
+            super::integer::matmul_integer(arg(0)?, arg(1)?, x.get(2).copied(), x.get(3).copied())
+        }
+        Op::ConvInteger { window, group } => super::integer::conv_integer(
+            arg(0)?,
+            arg(1)?,
+            x.get(2).copied(),
+            x.get(3).copied(),
+            window,
+            *group,
+        ),
         Op::Shape { start, end } => tensor_ops::shape(arg(0)?, *start, *end),
         Op::Gather { axis } => tensor_ops::gather(arg(0)?, arg(1)?, *axis),
         Op::GatherElements { axis } => {

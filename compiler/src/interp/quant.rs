@@ -229,6 +229,31 @@ pub fn qconv(x: &[&Tensor], w: &WindowAttrs, group: usize, requant: Option<Requa
     )
 }
 
+/// ONNX DynamicQuantizeLinear in f32 as the spec (and onnxruntime) computes it: the range
+/// widened to hold 0, `scale = (max - min) / 255` (1 for an all-zero input, as onnxruntime
+/// does: the spec divides by zero there), `zero_point = round_half_even(clamp(0 - min /
+/// scale, 0, 255))`, then QuantizeLinear with those.
+pub fn dynamic_quantize(x: &Tensor) -> R {
+    let xs = x
+        .as_f32()
+        .ok_or("DynamicQuantizeLinear input must be f32")?;
+    let (lo, hi) = xs
+        .iter()
+        .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
+    let zp = (0.0 - lo / scale).clamp(0.0, 255.0).round_ties_even() as u8;
+    let scale_t = Tensor::f32(vec![], vec![scale]);
+    let zp_t = Tensor {
+        dtype: DType::U8,
+        shape: vec![],
+        data: Data::U8(vec![zp]),
+    };
+    let mut y = quantize(x, &scale_t, Some(&zp_t), 1, DType::U8)?;
+    y.push(scale_t);
+    y.push(zp_t);
+    Ok(y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +359,38 @@ mod tests {
         let s = Tensor::f32(vec![], vec![0.5]);
         let y = dequantize(&x, &s, None, 1).unwrap().remove(0);
         assert_eq!(y.as_f32().unwrap(), [-1.5, 0.0, 524288.0]);
+    }
+
+    fn dynamic(xs: &[f32]) -> (Vec<i64>, f32, i64) {
+        let y = dynamic_quantize(&Tensor::f32(vec![xs.len()], xs.to_vec())).unwrap();
+        assert_eq!((y[1].shape.len(), y[2].shape.len()), (0, 0));
+        (
+            y[0].to_i64s().unwrap(),
+            y[1].as_f32().unwrap()[0],
+            y[2].to_i64s().unwrap()[0],
+        )
+    }
+
+    /// The three examples of the ONNX spec (onnx/backend/test/case/node/dynamicquantizelinear.py).
+    #[test]
+    fn dynamic_quantize_spec_examples() {
+        let (y, s, z) = dynamic(&[0.0, 2.0, -3.0, -2.5, 1.34, 0.5]);
+        assert_eq!((s, z), (5.0f32 / 255.0, 153));
+        assert_eq!(y, [153, 255, 0, 26, 221, 179]);
+        // All negative: the range is widened to include 0, so the zero point is 255.
+        let (y, s, z) = dynamic(&[-1.0, -2.1, -1.3, -2.5, -3.34, -4.0]);
+        assert_eq!((s, z), (4.0f32 / 255.0, 255));
+        assert_eq!(y, [191, 121, 172, 96, 42, 0]);
+        // All positive: zero point 0.
+        let (y, s, z) = dynamic(&[
+            1.0, 2.1, 1.3, 2.5, 3.34, 4.0, 1.5, 2.6, 3.9, 4.0, 3.0, 2.345,
+        ]);
+        assert_eq!((s, z), (4.0f32 / 255.0, 0));
+        assert_eq!(y, [64, 134, 83, 159, 213, 255, 96, 166, 249, 255, 191, 149]);
+    }
+
+    #[test]
+    fn dynamic_quantize_of_zeros_has_scale_one() {
+        assert_eq!(dynamic(&[0.0, 0.0]), (vec![0, 0], 1.0, 0));
     }
 }

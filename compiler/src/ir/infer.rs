@@ -193,6 +193,17 @@ fn int_operands(types: &[(DType, &[usize])]) -> Result<(), InferError> {
     Ok(())
 }
 
+/// The 8-bit integer operands of MatMulInteger and ConvInteger.
+fn int8(t: &(DType, &[usize]), what: &str) -> Result<(), InferError> {
+    if !matches!(t.0, DType::U8 | DType::I8) {
+        return Err(InferError::Unsupported(format!(
+            "{what} of type {} (u8 and i8 are supported)",
+            t.0
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a requantization's multipliers (one i32, or one per `channels`) and range.
 fn requant_params(
     types: &[(DType, &[usize])],
@@ -218,6 +229,41 @@ fn requant_params(
         )));
     }
     Ok(())
+}
+
+fn zero_point_of(z: &(DType, &[usize]), operand: DType, what: &str) -> Result<(), InferError> {
+    if z.0 != operand {
+        return Err(InferError::Invalid(format!(
+            "{what}'s zero point of type {} (expected {operand})",
+            z.0
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a MatMulInteger zero point of shape `z` fits `operand`: a scalar (or one
+/// element), or per row of A (`row`: `[M]`, or A's rank with its last dim 1) or per
+/// column of B (`[N]`, or B's rank with its second-to-last dim 1), the leading dims
+/// broadcasting to the operand's.
+pub fn integer_zero_point_fits(z: &[usize], operand: &[usize], row: bool) -> bool {
+    let r = operand.len();
+    if z.iter().product::<usize>() == 1 && z.len() <= r.max(1) {
+        return true;
+    }
+    if r < 2 {
+        return false;
+    }
+    let (keep, one) = if row { (r - 2, r - 1) } else { (r - 1, r - 2) };
+    if z.len() == 1 {
+        return z[0] == operand[keep];
+    }
+    z.len() == r
+        && z[one] == 1
+        && z[keep] == operand[keep]
+        && z[..r - 2]
+            .iter()
+            .zip(&operand[..r - 2])
+            .all(|(a, b)| a == b || *a == 1)
 }
 
 /// The dtypes Cast converts between.
@@ -425,6 +471,73 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             .1;
             requant_params(types, *requant, shape[1])?;
             Ok(vec![(requant.map_or(DType::I32, |r| r.to), shape)])
+        }
+        Op::DynamicQuantizeLinear => {
+            want(1, types, 1)?;
+            float(&types[0], "input")?;
+            Ok(vec![
+                (DType::U8, types[0].1.to_vec()),
+                (DType::F32, vec![]),
+                (DType::U8, vec![]),
+            ])
+        }
+        Op::MatMulInteger => {
+            want(4, types, 2)?;
+            int8(&types[0], "A")?;
+            int8(&types[1], "B")?;
+            let (a, b) = (types[0].1, types[1].1);
+            let out = infer(&Op::MatMul, &[(DType::F32, a), (DType::F32, b)])?;
+            for (k, (what, operand, row)) in
+                [("A", a, true), ("B", b, false)].into_iter().enumerate()
+            {
+                if let Some(z) = types.get(2 + k) {
+                    zero_point_of(z, types[k].0, what)?;
+                    if !integer_zero_point_fits(z.1, operand, row) {
+                        return Err(InferError::Invalid(format!(
+                            "{what}'s zero point of shape {:?} is neither a scalar nor per {} of {operand:?}",
+                            z.1,
+                            if row { "row" } else { "column" }
+                        )));
+                    }
+                }
+            }
+            Ok(vec![(
+                DType::I32,
+                out.into_iter().next().map(|o| o.1).unwrap_or_default(),
+            )])
+        }
+        Op::ConvInteger { window, group } => {
+            want(4, types, 2)?;
+            int8(&types[0], "x")?;
+            int8(&types[1], "w")?;
+            let conv = Op::Conv {
+                window: window.clone(),
+                group: *group,
+            };
+            let out = infer(&conv, &[(DType::F32, types[0].1), (DType::F32, types[1].1)])?;
+            if let Some(z) = types.get(2) {
+                zero_point_of(z, types[0].0, "x")?;
+                if !matches!(z.1, [] | [1]) {
+                    return Err(InferError::Invalid(format!(
+                        "x's zero point of shape {:?} is not a scalar",
+                        z.1
+                    )));
+                }
+            }
+            if let Some(z) = types.get(3) {
+                zero_point_of(z, types[1].0, "w")?;
+                let m = types[1].1[0];
+                if !matches!(z.1, [] | [1]) && z.1 != [m] {
+                    return Err(InferError::Invalid(format!(
+                        "w's zero point of shape {:?} is neither a scalar nor [{m}]",
+                        z.1
+                    )));
+                }
+            }
+            Ok(vec![(
+                DType::I32,
+                out.into_iter().next().map(|o| o.1).unwrap_or_default(),
+            )])
         }
         Op::Shape { start, end } => {
             want(1, types, 1)?;

@@ -430,6 +430,27 @@ pub enum Op {
         group: usize,
         requant: Option<Requant>,
     },
+    /// ONNX DynamicQuantizeLinear: quantizes f32 `x` to u8 with a scale and zero point
+    /// computed from `x` itself. Outputs y (u8, x's shape), y_scale (f32 scalar) and
+    /// y_zero_point (u8 scalar): the range `[min(0, min x), max(0, max x)]` (adjusted to hold
+    /// 0, so that 0 is exact) is spread over 0..=255, `scale = range / 255`, `zero_point =
+    /// saturate(round_half_even(-min / scale))`, `y = saturate(round_half_even(x / scale) +
+    /// zero_point)`. An all-zero `x` (range 0, which the spec leaves open) gets scale 1 as in
+    /// onnxruntime.
+    DynamicQuantizeLinear,
+    /// ONNX MatMulInteger: `(A - a_zero_point) · (B - b_zero_point)` with numpy-matmul
+    /// batching, exact in i32. A and B are u8 or i8 (independently); the optional zero points
+    /// have their operand's dtype and are a scalar (per tensor), or per row of A (`[M]`, or
+    /// `[.., M, 1]`) and per column of B (`[N]`, or `[.., 1, N]`). Absent zero points are 0.
+    MatMulInteger,
+    /// ONNX ConvInteger: Conv's window over u8/i8 `x` and `w` with the zero points
+    /// subtracted first, summed exactly in i32; no bias. Inputs x, w, optional x_zero_point
+    /// (scalar) and w_zero_point (scalar or one per output channel). Padding holds the zero
+    /// point, so it adds 0 to the sum.
+    ConvInteger {
+        window: WindowAttrs,
+        group: usize,
+    },
     /// The input's shape (dims `start..end`), an i64 vector.
     Shape {
         start: i64,
@@ -576,6 +597,9 @@ impl Op {
             Op::DequantizeLinear { .. } => "DequantizeLinear",
             Op::QGemm { .. } => "QGemm",
             Op::QConv { .. } => "QConv",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+            Op::MatMulInteger => "MatMulInteger",
+            Op::ConvInteger { .. } => "ConvInteger",
             Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
             Op::GatherElements { .. } => "GatherElements",
@@ -669,7 +693,9 @@ impl fmt::Display for Op {
                 f.write_str("}")
             }
             Op::HardSigmoid { alpha, beta } => write!(f, "{{alpha={alpha:?} beta={beta:?}}}"),
-            Op::Conv { window, group } => write!(f, "{{{window} group={group}}}"),
+            Op::Conv { window, group } | Op::ConvInteger { window, group } => {
+                write!(f, "{{{window} group={group}}}")
+            }
             Op::FusedConv {
                 window,
                 group,

@@ -781,6 +781,8 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
         "Not" => Some(Op::Not),
         "Where" => Some(Op::Where),
         "MatMul" => Some(Op::MatMul),
+        "MatMulInteger" => Some(Op::MatMulInteger),
+        "DynamicQuantizeLinear" => Some(Op::DynamicQuantizeLinear),
         "GlobalAveragePool" => Some(Op::GlobalAveragePool),
         "Identity" => Some(Op::Identity),
         _ => None,
@@ -798,6 +800,10 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             trans_b: a.flag("trans_b")?,
         },
         (None, "Conv") => Op::Conv {
+            window: a.window()?,
+            group: a.scalar("group", SIZE)?.unwrap_or(1),
+        },
+        (None, "ConvInteger") => Op::ConvInteger {
             window: a.window()?,
             group: a.scalar("group", SIZE)?.unwrap_or(1),
         },
@@ -1545,6 +1551,9 @@ mod tests {
                     requant
                 }
             ),
+            Just(Op::DynamicQuantizeLinear),
+            Just(Op::MatMulInteger),
+            (window(), 1usize..9).prop_map(|(window, group)| Op::ConvInteger { window, group }),
             (-4i64..4, proptest::option::of(-4i64..4))
                 .prop_map(|(start, end)| Op::Shape { start, end }),
             (-4i64..4).prop_map(|axis| Op::Gather { axis }),

@@ -547,7 +547,12 @@ impl<'g> Builder<'g> {
             // which is exact on 8-bit values.
             let quantized = matches!(
                 node.op,
-                Op::QuantizeLinear { .. } | Op::QGemm { .. } | Op::QConv { .. }
+                Op::QuantizeLinear { .. }
+                    | Op::QGemm { .. }
+                    | Op::QConv { .. }
+                    | Op::DynamicQuantizeLinear
+                    | Op::MatMulInteger
+                    | Op::ConvInteger { .. }
             ) || matches!(node.op, Op::MaxPool { .. })
                 && matches!(g.value(o).dtype, DType::U8 | DType::I8);
             if g.value(o).dtype != DType::F32
@@ -577,6 +582,15 @@ impl<'g> Builder<'g> {
                 group,
                 requant,
             } => self.qconv(n, window, *group, *requant)?,
+            Op::DynamicQuantizeLinear => self.dynamic_quantize_linear(n)?,
+            Op::MatMulInteger | Op::ConvInteger { .. } => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    "an integer product whose weights are not a constant int8 tensor with \
+                     zero point 0 (fold-requant makes the others QGemm/QConv)",
+                ));
+            }
             Op::Unary(_) | Op::Binary(_) if g.value(out).dtype != DType::F32 => {
                 self.int_elementwise(n)?
             }

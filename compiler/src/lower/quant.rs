@@ -182,6 +182,151 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// ONNX DynamicQuantizeLinear as the interpreter computes it: the range of `x` widened
+    /// to hold 0 (two reductions), `scale = (hi − lo)/255` (1 when the range is empty),
+    /// `zero_point = round(clamp(−lo/scale, 0, 255))`, then QuantizeLinear's expression.
+    /// Only the reductions treat NaN differently (they propagate it).
+    pub(super) fn dynamic_quantize_linear(&mut self, n: NodeIndex) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let x = node.inputs[0];
+        let [y, scale, zp] = node.outputs[..] else {
+            return Err(unsupported(
+                g,
+                n,
+                "DynamicQuantizeLinear without its three outputs",
+            ));
+        };
+        let shape = self.shape(x).to_vec();
+        let count = shape.iter().product::<usize>() as u64;
+        if count == 0 {
+            return Err(unsupported(
+                g,
+                n,
+                "DynamicQuantizeLinear of an empty tensor",
+            ));
+        }
+        let input = self.buf(x);
+        let scalar = |buf: Buffer| View {
+            buf,
+            offset: 0,
+            strides: vec![1],
+        };
+        let mut range = Vec::new();
+        for op in [p::ReduceOp::Max, p::ReduceOp::Min] {
+            let t = self.temp(4);
+            let output = self.touch(t);
+            self.kernels.push(Kernel::Reduce {
+                op,
+                outer: 1,
+                len: count,
+                inner: 1,
+                input,
+                output,
+            });
+            range.push(t);
+        }
+        let (max, min) = (self.touch(range[0]), self.touch(range[1]));
+        let scale_buf = self.buf(scale);
+        // `ind` is 1 exactly when hi − lo is 0: any positive f32 times 2^127 twice is ≥ 1.
+        use ExprNode::{Binary as B, Const as C, Input as I};
+        use p::BinaryOp::{Add, Div, Max, Min, Mul, Sub};
+        self.kernels.push(Kernel::Elementwise {
+            shape: vec![1],
+            inputs: vec![scalar(max), scalar(min)],
+            expr: vec![
+                I(0),
+                C(0.0),
+                B(Max, 0, 1),
+                I(1),
+                B(Min, 3, 1),
+                B(Sub, 2, 4),
+                C(255.0),
+                B(Div, 5, 6),
+                C(2f32.powi(127)),
+                B(Mul, 5, 8),
+                B(Mul, 9, 8),
+                C(1.0),
+                B(Min, 10, 11),
+                B(Sub, 11, 12),
+                B(Add, 7, 13),
+            ],
+            output: scalar(scale_buf),
+        });
+        let zt = self.temp(4);
+        let zbuf = self.touch(zt);
+        let (min, scale_buf) = (self.touch(range[1]), self.buf(scale));
+        self.kernels.push(Kernel::Elementwise {
+            shape: vec![1],
+            inputs: vec![scalar(min), scalar(scale_buf)],
+            expr: vec![
+                I(0),
+                C(0.0),
+                B(Min, 0, 1),
+                I(1),
+                B(Div, 2, 3),
+                B(Sub, 1, 4),
+                ExprNode::Clip {
+                    x: 5,
+                    lo: 0.0,
+                    hi: 255.0,
+                },
+                ExprNode::Unary(UnaryOp::Round, 6),
+            ],
+            output: scalar(zbuf),
+        });
+        let (zsrc, zdst) = (self.touch(zt), self.buf(zp));
+        self.kernels.push(Kernel::Convert {
+            count: 1,
+            from: p::DType::F32,
+            to: p::DType::U8,
+            input: zsrc,
+            output: zdst,
+        });
+        // y = clamp(round(x / scale) + zero_point, 0, 255), as QuantizeLinear.
+        let rank = shape.len();
+        let bcast = |buf: Buffer| View {
+            buf,
+            offset: 0,
+            strides: vec![0; rank],
+        };
+        let xv = self.dview(x);
+        let (sb, zb) = (self.buf(scale), self.touch(zt));
+        let t = self.temp(count * 4);
+        let tbuf = self.touch(t);
+        self.kernels.push(Kernel::Elementwise {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            inputs: vec![xv, bcast(sb), bcast(zb)],
+            expr: vec![
+                I(0),
+                I(1),
+                B(Div, 0, 1),
+                ExprNode::Unary(UnaryOp::Round, 2),
+                I(2),
+                B(Add, 3, 4),
+                ExprNode::Clip {
+                    x: 5,
+                    lo: 0.0,
+                    hi: 255.0,
+                },
+            ],
+            output: View {
+                buf: tbuf,
+                offset: 0,
+                strides: dense(&shape),
+            },
+        });
+        let (src, dst) = (self.touch(t), self.buf(y));
+        self.kernels.push(Kernel::Convert {
+            count,
+            from: p::DType::F32,
+            to: p::DType::U8,
+            input: src,
+            output: dst,
+        });
+        Ok(())
+    }
+
     /// A constant operand of an integer kernel, by id.
     fn const_operand(&mut self, n: NodeIndex, v: ValueId, what: &str) -> Result<ConstId, Error> {
         match self.loc(v) {

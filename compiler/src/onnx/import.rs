@@ -89,10 +89,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "CumSum",
     "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Einsum",
     "Equal",
     "Erf",
@@ -117,6 +119,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LessOrEqual",
     "Log",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Mean",
@@ -303,103 +306,138 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
     for (i, &ni) in order.iter().enumerate() {
-        let node = &nodes[ni];
-        let name = if node.name.is_empty() {
-            format!("{}_{i}", node.op_type)
+        let original = &nodes[ni];
+        let original_name = if original.name.is_empty() {
+            format!("{}_{i}", original.op_type)
         } else {
-            node.name.clone()
+            original.name.clone()
         };
-        let tainted = node.input.iter().any(|x| poisoned.contains(x));
-        let konst =
-            |n: &str| -> Option<Tensor> { scope.get(n).and_then(|&v| graph.konst(v).cloned()) };
-        let shape =
-            |n: &str| -> Option<Vec<usize>> { scope.get(n).map(|&v| graph.value(v).shape.clone()) };
-        let dtype = |n: &str| -> Option<DType> { scope.get(n).map(|&v| graph.value(v).dtype) };
-        let lowered = match translate(node, opset, &konst, &shape, &dtype) {
-            Ok(l) if !tainted => l,
-            result => {
-                // An op that failed only for want of a constant its unsupported producer
-                // would have made is a consequence, not a second problem.
-                if let Err(reason) = result
-                    && (!tainted || reason.is_none())
-                {
+        // QOperator ops become DequantizeLinear → float op → QuantizeLinear (qoperator.rs),
+        // imported one by one below like any other node.
+        let type_of = |n: &str| {
+            scope
+                .get(n)
+                .map(|&v| (graph.value(v).dtype, graph.value(v).shape.len()))
+        };
+        let expanded = match super::qoperator::expand(original, &original_name, opset, &type_of) {
+            None => None,
+            Some(Ok(nodes)) => Some(nodes),
+            Some(Err(reason)) => {
+                if !original.input.iter().any(|x| poisoned.contains(x)) {
                     unsupported.push(UnsupportedOp {
-                        node: name,
-                        op_type: node.op_type.clone(),
-                        domain: node.domain.clone(),
-                        opset: opset_of(model, &node.domain).unwrap_or(0),
-                        reason,
+                        node: original_name,
+                        op_type: original.op_type.clone(),
+                        domain: original.domain.clone(),
+                        opset: opset_of(model, &original.domain).unwrap_or(0),
+                        reason: Some(reason),
                     });
                 }
-                poisoned.extend(node.output.iter().cloned());
+                poisoned.extend(original.output.iter().cloned());
                 continue;
             }
         };
-        match lowered {
-            Lowered::Const(t) => {
-                let out = node.output.first().cloned().unwrap_or_default();
-                let id = graph.add_const(out.clone(), t);
-                scope.insert(out, id);
-            }
-            Lowered::Alias(input) => {
-                let v = lookup(&scope, &input, &name)?;
-                if let Some(out) = node.output.first() {
-                    scope.insert(out.clone(), v);
-                }
-            }
-            Lowered::Seq(steps) => {
-                // Every step but the last is an intermediate of its own.
-                let n = steps.len();
-                let mut results: Vec<ValueId> = Vec::with_capacity(n);
-                for (k, (op, args)) in steps.into_iter().enumerate() {
-                    let mut ins = Vec::with_capacity(args.len());
-                    for (j, arg) in args.into_iter().enumerate() {
-                        ins.push(match arg {
-                            Arg::In(i) => lookup(&scope, &i, &name)?,
-                            Arg::Step(s) => *results.get(s).ok_or_else(|| {
-                                Error::Internal(format!("{name}: step {k} reads step {s}"))
-                            })?,
-                            Arg::Const(t) => graph.add_const(format!("{name}/{k}.{j}"), t),
-                        });
-                    }
-                    if k + 1 == n {
-                        build(&mut graph, &mut scope, node, name.clone(), op, ins)?;
-                    } else {
-                        results.push(graph.add_node(format!("{name}/{k}"), op, ins)?.1[0]);
-                    }
-                }
-            }
-            Lowered::TransposeReversed(input) => {
-                let v = lookup(&scope, &input, &name)?;
-                let perm = (0..graph.value(v).shape.len()).rev().collect();
-                build(
-                    &mut graph,
-                    &mut scope,
-                    node,
-                    name,
-                    Op::Transpose { perm },
-                    vec![v],
-                )?;
-            }
-            Lowered::Op(op, inputs) => {
-                let ins = inputs
-                    .iter()
-                    .map(|i| lookup(&scope, i, &name))
-                    .collect::<Result<Vec<_>, _>>()?;
-                match build(&mut graph, &mut scope, node, name, op, ins) {
-                    // A valid node with a dtype or variant edgecc lacks: one more entry in
-                    // the list, not the end of the import.
-                    Err(Error::Unsupported(ops)) => {
-                        let opset = opset_of(model, &node.domain).unwrap_or(0);
-                        unsupported.extend(ops.into_iter().map(|o| UnsupportedOp {
+        for node in expanded
+            .as_deref()
+            .unwrap_or(std::slice::from_ref(original))
+        {
+            let name = if node.name.is_empty() {
+                original_name.clone()
+            } else {
+                node.name.clone()
+            };
+            let tainted = node.input.iter().any(|x| poisoned.contains(x));
+            let konst =
+                |n: &str| -> Option<Tensor> { scope.get(n).and_then(|&v| graph.konst(v).cloned()) };
+            let shape = |n: &str| -> Option<Vec<usize>> {
+                scope.get(n).map(|&v| graph.value(v).shape.clone())
+            };
+            let dtype = |n: &str| -> Option<DType> { scope.get(n).map(|&v| graph.value(v).dtype) };
+            let lowered = match translate(node, opset, &konst, &shape, &dtype) {
+                Ok(l) if !tainted => l,
+                result => {
+                    // An op that failed only for want of a constant its unsupported producer
+                    // would have made is a consequence, not a second problem.
+                    if let Err(reason) = result
+                        && (!tainted || reason.is_none())
+                    {
+                        unsupported.push(UnsupportedOp {
+                            node: name,
                             op_type: node.op_type.clone(),
                             domain: node.domain.clone(),
-                            opset,
-                            ..o
-                        }));
-                        poisoned.extend(node.output.iter().cloned());
+                            opset: opset_of(model, &node.domain).unwrap_or(0),
+                            reason,
+                        });
                     }
-                    other => other?,
+                    poisoned.extend(node.output.iter().cloned());
+                    continue;
+                }
+            };
+            match lowered {
+                Lowered::Const(t) => {
+                    let out = node.output.first().cloned().unwrap_or_default();
+                    let id = graph.add_const(out.clone(), t);
+                    scope.insert(out, id);
+                }
+                Lowered::Alias(input) => {
+                    let v = lookup(&scope, &input, &name)?;
+                    if let Some(out) = node.output.first() {
+                        scope.insert(out.clone(), v);
+                    }
+                }
+                Lowered::Seq(steps) => {
+                    // Every step but the last is an intermediate of its own.
+                    let n = steps.len();
+                    let mut results: Vec<ValueId> = Vec::with_capacity(n);
+                    for (k, (op, args)) in steps.into_iter().enumerate() {
+                        let mut ins = Vec::with_capacity(args.len());
+                        for (j, arg) in args.into_iter().enumerate() {
+                            ins.push(match arg {
+                                Arg::In(i) => lookup(&scope, &i, &name)?,
+                                Arg::Step(s) => *results.get(s).ok_or_else(|| {
+                                    Error::Internal(format!("{name}: step {k} reads step {s}"))
+                                })?,
+                                Arg::Const(t) => graph.add_const(format!("{name}/{k}.{j}"), t),
+                            });
+                        }
+                        if k + 1 == n {
+                            build(&mut graph, &mut scope, node, name.clone(), op, ins)?;
+                        } else {
+                            results.push(graph.add_node(format!("{name}/{k}"), op, ins)?.1[0]);
+                        }
+                    }
+                }
+                Lowered::TransposeReversed(input) => {
+                    let v = lookup(&scope, &input, &name)?;
+                    let perm = (0..graph.value(v).shape.len()).rev().collect();
+                    build(
+                        &mut graph,
+                        &mut scope,
+                        node,
+                        name,
+                        Op::Transpose { perm },
+                        vec![v],
+                    )?;
+                }
+                Lowered::Op(op, inputs) => {
+                    let ins = inputs
+                        .iter()
+                        .map(|i| lookup(&scope, i, &name))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    match build(&mut graph, &mut scope, node, name, op, ins) {
+                        // A valid node with a dtype or variant edgecc lacks: one more entry in
+                        // the list, not the end of the import.
+                        Err(Error::Unsupported(ops)) => {
+                            let opset = opset_of(model, &node.domain).unwrap_or(0);
+                            unsupported.extend(ops.into_iter().map(|o| UnsupportedOp {
+                                op_type: node.op_type.clone(),
+                                domain: node.domain.clone(),
+                                opset,
+                                ..o
+                            }));
+                            poisoned.extend(node.output.iter().cloned());
+                        }
+                        other => other?,
+                    }
                 }
             }
         }
@@ -768,11 +806,12 @@ fn translate(
             let kernel = match a.usizes("kernel_shape").map_err(some)? {
                 Some(k) => k,
                 None => {
-                    // Optional: the weight's spatial dims, when the weight is a constant.
-                    let w = ins.get(1).and_then(|n| konst(n)).ok_or_else(|| {
-                        some("kernel_shape missing and the weight is not a constant".into())
+                    // Optional: the weight's spatial dims (shapes are static, so known even
+                    // when the weight is computed, e.g. by a DequantizeLinear).
+                    let w = ins.get(1).and_then(|n| konst_shape(n)).ok_or_else(|| {
+                        some("kernel_shape missing and the weight's shape unknown".into())
                     })?;
-                    w.shape.get(2..).unwrap_or(&[]).to_vec()
+                    w.get(2..).unwrap_or(&[]).to_vec()
                 }
             };
             let group = a.int("group").map_err(some)?.unwrap_or(1);
@@ -989,6 +1028,25 @@ fn translate(
                 }
                 Op::QuantizeLinear { axis, to }
             }
+        }
+        "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
+        "MatMulInteger" => return integer_op(Op::MatMulInteger, node, dtype_of),
+        "ConvInteger" => {
+            let kernel = match a.usizes("kernel_shape").map_err(some)? {
+                Some(k) => k,
+                None => konst_shape(ins.get(1).map(String::as_str).unwrap_or_default())
+                    .map(|s| s.get(2..).unwrap_or(&[]).to_vec())
+                    .ok_or_else(|| some("kernel_shape missing and w's shape unknown".into()))?,
+            };
+            let group = a.int("group").map_err(some)?.unwrap_or(1);
+            if group < 1 {
+                return Err(some(format!("group {group}")));
+            }
+            let op = Op::ConvInteger {
+                window: window(&a, kernel, opset, 1).map_err(some)?,
+                group: group as usize,
+            };
+            return integer_op(op, node, dtype_of);
         }
         "Shape" => Op::Shape {
             start: a.int("start").map_err(some)?.unwrap_or(0),
@@ -1248,6 +1306,40 @@ fn translate(
         _ => return Err(None),
     };
     Ok(Lowered::Op(op, ins))
+}
+
+/// MatMulInteger or ConvInteger with its optional zero points: an absent zero point
+/// before a present one (`MatMulInteger(a, b, "", b_zp)`) becomes a constant 0 of its
+/// operand's dtype, since IR inputs are positional.
+fn integer_op(
+    op: Op,
+    node: &NodeProto,
+    dtype_of: &dyn Fn(&str) -> Option<DType>,
+) -> Result<Lowered, Option<String>> {
+    let ins = inputs(node);
+    if ins.len() < 2 || ins.len() > 4 || ins[..2].iter().any(String::is_empty) {
+        return Err(Some(format!(
+            "expects 2 to 4 inputs with the first two present, got {:?}",
+            node.input
+        )));
+    }
+    if ins.iter().all(|i| !i.is_empty()) {
+        return Ok(Lowered::Op(op, ins));
+    }
+    let dtype = dtype_of(&ins[0]).ok_or_else(|| Some(format!("'{}' has no type", ins[0])))?;
+    let zero = Tensor::from_le_bytes(dtype, vec![], &[0])
+        .ok_or_else(|| Some(format!("zero point of type {dtype}")))?;
+    let args = ins
+        .into_iter()
+        .map(|i| {
+            if i.is_empty() {
+                Arg::Const(zero.clone())
+            } else {
+                Arg::In(i)
+            }
+        })
+        .collect();
+    Ok(Lowered::Seq(vec![(op, args)]))
 }
 
 /// The integer values of a constant input, or why not.

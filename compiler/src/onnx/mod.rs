@@ -6,6 +6,7 @@
 mod attrs;
 mod functions;
 mod import;
+mod qoperator;
 pub mod tensor;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::path::Path;
 use onnx_protobuf::{Message, ModelProto};
 
 pub use import::{Dim, ImportOptions, SUPPORTED_OPS, declared_type, opset_of};
+pub use qoperator::QOPERATOR_OPS;
 pub use tensor::DataDir;
 
 use crate::Error;

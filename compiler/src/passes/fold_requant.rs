@@ -20,6 +20,9 @@
 //!   elementwise ops (Tanh, Sigmoid, HardSwish, LeakyRelu's pieces, a scalar Mul, ...) is a
 //!   function of the byte: a 256-entry table the interpreter computes at compile time (so
 //!   it is exact) and a Gather on the 8-bit values.
+//! - **Dynamic quantization.** MatMulInteger / ConvInteger with constant weights (zero
+//!   points folded into i8) become QGemm / QConv with int32 output; DynamicQuantizeLinear
+//!   and the Cast/Mul scale chain after them stay as they are (lowered as float kernels).
 //! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
 //!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose
 //!   and Identity with per-tensor parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
@@ -64,6 +67,9 @@ impl Pass for FoldRequant {
                         } else if lookup_table(g, n)? {
                             counts.tables += 1;
                         }
+                    }
+                    Op::MatMulInteger | Op::ConvInteger { .. } => {
+                        counts.integer += usize::from(integer_product(g, n)?)
                     }
                     Op::Concat { .. } => counts.moved += usize::from(concat_past(g, n)?),
                     op if moves_past(op) => counts.moved += usize::from(move_past(g, n)?),
@@ -622,6 +628,99 @@ fn i32_tensor(v: Vec<i32>) -> Tensor {
         shape: vec![v.len()],
         data: Data::I32(v),
     }
+}
+
+/// MatMulInteger / ConvInteger (dynamic quantization) with constant weights whose zero
+/// point folds into i8 → QGemm / QConv with int32 output (the scale chain after them
+/// stays as it is).
+fn integer_product(g: &mut Graph, n: NodeIndex) -> Result<bool, Error> {
+    let node = g.node(n).clone();
+    let Some(wq) = g.konst(node.inputs[1]) else {
+        return Ok(false);
+    };
+    let conv = matches!(node.op, Op::ConvInteger { .. });
+    let a_shape = &g.value(node.inputs[0]).shape;
+    let (wshape, wv) = (wq.shape.clone(), wq.to_i64s().unwrap_or_default());
+    if (!conv && (wshape.len() != 2 || a_shape.is_empty())) || wv.is_empty() {
+        return Ok(false);
+    }
+    // Weight zero points: a scalar, or one per output channel (columns of B, rows of W).
+    let zw: Vec<i64> = match node.inputs.get(3) {
+        None => vec![0],
+        Some(&z) => match g.konst(z).and_then(|t| t.to_i64s()) {
+            Some(v) => v,
+            None => return Ok(false),
+        },
+    };
+    let channels = if conv { wshape[0] } else { wshape[1] };
+    if !(zw.len() == 1 || zw.len() == channels) {
+        return Ok(false);
+    }
+    let inner: usize = if conv {
+        wshape[1..].iter().product()
+    } else {
+        1
+    };
+    let mut w = Vec::with_capacity(wv.len());
+    for (i, &q) in wv.iter().enumerate() {
+        let c = if conv { i / inner } else { i % channels };
+        let d = q - zw[if zw.len() == 1 { 0 } else { c }];
+        if !(-128..=127).contains(&d) {
+            return Ok(false);
+        }
+        w.push(d as i8);
+    }
+    // The activation's zero point must be one value.
+    let x_zero = match node.inputs.get(2) {
+        Some(&z) if g.value(z).num_elements() == 1 => z,
+        Some(_) => return Ok(false),
+        None => {
+            let t = match g.value(node.inputs[0]).dtype {
+                DType::I8 => Tensor {
+                    dtype: DType::I8,
+                    shape: vec![],
+                    data: Data::I8(vec![0]),
+                },
+                _ => Tensor {
+                    dtype: DType::U8,
+                    shape: vec![],
+                    data: Data::U8(vec![0]),
+                },
+            };
+            g.add_const(format!("{}.x_zero", node.name), t)
+        }
+    };
+    // A zero point of shape [1] where QGemm/QConv take a scalar: same value.
+    let wt = g.add_const(
+        format!("{}.weight_q", node.name),
+        Tensor {
+            dtype: DType::I8,
+            shape: wshape,
+            data: Data::I8(w),
+        },
+    );
+    let bias = g.add_const(
+        format!("{}.bias_q", node.name),
+        i32_tensor(vec![0; channels]),
+    );
+    let op = match &node.op {
+        Op::ConvInteger { window, group } => Op::QConv {
+            window: window.clone(),
+            group: *group,
+            requant: None,
+        },
+        _ => Op::QGemm { requant: None },
+    };
+    let Ok((_, outs)) = g.add_node(
+        node.name.clone(),
+        op,
+        vec![node.inputs[0], x_zero, wt, bias],
+    ) else {
+        return Ok(false);
+    };
+    replace_value(g, node.outputs[0], outs[0]);
+    remove_dead(g, n);
+    Ok(true)
 }
 
 /// Removes `n` if none of its outputs is used, then its producers that became unused.
