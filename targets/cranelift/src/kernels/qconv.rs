@@ -1,0 +1,353 @@
+//! Integer NCHW convolution (`Kernel::QConv`), lowered two ways:
+//! - depthwise (`groups == c_in == c_out`): direct, per channel, in [`super::qwindow`];
+//! - everything else: per image, group and block of output pixels, a pixel-major byte
+//!   im2col (`[pixel][ci·kh·kw]`, padding taps hold the zero point's byte, so they
+//!   contribute `(zero − zero)·w = 0`) into the `scratch`, then the integer GEMM
+//!   ([`super::qgemm`]) with those pixels as rows and the packed weights of the group as
+//!   columns, writing the NCHW output through a strided C (row stride 1 element, column
+//!   stride `out_h·out_w`).
+//!
+//! The pixel-major orientation is what the dot-product step needs: 4 consecutive K bytes
+//! of a row are one word, and the constant weights take the packed, 4-K-interleaved side.
+//! Blocks are [`Kernel::conv_block_rows`] output rows, the rule the scratch is sized by.
+//! A pointwise convolution (1×1, unit stride, no padding) has no scratch: its pixels are
+//! transposed into a stack area one block of at most [`POINTWISE_PANEL`] bytes at a time
+//! (the input is `[ci][pixel]`, the GEMM wants `[pixel][ci]`).
+//!
+//! The im2col walks, for each `(ci, ky, kx)` row of the window, the output columns whose
+//! tap is inside the input (a compile-time range, as in the f32 im2col) with byte loads
+//! and stores 4 at a time; only the padding columns around it are stored separately.
+
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value, condcodes::IntCC};
+use edgecc_program::{Buffer, ConstId, DType, Kernel, QuantOut, Spatial, Window, ZeroPoint};
+
+use crate::error::{Error, unsupported};
+use crate::fx::Fx;
+use crate::kernels::qgemm::{self, QGemm2d, QTile};
+use crate::kernels::qwindow;
+
+/// Largest stack area of a pointwise convolution's pixel block, in bytes.
+pub(crate) const POINTWISE_PANEL: u64 = 16 * 1024;
+
+/// The operands of a `Kernel::QConv`.
+pub(crate) struct QConv<'a> {
+    pub c_in: u32,
+    pub c_out: u32,
+    pub groups: u32,
+    pub s: Spatial,
+    pub w: Window,
+    pub input: Buffer,
+    pub in_dtype: DType,
+    pub in_zero: ZeroPoint,
+    pub weight: ConstId,
+    pub bias: Option<ConstId>,
+    pub out: &'a QuantOut,
+    pub output: Buffer,
+    pub scratch: Option<Buffer>,
+}
+
+impl QConv<'_> {
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out
+    }
+    fn is_pointwise(&self) -> bool {
+        let w = &self.w;
+        w.kh == 1
+            && w.kw == 1
+            && w.stride_h == 1
+            && w.stride_w == 1
+            && w.pad_top == 0
+            && w.pad_left == 0
+            && w.pad_bottom == 0
+            && w.pad_right == 0
+            && self.s.in_h == self.s.out_h
+            && self.s.in_w == self.s.out_w
+    }
+    /// K of the GEMM: `c_in/groups · kh · kw`.
+    pub fn k(&self) -> u64 {
+        (self.c_in / self.groups) as u64 * self.w.kh as u64 * self.w.kw as u64
+    }
+
+    /// Checks the geometry and the constants (sizes, dtypes' ranges).
+    pub fn check(&self, consts: &[edgecc_program::Const]) -> Result<(), Error> {
+        let g = self.groups;
+        if g == 0 || !self.c_in.is_multiple_of(g) || !self.c_out.is_multiple_of(g) {
+            return Err(unsupported("qconv groups must divide c_in and c_out"));
+        }
+        let w = &self.w;
+        if [
+            w.kh,
+            w.kw,
+            w.stride_h,
+            w.stride_w,
+            w.dilation_h,
+            w.dilation_w,
+        ]
+        .contains(&0)
+        {
+            return Err(unsupported(
+                "qconv window sizes, strides and dilations must be non-zero",
+            ));
+        }
+        qgemm::const_bytes(
+            consts,
+            self.weight,
+            self.c_out as u64 * self.k(),
+            "qconv weight",
+        )?;
+        if let Some(b) = self.bias {
+            qgemm::const_bytes(consts, b, self.c_out as u64 * 4, "qconv bias")?;
+        }
+        qgemm::check_out(self.out, self.c_out as u64)?;
+        if !self.is_depthwise() && !self.is_pointwise() && self.scratch.is_none() {
+            return Err(unsupported("qconv needs a scratch buffer for im2col"));
+        }
+        Ok(())
+    }
+}
+
+/// The packed weights and tables of every group (data slots 0 and 1); for a depthwise
+/// convolution, which reads the OIHW weights and the bias directly, only a table of the
+/// requantization multipliers (slot 1).
+pub(crate) fn prepare(
+    consts: &[edgecc_program::Const],
+    t: QTile,
+    cv: &QConv,
+) -> Result<[Vec<u8>; 2], Error> {
+    cv.check(consts)?;
+    if cv.is_depthwise() {
+        return Ok([Vec::new(), qwindow::multipliers(cv.out, cv.c_out as u64)]);
+    }
+    let (opg, k) = ((cv.c_out / cv.groups) as u64, cv.k());
+    let w = &consts[cv.weight.0 as usize].data;
+    let bias = cv.bias.map(|b| &consts[b.0 as usize].data);
+    let (mut pb, mut tab) = (Vec::new(), Vec::new());
+    for g in 0..cv.groups as u64 {
+        // B[kk, col] = w[g·opg + col][kk] (OIHW: K contiguous per output channel).
+        let get = |kk: u64, col: u64| w[((g * opg + col) * k + kk) as usize] as i8;
+        qgemm::pack_b(t, k, opg, get, &mut pb);
+        qgemm::tables(
+            t,
+            k,
+            opg,
+            get,
+            |col| bias.map_or(0, |b| qgemm::i32_at(b, g * opg + col)),
+            qgemm::const_offset(cv.in_dtype, cv.in_zero),
+            cv.out,
+            g * opg,
+            &mut tab,
+        );
+    }
+    Ok([pb, tab])
+}
+
+pub(crate) fn emit(
+    fx: &mut Fx,
+    t: QTile,
+    cv: &QConv,
+    packed: [Option<usize>; 2],
+) -> Result<(), Error> {
+    if cv.is_depthwise() {
+        let mults = packed[1].ok_or_else(|| Error::Codegen("qconv tables missing".into()))?;
+        return qwindow::emit_depthwise(fx, cv, mults);
+    }
+    let [Some(pb), Some(pt)] = packed else {
+        return Err(Error::Codegen("qconv weights were not packed".into()));
+    };
+    let s = &cv.s;
+    let esize = cv.out.dtype().size() as i64;
+    let input = fx.buf(cv.input);
+    let output = fx.buf(cv.output);
+    let wts = fx.data_addr(pb);
+    let tabs = fx.data_addr(pt);
+    let (offset, zbyte) = match cv.in_zero {
+        ZeroPoint::Runtime(buf) => {
+            let p = fx.buf(buf);
+            let z = fx.load8(false, p, 0, true);
+            (Some(qgemm::runtime_offset(fx, cv.in_dtype, buf)), z)
+        }
+        ZeroPoint::Const(z) => (
+            None,
+            fx.b.ins()
+                .iconst(cranelift_codegen::ir::types::I32, (z as u8) as i64),
+        ),
+    };
+    let (cpg, opg) = ((cv.c_in / cv.groups) as i64, (cv.c_out / cv.groups) as u64);
+    let k = cv.k();
+    let n_out = s.out_h as u64 * s.out_w as u64;
+    let in_plane = s.in_h as i64 * s.in_w as i64;
+    let b_group = qgemm::packed_b_bytes(t, k, opg) as i64;
+    let t_group = qgemm::table_bytes(t, opg) as i64;
+    let pointwise = cv.is_pointwise();
+    // Pixel blocks: whole output rows into the scratch, or (pointwise) runs of pixels
+    // into a stack area.
+    let (block, rows, panel) = if pointwise {
+        let px = (POINTWISE_PANEL / k.max(1)).max(t.mr).min(n_out.max(1));
+        let slot = fx.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (px * k) as u32,
+            4,
+        ));
+        let p = fx.b.ins().stack_addr(crate::fx::PTR, slot, 0);
+        (px, 0, p)
+    } else {
+        let sc = cv
+            .scratch
+            .ok_or_else(|| unsupported("qconv needs a scratch buffer"))?;
+        let rows = Kernel::conv_block_rows(cv.c_in, cv.groups, s, &cv.w) as u64;
+        (rows * s.out_w as u64, rows, fx.buf(sc))
+    };
+    let (full, tail) = (n_out / block, n_out % block);
+    let groups = cv.groups as u64;
+    fx.for_n(s.n as u64, &[], |fx, ni, _| {
+        fx.for_n(groups, &[], |fx, g, _| {
+            let ch = fx.b.ins().imul_imm_s(ni, cv.c_in as i64);
+            let gc = fx.b.ins().imul_imm_s(g, cpg);
+            let ch = fx.b.ins().iadd(ch, gc);
+            let in_g = fx.addp_scaled(input, ch, in_plane);
+            let oc = fx.b.ins().imul_imm_s(ni, cv.c_out as i64);
+            let go = fx.b.ins().imul_imm_s(g, opg as i64);
+            let oc = fx.b.ins().iadd(oc, go);
+            let out_g = fx.addp_scaled(output, oc, n_out as i64 * esize);
+            let b = fx.addp_scaled(wts, g, b_group);
+            let tab = fx.addp_scaled(tabs, g, t_group);
+            for (count, np, is_tail) in [(full, block, false), (u64::from(tail > 0), tail, true)] {
+                fx.for_n(count, &[], |fx, blk, _| {
+                    let p0 = if is_tail {
+                        fx.iconst((full * block) as i64)
+                    } else {
+                        fx.b.ins().imul_imm_s(blk, block as i64)
+                    };
+                    if pointwise {
+                        transpose(fx, in_g, n_out as i64, cpg as u64, p0, np, panel);
+                    } else {
+                        let oy0 = if is_tail {
+                            fx.iconst((full * rows) as i64)
+                        } else {
+                            fx.b.ins().imul_imm_s(blk, rows as i64)
+                        };
+                        im2col(fx, cv, in_g, panel, oy0, np / s.out_w as u64, zbyte);
+                    }
+                    let c = fx.addp_scaled(out_g, p0, esize);
+                    qgemm::emit_2d(
+                        fx,
+                        t,
+                        &QGemm2d {
+                            m: np,
+                            n: opg,
+                            k,
+                            a: panel,
+                            a_rs: k as i64,
+                            a_readonly: false,
+                            flip: cv.in_dtype == DType::U8,
+                            b,
+                            tab,
+                            offset,
+                            c,
+                            c_rs: esize,
+                            c_cs: n_out as i64 * esize,
+                            out: cv.out,
+                        },
+                    );
+                    vec![]
+                });
+            }
+            vec![]
+        });
+        vec![]
+    });
+    Ok(())
+}
+
+/// `dst[p][ci] = src[ci][p0 + p]` for `p < np`, `ci < c`: a pointwise convolution's
+/// pixels as GEMM rows. `plane`: elements per channel of `src`.
+fn transpose(fx: &mut Fx, src: Value, plane: i64, c: u64, p0: Value, np: u64, dst: Value) {
+    let src = fx.addp_scaled(src, p0, 1);
+    fx.for_n(c, &[], |fx, ci, _| {
+        let from = fx.addp_scaled(src, ci, plane);
+        let to = fx.addp_scaled(dst, ci, 1);
+        copy_strided(fx, from, 1, to, c as i64, np);
+        vec![]
+    });
+}
+
+/// Copies `n` bytes read `ss` apart at `from` to bytes `ds` apart at `to`, four per loop
+/// iteration.
+fn copy_strided(fx: &mut Fx, from: Value, ss: i64, to: Value, ds: i64, n: u64) {
+    let out = fx.for_n(n / 4, &[from, to], |fx, _, c| {
+        for u in 0..4 {
+            let v = fx.load8(false, c[0], u * ss, false);
+            fx.store8(v, c[1], u * ds);
+        }
+        vec![fx.addp(c[0], 4 * ss), fx.addp(c[1], 4 * ds)]
+    });
+    for u in 0..(n % 4) as i64 {
+        let v = fx.load8(false, out[0], u * ss, false);
+        fx.store8(v, out[1], u * ds);
+    }
+}
+
+/// Stores byte `z` at `to + i·ds` for `i < n`.
+fn fill_strided(fx: &mut Fx, z: Value, to: Value, ds: i64, n: u64) {
+    let out = fx.for_n_unrolled(n / 4, 1, &[to], |fx, _, c| {
+        for u in 0..4 {
+            fx.store8(z, c[0], u * ds);
+        }
+        vec![fx.addp(c[0], 4 * ds)]
+    });
+    for u in 0..(n % 4) as i64 {
+        fx.store8(z, out[0], u * ds);
+    }
+}
+
+/// The pixel-major im2col of output rows `oy0 .. oy0 + rows` of one image and group:
+/// `dst[(oy − oy0)·ow + ox][(ci·kh + ky)·kw + kx]` is the input tap, or `zbyte` in the
+/// padding.
+fn im2col(fx: &mut Fx, cv: &QConv, src: Value, dst: Value, oy0: Value, rows: u64, zbyte: Value) {
+    let (s, w) = (&cv.s, &cv.w);
+    let (ih, iw, ow) = (s.in_h as i64, s.in_w as i64, s.out_w as u64);
+    let cpg = (cv.c_in / cv.groups) as u64;
+    let (kh, kw) = (w.kh as u64, w.kw as u64);
+    let k = cv.k() as i64;
+    let sw = w.stride_w as i64;
+    fx.for_n(rows, &[], |fx, ly, _| {
+        let oy = fx.b.ins().iadd(oy0, ly);
+        let iy0 = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
+        let iy0 = fx.b.ins().iadd_imm_s(iy0, -(w.pad_top as i64));
+        let px_row = fx.addp_scaled(dst, ly, ow as i64 * k);
+        fx.for_n(cpg, &[], |fx, ci, _| {
+            let plane = fx.addp_scaled(src, ci, ih * iw);
+            let kc = fx.addp_scaled(px_row, ci, (kh * kw) as i64);
+            fx.for_n(kh, &[], |fx, ky, _| {
+                let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
+                let iy = fx.b.ins().iadd(iy0, dy);
+                let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
+                let in_row = fx.b.ins().imul_imm_s(iy, iw);
+                let kr = fx.addp_scaled(kc, ky, kw as i64);
+                for kx in 0..kw {
+                    let col = fx.addp(kr, kx as i64);
+                    let dx = kx as i64 * w.dilation_w as i64 - w.pad_left as i64;
+                    // Columns ox with 0 <= ox·sw + dx < iw, a compile-time range.
+                    let lo = ((-dx).max(0) as u64).div_ceil(sw as u64).min(ow);
+                    let hi = ((iw - dx).max(0) as u64).div_ceil(sw as u64).clamp(lo, ow);
+                    fill_strided(fx, zbyte, col, k, lo);
+                    let after = fx.addp(col, hi as i64 * k);
+                    fill_strided(fx, zbyte, after, k, ow - hi);
+                    let to = fx.addp(col, lo as i64 * k);
+                    fx.if_else(
+                        vy,
+                        |fx| {
+                            let from = fx.addp_scaled(plane, in_row, 1);
+                            let from = fx.addp(from, lo as i64 * sw + dx);
+                            copy_strided(fx, from, sw, to, k, hi - lo);
+                        },
+                        |fx| fill_strided(fx, zbyte, to, k, hi - lo),
+                    );
+                }
+                vec![]
+            });
+            vec![]
+        });
+        vec![]
+    });
+}
