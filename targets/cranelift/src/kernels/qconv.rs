@@ -1,33 +1,25 @@
 //! Integer NCHW convolution (`Kernel::QConv`), lowered two ways:
 //! - depthwise (`groups == c_in == c_out`): direct, per channel, in [`super::qwindow`];
-//! - everything else: per image, group and block of output pixels, a pixel-major byte
-//!   im2col (`[pixel][ci·kh·kw]`, padding taps hold the zero point's byte, so they
-//!   contribute `(zero − zero)·w = 0`) into the `scratch`, then the integer GEMM
-//!   ([`super::qgemm`]) with those pixels as rows and the packed weights of the group as
-//!   columns, writing the NCHW output through a strided C (row stride 1 element, column
-//!   stride `out_h·out_w`).
+//! - everything else: the integer GEMM of [`super::qgemm`] with the output pixels as
+//!   rows and the packed weights of a group as columns, writing the NCHW output through
+//!   a strided C (row stride 1 element, column stride `out_h·out_w`). Its A is
+//!   `[ci·kh·kw][pixel]` ([`ALayout::Cols`]): a pointwise convolution's (1×1, unit
+//!   stride, no padding) input itself, read in place; otherwise, per image, group and
+//!   block of [`Kernel::conv_block_rows`] output rows (the rule the scratch is sized
+//!   by), a byte im2col into the `scratch`, the same layout as the f32 im2col, whose
+//!   padding taps hold the zero point's byte so they contribute `(zero − zero)·w = 0`.
 //!
-//! The pixel-major orientation is what the dot-product step needs: 4 consecutive K bytes
-//! of a row are one word, and the constant weights take the packed, 4-K-interleaved side.
-//! Blocks are [`Kernel::conv_block_rows`] output rows, the rule the scratch is sized by.
-//! A pointwise convolution (1×1, unit stride, no padding) has no scratch: its pixels are
-//! transposed into a stack area one block of at most [`POINTWISE_PANEL`] bytes at a time
-//! (the input is `[ci][pixel]`, the GEMM wants `[pixel][ci]`).
-//!
-//! The im2col walks, for each `(ci, ky, kx)` row of the window, the output columns whose
-//! tap is inside the input (a compile-time range, as in the f32 im2col) with byte loads
-//! and stores 4 at a time; only the padding columns around it are stored separately.
+//! The im2col copies, for each `(ci, ky, kx)` row of the window and output row, the
+//! columns whose tap is inside the input (a compile-time range) 16 bytes at a time at
+//! unit stride; only the padding columns around it are filled separately.
 
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value, condcodes::IntCC};
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use edgecc_program::{Buffer, ConstId, DType, Kernel, QuantOut, Spatial, Window, ZeroPoint};
 
 use crate::error::{Error, unsupported};
 use crate::fx::Fx;
-use crate::kernels::qgemm::{self, QGemm2d, QTile};
+use crate::kernels::qgemm::{self, ALayout, QGemm2d, QTile};
 use crate::kernels::qwindow;
-
-/// Largest stack area of a pointwise convolution's pixel block, in bytes.
-pub(crate) const POINTWISE_PANEL: u64 = 16 * 1024;
 
 /// The operands of a `Kernel::QConv`.
 pub(crate) struct QConv<'a> {
@@ -163,14 +155,10 @@ pub(crate) fn emit(
     let (offset, zbyte) = match cv.in_zero {
         ZeroPoint::Runtime(buf) => {
             let p = fx.buf(buf);
-            let z = fx.load8(false, p, 0, true);
+            let z = fx.load(types::I8, p, 0, true);
             (Some(qgemm::runtime_offset(fx, cv.in_dtype, buf)), z)
         }
-        ZeroPoint::Const(z) => (
-            None,
-            fx.b.ins()
-                .iconst(cranelift_codegen::ir::types::I32, (z as u8) as i64),
-        ),
+        ZeroPoint::Const(z) => (None, fx.b.ins().iconst(types::I8, (z as u8) as i64)),
     };
     let (cpg, opg) = ((cv.c_in / cv.groups) as i64, (cv.c_out / cv.groups) as u64);
     let k = cv.k();
@@ -179,24 +167,18 @@ pub(crate) fn emit(
     let b_group = qgemm::packed_b_bytes(t, k, opg) as i64;
     let t_group = qgemm::table_bytes(t, opg) as i64;
     let pointwise = cv.is_pointwise();
-    // Pixel blocks: whole output rows into the scratch, or (pointwise) runs of pixels
-    // into a stack area.
+    // Pixel blocks: whole output rows im2col-ed into the scratch; a pointwise
+    // convolution's input already is its `[ci][pixel]` A, one block of all pixels.
     let (block, rows, panel) = if pointwise {
-        let px = (POINTWISE_PANEL / k.max(1)).max(t.mr).min(n_out.max(1));
-        let slot = fx.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            (px * k) as u32,
-            4,
-        ));
-        let p = fx.b.ins().stack_addr(crate::fx::PTR, slot, 0);
-        (px, 0, p)
+        (n_out.max(1), 0, None)
     } else {
         let sc = cv
             .scratch
             .ok_or_else(|| unsupported("qconv needs a scratch buffer"))?;
         let rows = Kernel::conv_block_rows(cv.c_in, cv.groups, s, &cv.w) as u64;
-        (rows * s.out_w as u64, rows, fx.buf(sc))
+        (rows * s.out_w as u64, rows, Some(fx.buf(sc)))
     };
+    let zvec = fx.b.ins().splat(types::I8X16, zbyte);
     let (full, tail) = (n_out / block, n_out % block);
     let groups = cv.groups as u64;
     fx.for_n(s.n as u64, &[], |fx, ni, _| {
@@ -218,16 +200,19 @@ pub(crate) fn emit(
                     } else {
                         fx.b.ins().imul_imm_s(blk, block as i64)
                     };
-                    if pointwise {
-                        transpose(fx, in_g, n_out as i64, cpg as u64, p0, np, panel);
-                    } else {
-                        let oy0 = if is_tail {
-                            fx.iconst((full * rows) as i64)
-                        } else {
-                            fx.b.ins().imul_imm_s(blk, rows as i64)
-                        };
-                        im2col(fx, cv, in_g, panel, oy0, np / s.out_w as u64, zbyte);
-                    }
+                    let (a, ks, readonly) = match panel {
+                        None => (fx.addp_scaled(in_g, p0, 1), in_plane, true),
+                        Some(sc) => {
+                            let oy0 = if is_tail {
+                                fx.iconst((full * rows) as i64)
+                            } else {
+                                fx.b.ins().imul_imm_s(blk, rows as i64)
+                            };
+                            let rows = np / s.out_w as u64;
+                            im2col(fx, cv, in_g, sc, oy0, rows, (zbyte, zvec));
+                            (sc, np as i64, false)
+                        }
+                    };
                     let c = fx.addp_scaled(out_g, p0, esize);
                     qgemm::emit_2d(
                         fx,
@@ -236,9 +221,9 @@ pub(crate) fn emit(
                             m: np,
                             n: opg,
                             k,
-                            a: panel,
-                            a_rs: k as i64,
-                            a_readonly: false,
+                            a,
+                            a_layout: ALayout::Cols { ks },
+                            a_readonly: readonly,
                             flip: cv.in_dtype == DType::U8,
                             b,
                             tab,
@@ -259,93 +244,110 @@ pub(crate) fn emit(
     Ok(())
 }
 
-/// `dst[p][ci] = src[ci][p0 + p]` for `p < np`, `ci < c`: a pointwise convolution's
-/// pixels as GEMM rows. `plane`: elements per channel of `src`.
-fn transpose(fx: &mut Fx, src: Value, plane: i64, c: u64, p0: Value, np: u64, dst: Value) {
-    let src = fx.addp_scaled(src, p0, 1);
-    fx.for_n(c, &[], |fx, ci, _| {
-        let from = fx.addp_scaled(src, ci, plane);
-        let to = fx.addp_scaled(dst, ci, 1);
-        copy_strided(fx, from, 1, to, c as i64, np);
-        vec![]
-    });
-}
-
-/// Copies `n` bytes read `ss` apart at `from` to bytes `ds` apart at `to`, four per loop
-/// iteration.
-fn copy_strided(fx: &mut Fx, from: Value, ss: i64, to: Value, ds: i64, n: u64) {
-    let out = fx.for_n(n / 4, &[from, to], |fx, _, c| {
-        for u in 0..4 {
-            let v = fx.load8(false, c[0], u * ss, false);
-            fx.store8(v, c[1], u * ds);
+/// Copies `n` bytes read `ss` apart at `from` to consecutive bytes at `to`: 16 at a time
+/// (vector loads) at unit stride, then 8, 4 and single bytes; one by one otherwise.
+fn copy_row(fx: &mut Fx, from: Value, ss: i64, to: Value, n: u64) {
+    if ss != 1 {
+        let out = fx.for_n(n / 4, &[from, to], |fx, _, c| {
+            for u in 0..4 {
+                let v = fx.load8(false, c[0], u * ss, false);
+                fx.store8(v, c[1], u);
+            }
+            vec![fx.addp(c[0], 4 * ss), fx.addp(c[1], 4)]
+        });
+        for u in 0..(n % 4) as i64 {
+            let v = fx.load8(false, out[0], u * ss, false);
+            fx.store8(v, out[1], u);
         }
-        vec![fx.addp(c[0], 4 * ss), fx.addp(c[1], 4 * ds)]
+        return;
+    }
+    let out = fx.for_n(n / 16, &[from, to], |fx, _, c| {
+        let v = fx.load(types::I8X16, c[0], 0, false);
+        fx.store(v, c[1], 0);
+        vec![fx.addp(c[0], 16), fx.addp(c[1], 16)]
     });
-    for u in 0..(n % 4) as i64 {
-        let v = fx.load8(false, out[0], u * ss, false);
-        fx.store8(v, out[1], u * ds);
+    let mut at = 0i64;
+    for (ty, size) in [(types::I64, 8), (types::I32, 4), (types::I8, 1)] {
+        while (n % 16) as i64 - at >= size {
+            let v = fx.load(ty, out[0], at, false);
+            fx.store(v, out[1], at);
+            at += size;
+        }
     }
 }
 
-/// Stores byte `z` at `to + i·ds` for `i < n`.
-fn fill_strided(fx: &mut Fx, z: Value, to: Value, ds: i64, n: u64) {
-    let out = fx.for_n_unrolled(n / 4, 1, &[to], |fx, _, c| {
-        for u in 0..4 {
-            fx.store8(z, c[0], u * ds);
-        }
-        vec![fx.addp(c[0], 4 * ds)]
+/// Stores the zero point's byte (`z`: scalar, vector) to `to[0..n]`.
+fn fill_row(fx: &mut Fx, (z, zv): (Value, Value), to: Value, n: u64) {
+    let out = fx.for_n_unrolled(n / 16, 2, &[to], |fx, _, c| {
+        fx.store(zv, c[0], 0);
+        vec![fx.addp(c[0], 16)]
     });
-    for u in 0..(n % 4) as i64 {
-        fx.store8(z, out[0], u * ds);
+    for u in 0..(n % 16) as i64 {
+        fx.store(z, out[0], u);
     }
 }
 
-/// The pixel-major im2col of output rows `oy0 .. oy0 + rows` of one image and group:
-/// `dst[(oy − oy0)·ow + ox][(ci·kh + ky)·kw + kx]` is the input tap, or `zbyte` in the
-/// padding.
-fn im2col(fx: &mut Fx, cv: &QConv, src: Value, dst: Value, oy0: Value, rows: u64, zbyte: Value) {
+/// The im2col of output rows `oy0 .. oy0 + rows` of one image and group:
+/// `dst[(ci·kh + ky)·kw + kx][(oy − oy0)·ow + ox]` is the input tap, or the zero point's
+/// byte in the padding.
+///
+/// `kx` is unrolled, so the columns whose tap is inside the row are a compile-time range:
+/// that part is copied (16 bytes at a time at unit stride) when the input row exists and
+/// filled otherwise; only the padding columns around it are stored separately.
+fn im2col(
+    fx: &mut Fx,
+    cv: &QConv,
+    src: Value,
+    dst: Value,
+    oy0: Value,
+    rows: u64,
+    z: (Value, Value),
+) {
     let (s, w) = (&cv.s, &cv.w);
     let (ih, iw, ow) = (s.in_h as i64, s.in_w as i64, s.out_w as u64);
     let cpg = (cv.c_in / cv.groups) as u64;
     let (kh, kw) = (w.kh as u64, w.kw as u64);
-    let k = cv.k() as i64;
+    let n_blk = (rows * ow) as i64;
+    let iy0 = fx.b.ins().imul_imm_s(oy0, w.stride_h as i64);
     let sw = w.stride_w as i64;
-    fx.for_n(rows, &[], |fx, ly, _| {
-        let oy = fx.b.ins().iadd(oy0, ly);
-        let iy0 = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
-        let iy0 = fx.b.ins().iadd_imm_s(iy0, -(w.pad_top as i64));
-        let px_row = fx.addp_scaled(dst, ly, ow as i64 * k);
-        fx.for_n(cpg, &[], |fx, ci, _| {
-            let plane = fx.addp_scaled(src, ci, ih * iw);
-            let kc = fx.addp_scaled(px_row, ci, (kh * kw) as i64);
-            fx.for_n(kh, &[], |fx, ky, _| {
-                let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
-                let iy = fx.b.ins().iadd(iy0, dy);
-                let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
-                let in_row = fx.b.ins().imul_imm_s(iy, iw);
-                let kr = fx.addp_scaled(kc, ky, kw as i64);
-                for kx in 0..kw {
-                    let col = fx.addp(kr, kx as i64);
-                    let dx = kx as i64 * w.dilation_w as i64 - w.pad_left as i64;
-                    // Columns ox with 0 <= ox·sw + dx < iw, a compile-time range.
-                    let lo = ((-dx).max(0) as u64).div_ceil(sw as u64).min(ow);
-                    let hi = ((iw - dx).max(0) as u64).div_ceil(sw as u64).clamp(lo, ow);
-                    fill_strided(fx, zbyte, col, k, lo);
-                    let after = fx.addp(col, hi as i64 * k);
-                    fill_strided(fx, zbyte, after, k, ow - hi);
-                    let to = fx.addp(col, lo as i64 * k);
+    fx.for_n(cpg, &[], |fx, ci, _| {
+        let plane = fx.addp_scaled(src, ci, ih * iw);
+        fx.for_n(kh, &[], |fx, ky, _| {
+            let r0 = fx.b.ins().imul_imm_s(ci, (kh * kw) as i64);
+            let ry = fx.b.ins().imul_imm_s(ky, kw as i64);
+            let r0 = fx.b.ins().iadd(r0, ry);
+            let row0 = fx.addp_scaled(dst, r0, n_blk);
+            let dy = fx.b.ins().imul_imm_s(ky, w.dilation_h as i64);
+            let dy = fx.b.ins().iadd_imm_s(dy, -(w.pad_top as i64));
+            let dy = fx.b.ins().iadd(dy, iy0);
+            for kx in 0..kw {
+                let row = fx.addp(row0, kx as i64 * n_blk);
+                let dx = kx as i64 * w.dilation_w as i64 - w.pad_left as i64;
+                // Columns ox with 0 <= ox·sw + dx < iw, a compile-time range.
+                let lo = ((-dx).max(0) as u64).div_ceil(sw as u64).min(ow);
+                let hi = ((iw - dx).max(0) as u64).div_ceil(sw as u64).clamp(lo, ow);
+                fx.for_n(rows, &[], |fx, oy, _| {
+                    let iy = fx.b.ins().imul_imm_s(oy, w.stride_h as i64);
+                    let iy = fx.b.ins().iadd(iy, dy);
+                    let vy = fx.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, ih);
+                    let in_row = fx.b.ins().imul_imm_s(iy, iw);
+                    let out_row = fx.addp_scaled(row, oy, ow as i64);
+                    fill_row(fx, z, out_row, lo);
+                    let after = fx.addp(out_row, hi as i64);
+                    fill_row(fx, z, after, ow - hi);
+                    let to = fx.addp(out_row, lo as i64);
                     fx.if_else(
                         vy,
                         |fx| {
                             let from = fx.addp_scaled(plane, in_row, 1);
                             let from = fx.addp(from, lo as i64 * sw + dx);
-                            copy_strided(fx, from, sw, to, k, hi - lo);
+                            copy_row(fx, from, sw, to, hi - lo);
                         },
-                        |fx| fill_strided(fx, zbyte, to, k, hi - lo),
+                        |fx| fill_row(fx, z, to, hi - lo),
                     );
-                }
-                vec![]
-            });
+                    vec![]
+                });
+            }
             vec![]
         });
         vec![]

@@ -226,14 +226,27 @@ pub(crate) fn check_out(out: &QuantOut, channels: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// How the activations are laid out (strides in bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ALayout {
+    /// `A[row, k]` at `a + row·rs + k`: K contiguous (a `QGemm`'s activations). Each row
+    /// is read 16 bytes (4 K groups) at a time and its words taken by lane.
+    Rows { rs: i64 },
+    /// `A[row, k]` at `a + row + k·ks`: rows contiguous (a convolution's
+    /// `[ci·kh·kw][pixel]` im2col, or a pointwise convolution's input itself). Per K group
+    /// the 4 K rows of the tile's pixels are loaded and transposed into words with two
+    /// rounds of `zip` (`punpckl` on x86_64).
+    Cols { ks: i64 },
+}
+
 /// One 2-D problem as the emitter sees it (all strides in bytes).
 pub(crate) struct QGemm2d<'a> {
     pub m: u64,
     pub n: u64,
     pub k: u64,
-    /// `A[row, k]` at `a + row·a_rs + k`.
+    /// `A[row, k]` at `a` as `a_layout` says.
     pub a: Value,
-    pub a_rs: i64,
+    pub a_layout: ALayout,
     /// A is never written while the kernel runs (loads may move).
     pub a_readonly: bool,
     /// Flip A's bytes with `xor 0x80` (`U8` activations).
@@ -265,7 +278,11 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: QTile, g: &QGemm2d) {
             } else {
                 fx.b.ins().imul_imm_s(i, mr as i64)
             };
-            let a = fx.addp_scaled(g.a, r0, g.a_rs);
+            let row_step = match g.a_layout {
+                ALayout::Rows { rs } => rs,
+                ALayout::Cols { .. } => 1,
+            };
+            let a = fx.addp_scaled(g.a, r0, row_step);
             let c = fx.addp_scaled(g.c, r0, g.c_rs);
             fx.for_n(nb, &[], |fx, j, _| {
                 let b = fx.addp_scaled(g.b, j, blk);
@@ -320,8 +337,46 @@ fn splat_lane32(fx: &mut Fx, v: Value, l: u8) -> Value {
     fx.b.ins().shuffle(v, v, imm)
 }
 
-/// One K group: `words[r]` is row `r`'s 4 bytes as an i32, `bp` the group's packed B.
-fn step(fx: &mut Fx, t: QTile, nv: u64, words: &[Value], bp: Value, acc: &mut [Value]) {
+/// What one row contributes to a K group's products.
+#[derive(Clone, Copy)]
+enum RowOp {
+    /// The row's 4 bytes in every 32-bit lane (`i8x16`).
+    Dot(Value),
+    /// The row's K pairs `(k0, k1)` and `(k2, k3)`, each in every 32-bit lane (`i16x8`).
+    Pairs(Value, Value),
+}
+
+/// The operand of the row whose word is 32-bit lane `lane` of `w` (an `i8x16`).
+fn row_op(fx: &mut Fx, t: QTile, w: Value, lane: u8) -> RowOp {
+    if !t.pairs {
+        return RowOp::Dot(splat_lane32(fx, w, lane));
+    }
+    let wide = if lane < 2 {
+        fx.b.ins().swiden_low(w)
+    } else {
+        fx.b.ins().swiden_high(w)
+    };
+    let wide = fx.bitcast(types::I8X16, wide);
+    let [p01, p23] = [0u8, 1].map(|h| {
+        let p = splat_lane32(fx, wide, 2 * (lane % 2) + h);
+        fx.bitcast(types::I16X8, p)
+    });
+    RowOp::Pairs(p01, p23)
+}
+
+/// The operand of a row whose word is the scalar `w` (an `i32`).
+fn word_op(fx: &mut Fx, t: QTile, w: Value) -> RowOp {
+    if !t.pairs {
+        let s = fx.b.ins().splat(types::I32X4, w);
+        return RowOp::Dot(fx.bitcast(types::I8X16, s));
+    }
+    let v = fx.b.ins().scalar_to_vector(types::I32X4, w);
+    let v = fx.bitcast(types::I8X16, v);
+    row_op(fx, t, v, 0)
+}
+
+/// One K group: `ops[r]` is row `r`'s operand, `bp` the group's packed B.
+fn step(fx: &mut Fx, t: QTile, nv: u64, ops: &[RowOp], bp: Value, acc: &mut [Value]) {
     let nvu = nv as usize;
     if t.pairs {
         let halves: Vec<[Value; 2]> = (0..nv as i64)
@@ -332,19 +387,14 @@ fn step(fx: &mut Fx, t: QTile, nv: u64, words: &[Value], bp: Value, acc: &mut [V
                 ]
             })
             .collect();
-        for (r, &w) in words.iter().enumerate() {
-            let v = fx.b.ins().scalar_to_vector(types::I32X4, w);
-            let v = fx.bitcast(types::I8X16, v);
-            let wide = fx.b.ins().swiden_low(v);
-            let wide = fx.bitcast(types::I8X16, wide);
-            let pairs = [0u8, 1].map(|l| {
-                let p = splat_lane32(fx, wide, l);
-                fx.bitcast(types::I16X8, p)
-            });
+        for (r, op) in ops.iter().enumerate() {
+            let RowOp::Pairs(p01, p23) = *op else {
+                unreachable!("pairs tile with a dot operand")
+            };
             for v in 0..nvu {
                 let a = &mut acc[r * nvu + v];
-                for h in 0..2 {
-                    let d = pmaddwd(fx, halves[v][h], pairs[h]);
+                for (h, p) in [p01, p23].into_iter().enumerate() {
+                    let d = pmaddwd(fx, halves[v][h], p);
                     *a = fx.b.ins().iadd(*a, d);
                 }
             }
@@ -353,15 +403,71 @@ fn step(fx: &mut Fx, t: QTile, nv: u64, words: &[Value], bp: Value, acc: &mut [V
         let bv: Vec<Value> = (0..nv as i64)
             .map(|v| fx.load(types::I8X16, bp, 16 * v, true))
             .collect();
-        for (r, &w) in words.iter().enumerate() {
-            let s = fx.b.ins().splat(types::I32X4, w);
-            let s = fx.bitcast(types::I8X16, s);
+        for (r, op) in ops.iter().enumerate() {
+            let RowOp::Dot(s) = *op else {
+                unreachable!("dot tile with a pairs operand")
+            };
             for (v, &b) in bv.iter().enumerate() {
                 let a = &mut acc[r * nvu + v];
                 *a = dot_tree(fx, s, b, *a);
             }
         }
     }
+}
+
+/// `xor 0x80` on every byte of `v` when `flip`.
+fn flip_vec(fx: &mut Fx, flip: bool, v: Value) -> Value {
+    if !flip {
+        return v;
+    }
+    let m = fx.vconst_bytes(types::I8X16, vec![0x80; 16]);
+    fx.b.ins().bxor(v, m)
+}
+
+/// Bytes `p[0..n]` in the low lanes of an `i8x16` (the others zero or unspecified),
+/// never reading past `p + n`.
+fn load_bytes(fx: &mut Fx, p: Value, off: i64, n: u64, readonly: bool) -> Value {
+    match n {
+        8 => {
+            let x = fx.load(types::I64, p, off, readonly);
+            let v = fx.b.ins().scalar_to_vector(types::I64X2, x);
+            fx.bitcast(types::I8X16, v)
+        }
+        4 => {
+            let x = fx.load(types::I32, p, off, readonly);
+            let v = fx.b.ins().scalar_to_vector(types::I32X4, x);
+            fx.bitcast(types::I8X16, v)
+        }
+        _ => {
+            let mut v = fx.vconst_bytes(types::I8X16, vec![0; 16]);
+            for l in 0..n as u8 {
+                let x = fx.load(types::I8, p, off + l as i64, readonly);
+                v = fx.b.ins().insertlane(v, x, l);
+            }
+            v
+        }
+    }
+}
+
+/// Shuffles `a` and `b` (both `i8x16`) by `mask`.
+fn shuffle(fx: &mut Fx, a: Value, b: Value, mask: [u8; 16]) -> Value {
+    let imm = fx.b.func.dfg.immediates.push(mask.to_vec().into());
+    fx.b.ins().shuffle(a, b, imm)
+}
+
+/// The words of `rows` pixels for one K group from the 4 K rows `k_rows` (bytes of
+/// consecutive pixels): vector `q` holds pixels `4q .. 4q+4`, one word each.
+fn transpose_words(fx: &mut Fx, k_rows: [Value; 4], rows: u64) -> Vec<Value> {
+    const ZIP1_8: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+    const ZIP1_16: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+    const ZIP2_16: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
+    let z01 = shuffle(fx, k_rows[0], k_rows[1], ZIP1_8);
+    let z23 = shuffle(fx, k_rows[2], k_rows[3], ZIP1_8);
+    let mut out = vec![shuffle(fx, z01, z23, ZIP1_16)];
+    if rows > 4 {
+        out.push(shuffle(fx, z01, z23, ZIP2_16));
+    }
+    out
 }
 
 /// The microkernel: `rows × (4·nv)` outputs at `c` (of which the last vector stores
@@ -399,7 +505,8 @@ fn micro(
     let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i % nv as usize]).collect();
     carried.extend([a, b]);
     let kstep = (t.nv * 16) as i64;
-    let word = |fx: &mut Fx, w: Value| -> Value {
+    let ro = g.a_readonly;
+    let flip_word = |fx: &mut Fx, w: Value| -> Value {
         if g.flip {
             let m = fx.b.ins().iconst(types::I32, 0x8080_8080);
             fx.b.ins().bxor(w, m)
@@ -407,36 +514,97 @@ fn micro(
             w
         }
     };
-    let out = fx.repeat_n(g.k / 4, &carried, |fx, cv| {
-        let (ap, bp) = (cv[nacc], cv[nacc + 1]);
-        let words: Vec<Value> = (0..rows as i64)
-            .map(|r| {
-                let w = fx.load(types::I32, ap, r * g.a_rs, g.a_readonly);
-                word(fx, w)
-            })
-            .collect();
-        let mut acc = cv[..nacc].to_vec();
-        step(fx, t, nv, &words, bp, &mut acc);
-        acc.push(fx.addp(ap, 4));
-        acc.push(fx.addp(bp, kstep));
-        acc
-    });
-    let mut acc = out[..nacc].to_vec();
-    let kt = g.k % 4;
-    if kt > 0 {
-        let (ap, bp) = (out[nacc], out[nacc + 1]);
-        let words: Vec<Value> = (0..rows as i64)
-            .map(|r| {
-                let mut w = fx.load8(false, ap, r * g.a_rs, g.a_readonly);
-                for u in 1..kt as i64 {
-                    let x = fx.load8(false, ap, r * g.a_rs + u, g.a_readonly);
-                    let x = fx.b.ins().ishl_imm_s(x, 8 * u);
-                    w = fx.b.ins().bor(w, x);
+    // The word of row `r` assembled from the `kt < 4` bytes at `p + off` (a K tail).
+    let tail_word = |fx: &mut Fx, p: Value, off: i64, kt: u64| -> Value {
+        let mut w = fx.load8(false, p, off, ro);
+        for u in 1..kt as i64 {
+            let x = fx.load8(false, p, off + u, ro);
+            let x = fx.b.ins().ishl_imm_s(x, 8 * u);
+            w = fx.b.ins().bor(w, x);
+        }
+        w
+    };
+    let (kg_full, kt) = (g.k / 4, g.k % 4);
+    let mut acc;
+    match g.a_layout {
+        ALayout::Rows { rs } => {
+            // 16 bytes (4 groups) of every row per iteration.
+            let out = fx.repeat_n(g.k / 16, &carried, |fx, cv| {
+                let (ap, bp) = (cv[nacc], cv[nacc + 1]);
+                let wv: Vec<Value> = (0..rows as i64)
+                    .map(|r| {
+                        let v = fx.load(types::I8X16, ap, r * rs, ro);
+                        flip_vec(fx, g.flip, v)
+                    })
+                    .collect();
+                let mut acc = cv[..nacc].to_vec();
+                for u in 0..4u8 {
+                    let ops: Vec<RowOp> = wv.iter().map(|&w| row_op(fx, t, w, u)).collect();
+                    let bu = fx.addp(bp, u as i64 * kstep);
+                    step(fx, t, nv, &ops, bu, &mut acc);
                 }
-                word(fx, w)
-            })
-            .collect();
-        step(fx, t, nv, &words, bp, &mut acc);
+                acc.push(fx.addp(ap, 16));
+                acc.push(fx.addp(bp, 4 * kstep));
+                acc
+            });
+            acc = out[..nacc].to_vec();
+            let (ap, bp) = (out[nacc], out[nacc + 1]);
+            for gi in 0..(kg_full % 4) as i64 {
+                let ops: Vec<RowOp> = (0..rows as i64)
+                    .map(|r| {
+                        let w = fx.load(types::I32, ap, r * rs + 4 * gi, ro);
+                        let w = flip_word(fx, w);
+                        word_op(fx, t, w)
+                    })
+                    .collect();
+                let bu = fx.addp(bp, gi * kstep);
+                step(fx, t, nv, &ops, bu, &mut acc);
+            }
+            if kt > 0 {
+                let gi = (kg_full % 4) as i64;
+                let ops: Vec<RowOp> = (0..rows as i64)
+                    .map(|r| {
+                        let w = tail_word(fx, ap, r * rs + 4 * gi, kt);
+                        let w = flip_word(fx, w);
+                        word_op(fx, t, w)
+                    })
+                    .collect();
+                let bu = fx.addp(bp, gi * kstep);
+                step(fx, t, nv, &ops, bu, &mut acc);
+            }
+        }
+        ALayout::Cols { ks } => {
+            let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
+                let zero = fx.vconst_bytes(types::I8X16, vec![0; 16]);
+                let k_rows: [Value; 4] = std::array::from_fn(|u| {
+                    if (u as u64) < valid {
+                        load_bytes(fx, ap, u as i64 * ks, rows, ro)
+                    } else {
+                        zero
+                    }
+                });
+                let words: Vec<Value> = transpose_words(fx, k_rows, rows)
+                    .into_iter()
+                    .map(|w| flip_vec(fx, g.flip, w))
+                    .collect();
+                let ops: Vec<RowOp> = (0..rows)
+                    .map(|r| row_op(fx, t, words[(r / 4) as usize], (r % 4) as u8))
+                    .collect();
+                step(fx, t, nv, &ops, bp, acc);
+            };
+            let out = fx.repeat_n(kg_full, &carried, |fx, cv| {
+                let (ap, bp) = (cv[nacc], cv[nacc + 1]);
+                let mut acc = cv[..nacc].to_vec();
+                group(fx, ap, bp, 4, &mut acc);
+                acc.push(fx.addp(ap, 4 * ks));
+                acc.push(fx.addp(bp, kstep));
+                acc
+            });
+            acc = out[..nacc].to_vec();
+            if kt > 0 {
+                group(fx, out[nacc], out[nacc + 1], kt, &mut acc);
+            }
+        }
     }
     let mults: Vec<Option<Value>> = match g.out {
         QuantOut::Requant(rq) if rq.multiplier.len() > 1 => (0..nv as i64)
@@ -445,10 +613,11 @@ fn micro(
         _ => vec![None; nv as usize],
     };
     for r in 0..rows as i64 {
+        let row_off = r * g.c_rs;
         for v in 0..nv {
             let x = acc[r as usize * nv as usize + v as usize];
             let lanes = if v + 1 == nv { last } else { 4 };
-            let off = r * g.c_rs + 4 * v as i64 * g.c_cs;
+            let off = row_off + 4 * v as i64 * g.c_cs;
             match g.out {
                 QuantOut::I32 => store_lanes(fx, x, DType::I32, c, off, g.c_cs, lanes),
                 QuantOut::Requant(rq) => {
@@ -654,7 +823,7 @@ pub(crate) fn emit(
             n: q.n as u64,
             k: q.k as u64,
             a,
-            a_rs: q.a.strides[0],
+            a_layout: ALayout::Rows { rs: q.a.strides[0] },
             a_readonly: true,
             flip: q.a_dtype == DType::U8,
             b,
