@@ -56,10 +56,14 @@ pub(crate) struct QTile {
 impl QTile {
     pub fn for_target(feat: Features) -> QTile {
         if feat.aarch64 && feat.dotprod {
-            // 24 accumulators + 3 B + 1 A of 32 registers; one `sdot` per 16 products.
+            // The e-graph elaborates each accumulator's chain through the 4 K groups of
+            // an iteration depth-first, so all 4·nv B vectors of the iteration are live
+            // with the accumulators, the row's 16 A bytes and its 4 lane splats: 16 + 8
+            // + 5 + the flip mask fit 32 registers. Guest instructions for 64×256×256
+            // (Cortex-A76): 8×2 606 k, 4×4 682 k, 8×3 702 k (spills), 12×2 720 k.
             QTile {
                 mr: 8,
-                nv: 3,
+                nv: 2,
                 pairs: false,
             }
         } else if feat.aarch64 {
