@@ -18,7 +18,7 @@ use edgecc_program::{Buffer, ConstId, DType, Kernel, QuantOut, Spatial, Window, 
 
 use crate::error::{Error, unsupported};
 use crate::fx::Fx;
-use crate::kernels::qgemm::{self, ALayout, QGemm2d, QTile};
+use crate::kernels::qgemm::{self, QTile, RowOp, shuffle};
 use crate::kernels::qwindow;
 
 /// The operands of a `Kernel::QConv`.
@@ -110,16 +110,17 @@ pub(crate) fn prepare(
     if cv.is_depthwise() {
         return Ok([Vec::new(), qwindow::multipliers(cv.out, cv.c_out as u64)]);
     }
+    let pt = PTile::of(t);
     let (opg, k) = ((cv.c_out / cv.groups) as u64, cv.k());
     let w = &consts[cv.weight.0 as usize].data;
     let bias = cv.bias.map(|b| &consts[b.0 as usize].data);
     let (mut pb, mut tab) = (Vec::new(), Vec::new());
     for g in 0..cv.groups as u64 {
-        // B[kk, col] = w[g·opg + col][kk] (OIHW: K contiguous per output channel).
+        // W[kk, col] = w[g·opg + col][kk] (OIHW: K contiguous per output channel).
         let get = |kk: u64, col: u64| w[((g * opg + col) * k + kk) as usize] as i8;
-        qgemm::pack_b(t, k, opg, get, &mut pb);
+        pack_weights(pt, k, opg, get, &mut pb);
         qgemm::tables(
-            t,
+            pt.padded(opg),
             k,
             opg,
             get,
@@ -131,6 +132,73 @@ pub(crate) fn prepare(
         );
     }
     Ok([pb, tab])
+}
+
+/// Tile of the convolution GEMM: `pg` groups of 4 pixels (the lanes) × `nc` output
+/// channels, one accumulator per group and channel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PTile {
+    pg: u64,
+    nc: u64,
+    pairs: bool,
+}
+
+impl PTile {
+    pub fn of(t: QTile) -> PTile {
+        if t.pairs {
+            // 8 accumulators + 2 × 2 pixel pairs + 2 weight pairs of 16 xmm.
+            PTile {
+                pg: 2,
+                nc: 4,
+                pairs: true,
+            }
+        } else if t.sdot {
+            // 24 accumulators + 2 pixel vectors + weights, one `sdot` each.
+            PTile {
+                pg: 2,
+                nc: 12,
+                pairs: false,
+            }
+        } else {
+            // The tree's temporaries leave room for 12 accumulators.
+            PTile {
+                pg: 2,
+                nc: 6,
+                pairs: false,
+            }
+        }
+    }
+    fn padded(self, n: u64) -> u64 {
+        n.div_ceil(self.nc) * self.nc
+    }
+}
+
+/// Packs `W[k, col]` (`k × n`) as `[channel block][k group][channel][16 bytes]`, each
+/// 16 bytes the channel's 4 K bytes in every 32-bit lane (`pairs`: its first K pair in
+/// every 16-bit pair of 8 bytes, then the second), zero padded.
+fn pack_weights(pt: PTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &mut Vec<u8>) {
+    let at = |kk: u64, col: u64| -> u8 {
+        if kk < k && col < n {
+            get(kk, col) as u8
+        } else {
+            0
+        }
+    };
+    for cb in 0..n.div_ceil(pt.nc) {
+        for kg in 0..k.div_ceil(4) {
+            for c in 0..pt.nc {
+                let col = cb * pt.nc + c;
+                for i in 0..16 {
+                    let kk = if pt.pairs {
+                        4 * kg + 2 * (i / 8) + i % 2
+                    } else {
+                        4 * kg + i % 4
+                    };
+                    out.push(at(kk, col));
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn emit(
@@ -164,8 +232,9 @@ pub(crate) fn emit(
     let k = cv.k();
     let n_out = s.out_h as u64 * s.out_w as u64;
     let in_plane = s.in_h as i64 * s.in_w as i64;
-    let b_group = qgemm::packed_b_bytes(t, k, opg) as i64;
-    let t_group = qgemm::table_bytes(t, opg) as i64;
+    let pt = PTile::of(t);
+    let b_group = (pt.padded(opg) * k.div_ceil(4) * 16) as i64;
+    let t_group = qgemm::table_bytes(pt.padded(opg)) as i64;
     let pointwise = cv.is_pointwise();
     // Pixel blocks: whole output rows im2col-ed into the scratch; a pointwise
     // convolution's input already is its `[ci][pixel]` A, one block of all pixels.
@@ -214,22 +283,21 @@ pub(crate) fn emit(
                         }
                     };
                     let c = fx.addp_scaled(out_g, p0, esize);
-                    qgemm::emit_2d(
+                    pixel_gemm(
                         fx,
-                        t,
-                        &QGemm2d {
+                        pt,
+                        &PixelGemm {
                             m: np,
                             n: opg,
                             k,
                             a,
-                            a_layout: ALayout::Cols { ks },
+                            ks,
                             a_readonly: readonly,
                             flip: cv.in_dtype == DType::U8,
                             b,
                             tab,
                             offset,
                             c,
-                            c_rs: esize,
                             c_cs: n_out as i64 * esize,
                             out: cv.out,
                         },
@@ -352,4 +420,232 @@ fn im2col(
         });
         vec![]
     });
+}
+
+/// One image and group of a convolution as a GEMM with pixels as lanes: `m` pixels,
+/// `n` output channels, `A[k][pixel]` at `a + k·ks + pixel`, C at `c + pixel·esize +
+/// channel·c_cs`.
+struct PixelGemm<'a> {
+    m: u64,
+    n: u64,
+    k: u64,
+    a: Value,
+    ks: i64,
+    a_readonly: bool,
+    flip: bool,
+    b: Value,
+    tab: Value,
+    offset: Option<Value>,
+    c: Value,
+    c_cs: i64,
+    out: &'a QuantOut,
+}
+
+fn pixel_gemm(fx: &mut Fx, pt: PTile, g: &PixelGemm) {
+    let px = 4 * pt.pg;
+    let esize = g.out.dtype().size() as i64;
+    let (full, tail) = (g.m / px, g.m % px);
+    let (nb, rem) = (g.n / pt.nc, g.n % pt.nc);
+    let blk = (g.k.div_ceil(4) * pt.nc * 16) as i64;
+    for (count, pixels, is_tail) in [(full, px, false), (u64::from(tail > 0), tail, true)] {
+        fx.for_n(count, &[], |fx, i, _| {
+            let p0 = if is_tail {
+                fx.iconst((full * px) as i64)
+            } else {
+                fx.b.ins().imul_imm_s(i, px as i64)
+            };
+            let a = fx.addp_scaled(g.a, p0, 1);
+            let c = fx.addp_scaled(g.c, p0, esize);
+            fx.for_n(nb, &[], |fx, j, _| {
+                let b = fx.addp_scaled(g.b, j, blk);
+                let tab = fx.addp_scaled(g.tab, j, pt.nc as i64 * 4);
+                let c = fx.addp_scaled(c, j, pt.nc as i64 * g.c_cs);
+                pixel_micro(fx, pt, g, pixels, pt.nc, a, b, tab, c);
+                vec![]
+            });
+            if rem > 0 {
+                let b = fx.addp(g.b, nb as i64 * blk);
+                let tab = fx.addp(g.tab, (nb * pt.nc * 4) as i64);
+                let c = fx.addp(c, (nb * pt.nc) as i64 * g.c_cs);
+                pixel_micro(fx, pt, g, pixels, rem, a, b, tab, c);
+            }
+            vec![]
+        });
+    }
+}
+
+/// The pixel operand of the dot products from a vector of 4 pixels' words: the words
+/// themselves, or (`pairs`) their K pairs as `i16x8` (`[p0: k0 k1, p1: k0 k1, ...]` and
+/// the same for `k2 k3`).
+fn pixel_op(fx: &mut Fx, pairs: bool, w: Value) -> RowOp {
+    if !pairs {
+        return RowOp::Dot(w);
+    }
+    let lo = fx.b.ins().swiden_low(w);
+    let hi = fx.b.ins().swiden_high(w);
+    let (lo, hi) = (fx.bitcast(types::I8X16, lo), fx.bitcast(types::I8X16, hi));
+    const EVEN: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+    const ODD: [u8; 16] = [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31];
+    let [p01, p23] = [EVEN, ODD].map(|m| {
+        let p = qgemm::shuffle(fx, lo, hi, m);
+        fx.bitcast(types::I16X8, p)
+    });
+    RowOp::Pairs(p01, p23)
+}
+
+/// `pixels` (at most `4·pg`) pixels × `nc` channels at `c`.
+#[allow(clippy::too_many_arguments)]
+fn pixel_micro(
+    fx: &mut Fx,
+    pt: PTile,
+    g: &PixelGemm,
+    pixels: u64,
+    nc: u64,
+    a: Value,
+    b: Value,
+    tab: Value,
+    c: Value,
+) {
+    let pg = pixels.div_ceil(4);
+    let np_bytes = pt.padded(g.n) as i64 * 4;
+    let starts: Vec<Value> = (0..nc as i64)
+        .map(|col| {
+            let b0 = fx.load(types::I32, tab, 4 * col, true);
+            let s = match g.offset {
+                None => b0,
+                Some(off) => {
+                    let cs = fx.load(types::I32, tab, np_bytes + 4 * col, true);
+                    let p = fx.b.ins().imul(off, cs);
+                    fx.b.ins().iadd(b0, p)
+                }
+            };
+            fx.b.ins().splat(types::I32X4, s)
+        })
+        .collect();
+    // Accumulators channel-major: `acc[col·pg + q]`.
+    let nacc = (nc * pg) as usize;
+    let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i / pg as usize]).collect();
+    carried.extend([a, b]);
+    let kstep = (pt.nc * 16) as i64;
+    let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
+        let zero = fx.vconst_bytes(types::I8X16, vec![0; 16]);
+        let k_rows: [Value; 4] = std::array::from_fn(|u| {
+            if (u as u64) < valid {
+                load_bytes(fx, ap, u as i64 * g.ks, pixels, g.a_readonly)
+            } else {
+                zero
+            }
+        });
+        let ops: Vec<RowOp> = transpose_words(fx, k_rows, pixels)
+            .into_iter()
+            .map(|w| {
+                let w = qgemm::flip_vec(fx, g.flip, w);
+                pixel_op(fx, pt.pairs, w)
+            })
+            .collect();
+        for col in 0..nc as usize {
+            let off = 16 * col as i64;
+            let wv = if pt.pairs {
+                let lo = fx.sload8x8(bp, off, true);
+                let hi = fx.sload8x8(bp, off + 8, true);
+                RowOp::Pairs(lo, hi)
+            } else {
+                RowOp::Dot(fx.load(types::I8X16, bp, off, true))
+            };
+            for (q, op) in ops.iter().enumerate() {
+                let x = &mut acc[col * pg as usize + q];
+                *x = match (*op, wv) {
+                    (RowOp::Dot(p), RowOp::Dot(w)) => qgemm::dot_tree(fx, p, w, *x),
+                    (RowOp::Pairs(p0, p1), RowOp::Pairs(w0, w1)) => {
+                        let d0 = qgemm::pmaddwd(fx, p0, w0);
+                        let d1 = qgemm::pmaddwd(fx, p1, w1);
+                        let s = fx.b.ins().iadd(*x, d0);
+                        fx.b.ins().iadd(s, d1)
+                    }
+                    _ => unreachable!("mixed operand kinds"),
+                };
+            }
+        }
+    };
+    let out = fx.repeat_n(g.k / 4, &carried, |fx, cv| {
+        let (ap, bp) = (cv[nacc], cv[nacc + 1]);
+        let mut acc = cv[..nacc].to_vec();
+        group(fx, ap, bp, 4, &mut acc);
+        acc.push(fx.addp(ap, 4 * g.ks));
+        acc.push(fx.addp(bp, kstep));
+        acc
+    });
+    let mut acc = out[..nacc].to_vec();
+    if g.k % 4 > 0 {
+        group(fx, out[nacc], out[nacc + 1], g.k % 4, &mut acc);
+    }
+    let esize = g.out.dtype().size() as i64;
+    for col in 0..nc as usize {
+        // The channel's multiplier in every lane, from a vector load and a lane splat
+        // (see `qgemm::requant`).
+        let m = match g.out {
+            QuantOut::Requant(_) => Some(lane_splat(fx, tab, 2 * np_bytes + 4 * col as i64)),
+            QuantOut::I32 => None,
+        };
+        for q in 0..pg {
+            let x = acc[col * pg as usize + q as usize];
+            let lanes = (pixels - 4 * q).min(4);
+            let off = 4 * q as i64 * esize + col as i64 * g.c_cs;
+            match g.out {
+                QuantOut::I32 => qgemm::store_lanes(fx, x, DType::I32, c, off, esize, lanes),
+                QuantOut::Requant(rq) => {
+                    let y = qgemm::requant(fx, rq, x, m.expect("multipliers of a requant"));
+                    qgemm::store_lanes(fx, y, rq.dtype, c, off, esize, lanes);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes `p[0..n]` in the low lanes of an `i8x16` (the others zero or unspecified),
+/// never reading past `p + n`.
+fn load_bytes(fx: &mut Fx, p: Value, off: i64, n: u64, readonly: bool) -> Value {
+    match n {
+        8 => {
+            let x = fx.load(types::I64, p, off, readonly);
+            let v = fx.b.ins().scalar_to_vector(types::I64X2, x);
+            fx.bitcast(types::I8X16, v)
+        }
+        4 => {
+            let x = fx.load(types::I32, p, off, readonly);
+            let v = fx.b.ins().scalar_to_vector(types::I32X4, x);
+            fx.bitcast(types::I8X16, v)
+        }
+        _ => {
+            let mut v = fx.vconst_bytes(types::I8X16, vec![0; 16]);
+            for l in 0..n as u8 {
+                let x = fx.load(types::I8, p, off + l as i64, readonly);
+                v = fx.b.ins().insertlane(v, x, l);
+            }
+            v
+        }
+    }
+}
+
+/// The words of `rows` pixels for one K group from the 4 K rows `k_rows` (bytes of
+/// consecutive pixels): vector `q` holds pixels `4q .. 4q+4`, one word each.
+fn transpose_words(fx: &mut Fx, k_rows: [Value; 4], rows: u64) -> Vec<Value> {
+    const ZIP1_8: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+    const ZIP1_16: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+    const ZIP2_16: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
+    let z01 = shuffle(fx, k_rows[0], k_rows[1], ZIP1_8);
+    let z23 = shuffle(fx, k_rows[2], k_rows[3], ZIP1_8);
+    let mut out = vec![shuffle(fx, z01, z23, ZIP1_16)];
+    if rows > 4 {
+        out.push(shuffle(fx, z01, z23, ZIP2_16));
+    }
+    out
+}
+
+/// The `i32` at `p + off` in every lane of an `i32x4`, as a 16-byte load and a lane
+/// splat (`p + off + 16` must be readable).
+pub(crate) fn lane_splat(fx: &mut Fx, p: Value, off: i64) -> Value {
+    let v = fx.load(types::I8X16, p, off, true);
+    let v = qgemm::splat_lane32(fx, v, 0);
+    fx.bitcast(types::I32X4, v)
 }

@@ -51,6 +51,8 @@ pub(crate) struct QTile {
     pub nv: u64,
     /// x86_64 `pmaddwd` layout (B halves of 4 columns × 2 K) instead of the dot tree.
     pub pairs: bool,
+    /// The dot tree is one `sdot` (aarch64 with `has_dotprod`).
+    pub sdot: bool,
 }
 
 impl QTile {
@@ -65,6 +67,7 @@ impl QTile {
                 mr: 8,
                 nv: 2,
                 pairs: false,
+                sdot: true,
             }
         } else if feat.aarch64 {
             // The tree needs ~4 temporaries per product vector.
@@ -72,6 +75,7 @@ impl QTile {
                 mr: 4,
                 nv: 4,
                 pairs: false,
+                sdot: false,
             }
         } else {
             // 8 accumulators + 4 B halves + 2 A pairs of 16 xmm.
@@ -79,6 +83,7 @@ impl QTile {
                 mr: 4,
                 nv: 2,
                 pairs: true,
+                sdot: false,
             }
         }
     }
@@ -122,22 +127,18 @@ pub(crate) fn pack_b(t: QTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out
     }
 }
 
-/// Bytes of one packed B (see [`pack_b`]).
-pub(crate) fn packed_b_bytes(t: QTile, k: u64, n: u64) -> u64 {
-    n.div_ceil(t.nr()) * k.div_ceil(4) * t.nv * 16
-}
-
 /// Columns of the per-column tables of one problem (a whole number of column blocks).
 pub(crate) fn padded_n(t: QTile, n: u64) -> u64 {
     n.div_ceil(t.nr()) * t.nr()
 }
 
-/// The per-column tables of one problem, `3 · padded_n` i32s: the accumulator start
+/// The per-column tables of one problem, `3 · np` i32s (`np >= n`, the padded column
+/// count the kernel walks): the accumulator start
 /// (`bias + (flip − zero) · colsum` for a constant zero point, else the bias), the column
 /// sums of B, and the requantization multipliers (or zeros).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tables(
-    t: QTile,
+    np: u64,
     k: u64,
     n: u64,
     get: impl Fn(u64, u64) -> i8,
@@ -147,7 +148,6 @@ pub(crate) fn tables(
     chan0: u64,
     dst: &mut Vec<u8>,
 ) {
-    let np = padded_n(t, n);
     let colsum = |col: u64| -> i32 {
         if col >= n {
             return 0;
@@ -177,11 +177,15 @@ pub(crate) fn tables(
             _ => 0,
         });
     }
+    // Slack, so that a 16-byte load at any multiplier stays inside the table.
+    for _ in 0..4 {
+        push(0);
+    }
 }
 
-/// Bytes of one problem's tables (see [`tables`]).
-pub(crate) fn table_bytes(t: QTile, n: u64) -> u64 {
-    3 * 4 * padded_n(t, n)
+/// Bytes of one problem's tables (see [`tables`]) for `np` padded columns.
+pub(crate) fn table_bytes(np: u64) -> u64 {
+    3 * 4 * np + 16
 }
 
 /// `128` for `U8` activations (flipped to signed), `0` for `I8`.
@@ -230,27 +234,15 @@ pub(crate) fn check_out(out: &QuantOut, channels: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// How the activations are laid out (strides in bytes).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum ALayout {
-    /// `A[row, k]` at `a + row·rs + k`: K contiguous (a `QGemm`'s activations). Each row
-    /// is read 16 bytes (4 K groups) at a time and its words taken by lane.
-    Rows { rs: i64 },
-    /// `A[row, k]` at `a + row + k·ks`: rows contiguous (a convolution's
-    /// `[ci·kh·kw][pixel]` im2col, or a pointwise convolution's input itself). Per K group
-    /// the 4 K rows of the tile's pixels are loaded and transposed into words with two
-    /// rounds of `zip` (`punpckl` on x86_64).
-    Cols { ks: i64 },
-}
-
 /// One 2-D problem as the emitter sees it (all strides in bytes).
 pub(crate) struct QGemm2d<'a> {
     pub m: u64,
     pub n: u64,
     pub k: u64,
-    /// `A[row, k]` at `a` as `a_layout` says.
+    /// `A[row, k]` at `a + row·a_rs + k`: K contiguous. Each row is read 16 bytes (4
+    /// K groups) at a time and its words taken by lane.
     pub a: Value,
-    pub a_layout: ALayout,
+    pub a_rs: i64,
     /// A is never written while the kernel runs (loads may move).
     pub a_readonly: bool,
     /// Flip A's bytes with `xor 0x80` (`U8` activations).
@@ -282,11 +274,7 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: QTile, g: &QGemm2d) {
             } else {
                 fx.b.ins().imul_imm_s(i, mr as i64)
             };
-            let row_step = match g.a_layout {
-                ALayout::Rows { rs } => rs,
-                ALayout::Cols { .. } => 1,
-            };
-            let a = fx.addp_scaled(g.a, r0, row_step);
+            let a = fx.addp_scaled(g.a, r0, g.a_rs);
             let c = fx.addp_scaled(g.c, r0, g.c_rs);
             fx.for_n(nb, &[], |fx, j, _| {
                 let b = fx.addp_scaled(g.b, j, blk);
@@ -310,7 +298,7 @@ pub(crate) fn emit_2d(fx: &mut Fx, t: QTile, g: &QGemm2d) {
 
 /// The widening dot-product tree: lane `j` of the result is `c[j] + Σ_{u<4} a[4j+u] ·
 /// b[4j+u]` (i8 × i8 in i32), in the exact shape the aarch64 backend matches to `sdot`.
-fn dot_tree(fx: &mut Fx, a: Value, b: Value, c: Value) -> Value {
+pub(crate) fn dot_tree(fx: &mut Fx, a: Value, b: Value, c: Value) -> Value {
     let ins = &mut fx.b;
     let (al, bl) = (ins.ins().swiden_low(a), ins.ins().swiden_low(b));
     let lo = ins.ins().imul(al, bl);
@@ -325,7 +313,7 @@ fn dot_tree(fx: &mut Fx, a: Value, b: Value, c: Value) -> Value {
 }
 
 /// `pmaddwd`: `[x0·y0 + x1·y1, ...]` of two `i16x8` as `i32x4`.
-fn pmaddwd(fx: &mut Fx, x: Value, y: Value) -> Value {
+pub(crate) fn pmaddwd(fx: &mut Fx, x: Value, y: Value) -> Value {
     let ins = &mut fx.b;
     let (xl, yl) = (ins.ins().swiden_low(x), ins.ins().swiden_low(y));
     let lo = ins.ins().imul(xl, yl);
@@ -335,7 +323,7 @@ fn pmaddwd(fx: &mut Fx, x: Value, y: Value) -> Value {
 }
 
 /// Broadcasts 32-bit lane `l` of `v` (an `i8x16`) to all four lanes.
-fn splat_lane32(fx: &mut Fx, v: Value, l: u8) -> Value {
+pub(crate) fn splat_lane32(fx: &mut Fx, v: Value, l: u8) -> Value {
     let mask: Vec<u8> = (0..16).map(|i| l * 4 + i % 4).collect();
     let imm = fx.b.func.dfg.immediates.push(mask.into());
     fx.b.ins().shuffle(v, v, imm)
@@ -343,7 +331,7 @@ fn splat_lane32(fx: &mut Fx, v: Value, l: u8) -> Value {
 
 /// What one row contributes to a K group's products.
 #[derive(Clone, Copy)]
-enum RowOp {
+pub(crate) enum RowOp {
     /// The row's 4 bytes in every 32-bit lane (`i8x16`).
     Dot(Value),
     /// The row's K pairs `(k0, k1)` and `(k2, k3)`, each in every 32-bit lane (`i16x8`).
@@ -420,7 +408,7 @@ fn step(fx: &mut Fx, t: QTile, nv: u64, ops: &[RowOp], bp: Value, acc: &mut [Val
 }
 
 /// `xor 0x80` on every byte of `v` when `flip`.
-fn flip_vec(fx: &mut Fx, flip: bool, v: Value) -> Value {
+pub(crate) fn flip_vec(fx: &mut Fx, flip: bool, v: Value) -> Value {
     if !flip {
         return v;
     }
@@ -428,50 +416,10 @@ fn flip_vec(fx: &mut Fx, flip: bool, v: Value) -> Value {
     fx.b.ins().bxor(v, m)
 }
 
-/// Bytes `p[0..n]` in the low lanes of an `i8x16` (the others zero or unspecified),
-/// never reading past `p + n`.
-fn load_bytes(fx: &mut Fx, p: Value, off: i64, n: u64, readonly: bool) -> Value {
-    match n {
-        8 => {
-            let x = fx.load(types::I64, p, off, readonly);
-            let v = fx.b.ins().scalar_to_vector(types::I64X2, x);
-            fx.bitcast(types::I8X16, v)
-        }
-        4 => {
-            let x = fx.load(types::I32, p, off, readonly);
-            let v = fx.b.ins().scalar_to_vector(types::I32X4, x);
-            fx.bitcast(types::I8X16, v)
-        }
-        _ => {
-            let mut v = fx.vconst_bytes(types::I8X16, vec![0; 16]);
-            for l in 0..n as u8 {
-                let x = fx.load(types::I8, p, off + l as i64, readonly);
-                v = fx.b.ins().insertlane(v, x, l);
-            }
-            v
-        }
-    }
-}
-
 /// Shuffles `a` and `b` (both `i8x16`) by `mask`.
-fn shuffle(fx: &mut Fx, a: Value, b: Value, mask: [u8; 16]) -> Value {
+pub(crate) fn shuffle(fx: &mut Fx, a: Value, b: Value, mask: [u8; 16]) -> Value {
     let imm = fx.b.func.dfg.immediates.push(mask.to_vec().into());
     fx.b.ins().shuffle(a, b, imm)
-}
-
-/// The words of `rows` pixels for one K group from the 4 K rows `k_rows` (bytes of
-/// consecutive pixels): vector `q` holds pixels `4q .. 4q+4`, one word each.
-fn transpose_words(fx: &mut Fx, k_rows: [Value; 4], rows: u64) -> Vec<Value> {
-    const ZIP1_8: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-    const ZIP1_16: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
-    const ZIP2_16: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
-    let z01 = shuffle(fx, k_rows[0], k_rows[1], ZIP1_8);
-    let z23 = shuffle(fx, k_rows[2], k_rows[3], ZIP1_8);
-    let mut out = vec![shuffle(fx, z01, z23, ZIP1_16)];
-    if rows > 4 {
-        out.push(shuffle(fx, z01, z23, ZIP2_16));
-    }
-    out
 }
 
 /// The microkernel: `rows × (4·nv)` outputs at `c` (of which the last vector stores
@@ -529,92 +477,59 @@ fn micro(
         w
     };
     let (kg_full, kt) = (g.k / 4, g.k % 4);
-    let mut acc;
-    match g.a_layout {
-        ALayout::Rows { rs } => {
-            // 16 bytes (4 groups) of every row per iteration.
-            let out = fx.repeat_n(g.k / 16, &carried, |fx, cv| {
-                let (ap, bp) = (cv[nacc], cv[nacc + 1]);
-                let wv: Vec<Value> = (0..rows as i64)
-                    .map(|r| {
-                        let v = fx.load(types::I8X16, ap, r * rs, ro);
-                        flip_vec(fx, g.flip, v)
-                    })
-                    .collect();
-                let mut acc = cv[..nacc].to_vec();
-                for u in 0..4u8 {
-                    let ops: Vec<RowOp> = wv.iter().map(|&w| row_op(fx, t, w, u)).collect();
-                    let bu = fx.addp(bp, u as i64 * kstep);
-                    step(fx, t, nv, &ops, bu, &mut acc);
-                }
-                acc.push(fx.addp(ap, 16));
-                acc.push(fx.addp(bp, 4 * kstep));
-                acc
-            });
-            acc = out[..nacc].to_vec();
-            let (ap, bp) = (out[nacc], out[nacc + 1]);
-            for gi in 0..(kg_full % 4) as i64 {
-                let ops: Vec<RowOp> = (0..rows as i64)
-                    .map(|r| {
-                        let w = fx.load(types::I32, ap, r * rs + 4 * gi, ro);
-                        let w = flip_word(fx, w);
-                        word_op(fx, t, w)
-                    })
-                    .collect();
-                let bu = fx.addp(bp, gi * kstep);
-                step(fx, t, nv, &ops, bu, &mut acc);
-            }
-            if kt > 0 {
-                let gi = (kg_full % 4) as i64;
-                let ops: Vec<RowOp> = (0..rows as i64)
-                    .map(|r| {
-                        let w = tail_word(fx, ap, r * rs + 4 * gi, kt);
-                        let w = flip_word(fx, w);
-                        word_op(fx, t, w)
-                    })
-                    .collect();
-                let bu = fx.addp(bp, gi * kstep);
-                step(fx, t, nv, &ops, bu, &mut acc);
-            }
+    let rs = g.a_rs;
+    // 16 bytes (4 groups) of every row per iteration.
+    let out = fx.repeat_n(g.k / 16, &carried, |fx, cv| {
+        let (ap, bp) = (cv[nacc], cv[nacc + 1]);
+        let wv: Vec<Value> = (0..rows as i64)
+            .map(|r| {
+                let v = fx.load(types::I8X16, ap, r * rs, ro);
+                flip_vec(fx, g.flip, v)
+            })
+            .collect();
+        let mut acc = cv[..nacc].to_vec();
+        for u in 0..4u8 {
+            let ops: Vec<RowOp> = wv.iter().map(|&w| row_op(fx, t, w, u)).collect();
+            let bu = fx.addp(bp, u as i64 * kstep);
+            step(fx, t, nv, &ops, bu, &mut acc);
         }
-        ALayout::Cols { ks } => {
-            let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
-                let zero = fx.vconst_bytes(types::I8X16, vec![0; 16]);
-                let k_rows: [Value; 4] = std::array::from_fn(|u| {
-                    if (u as u64) < valid {
-                        load_bytes(fx, ap, u as i64 * ks, rows, ro)
-                    } else {
-                        zero
-                    }
-                });
-                let words: Vec<Value> = transpose_words(fx, k_rows, rows)
-                    .into_iter()
-                    .map(|w| flip_vec(fx, g.flip, w))
-                    .collect();
-                let ops: Vec<RowOp> = (0..rows)
-                    .map(|r| row_op(fx, t, words[(r / 4) as usize], (r % 4) as u8))
-                    .collect();
-                step(fx, t, nv, &ops, bp, acc);
-            };
-            let out = fx.repeat_n(kg_full, &carried, |fx, cv| {
-                let (ap, bp) = (cv[nacc], cv[nacc + 1]);
-                let mut acc = cv[..nacc].to_vec();
-                group(fx, ap, bp, 4, &mut acc);
-                acc.push(fx.addp(ap, 4 * ks));
-                acc.push(fx.addp(bp, kstep));
-                acc
-            });
-            acc = out[..nacc].to_vec();
-            if kt > 0 {
-                group(fx, out[nacc], out[nacc + 1], kt, &mut acc);
-            }
-        }
+        acc.push(fx.addp(ap, 16));
+        acc.push(fx.addp(bp, 4 * kstep));
+        acc
+    });
+    let mut acc = out[..nacc].to_vec();
+    let (ap, bp) = (out[nacc], out[nacc + 1]);
+    for gi in 0..(kg_full % 4) as i64 {
+        let ops: Vec<RowOp> = (0..rows as i64)
+            .map(|r| {
+                let w = fx.load(types::I32, ap, r * rs + 4 * gi, ro);
+                let w = flip_word(fx, w);
+                word_op(fx, t, w)
+            })
+            .collect();
+        let bu = fx.addp(bp, gi * kstep);
+        step(fx, t, nv, &ops, bu, &mut acc);
     }
-    let mults: Vec<Option<Value>> = match g.out {
-        QuantOut::Requant(rq) if rq.multiplier.len() > 1 => (0..nv as i64)
-            .map(|v| Some(fx.load(types::I32X4, tab, 2 * np_bytes + 16 * v, true)))
+    if kt > 0 {
+        let gi = (kg_full % 4) as i64;
+        let ops: Vec<RowOp> = (0..rows as i64)
+            .map(|r| {
+                let w = tail_word(fx, ap, r * rs + 4 * gi, kt);
+                let w = flip_word(fx, w);
+                word_op(fx, t, w)
+            })
+            .collect();
+        let bu = fx.addp(bp, gi * kstep);
+        step(fx, t, nv, &ops, bu, &mut acc);
+    }
+    // Multipliers are loaded even when there is one: `swiden_low` of a constant or a
+    // splat is folded into an `i64x2` constant, and the widening multiply then loses its
+    // one-instruction form (`smull`, `pmuldq`).
+    let mults: Vec<Value> = match g.out {
+        QuantOut::Requant(_) => (0..nv as i64)
+            .map(|v| fx.load(types::I32X4, tab, 2 * np_bytes + 16 * v, true))
             .collect(),
-        _ => vec![None; nv as usize],
+        QuantOut::I32 => Vec::new(),
     };
     for r in 0..rows as i64 {
         let row_off = r * g.c_rs;
@@ -634,12 +549,9 @@ fn micro(
 }
 
 /// `Requant::apply` on four lanes: `clamp(zp + ((x·m + 2^(s−1)) >> s), lo, hi)`, exact.
-/// `m`: per-lane multipliers, or `None` for the single one.
-pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Option<Value>) -> Value {
-    let m = match m {
-        Some(m) => m,
-        None => fx.i32x4_const([rq.multiplier[0]; 4]),
-    };
+/// `m`: the lanes' multipliers (an `i32x4` that is not a constant or a splat, see
+/// `micro`).
+pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Value) -> Value {
     let rnd = fx.i64x2_const(1i64 << (rq.shift - 1));
     let lo = fx.i64x2_const(rq.lo as i64 - rq.zero_point as i64);
     let hi = fx.i64x2_const(rq.hi as i64 - rq.zero_point as i64);
@@ -785,7 +697,7 @@ pub(crate) fn prepare(
     pack_b(t, k, n, get, &mut pb);
     let mut tab = Vec::new();
     tables(
-        t,
+        padded_n(t, n),
         k,
         n,
         get,
@@ -827,7 +739,7 @@ pub(crate) fn emit(
             n: q.n as u64,
             k: q.k as u64,
             a,
-            a_layout: ALayout::Rows { rs: q.a.strides[0] },
+            a_rs: q.a.strides[0],
             a_readonly: true,
             flip: q.a_dtype == DType::U8,
             b,

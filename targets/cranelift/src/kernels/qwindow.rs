@@ -24,9 +24,11 @@ use crate::kernels::qgemm;
 /// The per-channel requantization multipliers of a depthwise convolution (the single one
 /// repeated), `channels` i32s, zeros for an `I32` output.
 pub(crate) fn multipliers(out: &QuantOut, channels: u64) -> Vec<u8> {
-    (0..channels)
+    // Four more: a 16-byte load at any channel stays inside.
+    (0..channels + 4)
         .flat_map(|c| {
             let m = match out {
+                _ if c >= channels => 0,
                 QuantOut::Requant(r) if r.multiplier.len() == 1 => r.multiplier[0],
                 QuantOut::Requant(r) => r.multiplier[c as usize],
                 QuantOut::I32 => 0,
@@ -281,11 +283,8 @@ pub(crate) fn emit_depthwise(fx: &mut Fx, cv: &QConv, mults: usize) -> Result<()
                 None => fx.b.ins().iconst(types::I32, 0),
             };
             let mp = fx.addp_scaled(mtab, ch, 4);
-            let m = fx.load(types::I32, mp, 0, true);
-            let (bv, mv) = (
-                fx.b.ins().splat(types::I32X4, b0),
-                fx.b.ins().splat(types::I32X4, m),
-            );
+            let mv = crate::kernels::qconv::lane_splat(fx, mp, 0);
+            let bv = fx.b.ins().splat(types::I32X4, b0);
             let tap_vs: Vec<Value> = taps
                 .iter()
                 .map(|&t| fx.b.ins().splat(types::I32X4, t))
@@ -330,14 +329,7 @@ pub(crate) fn emit_depthwise(fx: &mut Fx, cv: &QConv, mults: usize) -> Result<()
                 let lanes = if vector { 4 } else { 1 };
                 let (y, dtype) = match cv.out {
                     QuantOut::I32 => (acc, DType::I32),
-                    QuantOut::Requant(rq) => {
-                        let m = if rq.multiplier.len() > 1 {
-                            Some(mv)
-                        } else {
-                            None
-                        };
-                        (qgemm::requant(fx, rq, acc, m), rq.dtype)
-                    }
+                    QuantOut::Requant(rq) => (qgemm::requant(fx, rq, acc, mv), rq.dtype),
                 };
                 qgemm::store_lanes(fx, y, dtype, dst, 0, esize, lanes);
             });
