@@ -576,7 +576,7 @@ fn pixel_micro(
         acc
     });
     let mut acc = out[..nacc].to_vec();
-    if g.k % 4 > 0 {
+    if !g.k.is_multiple_of(4) {
         group(fx, out[nacc], out[nacc + 1], g.k % 4, &mut acc);
     }
     let esize = g.out.dtype().size() as i64;
