@@ -789,3 +789,191 @@ fn dot_products_compile_to_the_intended_instructions() {
     assert!(count(&x64, "pmaddwd") >= 16, "no pmaddwd on x86_64");
     assert_eq!(count(&x64, "pmaddubsw"), 0);
 }
+
+/// Median wall time of one run of `p` on the JIT, in microseconds.
+fn time_jit(p: &Program, ins: &[Vec<u8>]) -> f64 {
+    let jit = edgecc_cranelift::compile_jit(p).expect("compile_jit");
+    let model = edgecc_runtime::Model::new(jit.desc()).expect("descriptor");
+    let refs: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+    let mut outs: Vec<Vec<u8>> = p
+        .outputs
+        .iter()
+        .map(|t| vec![0; t.byte_size() as usize])
+        .collect();
+    let (mut arena, off) = common::aligned(p.arena_size as usize);
+    let mut times = Vec::new();
+    for _ in 0..31 {
+        let mut orefs: Vec<&mut [u8]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            model
+                .run(
+                    &refs,
+                    &mut orefs,
+                    &mut arena[off..off + p.arena_size as usize],
+                )
+                .expect("run");
+        }
+        times.push(t0.elapsed().as_secs_f64() * 1e5);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+/// Guest instructions per run of `p` compiled for `target`, counted by the aarch64
+/// instruction counter (`/work/shared/aarch64-insn/count.py`, or `$AARCH64_INSN_DIR`) on a
+/// Cortex-A76; `None` when the counter is not installed.
+fn a64_count(p: &Program, ins: &[Vec<u8>], target: &str, dir: &Path) -> Option<f64> {
+    let tool = std::env::var_os("AARCH64_INSN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/aarch64-insn")
+        });
+    if !tool.join("count.py").exists() {
+        return None;
+    }
+    let target: Target = target.parse().unwrap();
+    let obj = compile_object(p, &target, &ObjectOptions::default()).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("m.o"), &obj.bytes).unwrap();
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/c/edgecc_harness.c");
+    let exe = dir.join("harness");
+    let st = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-static", "-O2"])
+        .arg(format!("-DEDGECC_MODEL={}_model", p.name))
+        .arg(&harness)
+        .arg(dir.join("m.o"))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut cmd = Command::new("python3");
+    cmd.arg(tool.join("count.py"))
+        .args(["--k", "3", "exe"])
+        .arg(&exe);
+    for (i, v) in ins.iter().enumerate() {
+        let f = dir.join(format!("in{i}.bin"));
+        std::fs::write(&f, v).unwrap();
+        cmd.arg(f);
+    }
+    cmd.arg("--");
+    for i in 0..p.outputs.len() {
+        cmd.arg(dir.join(format!("out{i}.bin")));
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n = text
+        .split(": ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(n)
+}
+
+/// Speed of the integer kernels against the f32 kernels of the same shape: a QGemm
+/// 64×256×256 against a Gemm with constant B, a 3×3 QConv 32→32 on 32×32 (pad 1) against
+/// the f32 Conv. JIT wall time on this machine and, when the counter is installed, aarch64
+/// guest instructions on a Cortex-A76 with and without `+dotprod`. Not a CI test:
+///
+///     cargo test -p edgecc-cranelift --test qkernels -- --ignored --nocapture
+#[test]
+#[ignore]
+fn integer_kernels_speed_against_f32() {
+    use edgecc_program::Activation;
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, true)),
+        shift: 36,
+    };
+    let mut g = Suite::new(1);
+    g.qgemm(64, 256, 256, 0, false, true, q);
+    let fg = common::gemm_program(
+        1,
+        64,
+        256,
+        256,
+        false,
+        false,
+        false,
+        true,
+        false,
+        Some("row"),
+        Activation::None,
+        1.0,
+    );
+    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
+    let mut c = Suite::new(2);
+    c.qconv(1, 32, 32, 1, (32, 32), w3, q);
+    let fc = common::conv_program(1, 32, 32, 1, 32, 32, w3, true, Activation::None);
+    let f32_ins = |p: &Program| -> Vec<Vec<u8>> {
+        common::inputs_for(p, 1)
+            .iter()
+            .map(|v| common::bytes(v))
+            .collect()
+    };
+    let dir = std::env::temp_dir().join(format!("edgecc-qbench-{}", std::process::id()));
+    for (what, qp, qi, fp) in [
+        ("gemm 64x256x256", &g.p, &g.ins, &fg),
+        ("conv 3x3 32->32 32x32", &c.p, &c.ins, &fc),
+    ] {
+        let fi = f32_ins(fp);
+        let (tq, tf) = (time_jit(qp, qi), time_jit(fp, &fi));
+        println!(
+            "{what}: x86_64 JIT int8 {tq:.1} us, f32 {tf:.1} us, f32/int8 {:.2}",
+            tf / tq
+        );
+        for target in ["aarch64-neon+dotprod", "aarch64-neon"] {
+            let d = dir.join(target);
+            let (Some(nq), Some(nf)) = (
+                a64_count(qp, qi, target, &d.join("q")),
+                a64_count(fp, &fi, target, &d.join("f")),
+            ) else {
+                println!("  (aarch64 instruction counter not installed)");
+                break;
+            };
+            println!(
+                "  {target} on cortex-a76: int8 {nq:.0} instructions, f32 {nf:.0}, f32/int8 {:.2}",
+                nf / nq
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore]
+fn zz_dump() {
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, true)),
+        shift: 36,
+    };
+    let mut g = Suite::new(1);
+    g.qgemm(64, 256, 256, 0, false, true, q);
+    for t in [
+        "aarch64-neon+dotprod",
+        "aarch64-neon",
+        "x86_64+avx+avx2+fma",
+    ] {
+        std::fs::write(
+            format!("/tmp/qk/gemm-{t}.s"),
+            emit_clif(&g.p, &t.parse().unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
+    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
+    let mut c = Suite::new(2);
+    c.qconv(1, 32, 32, 1, (32, 32), w3, q);
+    for t in ["aarch64-neon+dotprod", "x86_64+avx+avx2+fma"] {
+        std::fs::write(
+            format!("/tmp/qk/conv-{t}.s"),
+            emit_clif(&c.p, &t.parse().unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
+}

@@ -553,9 +553,21 @@ fn micro(
 /// `micro`).
 pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Value) -> Value {
     let rnd = fx.i64x2_const(1i64 << (rq.shift - 1));
-    let lo = fx.i64x2_const(rq.lo as i64 - rq.zero_point as i64);
-    let hi = fx.i64x2_const(rq.hi as i64 - rq.zero_point as i64);
     let sh = fx.b.ins().iconst(types::I32, rq.shift as i64);
+    let (lo, hi) = (
+        rq.lo as i64 - rq.zero_point as i64,
+        rq.hi as i64 - rq.zero_point as i64,
+    );
+    // aarch64 narrows the shifted i64 lanes with saturation (`sqxtn`), which commutes
+    // with the clamp because `[lo − zp, hi − zp]` lies inside i32, and clamps in i32
+    // (`smax`/`smin`, one instruction each, against 2×3 for i64 lanes). x86_64 has no
+    // saturating i64 narrow: it clamps the i64 lanes and picks their low halves.
+    let narrow_first = fx.feat.aarch64;
+    let (lo64, hi64) = if narrow_first {
+        (None, None)
+    } else {
+        (Some(fx.i64x2_const(lo)), Some(fx.i64x2_const(hi)))
+    };
     let half = |fx: &mut Fx, high: bool| {
         let ins = &mut fx.b;
         let (xw, mw) = if high {
@@ -565,16 +577,26 @@ pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Value) -> Value {
         };
         let p = ins.ins().imul(xw, mw);
         let p = ins.ins().iadd(p, rnd);
-        let p = ins.ins().sshr(p, sh);
-        let p = ins.ins().smax(p, lo);
-        let p = ins.ins().smin(p, hi);
-        fx.bitcast(types::I8X16, p)
+        let mut p = ins.ins().sshr(p, sh);
+        if let (Some(lo), Some(hi)) = (lo64, hi64) {
+            p = ins.ins().smax(p, lo);
+            p = ins.ins().smin(p, hi);
+        }
+        p
     };
     let (l, h) = (half(fx, false), half(fx, true));
-    let mask: Vec<u8> = [0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27].to_vec();
-    let imm = fx.b.func.dfg.immediates.push(mask.into());
-    let y = fx.b.ins().shuffle(l, h, imm);
-    let y = fx.bitcast(types::I32X4, y);
+    let y = if narrow_first {
+        let y = fx.b.ins().snarrow(l, h);
+        let lo = fx.i32x4_const([lo as i32; 4]);
+        let hi = fx.i32x4_const([hi as i32; 4]);
+        let y = fx.b.ins().smax(y, lo);
+        fx.b.ins().smin(y, hi)
+    } else {
+        let (l, h) = (fx.bitcast(types::I8X16, l), fx.bitcast(types::I8X16, h));
+        const LOW_HALVES: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+        let y = shuffle(fx, l, h, LOW_HALVES);
+        fx.bitcast(types::I32X4, y)
+    };
     if rq.zero_point == 0 {
         return y;
     }
