@@ -944,36 +944,77 @@ fn integer_kernels_speed_against_f32() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `UnaryOp::Round` (QuantizeLinear's rounding) bit for bit against exec, on the JIT and
+/// on aarch64 under qemu: ties to even at every magnitude, `±0`, `±inf`, NaN, values
+/// past 2^23 (already integers); one instruction per vector (`roundps`, `frintn`), no
+/// call.
 #[test]
-#[ignore]
-fn zz_dump() {
-    let q = Quant {
-        dtype: DType::U8,
-        runtime_zero: false,
-        requant: Some((DType::U8, true)),
-        shift: 36,
+fn round_is_exact_and_one_instruction() {
+    use edgecc_program::{ExprNode, UnaryOp};
+    let mut v: Vec<f32> = vec![
+        0.5,
+        1.5,
+        2.5,
+        -0.5,
+        -1.5,
+        -2.5,
+        0.49999997,
+        -0.49999997,
+        8388607.5,
+        -8388607.5,
+        8388609.0,
+        1e30,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        -1e-40,
+        254.5,
+        255.5,
+        -128.5,
+    ];
+    let mut r = Rng(5);
+    while v.len() < 61 {
+        v.push((r.range(-2000, 2000) as f32) / 4.0);
+    }
+    let n = v.len() as u64;
+    let mut s = Suite::new(1);
+    let x = s.input(DType::F32, n);
+    s.ins[0] = common::bytes(&v);
+    let y = s.output(DType::F32, n);
+    s.p.kernels.push(Kernel::Elementwise {
+        shape: vec![n],
+        inputs: vec![View {
+            buf: x,
+            offset: 0,
+            strides: vec![1],
+        }],
+        expr: vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Round, 0)],
+        output: View {
+            buf: y,
+            offset: 0,
+            strides: vec![1],
+        },
+    });
+    s.compare(&s.jit(), "round (JIT)");
+    let dir = std::env::temp_dir().join(format!("edgecc-round-{}", std::process::id()));
+    let got = run_aarch64(&s, "aarch64-neon", "cortex-a53", &dir);
+    s.compare(&got, "round (aarch64)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let count = |listing: &str, insn: &str| {
+        listing
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(insn))
+            .count()
     };
-    let mut g = Suite::new(1);
-    g.qgemm(64, 256, 256, 0, false, true, q);
-    for t in [
-        "aarch64-neon+dotprod",
-        "aarch64-neon",
-        "x86_64+avx+avx2+fma",
-    ] {
-        std::fs::write(
-            format!("/tmp/qk/gemm-{t}.s"),
-            emit_clif(&g.p, &t.parse().unwrap()).unwrap(),
-        )
-        .unwrap();
-    }
-    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
-    let mut c = Suite::new(2);
-    c.qconv(1, 32, 32, 1, (32, 32), w3, q);
-    for t in ["aarch64-neon+dotprod", "x86_64+avx+avx2+fma"] {
-        std::fs::write(
-            format!("/tmp/qk/conv-{t}.s"),
-            emit_clif(&c.p, &t.parse().unwrap()).unwrap(),
-        )
-        .unwrap();
-    }
+    let x64 = emit_clif(&s.p, &"x86_64".parse().unwrap()).unwrap();
+    assert!(
+        count(&x64, "roundps") >= 1 && count(&x64, "roundss") >= 1,
+        "{x64}"
+    );
+    assert!(!x64.contains("nearbyint"), "a libcall for nearest");
+    let a64 = emit_clif(&s.p, &"aarch64-neon".parse().unwrap()).unwrap();
+    assert!(count(&a64, "frintn") >= 2, "{a64}");
 }
