@@ -13,7 +13,9 @@
 //! columns whose tap is inside the input (a compile-time range) 16 bytes at a time at
 //! unit stride; only the padding columns around it are filled separately.
 
-use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
+use cranelift_codegen::ir::{
+    InstBuilder, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
+};
 use edgecc_program::{Buffer, ConstId, DType, Kernel, QuantOut, Spatial, Window, ZeroPoint};
 
 use crate::error::{Error, unsupported};
@@ -447,6 +449,19 @@ fn pixel_gemm(fx: &mut Fx, pt: PTile, g: &PixelGemm) {
     let (full, tail) = (g.m / px, g.m % px);
     let (nb, rem) = (g.n / pt.nc, g.n % pt.nc);
     let blk = (g.k.div_ceil(4) * pt.nc * 16) as i64;
+    let k4 = g.k.div_ceil(4);
+    // With several channel blocks, each pixel block's words are transposed and flipped
+    // once into a stack area that every block then reads with one load per vector.
+    let packed_bytes = k4 * pt.pg * 16;
+    let pack = nb + u64::from(rem > 0) > 1 && packed_bytes <= PACKED_A_MAX;
+    let slot = pack.then(|| {
+        let slot = fx.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            packed_bytes as u32,
+            4,
+        ));
+        fx.b.ins().stack_addr(crate::fx::PTR, slot, 0)
+    });
     for (count, pixels, is_tail) in [(full, px, false), (u64::from(tail > 0), tail, true)] {
         fx.for_n(count, &[], |fx, i, _| {
             let p0 = if is_tail {
@@ -456,21 +471,76 @@ fn pixel_gemm(fx: &mut Fx, pt: PTile, g: &PixelGemm) {
             };
             let a = fx.addp_scaled(g.a, p0, 1);
             let c = fx.addp_scaled(g.c, p0, esize);
+            let src = match slot {
+                Some(dst) => {
+                    pack_words(fx, g, a, pixels, dst);
+                    ASrc::Packed(dst)
+                }
+                None => ASrc::Rows(a),
+            };
             fx.for_n(nb, &[], |fx, j, _| {
                 let b = fx.addp_scaled(g.b, j, blk);
                 let tab = fx.addp_scaled(g.tab, j, pt.nc as i64 * 4);
                 let c = fx.addp_scaled(c, j, pt.nc as i64 * g.c_cs);
-                pixel_micro(fx, pt, g, pixels, pt.nc, a, b, tab, c);
+                pixel_micro(fx, pt, g, pixels, pt.nc, src, b, tab, c);
                 vec![]
             });
             if rem > 0 {
                 let b = fx.addp(g.b, nb as i64 * blk);
                 let tab = fx.addp(g.tab, (nb * pt.nc * 4) as i64);
                 let c = fx.addp(c, (nb * pt.nc) as i64 * g.c_cs);
-                pixel_micro(fx, pt, g, pixels, rem, a, b, tab, c);
+                pixel_micro(fx, pt, g, pixels, rem, src, b, tab, c);
             }
             vec![]
         });
+    }
+}
+
+/// Largest stack area for a pixel block's packed words, in bytes.
+const PACKED_A_MAX: u64 = 64 * 1024;
+
+/// Where a microkernel reads its pixels' words.
+#[derive(Clone, Copy)]
+enum ASrc {
+    /// `A[k][pixel]` at `p + k·ks + pixel`: load the 4 K rows and transpose per group.
+    Rows(Value),
+    /// Transposed and flipped by [`pack_words`]: `ceil(pixels/4)` vectors per group.
+    Packed(Value),
+}
+
+/// The 4 K rows of one group at `ap` (rows past `valid` are zero), as words of `pixels`
+/// pixels, flipped.
+fn group_words(fx: &mut Fx, g: &PixelGemm, ap: Value, pixels: u64, valid: u64) -> Vec<Value> {
+    let zero = fx.vconst_bytes(types::I8X16, vec![0; 16]);
+    let k_rows: [Value; 4] = std::array::from_fn(|u| {
+        if (u as u64) < valid {
+            load_bytes(fx, ap, u as i64 * g.ks, pixels, g.a_readonly)
+        } else {
+            zero
+        }
+    });
+    transpose_words(fx, k_rows, pixels)
+        .into_iter()
+        .map(|w| qgemm::flip_vec(fx, g.flip, w))
+        .collect()
+}
+
+/// Writes every group's words of the pixel block at `a` to `dst` (see [`ASrc::Packed`]).
+fn pack_words(fx: &mut Fx, g: &PixelGemm, a: Value, pixels: u64, dst: Value) {
+    let step = 16 * pixels.div_ceil(4) as i64;
+    let out = fx.for_n(g.k / 4, &[a, dst], |fx, _, c| {
+        for (q, w) in group_words(fx, g, c[0], pixels, 4).into_iter().enumerate() {
+            fx.store(w, c[1], 16 * q as i64);
+        }
+        vec![fx.addp(c[0], 4 * g.ks), fx.addp(c[1], step)]
+    });
+    if !g.k.is_multiple_of(4) {
+        for (q, w) in group_words(fx, g, out[0], pixels, g.k % 4)
+            .into_iter()
+            .enumerate()
+        {
+            fx.store(w, out[1], 16 * q as i64);
+        }
     }
 }
 
@@ -501,12 +571,16 @@ fn pixel_micro(
     g: &PixelGemm,
     pixels: u64,
     nc: u64,
-    a: Value,
+    src: ASrc,
     b: Value,
     tab: Value,
     c: Value,
 ) {
     let pg = pixels.div_ceil(4);
+    let (a, a_step) = match src {
+        ASrc::Rows(a) => (a, 4 * g.ks),
+        ASrc::Packed(p) => (p, 16 * pg as i64),
+    };
     let np_bytes = pt.padded(g.n) as i64 * 4;
     let starts: Vec<Value> = (0..nc as i64)
         .map(|col| {
@@ -528,20 +602,15 @@ fn pixel_micro(
     carried.extend([a, b]);
     let kstep = (pt.nc * 16) as i64;
     let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
-        let zero = fx.vconst_bytes(types::I8X16, vec![0; 16]);
-        let k_rows: [Value; 4] = std::array::from_fn(|u| {
-            if (u as u64) < valid {
-                load_bytes(fx, ap, u as i64 * g.ks, pixels, g.a_readonly)
-            } else {
-                zero
-            }
-        });
-        let ops: Vec<RowOp> = transpose_words(fx, k_rows, pixels)
+        let words: Vec<Value> = match src {
+            ASrc::Rows(_) => group_words(fx, g, ap, pixels, valid),
+            ASrc::Packed(_) => (0..pg as i64)
+                .map(|q| fx.load(types::I8X16, ap, 16 * q, false))
+                .collect(),
+        };
+        let ops: Vec<RowOp> = words
             .into_iter()
-            .map(|w| {
-                let w = qgemm::flip_vec(fx, g.flip, w);
-                pixel_op(fx, pt.pairs, w)
-            })
+            .map(|w| pixel_op(fx, pt.pairs, w))
             .collect();
         for col in 0..nc as usize {
             let off = 16 * col as i64;
@@ -571,7 +640,7 @@ fn pixel_micro(
         let (ap, bp) = (cv[nacc], cv[nacc + 1]);
         let mut acc = cv[..nacc].to_vec();
         group(fx, ap, bp, 4, &mut acc);
-        acc.push(fx.addp(ap, 4 * g.ks));
+        acc.push(fx.addp(ap, a_step));
         acc.push(fx.addp(bp, kstep));
         acc
     });
