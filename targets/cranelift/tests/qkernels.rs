@@ -578,6 +578,19 @@ fn fixed_suite(seed: u64) -> Suite {
         window((3, 3), (2, 2), (1, 1), [0, 1, 1, 0]),
         q(DType::I8, true, Some((DType::I8, true)), 27),
     );
+    // Depthwise with horizontal strides the padded-plane kernel leaves to the direct one.
+    let w6 = window((3, 2), (1, 6), (1, 1), [1, 1, 1, 1]);
+    s.qconv(
+        1,
+        1,
+        1,
+        3,
+        (7, 40),
+        w6,
+        q(DType::U8, true, Some((DType::U8, true)), 29),
+    );
+    let w6 = window((2, 3), (2, 6), (1, 2), [0, 2, 1, 0]);
+    s.qconv(1, 1, 1, 2, (6, 33), w6, q(DType::I8, false, None, 29));
     s.max_pool(
         DType::U8,
         2,
@@ -874,8 +887,8 @@ fn a64_count(p: &Program, ins: &[Vec<u8>], target: &str, dir: &Path) -> Option<f
 }
 
 /// Speed of the integer kernels against the f32 kernels of the same shape: a QGemm
-/// 64×256×256 against a Gemm with constant B, a 3×3 QConv 32→32 on 32×32 (pad 1) against
-/// the f32 Conv. JIT wall time on this machine and, when the counter is installed, aarch64
+/// 64×256×256 against a Gemm with constant B, a 3×3 QConv 32→32 on 32×32 (pad 1) and a
+/// depthwise one on 32 channels against the f32 Conv. JIT wall time on this machine and, when the counter is installed, aarch64
 /// guest instructions on a Cortex-A76 with and without `+dotprod`. Not a CI test:
 ///
 ///     cargo test -p edgecc-cranelift --test qkernels -- --ignored --nocapture
@@ -909,6 +922,9 @@ fn integer_kernels_speed_against_f32() {
     let mut c = Suite::new(2);
     c.qconv(1, 32, 32, 1, (32, 32), w3, q);
     let fc = common::conv_program(1, 32, 32, 1, 32, 32, w3, true, Activation::None);
+    let mut d = Suite::new(3);
+    d.qconv(1, 1, 1, 32, (32, 32), w3, q);
+    let fd = common::conv_program(1, 32, 32, 32, 32, 32, w3, true, Activation::None);
     let f32_ins = |p: &Program| -> Vec<Vec<u8>> {
         common::inputs_for(p, 1)
             .iter()
@@ -919,6 +935,7 @@ fn integer_kernels_speed_against_f32() {
     for (what, qp, qi, fp) in [
         ("gemm 64x256x256", &g.p, &g.ins, &fg),
         ("conv 3x3 32->32 32x32", &c.p, &c.ins, &fc),
+        ("depthwise 3x3 32ch 32x32", &d.p, &d.ins, &fd),
     ] {
         let fi = f32_ins(fp);
         let (tq, tf) = (time_jit(qp, qi), time_jit(fp, &fi));

@@ -21,7 +21,7 @@ use edgecc_program::{Buffer, ConstId, DType, Kernel, QuantOut, Spatial, Window, 
 use crate::error::{Error, unsupported};
 use crate::fx::Fx;
 use crate::kernels::qgemm::{self, QTile, RowOp, shuffle};
-use crate::kernels::qwindow;
+use crate::kernels::{qdepthwise, qwindow};
 
 /// The operands of a `Kernel::QConv`.
 pub(crate) struct QConv<'a> {
@@ -110,7 +110,13 @@ pub(crate) fn prepare(
 ) -> Result<[Vec<u8>; 2], Error> {
     cv.check(consts)?;
     if cv.is_depthwise() {
-        return Ok([Vec::new(), qwindow::multipliers(cv.out, cv.c_out as u64)]);
+        let splats = if qdepthwise::handles(cv) {
+            let taps = cv.w.kh as u64 * cv.w.kw as u64;
+            qdepthwise::splat_weights(&consts[cv.weight.0 as usize].data, cv.c_out as u64, taps)
+        } else {
+            Vec::new()
+        };
+        return Ok([splats, qwindow::multipliers(cv.out, cv.c_out as u64)]);
     }
     let pt = PTile::of(t);
     let (opg, k) = ((cv.c_out / cv.groups) as u64, cv.k());
@@ -210,7 +216,12 @@ pub(crate) fn emit(
     packed: [Option<usize>; 2],
 ) -> Result<(), Error> {
     if cv.is_depthwise() {
-        let mults = packed[1].ok_or_else(|| Error::Codegen("qconv tables missing".into()))?;
+        let [Some(wtab), Some(mults)] = packed else {
+            return Err(Error::Codegen("qconv tables missing".into()));
+        };
+        if qdepthwise::handles(cv) {
+            return qdepthwise::emit(fx, cv, wtab, mults);
+        }
         return qwindow::emit_depthwise(fx, cv, mults);
     }
     let [Some(pb), Some(pt)] = packed else {
@@ -316,7 +327,7 @@ pub(crate) fn emit(
 
 /// Copies `n` bytes read `ss` apart at `from` to consecutive bytes at `to`: 16 at a time
 /// (vector loads) at unit stride, then 8, 4 and single bytes; one by one otherwise.
-fn copy_row(fx: &mut Fx, from: Value, ss: i64, to: Value, n: u64) {
+pub(crate) fn copy_row(fx: &mut Fx, from: Value, ss: i64, to: Value, n: u64) {
     if ss != 1 {
         let out = fx.for_n(n / 4, &[from, to], |fx, _, c| {
             for u in 0..4 {
@@ -347,7 +358,7 @@ fn copy_row(fx: &mut Fx, from: Value, ss: i64, to: Value, n: u64) {
 }
 
 /// Stores the zero point's byte (`z`: scalar, vector) to `to[0..n]`.
-fn fill_row(fx: &mut Fx, (z, zv): (Value, Value), to: Value, n: u64) {
+pub(crate) fn fill_row(fx: &mut Fx, (z, zv): (Value, Value), to: Value, n: u64) {
     let out = fx.for_n_unrolled(n / 16, 2, &[to], |fx, _, c| {
         fx.store(zv, c[0], 0);
         vec![fx.addp(c[0], 16)]

@@ -1,0 +1,319 @@
+//! Depthwise integer convolution (`Kernel::QConv` with `groups == c_in == c_out`) over a
+//! padded copy of each plane.
+//!
+//! Per channel, the input plane is first copied into a stack area with its padding
+//! filled with the zero point's byte (so a padding tap contributes `(zero − zero)·w = 0`,
+//! exactly the definition), which makes every output an interior one: no bounds logic,
+//! no scalar border points. Outputs are then computed `L` at a time (16 at stride 1, 8 at
+//! stride 2, 4 up to stride 5, each tap one 16-byte load, strided lanes gathered by one
+//! shuffle): taps widened to `i16`, multiplied by the tap's weight with the widening
+//! `smull`/`smull2` (`i16 × i16 → i32`, the weights pre-splatted as `i16x8` at compile
+//! time so the pattern survives the optimizer), summed in i32 from
+//! `bias − zero · Σ w` (every tap is present in the padded plane, so the zero point
+//! folds out of the loop) and requantized with [`super::qgemm::requant`]. A row whose width is not a multiple of `L` ends with a
+//! vector overlapping the previous one; rows narrower than `L` compute one vector and
+//! store its valid lanes (the stack area has slack for the over-read).
+//!
+//! Planes whose padded copy would exceed [`PADDED_MAX`] bytes, and strides above 5, take
+//! the direct kernel of [`super::qwindow`] instead.
+
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value, types};
+use edgecc_program::{Buffer, DType, QuantOut, ZeroPoint};
+
+use crate::error::Error;
+use crate::fx::{Fx, PTR};
+use crate::kernels::qconv::{self, QConv};
+use crate::kernels::qgemm;
+
+/// Largest padded plane copied to the stack, in bytes.
+pub(crate) const PADDED_MAX: u64 = 64 * 1024;
+
+/// Over-read slack after the padded plane.
+const SLACK: u64 = 32;
+
+/// Output lanes per vector for a horizontal stride, if this kernel handles it.
+fn lanes_for(stride_w: u32) -> Option<u64> {
+    match stride_w {
+        1 => Some(16),
+        2 => Some(8),
+        3..=5 => Some(4),
+        _ => None,
+    }
+}
+
+/// Whether [`emit`] handles `cv` (else the direct kernel does).
+pub(crate) fn handles(cv: &QConv) -> bool {
+    let (s, w) = (&cv.s, &cv.w);
+    let ph = s.in_h as u64 + w.pad_top as u64 + w.pad_bottom as u64;
+    let pw = s.in_w as u64 + w.pad_left as u64 + w.pad_right as u64;
+    lanes_for(w.stride_w).is_some() && ph * pw + SLACK <= PADDED_MAX
+}
+
+/// The weights as `i16x8` splats, `[channel][tap][8 × i16]`, then each channel's sum
+/// of weights as an `i32`.
+pub(crate) fn splat_weights(w: &[u8], channels: u64, taps: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity((channels * taps * 16 + channels * 4) as usize);
+    for i in 0..(channels * taps) as usize {
+        let v = (w[i] as i8 as i16).to_le_bytes();
+        for _ in 0..8 {
+            out.extend(v);
+        }
+    }
+    for c in 0..channels as usize {
+        let sum: i32 = (0..taps as usize)
+            .map(|t| w[c * taps as usize + t] as i8 as i32)
+            .sum();
+        out.extend(sum.to_le_bytes());
+    }
+    out
+}
+
+/// Emits the kernel; `wtab`: data index of [`splat_weights`], `mults`: of the
+/// per-channel multipliers (`qwindow::multipliers`).
+pub(crate) fn emit(fx: &mut Fx, cv: &QConv, wtab: usize, mults: usize) -> Result<(), Error> {
+    let (s, w) = (&cv.s, &cv.w);
+    let signed = cv.in_dtype == DType::I8;
+    let lanes = lanes_for(w.stride_w).expect("checked by `handles`");
+    let (ih, iw) = (s.in_h as u64, s.in_w as u64);
+    let (pt, pl) = (w.pad_top as u64, w.pad_left as u64);
+    let ph = ih + pt + w.pad_bottom as u64;
+    let pw = iw + pl + w.pad_right as u64;
+    let (oh, ow) = (s.out_h as u64, s.out_w as u64);
+    let taps = w.kh as u64 * w.kw as u64;
+    let esize = cv.out.dtype().size() as i64;
+    let input = fx.buf(cv.input);
+    let output = fx.buf(cv.output);
+    let wts = fx.data_addr(wtab);
+    let mtab = fx.data_addr(mults);
+    let bias = cv.bias.map(|b| fx.buf(Buffer::Const(b)));
+    let slot = fx.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (ph * pw + SLACK) as u32,
+        4,
+    ));
+    let pad = fx.b.ins().stack_addr(PTR, slot, 0);
+    let (zb, za) = match cv.in_zero {
+        ZeroPoint::Const(z) => (
+            fx.b.ins().iconst(types::I8, (z as u8) as i64),
+            fx.b.ins().iconst(types::I32, z as i64),
+        ),
+        ZeroPoint::Runtime(buf) => {
+            let p = fx.buf(buf);
+            let b = fx.load(types::I8, p, 0, true);
+            let z = if signed {
+                fx.b.ins().sextend(types::I32, b)
+            } else {
+                fx.b.ins().uextend(types::I32, b)
+            };
+            (b, z)
+        }
+    };
+    let zv = fx.b.ins().splat(types::I8X16, zb);
+    let sums = fx.addp(wts, (c_total(cv) * taps * 16) as i64);
+    let c = cv.c_out as u64;
+    fx.for_n(s.n as u64, &[], |fx, ni, _| {
+        fx.for_n(c, &[], |fx, ch, _| {
+            let plane = fx.b.ins().imul_imm_s(ni, c as i64);
+            let plane = fx.b.ins().iadd(plane, ch);
+            let src = fx.addp_scaled(input, plane, (ih * iw) as i64);
+            pad_plane(fx, src, pad, (ih, iw), (ph, pw), (pt, pl), (zb, zv));
+            let out = fx.addp_scaled(output, plane, (oh * ow) as i64 * esize);
+            let wch = fx.addp_scaled(wts, ch, (taps * 16) as i64);
+            let wv: Vec<Value> = (0..taps as i64)
+                .map(|t| fx.load(types::I16X8, wch, 16 * t, true))
+                .collect();
+            let b0 = match bias {
+                Some(b) => {
+                    let p = fx.addp_scaled(b, ch, 4);
+                    fx.load(types::I32, p, 0, true)
+                }
+                None => fx.b.ins().iconst(types::I32, 0),
+            };
+            let sp = fx.addp_scaled(sums, ch, 4);
+            let wsum = fx.load(types::I32, sp, 0, true);
+            let zw = fx.b.ins().imul(za, wsum);
+            let b0 = fx.b.ins().isub(b0, zw);
+            let bv = fx.b.ins().splat(types::I32X4, b0);
+            let mv = match cv.out {
+                QuantOut::Requant(_) => {
+                    let p = fx.addp_scaled(mtab, ch, 4);
+                    Some(qconv::lane_splat(fx, p, 0))
+                }
+                QuantOut::I32 => None,
+            };
+            fx.for_n(oh, &[], |fx, oy, _| {
+                let row = fx.b.ins().imul_imm_s(oy, (w.stride_h as u64 * pw) as i64);
+                let row = fx.addp_scaled(pad, row, 1);
+                let orow = fx.addp_scaled(out, oy, ow as i64 * esize);
+                let vector = |fx: &mut Fx, ox: Value, valid: u64| {
+                    let at = fx.b.ins().imul_imm_s(ox, w.stride_w as i64);
+                    let src = fx.addp_scaled(row, at, 1);
+                    let dst = fx.addp_scaled(orow, ox, esize);
+                    let acc = outputs(fx, cv, lanes, src, pw, &wv, bv);
+                    store(fx, cv.out, mv, &acc, dst, esize, valid);
+                };
+                if ow < lanes {
+                    let ox = fx.iconst(0);
+                    vector(fx, ox, ow);
+                } else {
+                    fx.for_n(ow / lanes, &[], |fx, j, _| {
+                        let ox = fx.b.ins().imul_imm_s(j, lanes as i64);
+                        vector(fx, ox, lanes);
+                        vec![]
+                    });
+                    if !ow.is_multiple_of(lanes) {
+                        // Recomputes up to `lanes − 1` outputs of the previous vector.
+                        let ox = fx.iconst((ow - lanes) as i64);
+                        vector(fx, ox, lanes);
+                    }
+                }
+                vec![]
+            });
+            vec![]
+        });
+        vec![]
+    });
+    Ok(())
+}
+
+/// Channels of a depthwise convolution.
+fn c_total(cv: &QConv) -> u64 {
+    cv.c_out as u64
+}
+
+/// Copies the `ih × iw` plane at `src` into `dst` (`ph × pw`) at `(pt, pl)`, filling
+/// the rest with the zero point's byte.
+fn pad_plane(
+    fx: &mut Fx,
+    src: Value,
+    dst: Value,
+    (ih, iw): (u64, u64),
+    (ph, pw): (u64, u64),
+    (pt, pl): (u64, u64),
+    z: (Value, Value),
+) {
+    let pr = pw - iw - pl;
+    fx.for_n(pt, &[], |fx, y, _| {
+        let row = fx.addp_scaled(dst, y, pw as i64);
+        qconv::fill_row(fx, z, row, pw);
+        vec![]
+    });
+    let first = fx.addp(dst, (pt * pw) as i64);
+    fx.for_n(ih, &[], |fx, y, _| {
+        let row = fx.addp_scaled(first, y, pw as i64);
+        let from = fx.addp_scaled(src, y, iw as i64);
+        qconv::fill_row(fx, z, row, pl);
+        let to = fx.addp(row, pl as i64);
+        qconv::copy_row(fx, from, 1, to, iw);
+        let after = fx.addp(row, (pl + iw) as i64);
+        qconv::fill_row(fx, z, after, pr);
+        vec![]
+    });
+    let below = fx.addp(dst, ((pt + ih) * pw) as i64);
+    fx.for_n(ph - pt - ih, &[], |fx, y, _| {
+        let row = fx.addp_scaled(below, y, pw as i64);
+        qconv::fill_row(fx, z, row, pw);
+        vec![]
+    });
+}
+
+/// The `lanes / 4` accumulators (`i32x4`) of `lanes` outputs whose window starts at
+/// `src` in the padded plane (row length `pw`).
+#[allow(clippy::too_many_arguments)]
+fn outputs(
+    fx: &mut Fx,
+    cv: &QConv,
+    lanes: u64,
+    src: Value,
+    pw: u64,
+    wv: &[Value],
+    bias: Value,
+) -> Vec<Value> {
+    let w = &cv.w;
+    let signed = cv.in_dtype == DType::I8;
+    let sw = w.stride_w as u64;
+    let mut acc = vec![bias; (lanes / 4) as usize];
+    for ky in 0..w.kh as u64 {
+        for kx in 0..w.kw as u64 {
+            let off = (ky * w.dilation_h as u64 * pw + kx * w.dilation_w as u64) as i64;
+            let mut v = fx.load(types::I8X16, src, off, false);
+            if sw > 1 {
+                let mask: [u8; 16] = std::array::from_fn(|i| ((i as u64 * sw) % 16) as u8);
+                v = qgemm::shuffle(fx, v, v, mask);
+            }
+            let halves = if lanes > 8 { 2 } else { 1 };
+            let wt = wv[(ky * w.kw as u64 + kx) as usize];
+            for h in 0..halves {
+                let x = match (signed, h) {
+                    (true, 0) => fx.b.ins().swiden_low(v),
+                    (true, _) => fx.b.ins().swiden_high(v),
+                    (false, 0) => fx.b.ins().uwiden_low(v),
+                    (false, _) => fx.b.ins().uwiden_high(v),
+                };
+                for q in 0..2u64 {
+                    let i = (2 * h + q) as usize;
+                    if i >= acc.len() {
+                        break;
+                    }
+                    let ins = &mut fx.b;
+                    let (xw, ww) = if q == 0 {
+                        (ins.ins().swiden_low(x), ins.ins().swiden_low(wt))
+                    } else {
+                        (ins.ins().swiden_high(x), ins.ins().swiden_high(wt))
+                    };
+                    let p = ins.ins().imul(xw, ww);
+                    acc[i] = ins.ins().iadd(acc[i], p);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Requantizes (or not) and stores the first `valid` of the accumulators' lanes at `dst`.
+fn store(
+    fx: &mut Fx,
+    out: &QuantOut,
+    m: Option<Value>,
+    acc: &[Value],
+    dst: Value,
+    esize: i64,
+    valid: u64,
+) {
+    let (ys, dtype): (Vec<Value>, DType) = match out {
+        QuantOut::I32 => (acc.to_vec(), DType::I32),
+        QuantOut::Requant(rq) => (
+            acc.iter()
+                .map(|&x| qgemm::requant(fx, rq, x, m.expect("multipliers of a requant")))
+                .collect(),
+            rq.dtype,
+        ),
+    };
+    if dtype != DType::I32 && ys.len() == 4 && valid == 16 {
+        // All 16 outputs as bytes in one store.
+        let a = fx.b.ins().snarrow(ys[0], ys[1]);
+        let b = fx.b.ins().snarrow(ys[2], ys[3]);
+        let bytes = if dtype == DType::U8 {
+            fx.b.ins().unarrow(a, b)
+        } else {
+            fx.b.ins().snarrow(a, b)
+        };
+        fx.store(bytes, dst, 0);
+        return;
+    }
+    for (q, &y) in ys.iter().enumerate() {
+        let first = 4 * q as u64;
+        if first >= valid {
+            break;
+        }
+        qgemm::store_lanes(
+            fx,
+            y,
+            dtype,
+            dst,
+            first as i64 * esize,
+            esize,
+            (valid - first).min(4),
+        );
+    }
+}
