@@ -53,8 +53,8 @@ pub(crate) fn handles(cv: &QConv) -> bool {
 /// of weights as an `i32`.
 pub(crate) fn splat_weights(w: &[u8], channels: u64, taps: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity((channels * taps * 16 + channels * 4) as usize);
-    for i in 0..(channels * taps) as usize {
-        let v = (w[i] as i8 as i16).to_le_bytes();
+    for &x in &w[..(channels * taps) as usize] {
+        let v = (x as i8 as i16).to_le_bytes();
         for _ in 0..8 {
             out.extend(v);
         }
