@@ -1035,3 +1035,22 @@ fn round_is_exact_and_one_instruction() {
     let a64 = emit_clif(&s.p, &"aarch64-neon".parse().unwrap()).unwrap();
     assert!(count(&a64, "frintn") >= 2, "{a64}");
 }
+
+#[test]
+#[ignore]
+fn zz_dump() {
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, true)),
+        shift: 36,
+    };
+    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
+    let mut d = Suite::new(3);
+    d.qconv(1, 1, 1, 32, (32, 32), w3, q);
+    std::fs::write(
+        "/tmp/qk/dw.s",
+        emit_clif(&d.p, &"aarch64-neon+dotprod".parse().unwrap()).unwrap(),
+    )
+    .unwrap();
+}

@@ -111,8 +111,12 @@ pub(crate) fn prepare(
     cv.check(consts)?;
     if cv.is_depthwise() {
         let splats = if qdepthwise::handles(cv) {
-            let taps = cv.w.kh as u64 * cv.w.kw as u64;
-            qdepthwise::splat_weights(&consts[cv.weight.0 as usize].data, cv.c_out as u64, taps)
+            qdepthwise::splat_weights(
+                &consts[cv.weight.0 as usize].data,
+                cv.c_out as u64,
+                (cv.w.kh as u64, cv.w.kw as u64),
+                qdepthwise::dot_form(cv, t.sdot),
+            )
         } else {
             Vec::new()
         };
@@ -220,7 +224,7 @@ pub(crate) fn emit(
             return Err(Error::Codegen("qconv tables missing".into()));
         };
         if qdepthwise::handles(cv) {
-            return qdepthwise::emit(fx, cv, wtab, mults);
+            return qdepthwise::emit(fx, cv, wtab, mults, qdepthwise::dot_form(cv, t.sdot));
         }
         return qwindow::emit_depthwise(fx, cv, mults);
     }
