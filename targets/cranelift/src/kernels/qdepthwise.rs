@@ -35,7 +35,7 @@ use crate::kernels::qgemm;
 pub(crate) const PADDED_MAX: u64 = 64 * 1024;
 
 /// Over-read slack after the padded plane.
-const SLACK: u64 = 32;
+pub(crate) const SLACK: u64 = 32;
 
 /// Output lanes per vector for a horizontal stride, if this kernel handles it.
 fn lanes_for(stride_w: u32) -> Option<u64> {
@@ -251,7 +251,7 @@ fn c_total(cv: &QConv) -> u64 {
 
 /// Copies the `ih × iw` plane at `src` into `dst` (`ph × pw`) at `(pt, pl)`, filling
 /// the rest with the zero point's byte.
-fn pad_plane(
+pub(crate) fn pad_plane(
     fx: &mut Fx,
     src: Value,
     dst: Value,

@@ -13,13 +13,15 @@
 //! convolution, whose padding is the zero point, i.e. a real 0; the dtype's minimum for
 //! the max), so there is no branch per tap and no read outside the input.
 
-use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
+use cranelift_codegen::ir::{
+    InstBuilder, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
+};
 use edgecc_program::{DType, QuantOut, Spatial, Window, ZeroPoint};
 
 use crate::error::Error;
 use crate::fx::Fx;
 use crate::kernels::qconv::QConv;
-use crate::kernels::qgemm;
+use crate::kernels::{qdepthwise, qgemm};
 
 /// The per-channel requantization multipliers of a depthwise convolution (the single one
 /// repeated), `channels` i32s, zeros for an `I32` output.
@@ -177,8 +179,115 @@ fn tap_vec(fx: &mut Fx, pl: &Plane, oy: Value, ox: Value, ky: u64, kx: u64, lane
     v
 }
 
-/// Max pooling of `channels` planes of `U8` or `I8` bytes.
+/// Max pooling of `channels` planes of `U8` or `I8` bytes: over a padded copy of each
+/// plane when it fits (see [`emit_padded_max_pool`]), else directly.
 pub(crate) fn emit_max_pool(
+    fx: &mut Fx,
+    dtype: DType,
+    channels: u64,
+    s: &Spatial,
+    w: &Window,
+    input: Value,
+    output: Value,
+) {
+    let ph = s.in_h as u64 + w.pad_top as u64 + w.pad_bottom as u64;
+    let pw = s.in_w as u64 + w.pad_left as u64 + w.pad_right as u64;
+    if w.stride_w <= 2 && ph * pw + qdepthwise::SLACK <= qdepthwise::PADDED_MAX {
+        emit_padded_max_pool(fx, dtype, channels, s, w, input, output);
+    } else {
+        emit_direct_max_pool(fx, dtype, channels, s, w, input, output);
+    }
+}
+
+/// Max pooling over a copy of each plane padded with the dtype's minimum (the neutral
+/// element, so padding taps change nothing and an all-padding window gives the
+/// minimum, as defined): every output is interior, 16 per `i8x16` (`umax`/`smax`), at
+/// stride 1 one load per tap, at stride 2 two loads and an even-byte `uzp1`; a row width
+/// that is not a multiple of 16 ends with a vector overlapping the previous one, a row
+/// narrower than 16 stores its valid bytes one by one.
+fn emit_padded_max_pool(
+    fx: &mut Fx,
+    dtype: DType,
+    channels: u64,
+    s: &Spatial,
+    w: &Window,
+    input: Value,
+    output: Value,
+) {
+    let signed = dtype == DType::I8;
+    let (ih, iw) = (s.in_h as u64, s.in_w as u64);
+    let (pt, pl) = (w.pad_top as u64, w.pad_left as u64);
+    let ph = ih + pt + w.pad_bottom as u64;
+    let pw = iw + pl + w.pad_right as u64;
+    let (oh, ow) = (s.out_h as u64, s.out_w as u64);
+    let slot = fx.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (ph * pw + qdepthwise::SLACK) as u32,
+        4,
+    ));
+    let pad = fx.b.ins().stack_addr(crate::fx::PTR, slot, 0);
+    let min = fx.b.ins().iconst(types::I8, if signed { 0x80 } else { 0 });
+    let minv = fx.b.ins().splat(types::I8X16, min);
+    let sw = w.stride_w as i64;
+    const EVEN: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+    fx.for_n(channels, &[], |fx, c, _| {
+        let src = fx.addp_scaled(input, c, (ih * iw) as i64);
+        qdepthwise::pad_plane(fx, src, pad, (ih, iw), (ph, pw), (pt, pl), (min, minv));
+        let out = fx.addp_scaled(output, c, (oh * ow) as i64);
+        fx.for_n(oh, &[], |fx, oy, _| {
+            let row = fx.b.ins().imul_imm_s(oy, (w.stride_h as u64 * pw) as i64);
+            let row = fx.addp_scaled(pad, row, 1);
+            let orow = fx.addp_scaled(out, oy, ow as i64);
+            let vector = |fx: &mut Fx, src: Value, dst: Value, valid: u64| {
+                let mut m: Option<Value> = None;
+                for ky in 0..w.kh as i64 {
+                    for kx in 0..w.kw as i64 {
+                        let off = ky * w.dilation_h as i64 * pw as i64 + kx * w.dilation_w as i64;
+                        let mut v = fx.load(types::I8X16, src, off, false);
+                        if sw == 2 {
+                            let v1 = fx.load(types::I8X16, src, off + 16, false);
+                            v = qgemm::shuffle(fx, v, v1, EVEN);
+                        }
+                        m = Some(match m {
+                            None => v,
+                            Some(m) if signed => fx.b.ins().smax(m, v),
+                            Some(m) => fx.b.ins().umax(m, v),
+                        });
+                    }
+                }
+                let m = m.expect("a window has at least one tap");
+                if valid == 16 {
+                    fx.store(m, dst, 0);
+                } else {
+                    for l in 0..valid as u8 {
+                        let b = fx.b.ins().extractlane(m, l);
+                        fx.store(b, dst, l as i64);
+                    }
+                }
+            };
+            if ow < 16 {
+                vector(fx, row, orow, ow);
+            } else {
+                fx.for_n(ow / 16, &[row, orow], |fx, _, c| {
+                    vector(fx, c[0], c[1], 16);
+                    vec![fx.addp(c[0], 16 * sw), fx.addp(c[1], 16)]
+                });
+                if !ow.is_multiple_of(16) {
+                    let back = (ow - 16) as i64;
+                    let src = fx.addp(row, back * sw);
+                    let dst = fx.addp(orow, back);
+                    vector(fx, src, dst, 16);
+                }
+            }
+            vec![]
+        });
+        vec![]
+    });
+}
+
+/// Max pooling with the border points computed one at a time (planes too big for a
+/// padded copy, strides above 2).
+fn emit_direct_max_pool(
     fx: &mut Fx,
     dtype: DType,
     channels: u64,
