@@ -1,7 +1,11 @@
 //! Sliding windows over 8-bit NCHW planes: depthwise integer convolution and max
 //! pooling of `U8`/`I8` values.
 //!
-//! Both split each output row at compile time (as [`super::window`] does for f32) into
+//! The fast forms work on a padded copy of each plane: max pooling here
+//! ([`emit_max_pool`]: 3×3 stride 2 over 32 channels of 64×64 takes 0.18 M guest
+//! instructions on a Cortex-A76, the f32 kernel 0.35 M), the depthwise convolution in
+//! [`super::qdepthwise`]. What follows is the direct form they fall back to for planes
+//! too big to copy to the stack or wide strides. Both direct kernels split each output row at compile time (as [`super::window`] does for f32) into
 //! the interior columns, where every tap of a window row is inside the input, and the
 //! border columns. Interior columns are computed several outputs at a time with no
 //! bounds logic: max pooling 16 outputs per `i8x16` (`umax`/`smax`; at stride 1 one load
