@@ -606,6 +606,53 @@ fn fixed_suite(seed: u64) -> Suite {
     s
 }
 
+/// A program may state more output rows and columns than its window geometry gives
+/// (their taps fall outside the input, the definition sums nothing); the kernels must
+/// neither read out of bounds nor differ from exec there.
+#[test]
+fn outputs_beyond_the_geometry_match_exec() {
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, false)),
+        shift: 30,
+    };
+    let w3 = window((3, 3), (1, 2), (1, 1), [1, 1, 1, 1]);
+    let mut s = Suite::new(9);
+    s.qconv(1, 1, 1, 3, (6, 9), w3, q);
+    s.qconv(1, 2, 3, 1, (6, 9), w3, q);
+    s.max_pool(DType::I8, 2, (6, 9), w3);
+    for i in 0..s.p.kernels.len() {
+        let (Kernel::QConv { spatial, .. } | Kernel::Pool { spatial, .. }) = &mut s.p.kernels[i]
+        else {
+            unreachable!()
+        };
+        spatial.out_h += 2;
+        spatial.out_w += 3;
+        let per = (spatial.out_h * spatial.out_w) as u64;
+        let t = &mut s.p.outputs[i];
+        t.shape = vec![t.shape[0] / ((spatial.out_h - 2) * (spatial.out_w - 3)) as u64 * per];
+        // A scratch sized for the new geometry.
+        if let Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window,
+            scratch: Some(_),
+            ..
+        } = s.p.kernels[i]
+        {
+            let need = Kernel::qconv_scratch_bytes(c_in, c_out, groups, &spatial, &window);
+            let b = s.arena(need);
+            if let Kernel::QConv { scratch, .. } = &mut s.p.kernels[i] {
+                *scratch = Some(b);
+            }
+        }
+    }
+    s.compare(&s.jit(), "outputs beyond the geometry");
+}
+
 #[test]
 fn fixed_cases_match_exec_on_the_jit() {
     let s = fixed_suite(7);

@@ -34,8 +34,37 @@ use crate::kernels::qgemm;
 /// Largest padded plane copied to the stack, in bytes.
 pub(crate) const PADDED_MAX: u64 = 64 * 1024;
 
-/// Over-read slack after the padded plane.
-pub(crate) const SLACK: u64 = 32;
+/// Over-read slack after the padded plane: the widest read past a valid window start is
+/// the `sdot` form's last 16-byte load of a vector, `12·sw + 15 ≤ 75` bytes (`sw ≤ 5`).
+pub(crate) const SLACK: u64 = 80;
+
+/// Whether every window of the `Spatial`'s outputs lies inside the padded plane (the
+/// program could state more outputs than the geometry gives; the direct kernels, which
+/// check every tap, handle that).
+pub(crate) fn windows_fit(s: &edgecc_program::Spatial, w: &edgecc_program::Window) -> bool {
+    let fits = |out: u32, size: u32, k: u32, st: u32, d: u32, p0: u32, p1: u32| {
+        let (out, size, k, st, d) = (out as u64, size as u64, k as u64, st as u64, d as u64);
+        let span = size + p0 as u64 + p1 as u64;
+        out == 0 || (out - 1) * st + (k - 1) * d < span
+    };
+    fits(
+        s.out_h,
+        s.in_h,
+        w.kh,
+        w.stride_h,
+        w.dilation_h,
+        w.pad_top,
+        w.pad_bottom,
+    ) && fits(
+        s.out_w,
+        s.in_w,
+        w.kw,
+        w.stride_w,
+        w.dilation_w,
+        w.pad_left,
+        w.pad_right,
+    )
+}
 
 /// Output lanes per vector for a horizontal stride, if this kernel handles it.
 fn lanes_for(stride_w: u32) -> Option<u64> {
@@ -52,7 +81,7 @@ pub(crate) fn handles(cv: &QConv) -> bool {
     let (s, w) = (&cv.s, &cv.w);
     let ph = s.in_h as u64 + w.pad_top as u64 + w.pad_bottom as u64;
     let pw = s.in_w as u64 + w.pad_left as u64 + w.pad_right as u64;
-    lanes_for(w.stride_w).is_some() && ph * pw + SLACK <= PADDED_MAX
+    lanes_for(w.stride_w).is_some() && ph * pw + SLACK <= PADDED_MAX && windows_fit(s, w)
 }
 
 /// Whether the `sdot` form applies: with `has_dotprod`, a window row of at most 4 taps

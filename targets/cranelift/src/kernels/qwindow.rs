@@ -196,7 +196,10 @@ pub(crate) fn emit_max_pool(
 ) {
     let ph = s.in_h as u64 + w.pad_top as u64 + w.pad_bottom as u64;
     let pw = s.in_w as u64 + w.pad_left as u64 + w.pad_right as u64;
-    if w.stride_w <= 2 && ph * pw + qdepthwise::SLACK <= qdepthwise::PADDED_MAX {
+    if w.stride_w <= 2
+        && ph * pw + qdepthwise::SLACK <= qdepthwise::PADDED_MAX
+        && qdepthwise::windows_fit(s, w)
+    {
         emit_padded_max_pool(fx, dtype, channels, s, w, input, output);
     } else {
         emit_direct_max_pool(fx, dtype, channels, s, w, input, output);
