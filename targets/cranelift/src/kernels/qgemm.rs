@@ -1,11 +1,12 @@
-//! Integer GEMM (`Kernel::QGemm`, and the GEMM inside `Kernel::QConv`): int8 × int8
-//! products accumulated in int32, then the int32 accumulators stored as they are or
-//! requantized with the fixed-point [`Requant`] in the epilogue. No float math.
+//! Integer GEMM (`Kernel::QGemm`): int8 × int8 products accumulated in int32, then the
+//! int32 accumulators stored as they are or requantized with the fixed-point
+//! [`Requant`] in the epilogue. No float math. The pieces shared with the convolution
+//! kernels (the dot-product tree, `pmaddwd`, the per-channel tables, requantization and
+//! stores) live here too.
 //!
 //! Orientation: the rows of the problem are the activations (`A[row, k]`, K contiguous,
-//! read in place: a `QGemm`'s `a`, or a convolution's pixel-major im2col) and the columns
-//! are the constant weights (`B[k, col]`), packed at compile time. The requantization
-//! channel is the column.
+//! read in place) and the columns the constant weights (`B[k, col]`), packed at compile
+//! time. The requantization channel is the column.
 //!
 //! The inner step works on groups of 4 K values. Each row contributes one 32-bit word (its
 //! 4 bytes of the group) and the packed B holds, per group, vectors of 4 columns × 4 K
@@ -13,11 +14,12 @@
 //! `iadd(iadd_pairwise(iadd_pairwise(saddlp(smull lo)), ...), acc)` that Cranelift's
 //! aarch64 backend turns into one `sdot` when `has_dotprod` is set (the word is splatted
 //! to the 4 lanes), and into `smull`/`smull2`/`saddlp`/`addp`/`add` (6 instructions per
-//! 16 products) without it. On x86_64 (SSE4.2, no VNNI) the tree would be 18
-//! instructions, so there each B vector is packed as two halves of 4 columns × 2 K and
-//! loaded sign-extended to `i16x8` (`pmovsxbw`), the row's word is widened once and
-//! split into its two K pairs (`pshufd`), and each half is one `pmaddwd` plus a `paddd`:
-//! 4 instructions per 16 products plus the loads. Never `pmaddubsw` (it saturates).
+//! 16 products) without it. A row is read 16 bytes (4 groups) at a time, flipped once, and
+//! its words splatted by lane (`dup v.4s, v.s[l]`). On x86_64 (SSE4.2, no VNNI) the tree
+//! would be 18 instructions, so there each B vector is packed as two halves of 4 columns
+//! × 2 K and loaded sign-extended to `i16x8` (`pmovsxbw`), the row's words are widened
+//! and split into K pairs (`pshufd`), and each half is one `pmaddwd` plus a `paddd`.
+//! Never `pmaddubsw` (it saturates).
 //!
 //! Activations: `U8` values are flipped to signed with `xor 0x80` (`x − 128`), so one
 //! signed path serves both dtypes; the zero point and the flip fold into the
@@ -25,7 +27,7 @@
 //! computed at compile time for a constant zero point and once per column vector for a
 //! runtime one. All of it is exact modulo 2^32, like the definition.
 //!
-//! Tiles are `mr` rows × `nv` vectors of 4 columns (8×3 with `sdot`, 4×4 for the aarch64
+//! Tiles are `mr` rows × `nv` vectors of 4 columns (8×2 with `sdot`, 4×4 for the aarch64
 //! tree, 4×2 on x86_64); row tails take a narrower tile, the last column block computes
 //! whole vectors from zero-padded weights and stores only its valid lanes, and a K that
 //! is not a multiple of 4 ends with one step whose words are assembled from single bytes
@@ -34,9 +36,9 @@
 //!
 //! Requantization per output vector, exactly as [`Requant::apply`]: `i32 × i32 → i64`
 //! widening multiplies (`smull`/`pmuldq`), `+ 2^(shift−1)`, arithmetic shift, clamp to
-//! `[lo − zp, hi − zp]` in i64 (so the value fits 32 bits), narrow, `+ zp`, then
-//! saturating narrows to bytes (exact: the value is in range) and one 32-bit store per 4
-//! outputs when the column stride is 1, lane stores otherwise.
+//! `[lo − zp, hi − zp]` (so the value fits 32 bits), `+ zp`, then saturating narrows to
+//! bytes (exact: the value is in range) and one 32-bit store per 4 outputs when the
+//! column stride is 1, lane stores otherwise.
 
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use edgecc_program::{DType, QuantOut, Requant};
