@@ -1,13 +1,22 @@
 //! Integer NCHW convolution (`Kernel::QConv`), lowered two ways:
-//! - depthwise (`groups == c_in == c_out`): direct, per channel, in [`super::qwindow`];
-//! - everything else: the integer GEMM of [`super::qgemm`] with the output pixels as
-//!   rows and the packed weights of a group as columns, writing the NCHW output through
-//!   a strided C (row stride 1 element, column stride `out_h·out_w`). Its A is
-//!   `[ci·kh·kw][pixel]` ([`ALayout::Cols`]): a pointwise convolution's (1×1, unit
-//!   stride, no padding) input itself, read in place; otherwise, per image, group and
-//!   block of [`Kernel::conv_block_rows`] output rows (the rule the scratch is sized
-//!   by), a byte im2col into the `scratch`, the same layout as the f32 im2col, whose
-//!   padding taps hold the zero point's byte so they contribute `(zero − zero)·w = 0`.
+//! - depthwise (`groups == c_in == c_out`): [`super::qdepthwise`] over a padded copy of
+//!   each plane, or the direct kernel of [`super::qwindow`];
+//! - everything else: a GEMM per image and group whose vector lanes are 4 consecutive
+//!   output pixels, so the NCHW output is stored 4 pixels at a time. Its A is
+//!   `[ci·kh·kw][pixel]` bytes: a pointwise convolution's (1×1, unit stride, no padding)
+//!   input itself, read in place; otherwise, per block of [`Kernel::conv_block_rows`]
+//!   output rows (the rule the scratch is sized by), a byte im2col into the `scratch`,
+//!   the f32 im2col's layout, whose padding taps hold the zero point's byte so they
+//!   contribute `(zero − zero)·w = 0`.
+//!
+//! Per group of 4 K rows, the 8 pixels of a tile are loaded (one 8-byte load per K row)
+//! and transposed into per-pixel words by two rounds of `zip` (`punpckl` on x86_64),
+//! flipped for u8 as in [`super::qgemm`]; when several channel blocks read a pixel block
+//! its words are transposed once into a stack area ([`pack_words`]). The weights are
+//! packed per channel with the channel's 4 K bytes in every lane, so one `sdot` (or the
+//! widening tree, or two `pmaddwd`) adds 4 pixels × 4 K products for one channel: an
+//! 8-pixel × 12-channel tile with `sdot` is 24 accumulators, 12 weight loads and 2 word
+//! loads per K group. Requantization per channel with [`qgemm::requant`].
 //!
 //! The im2col copies, for each `(ci, ky, kx)` row of the window and output row, the
 //! columns whose tap is inside the input (a compile-time range) 16 bytes at a time at
