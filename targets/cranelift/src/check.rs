@@ -5,7 +5,9 @@
 //! A view's extent over an iteration shape is exact: the smallest and largest element
 //! index are the sums of `stride · (size − 1)` over negative and positive strides.
 
-use edgecc_program::{Buffer, DType, Kernel, LogicOp, Program, View};
+use edgecc_program::{
+    Buffer, DType, Kernel, LogicOp, PoolKind, Program, QuantOut, View, ZeroPoint,
+};
 
 use crate::error::{Error, unsupported};
 
@@ -96,17 +98,96 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
     }
     for (k, kernel) in p.kernels.iter().enumerate() {
         match kernel {
-            Kernel::QGemm { .. } | Kernel::QConv { .. } => {
-                return Err(unsupported(format!(
-                    "kernel {k}: integer {} is not implemented in the Cranelift backend yet",
-                    kernel.name()
-                )));
+            Kernel::QGemm {
+                m,
+                n,
+                k: kk,
+                a,
+                a_dtype,
+                a_zero,
+                out,
+                c,
+                ..
+            } => {
+                let (m, n, kk) = (*m as u64, *n as u64, *kk as u64);
+                activation_dtype(k, *a_dtype, *a_zero)?;
+                zero_point(p, k, *a_zero)?;
+                sized_view(p, k, a, &[m, kk], 1, "a")?;
+                if kk > 1 && a.strides[1] != 1 {
+                    return Err(unsupported(format!(
+                        "kernel {k}: qgemm a has stride {} along k, not 1",
+                        a.strides[1]
+                    )));
+                }
+                sized_view(p, k, c, &[m, n], out.dtype().size() as u64, "c")?;
+                quant_out(k, out, n)?;
             }
-            Kernel::Pool { dtype, .. } if *dtype != DType::F32 => {
-                return Err(unsupported(format!(
-                    "kernel {k}: {} pooling is not implemented in the Cranelift backend yet",
-                    dtype.name()
-                )));
+            Kernel::QConv {
+                c_in,
+                c_out,
+                groups,
+                spatial: s,
+                window: w,
+                input,
+                in_dtype,
+                in_zero,
+                out,
+                output,
+                scratch,
+                ..
+            } => {
+                activation_dtype(k, *in_dtype, *in_zero)?;
+                zero_point(p, k, *in_zero)?;
+                quant_out(k, out, *c_out as u64)?;
+                let n = s.n as u64;
+                dense(
+                    p,
+                    k,
+                    *input,
+                    n * *c_in as u64 * s.in_h as u64 * s.in_w as u64,
+                )?;
+                let out_bytes =
+                    n * *c_out as u64 * s.out_h as u64 * s.out_w as u64 * out.dtype().size() as u64;
+                dense(p, k, *output, out_bytes)?;
+                if *groups != 0 {
+                    let need = Kernel::qconv_scratch_bytes(*c_in, *c_out, *groups, s, w);
+                    if let Some(sc) = scratch {
+                        dense(p, k, *sc, need)?;
+                    }
+                }
+            }
+            Kernel::Pool {
+                kind,
+                dtype,
+                channels,
+                spatial: s,
+                window: w,
+                input,
+                output,
+            } if *dtype != DType::F32 => {
+                if !matches!(dtype, DType::U8 | DType::I8) || *kind != PoolKind::Max {
+                    return Err(unsupported(format!(
+                        "kernel {k}: {kind:?} pooling over {} (only max pooling of u8/i8)",
+                        dtype.name()
+                    )));
+                }
+                if [
+                    w.kh,
+                    w.kw,
+                    w.stride_h,
+                    w.stride_w,
+                    w.dilation_h,
+                    w.dilation_w,
+                ]
+                .contains(&0)
+                {
+                    return Err(unsupported(format!(
+                        "kernel {k}: pool window has a zero size, stride or dilation"
+                    )));
+                }
+                let c = *channels as u64;
+                dense(p, k, *input, c * s.in_h as u64 * s.in_w as u64)?;
+                dense(p, k, *output, c * s.out_h as u64 * s.out_w as u64)?;
             }
             Kernel::Gemm {
                 batch,
@@ -476,6 +557,44 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The activation dtype of an integer kernel: `U8` or `I8`, with a constant zero point
+/// inside its range (the padding of a convolution stores it as a byte).
+fn activation_dtype(k: usize, dtype: DType, z: ZeroPoint) -> Result<(), Error> {
+    let range = match dtype {
+        DType::U8 => 0..=255,
+        DType::I8 => -128..=127,
+        d => {
+            return Err(unsupported(format!(
+                "kernel {k}: integer activations of {} (u8 or i8 only)",
+                d.name()
+            )));
+        }
+    };
+    if let ZeroPoint::Const(v) = z
+        && !range.contains(&v)
+    {
+        return Err(unsupported(format!(
+            "kernel {k}: zero point {v} is outside the {} range",
+            dtype.name()
+        )));
+    }
+    Ok(())
+}
+
+/// A runtime zero point is one readable byte.
+fn zero_point(p: &Program, k: usize, z: ZeroPoint) -> Result<(), Error> {
+    match z {
+        ZeroPoint::Runtime(buf) => dense(p, k, buf, 1),
+        ZeroPoint::Const(_) => Ok(()),
+    }
+}
+
+/// The output of an integer kernel: `I32`, or a requantization the targets can apply.
+fn quant_out(k: usize, out: &QuantOut, channels: u64) -> Result<(), Error> {
+    crate::kernels::qgemm::check_out(out, channels)
+        .map_err(|e| unsupported(format!("kernel {k}: {e}")))
 }
 
 fn written(k: &Kernel) -> Vec<Buffer> {

@@ -26,7 +26,10 @@ use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 
 use crate::error::Error;
 use crate::fx::{Features, Fx, bytes_of, io_params};
-use crate::kernels::{conv, convert, copy, elementwise, gather, gemm, integer, mask, rows, window};
+use crate::kernels::{
+    conv, convert, copy, elementwise, gather, gemm, integer, mask, qconv, qgemm, qwindow, rows,
+    window,
+};
 
 /// What to record of each function for `--emit asm`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,9 +55,15 @@ pub(crate) fn features(isa: &dyn TargetIsa) -> Features {
         isa.triple().architecture,
         target_lexicon::Architecture::Aarch64(_)
     );
+    let dotprod = aarch64
+        && isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_dotprod" && f.as_bool() == Some(true));
     Features {
         fma: aarch64 || isa.has_native_fma(),
         aarch64,
+        dotprod,
     }
 }
 
@@ -115,8 +124,33 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
             bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
         }
         Kernel::CumSum { input, .. } => bufs.push(*input),
-        // Refused by `check::program` until the integer kernels land.
-        Kernel::QGemm { .. } | Kernel::QConv { .. } => {}
+        // The weights and biases are packed into per-kernel tables; a runtime zero point
+        // is never a constant worth special-casing, but may be one.
+        Kernel::QGemm { a, a_zero, .. } => {
+            bufs.push(a.buf);
+            if let edgecc_program::ZeroPoint::Runtime(z) = a_zero {
+                bufs.push(*z);
+            }
+        }
+        Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            input,
+            in_zero,
+            weight,
+            bias,
+            ..
+        } => {
+            bufs.push(*input);
+            if let edgecc_program::ZeroPoint::Runtime(z) = in_zero {
+                bufs.push(*z);
+            }
+            if groups == c_in && groups == c_out {
+                bufs.push(Buffer::Const(*weight));
+                bufs.extend(bias.map(Buffer::Const));
+            }
+        }
         Kernel::Logic { a, b, .. } => {
             bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
         }
@@ -170,6 +204,7 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     let feat = features(m.isa());
     let cfg = m.target_config();
     let tile = gemm::Tile::for_target(feat);
+    let qtile = qgemm::QTile::for_target(feat);
     let name = &p.name;
     let mut const_bytes = 0u64;
 
@@ -196,7 +231,7 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
     let mut packed: Vec<[Option<usize>; 2]> = Vec::with_capacity(p.kernels.len());
     for (j, k) in p.kernels.iter().enumerate() {
         let mut slots = [None, None];
-        let blobs: Vec<(usize, &str, Vec<f32>)> = match k {
+        let blobs: Vec<(usize, &str, Vec<u8>)> = match k {
             Kernel::Gemm {
                 batch,
                 m: mm,
@@ -209,21 +244,24 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
                 let [pa, pb] = gemm::prepare(&p.consts, tile, *batch, *mm, *n, *kk, a, b)?;
                 [(0, "pa", pa), (1, "pb", pb)]
                     .into_iter()
-                    .filter_map(|(s, n, v)| v.map(|v| (s, n, v)))
+                    .filter_map(|(s, n, v)| v.map(|v| (s, n, to_bytes(&v))))
                     .collect()
             }
             Kernel::Conv { .. } => conv::prepare(&p.consts, tile, &conv_of(k))?
-                .map(|v| vec![(0, "pw", v)])
+                .map(|v| vec![(0, "pw", to_bytes(&v))])
                 .unwrap_or_default(),
+            Kernel::QGemm { .. } => {
+                let [pb, tab] = qgemm::prepare(&p.consts, qtile, &qgemm_of(k))?;
+                vec![(0, "pb", pb), (1, "tab", tab)]
+            }
+            Kernel::QConv { .. } => {
+                let [pw, tab] = qconv::prepare(&p.consts, qtile, &qconv_of(k))?;
+                vec![(0, "pw", pw), (1, "tab", tab)]
+            }
             _ => Vec::new(),
         };
         for (slot, suffix, v) in blobs {
-            let id = define_data(
-                m,
-                &format!("{name}_k{j}_{suffix}"),
-                to_bytes(&v),
-                &mut const_bytes,
-            )?;
+            let id = define_data(m, &format!("{name}_k{j}_{suffix}"), v, &mut const_bytes)?;
             slots[slot] = Some(data.len());
             data.push(Some(id));
         }
@@ -252,7 +290,7 @@ pub(crate) fn build<M: Module>(m: &mut M, p: &Program, listing: Listing) -> Resu
                 feat,
                 &data,
             );
-            emit_kernel(&mut fx, tile, &p.consts, k, packed[j])?;
+            emit_kernel(&mut fx, (tile, qtile), &p.consts, k, packed[j])?;
             if fallible(k) {
                 let ok = fx.b.ins().iconst(types::I32, 0);
                 fx.b.ins().return_(&[ok]);
@@ -404,18 +442,93 @@ fn conv_of(k: &Kernel) -> conv::Conv {
     }
 }
 
+fn qgemm_of(k: &Kernel) -> qgemm::QGemmKernel<'_> {
+    match k {
+        Kernel::QGemm {
+            m,
+            n,
+            k,
+            a,
+            a_dtype,
+            a_zero,
+            b,
+            bias,
+            out,
+            c,
+        } => qgemm::QGemmKernel {
+            m: *m,
+            n: *n,
+            k: *k,
+            a,
+            a_dtype: *a_dtype,
+            a_zero: *a_zero,
+            b: *b,
+            bias: *bias,
+            out,
+            c,
+        },
+        _ => unreachable!("qgemm_of on a non-qgemm kernel"),
+    }
+}
+
+fn qconv_of(k: &Kernel) -> qconv::QConv<'_> {
+    match k {
+        Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window,
+            input,
+            in_dtype,
+            in_zero,
+            weight,
+            bias,
+            out,
+            output,
+            scratch,
+        } => qconv::QConv {
+            c_in: *c_in,
+            c_out: *c_out,
+            groups: *groups,
+            s: *spatial,
+            w: *window,
+            input: *input,
+            in_dtype: *in_dtype,
+            in_zero: *in_zero,
+            weight: *weight,
+            bias: *bias,
+            out,
+            output: *output,
+            scratch: *scratch,
+        },
+        _ => unreachable!("qconv_of on a non-qconv kernel"),
+    }
+}
+
 fn emit_kernel(
     fx: &mut Fx,
-    tile: gemm::Tile,
+    (tile, qtile): (gemm::Tile, qgemm::QTile),
     consts: &[Const],
     k: &Kernel,
     packed: [Option<usize>; 2],
 ) -> Result<(), Error> {
     match k {
-        Kernel::QGemm { .. } | Kernel::QConv { .. } => Err(crate::error::unsupported(format!(
-            "integer {} is not implemented in the Cranelift backend yet",
-            k.name()
-        ))),
+        Kernel::QGemm { .. } => qgemm::emit(fx, qtile, &qgemm_of(k), packed),
+        Kernel::QConv { .. } => qconv::emit(fx, qtile, &qconv_of(k), packed),
+        Kernel::Pool {
+            kind: _,
+            dtype: dtype @ (edgecc_program::DType::U8 | edgecc_program::DType::I8),
+            channels,
+            spatial,
+            window: w,
+            input,
+            output,
+        } => {
+            let (i, o) = (fx.buf(*input), fx.buf(*output));
+            qwindow::emit_max_pool(fx, *dtype, *channels as u64, spatial, w, i, o);
+            Ok(())
+        }
         Kernel::Gemm {
             batch,
             m,

@@ -57,6 +57,9 @@ pub(crate) struct Features {
     /// Cranelift would call `fmaf`, so kernels use `fmul` + `fadd` instead.
     pub fma: bool,
     pub aarch64: bool,
+    /// aarch64 `sdot` (flag `has_dotprod`): the integer kernels' widening dot-product
+    /// tree becomes one instruction.
+    pub dotprod: bool,
 }
 
 pub(crate) const PTR: Type = types::I64;
@@ -211,6 +214,31 @@ impl<'f, 'd> Fx<'f, 'd> {
         self.b.ins().load(ty, f, p, o)
     }
 
+    /// Loads one byte at `p + off` as an `i32`, sign-extended when `signed`.
+    pub fn load8(&mut self, signed: bool, p: Value, off: i64, readonly: bool) -> Value {
+        let (p, o) = self.addr(p, off);
+        let f = if readonly { self.ro } else { self.rw };
+        if signed {
+            self.b.ins().sload8(types::I32, f, p, o)
+        } else {
+            self.b.ins().uload8(types::I32, f, p, o)
+        }
+    }
+
+    /// Loads 8 bytes at `p + off` sign-extended to `i16x8` (one `pmovsxbw` on x86_64).
+    pub fn sload8x8(&mut self, p: Value, off: i64, readonly: bool) -> Value {
+        let (p, o) = self.addr(p, off);
+        let f = if readonly { self.ro } else { self.rw };
+        self.b.ins().sload8x8(f, p, o)
+    }
+
+    /// Stores the low byte of the integer `v` at `p + off`.
+    pub fn store8(&mut self, v: Value, p: Value, off: i64) {
+        let (p, o) = self.addr(p, off);
+        let f = self.rw;
+        self.b.ins().istore8(f, v, p, o);
+    }
+
     pub fn store(&mut self, v: Value, p: Value, off: i64) {
         let (p, o) = self.addr(p, off);
         let f = self.rw;
@@ -270,8 +298,24 @@ impl<'f, 'd> Fx<'f, 'd> {
     /// `movz`/`movk`/`dup` a splat of a scalar constant costs there).
     fn vconst_bits(&mut self, ty: Type, lanes: [u32; 4]) -> Value {
         let bytes: Vec<u8> = lanes.iter().flat_map(|l| l.to_le_bytes()).collect();
+        self.vconst_bytes(ty, bytes)
+    }
+
+    /// A 128-bit vector constant of type `ty` from its 16 little-endian bytes.
+    pub fn vconst_bytes(&mut self, ty: Type, bytes: Vec<u8>) -> Value {
         let h = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
         self.b.ins().vconst(ty, h)
+    }
+
+    /// An `i64x2` constant with both lanes `c`.
+    pub fn i64x2_const(&mut self, c: i64) -> Value {
+        let bytes: Vec<u8> = [c, c].iter().flat_map(|l| l.to_le_bytes()).collect();
+        self.vconst_bytes(types::I64X2, bytes)
+    }
+
+    /// An `i32x4` constant with lanes `c`.
+    pub fn i32x4_const(&mut self, c: [i32; 4]) -> Value {
+        self.vconst_bits(types::I32X4, c.map(|x| x as u32))
     }
 
     pub fn splat(&mut self, w: W, s: Value) -> Value {

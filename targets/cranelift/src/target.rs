@@ -10,7 +10,10 @@
 //!   `__cranelift_x86_pshufb`, which no libc has; SSE4.1 gives `roundps`, `pmulld`, `pmin`.
 //!   No AVX, so no FMA: GEMM uses `fmul` + `fadd`.
 //! - `aarch64-neon` / `aarch64`: `aarch64-unknown-linux-gnu`; NEON and `fmla` are
-//!   baseline, no optional flag is set.
+//!   baseline, no optional flag is set. `aarch64-neon+dotprod` (`has_dotprod`, ARMv8.2
+//!   cores such as Cortex-A55/A76) makes the integer kernels' dot products one `sdot`
+//!   each; without it they use the widening `smull`/`saddlp` form, which every ARMv8
+//!   core runs.
 //! - A full triple via `target-lexicon` (`aarch64-unknown-linux-gnu`,
 //!   `x86_64-unknown-linux-gnu`, ...). `aarch64-unknown-none` is mapped to
 //!   `aarch64-unknown-none-elf`, because Cranelift can only emit objects for a triple

@@ -9,6 +9,10 @@ pub(crate) mod gather;
 pub(crate) mod gemm;
 pub(crate) mod integer;
 pub(crate) mod mask;
+pub(crate) mod qconv;
+pub(crate) mod qdepthwise;
+pub(crate) mod qgemm;
+pub(crate) mod qwindow;
 pub(crate) mod rows;
 pub(crate) mod window;
 
