@@ -98,6 +98,35 @@ const EXAMPLES: [&str; 15] = [
 ];
 
 fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
+    run_within(name, target, extra, 1e-4)
+}
+
+/// Quantized examples and the largest error each may have against onnxruntime, relative
+/// to the output's largest magnitude: about one quantization step of the output (a
+/// probability after a softmax of dequantized logits a few). Measured figures are in
+/// `tests/tests/quantized.rs`' output.
+const QUANTIZED_EXAMPLES: [(&str, f64); 7] = [
+    ("cnn_qdq", 0.02),
+    ("cnn_qoperator", 0.02),
+    ("digits_cnn_qdq", 0.01),
+    ("digits_cnn_qoperator", 0.01),
+    ("encoder_qdq", 0.02),
+    ("encoder_qoperator", 0.02),
+    ("encoder_dynamic", 0.02),
+];
+
+/// `edgecc run` on the quantized examples, on this machine and under qemu-aarch64 with and
+/// without the dot-product extension (sdot), against onnxruntime's outputs.
+#[test]
+fn quantized_examples_run_on_every_target() {
+    for (m, tol) in QUANTIZED_EXAMPLES {
+        for target in ["x86_64", "aarch64-neon", "aarch64-neon+dotprod"] {
+            run_within(m, &["--target", target], &[], tol);
+        }
+    }
+}
+
+fn run_within(name: &str, target: &[&str], extra: &[&str], tol: f64) {
     let dir = example(name);
     let out = tempfile::tempdir().unwrap();
     let model = dir.join("model.onnx");
@@ -146,7 +175,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
             g.output_name(k)
         );
         assert!(
-            err <= 1e-4,
+            err <= tol,
             "{name} {target:?} output {k}: relative error {err:e}"
         );
     }
