@@ -124,7 +124,7 @@ pub(crate) fn prepare(
                 &consts[cv.weight.0 as usize].data,
                 cv.c_out as u64,
                 (cv.w.kh as u64, cv.w.kw as u64),
-                qdepthwise::dot_form(cv, t.sdot),
+                qdepthwise::Form::of(cv, t),
             )
         } else {
             Vec::new()
@@ -233,7 +233,7 @@ pub(crate) fn emit(
             return Err(Error::Codegen("qconv tables missing".into()));
         };
         if qdepthwise::handles(cv) {
-            return qdepthwise::emit(fx, cv, wtab, mults, qdepthwise::dot_form(cv, t.sdot));
+            return qdepthwise::emit(fx, cv, wtab, mults, qdepthwise::Form::of(cv, t));
         }
         return qwindow::emit_depthwise(fx, cv, mults);
     }
