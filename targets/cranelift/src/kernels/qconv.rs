@@ -677,7 +677,14 @@ fn pixel_micro(
         // The channel's multiplier in every lane, from a vector load and a lane splat
         // (see `qgemm::requant`).
         let m = match g.out {
-            QuantOut::Requant(_) => Some(lane_splat(fx, tab, 2 * np_bytes + 4 * col as i64)),
+            QuantOut::Requant(rq) => Some(qgemm::mult_at(
+                fx,
+                rq,
+                tab,
+                2 * np_bytes + 4 * col as i64,
+                np_bytes,
+                true,
+            )),
             QuantOut::I32 => None,
         };
         for q in 0..pg {
@@ -733,12 +740,4 @@ fn transpose_words(fx: &mut Fx, k_rows: [Value; 4], rows: u64) -> Vec<Value> {
         out.push(shuffle(fx, z01, z23, ZIP2_16));
     }
     out
-}
-
-/// The `i32` at `p + off` in every lane of an `i32x4`, as a 16-byte load and a lane
-/// splat (`p + off + 16` must be readable).
-pub(crate) fn lane_splat(fx: &mut Fx, p: Value, off: i64) -> Value {
-    let v = fx.load(types::I8X16, p, off, true);
-    let v = qgemm::splat_lane32(fx, v, 0);
-    fx.bitcast(types::I32X4, v)
 }

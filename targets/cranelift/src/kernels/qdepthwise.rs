@@ -29,7 +29,7 @@ use edgecc_program::{Buffer, DType, QuantOut, ZeroPoint};
 use crate::error::Error;
 use crate::fx::{Fx, PTR};
 use crate::kernels::qconv::{self, QConv};
-use crate::kernels::qgemm;
+use crate::kernels::{qgemm, qwindow};
 
 /// Largest padded plane copied to the stack, in bytes.
 pub(crate) const PADDED_MAX: u64 = 64 * 1024;
@@ -269,9 +269,9 @@ pub(crate) fn emit(
             let b0 = fx.b.ins().isub(b0, zw);
             let bv = fx.b.ins().splat(types::I32X4, b0);
             let mv = match cv.out {
-                QuantOut::Requant(_) => {
+                QuantOut::Requant(rq) => {
                     let p = fx.addp_scaled(mtab, ch, 4);
-                    Some(qconv::lane_splat(fx, p, 0))
+                    Some(qgemm::mult_at(fx, rq, p, 0, qwindow::mult_region(c), true))
                 }
                 QuantOut::I32 => None,
             };
@@ -497,7 +497,7 @@ fn outputs_dot(
 fn store(
     fx: &mut Fx,
     out: &QuantOut,
-    m: Option<Value>,
+    m: Option<qgemm::Mult>,
     acc: &[Value],
     dst: Value,
     esize: i64,
