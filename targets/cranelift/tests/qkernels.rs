@@ -1088,3 +1088,53 @@ fn round_is_exact_and_one_instruction() {
     let a64 = emit_clif(&s.p, &"aarch64-neon".parse().unwrap()).unwrap();
     assert!(count(&a64, "frintn") >= 2, "{a64}");
 }
+
+/// The integer kernels call nothing (no libcall for a shuffle, a 64-bit shift or a stack
+/// probe): the objects of the fixed cases have no undefined symbols on every target.
+#[test]
+fn integer_kernels_import_nothing() {
+    let mut s = fixed_suite(5);
+    // Stack areas near the 64 KiB limit (a padded plane, packed words).
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, false)),
+        shift: 30,
+    };
+    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
+    s.qconv(1, 1, 1, 1, (240, 250), w3, q);
+    s.qconv(
+        1,
+        1000,
+        30,
+        1,
+        (4, 4),
+        window((1, 1), (1, 1), (1, 1), [0; 4]),
+        q,
+    );
+    let dir = std::env::temp_dir().join(format!("edgecc-qnm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for t in [
+        "x86_64",
+        "x86_64+avx+avx2+fma",
+        "aarch64-neon",
+        "aarch64-neon+dotprod",
+        "aarch64-unknown-none+dotprod",
+    ] {
+        let obj = compile_object(&s.p, &t.parse().unwrap(), &ObjectOptions::default()).unwrap();
+        let o = dir.join("q.o");
+        std::fs::write(&o, &obj.bytes).unwrap();
+        let out = Command::new("nm")
+            .arg("-u")
+            .arg(&o)
+            .output()
+            .expect("nm (binutils) is required");
+        assert!(out.status.success());
+        let undefined = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            undefined.trim().is_empty(),
+            "{t}: undefined symbols:\n{undefined}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -124,7 +124,7 @@ pub(crate) fn prepare(
                 &consts[cv.weight.0 as usize].data,
                 cv.c_out as u64,
                 (cv.w.kh as u64, cv.w.kw as u64),
-                qdepthwise::dot_form(cv, t.sdot),
+                qdepthwise::Form::of(cv, t),
             )
         } else {
             Vec::new()
@@ -233,7 +233,7 @@ pub(crate) fn emit(
             return Err(Error::Codegen("qconv tables missing".into()));
         };
         if qdepthwise::handles(cv) {
-            return qdepthwise::emit(fx, cv, wtab, mults, qdepthwise::dot_form(cv, t.sdot));
+            return qdepthwise::emit(fx, cv, wtab, mults, qdepthwise::Form::of(cv, t));
         }
         return qwindow::emit_depthwise(fx, cv, mults);
     }
@@ -677,7 +677,14 @@ fn pixel_micro(
         // The channel's multiplier in every lane, from a vector load and a lane splat
         // (see `qgemm::requant`).
         let m = match g.out {
-            QuantOut::Requant(_) => Some(lane_splat(fx, tab, 2 * np_bytes + 4 * col as i64)),
+            QuantOut::Requant(rq) => Some(qgemm::mult_at(
+                fx,
+                rq,
+                tab,
+                2 * np_bytes + 4 * col as i64,
+                np_bytes,
+                true,
+            )),
             QuantOut::I32 => None,
         };
         for q in 0..pg {
@@ -733,12 +740,4 @@ fn transpose_words(fx: &mut Fx, k_rows: [Value; 4], rows: u64) -> Vec<Value> {
         out.push(shuffle(fx, z01, z23, ZIP2_16));
     }
     out
-}
-
-/// The `i32` at `p + off` in every lane of an `i32x4`, as a 16-byte load and a lane
-/// splat (`p + off + 16` must be readable).
-pub(crate) fn lane_splat(fx: &mut Fx, p: Value, off: i64) -> Value {
-    let v = fx.load(types::I8X16, p, off, true);
-    let v = qgemm::splat_lane32(fx, v, 0);
-    fx.bitcast(types::I32X4, v)
 }

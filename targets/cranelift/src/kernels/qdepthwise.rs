@@ -29,7 +29,7 @@ use edgecc_program::{Buffer, DType, QuantOut, ZeroPoint};
 use crate::error::Error;
 use crate::fx::{Fx, PTR};
 use crate::kernels::qconv::{self, QConv};
-use crate::kernels::qgemm;
+use crate::kernels::{qgemm, qwindow};
 
 /// Largest padded plane copied to the stack, in bytes.
 pub(crate) const PADDED_MAX: u64 = 64 * 1024;
@@ -84,50 +84,94 @@ pub(crate) fn handles(cv: &QConv) -> bool {
     lanes_for(w.stride_w).is_some() && ph * pw + SLACK <= PADDED_MAX && windows_fit(s, w)
 }
 
-/// Whether the `sdot` form applies: with `has_dotprod`, a window row of at most 4 taps
-/// whose 4 outputs' taps all lie in one 16-byte load (`3·sw + (kw−1)·dw ≤ 15`).
-pub(crate) fn dot_form(cv: &QConv, sdot: bool) -> bool {
-    let w = &cv.w;
-    sdot && handles(cv)
-        && w.kw <= 4
-        && 3 * w.stride_w as u64 + (w.kw as u64 - 1) * w.dilation_w as u64 <= 15
+/// How the products are formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `sdot` per window row of 4 outputs (aarch64 with `has_dotprod`, windows at most 4
+    /// wide whose 4 outputs' taps lie in one 16-byte load: `3·sw + (kw−1)·dw ≤ 15`).
+    Dot,
+    /// `pmaddwd` over pairs of taps (x86_64): the two taps' inputs interleaved as `i16`,
+    /// times `[w_a, w_b]` in every pair.
+    Pairs,
+    /// Widening `smull`/`smull2` per tap (aarch64 without `has_dotprod`).
+    Widen,
 }
 
-/// The weights as the kernel reads them, then each channel's sum of weights as an
-/// `i32`: `[channel][tap][8 × i16]` splats, or for the `sdot` form (`dot`)
-/// `[channel][window row][16 bytes]`, the row's up to 4 taps (zero padded) in every
-/// 32-bit lane.
-pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), dot: bool) -> Vec<u8> {
+impl Form {
+    pub fn of(cv: &QConv, t: qgemm::QTile) -> Form {
+        let w = &cv.w;
+        if t.pairs {
+            Form::Pairs
+        } else if t.sdot
+            && w.kw <= 4
+            && 3 * w.stride_w as u64 + (w.kw as u64 - 1) * w.dilation_w as u64 <= 15
+        {
+            Form::Dot
+        } else {
+            Form::Widen
+        }
+    }
+}
+
+/// The weights as `form` reads them, then each channel's sum of weights as an `i32`:
+/// `Widen`: `[channel][tap][8 × i16]` splats; `Dot`: `[channel][window row][16 bytes]`,
+/// the row's up to 4 taps (zero padded) in every 32-bit lane; `Pairs`:
+/// `[channel][tap pair][4 × (i16, i16)]` (an odd last tap paired with a zero weight).
+pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form: Form) -> Vec<u8> {
     let taps = kh * kw;
     let mut out = Vec::with_capacity((channels * taps * 16 + channels * 4) as usize);
-    if dot {
-        for c in 0..channels {
-            for ky in 0..kh {
-                for i in 0..16 {
-                    let kx = i % 4;
-                    out.push(if kx < kw {
-                        w[(c * taps + ky * kw + kx) as usize]
-                    } else {
-                        0
-                    });
+    let wt = |c: u64, t: u64| -> i16 {
+        if t < taps {
+            w[(c * taps + t) as usize] as i8 as i16
+        } else {
+            0
+        }
+    };
+    for c in 0..channels {
+        match form {
+            Form::Dot => {
+                for ky in 0..kh {
+                    for i in 0..16 {
+                        let kx = i % 4;
+                        out.push(if kx < kw {
+                            wt(c, ky * kw + kx) as u8
+                        } else {
+                            0
+                        });
+                    }
+                }
+            }
+            Form::Pairs => {
+                for p in 0..taps.div_ceil(2) {
+                    for _ in 0..4 {
+                        out.extend(wt(c, 2 * p).to_le_bytes());
+                        out.extend(wt(c, 2 * p + 1).to_le_bytes());
+                    }
+                }
+            }
+            Form::Widen => {
+                for t in 0..taps {
+                    for _ in 0..8 {
+                        out.extend(wt(c, t).to_le_bytes());
+                    }
                 }
             }
         }
-    } else {
-        for &x in &w[..(channels * taps) as usize] {
-            let v = (x as i8 as i16).to_le_bytes();
-            for _ in 0..8 {
-                out.extend(v);
-            }
-        }
     }
-    for c in 0..channels as usize {
-        let sum: i32 = (0..taps as usize)
-            .map(|t| w[c * taps as usize + t] as i8 as i32)
-            .sum();
+    for c in 0..channels {
+        let sum: i32 = (0..taps).map(|t| wt(c, t) as i32).sum();
         out.extend(sum.to_le_bytes());
     }
     out
+}
+
+/// Vectors of weights per channel in [`splat_weights`]'s layout.
+fn weight_vectors(form: Form, kh: u64, kw: u64) -> u64 {
+    match form {
+        Form::Dot => kh,
+        Form::Pairs => (kh * kw).div_ceil(2),
+        Form::Widen => kh * kw,
+    }
 }
 
 /// Emits the kernel; `wtab`: data index of [`splat_weights`], `mults`: of the
@@ -137,8 +181,9 @@ pub(crate) fn emit(
     cv: &QConv,
     wtab: usize,
     mults: usize,
-    dot: bool,
+    form: Form,
 ) -> Result<(), Error> {
+    let dot = form == Form::Dot;
     let (s, w) = (&cv.s, &cv.w);
     let signed = cv.in_dtype == DType::I8;
     let lanes = if dot {
@@ -153,7 +198,6 @@ pub(crate) fn emit(
     let ph = ih + pt + w.pad_bottom as u64;
     let pw = iw + pl + w.pad_right as u64;
     let (oh, ow) = (s.out_h as u64, s.out_w as u64);
-    let taps = w.kh as u64 * w.kw as u64;
     let esize = cv.out.dtype().size() as i64;
     let input = fx.buf(cv.input);
     let output = fx.buf(cv.output);
@@ -191,7 +235,7 @@ pub(crate) fn emit(
             .collect();
         fx.vconst_bytes(types::I8X16, mask)
     });
-    let per_channel = if dot { w.kh as u64 * 16 } else { taps * 16 };
+    let per_channel = weight_vectors(form, w.kh as u64, w.kw as u64) * 16;
     let sums = fx.addp(wts, (c_total(cv) * per_channel) as i64);
     // Σ (x − zero)·w = Σ x'·w + (flip − zero)·Σ w with x' the (flipped) input.
     let za = if flip {
@@ -209,11 +253,8 @@ pub(crate) fn emit(
             pad_plane(fx, src, pad, (ih, iw), (ph, pw), (pt, pl), (zb, zv));
             let out = fx.addp_scaled(output, plane, (oh * ow) as i64 * esize);
             let wch = fx.addp_scaled(wts, ch, per_channel as i64);
-            let (n_w, wty) = if dot {
-                (w.kh as i64, types::I8X16)
-            } else {
-                (taps as i64, types::I16X8)
-            };
+            let n_w = weight_vectors(form, w.kh as u64, w.kw as u64) as i64;
+            let wty = if dot { types::I8X16 } else { types::I16X8 };
             let wv: Vec<Value> = (0..n_w).map(|t| fx.load(wty, wch, 16 * t, true)).collect();
             let b0 = match bias {
                 Some(b) => {
@@ -228,9 +269,9 @@ pub(crate) fn emit(
             let b0 = fx.b.ins().isub(b0, zw);
             let bv = fx.b.ins().splat(types::I32X4, b0);
             let mv = match cv.out {
-                QuantOut::Requant(_) => {
+                QuantOut::Requant(rq) => {
                     let p = fx.addp_scaled(mtab, ch, 4);
-                    Some(qconv::lane_splat(fx, p, 0))
+                    Some(qgemm::mult_at(fx, rq, p, 0, qwindow::mult_region(c), true))
                 }
                 QuantOut::I32 => None,
             };
@@ -240,10 +281,10 @@ pub(crate) fn emit(
                 let orow = fx.addp_scaled(out, oy, ow as i64 * esize);
                 // `src`, `dst`: the window start and output of the vector's first output.
                 let vector = |fx: &mut Fx, src: Value, dst: Value, valid: u64| {
-                    let acc = if dot {
-                        outputs_dot(fx, cv, src, pw, &wv, bv, (flip, tbl))
-                    } else {
-                        outputs(fx, cv, lanes, src, pw, &wv, bv)
+                    let acc = match form {
+                        Form::Dot => outputs_dot(fx, cv, src, pw, &wv, bv, (flip, tbl)),
+                        Form::Pairs => outputs_pairs(fx, cv, lanes, src, pw, &wv, bv),
+                        Form::Widen => outputs(fx, cv, lanes, src, pw, &wv, bv),
                     };
                     store(fx, cv.out, mv, &acc, dst, esize, valid);
                 };
@@ -328,16 +369,10 @@ fn outputs(
 ) -> Vec<Value> {
     let w = &cv.w;
     let signed = cv.in_dtype == DType::I8;
-    let sw = w.stride_w as u64;
     let mut acc = vec![bias; (lanes / 4) as usize];
     for ky in 0..w.kh as u64 {
         for kx in 0..w.kw as u64 {
-            let off = (ky * w.dilation_h as u64 * pw + kx * w.dilation_w as u64) as i64;
-            let mut v = fx.load(types::I8X16, src, off, false);
-            if sw > 1 {
-                let mask: [u8; 16] = std::array::from_fn(|i| ((i as u64 * sw) % 16) as u8);
-                v = qgemm::shuffle(fx, v, v, mask);
-            }
+            let v = tap_lanes(fx, cv, src, pw, ky, kx);
             let halves = if lanes > 8 { 2 } else { 1 };
             let wt = wv[(ky * w.kw as u64 + kx) as usize];
             for h in 0..halves {
@@ -361,6 +396,69 @@ fn outputs(
                     let p = ins.ins().imul(xw, ww);
                     acc[i] = ins.ins().iadd(acc[i], p);
                 }
+            }
+        }
+    }
+    acc
+}
+
+/// Tap `(ky, kx)` of `lanes` outputs whose windows start at `src`, in the low lanes of
+/// an `i8x16` (strided lanes gathered by one shuffle).
+fn tap_lanes(fx: &mut Fx, cv: &QConv, src: Value, pw: u64, ky: u64, kx: u64) -> Value {
+    let w = &cv.w;
+    let off = (ky * w.dilation_h as u64 * pw + kx * w.dilation_w as u64) as i64;
+    let v = fx.load(types::I8X16, src, off, false);
+    let sw = w.stride_w as u64;
+    if sw == 1 {
+        return v;
+    }
+    let mask: [u8; 16] = std::array::from_fn(|i| ((i as u64 * sw) % 16) as u8);
+    qgemm::shuffle(fx, v, v, mask)
+}
+
+/// The `pmaddwd` form of [`outputs`]: per pair of taps and 8 outputs, the two taps'
+/// inputs widened to `i16` and interleaved (`punpcklwd`/`punpckhwd`), then one
+/// `pmaddwd` per 4 outputs with the pair's weights.
+#[allow(clippy::too_many_arguments)]
+fn outputs_pairs(
+    fx: &mut Fx,
+    cv: &QConv,
+    lanes: u64,
+    src: Value,
+    pw: u64,
+    wv: &[Value],
+    bias: Value,
+) -> Vec<Value> {
+    const LO: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+    const HI: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
+    let w = &cv.w;
+    let signed = cv.in_dtype == DType::I8;
+    let (kw, taps) = (w.kw as u64, w.kh as u64 * w.kw as u64);
+    let mut acc = vec![bias; (lanes / 4) as usize];
+    for (p, &wp) in wv.iter().enumerate() {
+        let (ta, tb) = (2 * p as u64, (2 * p as u64 + 1).min(taps - 1));
+        let va = tap_lanes(fx, cv, src, pw, ta / kw, ta % kw);
+        let vb = tap_lanes(fx, cv, src, pw, tb / kw, tb % kw);
+        for h in 0..lanes.div_ceil(8) {
+            let widen = |fx: &mut Fx, v: Value| {
+                let x = match (signed, h) {
+                    (true, 0) => fx.b.ins().swiden_low(v),
+                    (true, _) => fx.b.ins().swiden_high(v),
+                    (false, 0) => fx.b.ins().uwiden_low(v),
+                    (false, _) => fx.b.ins().uwiden_high(v),
+                };
+                fx.bitcast(types::I8X16, x)
+            };
+            let (xa, xb) = (widen(fx, va), widen(fx, vb));
+            for (q, mask) in [LO, HI].into_iter().enumerate() {
+                let i = (2 * h + q as u64) as usize;
+                if i >= acc.len() {
+                    break;
+                }
+                let ab = qgemm::shuffle(fx, xa, xb, mask);
+                let ab = fx.bitcast(types::I16X8, ab);
+                let d = qgemm::pmaddwd(fx, ab, wp);
+                acc[i] = fx.b.ins().iadd(acc[i], d);
             }
         }
     }
@@ -399,7 +497,7 @@ fn outputs_dot(
 fn store(
     fx: &mut Fx,
     out: &QuantOut,
-    m: Option<Value>,
+    m: Option<qgemm::Mult>,
     acc: &[Value],
     dst: Value,
     esize: i64,

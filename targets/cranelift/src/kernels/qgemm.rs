@@ -134,10 +134,11 @@ pub(crate) fn padded_n(t: QTile, n: u64) -> u64 {
     n.div_ceil(t.nr()) * t.nr()
 }
 
-/// The per-column tables of one problem, `3 · np` i32s (`np >= n`, the padded column
-/// count the kernel walks): the accumulator start
+/// The per-column tables of one problem, `5 · np + 4` i32s (`np >= n`, the padded
+/// column count the kernel walks): the accumulator start
 /// (`bias + (flip − zero) · colsum` for a constant zero point, else the bias), the column
-/// sums of B, and the requantization multipliers (or zeros).
+/// sums of B, the requantization multipliers (or zeros), the low and high accumulator
+/// clamps of [`acc_bounds`], and 4 zeros of slack.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tables(
     np: u64,
@@ -167,17 +168,30 @@ pub(crate) fn tables(
     for col in 0..np {
         push(colsum(col));
     }
-    for col in 0..np {
-        push(match out {
-            QuantOut::Requant(r) if col < n => {
-                if r.multiplier.len() == 1 {
-                    r.multiplier[0]
-                } else {
-                    r.multiplier[(chan0 + col) as usize]
-                }
+    let mult = |col: u64| match out {
+        QuantOut::Requant(r) if col < n => {
+            if r.multiplier.len() == 1 {
+                r.multiplier[0]
+            } else {
+                r.multiplier[(chan0 + col) as usize]
             }
-            _ => 0,
-        });
+        }
+        _ => 0,
+    };
+    for col in 0..np {
+        push(mult(col));
+    }
+    // The accumulator clamp of the x86_64 requantization (see [`acc_bounds`]).
+    for side in 0..2 {
+        for col in 0..np {
+            push(match out {
+                QuantOut::Requant(r) => {
+                    let (lo, hi) = acc_bounds(r, mult(col)).0;
+                    if side == 0 { lo } else { hi }
+                }
+                QuantOut::I32 => 0,
+            });
+        }
     }
     // Slack, so that a 16-byte load at any multiplier stays inside the table.
     for _ in 0..4 {
@@ -187,7 +201,84 @@ pub(crate) fn tables(
 
 /// Bytes of one problem's tables (see [`tables`]) for `np` padded columns.
 pub(crate) fn table_bytes(np: u64) -> u64 {
-    3 * 4 * np + 16
+    5 * 4 * np + 16
+}
+
+/// Accumulator bounds `[a_lo, a_hi]` that leave the requantized value unchanged
+/// (`a_lo` the largest accumulator whose result clamps to `lo`, `a_hi` the smallest
+/// that clamps to `hi`, or the i32 ends), and whether the unclamped `(acc·m +
+/// 2^(s−1)) >> s` of every accumulator between them fits an i32. When it does, the
+/// x86_64 epilogue clamps the accumulator first and then needs neither an i64
+/// arithmetic shift nor an i64 clamp, both several instructions without AVX-512.
+pub(crate) fn acc_bounds(rq: &Requant, m: i32) -> ((i32, i32), bool) {
+    let r = |a: i64| (a * m as i64 + (1i64 << (rq.shift - 1))) >> rq.shift;
+    let (lo, hi) = (
+        rq.lo as i64 - rq.zero_point as i64,
+        rq.hi as i64 - rq.zero_point as i64,
+    );
+    let (min, max) = (i32::MIN as i64, i32::MAX as i64);
+    // r is non-decreasing (m >= 0): binary searches.
+    let a_lo = if r(min) > lo {
+        min
+    } else {
+        let (mut a, mut b) = (min, max);
+        while a < b {
+            let mid = a + (b - a + 1) / 2;
+            if r(mid) <= lo { a = mid } else { b = mid - 1 }
+        }
+        a
+    };
+    let a_hi = if r(max) < hi {
+        max
+    } else {
+        let (mut a, mut b) = (min, max);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if r(mid) >= hi { b = mid } else { a = mid + 1 }
+        }
+        a
+    };
+    let fits = |v: i64| (min..=max).contains(&v);
+    ((a_lo as i32, a_hi as i32), fits(r(a_lo)) && fits(r(a_hi)))
+}
+
+/// Whether every channel of `rq` takes the clamp-first epilogue (see [`acc_bounds`]).
+pub(crate) fn clamp_first(rq: &Requant) -> bool {
+    rq.multiplier.iter().all(|&m| acc_bounds(rq, m).1)
+}
+
+/// The lanes' requantization operands: multipliers and, for the clamp-first x86_64
+/// epilogue, the accumulator bounds.
+#[derive(Clone, Copy)]
+pub(crate) struct Mult {
+    pub m: Value,
+    pub bounds: Option<(Value, Value)>,
+}
+
+/// Reads [`Mult`] from a table whose multiplier, low-bound and high-bound regions are
+/// `region` bytes apart, at `p + off` (the multiplier): 4 lanes, or (`splat`) one
+/// channel's values in every lane.
+pub(crate) fn mult_at(
+    fx: &mut Fx,
+    rq: &Requant,
+    p: Value,
+    off: i64,
+    region: i64,
+    splat: bool,
+) -> Mult {
+    let read = |fx: &mut Fx, off: i64| {
+        if splat {
+            let v = fx.load(types::I8X16, p, off, true);
+            let v = splat_lane32(fx, v, 0);
+            fx.bitcast(types::I32X4, v)
+        } else {
+            fx.load(types::I32X4, p, off, true)
+        }
+    };
+    let m = read(fx, off);
+    let bounds = (!fx.feat.aarch64 && clamp_first(rq))
+        .then(|| (read(fx, off + region), read(fx, off + 2 * region)));
+    Mult { m, bounds }
 }
 
 /// `128` for `U8` activations (flipped to signed), `0` for `I8`.
@@ -527,9 +618,9 @@ fn micro(
     // Multipliers are loaded even when there is one: `swiden_low` of a constant or a
     // splat is folded into an `i64x2` constant, and the widening multiply then loses its
     // one-instruction form (`smull`, `pmuldq`).
-    let mults: Vec<Value> = match g.out {
-        QuantOut::Requant(_) => (0..nv as i64)
-            .map(|v| fx.load(types::I32X4, tab, 2 * np_bytes + 16 * v, true))
+    let mults: Vec<Mult> = match g.out {
+        QuantOut::Requant(rq) => (0..nv as i64)
+            .map(|v| mult_at(fx, rq, tab, 2 * np_bytes + 16 * v, np_bytes, false))
             .collect(),
         QuantOut::I32 => Vec::new(),
     };
@@ -551,53 +642,74 @@ fn micro(
 }
 
 /// `Requant::apply` on four lanes: `clamp(zp + ((x·m + 2^(s−1)) >> s), lo, hi)`, exact.
-/// `m`: the lanes' multipliers (an `i32x4` that is not a constant or a splat, see
-/// `micro`).
-pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Value) -> Value {
-    let rnd = fx.i64x2_const(1i64 << (rq.shift - 1));
+/// `m.m`: the lanes' multipliers (an `i32x4` that is not a constant or a splat: the
+/// optimizer would fold the widening of one into an `i64x2` constant and the multiply
+/// would lose its one-instruction form, `smull`/`pmuldq`).
+pub(crate) fn requant(fx: &mut Fx, rq: &Requant, x: Value, m: Mult) -> Value {
     let sh = fx.b.ins().iconst(types::I32, rq.shift as i64);
     let (lo, hi) = (
         rq.lo as i64 - rq.zero_point as i64,
         rq.hi as i64 - rq.zero_point as i64,
     );
-    // aarch64 narrows the shifted i64 lanes with saturation (`sqxtn`), which commutes
-    // with the clamp because `[lo − zp, hi − zp]` lies inside i32, and clamps in i32
-    // (`smax`/`smin`, one instruction each, against 2×3 for i64 lanes). x86_64 has no
-    // saturating i64 narrow: it clamps the i64 lanes and picks their low halves.
-    let narrow_first = fx.feat.aarch64;
-    let (lo64, hi64) = if narrow_first {
-        (None, None)
-    } else {
-        (Some(fx.i64x2_const(lo)), Some(fx.i64x2_const(hi)))
+    let lo32 = fx.i32x4_const([lo as i32; 4]);
+    let hi32 = fx.i32x4_const([hi as i32; 4]);
+    let products = |fx: &mut Fx, x: Value| {
+        [false, true].map(|high| {
+            let ins = &mut fx.b;
+            let (xw, mw) = if high {
+                (ins.ins().swiden_high(x), ins.ins().swiden_high(m.m))
+            } else {
+                (ins.ins().swiden_low(x), ins.ins().swiden_low(m.m))
+            };
+            ins.ins().imul(xw, mw)
+        })
     };
-    let half = |fx: &mut Fx, high: bool| {
-        let ins = &mut fx.b;
-        let (xw, mw) = if high {
-            (ins.ins().swiden_high(x), ins.ins().swiden_high(m))
-        } else {
-            (ins.ins().swiden_low(x), ins.ins().swiden_low(m))
-        };
-        let p = ins.ins().imul(xw, mw);
-        let p = ins.ins().iadd(p, rnd);
-        let mut p = ins.ins().sshr(p, sh);
-        if let (Some(lo), Some(hi)) = (lo64, hi64) {
-            p = ins.ins().smax(p, lo);
-            p = ins.ins().smin(p, hi);
-        }
-        p
-    };
-    let (l, h) = (half(fx, false), half(fx, true));
-    let y = if narrow_first {
-        let y = fx.b.ins().snarrow(l, h);
-        let lo = fx.i32x4_const([lo as i32; 4]);
-        let hi = fx.i32x4_const([hi as i32; 4]);
-        let y = fx.b.ins().smax(y, lo);
-        fx.b.ins().smin(y, hi)
-    } else {
-        let (l, h) = (fx.bitcast(types::I8X16, l), fx.bitcast(types::I8X16, h));
-        const LOW_HALVES: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+    const LOW_HALVES: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+    let y = if let Some((a_lo, a_hi)) = m.bounds {
+        // x86_64, clamp first (see `acc_bounds`): the result fits 32 bits, so a logical
+        // shift of the value biased by 2^63 and the low halves give it modulo 2^32:
+        // `r = ((p + 2^63) >> s) − 2^(63−s)`.
+        let x = fx.b.ins().smax(x, a_lo);
+        let x = fx.b.ins().smin(x, a_hi);
+        let bias = fx.i64x2_const((1i64 << (rq.shift - 1)).wrapping_add(i64::MIN));
+        let [l, h] = products(fx, x).map(|p| {
+            let p = fx.b.ins().iadd(p, bias);
+            let p = fx.b.ins().ushr(p, sh);
+            fx.bitcast(types::I8X16, p)
+        });
         let y = shuffle(fx, l, h, LOW_HALVES);
-        fx.bitcast(types::I32X4, y)
+        let y = fx.bitcast(types::I32X4, y);
+        let c = ((1u64 << (63 - rq.shift)) as u32) as i32;
+        let c = fx.i32x4_const([c; 4]);
+        let y = fx.b.ins().isub(y, c);
+        let y = fx.b.ins().smax(y, lo32);
+        fx.b.ins().smin(y, hi32)
+    } else {
+        let rnd = fx.i64x2_const(1i64 << (rq.shift - 1));
+        // aarch64 narrows the shifted i64 lanes with saturation (`sqxtn`), which
+        // commutes with the clamp because `[lo − zp, hi − zp]` lies inside i32, and
+        // clamps in i32. x86_64 without the clamp-first bounds clamps the i64 lanes and
+        // picks their low halves.
+        let narrow_first = fx.feat.aarch64;
+        let (lo64, hi64) = (fx.i64x2_const(lo), fx.i64x2_const(hi));
+        let [l, h] = products(fx, x).map(|p| {
+            let p = fx.b.ins().iadd(p, rnd);
+            let mut p = fx.b.ins().sshr(p, sh);
+            if !narrow_first {
+                p = fx.b.ins().smax(p, lo64);
+                p = fx.b.ins().smin(p, hi64);
+            }
+            p
+        });
+        if narrow_first {
+            let y = fx.b.ins().snarrow(l, h);
+            let y = fx.b.ins().smax(y, lo32);
+            fx.b.ins().smin(y, hi32)
+        } else {
+            let (l, h) = (fx.bitcast(types::I8X16, l), fx.bitcast(types::I8X16, h));
+            let y = shuffle(fx, l, h, LOW_HALVES);
+            fx.bitcast(types::I32X4, y)
+        }
     };
     if rq.zero_point == 0 {
         return y;
@@ -776,4 +888,81 @@ pub(crate) fn emit(
         },
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The x86_64 clamp-first epilogue in scalar form: clamp the accumulator, `(p +
+    /// 2^(s−1) + 2^63) >> s` as a logical shift, low 32 bits minus `2^(63−s)`, clamp,
+    /// `+ zp` — against `Requant::apply` for accumulators around every bound and at the
+    /// ends of i32, over shifts 1..=62 and multipliers from 0 to 2^31 − 1.
+    #[test]
+    fn clamp_first_requantization_is_exact() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let mut taken = 0;
+        for case in 0..3000u64 {
+            let shift = 1 + (case % 62) as u32;
+            let m = match case % 4 {
+                0 => (next() % (1 << 31)) as i32,
+                1 => 1 << (next() % 31),
+                2 => (next() % 1024) as i32,
+                _ => i32::MAX - (next() % 8) as i32,
+            };
+            let (a, b) = ((next() % 256) as i32, (next() % 256) as i32);
+            let rq = Requant {
+                dtype: DType::U8,
+                multiplier: vec![m],
+                shift,
+                zero_point: (next() % 500) as i32 - 200,
+                lo: a.min(b),
+                hi: a.max(b),
+            };
+            let ((a_lo, a_hi), fits) = acc_bounds(&rq, m);
+            if !fits {
+                continue;
+            }
+            taken += 1;
+            let (lo, hi) = (rq.lo - rq.zero_point, rq.hi - rq.zero_point);
+            let bias = (1i64 << (shift - 1)).wrapping_add(i64::MIN);
+            let c = ((1u64 << (63 - shift)) as u32) as i32;
+            let probe = [
+                i32::MIN,
+                i32::MIN + 1,
+                -1,
+                0,
+                1,
+                i32::MAX - 1,
+                i32::MAX,
+                a_lo.wrapping_sub(1),
+                a_lo,
+                a_lo.wrapping_add(1),
+                a_hi.wrapping_sub(1),
+                a_hi,
+                a_hi.wrapping_add(1),
+                next() as i32,
+                (next() as i32) >> (next() % 31),
+            ];
+            for acc in probe {
+                let x = acc.max(a_lo).min(a_hi);
+                let p = (x as i64 * m as i64).wrapping_add(bias);
+                let t = ((p as u64) >> shift) as u32 as i32;
+                let y = t.wrapping_sub(c).max(lo).min(hi) + rq.zero_point;
+                assert_eq!(
+                    y,
+                    rq.apply(acc, 0),
+                    "acc {acc}, {rq:?}, bounds {a_lo}..{a_hi}"
+                );
+            }
+        }
+        // Nearly every requantization takes the clamp-first form.
+        assert!(taken > 2900, "clamp-first applies to only {taken} of 3000");
+    }
 }

@@ -27,21 +27,36 @@ use crate::fx::Fx;
 use crate::kernels::qconv::QConv;
 use crate::kernels::{qdepthwise, qgemm};
 
-/// The per-channel requantization multipliers of a depthwise convolution (the single one
-/// repeated), `channels` i32s, zeros for an `I32` output.
+/// The per-channel requantization operands of a depthwise convolution: the multipliers
+/// (the single one repeated), then the low and high accumulator bounds of
+/// [`qgemm::acc_bounds`], each region `channels + 4` i32s (so that a 16-byte load at any
+/// channel stays inside it); zeros for an `I32` output.
 pub(crate) fn multipliers(out: &QuantOut, channels: u64) -> Vec<u8> {
-    // Four more: a 16-byte load at any channel stays inside.
-    (0..channels + 4)
-        .flat_map(|c| {
-            let m = match out {
-                _ if c >= channels => 0,
-                QuantOut::Requant(r) if r.multiplier.len() == 1 => r.multiplier[0],
-                QuantOut::Requant(r) => r.multiplier[c as usize],
-                QuantOut::I32 => 0,
-            };
-            m.to_le_bytes()
-        })
+    let m = |c: u64| match out {
+        _ if c >= channels => 0,
+        QuantOut::Requant(r) if r.multiplier.len() == 1 => r.multiplier[0],
+        QuantOut::Requant(r) => r.multiplier[c as usize],
+        QuantOut::I32 => 0,
+    };
+    let bound = |c: u64, side: usize| match out {
+        QuantOut::Requant(r) if c < channels => {
+            let (lo, hi) = qgemm::acc_bounds(r, m(c)).0;
+            if side == 0 { lo } else { hi }
+        }
+        _ => 0,
+    };
+    let n = channels + 4;
+    (0..n)
+        .map(m)
+        .chain((0..n).map(|c| bound(c, 0)))
+        .chain((0..n).map(|c| bound(c, 1)))
+        .flat_map(|v| v.to_le_bytes())
         .collect()
+}
+
+/// Bytes between the regions of [`multipliers`].
+pub(crate) fn mult_region(channels: u64) -> i64 {
+    4 * (channels as i64 + 4)
 }
 
 /// Output indices `lo..hi` for which every tap is in bounds along one dimension.
@@ -399,7 +414,17 @@ pub(crate) fn emit_depthwise(fx: &mut Fx, cv: &QConv, mults: usize) -> Result<()
                 None => fx.b.ins().iconst(types::I32, 0),
             };
             let mp = fx.addp_scaled(mtab, ch, 4);
-            let mv = crate::kernels::qconv::lane_splat(fx, mp, 0);
+            let mv = match cv.out {
+                QuantOut::Requant(rq) => Some(qgemm::mult_at(
+                    fx,
+                    rq,
+                    mp,
+                    0,
+                    mult_region(cv.c_out as u64),
+                    true,
+                )),
+                QuantOut::I32 => None,
+            };
             let bv = fx.b.ins().splat(types::I32X4, b0);
             let tap_vs: Vec<Value> = taps
                 .iter()
@@ -445,7 +470,10 @@ pub(crate) fn emit_depthwise(fx: &mut Fx, cv: &QConv, mults: usize) -> Result<()
                 let lanes = if vector { 4 } else { 1 };
                 let (y, dtype) = match cv.out {
                     QuantOut::I32 => (acc, DType::I32),
-                    QuantOut::Requant(rq) => (qgemm::requant(fx, rq, acc, mv), rq.dtype),
+                    QuantOut::Requant(rq) => (
+                        qgemm::requant(fx, rq, acc, mv.expect("multipliers of a requant")),
+                        rq.dtype,
+                    ),
                 };
                 qgemm::store_lanes(fx, y, dtype, dst, 0, esize, lanes);
             });
