@@ -2,9 +2,10 @@
 //! emulated Cortex-A76 (or another `--cpu`).
 //!
 //!     cargo run --release -p edgecc-bench --bin a64insn -- [MODEL ...] [--k K] [--cpu CPU]
-//!         [--work DIR] [--profile] [--disable-pass NAME ...]
+//!         [--target TARGET] [--work DIR] [--profile] [--disable-pass NAME ...]
 //!
-//! For each model: compiles the `aarch64-neon` object, links it statically with
+//! For each model: compiles the object for `--target` (default `aarch64-neon+dotprod`:
+//! the Cortex-A76 has the dot-product extension, which only the int8 kernels use), links it statically with
 //! `runtime/c/edgecc_harness.c` (run count as last argument), checks the outputs under
 //! `qemu-aarch64` against the folder's `output_<i>.npy`, then runs the counting tool's
 //! `count.py exe` on the harness and `count.py ort` on the model. `--profile` also splits
@@ -30,6 +31,8 @@ struct Args {
     disable: Vec<String>,
     k: u32,
     cpu: String,
+    /// The edgecc target the object is compiled for.
+    target: String,
     work: PathBuf,
     profile: bool,
 }
@@ -40,6 +43,7 @@ fn parse_args() -> Result<Args> {
         disable: vec![],
         k: 10,
         cpu: "cortex-a76".into(),
+        target: "aarch64-neon+dotprod".into(),
         work: std::env::temp_dir().join("edgecc-bench-a64"),
         profile: false,
     };
@@ -54,11 +58,12 @@ fn parse_args() -> Result<Args> {
                     .ok_or("--k needs a positive number")?
             }
             "--cpu" => a.cpu = it.next().ok_or("--cpu needs a qemu CPU model")?,
+            "--target" => a.target = it.next().ok_or("--target needs a target")?,
             "--work" => a.work = it.next().ok_or("--work needs a directory")?.into(),
             "--profile" => a.profile = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: a64insn [MODEL ...] [--k K] [--cpu CPU] [--work DIR] [--profile] [--disable-pass NAME ...]"
+                    "usage: a64insn [MODEL ...] [--k K] [--cpu CPU] [--target TARGET] [--work DIR] [--profile] [--disable-pass NAME ...]"
                         .into(),
                 );
             }
@@ -128,9 +133,9 @@ struct Built {
     text_bytes: u64,
 }
 
-fn build(p: &Prepared, dir: &Path) -> Result<Built> {
+fn build(p: &Prepared, dir: &Path, target: &str) -> Result<Built> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let target: Target = "aarch64-neon".parse().map_err(|e| format!("{e}"))?;
+    let target: Target = target.parse().map_err(|e| format!("{e}"))?;
     let obj = edgecc_cranelift::compile_object(p.program(), &target, &ObjectOptions::default())
         .map_err(|e| e.to_string())?;
     let name = p.case.c_name();
@@ -322,7 +327,7 @@ fn bench(tool: &Path, plugin: Option<&Path>, a: &Args, m: &str) -> Result<Row> {
     let case = Case::find(m)?;
     let p = prepare(&case, &a.disable)?;
     let dir = a.work.join(&case.name);
-    let b = build(&p, &dir)?;
+    let b = build(&p, &dir, &a.target)?;
     let max_err = check(&p, &b)?;
     let mut what: Vec<&std::ffi::OsStr> = vec!["exe".as_ref(), b.exe.as_os_str()];
     what.extend(b.args.iter().map(|x| x.as_os_str()));

@@ -325,23 +325,22 @@ fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
         }
         w.push(d as i8);
     }
-    let mut w = Tensor {
-        dtype: DType::I8,
-        shape: wshape.clone(),
-        data: Data::I8(w),
-    };
-    if matches!(kind, Kind::Gemm) && trans_b {
+    let w = if matches!(kind, Kind::Gemm) && trans_b {
+        // `[N, K]` → `[K, N]`.
         let (nn, k) = (wshape[0], wshape[1]);
-        let Data::I8(src) = &w.data else {
-            unreachable!("built as i8")
-        };
-        let t: Vec<i8> = (0..k * nn).map(|i| src[(i % nn) * k + i / nn]).collect();
-        w = Tensor {
+        let t: Vec<i8> = (0..k * nn).map(|i| w[(i % nn) * k + i / nn]).collect();
+        Tensor {
             dtype: DType::I8,
             shape: vec![k, nn],
             data: Data::I8(t),
-        };
-    }
+        }
+    } else {
+        Tensor {
+            dtype: DType::I8,
+            shape: wshape.clone(),
+            data: Data::I8(w),
+        }
+    };
     let sw = if per_channel {
         wp.scale.clone()
     } else {
@@ -848,14 +847,11 @@ fn lookup_table(g: &mut Graph, q: NodeIndex) -> Result<bool, Error> {
         let args: Vec<&Tensor> = node
             .inputs
             .iter()
-            .map(|&i| {
-                if i == x {
-                    &t
-                } else {
-                    g.konst(i).expect("constant operand")
-                }
-            })
-            .collect();
+            .map(|&i| if i == x { Some(&t) } else { g.konst(i) })
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                Error::Internal(format!("'{}': an operand is not constant", node.name))
+            })?;
         let mut out = interp::eval(&node.op, &args)
             .map_err(|e| Error::Internal(format!("tabulating '{}': {e}", node.name)))?;
         Ok(out.remove(0))
