@@ -24,8 +24,9 @@
 //!   points folded into i8) become QGemm / QConv with int32 output; DynamicQuantizeLinear
 //!   and the Cast/Mul scale chain after them stay as they are (lowered as float kernels).
 //! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
-//!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose
-//!   and Identity with per-tensor parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
+//!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose,
+//!   Identity and Gather (a quantized embedding table stays 8-bit) with per-tensor
+//!   parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
 //!   ones: the op then runs on the 8-bit values, with no float round trip.
 //! - **`Q(DQ(q))` with the same parameters is `q`**: the quantize-dequantize pairs around
 //!   every moved op collapse.
@@ -764,69 +765,99 @@ fn collapse_pair(g: &mut Graph, q: NodeIndex) -> bool {
     true
 }
 
-/// Whether `op` maps each element on its own (one computed input; any other operand a
-/// one-element constant), so that on 8-bit values it is a function of the byte.
-fn elementwise_unary(g: &Graph, node: &crate::ir::Node, x: ValueId) -> bool {
-    let others_scalar = node
-        .inputs
-        .iter()
-        .filter(|&&i| i != x)
-        .all(|&i| g.konst(i).is_some_and(|t| t.len() == 1));
-    let one_x = node.inputs.iter().filter(|&&i| i == x).count() == 1;
-    let kind = matches!(
-        node.op,
-        Op::Unary(_)
-            | Op::Clip { .. }
-            | Op::Gelu { .. }
-            | Op::HardSigmoid { .. }
-            | Op::HardSwish
-            | Op::Binary(_)
-    );
-    kind && one_x
-        && others_scalar
-        && node.outputs.len() == 1
-        && g.value(node.outputs[0]).shape == g.value(x).shape
-        && g.value(node.outputs[0]).dtype == DType::F32
+/// A 256-entry table read with 8-bit indices (what [`lookup_table`] makes).
+fn table_lookup(g: &Graph, v: ValueId) -> Option<ValueId> {
+    let (_, node) = producer(g, v)?;
+    let table = g.konst(node.inputs.first().copied()?)?;
+    (matches!(node.op, Op::Gather { axis: 0 })
+        && table.shape == [256]
+        && matches!(g.value(node.inputs[1]).dtype, DType::U8 | DType::I8))
+    .then_some(node.inputs[1])
 }
 
-/// `Q(f(DQ(x)))` with `f` a chain of elementwise float ops and per-tensor parameters is a
-/// function of the byte `x`: a 256-entry table, computed now by the interpreter running the
-/// very nodes it replaces (so it is exact), and one Gather on the 8-bit values.
-fn lookup_table(g: &mut Graph, q: NodeIndex) -> Result<bool, Error> {
-    let Some(qp) = params(g, q) else {
-        return Ok(false);
+/// The byte tensor `v` is a function of, element by element, if it is one: `v` itself for
+/// 8-bit data; through table lookups, per-tensor (de)quantization and elementwise ops
+/// whose other operands are one-element constants; every input of a two-input op must
+/// come from the same bytes. `region` collects the nodes on the way (in no order).
+fn byte_source(g: &Graph, v: ValueId, region: &mut Vec<NodeIndex>) -> Option<ValueId> {
+    let dtype = g.value(v).dtype;
+    if matches!(dtype, DType::U8 | DType::I8) {
+        // Further up through a table or a QuantizeLinear (elementwise too) when that
+        // reaches bytes again; otherwise these bytes are the source.
+        let (n, up) = match producer(g, v) {
+            Some((n, node)) if table_lookup(g, v).is_some() => (n, node.inputs[1]),
+            Some((n, node))
+                if matches!(node.op, Op::QuantizeLinear { .. })
+                    && params(g, n).is_some_and(|p| p.per_tensor()) =>
+            {
+                (n, node.inputs[0])
+            }
+            _ => return Some(v),
+        };
+        let mut further = region.clone();
+        further.push(n);
+        return match byte_source(g, up, &mut further) {
+            Some(s) => {
+                *region = further;
+                Some(s)
+            }
+            None => Some(v),
+        };
+    }
+    let (n, node) = producer(g, v)?;
+    let shape = &g.value(v).shape;
+    let elementwise = match &node.op {
+        Op::DequantizeLinear { .. } => params(g, n).is_some_and(|p| p.per_tensor()),
+        Op::Unary(_)
+        | Op::Clip { .. }
+        | Op::Gelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::HardSwish
+        | Op::Binary(_) => true,
+        _ => false,
     };
-    if !qp.per_tensor() {
+    if !elementwise || dtype != DType::F32 || node.outputs.len() != 1 {
+        return None;
+    }
+    let mut source = None;
+    for (k, &i) in node.inputs.iter().enumerate() {
+        let is_param = matches!(node.op, Op::DequantizeLinear { .. }) && k > 0;
+        if let Some(t) = g.konst(i) {
+            if is_param || t.len() == 1 {
+                continue;
+            }
+            return None;
+        }
+        if &g.value(i).shape != shape {
+            return None;
+        }
+        let s = byte_source(g, i, region)?;
+        if source.is_some_and(|x| x != s) {
+            return None;
+        }
+        source = Some(s);
+    }
+    region.push(n);
+    source
+}
+
+/// `Q(f(x))` where the float value is a function of one byte tensor `x` element by element
+/// (a chain or small DAG of elementwise ops, per-tensor Q/DQ and earlier tables: Tanh,
+/// Sigmoid, GELU written out as Div, Erf, Add, Mul with every step quantized, ...) is a
+/// 256-entry table of `x`: computed now by the interpreter running the very nodes it
+/// replaces on every byte value (so it is exact), and one Gather on the 8-bit values.
+fn lookup_table(g: &mut Graph, q: NodeIndex) -> Result<bool, Error> {
+    if !params(g, q).is_some_and(|p| p.per_tensor()) {
         return Ok(false);
     }
-    let mut chain = Vec::new();
-    let mut v = g.node(q).inputs[0];
-    let dq = loop {
-        let Some((n, node)) = producer(g, v) else {
-            return Ok(false);
-        };
-        if matches!(node.op, Op::DequantizeLinear { .. }) {
-            break n;
-        }
-        if !single_use(g, v) || node.inputs.is_empty() {
-            return Ok(false);
-        }
-        // The computed input: the one that is not a constant.
-        let Some(&x) = node.inputs.iter().find(|&&i| g.konst(i).is_none()) else {
-            return Ok(false);
-        };
-        if !elementwise_unary(g, node, x) {
-            return Ok(false);
-        }
-        chain.push((n, x));
-        v = x;
-    };
-    let Some(dp) = params(g, dq) else {
+    let mut region = Vec::new();
+    let v = g.node(q).inputs[0];
+    let Some(src) = byte_source(g, v, &mut region) else {
         return Ok(false);
     };
-    let src = g.node(dq).inputs[0];
-    if chain.is_empty() || !dp.per_tensor() || !matches!(g.value(src).dtype, DType::U8 | DType::I8)
-    {
+    // Q(DQ(x)) with other parameters (a requantization) is a table too; with the same
+    // ones `collapse_pair` has already removed it.
+    if !matches!(g.value(src).dtype, DType::U8 | DType::I8) {
         return Ok(false);
     }
     // Every byte value, in byte order (an i8 byte b is the value b as i8).
@@ -842,31 +873,34 @@ fn lookup_table(g: &mut Graph, q: NodeIndex) -> Result<bool, Error> {
             data: Data::I8((0..=255u8).map(|b| b as i8).collect()),
         },
     };
-    let eval = |g: &Graph, n: NodeIndex, x: ValueId, t: Tensor| -> Result<Tensor, Error> {
+    let mut memo: std::collections::HashMap<ValueId, Tensor> = std::collections::HashMap::new();
+    memo.insert(src, bytes);
+    region.push(q);
+    let order = g.topo_order();
+    for n in order.into_iter().filter(|n| region.contains(n)) {
         let node = g.node(n);
         let args: Vec<&Tensor> = node
             .inputs
             .iter()
-            .map(|&i| if i == x { Some(&t) } else { g.konst(i) })
+            .map(|i| memo.get(i).or_else(|| g.konst(*i)))
             .collect::<Option<_>>()
-            .ok_or_else(|| {
-                Error::Internal(format!("'{}': an operand is not constant", node.name))
-            })?;
-        let mut out = interp::eval(&node.op, &args)
-            .map_err(|e| Error::Internal(format!("tabulating '{}': {e}", node.name)))?;
-        Ok(out.remove(0))
-    };
-    let mut t = eval(g, dq, src, bytes)?;
-    for &(n, x) in chain.iter().rev() {
-        t = eval(g, n, x, t)?;
+            .ok_or_else(|| Error::Internal(format!("tabulating '{}': an operand", node.name)))?;
+        let out = interp::eval(&node.op, &args)
+            .map_err(|e| Error::Internal(format!("tabulating '{}': {e}", node.name)))?
+            .remove(0);
+        memo.insert(node.outputs[0], out);
     }
-    let qin = g.node(q).inputs[0];
-    let table = eval(g, q, qin, t)?;
-    let name = g.node(chain[0].0).name.clone();
+    let out = g.node(q).outputs[0];
+    let table = memo
+        .remove(&out)
+        .ok_or_else(|| Error::Internal("the table was not computed".into()))?;
+    let name = g
+        .value(v)
+        .producer
+        .map_or_else(|| g.node(q).name.clone(), |p| g.node(p).name.clone());
     let tc = g.add_const(format!("{name}.table"), table);
     let (_, outs) = g.add_node(name, Op::Gather { axis: 0 }, vec![tc, src])?;
-    let old = g.node(q).outputs[0];
-    replace_value(g, old, outs[0]);
+    replace_value(g, out, outs[0]);
     remove_dead(g, q);
     Ok(true)
 }
@@ -882,6 +916,7 @@ fn moves_past(op: &Op) -> bool {
             | Op::Unsqueeze { .. }
             | Op::Transpose { .. }
             | Op::Identity
+            | Op::Gather { .. }
     )
 }
 
@@ -894,7 +929,10 @@ fn move_past(g: &mut Graph, n: NodeIndex) -> Result<bool, Error> {
     let Some(p) = params(g, dq) else {
         return Ok(false);
     };
-    if !p.per_tensor() || node.inputs[1..].iter().any(|&i| g.konst(i).is_none()) {
+    // Other operands must be constants, except a Gather's indices (an embedding lookup of
+    // a quantized table then reads bytes).
+    let runtime_ok = matches!(node.op, Op::Gather { .. });
+    if !p.per_tensor() || (!runtime_ok && node.inputs[1..].iter().any(|&i| g.konst(i).is_none())) {
         return Ok(false);
     }
     let dq_node = g.node(dq).clone();
