@@ -591,6 +591,26 @@ fn fixed_suite(seed: u64) -> Suite {
     );
     let w6 = window((2, 3), (2, 6), (1, 2), [0, 2, 1, 0]);
     s.qconv(1, 1, 1, 2, (6, 33), w6, q(DType::I8, false, None, 29));
+    // Depthwise windows whose compactly packed weights take several 16-byte loads per
+    // channel: 5 `sdot` rows, 20 widened taps, 10 tap pairs; 49 taps, 25 pairs.
+    s.qconv(
+        1,
+        1,
+        1,
+        3,
+        (9, 12),
+        window((5, 4), (1, 1), (1, 1), [2, 1, 2, 2]),
+        q(DType::U8, false, Some((DType::U8, true)), 30),
+    );
+    s.qconv(
+        1,
+        1,
+        1,
+        2,
+        (10, 11),
+        window((7, 7), (1, 1), (1, 1), [3, 3, 3, 3]),
+        q(DType::I8, true, Some((DType::I8, false)), 31),
+    );
     s.max_pool(
         DType::U8,
         2,
