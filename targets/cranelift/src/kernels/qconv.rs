@@ -134,7 +134,10 @@ pub(crate) fn prepare(
         } else {
             Vec::new()
         };
-        return Ok([splats, qwindow::multipliers(cv.out, cv.c_out as u64)]);
+        return Ok([
+            splats,
+            qwindow::multipliers(cv.out, cv.c_out as u64, t.pairs),
+        ]);
     }
     let pt = PTile::of(t);
     let (opg, k) = ((cv.c_out / cv.groups) as u64, cv.k());
@@ -146,7 +149,7 @@ pub(crate) fn prepare(
         let get = |kk: u64, col: u64| w[((g * opg + col) * k + kk) as usize] as i8;
         pack_weights(pt, k, opg, get, &mut pb);
         qgemm::tables(
-            pt.padded(opg),
+            tables_of(pt, opg, cv),
             k,
             opg,
             get,
@@ -159,6 +162,12 @@ pub(crate) fn prepare(
     }
     pb.resize(pb.len() + PACKED_SLACK, 0);
     Ok([pb, tab])
+}
+
+/// The layout of one group's per-channel tables.
+fn tables_of(pt: PTile, opg: u64, cv: &QConv) -> qgemm::Tables {
+    let runtime = matches!(cv.in_zero, ZeroPoint::Runtime(_));
+    qgemm::Tables::new(pt.padded(opg), runtime, cv.out, pt.pairs)
 }
 
 /// Tile of the convolution GEMM: `pg` groups of 4 pixels (the lanes) × `nc` output
@@ -294,7 +303,7 @@ pub(crate) fn emit(
     let in_plane = s.in_h as i64 * s.in_w as i64;
     let pt = PTile::of(t);
     let b_group = (pt.padded(opg) * k.div_ceil(4) * 4) as i64;
-    let t_group = qgemm::table_bytes(pt.padded(opg)) as i64;
+    let t_group = tables_of(pt, opg, cv).bytes() as i64;
     let pointwise = cv.is_pointwise();
     // Pixel blocks: whole output rows im2col-ed into the scratch; a pointwise
     // convolution's input already is its `[ci][pixel]` A, one block of all pixels.
@@ -639,14 +648,14 @@ fn pixel_micro(
         ASrc::Rows(a) => (a, 4 * g.ks),
         ASrc::Packed(p) => (p, 16 * pg as i64),
     };
-    let np_bytes = pt.padded(g.n) as i64 * 4;
+    let lay = qgemm::Tables::new(pt.padded(g.n), g.offset.is_some(), g.out, pt.pairs);
     let starts: Vec<Value> = (0..nc as i64)
         .map(|col| {
             let b0 = fx.load(types::I32, tab, 4 * col, true);
             let s = match g.offset {
                 None => b0,
                 Some(off) => {
-                    let cs = fx.load(types::I32, tab, np_bytes + 4 * col, true);
+                    let cs = fx.load(types::I32, tab, lay.colsum_off() + 4 * col, true);
                     let p = fx.b.ins().imul(off, cs);
                     fx.b.ins().iadd(b0, p)
                 }
@@ -707,8 +716,8 @@ fn pixel_micro(
                 fx,
                 rq,
                 tab,
-                2 * np_bytes + 4 * col as i64,
-                np_bytes,
+                lay.mult_off() + 4 * col as i64,
+                lay.region(),
                 true,
             )),
             QuantOut::I32 => None,
