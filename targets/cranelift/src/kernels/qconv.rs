@@ -210,8 +210,8 @@ impl PTile {
 }
 
 /// Packs `W[k, col]` (`k × n`) as `[channel block][k group][channel][4 bytes]`, each
-/// channel's 4 K bytes once (zero padded in K and to whole channel blocks): exactly the
-/// weights' bytes plus padding. The kernel broadcasts a channel's word to the lanes when
+/// channel's 4 K bytes once (zero padded in K; the last block only as wide as the
+/// channels left): exactly the weights' bytes plus K padding. The kernel broadcasts a channel's word to the lanes when
 /// it reads it ([`channel_ops`]).
 fn pack_weights(pt: PTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &mut Vec<u8>) {
     let at = |kk: u64, col: u64| -> u8 {
@@ -222,8 +222,10 @@ fn pack_weights(pt: PTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &m
         }
     };
     for cb in 0..n.div_ceil(pt.nc) {
+        // The last block holds only the channels that exist.
+        let width = pt.nc.min(n - cb * pt.nc);
         for kg in 0..k.div_ceil(4) {
-            for c in 0..pt.nc {
+            for c in 0..width {
                 for u in 0..4 {
                     out.push(at(4 * kg + u, cb * pt.nc + c));
                 }
@@ -302,7 +304,7 @@ pub(crate) fn emit(
     let n_out = s.out_h as u64 * s.out_w as u64;
     let in_plane = s.in_h as i64 * s.in_w as i64;
     let pt = PTile::of(t);
-    let b_group = (pt.padded(opg) * k.div_ceil(4) * 4) as i64;
+    let b_group = (opg * k.div_ceil(4) * 4) as i64;
     let t_group = tables_of(pt, opg, cv).bytes() as i64;
     let pointwise = cv.is_pointwise();
     // Pixel blocks: whole output rows im2col-ed into the scratch; a pointwise
@@ -667,7 +669,8 @@ fn pixel_micro(
     let nacc = (nc * pg) as usize;
     let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i / pg as usize]).collect();
     carried.extend([a, b]);
-    let kstep = (pt.nc * 4) as i64;
+    // A block's K groups are `nc` channels of 4 bytes (the last block is narrower).
+    let kstep = (nc * 4) as i64;
     let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
         let words: Vec<Value> = match src {
             ASrc::Rows(_) => group_words(fx, g, ap, pixels, valid),
