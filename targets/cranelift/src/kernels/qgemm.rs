@@ -95,7 +95,8 @@ impl QTile {
 }
 
 /// Packs `B[k, col]` (`get(kk, col)`, `k × n`) for tile `t`:
-/// `[column block][k group][vector][16 bytes]`, zero padded in K and columns.
+/// `[column block][k group][vector][16 bytes]`, zero padded in K and columns; the last
+/// block holds only the vectors its columns need (at most 3 padding columns).
 pub(crate) fn pack_b(t: QTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &mut Vec<u8>) {
     let (nb, k4) = (n.div_ceil(t.nr()), k.div_ceil(4));
     let at = |kk: u64, col: u64| -> u8 {
@@ -106,8 +107,9 @@ pub(crate) fn pack_b(t: QTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out
         }
     };
     for jb in 0..nb {
+        let nv = t.nv.min((n - jb * t.nr()).div_ceil(4));
         for kg in 0..k4 {
-            for v in 0..t.nv {
+            for v in 0..nv {
                 let col0 = jb * t.nr() + 4 * v;
                 if t.pairs {
                     for h in 0..2 {
@@ -601,7 +603,8 @@ fn micro(
     let nacc = (rows * nv) as usize;
     let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i % nv as usize]).collect();
     carried.extend([a, b]);
-    let kstep = (t.nv * 16) as i64;
+    // A block's K groups are `nv` vectors (the last block may be narrower).
+    let kstep = (nv * 16) as i64;
     let ro = g.a_readonly;
     let flip_word = |fx: &mut Fx, w: Value| -> Value {
         if g.flip {
