@@ -27,8 +27,8 @@ use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 use crate::error::Error;
 use crate::fx::{Features, Fx, bytes_of, io_params};
 use crate::kernels::{
-    conv, convert, copy, elementwise, gather, gemm, integer, mask, qconv, qgemm, qwindow, rows,
-    window,
+    conv, convert, copy, elementwise, gather, gemm, integer, mask, qconv, qdepthwise, qgemm,
+    qwindow, rows, window,
 };
 
 /// What to record of each function for `--emit asm`.
@@ -147,7 +147,11 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
                 bufs.push(*z);
             }
             if groups == c_in && groups == c_out {
-                bufs.push(Buffer::Const(*weight));
+                // The padded-plane kernel reads its own packed copy of the weights, the
+                // direct one the OIHW weights in place; both read the bias in place.
+                if !qdepthwise::handles(&qconv_of(k)) {
+                    bufs.push(Buffer::Const(*weight));
+                }
                 bufs.extend(bias.map(Buffer::Const));
             }
         }

@@ -591,6 +591,26 @@ fn fixed_suite(seed: u64) -> Suite {
     );
     let w6 = window((2, 3), (2, 6), (1, 2), [0, 2, 1, 0]);
     s.qconv(1, 1, 1, 2, (6, 33), w6, q(DType::I8, false, None, 29));
+    // Depthwise windows whose compactly packed weights take several 16-byte loads per
+    // channel: 5 `sdot` rows, 20 widened taps, 10 tap pairs; 49 taps, 25 pairs.
+    s.qconv(
+        1,
+        1,
+        1,
+        3,
+        (9, 12),
+        window((5, 4), (1, 1), (1, 1), [2, 1, 2, 2]),
+        q(DType::U8, false, Some((DType::U8, true)), 30),
+    );
+    s.qconv(
+        1,
+        1,
+        1,
+        2,
+        (10, 11),
+        window((7, 7), (1, 1), (1, 1), [3, 3, 3, 3]),
+        q(DType::I8, true, Some((DType::I8, false)), 31),
+    );
     s.max_pool(
         DType::U8,
         2,
@@ -1137,4 +1157,58 @@ fn integer_kernels_import_nothing() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Int8 weights stay about 1 byte each in the object (an int8 model is shipped to save
+/// flash): per kernel, the object's constants (packed weights, per-channel tables, biases
+/// read in place) stay within 1.3× the weights' bytes plus 32 bytes per output channel
+/// on every target. A layout that replicates weights across the 4 lanes (4×) or splats
+/// them to `i16` (16×) fails.
+#[test]
+fn packed_weights_take_about_one_byte_each() {
+    let q = Quant {
+        dtype: DType::U8,
+        runtime_zero: false,
+        requant: Some((DType::U8, true)),
+        shift: 34,
+    };
+    let w3 = window((3, 3), (1, 1), (1, 1), [1, 1, 1, 1]);
+    let w7 = window((7, 7), (1, 1), (1, 1), [3, 3, 3, 3]);
+    // (what, program, weights, output channels)
+    let mut cases: Vec<(&str, Suite, u64, u64)> = Vec::new();
+    let mut s = Suite::new(1);
+    s.qconv(1, 32, 32, 1, (8, 8), w3, q);
+    cases.push(("conv 3x3 32->32", s, 32 * 32 * 9, 32));
+    let mut s = Suite::new(2);
+    s.qconv(
+        1,
+        8,
+        12,
+        2,
+        (9, 9),
+        window((5, 5), (1, 1), (1, 1), [2; 4]),
+        q,
+    );
+    cases.push(("grouped conv 5x5 16->24", s, 24 * 8 * 25, 24));
+    let mut s = Suite::new(3);
+    s.qconv(1, 1, 1, 64, (10, 10), w3, q);
+    s.qconv(1, 1, 1, 64, (10, 10), w7, q);
+    cases.push(("depthwise 3x3 + 7x7 64ch", s, 64 * 9 + 64 * 49, 128));
+    let mut s = Suite::new(4);
+    s.qgemm(8, 128, 96, 0, false, true, q);
+    cases.push(("gemm 96x128", s, 96 * 128, 128));
+    for t in ["x86_64", "aarch64-neon", "aarch64-neon+dotprod"] {
+        for (what, s, weights, channels) in &cases {
+            let obj = compile_object(&s.p, &t.parse().unwrap(), &ObjectOptions::default()).unwrap();
+            println!(
+                "{t} {what}: {} bytes of constants for {weights} weights",
+                obj.const_bytes
+            );
+            assert!(
+                obj.const_bytes * 10 <= weights * 13 + 320 * channels,
+                "{t} {what}: {} bytes of constants for {weights} int8 weights",
+                obj.const_bytes
+            );
+        }
+    }
 }

@@ -13,10 +13,19 @@
 //! and transposed into per-pixel words by two rounds of `zip` (`punpckl` on x86_64),
 //! flipped for u8 as in [`super::qgemm`]; when several channel blocks read a pixel block
 //! its words are transposed once into a stack area ([`pack_words`]). The weights are
-//! packed per channel with the channel's 4 K bytes in every lane, so one `sdot` (or the
-//! widening tree, or two `pmaddwd`) adds 4 pixels × 4 K products for one channel: an
-//! 8-pixel × 12-channel tile with `sdot` is 24 accumulators, 12 weight loads and 2 word
-//! loads per K group. Requantization per channel with [`qgemm::requant`].
+//! packed compactly, each channel's 4 K bytes of a group once (1 byte per weight, so an
+//! int8 model's artifact stays about 4× smaller than the f32 one), and broadcast to the 4
+//! lanes when read: one 16-byte load per 4 channels and a `dup v.4s, v.s[l]` per channel
+//! (x86_64: one `pmovsxbw` per 2 channels and a `pshufd` per K pair). Then one `sdot` (or
+//! the widening tree, or two `pmaddwd`) adds 4 pixels × 4 K products for one channel: an
+//! 8-pixel × 12-channel tile with `sdot` is 24 accumulators, 3 weight loads, 12 lane
+//! broadcasts and 2 word loads per K group. (A `splat` of an i32 load would be `ld1r`,
+//! but `ld1r` takes no offset, so each would need its own address `add`; Cranelift has
+//! no by-element `sdot`.) The broadcasts cost 4.4 % more guest instructions than weights
+//! stored replicated 4× (3×3 32→32 on 32×32, Cortex-A76: 1.758 M against 1.685 M with
+//! `sdot`, 4.90 M against 4.80 M without; `cargo test -p edgecc-cranelift --test
+//! qkernels -- --ignored --nocapture`) for a quarter of the constant data.
+//! Requantization per channel with [`qgemm::requant`].
 //!
 //! The im2col copies, for each `(ci, ky, kx)` row of the window and output row, the
 //! columns whose tap is inside the input (a compile-time range) 16 bytes at a time at
@@ -120,7 +129,7 @@ pub(crate) fn prepare(
     cv.check(consts)?;
     if cv.is_depthwise() {
         let splats = if qdepthwise::handles(cv) {
-            qdepthwise::splat_weights(
+            qdepthwise::pack_weights(
                 &consts[cv.weight.0 as usize].data,
                 cv.c_out as u64,
                 (cv.w.kh as u64, cv.w.kw as u64),
@@ -129,7 +138,10 @@ pub(crate) fn prepare(
         } else {
             Vec::new()
         };
-        return Ok([splats, qwindow::multipliers(cv.out, cv.c_out as u64)]);
+        return Ok([
+            splats,
+            qwindow::multipliers(cv.out, cv.c_out as u64, t.pairs),
+        ]);
     }
     let pt = PTile::of(t);
     let (opg, k) = ((cv.c_out / cv.groups) as u64, cv.k());
@@ -141,7 +153,7 @@ pub(crate) fn prepare(
         let get = |kk: u64, col: u64| w[((g * opg + col) * k + kk) as usize] as i8;
         pack_weights(pt, k, opg, get, &mut pb);
         qgemm::tables(
-            pt.padded(opg),
+            tables_of(pt, opg, cv),
             k,
             opg,
             get,
@@ -152,7 +164,14 @@ pub(crate) fn prepare(
             &mut tab,
         );
     }
+    pb.resize(pb.len() + PACKED_SLACK, 0);
     Ok([pb, tab])
+}
+
+/// The layout of one group's per-channel tables.
+fn tables_of(pt: PTile, opg: u64, cv: &QConv) -> qgemm::Tables {
+    let runtime = matches!(cv.in_zero, ZeroPoint::Runtime(_));
+    qgemm::Tables::new(pt.padded(opg), runtime, cv.out, pt.pairs)
 }
 
 /// Tile of the convolution GEMM: `pg` groups of 4 pixels (the lanes) × `nc` output
@@ -194,9 +213,10 @@ impl PTile {
     }
 }
 
-/// Packs `W[k, col]` (`k × n`) as `[channel block][k group][channel][16 bytes]`, each
-/// 16 bytes the channel's 4 K bytes in every 32-bit lane (`pairs`: its first K pair in
-/// every 16-bit pair of 8 bytes, then the second), zero padded.
+/// Packs `W[k, col]` (`k × n`) as `[channel block][k group][channel][4 bytes]`, each
+/// channel's 4 K bytes once (zero padded in K; the last block only as wide as the
+/// channels left): exactly the weights' bytes plus K padding. The kernel broadcasts a channel's word to the lanes when
+/// it reads it ([`channel_ops`]).
 fn pack_weights(pt: PTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &mut Vec<u8>) {
     let at = |kk: u64, col: u64| -> u8 {
         if kk < k && col < n {
@@ -206,20 +226,49 @@ fn pack_weights(pt: PTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &m
         }
     };
     for cb in 0..n.div_ceil(pt.nc) {
+        // The last block holds only the channels that exist.
+        let width = pt.nc.min(n - cb * pt.nc);
         for kg in 0..k.div_ceil(4) {
-            for c in 0..pt.nc {
-                let col = cb * pt.nc + c;
-                for i in 0..16 {
-                    let kk = if pt.pairs {
-                        4 * kg + 2 * (i / 8) + i % 2
-                    } else {
-                        4 * kg + i % 4
-                    };
-                    out.push(at(kk, col));
+            for c in 0..width {
+                for u in 0..4 {
+                    out.push(at(4 * kg + u, cb * pt.nc + c));
                 }
             }
         }
     }
+}
+
+/// Bytes after all groups' packed weights, so that [`channel_ops`]' 16-byte reads of a
+/// block whose channel count is not a multiple of 4 stay inside the data.
+const PACKED_SLACK: usize = 16;
+
+/// The weight operands of channels `0..nc` of one K group packed at `bp`: per 4 channels
+/// one 16-byte load, each channel's word broadcast by lane (`dup v.4s, v.s[l]`); with
+/// `pairs` (x86_64) per 2 channels one sign-extending 8-byte load (`pmovsxbw`) and each
+/// channel's two K pairs broadcast (`pshufd`).
+fn channel_ops(fx: &mut Fx, pairs: bool, bp: Value, nc: u64) -> Vec<RowOp> {
+    let mut ops = Vec::with_capacity(nc as usize);
+    if pairs {
+        for q in 0..nc.div_ceil(2) {
+            let v = fx.sload8x8(bp, 8 * q as i64, true);
+            let v = fx.bitcast(types::I8X16, v);
+            for l in 0..(nc - 2 * q).min(2) as u8 {
+                let [p01, p23] = [2 * l, 2 * l + 1].map(|lane| {
+                    let p = qgemm::splat_lane32(fx, v, lane);
+                    fx.bitcast(types::I16X8, p)
+                });
+                ops.push(RowOp::Pairs(p01, p23));
+            }
+        }
+    } else {
+        for q in 0..nc.div_ceil(4) {
+            let v = fx.load(types::I8X16, bp, 16 * q as i64, true);
+            for l in 0..(nc - 4 * q).min(4) as u8 {
+                ops.push(RowOp::Dot(qgemm::splat_lane32(fx, v, l)));
+            }
+        }
+    }
+    ops
 }
 
 pub(crate) fn emit(
@@ -259,8 +308,8 @@ pub(crate) fn emit(
     let n_out = s.out_h as u64 * s.out_w as u64;
     let in_plane = s.in_h as i64 * s.in_w as i64;
     let pt = PTile::of(t);
-    let b_group = (pt.padded(opg) * k.div_ceil(4) * 16) as i64;
-    let t_group = qgemm::table_bytes(pt.padded(opg)) as i64;
+    let b_group = (opg * k.div_ceil(4) * 4) as i64;
+    let t_group = tables_of(pt, opg, cv).bytes() as i64;
     let pointwise = cv.is_pointwise();
     // Pixel blocks: whole output rows im2col-ed into the scratch; a pointwise
     // convolution's input already is its `[ci][pixel]` A, one block of all pixels.
@@ -472,7 +521,7 @@ fn pixel_gemm(fx: &mut Fx, pt: PTile, g: &PixelGemm) {
     let esize = g.out.dtype().size() as i64;
     let (full, tail) = (g.m / px, g.m % px);
     let (nb, rem) = (g.n / pt.nc, g.n % pt.nc);
-    let blk = (g.k.div_ceil(4) * pt.nc * 16) as i64;
+    let blk = (g.k.div_ceil(4) * pt.nc * 4) as i64;
     let k4 = g.k.div_ceil(4);
     // With several channel blocks, each pixel block's words are transposed and flipped
     // once into a stack area that every block then reads with one load per vector.
@@ -605,14 +654,14 @@ fn pixel_micro(
         ASrc::Rows(a) => (a, 4 * g.ks),
         ASrc::Packed(p) => (p, 16 * pg as i64),
     };
-    let np_bytes = pt.padded(g.n) as i64 * 4;
+    let lay = qgemm::Tables::new(pt.padded(g.n), g.offset.is_some(), g.out, pt.pairs);
     let starts: Vec<Value> = (0..nc as i64)
         .map(|col| {
             let b0 = fx.load(types::I32, tab, 4 * col, true);
             let s = match g.offset {
                 None => b0,
                 Some(off) => {
-                    let cs = fx.load(types::I32, tab, np_bytes + 4 * col, true);
+                    let cs = fx.load(types::I32, tab, lay.colsum_off() + 4 * col, true);
                     let p = fx.b.ins().imul(off, cs);
                     fx.b.ins().iadd(b0, p)
                 }
@@ -624,7 +673,8 @@ fn pixel_micro(
     let nacc = (nc * pg) as usize;
     let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i / pg as usize]).collect();
     carried.extend([a, b]);
-    let kstep = (pt.nc * 16) as i64;
+    // A block's K groups are `nc` channels of 4 bytes (the last block is narrower).
+    let kstep = (nc * 4) as i64;
     let group = |fx: &mut Fx, ap: Value, bp: Value, valid: u64, acc: &mut [Value]| {
         let words: Vec<Value> = match src {
             ASrc::Rows(_) => group_words(fx, g, ap, pixels, valid),
@@ -636,15 +686,7 @@ fn pixel_micro(
             .into_iter()
             .map(|w| pixel_op(fx, pt.pairs, w))
             .collect();
-        for col in 0..nc as usize {
-            let off = 16 * col as i64;
-            let wv = if pt.pairs {
-                let lo = fx.sload8x8(bp, off, true);
-                let hi = fx.sload8x8(bp, off + 8, true);
-                RowOp::Pairs(lo, hi)
-            } else {
-                RowOp::Dot(fx.load(types::I8X16, bp, off, true))
-            };
+        for (col, wv) in channel_ops(fx, pt.pairs, bp, nc).into_iter().enumerate() {
             for (q, op) in ops.iter().enumerate() {
                 let x = &mut acc[col * pg as usize + q];
                 *x = match (*op, wv) {
@@ -681,8 +723,8 @@ fn pixel_micro(
                 fx,
                 rq,
                 tab,
-                2 * np_bytes + 4 * col as i64,
-                np_bytes,
+                lay.mult_off() + 4 * col as i64,
+                lay.region(),
                 true,
             )),
             QuantOut::I32 => None,

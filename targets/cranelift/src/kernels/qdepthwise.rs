@@ -7,8 +7,9 @@
 //! no scalar border points. Outputs are then computed `L` at a time (16 at stride 1, 8 at
 //! stride 2, 4 up to stride 5, each tap one 16-byte load, strided lanes gathered by one
 //! shuffle): taps widened to `i16`, multiplied by the tap's weight with the widening
-//! `smull`/`smull2` (`i16 × i16 → i32`, the weights pre-splatted as `i16x8` at compile
-//! time so the pattern survives the optimizer), summed in i32 from
+//! `smull`/`smull2` (`i16 × i16 → i32`; the weights are stored one byte each and
+//! broadcast once per channel by lane shuffles of a loaded vector, which the optimizer
+//! cannot fold into the multiply, see [`channel_weights`]), summed in i32 from
 //! `bias − zero · Σ w` (every tap is present in the padded plane, so the zero point
 //! folds out of the loop) and requantized with [`super::qgemm::requant`]. A row whose width is not a multiple of `L` ends with a
 //! vector overlapping the previous one; rows narrower than `L` compute one vector and
@@ -113,16 +114,18 @@ impl Form {
     }
 }
 
-/// The weights as `form` reads them, then each channel's sum of weights as an `i32`:
-/// `Widen`: `[channel][tap][8 × i16]` splats; `Dot`: `[channel][window row][16 bytes]`,
-/// the row's up to 4 taps (zero padded) in every 32-bit lane; `Pairs`:
-/// `[channel][tap pair][4 × (i16, i16)]` (an odd last tap paired with a zero weight).
-pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form: Form) -> Vec<u8> {
+/// The weights as `form` reads them, one byte each, then each channel's sum of weights
+/// as an `i32`, then [`WEIGHT_SLACK`] zero bytes: `Widen`: `[channel][tap]`; `Dot`:
+/// `[channel][window row][4 bytes]`, the row's up to 4 taps zero padded; `Pairs`:
+/// `[channel][tap pair][2 bytes]` (an odd last tap paired with a zero weight). The
+/// kernel broadcasts them to vectors once per channel ([`channel_weights`]).
+pub(crate) fn pack_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form: Form) -> Vec<u8> {
     let taps = kh * kw;
-    let mut out = Vec::with_capacity((channels * taps * 16 + channels * 4) as usize);
-    let wt = |c: u64, t: u64| -> i16 {
+    let per_channel = weight_bytes(form, kh, kw);
+    let mut out = Vec::with_capacity((channels * (per_channel + 4)) as usize + WEIGHT_SLACK);
+    let wt = |c: u64, t: u64| -> i8 {
         if t < taps {
-            w[(c * taps + t) as usize] as i8 as i16
+            w[(c * taps + t) as usize] as i8
         } else {
             0
         }
@@ -131,8 +134,7 @@ pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form:
         match form {
             Form::Dot => {
                 for ky in 0..kh {
-                    for i in 0..16 {
-                        let kx = i % 4;
+                    for kx in 0..4 {
                         out.push(if kx < kw {
                             wt(c, ky * kw + kx) as u8
                         } else {
@@ -141,19 +143,9 @@ pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form:
                     }
                 }
             }
-            Form::Pairs => {
-                for p in 0..taps.div_ceil(2) {
-                    for _ in 0..4 {
-                        out.extend(wt(c, 2 * p).to_le_bytes());
-                        out.extend(wt(c, 2 * p + 1).to_le_bytes());
-                    }
-                }
-            }
-            Form::Widen => {
-                for t in 0..taps {
-                    for _ in 0..8 {
-                        out.extend(wt(c, t).to_le_bytes());
-                    }
+            Form::Pairs | Form::Widen => {
+                for t in 0..per_channel {
+                    out.push(wt(c, t) as u8);
                 }
             }
         }
@@ -162,19 +154,72 @@ pub(crate) fn splat_weights(w: &[u8], channels: u64, (kh, kw): (u64, u64), form:
         let sum: i32 = (0..taps).map(|t| wt(c, t) as i32).sum();
         out.extend(sum.to_le_bytes());
     }
+    out.resize(out.len() + WEIGHT_SLACK, 0);
     out
 }
 
-/// Vectors of weights per channel in [`splat_weights`]'s layout.
-fn weight_vectors(form: Form, kh: u64, kw: u64) -> u64 {
+/// Zero bytes after [`pack_weights`]' tables, so that the last channel's 16-byte weight
+/// loads stay inside the data.
+const WEIGHT_SLACK: usize = 16;
+
+/// Bytes of weights per channel in [`pack_weights`]' layout.
+fn weight_bytes(form: Form, kh: u64, kw: u64) -> u64 {
     match form {
-        Form::Dot => kh,
-        Form::Pairs => (kh * kw).div_ceil(2),
+        Form::Dot => 4 * kh,
+        Form::Pairs => 2 * (kh * kw).div_ceil(2),
         Form::Widen => kh * kw,
     }
 }
 
-/// Emits the kernel; `wtab`: data index of [`splat_weights`], `mults`: of the
+/// The weight operands of the channel whose packed weights are at `wch`: `Dot`: per
+/// window row an `i8x16` with the row's 4 bytes in every 32-bit lane; `Pairs`: per tap
+/// pair an `i16x8` with the pair in every 32-bit lane; `Widen`: per tap an `i16x8`
+/// splat. Read 16 bytes at a time (sign-extended to `i16` for `Pairs` and `Widen`) and
+/// broadcast by lane, so the operands are shuffles of a loaded vector, which the
+/// optimizer cannot fold into the widening multiplies (a `splat` of a scalar would be:
+/// `swiden_low(splat x)` becomes `splat(sextend x)`, and `smull` is lost).
+fn channel_weights(fx: &mut Fx, form: Form, wch: Value, (kh, kw): (u64, u64)) -> Vec<Value> {
+    let n = match form {
+        Form::Dot => kh,
+        Form::Pairs => (kh * kw).div_ceil(2),
+        Form::Widen => kh * kw,
+    };
+    // Operands per 16-byte load, and per `i16x8` half of one.
+    let (per_load, per_half) = match form {
+        Form::Dot => (4, 4),
+        Form::Pairs => (8, 4),
+        Form::Widen => (16, 8),
+    };
+    let mut ops = Vec::with_capacity(n as usize);
+    for q in 0..n.div_ceil(per_load) {
+        let v = fx.load(types::I8X16, wch, 16 * q as i64, true);
+        for i in 0..(n - per_load * q).min(per_load) {
+            let op = match form {
+                Form::Dot => qgemm::splat_lane32(fx, v, i as u8),
+                Form::Pairs | Form::Widen => {
+                    let half = if i < per_half {
+                        fx.b.ins().swiden_low(v)
+                    } else {
+                        fx.b.ins().swiden_high(v)
+                    };
+                    let half = fx.bitcast(types::I8X16, half);
+                    let l = (i % per_half) as u8;
+                    let p = if form == Form::Pairs {
+                        qgemm::splat_lane32(fx, half, l)
+                    } else {
+                        let mask: [u8; 16] = std::array::from_fn(|j| 2 * l + j as u8 % 2);
+                        qgemm::shuffle(fx, half, half, mask)
+                    };
+                    fx.bitcast(types::I16X8, p)
+                }
+            };
+            ops.push(op);
+        }
+    }
+    ops
+}
+
+/// Emits the kernel; `wtab`: data index of [`pack_weights`], `mults`: of the
 /// per-channel multipliers (`qwindow::multipliers`).
 pub(crate) fn emit(
     fx: &mut Fx,
@@ -235,7 +280,7 @@ pub(crate) fn emit(
             .collect();
         fx.vconst_bytes(types::I8X16, mask)
     });
-    let per_channel = weight_vectors(form, w.kh as u64, w.kw as u64) * 16;
+    let per_channel = weight_bytes(form, w.kh as u64, w.kw as u64);
     let sums = fx.addp(wts, (c_total(cv) * per_channel) as i64);
     // Σ (x − zero)·w = Σ x'·w + (flip − zero)·Σ w with x' the (flipped) input.
     let za = if flip {
@@ -253,9 +298,7 @@ pub(crate) fn emit(
             pad_plane(fx, src, pad, (ih, iw), (ph, pw), (pt, pl), (zb, zv));
             let out = fx.addp_scaled(output, plane, (oh * ow) as i64 * esize);
             let wch = fx.addp_scaled(wts, ch, per_channel as i64);
-            let n_w = weight_vectors(form, w.kh as u64, w.kw as u64) as i64;
-            let wty = if dot { types::I8X16 } else { types::I16X8 };
-            let wv: Vec<Value> = (0..n_w).map(|t| fx.load(wty, wch, 16 * t, true)).collect();
+            let wv = channel_weights(fx, form, wch, (w.kh as u64, w.kw as u64));
             let b0 = match bias {
                 Some(b) => {
                     let p = fx.addp_scaled(b, ch, 4);

@@ -95,7 +95,8 @@ impl QTile {
 }
 
 /// Packs `B[k, col]` (`get(kk, col)`, `k × n`) for tile `t`:
-/// `[column block][k group][vector][16 bytes]`, zero padded in K and columns.
+/// `[column block][k group][vector][16 bytes]`, zero padded in K and columns; the last
+/// block holds only the vectors its columns need (at most 3 padding columns).
 pub(crate) fn pack_b(t: QTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out: &mut Vec<u8>) {
     let (nb, k4) = (n.div_ceil(t.nr()), k.div_ceil(4));
     let at = |kk: u64, col: u64| -> u8 {
@@ -106,8 +107,9 @@ pub(crate) fn pack_b(t: QTile, k: u64, n: u64, get: impl Fn(u64, u64) -> i8, out
         }
     };
     for jb in 0..nb {
+        let nv = t.nv.min((n - jb * t.nr()).div_ceil(4));
         for kg in 0..k4 {
-            for v in 0..t.nv {
+            for v in 0..nv {
                 let col0 = jb * t.nr() + 4 * v;
                 if t.pairs {
                     for h in 0..2 {
@@ -134,14 +136,64 @@ pub(crate) fn padded_n(t: QTile, n: u64) -> u64 {
     n.div_ceil(t.nr()) * t.nr()
 }
 
-/// The per-column tables of one problem, `5 · np + 4` i32s (`np >= n`, the padded
-/// column count the kernel walks): the accumulator start
-/// (`bias + (flip − zero) · colsum` for a constant zero point, else the bias), the column
-/// sums of B, the requantization multipliers (or zeros), the low and high accumulator
-/// clamps of [`acc_bounds`], and 4 zeros of slack.
+/// Which regions of `np` i32s (`np >= n`, the padded column count the kernel walks) the
+/// per-column tables of one problem hold ([`tables`]), in this order: always the
+/// accumulator start; the column sums of B only for a runtime zero point; the
+/// requantization multipliers only for a requantized output; the low and high
+/// accumulator clamps of [`acc_bounds`] only for x86_64's clamp-first epilogue. Regions
+/// nobody reads are left out: with int8 weights of small K they would otherwise weigh
+/// nearly as much as the weights.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tables {
+    np: u64,
+    colsum: bool,
+    mult: bool,
+    bounds: bool,
+}
+
+impl Tables {
+    /// The layout for `np` padded columns, a runtime or constant zero point, output
+    /// `out`, on x86_64 (`pairs` tiles) or aarch64.
+    pub fn new(np: u64, runtime_zero: bool, out: &QuantOut, pairs: bool) -> Tables {
+        let (mult, bounds) = match out {
+            QuantOut::Requant(rq) => (true, pairs && clamp_first(rq)),
+            QuantOut::I32 => (false, false),
+        };
+        Tables {
+            np,
+            colsum: runtime_zero,
+            mult,
+            bounds,
+        }
+    }
+    /// Bytes of one region, the distance [`mult_at`] takes between multipliers and
+    /// bounds.
+    pub fn region(self) -> i64 {
+        4 * self.np as i64
+    }
+    /// Offset of the column sums.
+    pub fn colsum_off(self) -> i64 {
+        self.region()
+    }
+    /// Offset of the multipliers.
+    pub fn mult_off(self) -> i64 {
+        self.region() * (1 + i64::from(self.colsum))
+    }
+    /// Bytes of the whole table, slack included.
+    pub fn bytes(self) -> u64 {
+        let regions =
+            1 + u64::from(self.colsum) + u64::from(self.mult) + 2 * u64::from(self.bounds);
+        4 * self.np * regions + 16
+    }
+}
+
+/// The per-column tables of one problem in layout `lay` (see [`Tables`]): the
+/// accumulator start (`bias + (flip − zero) · colsum` for a constant zero point, else the
+/// bias), the column sums of B, the requantization multipliers, the low and high
+/// accumulator clamps, then 4 zeros of slack.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tables(
-    np: u64,
+    lay: Tables,
     k: u64,
     n: u64,
     get: impl Fn(u64, u64) -> i8,
@@ -157,6 +209,8 @@ pub(crate) fn tables(
         }
         (0..k).map(|kk| get(kk, col) as i32).sum()
     };
+    let np = lay.np;
+    let start = dst.len();
     let mut push = |v: i32| dst.extend(v.to_le_bytes());
     for col in 0..np {
         let b = if col < n { bias(col) } else { 0 };
@@ -165,8 +219,10 @@ pub(crate) fn tables(
             None => b,
         });
     }
-    for col in 0..np {
-        push(colsum(col));
+    if lay.colsum {
+        for col in 0..np {
+            push(colsum(col));
+        }
     }
     let mult = |col: u64| match out {
         QuantOut::Requant(r) if col < n => {
@@ -178,11 +234,13 @@ pub(crate) fn tables(
         }
         _ => 0,
     };
-    for col in 0..np {
-        push(mult(col));
+    if lay.mult {
+        for col in 0..np {
+            push(mult(col));
+        }
     }
     // The accumulator clamp of the x86_64 requantization (see [`acc_bounds`]).
-    for side in 0..2 {
+    for side in 0..2 * usize::from(lay.bounds) {
         for col in 0..np {
             push(match out {
                 QuantOut::Requant(r) => {
@@ -197,11 +255,7 @@ pub(crate) fn tables(
     for _ in 0..4 {
         push(0);
     }
-}
-
-/// Bytes of one problem's tables (see [`tables`]) for `np` padded columns.
-pub(crate) fn table_bytes(np: u64) -> u64 {
-    5 * 4 * np + 16
+    debug_assert_eq!((dst.len() - start) as u64, lay.bytes());
 }
 
 /// Accumulator bounds `[a_lo, a_hi]` that leave the requantized value unchanged
@@ -531,14 +585,14 @@ fn micro(
     tab: Value,
     c: Value,
 ) {
-    let np_bytes = padded_n(t, g.n) as i64 * 4;
+    let lay = Tables::new(padded_n(t, g.n), g.offset.is_some(), g.out, t.pairs);
     let starts: Vec<Value> = (0..nv as i64)
         .map(|v| {
             let b0 = fx.load(types::I32X4, tab, 16 * v, true);
             match g.offset {
                 None => b0,
                 Some(off) => {
-                    let cs = fx.load(types::I32X4, tab, np_bytes + 16 * v, true);
+                    let cs = fx.load(types::I32X4, tab, lay.colsum_off() + 16 * v, true);
                     let o = fx.b.ins().splat(types::I32X4, off);
                     let p = fx.b.ins().imul(o, cs);
                     fx.b.ins().iadd(b0, p)
@@ -549,7 +603,8 @@ fn micro(
     let nacc = (rows * nv) as usize;
     let mut carried: Vec<Value> = (0..nacc).map(|i| starts[i % nv as usize]).collect();
     carried.extend([a, b]);
-    let kstep = (t.nv * 16) as i64;
+    // A block's K groups are `nv` vectors (the last block may be narrower).
+    let kstep = (nv * 16) as i64;
     let ro = g.a_readonly;
     let flip_word = |fx: &mut Fx, w: Value| -> Value {
         if g.flip {
@@ -620,7 +675,7 @@ fn micro(
     // one-instruction form (`smull`, `pmuldq`).
     let mults: Vec<Mult> = match g.out {
         QuantOut::Requant(rq) => (0..nv as i64)
-            .map(|v| mult_at(fx, rq, tab, 2 * np_bytes + 16 * v, np_bytes, false))
+            .map(|v| mult_at(fx, rq, tab, lay.mult_off() + 16 * v, lay.region(), false))
             .collect(),
         QuantOut::I32 => Vec::new(),
     };
@@ -833,7 +888,12 @@ pub(crate) fn prepare(
     pack_b(t, k, n, get, &mut pb);
     let mut tab = Vec::new();
     tables(
-        padded_n(t, n),
+        Tables::new(
+            padded_n(t, n),
+            matches!(q.a_zero, edgecc_program::ZeroPoint::Runtime(_)),
+            q.out,
+            t.pairs,
+        ),
         k,
         n,
         get,

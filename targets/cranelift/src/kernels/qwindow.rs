@@ -28,10 +28,11 @@ use crate::kernels::qconv::QConv;
 use crate::kernels::{qdepthwise, qgemm};
 
 /// The per-channel requantization operands of a depthwise convolution: the multipliers
-/// (the single one repeated), then the low and high accumulator bounds of
-/// [`qgemm::acc_bounds`], each region `channels + 4` i32s (so that a 16-byte load at any
-/// channel stays inside it); zeros for an `I32` output.
-pub(crate) fn multipliers(out: &QuantOut, channels: u64) -> Vec<u8> {
+/// (the single one repeated), then, with `bounds` (x86_64, whose clamp-first epilogue
+/// reads them), the low and high accumulator bounds of [`qgemm::acc_bounds`], each
+/// region `channels + 4` i32s (so that a 16-byte load at any channel stays inside it);
+/// zeros for an `I32` output.
+pub(crate) fn multipliers(out: &QuantOut, channels: u64, bounds: bool) -> Vec<u8> {
     let m = |c: u64| match out {
         _ if c >= channels => 0,
         QuantOut::Requant(r) if r.multiplier.len() == 1 => r.multiplier[0],
@@ -46,10 +47,11 @@ pub(crate) fn multipliers(out: &QuantOut, channels: u64) -> Vec<u8> {
         _ => 0,
     };
     let n = channels + 4;
+    let nb = if bounds { n } else { 0 };
     (0..n)
         .map(m)
-        .chain((0..n).map(|c| bound(c, 0)))
-        .chain((0..n).map(|c| bound(c, 1)))
+        .chain((0..nb).map(|c| bound(c, 0)))
+        .chain((0..nb).map(|c| bound(c, 1)))
         .flat_map(|v| v.to_le_bytes())
         .collect()
 }
