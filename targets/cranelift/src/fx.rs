@@ -232,6 +232,13 @@ impl<'f, 'd> Fx<'f, 'd> {
         self.b.ins().sload8x8(f, p, o)
     }
 
+    /// Loads 8 bytes at `p + off` zero-extended to `i16x8`.
+    pub fn uload8x8(&mut self, p: Value, off: i64, readonly: bool) -> Value {
+        let (p, o) = self.addr(p, off);
+        let f = if readonly { self.ro } else { self.rw };
+        self.b.ins().uload8x8(f, p, o)
+    }
+
     /// Stores the low byte of the integer `v` at `p + off`.
     pub fn store8(&mut self, v: Value, p: Value, off: i64) {
         let (p, o) = self.addr(p, off);

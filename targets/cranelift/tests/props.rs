@@ -1167,3 +1167,29 @@ proptest! {
         }
     }
 }
+
+/// The 8-lane paths of u8/i8 ↔ f32 (a quantized model's float edges): the edge values
+/// repeated past several vector steps plus a tail, so every value lands in every lane.
+#[test]
+fn convert_bytes_and_floats_in_vectors() {
+    use edgecc_program::DType;
+    for (from, to) in [
+        (DType::U8, DType::F32),
+        (DType::I8, DType::F32),
+        (DType::F32, DType::U8),
+        (DType::F32, DType::I8),
+    ] {
+        let edges: Vec<u8> = convert_edges(from).concat();
+        let size = from.size();
+        let mut data = Vec::new();
+        // 8·k + 3 elements for k ≥ 4, each edge value at several lane positions.
+        while data.len() / size < 8 * 4 + 3 || (data.len() / size) % 8 != 3 {
+            let n = (data.len() / size) % (edges.len() / size);
+            data.extend_from_slice(&edges[n * size..(n + 1) * size]);
+            if data.len() / size > 8 * 64 {
+                break;
+            }
+        }
+        convert_both(from, to, &data);
+    }
+}

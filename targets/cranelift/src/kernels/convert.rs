@@ -7,7 +7,8 @@
 //!
 //! Same-type conversions (except bool, which is normalised) are the byte copy of
 //! [`crate::kernels::copy`]; `f32 ↔ i32` runs four lanes at a time with the vector forms
-//! of the same instructions, then a scalar tail.
+//! of the same instructions, `u8/i8 ↔ f32` (a quantized model's float edges) eight at a
+//! time ([`bytes_floats`]), then a scalar tail.
 
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, condcodes::IntCC, types};
 use edgecc_program::DType;
@@ -104,6 +105,9 @@ pub(crate) fn emit(fx: &mut Fx, count: u64, from: DType, to: DType, src: Value, 
         });
         done = count / 4 * 4;
     }
+    if vector.is_none() {
+        done = bytes_floats(fx, count, from, to, src, dst);
+    }
     let src = fx.addp(src, done as i64 * fs);
     let dst = fx.addp(dst, done as i64 * ts);
     fx.for_n(count - done, &[], |fx, i, _| {
@@ -114,4 +118,60 @@ pub(crate) fn emit(fx: &mut Fx, count: u64, from: DType, to: DType, src: Value, 
         fx.store(v, d, 0);
         vec![]
     });
+}
+
+/// The conversions at the edges of a quantized model's float work, 8 elements a step:
+/// u8/i8 → f32 widens to i32 lanes (exact) then converts; f32 → u8/i8 truncates with
+/// saturation to i32 (NaN → 0) and narrows with saturation twice, which composes to the
+/// byte's range, i.e. exactly the scalar path's `x as u8`. Returns how many elements it
+/// converted (a multiple of 8); 0 for other pairs.
+fn bytes_floats(fx: &mut Fx, count: u64, from: DType, to: DType, src: Value, dst: Value) -> u64 {
+    let steps = count / 8;
+    match (from, to) {
+        (DType::U8 | DType::I8, DType::F32) => {
+            let signed = from == DType::I8;
+            fx.for_n(steps, &[], |fx, i, _| {
+                let s = fx.addp_scaled(src, i, 8);
+                let d = fx.addp_scaled(dst, i, 32);
+                let h = if signed {
+                    fx.sload8x8(s, 0, true)
+                } else {
+                    fx.uload8x8(s, 0, true)
+                };
+                for (half, off) in [(false, 0), (true, 16)] {
+                    let w = match (signed, half) {
+                        (true, false) => fx.b.ins().swiden_low(h),
+                        (true, true) => fx.b.ins().swiden_high(h),
+                        (false, false) => fx.b.ins().uwiden_low(h),
+                        (false, true) => fx.b.ins().uwiden_high(h),
+                    };
+                    let f = fx.b.ins().fcvt_from_sint(types::F32X4, w);
+                    fx.store(f, d, off);
+                }
+                vec![]
+            });
+        }
+        (DType::F32, DType::U8 | DType::I8) => {
+            fx.for_n(steps, &[], |fx, i, _| {
+                let s = fx.addp_scaled(src, i, 32);
+                let d = fx.addp_scaled(dst, i, 8);
+                let a = fx.load(types::F32X4, s, 0, true);
+                let b = fx.load(types::F32X4, s, 16, true);
+                let a = fx.b.ins().fcvt_to_sint_sat(types::I32X4, a);
+                let b = fx.b.ins().fcvt_to_sint_sat(types::I32X4, b);
+                let h = fx.b.ins().snarrow(a, b);
+                let bytes = if to == DType::U8 {
+                    fx.b.ins().unarrow(h, h)
+                } else {
+                    fx.b.ins().snarrow(h, h)
+                };
+                let lo = fx.bitcast(types::I64X2, bytes);
+                let lo = fx.b.ins().extractlane(lo, 0);
+                fx.store(lo, d, 0);
+                vec![]
+            });
+        }
+        _ => return 0,
+    }
+    steps * 8
 }

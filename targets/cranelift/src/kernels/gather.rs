@@ -47,6 +47,23 @@ pub(crate) fn emit(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Va
     if g.count == 0 {
         return;
     }
+    if byte_table(g) {
+        // A 256-entry byte table read with byte indices (a quantized elementwise function):
+        // every byte is a valid index (a u8 byte read as signed wraps back to itself), so
+        // there is nothing to check, and the index is the byte zero-extended.
+        fx.for_n(g.count, &[], |fx, i, _| {
+            let ip = fx.addp(indices, 0);
+            let ip = fx.b.ins().iadd(ip, i);
+            let b = fx.load8(false, ip, 0, true);
+            let b = fx.b.ins().uextend(types::I64, b);
+            let src = fx.b.ins().iadd(data, b);
+            let v = fx.load8(false, src, 0, true);
+            let dst = fx.b.ins().iadd(out, i);
+            fx.store8(v, dst, 0);
+            vec![]
+        });
+        return;
+    }
     let n_idx = if g.elementwise {
         g.outer * g.count * g.inner
     } else {
@@ -86,6 +103,16 @@ pub(crate) fn emit(fx: &mut Fx, g: &Gather, data: Value, indices: Value, out: Va
         });
         vec![]
     });
+}
+
+/// Whether `g` is a lookup in one 256-entry byte table with 1-byte indices.
+fn byte_table(g: &Gather) -> bool {
+    g.index_bytes == 1
+        && g.axis_len == 256
+        && g.elem_bytes == 1
+        && g.inner == 1
+        && g.outer == 1
+        && !g.elementwise
 }
 
 /// GatherElements: element `(o, i, k)` from `data[o, idx[o, i, k], k]`, one element of
