@@ -2,7 +2,6 @@
 //! divides by the scale (not a multiply by its reciprocal, which rounds differently) and
 //! rounds half to even before adding the zero point and saturating.
 
-use super::ops::{geo, hw, out_shape};
 use crate::ir::infer::norm_axis;
 use crate::ir::{DType, Data, Requant, Tensor, WindowAttrs};
 
@@ -141,92 +140,44 @@ fn ints(t: &Tensor, what: &str) -> Result<Vec<i64>, String> {
         .ok_or_else(|| format!("{what} must be integers"))
 }
 
-/// [`crate::ir::Op::QGemm`]: exact int32 accumulation (wrapping, like the kernels).
+/// The int32 accumulators of an integer product plus the bias of each channel (wrapping,
+/// like the kernels).
+fn with_bias(
+    acc: &Tensor,
+    bias: &Tensor,
+    channel: impl Fn(usize) -> usize,
+) -> Result<Vec<i32>, String> {
+    let (acc, bias) = (ints(acc, "accumulators")?, ints(bias, "bias")?);
+    Ok(acc
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a as i32).wrapping_add(bias[channel(i)] as i32))
+        .collect())
+}
+
+/// [`crate::ir::Op::QGemm`]: MatMulInteger's exact sums, the bias, the requantization.
 pub fn qgemm(x: &[&Tensor], requant: Option<Requant>) -> R {
     let [a, za, b, bias, rest @ ..] = x else {
         return Err("QGemm needs a, a_zero, b and bias".into());
     };
-    let (av, za, bv, biasv) = (
-        ints(a, "a")?,
-        ints(za, "a_zero")?[0],
-        ints(b, "b")?,
-        ints(bias, "bias")?,
-    );
-    let (k, n) = (b.shape[0], b.shape[1]);
-    let rows = av.len() / k.max(1);
-    let mut acc = vec![0i32; rows * n];
-    for r in 0..rows {
-        for j in 0..n {
-            let mut s = biasv[j] as i32;
-            for kk in 0..k {
-                s = s.wrapping_add(((av[r * k + kk] - za) * bv[kk * n + j]) as i32);
-            }
-            acc[r * n + j] = s;
-        }
-    }
-    let mut shape = a.shape.clone();
-    if let Some(last) = shape.last_mut() {
-        *last = n;
-    }
-    store(acc, shape, requant, rest.first().copied(), |i| i % n.max(1))
+    let n = b.shape.get(1).copied().unwrap_or(1).max(1);
+    let sums = super::integer::matmul_integer(a, b, Some(za), None)?.remove(0);
+    let acc = with_bias(&sums, bias, |i| i % n)?;
+    store(acc, sums.shape, requant, rest.first().copied(), |i| i % n)
 }
 
-/// [`crate::ir::Op::QConv`]: Conv's loops over exact integers; taps outside the input
-/// contribute nothing (the padding is the zero point).
+/// [`crate::ir::Op::QConv`]: ConvInteger's exact sums (taps outside the input add
+/// nothing: the padding is the zero point), the bias, the requantization.
 pub fn qconv(x: &[&Tensor], w: &WindowAttrs, group: usize, requant: Option<Requant>) -> R {
     let [tx, zx, tw, bias, rest @ ..] = x else {
         return Err("QConv needs x, x_zero, w and bias".into());
     };
-    let (xv, zx, wv, biasv) = (
-        ints(tx, "x")?,
-        ints(zx, "x_zero")?[0],
-        ints(tw, "w")?,
-        ints(bias, "bias")?,
-    );
-    let (n, c) = (tx.shape[0], tx.shape[1]);
-    let (h, wd) = hw(&tx.shape);
-    let co = tw.shape[0];
-    let (cpg, opg) = (c / group, co / group);
-    let g = geo(w, &tx.shape)?;
-    let (oh, ow) = g.o;
-    let mut acc = vec![0i32; n * co * oh * ow];
-    for b in 0..n {
-        for o in 0..co {
-            let grp = o / opg;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut s = biasv[o] as i32;
-                    for ci in 0..cpg {
-                        let ch = grp * cpg + ci;
-                        for ky in 0..g.k.0 {
-                            let iy = (oy * g.s.0 + ky * g.d.0) as isize - g.p.0 as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for kx in 0..g.k.1 {
-                                let ix = (ox * g.s.1 + kx * g.d.1) as isize - g.p.1 as isize;
-                                if ix < 0 || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xq = xv[((b * c + ch) * h + iy as usize) * wd + ix as usize];
-                                let wq = wv[((o * cpg + ci) * g.k.0 + ky) * g.k.1 + kx];
-                                s = s.wrapping_add(((xq - zx) * wq) as i32);
-                            }
-                        }
-                    }
-                    acc[((b * co + o) * oh + oy) * ow + ox] = s;
-                }
-            }
-        }
-    }
-    let plane = oh * ow;
-    store(
-        acc,
-        out_shape(&tx.shape, co, g.o),
-        requant,
-        rest.first().copied(),
-        |i| (i / plane.max(1)) % co.max(1),
-    )
+    let sums = super::integer::conv_integer(tx, tw, Some(zx), None, w, group)?.remove(0);
+    let co = tw.shape[0].max(1);
+    let plane: usize = sums.shape[2..].iter().product::<usize>().max(1);
+    let channel = |i: usize| (i / plane) % co;
+    let acc = with_bias(&sums, bias, channel)?;
+    store(acc, sums.shape, requant, rest.first().copied(), channel)
 }
 
 /// ONNX DynamicQuantizeLinear in f32 as the spec (and onnxruntime) computes it: the range
