@@ -16,18 +16,19 @@
 //! - **Channelwise ops as depthwise integer convolutions.** BatchNormalization (1×1,
 //!   weight ±127, `|a[c]|/127` in the multiplier), GlobalAveragePool and unpadded
 //!   AveragePool (weights 1, the division in the multiplier) between DQ and Q.
-//! - **Elementwise float functions as lookup tables.** `Q(f(DQ(x)))` for a chain of
-//!   elementwise ops (Tanh, Sigmoid, HardSwish, LeakyRelu's pieces, a scalar Mul, ...) is a
-//!   function of the byte: a 256-entry table the interpreter computes at compile time (so
-//!   it is exact) and a Gather on the 8-bit values.
+//! - **Elementwise float functions as lookup tables.** `Q(f(x))` where every value on the
+//!   way is a function of one byte tensor `x`, element by element (Tanh, Sigmoid,
+//!   HardSwish, a scalar Mul, GELU written out with each step quantized, earlier tables,
+//!   and `Q(DQ(x))` with other parameters, i.e. a requantization) is a 256-entry table the
+//!   interpreter computes at compile time (so it is exact) and a Gather on the 8-bit values.
 //! - **Dynamic quantization.** MatMulInteger / ConvInteger with constant weights (zero
 //!   points folded into i8) become QGemm / QConv with int32 output; DynamicQuantizeLinear
 //!   and the Cast/Mul scale chain after them stay as they are (lowered as float kernels).
 //! - **Exact ops move past the dequantization.** `op(DQ(q))` = `DQ(op(q))` for MaxPool
 //!   (a positive scale keeps the order), Reshape, Flatten, Squeeze, Unsqueeze, Transpose,
 //!   Identity and Gather (a quantized embedding table stays 8-bit) with per-tensor
-//!   parameters, and `Concat(DQ(a), DQ(b), ..)` with equal
-//!   ones: the op then runs on the 8-bit values, with no float round trip.
+//!   parameters, and `Concat(DQ(a), DQ(b), ..)` with equal ones: the op then runs on the
+//!   8-bit values, with no float round trip.
 //! - **`Q(DQ(q))` with the same parameters is `q`**: the quantize-dequantize pairs around
 //!   every moved op collapse.
 //! - **Quantized weights that feed float work** are dequantized here, at compile time.
