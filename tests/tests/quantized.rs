@@ -264,3 +264,20 @@ fn dynamic_quantize_linear_compiled_is_exact() {
         assert_eq!(got, want, "input {:?}", x.as_f32().unwrap());
     }
 }
+
+/// A DequantizeLinear whose scale and zero point are computed at run time (the outputs of
+/// a DynamicQuantizeLinear) compiles to the interpreter's numbers exactly.
+#[test]
+fn dequantize_with_run_time_parameters_is_exact() {
+    let src = "graph g {\n  input x: f32[2,9]\n  y: u8[2,9], s: f32[], z: u8[] = DynamicQuantizeLinear(x)  # dql\n  d: f32[2,9] = DequantizeLinear{axis=1}(y, s, z)  # dq\n  output d\n}";
+    let g = edgecc::ir::parse::parse(src).unwrap();
+    let program = edgecc::lower::lower(&g, "dq").unwrap().program;
+    for seed in 1..4 {
+        let x = edgecc::ir::parse::random_tensor(edgecc::ir::DType::F32, vec![2, 9], seed).unwrap();
+        let want = edgecc::interp::run(&g, std::slice::from_ref(&x)).unwrap()[0]
+            .to_le_bytes()
+            .unwrap();
+        let got = edgecc::run_target::run_jit(&program, &[x.to_le_bytes().unwrap()]).unwrap();
+        assert_eq!(got[0], want);
+    }
+}

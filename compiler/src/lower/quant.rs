@@ -30,15 +30,16 @@ impl Builder<'_> {
     }
 
     /// A zero point as f32: a constant converted now, or a computed one converted by a
-    /// kernel into a temp.
-    fn zero_point_f32(&mut self, zp: ValueId) -> Result<Buffer, Error> {
+    /// kernel into a temp. The caller touches the location when the kernel reading it is
+    /// built, so the temp lives until then.
+    fn zero_point_f32(&mut self, zp: ValueId) -> Result<Loc, Error> {
         let val = self.g.value(zp);
         let len = val.num_elements();
         if let Some(t) = self.g.konst(zp) {
             let v = t.to_i64s().unwrap_or_default();
             let f = Tensor::f32(t.shape.clone(), v.iter().map(|&z| z as f32).collect());
             let id = self.konst(format!("{}.f32", val.name), f);
-            return Ok(Buffer::Const(id));
+            return Ok(Loc::Const(id));
         }
         let from = val
             .dtype
@@ -54,7 +55,7 @@ impl Builder<'_> {
             input,
             output,
         });
-        Ok(self.touch(t))
+        Ok(t)
     }
 
     /// `saturate(round_half_even(x / scale) + zero_point)`: one elementwise kernel into an
@@ -94,6 +95,7 @@ impl Builder<'_> {
             ExprNode::Unary(UnaryOp::Round, 2),
         ];
         if let Some(z) = zp {
+            let z = self.touch(z);
             inputs.push(self.param_view(z, nparams, &shape, axis));
             expr.push(ExprNode::Input(2));
             expr.push(ExprNode::Binary(p::BinaryOp::Add, 3, 4));
@@ -158,6 +160,7 @@ impl Builder<'_> {
         let mut inputs = vec![ov.clone(), self.param_view(sbuf, nparams, &shape, axis)];
         let expr = match zp {
             Some(z) => {
+                let z = self.touch(z);
                 inputs.push(self.param_view(z, nparams, &shape, axis));
                 vec![
                     ExprNode::Input(0),
