@@ -41,26 +41,6 @@ fn agreement(got: &[f32], want: &[f32], step: Option<f32>) -> (f32, f64) {
     (max, differ as f64 / got.len().max(1) as f64)
 }
 
-fn exec(program: &edgecc_program::Program, inputs: &[Tensor]) -> Vec<Vec<f32>> {
-    let ins: Vec<Vec<u8>> = inputs.iter().map(|t| t.to_le_bytes().unwrap()).collect();
-    let in_refs: Vec<&[u8]> = ins.iter().map(|b| b.as_slice()).collect();
-    let mut outs: Vec<Vec<u8>> = program
-        .outputs
-        .iter()
-        .map(|t| vec![0u8; t.byte_size() as usize])
-        .collect();
-    let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|b| b.as_mut_slice()).collect();
-    let mut arena = vec![0u8; program.arena_size as usize];
-    edgecc_program::exec::run(program, &in_refs, &mut out_refs, &mut arena).unwrap();
-    outs.iter()
-        .map(|b| {
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        })
-        .collect()
-}
-
 /// Checks one model; returns (max steps, share differing) against onnxruntime per output.
 /// `bounds[i]` is how many steps output `i` may move between the unfolded graph, the
 /// folded graph and the lowered program: 1 where an integer chain writes it, more after
@@ -86,7 +66,7 @@ fn check(name: &str, min_integer_kernels: usize, bounds: &[f32]) -> Vec<(f32, f6
     let ort = common::npys(&dir, "output");
     let unfolded = edgecc::interp::run(&c.imported, &inputs).unwrap();
     let folded = edgecc::interp::run(&c.graph, &inputs).unwrap();
-    let compiled = exec(&c.lowered.program, &inputs);
+    let compiled = common::exec(&c.lowered.program, &inputs);
     let mut out = Vec::new();
     for i in 0..ort.len() {
         let step = output_step(&c.imported, i);
