@@ -117,6 +117,24 @@ fn i32_bytes(rng: &mut Rng, n: usize, span: i64) -> Vec<u8> {
 
 /// Runs `b`'s program under qemu-hexagon and with the executor; returns both outputs.
 fn run_both(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (got, status) = run_qemu(b, tag);
+    assert_eq!(status, 0, "status");
+    let p = &b.p;
+    let ins: Vec<&[u8]> = b.inputs.iter().map(|v| v.as_slice()).collect();
+    let mut outs: Vec<Vec<u8>> = p
+        .outputs
+        .iter()
+        .map(|t| vec![0; t.byte_size() as usize])
+        .collect();
+    let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let mut arena = vec![0u8; p.arena_size as usize];
+    edgecc_program::exec::run(p, &ins, &mut refs, &mut arena).expect("exec");
+    (got, outs)
+}
+
+/// Emits, compiles (v67 linked and run; v68 and v73 compiled only) and runs `b`'s
+/// program under qemu-hexagon; returns its outputs and the status `m_run` returned.
+fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     let p = &b.p;
     let c = edgecc_hexagon::emit_c(p).expect("emit_c");
     let c2 = edgecc_hexagon::emit_c(p).expect("emit_c");
@@ -158,19 +176,8 @@ fn run_both(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     }
     let status = out.stdout[pos..].to_vec();
     assert_eq!(status.len(), 4, "harness writes the status last");
-
-    let ins: Vec<&[u8]> = b.inputs.iter().map(|v| v.as_slice()).collect();
-    let mut outs: Vec<Vec<u8>> = p
-        .outputs
-        .iter()
-        .map(|t| vec![0; t.byte_size() as usize])
-        .collect();
-    let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    let mut arena = vec![0u8; p.arena_size as usize];
-    edgecc_program::exec::run(p, &ins, &mut refs, &mut arena).expect("exec");
-    assert_eq!(i32::from_le_bytes(status.try_into().unwrap()), 0, "status");
     let _ = std::fs::remove_dir_all(&dir);
-    (got, outs)
+    (got, i32::from_le_bytes(status.try_into().unwrap()))
 }
 
 fn compile(dir: &Path, cpu: &str, rest: &[&str]) {
@@ -340,6 +347,41 @@ fn qgemm_programs_match_the_executor() {
             buf: c,
             offset: 0,
             strides: vec![1, m as i64],
+        },
+    });
+    // Exact ties (acc / 2 for odd acc) round toward +inf: multiplier 2^30, shift 31.
+    let (m, n, k) = (4u32, 5u32, 3u32);
+    let small = |rng: &mut Rng, n: u32| -> Vec<u8> {
+        (0..n).map(|_| rng.range(-5, 5) as i8 as u8).collect()
+    };
+    let a = b.input(DType::I8, small(&mut rng, m * k));
+    let w = b.konst(DType::I8, small(&mut rng, k * n));
+    let c = b.output(DType::I8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: a,
+            offset: 0,
+            strides: vec![k as i64, 1],
+        },
+        a_dtype: DType::I8,
+        a_zero: ZeroPoint::Const(1),
+        b: w,
+        bias: None,
+        out: QuantOut::Requant(Requant {
+            dtype: DType::I8,
+            multiplier: vec![1 << 30],
+            shift: 31,
+            zero_point: 0,
+            lo: -128,
+            hi: 127,
+        }),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![n as i64, 1],
         },
     });
     let (got, want) = run_both(&b, "qgemm");
@@ -693,8 +735,8 @@ fn gather_out_of_range_returns_status_1() {
         output: g,
         elementwise: false,
     });
-    let c = edgecc_hexagon::emit_c(&b.p).unwrap();
-    assert!(c.contains("return 1;"), "{c}");
+    let (_, status) = run_qemu(&b, "gather-oob");
+    assert_eq!(status, edgecc_program::STATUS_INDEX_OUT_OF_RANGE);
 }
 
 #[test]
