@@ -772,3 +772,28 @@ fn unsupported_kernels_are_listed_in_one_error() {
     );
     assert!(e.contains("kernel 1 (softmax)"), "{e}");
 }
+
+/// The example int8 CNN compiled by the pipeline, emitted as C and run under qemu-hexagon
+/// gives exactly the x86_64 JIT's output (and the executor's).
+#[test]
+fn digits_cnn_qdq_matches_the_jit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/digits_cnn_qdq");
+    let opts = edgecc::pipeline::Options {
+        name: "m".into(),
+        ..Default::default()
+    };
+    let c = edgecc::pipeline::compile(&dir.join("model.onnx"), &opts).expect("compile");
+    let program = c.lowered.program;
+    let x = edgecc::io::read_tensor(&dir.join("input_0.npy")).expect("input");
+    let inputs = vec![x.to_le_bytes().expect("input bytes")];
+    let jit = edgecc::run_target::run_jit(&program, &inputs).expect("jit");
+    let kinds: Vec<&str> = program.kernels.iter().map(|k| k.name()).collect();
+    assert!(
+        kinds.contains(&"qconv") && kinds.contains(&"qgemm") && kinds.contains(&"pool"),
+        "{kinds:?}"
+    );
+    let b = Builder { p: program, inputs };
+    let (got, want) = run_both(&b, "digits");
+    assert_eq!(got, want, "hexagon vs executor");
+    assert_eq!(got, jit, "hexagon vs the x86_64 JIT");
+}
