@@ -97,7 +97,106 @@ pub fn emit_c(p: &Program) -> Result<String, Error> {
         );
     }
     s.push_str("    return 0;\n}\n");
+    descriptor(&mut s, p)?;
     Ok(s)
+}
+
+/// The types of the artifact ABI (`model.h`'s `edgecc_tensor_desc`, `edgecc_model_desc`),
+/// declared here too so the C file stands alone; same members, so the same layout.
+const ABI_TYPES: &str = r#"
+#ifndef EDGECC_ABI_H
+typedef struct edgecc_tensor_desc {
+    const char *name;
+    uint32_t dtype;
+    uint32_t rank;
+    uint64_t byte_size;
+    uint64_t shape[8];
+} edgecc_tensor_desc;
+
+typedef struct edgecc_model_desc {
+    uint32_t magic;
+    uint32_t abi_version;
+    const char *name;
+    uint64_t arena_size;
+    uint64_t arena_align;
+    uint32_t num_inputs;
+    uint32_t num_outputs;
+    const edgecc_tensor_desc *inputs;
+    const edgecc_tensor_desc *outputs;
+    int32_t (*run)(const void *const *inputs, void *const *outputs, void *arena);
+} edgecc_model_desc;
+#endif
+"#;
+
+/// Emits `<name>_model`, the descriptor `model.h` declares (ABI version 1, magic "EDGC"),
+/// so code using the header links against this file as against the Cranelift object.
+fn descriptor(s: &mut String, p: &Program) -> Result<(), Error> {
+    s.push_str(ABI_TYPES);
+    let name = &p.name;
+    for (kind, ts) in [("inputs", &p.inputs), ("outputs", &p.outputs)] {
+        if ts.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "static const edgecc_tensor_desc {name}_{kind}[{}] = {{",
+            ts.len()
+        );
+        for t in ts {
+            if t.shape.len() > 8 {
+                return Err(Error(format!(
+                    "tensor `{}` has rank {}, the artifact ABI allows at most 8",
+                    t.name,
+                    t.shape.len()
+                )));
+            }
+            let mut shape: Vec<String> = t.shape.iter().map(|d| format!("{d}u")).collect();
+            shape.resize(8, "0u".into());
+            let _ = writeln!(
+                s,
+                "    {{ {}, {}u, {}u, {}u, {{ {} }} }},",
+                c_string(&t.name),
+                t.dtype as u32,
+                t.shape.len(),
+                t.byte_size(),
+                shape.join(", ")
+            );
+        }
+        s.push_str("};\n");
+    }
+    let list = |kind: &str, n: usize| {
+        if n == 0 {
+            "0".to_string()
+        } else {
+            format!("{name}_{kind}")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "const edgecc_model_desc {name}_model = {{\n    0x43474445u, 1u, {}, {}u, {}u, {}u, {}u, {}, {}, {name}_run\n}};",
+        c_string(name),
+        p.arena_size,
+        p.arena_align,
+        p.inputs.len(),
+        p.outputs.len(),
+        list("inputs", p.inputs.len()),
+        list("outputs", p.outputs.len()),
+    );
+    Ok(())
+}
+
+/// `text` as a C string literal: printable ASCII verbatim, everything else in octal.
+fn c_string(text: &str) -> String {
+    let mut s = String::from("\"");
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'?' {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\{b:03o}");
+        }
+    }
+    s.push('"');
+    s
 }
 
 /// Helpers every file starts with. Pointer types are `may_alias` because the arena holds

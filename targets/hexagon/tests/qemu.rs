@@ -143,6 +143,9 @@ fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.c"), &c).unwrap();
     std::fs::write(dir.join("harness.c"), harness(b)).unwrap();
+    // The compiler's own model.h: the C file must satisfy the same ABI as the other targets.
+    let h = edgecc::artifact::header::header(p, "test", "hexagon");
+    std::fs::write(dir.join("m.h"), h).unwrap();
     for cpu in ["v68", "v73"] {
         compile(
             &dir,
@@ -210,7 +213,7 @@ fn compile(dir: &Path, cpu: &str, rest: &[&str]) {
 fn harness(b: &Builder) -> String {
     let p = &b.p;
     let mut s = String::from(
-        "#include <stdint.h>\nint32_t m_run(const void *const *inputs, void *const *outputs, void *arena);\n\
+        "#include \"m.h\"\n\
          static long sys(long n, long a, long b, long c) {\n\
          register long r0 asm(\"r0\") = a; register long r1 asm(\"r1\") = b;\n\
          register long r2 asm(\"r2\") = c; register long r6 asm(\"r6\") = n;\n\
@@ -260,7 +263,26 @@ fn harness(b: &Builder) -> String {
             list("out", p.outputs.len()) + ","
         },
     );
-    s.push_str("void _start(void) {\n    int32_t st = m_run(ins, outs, arena);\n");
+    let sizes: Vec<String> = p
+        .outputs
+        .iter()
+        .map(|t| format!("{}u", t.byte_size()))
+        .collect();
+    let _ = writeln!(
+        s,
+        "static const uint64_t sizes[] = {{ {} 0 }};",
+        sizes.iter().map(|x| format!("{x},")).collect::<String>()
+    );
+    s.push_str(
+        "void _start(void) {\n    int32_t st = m_run(ins, outs, arena);\n\
+         /* The descriptor model.h declares (m_run_checked itself needs a 64-bit modulo,\n\
+            __hexagon_umoddi3, that freestanding Hexagon links lack). */\n\
+         if (m_model.magic != EDGECC_ABI_MAGIC || m_model.abi_version != EDGECC_ABI_VERSION\n\
+             || m_model.arena_size != M_ARENA_SIZE || m_model.num_inputs != M_NUM_INPUTS\n\
+             || m_model.num_outputs != M_NUM_OUTPUTS || m_model.run != m_run) st = -100;\n\
+         for (uint32_t i = 0; i < M_NUM_OUTPUTS; i++)\n\
+             if (m_model.outputs[i].byte_size != sizes[i]) st = -101;\n",
+    );
     for (i, t) in p.outputs.iter().enumerate() {
         let _ = writeln!(s, "    sys(64, 1, (long)out{i}, {});", t.byte_size());
     }
