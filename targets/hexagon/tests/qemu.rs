@@ -179,7 +179,12 @@ fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     }
     let status = out.stdout[pos..].to_vec();
     assert_eq!(status.len(), 4, "harness writes the status last");
-    let _ = std::fs::remove_dir_all(&dir);
+    // EDGECC_HEXAGON_KEEP=1 keeps the C, the harness and the ELF for inspection.
+    if std::env::var_os("EDGECC_HEXAGON_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     (got, i32::from_le_bytes(status.try_into().unwrap()))
 }
 
