@@ -272,6 +272,7 @@ fn unsupported(k: &Kernel) -> Option<String> {
         }
         Kernel::Pool { kind, dtype, .. } => match (kind, dtype) {
             (PoolKind::Max, DType::U8 | DType::I8) => None,
+            (_, DType::F32) => None,
             _ => Some(format!("{kind:?} pooling of {}", dtype.name())),
         },
         Kernel::Convert { from, to, .. } => {
@@ -532,6 +533,48 @@ fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
                     &format!("((nn * {c_out} + co) * {out_h} + oy) * {out_w} + ox"),
                     "co"
                 )
+            );
+        }
+        Kernel::Pool {
+            kind,
+            dtype: DType::F32,
+            channels,
+            spatial: sp,
+            window: w,
+            input,
+            output,
+        } => {
+            let Spatial {
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                ..
+            } = *sp;
+            // The executor's order: max ignores NaN like Rust's `f32::max`, the sum runs
+            // over taps row by row, and the divisor is at least 1.
+            let result = match kind {
+                PoolKind::Max => "mx".to_string(),
+                PoolKind::Avg {
+                    count_include_pad: true,
+                } => format!("sum / {}", float_lit((w.kh * w.kw).max(1) as f32)),
+                PoolKind::Avg {
+                    count_include_pad: false,
+                } => "sum / (float)(cnt > 0 ? cnt : 1)".into(),
+            };
+            let _ = writeln!(
+                s,
+                "    for (ix_t c = 0; c < {channels}; c++)\n    for (ix_t oy = 0; oy < {out_h}; oy++)\n    for (ix_t ox = 0; ox < {out_w}; ox++) {{\n        float mx = ec_float(0xff800000u), sum = 0.0f;\n        int32_t cnt = 0;\n        for (ix_t ky = 0; ky < {}; ky++) {{\n            const ix_t iy = oy * {} - {} + ky * {};\n            for (ix_t kx = 0; kx < {}; kx++) {{\n                const ix_t ix = ox * {} - {} + kx * {};\n                if (iy < 0 || iy >= {in_h} || ix < 0 || ix >= {in_w}) continue;\n                const float v = {}[(c * {in_h} + iy) * {in_w} + ix];\n                mx = ec_max(mx, v);\n                sum += v;\n                cnt++;\n            }}\n        }}\n        (void)mx; (void)sum; (void)cnt;\n        {}[(c * {out_h} + oy) * {out_w} + ox] = {result};\n    }}",
+                w.kh,
+                w.stride_h,
+                w.pad_top,
+                w.dilation_h,
+                w.kw,
+                w.stride_w,
+                w.pad_left,
+                w.dilation_w,
+                ptr(*input, "f32a"),
+                ptr(*output, "f32a"),
             );
         }
         Kernel::Pool {

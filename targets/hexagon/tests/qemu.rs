@@ -132,7 +132,7 @@ fn run_both(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (got, outs)
 }
 
-/// Emits, compiles (v67 linked and run; v68 and v73 compiled only) and runs `b`'s
+/// Emits, compiles (v67 linked and run; v66, v68 and v73 compiled only) and runs `b`'s
 /// program under qemu-hexagon; returns its outputs and the status `m_run` returned.
 fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     let p = &b.p;
@@ -146,7 +146,7 @@ fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     // The compiler's own model.h: the C file must satisfy the same ABI as the other targets.
     let h = edgecc::artifact::header::header(p, "test", "hexagon");
     std::fs::write(dir.join("m.h"), h).unwrap();
-    for cpu in ["v68", "v73"] {
+    for cpu in ["v66", "v68", "v73"] {
         compile(
             &dir,
             cpu,
@@ -295,9 +295,24 @@ fn harness(b: &Builder) -> String {
     s
 }
 
-fn assert_same(got: &[Vec<u8>], want: &[Vec<u8>]) {
+/// Bytes equal, except that any NaN equals any NaN in f32 outputs: Hexagon's float
+/// arithmetic returns its default NaN (all ones, 0xffffffff) instead of propagating the
+/// input's payload as x86 does. Every other float bit pattern must match exactly.
+fn assert_same(p: &Program, got: &[Vec<u8>], want: &[Vec<u8>]) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g, w, "output {i} differs from the executor");
+        if p.outputs[i].dtype == DType::F32 && g.len() == w.len() {
+            let f = |b: &[u8]| -> Vec<Option<u32>> {
+                b.chunks_exact(4)
+                    .map(|c| {
+                        let x = f32::from_le_bytes(c.try_into().unwrap());
+                        (!x.is_nan()).then_some(x.to_bits())
+                    })
+                    .collect()
+            };
+            assert_eq!(f(g), f(w), "output {i} differs from the executor");
+        } else {
+            assert_eq!(g, w, "output {i} differs from the executor");
+        }
     }
 }
 
@@ -412,7 +427,7 @@ fn qgemm_programs_match_the_executor() {
         },
     });
     let (got, want) = run_both(&b, "qgemm");
-    assert_same(&got, &want);
+    assert_same(&b.p, &got, &want);
     assert!(
         want.iter().flatten().any(|&x| x != 0),
         "outputs are not all zero"
@@ -564,7 +579,7 @@ fn qconv_programs_match_the_executor() {
         });
     }
     let (got, want) = run_both(&b, "qconv");
-    assert_same(&got, &want);
+    assert_same(&b.p, &got, &want);
     assert!(
         want.iter().flatten().any(|&x| x != 0),
         "outputs are not all zero"
@@ -588,6 +603,47 @@ fn pool_quantize_gather_select_match_the_executor() {
             kind: PoolKind::Max,
             dtype: dt,
             channels: 3,
+            spatial: Spatial {
+                n: 1,
+                in_h: ih,
+                in_w: iw,
+                out_h: oh,
+                out_w: ow,
+            },
+            window: w,
+            input,
+            output,
+        });
+    }
+    // f32 max and both averages, with a window hanging over the padding and NaN inputs.
+    for kind in [
+        PoolKind::Max,
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    ] {
+        let w = window((3, 2), (2, 1), (1, 2), (2, 1, 1, 1));
+        let (ih, iw) = (6, 5);
+        let (oh, ow) = (out_size(ih, 3, 2, 1, 2, 1), out_size(iw, 2, 1, 2, 1, 1));
+        let vals: Vec<u8> = (0..2 * ih * iw)
+            .flat_map(|i| {
+                let v = if i == 7 {
+                    f32::NAN
+                } else {
+                    rng.range(-1000, 1000) as f32 * 0.013
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        let input = b.input(DType::F32, vals);
+        let output = b.output(DType::F32, 2 * (oh * ow) as u64);
+        b.p.kernels.push(Kernel::Pool {
+            kind,
+            dtype: DType::F32,
+            channels: 2,
             spatial: Spatial {
                 n: 1,
                 in_h: ih,
@@ -737,7 +793,7 @@ fn pool_quantize_gather_select_match_the_executor() {
         dst: cp,
     });
     let (got, want) = run_both(&b, "misc");
-    assert_same(&got, &want);
+    assert_same(&b.p, &got, &want);
 }
 
 /// An out-of-range index makes `run` return STATUS_INDEX_OUT_OF_RANGE.
