@@ -243,6 +243,9 @@ EC_FN int8_t ec_f2i8(float x) { return x != x ? 0 : x <= -128.0f ? -128 : x >= 1
 EC_FN int32_t ec_f2i32(float x) {
     return x != x ? 0 : x <= -2147483648.0f ? INT32_MIN : x >= 2147483648.0f ? INT32_MAX : (int32_t)x;
 }
+EC_FN int64_t ec_f2i64(float x) {
+    return x != x ? 0 : x <= -9223372036854775808.0f ? INT64_MIN : x >= 9223372036854775808.0f ? INT64_MAX : (int64_t)x;
+}
 EC_FN int32_t ec_wadd(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
 EC_FN int32_t ec_requant(int32_t acc, int32_t m, int shift, int32_t zp, int32_t lo, int32_t hi) {
     int64_t r = ((int64_t)acc * (int64_t)m + ((int64_t)1 << (shift - 1))) >> shift;
@@ -275,14 +278,8 @@ fn unsupported(k: &Kernel) -> Option<String> {
             (_, DType::F32) => None,
             _ => Some(format!("{kind:?} pooling of {}", dtype.name())),
         },
-        Kernel::Convert { from, to, .. } => {
-            let ok = |d: &DType| !matches!(d, DType::I64);
-            if from == to || (ok(from) && ok(to)) {
-                None
-            } else {
-                Some(format!("{} -> {}", from.name(), to.name()))
-            }
-        }
+        // Every pair: int64 <-> f32 are single instructions (convert_d2sf, convert_sf2d).
+        Kernel::Convert { .. } => None,
         Kernel::Elementwise { expr, .. } => {
             let bad: Vec<String> = expr
                 .iter()
@@ -638,6 +635,7 @@ fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
                 (DType::F32, DType::U8) => format!("ec_f2u8({v})"),
                 (DType::F32, DType::I8) => format!("ec_f2i8({v})"),
                 (DType::F32, DType::I32) => format!("ec_f2i32({v})"),
+                (DType::F32, DType::I64) => format!("ec_f2i64({v})"),
                 (_, DType::F32) => format!("(float){v}"),
                 (_, t) => format!("({}){v}", ctype(t)),
             };

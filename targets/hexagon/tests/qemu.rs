@@ -146,25 +146,31 @@ fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
     // The compiler's own model.h: the C file must satisfy the same ABI as the other targets.
     let h = edgecc::artifact::header::header(p, "test", "hexagon");
     std::fs::write(dir.join("m.h"), h).unwrap();
-    for cpu in ["v66", "v68", "v73"] {
+    // Compile-only builds for the CPUs qemu cannot run, in parallel with the v67 link.
+    std::thread::scope(|scope| {
+        for cpu in ["v66", "v68", "v73"] {
+            let dir = &dir;
+            scope.spawn(move || {
+                compile(
+                    dir,
+                    cpu,
+                    &["-c", "model.c", "-o", &format!("model-{cpu}.o")],
+                )
+            });
+        }
         compile(
             &dir,
-            cpu,
-            &["-c", "model.c", "-o", &format!("model-{cpu}.o")],
+            "v67",
+            &[
+                "-fuse-ld=lld",
+                "-static",
+                "harness.c",
+                "model.c",
+                "-o",
+                "test.elf",
+            ],
         );
-    }
-    compile(
-        &dir,
-        "v67",
-        &[
-            "-fuse-ld=lld",
-            "-static",
-            "harness.c",
-            "model.c",
-            "-o",
-            "test.elf",
-        ],
-    );
+    });
     let out = Command::new("qemu-hexagon")
         .arg(dir.join("test.elf"))
         .output()
@@ -742,6 +748,107 @@ fn pool_quantize_gather_select_match_the_executor() {
         input: x,
         output: i32o,
     });
+    // Every Convert pair over values at the edges of each type.
+    let raw: Vec<(DType, Vec<u8>)> = vec![
+        (
+            DType::F32,
+            [
+                0.0f32,
+                -0.0,
+                0.5,
+                -0.99,
+                255.5,
+                -129.0,
+                3e9,
+                -3e9,
+                1e19,
+                -1e19,
+                f32::NAN,
+                f32::INFINITY,
+                16777217.0,
+                7.0,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::I64,
+            [
+                0i64,
+                1,
+                -1,
+                255,
+                256,
+                -129,
+                i64::MAX,
+                i64::MIN,
+                (1 << 53) + 1,
+                (1 << 24) + 1,
+                1 << 31,
+                -(1 << 31) - 1,
+                3,
+                200,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::I32,
+            [
+                0i32,
+                1,
+                -1,
+                255,
+                256,
+                -129,
+                i32::MAX,
+                i32::MIN,
+                (1 << 24) + 1,
+                16777219,
+                65536,
+                -65537,
+                3,
+                200,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::U8,
+            vec![0, 1, 127, 128, 255, 200, 2, 3, 4, 5, 6, 7, 8, 9],
+        ),
+        (
+            DType::I8,
+            vec![0, 1, 127, 128, 255, 200, 2, 3, 4, 5, 6, 7, 8, 9],
+        ),
+        (
+            DType::Bool,
+            vec![0, 1, 2, 255, 0, 7, 0, 0, 1, 1, 0, 3, 4, 0],
+        ),
+    ];
+    for (from, data) in &raw {
+        let input = b.input(*from, data.clone());
+        for to in [
+            DType::F32,
+            DType::I64,
+            DType::I32,
+            DType::U8,
+            DType::I8,
+            DType::Bool,
+        ] {
+            let output = b.output(to, 14);
+            b.p.kernels.push(Kernel::Convert {
+                count: 14,
+                from: *from,
+                to,
+                input,
+                output,
+            });
+        }
+    }
     // Byte-table gather: 256-entry table indexed by u8 bytes read as signed.
     let table = b.konst(DType::U8, rng.bytes(256));
     let idx = b.input(DType::U8, rng.bytes(29));
