@@ -812,3 +812,62 @@ fn float_lit(x: f32) -> String {
         format!("ec_float(0x{:08x}u)", x.to_bits())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgecc_program::IoTensor;
+
+    fn program(shape: Vec<u64>) -> Program {
+        Program {
+            name: "t".into(),
+            inputs: vec![],
+            outputs: vec![IoTensor {
+                name: "y\"\\?é".into(),
+                dtype: DType::U8,
+                shape,
+            }],
+            arena_size: 0,
+            arena_align: 64,
+            consts: vec![],
+            kernels: vec![],
+        }
+    }
+
+    #[test]
+    fn c_strings_escape_quotes_backslashes_trigraphs_and_non_ascii() {
+        assert_eq!(c_string("a\"b\\c?é"), "\"a\\042b\\134c\\077\\303\\251\"");
+    }
+
+    #[test]
+    fn float_literals_are_exact() {
+        assert_eq!(float_lit(0.1), "0.1f");
+        assert_eq!(float_lit(-3.0), "-3.0f");
+        assert_eq!(float_lit(f32::NEG_INFINITY), "ec_float(0xff800000u)");
+        let nan = float_lit(f32::from_bits(0x7fc0_0001));
+        assert_eq!(nan, "ec_float(0x7fc00001u)");
+    }
+
+    #[test]
+    fn descriptor_names_are_escaped_and_shapes_padded() {
+        let c = emit_c(&program(vec![2, 3])).unwrap();
+        assert!(
+            c.contains(
+                "{ \"y\\042\\134\\077\\303\\251\", 2u, 2u, 6u, { 2u, 3u, 0u, 0u, 0u, 0u, 0u, 0u } }"
+            ),
+            "{c}"
+        );
+        assert!(c.contains("const edgecc_model_desc t_model"), "{c}");
+    }
+
+    #[test]
+    fn refuses_rank_over_8_huge_buffers_and_bad_names() {
+        let e = emit_c(&program(vec![1; 9])).unwrap_err();
+        assert!(e.0.contains("rank 9"), "{e}");
+        let e = emit_c(&program(vec![1 << 31])).unwrap_err();
+        assert!(e.0.contains("2 GiB"), "{e}");
+        let mut p = program(vec![1]);
+        p.name = "9x".into();
+        assert!(emit_c(&p).unwrap_err().0.contains("C identifier"));
+    }
+}
