@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what edgecc's demo and tests need, when missing: the aarch64 cross toolchain and
-# qemu-user (Debian packages), and onnx/onnxruntime/numpy (PyPI, pinned) for the scripts
+# qemu-user, clang-19/lld-19 for the Hexagon target (Debian packages), and onnx/onnxruntime/numpy (PyPI, pinned) for the scripts
 # that make and check the example models. Idempotent; needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -9,6 +9,11 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 [ -e /usr/aarch64-linux-gnu/lib/libc.a ] || need_apt+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v cc >/dev/null || need_apt+=(gcc)
+# The Hexagon target's tests: clang-19 compiles the emitted C, ld.lld-19 links it,
+# qemu-hexagon (in qemu-user) runs it.
+command -v clang-19 >/dev/null || need_apt+=(clang-19)
+command -v ld.lld-19 >/dev/null || need_apt+=(lld-19)
+command -v qemu-hexagon >/dev/null || need_apt+=(qemu-user)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

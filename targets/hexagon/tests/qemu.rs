@@ -1,0 +1,989 @@
+//! The emitted C against the scalar executor of the lowered program, under qemu-hexagon.
+//!
+//! Each test builds one program of several kernels (each writing its own output), emits C,
+//! links it with a freestanding harness (inputs compiled in, outputs written to stdout)
+//! and compares the bytes with [`edgecc_program::exec::run`]. The tools are required: a
+//! missing clang-19 or qemu-hexagon fails with the install command.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::process::Command;
+
+use edgecc_program::{
+    BinaryOp, Buffer, Const, ConstId, DType, ExprNode, IoTensor, Kernel, PoolKind, Program,
+    QuantOut, Requant, Spatial, UnaryOp, View, Window, ZeroPoint,
+};
+
+const INSTALL: &str = "apt-get install -y clang-19 lld-19 qemu-user (or scripts/install-deps.sh)";
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Builds a program incrementally: inputs, outputs, constants and kernels.
+struct Builder {
+    p: Program,
+    inputs: Vec<Vec<u8>>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder {
+            p: Program {
+                name: "m".into(),
+                inputs: vec![],
+                outputs: vec![],
+                arena_size: 0,
+                arena_align: 64,
+                consts: vec![],
+                kernels: vec![],
+            },
+            inputs: vec![],
+        }
+    }
+    fn input(&mut self, dtype: DType, data: Vec<u8>) -> Buffer {
+        let n = data.len() / dtype.size();
+        self.p.inputs.push(IoTensor {
+            name: format!("in{}", self.p.inputs.len()),
+            dtype,
+            shape: vec![n as u64],
+        });
+        self.inputs.push(data);
+        Buffer::Input(self.p.inputs.len() as u32 - 1)
+    }
+    fn output(&mut self, dtype: DType, n: u64) -> Buffer {
+        self.p.outputs.push(IoTensor {
+            name: format!("out{}", self.p.outputs.len()),
+            dtype,
+            shape: vec![n],
+        });
+        Buffer::Output(self.p.outputs.len() as u32 - 1)
+    }
+    fn konst(&mut self, dtype: DType, data: Vec<u8>) -> ConstId {
+        let n = data.len() / dtype.size();
+        self.p.consts.push(Const {
+            name: format!("k{}", self.p.consts.len()),
+            dtype,
+            shape: vec![n as u64],
+            data,
+        });
+        ConstId(self.p.consts.len() as u32 - 1)
+    }
+    fn arena(&mut self, bytes: u64) -> Buffer {
+        let offset = self.p.arena_size;
+        self.p.arena_size += bytes.next_multiple_of(64);
+        Buffer::Arena { offset }
+    }
+}
+
+fn requant(rng: &mut Rng, dtype: DType, channels: u32, per_channel: bool, relu: bool) -> Requant {
+    let n = if per_channel { channels as usize } else { 1 };
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let zp = rng.range(lo as i64 + 10, hi as i64 - 10) as i32;
+    Requant {
+        dtype,
+        multiplier: (0..n)
+            .map(|_| rng.range(1 << 20, (1 << 31) - 1) as i32)
+            .collect(),
+        shift: rng.range(26, 34) as u32,
+        zero_point: zp,
+        lo: if relu { zp } else { lo },
+        hi,
+    }
+}
+
+fn i32_bytes(rng: &mut Rng, n: usize, span: i64) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| (rng.range(-span, span) as i32).to_le_bytes())
+        .collect()
+}
+
+/// Runs `b`'s program under qemu-hexagon and with the executor; returns both outputs.
+fn run_both(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (got, status) = run_qemu(b, tag);
+    assert_eq!(status, 0, "status");
+    let p = &b.p;
+    let ins: Vec<&[u8]> = b.inputs.iter().map(|v| v.as_slice()).collect();
+    let mut outs: Vec<Vec<u8>> = p
+        .outputs
+        .iter()
+        .map(|t| vec![0; t.byte_size() as usize])
+        .collect();
+    let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let mut arena = vec![0u8; p.arena_size as usize];
+    edgecc_program::exec::run(p, &ins, &mut refs, &mut arena).expect("exec");
+    (got, outs)
+}
+
+/// Emits, compiles (v67 linked and run; v66, v68 and v73 compiled only) and runs `b`'s
+/// program under qemu-hexagon; returns its outputs and the status `m_run` returned.
+fn run_qemu(b: &Builder, tag: &str) -> (Vec<Vec<u8>>, i32) {
+    let p = &b.p;
+    let c = edgecc_hexagon::emit_c(p).expect("emit_c");
+    let c2 = edgecc_hexagon::emit_c(p).expect("emit_c");
+    assert_eq!(c, c2, "emission is deterministic");
+    let dir = std::env::temp_dir().join(format!("edgecc-hexagon-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.c"), &c).unwrap();
+    std::fs::write(dir.join("harness.c"), harness(b)).unwrap();
+    // The compiler's own model.h: the C file must satisfy the same ABI as the other targets.
+    let h = edgecc::artifact::header::header(p, "test", "hexagon");
+    std::fs::write(dir.join("m.h"), h).unwrap();
+    // Compile-only builds for the CPUs qemu cannot run, in parallel with the v67 link.
+    std::thread::scope(|scope| {
+        for cpu in ["v66", "v68", "v73"] {
+            let dir = &dir;
+            scope.spawn(move || {
+                compile(
+                    dir,
+                    cpu,
+                    &["-c", "model.c", "-o", &format!("model-{cpu}.o")],
+                )
+            });
+        }
+        compile(
+            &dir,
+            "v67",
+            &[
+                "-fuse-ld=lld",
+                "-static",
+                "harness.c",
+                "model.c",
+                "-o",
+                "test.elf",
+            ],
+        );
+    });
+    let out = Command::new("qemu-hexagon")
+        .arg(dir.join("test.elf"))
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-hexagon not runnable ({e}); install: {INSTALL}"));
+    assert!(out.status.success(), "qemu run failed: {:?}", out);
+    let mut got = vec![];
+    let mut pos = 0;
+    for t in &p.outputs {
+        let n = t.byte_size() as usize;
+        got.push(out.stdout[pos..pos + n].to_vec());
+        pos += n;
+    }
+    let status = out.stdout[pos..].to_vec();
+    assert_eq!(status.len(), 4, "harness writes the status last");
+    // EDGECC_HEXAGON_KEEP=1 keeps the C, the harness and the ELF for inspection.
+    if std::env::var_os("EDGECC_HEXAGON_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    (got, i32::from_le_bytes(status.try_into().unwrap()))
+}
+
+fn compile(dir: &Path, cpu: &str, rest: &[&str]) {
+    let out = Command::new("clang-19")
+        .current_dir(dir)
+        .args([
+            "--target=hexagon",
+            &format!("-m{cpu}"),
+            "-mhvx",
+            "-mhvx-length=128b",
+            "-O2",
+            "-ffreestanding",
+            "-nostdlib",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+        ])
+        .args(rest)
+        .output()
+        .unwrap_or_else(|e| panic!("clang-19 not runnable ({e}); install: {INSTALL}"));
+    assert!(
+        out.status.success(),
+        "clang-19 -m{cpu} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The freestanding harness: `_start`, the inputs as arrays, one aligned arena, the
+/// outputs then the status written to stdout through `trap0`.
+fn harness(b: &Builder) -> String {
+    let p = &b.p;
+    let mut s = String::from(
+        "#include \"m.h\"\n\
+         static long sys(long n, long a, long b, long c) {\n\
+         register long r0 asm(\"r0\") = a; register long r1 asm(\"r1\") = b;\n\
+         register long r2 asm(\"r2\") = c; register long r6 asm(\"r6\") = n;\n\
+         asm volatile(\"trap0(#1)\" : \"+r\"(r0) : \"r\"(r1), \"r\"(r2), \"r\"(r6) : \"memory\");\n\
+         return r0;\n}\n",
+    );
+    for (i, d) in b.inputs.iter().enumerate() {
+        let _ = write!(
+            s,
+            "static const uint8_t in{i}[{}] __attribute__((aligned(128))) = {{",
+            d.len().max(1)
+        );
+        for x in d {
+            let _ = write!(s, "{x},");
+        }
+        s.push_str("};\n");
+    }
+    for (i, t) in p.outputs.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "static uint8_t out{i}[{}] __attribute__((aligned(128)));",
+            t.byte_size().max(1)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "static uint8_t arena[{}] __attribute__((aligned(128)));",
+        p.arena_size.max(1)
+    );
+    let list = |pre: &str, n: usize| {
+        (0..n)
+            .map(|i| format!("{pre}{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "static const void *const ins[] = {{ {} 0 }};\nstatic void *const outs[] = {{ {} 0 }};",
+        if b.inputs.is_empty() {
+            String::new()
+        } else {
+            list("in", b.inputs.len()) + ","
+        },
+        if p.outputs.is_empty() {
+            String::new()
+        } else {
+            list("out", p.outputs.len()) + ","
+        },
+    );
+    let sizes: Vec<String> = p
+        .outputs
+        .iter()
+        .map(|t| format!("{}u", t.byte_size()))
+        .collect();
+    let _ = writeln!(
+        s,
+        "static const uint64_t sizes[] = {{ {} 0 }};",
+        sizes.iter().map(|x| format!("{x},")).collect::<String>()
+    );
+    s.push_str(
+        "void _start(void) {\n    int32_t st = m_run(ins, outs, arena);\n\
+         /* The descriptor model.h declares (m_run_checked itself needs a 64-bit modulo,\n\
+            __hexagon_umoddi3, that freestanding Hexagon links lack). */\n\
+         if (m_model.magic != EDGECC_ABI_MAGIC || m_model.abi_version != EDGECC_ABI_VERSION\n\
+             || m_model.arena_size != M_ARENA_SIZE || m_model.num_inputs != M_NUM_INPUTS\n\
+             || m_model.num_outputs != M_NUM_OUTPUTS || m_model.run != m_run) st = -100;\n\
+         for (uint32_t i = 0; i < M_NUM_OUTPUTS; i++)\n\
+             if (m_model.outputs[i].byte_size != sizes[i]) st = -101;\n",
+    );
+    for (i, t) in p.outputs.iter().enumerate() {
+        let _ = writeln!(s, "    sys(64, 1, (long)out{i}, {});", t.byte_size());
+    }
+    s.push_str("    sys(64, 1, (long)&st, 4);\n    sys(93, 0, 0, 0);\n    for (;;) {}\n}\n");
+    s
+}
+
+/// Bytes equal, except that any NaN equals any NaN in f32 outputs: Hexagon's float
+/// arithmetic returns its default NaN (all ones, 0xffffffff) instead of propagating the
+/// input's payload as x86 does. Every other float bit pattern must match exactly.
+fn assert_same(p: &Program, got: &[Vec<u8>], want: &[Vec<u8>]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if p.outputs[i].dtype == DType::F32 && g.len() == w.len() {
+            let f = |b: &[u8]| -> Vec<Option<u32>> {
+                b.chunks_exact(4)
+                    .map(|c| {
+                        let x = f32::from_le_bytes(c.try_into().unwrap());
+                        (!x.is_nan()).then_some(x.to_bits())
+                    })
+                    .collect()
+            };
+            assert_eq!(f(g), f(w), "output {i} differs from the executor");
+        } else {
+            assert_eq!(g, w, "output {i} differs from the executor");
+        }
+    }
+}
+
+#[test]
+fn qgemm_programs_match_the_executor() {
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut b = Builder::new();
+    let cases = [
+        (3u32, 5u32, 7u32, DType::U8, DType::U8, false, false),
+        (1, 17, 33, DType::I8, DType::I8, true, true),
+        (5, 9, 13, DType::U8, DType::I8, true, false),
+        (4, 6, 11, DType::I8, DType::U8, false, true),
+        (2, 3, 19, DType::U8, DType::I8, false, false),
+    ];
+    for (ci, &(m, n, k, adt, odt, per_channel, relu)) in cases.iter().enumerate() {
+        let a = b.input(adt, rng.bytes((m * k) as usize));
+        let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
+        let bias =
+            (ci % 2 == 0).then(|| b.konst(DType::I32, i32_bytes(&mut rng, n as usize, 5000)));
+        // The last case stores raw i32 accumulators (MatMulInteger).
+        let out = if ci == cases.len() - 1 {
+            QuantOut::I32
+        } else {
+            QuantOut::Requant(requant(&mut rng, odt, n, per_channel, relu))
+        };
+        let c = b.output(out.dtype(), (m * n) as u64);
+        b.p.kernels.push(Kernel::QGemm {
+            m,
+            n,
+            k,
+            a: View {
+                buf: a,
+                offset: 0,
+                strides: vec![k as i64, 1],
+            },
+            a_dtype: adt,
+            a_zero: ZeroPoint::Const(if adt == DType::U8 {
+                128 + ci as i32
+            } else {
+                -3
+            }),
+            b: w,
+            bias,
+            out,
+            c: View {
+                buf: c,
+                offset: 0,
+                strides: vec![n as i64, 1],
+            },
+        });
+    }
+    // A transposed output view and a run-time zero point.
+    let (m, n, k) = (3u32, 4u32, 9u32);
+    let a = b.input(DType::U8, rng.bytes((m * k) as usize));
+    let zp = b.input(DType::U8, vec![77]);
+    let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
+    let r = requant(&mut rng, DType::U8, n, true, false);
+    let c = b.output(DType::U8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: a,
+            offset: 0,
+            strides: vec![k as i64, 1],
+        },
+        a_dtype: DType::U8,
+        a_zero: ZeroPoint::Runtime(zp),
+        b: w,
+        bias: None,
+        out: QuantOut::Requant(r),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![1, m as i64],
+        },
+    });
+    // Exact ties (acc / 2 for odd acc) round toward +inf: multiplier 2^30, shift 31.
+    let (m, n, k) = (4u32, 5u32, 3u32);
+    let small = |rng: &mut Rng, n: u32| -> Vec<u8> {
+        (0..n).map(|_| rng.range(-5, 5) as i8 as u8).collect()
+    };
+    let a = b.input(DType::I8, small(&mut rng, m * k));
+    let w = b.konst(DType::I8, small(&mut rng, k * n));
+    let c = b.output(DType::I8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: a,
+            offset: 0,
+            strides: vec![k as i64, 1],
+        },
+        a_dtype: DType::I8,
+        a_zero: ZeroPoint::Const(1),
+        b: w,
+        bias: None,
+        out: QuantOut::Requant(Requant {
+            dtype: DType::I8,
+            multiplier: vec![1 << 30],
+            shift: 31,
+            zero_point: 0,
+            lo: -128,
+            hi: 127,
+        }),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![n as i64, 1],
+        },
+    });
+    let (got, want) = run_both(&b, "qgemm");
+    assert_same(&b.p, &got, &want);
+    assert!(
+        want.iter().flatten().any(|&x| x != 0),
+        "outputs are not all zero"
+    );
+}
+
+fn window(k: (u32, u32), s: (u32, u32), d: (u32, u32), pad: (u32, u32, u32, u32)) -> Window {
+    Window {
+        kh: k.0,
+        kw: k.1,
+        stride_h: s.0,
+        stride_w: s.1,
+        dilation_h: d.0,
+        dilation_w: d.1,
+        pad_top: pad.0,
+        pad_left: pad.1,
+        pad_bottom: pad.2,
+        pad_right: pad.3,
+    }
+}
+
+fn out_size(i: u32, k: u32, s: u32, d: u32, p0: u32, p1: u32) -> u32 {
+    (i + p0 + p1 - d * (k - 1) - 1) / s + 1
+}
+
+#[test]
+fn qconv_programs_match_the_executor() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut b = Builder::new();
+    // (n, c_in, c_out, groups, in_h, in_w, window, in dtype, out dtype, per-channel, relu)
+    let cases = [
+        (
+            1u32,
+            3u32,
+            5u32,
+            1u32,
+            7u32,
+            6u32,
+            window((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            DType::U8,
+            DType::U8,
+            true,
+            true,
+        ),
+        (
+            2,
+            6,
+            4,
+            2,
+            9,
+            8,
+            window((3, 2), (2, 1), (1, 2), (1, 0, 2, 1)),
+            DType::I8,
+            DType::I8,
+            false,
+            false,
+        ),
+        (
+            1,
+            7,
+            7,
+            7,
+            8,
+            9,
+            window((3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
+            DType::U8,
+            DType::I8,
+            true,
+            false,
+        ),
+        (
+            1,
+            5,
+            3,
+            1,
+            4,
+            5,
+            window((1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+            DType::I8,
+            DType::U8,
+            true,
+            true,
+        ),
+        (
+            1,
+            4,
+            6,
+            1,
+            10,
+            7,
+            window((2, 3), (3, 2), (2, 1), (0, 2, 1, 0)),
+            DType::U8,
+            DType::U8,
+            false,
+            false,
+        ),
+    ];
+    for (ci, &(n, c_in, c_out, groups, in_h, in_w, w, idt, odt, pc, relu)) in
+        cases.iter().enumerate()
+    {
+        let out_h = out_size(
+            in_h,
+            w.kh,
+            w.stride_h,
+            w.dilation_h,
+            w.pad_top,
+            w.pad_bottom,
+        );
+        let out_w = out_size(
+            in_w,
+            w.kw,
+            w.stride_w,
+            w.dilation_w,
+            w.pad_left,
+            w.pad_right,
+        );
+        let input = b.input(idt, rng.bytes((n * c_in * in_h * in_w) as usize));
+        let wt = b.konst(
+            DType::I8,
+            rng.bytes((c_out * (c_in / groups) * w.kh * w.kw) as usize),
+        );
+        let bias =
+            (ci != 1).then(|| b.konst(DType::I32, i32_bytes(&mut rng, c_out as usize, 3000)));
+        let out = QuantOut::Requant(requant(&mut rng, odt, c_out, pc, relu));
+        let output = b.output(odt, (n * c_out * out_h * out_w) as u64);
+        let spatial = Spatial {
+            n,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        };
+        let sb = Kernel::qconv_scratch_bytes(c_in, c_out, groups, &spatial, &w);
+        let scratch = (sb > 0).then(|| b.arena(sb));
+        b.p.kernels.push(Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window: w,
+            input,
+            in_dtype: idt,
+            in_zero: ZeroPoint::Const(if idt == DType::U8 { 120 + ci as i32 } else { 5 }),
+            weight: wt,
+            bias,
+            out,
+            output,
+            scratch,
+        });
+    }
+    let (got, want) = run_both(&b, "qconv");
+    assert_same(&b.p, &got, &want);
+    assert!(
+        want.iter().flatten().any(|&x| x != 0),
+        "outputs are not all zero"
+    );
+}
+
+/// u8 max pooling, a quantize/dequantize pair (Elementwise + Convert), a byte-table
+/// Gather, a Select move and a Copy through the arena, in one run.
+#[test]
+fn pool_quantize_gather_select_match_the_executor() {
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut b = Builder::new();
+    // Max pool 3x3 stride 2 pad 1 over 3 channels of 9x7, u8 and i8.
+    for dt in [DType::U8, DType::I8] {
+        let w = window((3, 3), (2, 2), (1, 1), (1, 1, 1, 1));
+        let (ih, iw) = (9, 7);
+        let (oh, ow) = (out_size(ih, 3, 2, 1, 1, 1), out_size(iw, 3, 2, 1, 1, 1));
+        let input = b.input(dt, rng.bytes(3 * (ih * iw) as usize));
+        let output = b.output(dt, 3 * (oh * ow) as u64);
+        b.p.kernels.push(Kernel::Pool {
+            kind: PoolKind::Max,
+            dtype: dt,
+            channels: 3,
+            spatial: Spatial {
+                n: 1,
+                in_h: ih,
+                in_w: iw,
+                out_h: oh,
+                out_w: ow,
+            },
+            window: w,
+            input,
+            output,
+        });
+    }
+    // f32 max and both averages, with a window hanging over the padding and NaN inputs.
+    for kind in [
+        PoolKind::Max,
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    ] {
+        let w = window((3, 2), (2, 1), (1, 2), (2, 1, 1, 1));
+        let (ih, iw) = (6, 5);
+        let (oh, ow) = (out_size(ih, 3, 2, 1, 2, 1), out_size(iw, 2, 1, 2, 1, 1));
+        let vals: Vec<u8> = (0..2 * ih * iw)
+            .flat_map(|i| {
+                let v = if i == 7 {
+                    f32::NAN
+                } else {
+                    rng.range(-1000, 1000) as f32 * 0.013
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        let input = b.input(DType::F32, vals);
+        let output = b.output(DType::F32, 2 * (oh * ow) as u64);
+        b.p.kernels.push(Kernel::Pool {
+            kind,
+            dtype: DType::F32,
+            channels: 2,
+            spatial: Spatial {
+                n: 1,
+                in_h: ih,
+                in_w: iw,
+                out_h: oh,
+                out_w: ow,
+            },
+            window: w,
+            input,
+            output,
+        });
+    }
+    // Quantize: q = convert(clip(round(x / s) + zp, 0, 255)), then dequantize (q - zp) * s.
+    let xs: Vec<f32> = (0..37)
+        .map(|i| (i as f32 - 18.0) * 0.37 + if i % 5 == 0 { 0.5 * 0.1 } else { 0.0 })
+        .chain([0.25, -0.25, 0.75, 1e9, -1e9, f32::NAN, -0.0, 2.5 * 0.1])
+        .collect();
+    let n = xs.len() as u64;
+    let x = b.input(
+        DType::F32,
+        xs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    let t = b.arena(n * 4);
+    let dense = |buf| View {
+        buf,
+        offset: 0,
+        strides: vec![1],
+    };
+    b.p.kernels.push(Kernel::Elementwise {
+        shape: vec![n],
+        inputs: vec![dense(x)],
+        expr: vec![
+            ExprNode::Input(0),
+            ExprNode::Const(0.1),
+            ExprNode::Binary(BinaryOp::Div, 0, 1),
+            ExprNode::Unary(UnaryOp::Round, 2),
+            ExprNode::Const(3.0),
+            ExprNode::Binary(BinaryOp::Add, 3, 4),
+            ExprNode::Clip {
+                x: 5,
+                lo: 0.0,
+                hi: 255.0,
+            },
+        ],
+        output: dense(t),
+    });
+    let q = b.output(DType::U8, n);
+    b.p.kernels.push(Kernel::Convert {
+        count: n,
+        from: DType::F32,
+        to: DType::U8,
+        input: t,
+        output: q,
+    });
+    let qf = b.arena(n * 4);
+    b.p.kernels.push(Kernel::Convert {
+        count: n,
+        from: DType::U8,
+        to: DType::F32,
+        input: q,
+        output: qf,
+    });
+    let deq = b.output(DType::F32, n);
+    b.p.kernels.push(Kernel::Elementwise {
+        shape: vec![n],
+        inputs: vec![dense(qf)],
+        expr: vec![
+            ExprNode::Input(0),
+            ExprNode::Const(3.0),
+            ExprNode::Binary(BinaryOp::Sub, 0, 1),
+            ExprNode::Const(0.1),
+            ExprNode::Binary(BinaryOp::Mul, 2, 3),
+            ExprNode::Unary(UnaryOp::Neg, 4),
+            ExprNode::Unary(UnaryOp::Abs, 5),
+            ExprNode::Const(-1.0),
+            ExprNode::Binary(BinaryOp::Max, 6, 7),
+            ExprNode::Binary(BinaryOp::Min, 8, 0),
+            ExprNode::Unary(UnaryOp::Relu, 9),
+        ],
+        output: dense(deq),
+    });
+    // f32 -> i8 and f32 -> i32 saturating conversions of the raw inputs (NaN, ±1e9).
+    let i8o = b.output(DType::I8, n);
+    b.p.kernels.push(Kernel::Convert {
+        count: n,
+        from: DType::F32,
+        to: DType::I8,
+        input: x,
+        output: i8o,
+    });
+    let i32o = b.output(DType::I32, n);
+    b.p.kernels.push(Kernel::Convert {
+        count: n,
+        from: DType::F32,
+        to: DType::I32,
+        input: x,
+        output: i32o,
+    });
+    // Every Convert pair over values at the edges of each type.
+    let raw: Vec<(DType, Vec<u8>)> = vec![
+        (
+            DType::F32,
+            [
+                0.0f32,
+                -0.0,
+                0.5,
+                -0.99,
+                255.5,
+                -129.0,
+                3e9,
+                -3e9,
+                1e19,
+                -1e19,
+                f32::NAN,
+                f32::INFINITY,
+                16777217.0,
+                7.0,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::I64,
+            [
+                0i64,
+                1,
+                -1,
+                255,
+                256,
+                -129,
+                i64::MAX,
+                i64::MIN,
+                (1 << 53) + 1,
+                (1 << 24) + 1,
+                1 << 31,
+                -(1 << 31) - 1,
+                3,
+                200,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::I32,
+            [
+                0i32,
+                1,
+                -1,
+                255,
+                256,
+                -129,
+                i32::MAX,
+                i32::MIN,
+                (1 << 24) + 1,
+                16777219,
+                65536,
+                -65537,
+                3,
+                200,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        ),
+        (
+            DType::U8,
+            vec![0, 1, 127, 128, 255, 200, 2, 3, 4, 5, 6, 7, 8, 9],
+        ),
+        (
+            DType::I8,
+            vec![0, 1, 127, 128, 255, 200, 2, 3, 4, 5, 6, 7, 8, 9],
+        ),
+        (
+            DType::Bool,
+            vec![0, 1, 2, 255, 0, 7, 0, 0, 1, 1, 0, 3, 4, 0],
+        ),
+    ];
+    for (from, data) in &raw {
+        let input = b.input(*from, data.clone());
+        for to in [
+            DType::F32,
+            DType::I64,
+            DType::I32,
+            DType::U8,
+            DType::I8,
+            DType::Bool,
+        ] {
+            let output = b.output(to, 14);
+            b.p.kernels.push(Kernel::Convert {
+                count: 14,
+                from: *from,
+                to,
+                input,
+                output,
+            });
+        }
+    }
+    // Byte-table gather: 256-entry table indexed by u8 bytes read as signed.
+    let table = b.konst(DType::U8, rng.bytes(256));
+    let idx = b.input(DType::U8, rng.bytes(29));
+    let g = b.output(DType::U8, 29);
+    b.p.kernels.push(Kernel::Gather {
+        outer: 1,
+        axis_len: 256,
+        inner: 1,
+        count: 29,
+        elem_bytes: 1,
+        data: Buffer::Const(table),
+        indices: idx,
+        index_bytes: 1,
+        output: g,
+        elementwise: false,
+    });
+    // Select as a strided byte move (transpose 3x5 -> 5x3) and a copy through the arena.
+    let src = b.input(DType::U8, rng.bytes(15));
+    let cond = b.konst(DType::Bool, vec![1]);
+    let tr = b.arena(15);
+    b.p.kernels.push(Kernel::Select {
+        shape: vec![5, 3],
+        elem_bytes: 1,
+        cond: View {
+            buf: Buffer::Const(cond),
+            offset: 0,
+            strides: vec![0, 0],
+        },
+        a: View {
+            buf: src,
+            offset: 0,
+            strides: vec![1, 5],
+        },
+        b: View {
+            buf: src,
+            offset: 0,
+            strides: vec![1, 5],
+        },
+        output: View {
+            buf: tr,
+            offset: 0,
+            strides: vec![3, 1],
+        },
+    });
+    let cp = b.output(DType::U8, 15);
+    b.p.kernels.push(Kernel::Copy {
+        bytes: 15,
+        src: tr,
+        dst: cp,
+    });
+    let (got, want) = run_both(&b, "misc");
+    assert_same(&b.p, &got, &want);
+}
+
+/// An out-of-range index makes `run` return STATUS_INDEX_OUT_OF_RANGE.
+#[test]
+fn gather_out_of_range_returns_status_1() {
+    let mut b = Builder::new();
+    let table = b.konst(DType::F32, vec![0; 40]);
+    let idx = b.input(
+        DType::I32,
+        [3i32, 10].iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    let g = b.output(DType::F32, 2);
+    b.p.kernels.push(Kernel::Gather {
+        outer: 1,
+        axis_len: 10,
+        inner: 1,
+        count: 2,
+        elem_bytes: 4,
+        data: Buffer::Const(table),
+        indices: idx,
+        index_bytes: 4,
+        output: g,
+        elementwise: false,
+    });
+    let (_, status) = run_qemu(&b, "gather-oob");
+    assert_eq!(status, edgecc_program::STATUS_INDEX_OUT_OF_RANGE);
+}
+
+#[test]
+fn unsupported_kernels_are_listed_in_one_error() {
+    let mut b = Builder::new();
+    let x = b.input(DType::F32, vec![0; 16]);
+    let y = b.output(DType::F32, 4);
+    let dense = |buf| View {
+        buf,
+        offset: 0,
+        strides: vec![1],
+    };
+    b.p.kernels.push(Kernel::Elementwise {
+        shape: vec![4],
+        inputs: vec![dense(x)],
+        expr: vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Exp, 0)],
+        output: dense(y),
+    });
+    b.p.kernels.push(Kernel::Softmax {
+        outer: 1,
+        len: 4,
+        inner: 1,
+        input: x,
+        output: y,
+        scale: 1.0,
+        mask: None,
+    });
+    let e = edgecc_hexagon::emit_c(&b.p).unwrap_err().to_string();
+    assert!(e.contains("not supported by the hexagon target yet"), "{e}");
+    assert!(
+        e.contains("kernel 0 (elementwise)") && e.contains("Exp"),
+        "{e}"
+    );
+    assert!(e.contains("kernel 1 (softmax)"), "{e}");
+}
+
+/// The example int8 CNN compiled by the pipeline, emitted as C and run under qemu-hexagon
+/// gives exactly the x86_64 JIT's output (and the executor's).
+#[test]
+fn digits_cnn_qdq_matches_the_jit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/digits_cnn_qdq");
+    let opts = edgecc::pipeline::Options {
+        name: "m".into(),
+        ..Default::default()
+    };
+    let c = edgecc::pipeline::compile(&dir.join("model.onnx"), &opts).expect("compile");
+    let program = c.lowered.program;
+    let x = edgecc::io::read_tensor(&dir.join("input_0.npy")).expect("input");
+    let inputs = vec![x.to_le_bytes().expect("input bytes")];
+    let jit = edgecc::run_target::run_jit(&program, &inputs).expect("jit");
+    let kinds: Vec<&str> = program.kernels.iter().map(|k| k.name()).collect();
+    assert!(
+        kinds.contains(&"qconv") && kinds.contains(&"qgemm") && kinds.contains(&"pool"),
+        "{kinds:?}"
+    );
+    let b = Builder { p: program, inputs };
+    let (got, want) = run_both(&b, "digits");
+    assert_eq!(got, want, "hexagon vs executor");
+    assert_eq!(got, jit, "hexagon vs the x86_64 JIT");
+}
