@@ -89,7 +89,10 @@ static inline int32_t edgecc_run_checked(const edgecc_model_desc *m, const void 
         return EDGECC_ERR_IO_COUNT;
     if (arena_size < m->arena_size)
         return EDGECC_ERR_ARENA_SIZE;
-    if (m->arena_size > 0 && (arena == NULL || ((uintptr_t)arena % m->arena_align) != 0))
+    /* The alignment is a power of two; a mask, not a 64-bit modulo (freestanding targets
+       such as Hexagon have no run-time routine for one). */
+    if (m->arena_size > 0
+        && (arena == NULL || ((uintptr_t)arena & (uintptr_t)(m->arena_align - 1u)) != 0))
         return EDGECC_ERR_ARENA_ALIGN;
     for (i = 0; i < num_inputs; i++)
         if (inputs[i] == NULL)
