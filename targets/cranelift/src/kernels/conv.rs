@@ -65,25 +65,7 @@ impl Conv {
     /// Checks shapes against the constants; a malformed program is an error here rather
     /// than an out-of-bounds read in generated code.
     pub fn check(&self, consts: &[Const]) -> Result<(), Error> {
-        let g = self.groups;
-        if g == 0 || !self.c_in.is_multiple_of(g) || !self.c_out.is_multiple_of(g) {
-            return Err(unsupported("conv groups must divide c_in and c_out"));
-        }
-        let w = &self.w;
-        if [
-            w.kh,
-            w.kw,
-            w.stride_h,
-            w.stride_w,
-            w.dilation_h,
-            w.dilation_w,
-        ]
-        .contains(&0)
-        {
-            return Err(unsupported(
-                "conv window sizes, strides and dilations must be non-zero",
-            ));
-        }
+        check_geometry("conv", self.c_in, self.c_out, self.groups, &self.w)?;
         let need = self.c_out as u64 * self.k() * 4;
         let wc = consts
             .get(self.weight.0 as usize)
@@ -385,4 +367,34 @@ fn copy_f32(fx: &mut Fx, from: Value, to: Value, n: u64, stride: i64) {
         let v = fx.load(types::F32, from, t as i64 * 4 * stride, false);
         fx.store(v, to, t as i64 * 4);
     }
+}
+
+/// The geometry every convolution kernel (f32 and integer) relies on: groups dividing the
+/// channels, non-zero window sizes, strides and dilations. `what` names the kernel.
+pub(crate) fn check_geometry(
+    what: &str,
+    c_in: u32,
+    c_out: u32,
+    groups: u32,
+    w: &Window,
+) -> Result<(), Error> {
+    if groups == 0 || !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
+        return Err(unsupported(format!(
+            "{what} groups must divide c_in and c_out"
+        )));
+    }
+    let sizes = [
+        w.kh,
+        w.kw,
+        w.stride_h,
+        w.stride_w,
+        w.dilation_h,
+        w.dilation_w,
+    ];
+    if sizes.contains(&0) {
+        return Err(unsupported(format!(
+            "{what} window sizes, strides and dilations must be non-zero"
+        )));
+    }
+    Ok(())
 }

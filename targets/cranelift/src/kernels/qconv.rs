@@ -82,25 +82,7 @@ impl QConv<'_> {
 
     /// Checks the geometry and the constants (sizes, dtypes' ranges).
     pub fn check(&self, consts: &[edgecc_program::Const]) -> Result<(), Error> {
-        let g = self.groups;
-        if g == 0 || !self.c_in.is_multiple_of(g) || !self.c_out.is_multiple_of(g) {
-            return Err(unsupported("qconv groups must divide c_in and c_out"));
-        }
-        let w = &self.w;
-        if [
-            w.kh,
-            w.kw,
-            w.stride_h,
-            w.stride_w,
-            w.dilation_h,
-            w.dilation_w,
-        ]
-        .contains(&0)
-        {
-            return Err(unsupported(
-                "qconv window sizes, strides and dilations must be non-zero",
-            ));
-        }
+        super::conv::check_geometry("qconv", self.c_in, self.c_out, self.groups, &self.w)?;
         qgemm::const_bytes(
             consts,
             self.weight,
