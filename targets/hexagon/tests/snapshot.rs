@@ -63,5 +63,7 @@ fn tiny_qgemm_c() {
             },
         }],
     };
-    insta::assert_snapshot!(edgecc_hexagon::emit_c(&p).unwrap());
+    insta::assert_snapshot!(
+        edgecc_hexagon::emit_c(&p, &edgecc_hexagon::Options::default()).unwrap()
+    );
 }
