@@ -17,6 +17,8 @@ pub mod onnx;
 pub mod passes;
 pub mod pipeline;
 pub mod profile;
+pub mod run_hexagon;
 pub mod run_target;
+pub mod target;
 
 pub use error::{Error, UnsupportedOp};

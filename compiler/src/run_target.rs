@@ -110,7 +110,11 @@ fn cross_tools(target: &Target) -> Result<(&'static str, &'static str), Error> {
     }
 }
 
-fn tool(cmd: &mut Command, what: &str, install: &str) -> Result<std::process::Output, Error> {
+pub(crate) fn tool(
+    cmd: &mut Command,
+    what: &str,
+    install: &str,
+) -> Result<std::process::Output, Error> {
     let out = cmd.output().map_err(|e| {
         Error::Target(format!(
             "cannot run `{what}` ({e}); install it with `{install}`"

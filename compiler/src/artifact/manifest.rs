@@ -38,10 +38,11 @@ pub struct ModelInfo {
 #[derive(Serialize)]
 pub struct ArtifactInfo {
     pub file: String,
-    /// `obj`, `so`, ...
+    /// `obj`, `so`, or `c` (hexagon targets).
     pub kind: String,
     pub sha256: String,
-    /// Bytes of machine code, apart from weights.
+    /// Bytes of machine code, apart from weights; for a `c` artifact, bytes of C source
+    /// (weights included), since no machine code exists before clang compiles it.
     pub code_bytes: u64,
     /// Bytes of constant data (weights).
     pub const_bytes: u64,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use edgecc::Error;
 use edgecc::artifact::{c_ident, header, manifest};
 use edgecc::pipeline;
-use edgecc_cranelift::{ObjectOptions, Target};
+use edgecc::target::{self, Target};
+use edgecc_cranelift::ObjectOptions;
 
 use super::{Emit, ModelArgs};
 
@@ -13,26 +14,48 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Error> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-pub fn parse_target(s: &str) -> Result<Target, Error> {
-    s.parse::<Target>()
-        .map_err(|e| Error::Target(e.to_string()))
+/// The artifact `emit` asks for, refused early when the target cannot make it: Hexagon
+/// targets write C (and IR, header), Cranelift targets everything but C.
+fn check_emit(target: &Target, emit: Option<Emit>) -> Result<Emit, Error> {
+    match (target, emit) {
+        (Target::Hexagon(_), None) => Ok(Emit::C),
+        (Target::Cranelift(_), None) => Ok(Emit::Obj),
+        (Target::Hexagon(h), Some(e @ (Emit::Obj | Emit::So | Emit::Asm))) => {
+            let what = match e {
+                Emit::Obj => "obj",
+                Emit::So => "so",
+                _ => "asm",
+            };
+            Err(Error::Target(format!(
+                "--emit {what}: {h} writes C, not machine code; use --emit c (the default for \
+                 hexagon targets) and compile the C with clang --target=hexagon"
+            )))
+        }
+        (Target::Cranelift(t), Some(Emit::C)) => Err(Error::Target(format!(
+            "--emit c is for hexagon targets (--target hexagon); {t} writes obj, so or asm"
+        ))),
+        (_, Some(e)) => Ok(e),
+    }
 }
 
 pub fn compile(
     args: &ModelArgs,
     target: &str,
-    emit: Emit,
+    hvx: Option<&str>,
+    emit: Option<Emit>,
     output: Option<PathBuf>,
     name: Option<String>,
 ) -> Result<(), Error> {
     let start = std::time::Instant::now();
-    let target = parse_target(target)?;
+    let target = target::parse(target, hvx)?;
+    let emit = check_emit(&target, emit)?;
     let default_ext = match emit {
         Emit::Obj => "o",
         Emit::So => "so",
         Emit::Asm => "s",
         Emit::Ir => "ir",
         Emit::Header => "h",
+        Emit::C => "c",
     };
     let output = output.unwrap_or_else(|| PathBuf::from(format!("model.{default_ext}")));
     let stem = output
@@ -46,23 +69,23 @@ pub fn compile(
     let source = args.model.display().to_string();
     let header_path = output.with_file_name(format!("{stem}.h"));
     let header_text = header::header(program, &source, &target.to_string());
-    let (code_bytes, const_bytes, kind) = match emit {
-        Emit::Ir => {
+    let (code_bytes, const_bytes, kind) = match (emit, &target) {
+        (Emit::Ir, _) => {
             write(&output, edgecc::ir::print::print(&c.graph))?;
             return Ok(());
         }
-        Emit::Header => {
+        (Emit::Header, _) => {
             write(&output, &header_text)?;
             return Ok(());
         }
-        Emit::Asm => {
-            let text = edgecc_cranelift::emit_clif(program, &target)
+        (Emit::Asm, Target::Cranelift(t)) => {
+            let text = edgecc_cranelift::emit_clif(program, t)
                 .map_err(|e| Error::Target(e.to_string()))?;
             write(&output, text)?;
             return Ok(());
         }
-        Emit::Obj | Emit::So => {
-            let obj = edgecc_cranelift::compile_object(program, &target, &ObjectOptions::default())
+        (Emit::Obj | Emit::So, Target::Cranelift(t)) => {
+            let obj = edgecc_cranelift::compile_object(program, t, &ObjectOptions::default())
                 .map_err(|e| Error::Target(e.to_string()))?;
             if emit == Emit::Obj {
                 write(&output, &obj.bytes)?;
@@ -72,7 +95,7 @@ pub fn compile(
                     .tempfile()
                     .map_err(|e| Error::io("temporary object", e))?;
                 write(tmp.path(), &obj.bytes)?;
-                edgecc_cranelift::link_shared(tmp.path(), &output, &target)
+                edgecc_cranelift::link_shared(tmp.path(), &output, t)
                     .map_err(|e| Error::Target(e.to_string()))?;
             }
             (
@@ -80,6 +103,19 @@ pub fn compile(
                 obj.const_bytes,
                 if emit == Emit::Obj { "obj" } else { "so" },
             )
+        }
+        // The C's size stands in for the code size: no machine code exists until clang
+        // compiles it.
+        (Emit::C, Target::Hexagon(h)) => {
+            let text = h.emit_c(program)?;
+            write(&output, &text)?;
+            let consts = program.consts.iter().map(|k| k.data.len() as u64).sum();
+            (text.len() as u64, consts, "c")
+        }
+        (Emit::C | Emit::Obj | Emit::So | Emit::Asm, _) => {
+            return Err(Error::Internal(format!(
+                "check_emit let an impossible artifact through for {target}"
+            )));
         }
     };
     write(&header_path, &header_text)?;
@@ -159,6 +195,10 @@ fn float_report(c: &pipeline::Compiled) {
 
 /// The compile report on stderr: passes, memory, sizes.
 fn report(c: &pipeline::Compiled, target: &Target, code: u64, consts: u64, files: &[&Path]) {
+    let code_kind = match target {
+        Target::Hexagon(_) => "C source",
+        Target::Cranelift(_) => "code",
+    };
     let l = &c.lowered;
     for p in &c.passes {
         eprintln!("pass {:<16} {}", p.name, p.summary);
@@ -186,7 +226,7 @@ fn report(c: &pipeline::Compiled, target: &Target, code: u64, consts: u64, files
         l.program.arena_size, l.arena_heuristic
     );
     eprintln!(
-        "code: {code} bytes, constants: {consts} bytes, {} kernels, target {target}",
+        "{code_kind}: {code} bytes, constants: {consts} bytes, {} kernels, target {target}",
         l.program.kernels.len()
     );
     let without = c

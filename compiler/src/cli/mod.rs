@@ -97,6 +97,8 @@ pub enum Emit {
     Ir,
     /// Only the C header.
     Header,
+    /// One freestanding C file (+ model.h and manifest): the hexagon targets' artifact.
+    C,
 }
 
 #[derive(Subcommand)]
@@ -106,15 +108,20 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Compile a model to an object file, shared object, listing, IR or header.
+    /// Compile a model to an object file, shared object, C file, listing, IR or header.
     Compile {
         #[command(flatten)]
         model: ModelArgs,
-        /// `x86_64`, `aarch64-neon`, or a target triple (e.g. `aarch64-unknown-none`).
+        /// `x86_64`, `aarch64-neon`, a target triple (e.g. `aarch64-unknown-none`), or
+        /// `hexagon` (= `hexagon-v66`), `hexagon-v67`, `-v68`, `-v69`, `-v71`, `-v73`.
         #[arg(long, default_value = "aarch64-neon")]
         target: String,
-        #[arg(long, value_enum, default_value = "obj")]
-        emit: Emit,
+        /// Hexagon targets only: `128` (128-byte HVX, the default) or `off` (plain C).
+        #[arg(long, value_name = "128|off")]
+        hvx: Option<String>,
+        /// What to write; `obj` by default, `c` for hexagon targets.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
         /// Output file; the header and manifest go next to it.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -129,6 +136,9 @@ enum Command {
         /// Run the compiled code for this target (under qemu when it is not the host).
         #[arg(long, conflicts_with = "reference")]
         target: Option<String>,
+        /// Hexagon targets only: `128` (128-byte HVX, the default) or `off` (plain C).
+        #[arg(long, value_name = "128|off", requires = "target")]
+        hvx: Option<String>,
         /// Run the reference interpreter instead of compiled code.
         #[arg(long)]
         reference: bool,
@@ -169,13 +179,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Compile {
             model,
             target,
+            hvx,
             emit,
             output,
             name,
-        } => compile::compile(&model, &target, emit, output, name),
+        } => compile::compile(&model, &target, hvx.as_deref(), emit, output, name),
         Command::Run {
             model,
             target,
+            hvx,
             reference,
             inputs,
             output_dir,
@@ -184,6 +196,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         } => run::run(
             &model,
             target.as_deref(),
+            hvx.as_deref(),
             reference,
             &inputs,
             &output_dir,

@@ -7,8 +7,8 @@ use edgecc::ir::Tensor;
 use edgecc::pipeline;
 use edgecc_program::Program;
 
-use super::compile::parse_target;
 use super::{ModelArgs, out};
+use edgecc::target::Target;
 
 /// Pairs `--input` arguments with the model's inputs: `NAME=FILE`, or bare files in order.
 fn read_inputs(names: &[String], args: &[String]) -> Result<Vec<Tensor>, Error> {
@@ -111,6 +111,7 @@ fn output_names(g: &edgecc::ir::Graph) -> Vec<String> {
 pub fn run(
     args: &ModelArgs,
     target: Option<&str>,
+    hvx: Option<&str>,
     reference: bool,
     inputs: &[String],
     out_dir: &Path,
@@ -124,20 +125,38 @@ pub fn run(
         let outs = edgecc::interp::run(&g, &tensors)?;
         return write_outputs(out_dir, &output_names(&g), &outs);
     }
+    // Parsed first, so that a bad name fails before the model compiles.
+    let target = match target {
+        Some(t) => edgecc::target::parse(t, hvx)?,
+        None => Target::Cranelift(
+            edgecc_cranelift::Target::host().map_err(|e| Error::Target(e.to_string()))?,
+        ),
+    };
+    if let Target::Hexagon(h) = &target {
+        edgecc::run_hexagon::check_runnable(h)?;
+    }
     let c = pipeline::compile(&args.model, &opts)?;
     let g = &c.imported;
     let tensors = read_inputs(&input_names(g), inputs)?;
     let out_names = output_names(g);
     let program = &c.lowered.program;
     check_inputs(program, &tensors)?;
-    let target = match target {
-        Some(t) => parse_target(t)?,
-        None => edgecc_cranelift::Target::host().map_err(|e| Error::Target(e.to_string()))?,
-    };
     let in_bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| t.to_le_bytes().expect("program dtype"))
         .collect();
+    let target = match target {
+        Target::Cranelift(t) => t,
+        Target::Hexagon(h) => {
+            if profile_runs.is_some() {
+                return Err(Error::Input(format!(
+                    "--profile times kernels on this machine; {h} code runs under qemu-hexagon"
+                )));
+            }
+            let outs = edgecc::run_hexagon::run(program, &h, &in_bytes)?;
+            return write_outputs(out_dir, &out_names, &to_tensors(program, outs)?);
+        }
+    };
     let native = edgecc::run_target::runs_natively(&target);
     if let Some(runs) = profile_runs {
         if !native {
