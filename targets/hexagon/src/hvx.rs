@@ -1,8 +1,31 @@
-//! int8 kernels in HVX intrinsics (128-byte vectors).
+//! int8 kernels in HVX intrinsics (128-byte vectors, v66 and later).
+//!
+//! Both kernels are built on `vrmpy`, which adds four u8 × s8 (or s8 × s8) products into
+//! each of a vector's 32 int32 lanes:
+//!
+//! - **GEMM** vectorizes over 32 output columns. The weights are packed at compile time
+//!   into one 128-byte vector per (32 columns, 4 k) — lane `j` holds `b[4q..4q+4, j]` — and
+//!   each row's 4 activation bytes are splatted across a vector. Four rows share each
+//!   weight load.
+//! - **Convolution** (any groups, so depthwise too) vectorizes over 32 output pixels of an
+//!   NCHW plane. A block of 32 pixels is gathered (im2col) into a stack buffer laid out
+//!   `[k / 4][pixel][k % 4]`, so each vector holds 4 taps for 32 pixels, and the weights
+//!   become scalar words `w[co, 4q..4q+4]` (`vrmpy(Vu.ub, Rt.b)`). Four output channels
+//!   share each im2col load. An i8 input is flipped to u8 (`x ^ 0x80` is `x + 128`) with
+//!   its zero point moved by 128, so one instruction form serves both.
+//!
+//! The zero point never enters the inner loop: `Σ (x − z)·w = Σ x·w − z·Σ w`, and `z·Σ w`
+//! is folded into the bias at compile time (or once per kernel for a run-time zero point).
+//! int32 arithmetic wraps in both forms, so the sums equal the executor's bit for bit.
+//! Requantization is scalar C (`ec_requant`, the executor's formula) over the stored
+//! accumulators.
 
-use edgecc_program::Kernel;
+use std::fmt::Write;
+
+use edgecc_program::{Buffer, DType, Kernel, Program, QuantOut, Spatial, Window, ZeroPoint};
 
 use crate::Error;
+use crate::c::{ctype, ptr, requant_table, store_quant};
 
 /// HVX declarations, after the common prelude.
 pub(crate) const PRELUDE: &str = r#"
@@ -11,9 +34,515 @@ pub(crate) const PRELUDE: &str = r#"
 #endif
 #include <hexagon_types.h>
 #include <hvx_hexagon_protos.h>
+
+/* Four activation bytes as one little-endian word, from any alignment (Hexagon traps on
+   unaligned word loads); `n` < 4 reads only that many bytes, the rest are 0. */
+EC_FN uint32_t ec_ld32(const uint8_t *p, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
 "#;
 
+/// The largest reduction (`c_in / groups · kh · kw`) the convolution handles: its im2col
+/// block is `K · 32` bytes of stack (16 KiB here). Larger ones use the plain-C kernel.
+const MAX_CONV_K: u64 = 512;
+
 /// Emits `k` with HVX and returns true, or returns false for the plain-C fallback.
-pub(crate) fn kernel(_s: &mut String, _k: &Kernel) -> Result<bool, Error> {
-    Ok(false)
+pub(crate) fn kernel(s: &mut String, k: &Kernel, p: &Program) -> Result<bool, Error> {
+    match k {
+        Kernel::QGemm {
+            m,
+            n,
+            k,
+            a,
+            a_dtype,
+            a_zero,
+            b,
+            bias,
+            out,
+            c,
+        } => {
+            if a.strides.len() != 2
+                || c.strides.len() != 2
+                || (a.strides[1] != 1 && *k > 1)
+                || *m == 0
+                || *n == 0
+                || *k == 0
+            {
+                return Ok(false);
+            }
+            let g = Gemm {
+                m: *m,
+                n: *n,
+                k: *k,
+                a_ptr: ptr(a.buf, "u8a"),
+                a_offset: a.offset,
+                a_row: a.strides[0],
+                a_aligned: word_aligned(a.buf, a.offset) && a.strides[0] % 4 == 0,
+                signed: *a_dtype == DType::I8,
+                zero: *a_zero,
+                a_dtype: *a_dtype,
+                b: const_bytes(p, *b, (*k as usize) * (*n as usize))?,
+                bias: match bias {
+                    Some(c) => Some(const_i32(p, *c, *n as usize)?),
+                    None => None,
+                },
+                out,
+                c_ptr: ptr(c.buf, ctype(out.dtype())),
+                c_offset: c.offset,
+                c_strides: (c.strides[0], c.strides[1]),
+            };
+            g.emit(s)?;
+            Ok(true)
+        }
+        Kernel::QConv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window,
+            input,
+            in_dtype,
+            in_zero,
+            weight,
+            bias,
+            out,
+            output,
+            ..
+        } => {
+            let g = *groups;
+            if g == 0 || c_in % g != 0 || c_out % g != 0 {
+                return Err(Error(
+                    "malformed program: groups must divide c_in and c_out".into(),
+                ));
+            }
+            let kk = (c_in / g) as u64 * window.kh as u64 * window.kw as u64;
+            let pixels = spatial.out_h as u64 * spatial.out_w as u64;
+            if kk > MAX_CONV_K || kk == 0 || pixels == 0 || spatial.n == 0 || *c_out == 0 {
+                return Ok(false);
+            }
+            let conv = Conv {
+                c_in: *c_in,
+                c_out: *c_out,
+                groups: g,
+                sp: *spatial,
+                w: *window,
+                input: *input,
+                signed: *in_dtype == DType::I8,
+                in_dtype: *in_dtype,
+                zero: *in_zero,
+                weight: const_bytes(p, *weight, (*c_out as usize) * kk as usize)?,
+                bias: match bias {
+                    Some(c) => Some(const_i32(p, *c, *c_out as usize)?),
+                    None => None,
+                },
+                out,
+                output: *output,
+            };
+            conv.emit(s)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether `buf + offset` is 4-byte aligned whatever the caller passes: the arena is
+/// at least 64-byte aligned (the ABI) and constants are 128-byte aligned; inputs and
+/// outputs are the caller's and may be anywhere.
+fn word_aligned(buf: Buffer, offset: u64) -> bool {
+    matches!(buf, Buffer::Arena { .. } | Buffer::Const(_)) && offset.is_multiple_of(4)
+}
+
+fn const_bytes(p: &Program, c: edgecc_program::ConstId, len: usize) -> Result<&[u8], Error> {
+    match p.consts.get(c.0 as usize) {
+        Some(k) if k.data.len() >= len => Ok(&k.data[..len]),
+        _ => Err(Error(format!(
+            "malformed program: constant {} is missing or shorter than {len} bytes",
+            c.0
+        ))),
+    }
+}
+
+fn const_i32(p: &Program, c: edgecc_program::ConstId, len: usize) -> Result<Vec<i32>, Error> {
+    let b = const_bytes(p, c, len * 4)?;
+    Ok(b.chunks_exact(4)
+        .map(|w| i32::from_le_bytes(w.try_into().unwrap()))
+        .collect())
+}
+
+/// A `static const` array of `T` aligned for vector loads.
+fn array<T: std::fmt::Display>(s: &mut String, ty: &str, name: &str, items: &[T]) {
+    let _ = write!(
+        s,
+        "    static const {ty} {name}[{}] __attribute__((aligned(128))) = {{",
+        items.len().max(1)
+    );
+    for (i, x) in items.iter().enumerate() {
+        if i % 24 == 0 {
+            s.push_str("\n       ");
+        }
+        let _ = write!(s, " {x},");
+    }
+    if items.is_empty() {
+        s.push_str(" 0");
+    }
+    s.push_str("\n    };\n");
+}
+
+/// The requantizing (or int32) store of `acc` for channel `ch` at `dst[idx]`.
+fn store(out: &QuantOut, dst: &str, idx: &str, ch: &str) -> String {
+    store_quant(out, dst, idx, ch)
+}
+
+/// The zero point as a u8-domain value (`z + 128` for i8 inputs), as a C expression.
+fn zero_expr(z: ZeroPoint, d: DType, signed: bool) -> String {
+    let flip = if signed { " + 128" } else { "" };
+    match z {
+        ZeroPoint::Const(v) => format!("{}", v + if signed { 128 } else { 0 }),
+        ZeroPoint::Runtime(b) => format!("((int32_t){}[0]{flip})", ptr(b, ctype(d))),
+    }
+}
+
+struct Gemm<'a> {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_ptr: String,
+    a_offset: u64,
+    a_row: i64,
+    a_aligned: bool,
+    signed: bool,
+    zero: ZeroPoint,
+    a_dtype: DType,
+    b: &'a [u8],
+    bias: Option<Vec<i32>>,
+    out: &'a QuantOut,
+    c_ptr: String,
+    c_offset: u64,
+    c_strides: (i64, i64),
+}
+
+impl Gemm<'_> {
+    fn emit(&self, s: &mut String) -> Result<(), Error> {
+        let (m, n, k) = (self.m as usize, self.n as usize, self.k as usize);
+        let nb = n.div_ceil(32);
+        let k4 = k.div_ceil(4);
+        // Packed weights: vector (jb, q), lane j, byte t = b[4q + t, 32 jb + j].
+        let mut packed = vec![0i8; nb * k4 * 128];
+        let mut colsum = vec![0i32; nb * 32];
+        for kk in 0..k {
+            for (j, cs) in colsum.iter_mut().enumerate().take(n) {
+                let v = self.b[kk * n + j] as i8;
+                let (jb, jl) = (j / 32, j % 32);
+                packed[(jb * k4 + kk / 4) * 128 + jl * 4 + kk % 4] = v;
+                *cs = cs.wrapping_add(v as i32);
+            }
+        }
+        array(s, "int8_t", "wp", &packed);
+        let bias: Vec<i32> = (0..nb * 32)
+            .map(|j| {
+                self.bias
+                    .as_ref()
+                    .and_then(|b| b.get(j).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        match self.zero {
+            ZeroPoint::Const(z) => {
+                let folded: Vec<i32> = bias
+                    .iter()
+                    .zip(&colsum)
+                    .map(|(b, cs)| b.wrapping_sub(z.wrapping_mul(*cs)))
+                    .collect();
+                array(s, "int32_t", "bz", &folded);
+            }
+            ZeroPoint::Runtime(_) => {
+                array(s, "int32_t", "bb", &bias);
+                array(s, "int32_t", "cs", &colsum);
+                let _ = writeln!(
+                    s,
+                    "    const int32_t zp = {};",
+                    zero_expr(self.zero, self.a_dtype, false)
+                );
+            }
+        }
+        if let QuantOut::Requant(r) = self.out {
+            requant_table(s, r, self.n)?;
+        }
+        let _ = writeln!(
+            s,
+            "    const u8a *A = {} + {};\n    int32_t acc_out[4][32] __attribute__((aligned(128)));",
+            self.a_ptr, self.a_offset
+        );
+        let full = m - m % 4;
+        if full > 0 {
+            let _ = writeln!(s, "    for (ix_t i = 0; i < {full}; i += 4) {{");
+            self.rows(s, 4, nb, k4);
+            s.push_str("    }\n");
+        }
+        if m % 4 != 0 {
+            let _ = writeln!(s, "    for (ix_t i = {full}; i < {m}; i++) {{");
+            self.rows(s, 1, nb, k4);
+            s.push_str("    }\n");
+        }
+        Ok(())
+    }
+
+    /// The body for `r` rows starting at `i`: every column block, the k loop, the stores.
+    fn rows(&self, s: &mut String, r: usize, nb: usize, k4: usize) {
+        let (n, k) = (self.n as usize, self.k as usize);
+        let kf = k / 4;
+        let vrmpy = if self.signed {
+            "Q6_Vw_vrmpyacc_VwVbVb"
+        } else {
+            "Q6_Vw_vrmpyacc_VwVubVb"
+        };
+        let ld = |row: usize, at: &str, bytes: usize| {
+            if self.a_aligned && bytes == 4 {
+                format!("*(const uint32_t *)(r{row} + {at})")
+            } else {
+                format!("ec_ld32(r{row} + {at}, {bytes})")
+            }
+        };
+        let _ = writeln!(s, "        for (ix_t jb = 0; jb < {nb}; jb++) {{");
+        match self.zero {
+            ZeroPoint::Const(_) => {
+                s.push_str(
+                    "            const HVX_Vector init = *(const HVX_Vector *)&bz[jb * 32];\n",
+                );
+            }
+            ZeroPoint::Runtime(_) => {
+                s.push_str(
+                    "            int32_t ib[32] __attribute__((aligned(128)));\n            for (ix_t j = 0; j < 32; j++) ib[j] = (int32_t)((uint32_t)bb[jb * 32 + j] - (uint32_t)zp * (uint32_t)cs[jb * 32 + j]);\n            const HVX_Vector init = *(const HVX_Vector *)ib;\n",
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "            const HVX_Vector *w = (const HVX_Vector *)&wp[jb * {}];",
+            k4 * 128
+        );
+        for row in 0..r {
+            let _ = writeln!(
+                s,
+                "            HVX_Vector acc{row} = init;\n            const u8a *r{row} = A + (i + {row}) * {};",
+                self.a_row
+            );
+        }
+        if kf > 0 {
+            let _ = writeln!(
+                s,
+                "            for (ix_t q = 0; q < {kf}; q++) {{\n                const HVX_Vector wv = w[q];"
+            );
+            for row in 0..r {
+                let _ = writeln!(
+                    s,
+                    "                acc{row} = {vrmpy}(acc{row}, Q6_V_vsplat_R((int32_t){}), wv);",
+                    ld(row, "4 * q", 4)
+                );
+            }
+            s.push_str("            }\n");
+        }
+        if k % 4 != 0 {
+            for row in 0..r {
+                let _ = writeln!(
+                    s,
+                    "            acc{row} = {vrmpy}(acc{row}, Q6_V_vsplat_R((int32_t){}), w[{kf}]);",
+                    ld(row, &format!("{}", 4 * kf), k % 4)
+                );
+            }
+        }
+        for row in 0..r {
+            let _ = writeln!(s, "            *(HVX_Vector *)acc_out[{row}] = acc{row};");
+        }
+        let last = n - (nb - 1) * 32;
+        let (c0, c1) = self.c_strides;
+        let _ = writeln!(
+            s,
+            "            const ix_t nj = jb == {} ? {last} : 32;\n            for (ix_t r = 0; r < {r}; r++)\n            for (ix_t j = 0; j < nj; j++) {{\n                const int32_t acc = acc_out[r][j];\n                const ix_t col = jb * 32 + j;\n                {}\n            }}\n        }}",
+            nb - 1,
+            store(
+                self.out,
+                &self.c_ptr,
+                &format!("{} + (i + r) * {c0} + col * {c1}", self.c_offset),
+                "col"
+            )
+        );
+    }
+}
+
+struct Conv<'a> {
+    c_in: u32,
+    c_out: u32,
+    groups: u32,
+    sp: Spatial,
+    w: Window,
+    input: Buffer,
+    signed: bool,
+    in_dtype: DType,
+    zero: ZeroPoint,
+    weight: &'a [u8],
+    bias: Option<Vec<i32>>,
+    out: &'a QuantOut,
+    output: Buffer,
+}
+
+impl Conv<'_> {
+    fn emit(&self, s: &mut String) -> Result<(), Error> {
+        let (g, c_out) = (self.groups as usize, self.c_out as usize);
+        let cpg = (self.c_in / self.groups) as usize;
+        let opg = c_out / g;
+        let Window {
+            kh,
+            kw,
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            pad_top,
+            pad_left,
+            ..
+        } = self.w;
+        let Spatial {
+            n,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        } = self.sp;
+        let k = cpg * (kh * kw) as usize;
+        let k4 = k.div_ceil(4);
+        // Weight words: w[co, 4q..4q+4] little-endian, zero past k.
+        let mut words = vec![0i32; c_out * k4];
+        let mut wsum = vec![0i32; c_out];
+        for co in 0..c_out {
+            for kk in 0..k {
+                let v = self.weight[co * k + kk] as i8;
+                let word = &mut words[co * k4 + kk / 4];
+                *word |= ((v as u8 as u32) << (8 * (kk % 4))) as i32;
+                wsum[co] = wsum[co].wrapping_add(v as i32);
+            }
+        }
+        array(s, "int32_t", "wq", &words);
+        let bias: Vec<i32> = (0..c_out)
+            .map(|c| {
+                self.bias
+                    .as_ref()
+                    .and_then(|b| b.get(c).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        match self.zero {
+            ZeroPoint::Const(z) => {
+                let z = z + if self.signed { 128 } else { 0 };
+                let folded: Vec<i32> = bias
+                    .iter()
+                    .zip(&wsum)
+                    .map(|(b, ws)| b.wrapping_sub(z.wrapping_mul(*ws)))
+                    .collect();
+                array(s, "int32_t", "bz", &folded);
+                let _ = writeln!(s, "    const uint8_t pad = {};", z as u8);
+            }
+            ZeroPoint::Runtime(_) => {
+                array(s, "int32_t", "bb", &bias);
+                array(s, "int32_t", "ws", &wsum);
+                let _ = writeln!(
+                    s,
+                    "    const int32_t zp = {};\n    const uint8_t pad = (uint8_t)zp;",
+                    zero_expr(self.zero, self.in_dtype, self.signed)
+                );
+            }
+        }
+        if let QuantOut::Requant(r) = self.out {
+            requant_table(s, r, self.c_out)?;
+        }
+        let planes = (out_h * out_w) as usize;
+        let blocks = planes.div_ceil(32);
+        let last = planes - (blocks - 1) * 32;
+        let flip = if self.signed { " ^ 0x80" } else { "" };
+        let _ = writeln!(
+            s,
+            "    const u8a *X = {};\n    {} *Y = {};\n    uint8_t col[{}] __attribute__((aligned(128)));\n    int32_t acc_out[4][32] __attribute__((aligned(128)));",
+            ptr(self.input, "u8a"),
+            ctype(self.out.dtype()),
+            ptr(self.output, ctype(self.out.dtype())),
+            k4 * 128
+        );
+        // Bytes of the last im2col word past k multiply zero weights; keep them defined.
+        if !k.is_multiple_of(4) {
+            let _ = writeln!(
+                s,
+                "    for (ix_t p = 0; p < 32; p++) *(uint32_t *)&col[{} + p * 4] = 0;",
+                (k4 - 1) * 128
+            );
+        }
+        let _ = writeln!(
+            s,
+            "    for (ix_t nn = 0; nn < {n}; nn++)\n    for (ix_t gr = 0; gr < {g}; gr++) {{\n        const u8a *xg = X + (nn * {} + gr * {cpg}) * {};\n        ix_t oy0 = 0, ox0 = 0;\n        for (ix_t pb = 0; pb < {blocks}; pb++) {{\n            const ix_t np = pb == {} ? {last} : 32;",
+            self.c_in,
+            in_h * in_w,
+            blocks - 1
+        );
+        // im2col of the block: pixel p's tap kk at col[(kk / 4) * 128 + p * 4 + kk % 4].
+        let _ = writeln!(
+            s,
+            "            ix_t oy = oy0, ox = ox0;\n            for (ix_t p = 0; p < np; p++) {{\n                ix_t kk = 0;\n                for (ix_t ci = 0; ci < {cpg}; ci++)\n                for (ix_t ky = 0; ky < {kh}; ky++) {{\n                    const ix_t iy = oy * {stride_h} - {pad_top} + ky * {dilation_h};\n                    const int rowok = iy >= 0 && iy < {in_h};\n                    const u8a *xr = xg + (ci * {in_h} + iy) * {in_w};\n                    for (ix_t kx = 0; kx < {kw}; kx++, kk++) {{\n                        const ix_t ix = ox * {stride_w} - {pad_left} + kx * {dilation_w};\n                        col[(kk >> 2) * 128 + p * 4 + (kk & 3)] = rowok && ix >= 0 && ix < {in_w} ? (uint8_t)(xr[ix]{flip}) : pad;\n                    }}\n                }}\n                if (++ox == {out_w}) {{ ox = 0; oy++; }}\n            }}\n            oy0 = oy; ox0 = ox;"
+        );
+        // Four output channels at a time share each im2col vector.
+        let full = opg - opg % 4;
+        let init = |c: &str| match self.zero {
+            ZeroPoint::Const(_) => format!("Q6_V_vsplat_R(bz[{c}])"),
+            ZeroPoint::Runtime(_) => format!(
+                "Q6_V_vsplat_R((int32_t)((uint32_t)bb[{c}] - (uint32_t)zp * (uint32_t)ws[{c}]))"
+            ),
+        };
+        let block = |s: &mut String, r: usize, co0: &str| {
+            for j in 0..r {
+                let _ = writeln!(
+                    s,
+                    "                HVX_Vector acc{j} = {};\n                const int32_t *w{j} = &wq[({co0} + {j}) * {k4}];",
+                    init(&format!("{co0} + {j}"))
+                );
+            }
+            let _ = writeln!(
+                s,
+                "                for (ix_t q = 0; q < {k4}; q++) {{\n                    const HVX_Vector v = ((const HVX_Vector *)col)[q];"
+            );
+            for j in 0..r {
+                let _ = writeln!(
+                    s,
+                    "                    acc{j} = Q6_Vw_vrmpyacc_VwVubRb(acc{j}, v, w{j}[q]);"
+                );
+            }
+            s.push_str("                }\n");
+            for j in 0..r {
+                let _ = writeln!(s, "                *(HVX_Vector *)acc_out[{j}] = acc{j};");
+            }
+            let _ = writeln!(
+                s,
+                "                for (ix_t j = 0; j < {r}; j++) {{\n                    const ix_t co = {co0} + j;\n                    {}    *yo = Y + (nn * {c_out} + co) * {planes} + pb * 32;\n                    for (ix_t p = 0; p < np; p++) {{\n                        const int32_t acc = acc_out[j][p];\n                        {}\n                    }}\n                }}",
+                ctype(self.out.dtype()),
+                store(self.out, "yo", "p", "co")
+            );
+        };
+        if full > 0 {
+            let _ = writeln!(
+                s,
+                "            for (ix_t cb = 0; cb < {full}; cb += 4) {{\n                const ix_t cbase = gr * {opg} + cb;"
+            );
+            block(s, 4, "cbase");
+            s.push_str("            }\n");
+        }
+        if opg % 4 != 0 {
+            let _ = writeln!(
+                s,
+                "            {{\n                const ix_t cbase = gr * {opg} + {full};"
+            );
+            block(s, opg % 4, "cbase");
+            s.push_str("            }\n");
+        }
+        s.push_str("        }\n    }\n");
+        Ok(())
+    }
 }

@@ -90,7 +90,24 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
     if opts.hvx == Hvx::B128 {
         s.push_str(hvx::PRELUDE);
     }
+    let mut kernels = String::new();
+    for (i, k) in p.kernels.iter().enumerate() {
+        let _ = writeln!(
+            kernels,
+            "\nstatic int32_t k{i}_{}(const void *const *inputs, void *const *outputs, uint8_t *arena) {{\n    (void)inputs; (void)outputs; (void)arena;",
+            k.name()
+        );
+        if opts.hvx == Hvx::Off || !hvx::kernel(&mut kernels, k, p)? {
+            scalar::kernel(&mut kernels, k)?;
+        }
+        kernels.push_str("    return 0;\n}\n");
+    }
+    // Only the constants some kernel reads as they are: the HVX kernels embed their own
+    // repacked copies, and an unused `static const` would be a warning.
     for (i, c) in p.consts.iter().enumerate() {
+        if !kernels.contains(&format!("c{i})")) {
+            continue;
+        }
         let _ = write!(
             s,
             "/* {} */\nstatic const uint8_t c{i}[{}] __attribute__((aligned(128))) = {{",
@@ -108,17 +125,7 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
         }
         s.push_str("\n};\n");
     }
-    for (i, k) in p.kernels.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "\nstatic int32_t k{i}_{}(const void *const *inputs, void *const *outputs, uint8_t *arena) {{\n    (void)inputs; (void)outputs; (void)arena;",
-            k.name()
-        );
-        if opts.hvx == Hvx::Off || !hvx::kernel(&mut s, k)? {
-            scalar::kernel(&mut s, k)?;
-        }
-        s.push_str("    return 0;\n}\n");
-    }
+    s.push_str(&kernels);
     let _ = writeln!(
         s,
         "\nint32_t {}_run(const void *const *inputs, void *const *outputs, void *arena) {{\n    uint8_t *a = (uint8_t *)arena;\n    int32_t st;\n    (void)a; (void)st;",
