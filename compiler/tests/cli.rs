@@ -98,7 +98,7 @@ const EXAMPLES: [&str; 15] = [
 ];
 
 fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
-    run_within(name, target, extra, 1e-4)
+    run_within(name, target, extra, 1e-4);
 }
 
 /// Quantized examples and the largest error each may have against onnxruntime, relative
@@ -126,7 +126,9 @@ fn quantized_examples_run_on_every_target() {
     }
 }
 
-fn run_within(name: &str, target: &[&str], extra: &[&str], tol: f64) {
+/// Runs an example and checks every output against onnxruntime's within `tol`; returns
+/// the folder of outputs for further comparison.
+fn run_within(name: &str, target: &[&str], extra: &[&str], tol: f64) -> tempfile::TempDir {
     let dir = example(name);
     let out = tempfile::tempdir().unwrap();
     let model = dir.join("model.onnx");
@@ -179,6 +181,7 @@ fn run_within(name: &str, target: &[&str], extra: &[&str], tol: f64) {
             "{name} {target:?} output {k}: relative error {err:e}"
         );
     }
+    out
 }
 
 #[test]
@@ -952,4 +955,303 @@ fn quantized_work_left_in_float_is_listed_and_require_int8_refuses_it() {
         "--require-int8",
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("run in float"));
+}
+
+/// The Hexagon examples every `run --target hexagon` configuration must reproduce: the
+/// int8 CNNs the Hexagon C covers today, with their tolerance against onnxruntime (the
+/// same as in `QUANTIZED_EXAMPLES`).
+const HEXAGON_EXAMPLES: [(&str, f64); 2] =
+    [("digits_cnn_qdq", 0.01), ("digits_cnn_qoperator", 0.01)];
+
+/// `clang-19 --target=hexagon` with `flags`, freestanding, every warning an error, in `dir`.
+/// The tools are required (scripts/install-deps.sh installs them): a missing one fails.
+fn hexagon_clang(dir: &Path, flags: &[&str], files: &[&str]) -> Output {
+    tool(
+        Command::new("clang-19")
+            .current_dir(dir)
+            .arg("--target=hexagon")
+            .args(flags)
+            .args(["-O2", "-ffreestanding", "-Wall", "-Wextra", "-Werror", "-c"])
+            .args(files),
+    )
+}
+
+/// The `.npy` files of an output folder, by name, as bytes.
+fn npy_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `compile --target hexagon...` writes model.c, model.h and a manifest; the same flags
+/// give the same bytes; `--hvx` changes the C; and clang-19 compiles the C, a caller that
+/// includes the header and `run`'s harness without a warning, for the core named.
+#[test]
+fn hexagon_compile_writes_deterministic_c_that_clang_accepts() {
+    let model = example("digits_cnn_qdq").join("model.onnx");
+    let model = model.to_str().unwrap();
+    let configs: [(&[&str], &[&str], &str); 3] = [
+        (
+            &["--target", "hexagon-v73", "--hvx", "128"],
+            &["-mv73", "-mhvx", "-mhvx-length=128b"],
+            "hexagon-v73+hvx128",
+        ),
+        (
+            &["--target", "hexagon-v68"],
+            &["-mv68", "-mhvx", "-mhvx-length=128b"],
+            "hexagon-v68+hvx128",
+        ),
+        (
+            &["--target", "hexagon", "--hvx", "off"],
+            &["-mv66"],
+            "hexagon-v66",
+        ),
+    ];
+    let mut sources = vec![];
+    for (args, clang_flags, name) in configs {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut reports = vec![];
+        for d in &dirs {
+            let c = d.path().join("model.c");
+            let mut a = vec![
+                "compile",
+                model,
+                "--name",
+                "digits",
+                "-o",
+                c.to_str().unwrap(),
+            ];
+            a.extend_from_slice(args);
+            reports.push(String::from_utf8_lossy(&ok(&a).stderr).into_owned());
+        }
+        let read = |i: usize, f: &str| std::fs::read(dirs[i].path().join(f)).unwrap();
+        assert!(
+            read(0, "model.c") == read(1, "model.c"),
+            "{name}: C differs"
+        );
+        assert_eq!(
+            read(0, "model.h"),
+            read(1, "model.h"),
+            "{name}: header differs"
+        );
+        let c = String::from_utf8(read(0, "model.c")).unwrap();
+        assert!(c.contains("int32_t digits_run(") && c.contains("digits_model"));
+        let report = &reports[0];
+        assert!(
+            report.contains(&format!("target {name}")) && report.contains("C source:"),
+            "{report}"
+        );
+        let header = String::from_utf8(read(0, "model.h")).unwrap();
+        assert!(header.contains(&format!("for {name}.")), "{header}");
+        let manifest: serde_json::Value = serde_json::from_slice(&read(0, "model.json")).unwrap();
+        assert_eq!(manifest["target"], name);
+        assert_eq!(manifest["artifact"]["kind"], "c");
+        assert_eq!(manifest["artifact"]["header"], "model.h");
+        assert_eq!(
+            manifest["artifact"]["sha256"],
+            edgecc::artifact::manifest::sha256(c.as_bytes())
+        );
+        assert_eq!(manifest["artifact"]["code_bytes"], c.len());
+        // A caller that includes the header, sizes everything from its macros and calls
+        // both entry points; and the harness `run` links, built as `run` builds it.
+        let dir = dirs[0].path();
+        std::fs::write(
+            dir.join("use.c"),
+            "#include \"model.h\"\n\
+             static uint8_t arena[DIGITS_ARENA_SIZE] __attribute__((aligned(128)));\n\
+             static uint8_t in0[DIGITS_INPUT_0_BYTES], out0[DIGITS_OUTPUT_0_BYTES];\n\
+             int32_t infer(void) {\n\
+                 const void *ins[DIGITS_NUM_INPUTS] = { in0 };\n\
+                 void *outs[DIGITS_NUM_OUTPUTS] = { out0 };\n\
+                 int32_t st = digits_run(ins, outs, arena);\n\
+                 return st != 0 ? st : digits_run_checked(ins, outs, arena, sizeof arena);\n\
+             }\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("harness.c"), edgecc::run_hexagon::HARNESS_C).unwrap();
+        let mut flags = clang_flags.to_vec();
+        flags.extend([
+            "-DEDGECC_MODEL=digits_model",
+            "-DEDGECC_ARENA_SIZE=DIGITS_ARENA_SIZE",
+            "-DEDGECC_IO_BYTES=1024u",
+            "-DEDGECC_MAX_IO=2u",
+        ]);
+        hexagon_clang(dir, &flags, &["model.c", "use.c", "harness.c"]);
+        for o in ["model.o", "use.o", "harness.o"] {
+            assert!(dir.join(o).exists(), "{name}: no {o}");
+        }
+        sources.push(c);
+    }
+    // With and without HVX: the int8 kernels differ.
+    assert!(
+        sources[0] != sources[2],
+        "--hvx 128 and --hvx off give the same C"
+    );
+    assert!(
+        !sources[2].contains("Q6_"),
+        "--hvx off C uses HVX intrinsics"
+    );
+}
+
+/// `run --target hexagon` (v66 and v67, with and without HVX) under qemu-hexagon gives
+/// exactly the x86_64 JIT's bytes, and is within one quantization step of onnxruntime.
+#[test]
+fn hexagon_run_matches_x86_64_and_onnxruntime() {
+    for (m, tol) in HEXAGON_EXAMPLES {
+        let x86 = npy_bytes(run_within(m, &["--target", "x86_64"], &[], tol).path());
+        for target in [
+            &["--target", "hexagon"][..],
+            &["--target", "hexagon", "--hvx", "128"],
+            &["--target", "hexagon", "--hvx", "off"],
+            &["--target", "hexagon-v67", "--hvx", "128"],
+            &["--target", "hexagon-v66", "--hvx", "off"],
+        ] {
+            let got = npy_bytes(run_within(m, target, &[], tol).path());
+            assert!(got == x86, "{m} {target:?}: outputs differ from x86_64's");
+        }
+    }
+}
+
+/// Models beyond the Hexagon C's kernels today (a float softmax, layer norms, f32 GEMMs):
+/// `run --target hexagon` either runs them within onnxruntime's tolerance, or fails with
+/// one error that lists the refused kernels in program order, the same with and without
+/// HVX (which kernels exist does not depend on it). Which it is changes as kernels land.
+#[test]
+fn hexagon_runs_or_lists_every_unsupported_kernel() {
+    for (m, tol) in [("cnn_qoperator", 0.02), ("encoder", 1e-4)] {
+        let dir = example(m);
+        let mut lists = vec![];
+        for hvx in ["128", "off"] {
+            let mut args: Vec<String> = ["run", "--target", "hexagon", "--hvx", hvx]
+                .map(String::from)
+                .to_vec();
+            args.push(dir.join("model.onnx").to_str().unwrap().into());
+            for i in (0..).map(|i| dir.join(format!("input_{i}.npy"))) {
+                if !i.exists() {
+                    break;
+                }
+                args.extend(["--input".into(), i.to_str().unwrap().into()]);
+            }
+            let out_dir = tempfile::tempdir().unwrap();
+            args.extend([
+                "--output-dir".into(),
+                out_dir.path().to_str().unwrap().into(),
+            ]);
+            let argv: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+            let out = edgecc(&argv);
+            if out.status.success() {
+                run_within(m, &argv[1..5], &[], tol);
+                lists.push(None);
+                continue;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            let prefix = "error: hexagon-v66";
+            let list = err
+                .split_once("not supported by the hexagon target yet: ")
+                .map(|(_, l)| l.trim_end().to_string());
+            assert!(err.starts_with(prefix) && list.is_some(), "{m}: {err}");
+            let list = list.unwrap();
+            let indices: Vec<usize> = list
+                .split("; ")
+                .map(|k| {
+                    let n = k.strip_prefix("kernel ").and_then(|r| r.split_once(' '));
+                    let n = n.unwrap_or_else(|| panic!("{m}: `{k}` names no kernel"));
+                    assert!(n.1.starts_with('(') && n.1.contains("): "), "{m}: `{k}`");
+                    n.0.parse().unwrap()
+                })
+                .collect();
+            assert!(
+                !indices.is_empty() && indices.windows(2).all(|w| w[0] < w[1]),
+                "{m}: {list}"
+            );
+            eprintln!("{m} --hvx {hvx}: {} kernel(s) refused", indices.len());
+            lists.push(Some(list));
+        }
+        assert_eq!(lists[0], lists[1], "{m}: refused with HVX, not without");
+    }
+}
+
+/// Every misuse of the hexagon target is refused with a message that says what to do.
+#[test]
+fn hexagon_misuse_gets_clear_errors() {
+    let dir = example("digits_cnn_qdq");
+    let model = dir.join("model.onnx");
+    let model = model.to_str().unwrap();
+    let input = dir.join("input_0.npy");
+    let input = input.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("m.c");
+    let o = o.to_str().unwrap();
+    let err = fails(&["run", model, "--target", "hexagon-v73", "--input", input]);
+    assert!(
+        err.contains("qemu-hexagon runs only v66 and v67") && err.contains("hexagon-v67"),
+        "{err}"
+    );
+    let err = fails(&[
+        "compile", model, "--target", "hexagon", "--hvx", "64", "-o", o,
+    ]);
+    assert!(err.contains("only 128-byte HVX"), "{err}");
+    for emit in ["obj", "so", "asm"] {
+        let err = fails(&[
+            "compile", model, "--target", "hexagon", "--emit", emit, "-o", o,
+        ]);
+        assert!(
+            err.contains("writes C") && err.contains("--emit c"),
+            "{err}"
+        );
+    }
+    let err = fails(&[
+        "compile", model, "--target", "x86_64", "--emit", "c", "-o", o,
+    ]);
+    assert!(err.contains("--emit c is for hexagon targets"), "{err}");
+    let err = fails(&[
+        "compile", model, "--target", "x86_64", "--hvx", "128", "-o", o,
+    ]);
+    assert!(err.contains("for hexagon targets"), "{err}");
+    let err = fails(&["compile", model, "--target", "hexagon-v65", "-o", o]);
+    assert!(
+        err.contains("unknown hexagon target") && err.contains("hexagon-v73"),
+        "{err}"
+    );
+    let err = fails(&[
+        "run",
+        model,
+        "--target",
+        "hexagon",
+        "--profile",
+        "--input",
+        input,
+    ]);
+    assert!(err.contains("qemu-hexagon"), "{err}");
+    // A machine without the tools: the first missing one is named with the install command.
+    let empty = tempfile::tempdir().unwrap();
+    let only_clang = tempfile::tempdir().unwrap();
+    let clang = tool(Command::new("sh").args(["-c", "command -v clang-19"])).stdout;
+    let clang = String::from_utf8(clang).unwrap();
+    std::os::unix::fs::symlink(clang.trim(), only_clang.path().join("clang-19")).unwrap();
+    for (path, missing) in [
+        (empty.path(), "clang-19"),
+        (only_clang.path(), "qemu-hexagon"),
+    ] {
+        let res = Command::new(env!("CARGO_BIN_EXE_edgecc"))
+            .env("PATH", path)
+            .args(["run", model, "--target", "hexagon", "--input", input])
+            .args(["--output-dir", out.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "ran without {missing}");
+        assert!(
+            err.contains(&format!("cannot run `{missing}`"))
+                && err.contains("apt-get install clang-19 lld-19 qemu-user"),
+            "{err}"
+        );
+    }
 }
