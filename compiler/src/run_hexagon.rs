@@ -197,6 +197,19 @@ pub fn check_runnable(target: &Hexagon) -> Result<(), Error> {
 /// in descriptor order) and returns the outputs' bytes.
 pub fn run(program: &Program, target: &Hexagon, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Error> {
     check_runnable(target)?;
+    let sizes_match = inputs.len() == program.inputs.len()
+        && program
+            .inputs
+            .iter()
+            .zip(inputs)
+            .all(|(t, b)| t.byte_size() == b.len() as u64);
+    if !sizes_match {
+        return Err(Error::Input(format!(
+            "{} input buffer(s) do not match the model's {} input(s) and their sizes",
+            inputs.len(),
+            program.inputs.len()
+        )));
+    }
     let dir = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
     let exe = build(program, target, dir.path())?;
     let mut child = Command::new("qemu-hexagon")
@@ -268,4 +281,91 @@ pub fn run(program: &Program, target: &Hexagon, inputs: &[Vec<u8>]) -> Result<Ve
             head.to_vec()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::HexagonArch;
+    use edgecc_hexagon::Hvx;
+    use edgecc_program::{Buffer, Const, ConstId, DType, IoTensor, Kernel};
+
+    /// Gathers 2 of 10 floats by the i32 indices in the input; index 10 is out of range,
+    /// so the kernel returns status 1 (`STATUS_INDEX_OUT_OF_RANGE`).
+    fn gather() -> Program {
+        let io = |name: &str, dtype, n| IoTensor {
+            name: name.into(),
+            dtype,
+            shape: vec![n],
+        };
+        Program {
+            name: "g".into(),
+            inputs: vec![io("idx", DType::I32, 2)],
+            outputs: vec![io("y", DType::F32, 2)],
+            arena_size: 0,
+            arena_align: 64,
+            consts: vec![Const {
+                name: "table".into(),
+                dtype: DType::F32,
+                shape: vec![10],
+                data: (0..10).flat_map(|i| (i as f32).to_le_bytes()).collect(),
+            }],
+            kernels: vec![Kernel::Gather {
+                outer: 1,
+                axis_len: 10,
+                inner: 1,
+                count: 2,
+                elem_bytes: 4,
+                data: Buffer::Const(ConstId(0)),
+                indices: Buffer::Input(0),
+                index_bytes: 4,
+                output: Buffer::Output(0),
+                elementwise: false,
+            }],
+        }
+    }
+
+    fn indices(v: [i32; 2]) -> Vec<Vec<u8>> {
+        vec![v.iter().flat_map(|i| i.to_le_bytes()).collect()]
+    }
+
+    const V66: Hexagon = Hexagon {
+        arch: HexagonArch::V66,
+        hvx: Hvx::B128,
+    };
+
+    #[test]
+    fn hexagon_harness_returns_outputs_and_reports_the_model_status() {
+        let p = gather();
+        let out = run(&p, &V66, &indices([7, 2])).unwrap();
+        let want: Vec<u8> = [7f32, 2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        assert_eq!(out, [want]);
+        let e = run(&p, &V66, &indices([3, 10])).unwrap_err().to_string();
+        assert!(e.contains("the model returned status 1"), "{e}");
+        let e = run(&p, &V66, &[vec![0; 4]]).unwrap_err().to_string();
+        assert!(e.contains("do not match"), "{e}");
+        let v68 = Hexagon {
+            arch: HexagonArch::V68,
+            hvx: Hvx::Off,
+        };
+        let e = run(&p, &v68, &indices([0, 0])).unwrap_err().to_string();
+        assert!(e.contains("only v66 and v67"), "{e}");
+    }
+
+    /// The harness's own failure: stdin that ends before the inputs are complete.
+    #[test]
+    fn hexagon_harness_exits_120_on_short_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = build(&gather(), &V66, dir.path()).unwrap();
+        let mut child = Command::new("qemu-hexagon")
+            .arg(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("qemu-hexagon ({e}); install: {INSTALL}"));
+        child.stdin.take().unwrap().write_all(&[1, 0, 0]).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(EXIT_SHORT_INPUT));
+        assert!(out.stdout.is_empty());
+    }
 }
