@@ -104,7 +104,9 @@ fn qgemm_programs_match_the_executor() {
     b.p.kernels.push(Kernel::Copy {
         bytes: (m * row) as u64,
         src,
-        dst: Buffer::Arena { offset: offset + 64 },
+        dst: Buffer::Arena {
+            offset: offset + 64,
+        },
     });
     let zp = b.input(DType::I8, vec![0xfa]);
     let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
@@ -125,6 +127,39 @@ fn qgemm_programs_match_the_executor() {
         b: w,
         bias: Some(bias),
         out: QuantOut::Requant(r),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![n as i64, 1],
+        },
+    });
+    // A small shift: acc · m / 2^s overflows int32 and must saturate before the clamp
+    // (both signs, since the zero point 128 spreads the accumulators around 0).
+    let (m, n, k) = (5u32, 40u32, 16u32);
+    let a = b.input(DType::U8, rng.bytes((m * k) as usize));
+    let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
+    let c = b.output(DType::U8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: a,
+            offset: 0,
+            strides: vec![k as i64, 1],
+        },
+        a_dtype: DType::U8,
+        a_zero: ZeroPoint::Const(128),
+        b: w,
+        bias: None,
+        out: QuantOut::Requant(Requant {
+            dtype: DType::U8,
+            multiplier: vec![(1 << 30) + 12345],
+            shift: 3,
+            zero_point: 7,
+            lo: 0,
+            hi: 255,
+        }),
         c: View {
             buf: c,
             offset: 0,
