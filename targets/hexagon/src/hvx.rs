@@ -17,15 +17,15 @@
 //! The zero point never enters the inner loop: `Σ (x − z)·w = Σ x·w − z·Σ w`, and `z·Σ w`
 //! is folded into the bias at compile time (or once per kernel for a run-time zero point).
 //! int32 arithmetic wraps in both forms, so the sums equal the executor's bit for bit.
-//! Requantization is scalar C (`ec_requant`, the executor's formula) over the stored
-//! accumulators.
+//! Requantization runs on the vectors too (`ec_vrequant`: the exact 64-bit product from
+//! `vmpye`/`vmpyo`, rounding with carry, saturation), then each lane is stored as a byte.
 
 use std::fmt::Write;
 
 use edgecc_program::{Buffer, DType, Kernel, Program, QuantOut, Spatial, Window, ZeroPoint};
 
 use crate::Error;
-use crate::c::{ctype, ptr, requant_table, store_quant};
+use crate::c::{ctype, ptr};
 
 /// HVX declarations, after the common prelude.
 pub(crate) const PRELUDE: &str = r#"
@@ -41,6 +41,36 @@ EC_FN uint32_t ec_ld32(const uint8_t *p, int n) {
     uint32_t v = 0;
     for (int i = 0; i < n; i++) v |= (uint32_t)p[i] << (8 * i);
     return v;
+}
+
+/* ec_requant on 32 lanes, bit for bit: the 64-bit product acc * m (the pair is the
+   exact product, hi:lo), plus 2^(s-1) with the carry, shifted right by s, saturated to
+   int32 (the clamp below makes that exact), plus the zero point, clamped. `s` is a
+   literal at every call, so the branches fold away. */
+EC_FN HVX_Vector ec_vrequant(HVX_Vector acc, HVX_Vector m, int s, int32_t zp, int32_t lo, int32_t hi) {
+    HVX_VectorPair p = Q6_W_vmpye_VwVuh(acc, m);
+    p = Q6_W_vmpyoacc_WVwVh(p, acc, m);
+    HVX_Vector h = Q6_V_hi_W(p), l = Q6_V_lo_W(p), r;
+    if (s <= 32) {
+        HVX_Vector rnd = Q6_V_vsplat_R((int32_t)(1u << (s - 1)));
+        HVX_Vector l2 = Q6_Vw_vadd_VwVw(l, rnd);
+        h = Q6_Vw_condacc_QVwVw(Q6_Q_vcmp_gt_VuwVuw(rnd, l2), h, Q6_V_vsplat_R(1));
+        l = l2;
+    } else {
+        h = Q6_Vw_vadd_VwVw(h, Q6_V_vsplat_R((int32_t)(1u << (s - 33))));
+    }
+    if (s < 32) {
+        /* The result fits int32 exactly when hi >> (s - 1) is 0 or -1. */
+        HVX_Vector ovf = Q6_Vw_vasr_VwR(h, s - 1);
+        r = Q6_V_vor_VV(Q6_Vw_vasl_VwR(h, 32 - s), Q6_Vuw_vlsr_VuwR(l, s));
+        r = Q6_V_vmux_QVV(Q6_Q_vcmp_gt_VwVw(ovf, Q6_V_vzero()), Q6_V_vsplat_R(INT32_MAX), r);
+        r = Q6_V_vmux_QVV(Q6_Q_vcmp_gt_VwVw(Q6_V_vsplat_R(-1), ovf), Q6_V_vsplat_R(INT32_MIN), r);
+    } else {
+        r = Q6_Vw_vasr_VwR(h, s - 32);
+    }
+    r = Q6_Vw_vadd_VwVw_sat(r, Q6_V_vsplat_R(zp));
+    r = Q6_Vw_vmax_VwVw(r, Q6_V_vsplat_R(lo));
+    return Q6_Vw_vmin_VwVw(r, Q6_V_vsplat_R(hi));
 }
 "#;
 
@@ -190,9 +220,21 @@ fn array<T: std::fmt::Display>(s: &mut String, ty: &str, name: &str, items: &[T]
     s.push_str("\n    };\n");
 }
 
-/// The requantizing (or int32) store of `acc` for channel `ch` at `dst[idx]`.
-fn store(out: &QuantOut, dst: &str, idx: &str, ch: &str) -> String {
-    store_quant(out, dst, idx, ch)
+/// The store of lane value `acc` (already requantized by [`requant`]) at `dst[idx]`.
+fn store(out: &QuantOut, dst: &str, idx: &str) -> String {
+    format!("{dst}[{idx}] = ({})acc;", ctype(out.dtype()))
+}
+
+/// `acc{j} = ec_vrequant(acc{j}, m, ..)` for a requantizing output, with `m` the
+/// multiplier vector expression; nothing for int32 outputs.
+fn requant(s: &mut String, out: &QuantOut, j: usize, m: &str, ind: &str) {
+    if let QuantOut::Requant(r) = out {
+        let _ = writeln!(
+            s,
+            "{ind}acc{j} = ec_vrequant(acc{j}, {m}, {}, {}, {}, {});",
+            r.shift, r.zero_point, r.lo, r.hi
+        );
+    }
 }
 
 /// The zero point as a u8-domain value (`z + 128` for i8 inputs), as a C expression.
@@ -267,8 +309,17 @@ impl Gemm<'_> {
                 );
             }
         }
-        if let QuantOut::Requant(r) = self.out {
-            requant_table(s, r, self.n)?;
+        if let QuantOut::Requant(r) = self.out
+            && r.multiplier.len() != 1
+        {
+            if r.multiplier.len() < n {
+                return Err(Error(
+                    "malformed program: fewer multipliers than channels".into(),
+                ));
+            }
+            let mut mv = r.multiplier[..n].to_vec();
+            mv.resize(nb * 32, 0);
+            array(s, "int32_t", "mv", &mv);
         }
         let _ = writeln!(
             s,
@@ -353,7 +404,14 @@ impl Gemm<'_> {
                 );
             }
         }
+        let mvec = match self.out {
+            QuantOut::Requant(q) if q.multiplier.len() == 1 => {
+                format!("Q6_V_vsplat_R({})", q.multiplier[0])
+            }
+            _ => "*(const HVX_Vector *)&mv[jb * 32]".to_string(),
+        };
         for row in 0..r {
+            requant(s, self.out, row, &mvec, "            ");
             let _ = writeln!(s, "            *(HVX_Vector *)acc_out[{row}] = acc{row};");
         }
         let last = n - (nb - 1) * 32;
@@ -366,7 +424,6 @@ impl Gemm<'_> {
                 self.out,
                 &self.c_ptr,
                 &format!("{} + (i + r) * {c0} + col * {c1}", self.c_offset),
-                "col"
             )
         );
     }
@@ -454,8 +511,15 @@ impl Conv<'_> {
                 );
             }
         }
-        if let QuantOut::Requant(r) = self.out {
-            requant_table(s, r, self.c_out)?;
+        if let QuantOut::Requant(r) = self.out
+            && r.multiplier.len() != 1
+        {
+            if r.multiplier.len() < c_out {
+                return Err(Error(
+                    "malformed program: fewer multipliers than channels".into(),
+                ));
+            }
+            array(s, "int32_t", "mult", &r.multiplier[..c_out]);
         }
         let planes = (out_h * out_w) as usize;
         let blocks = planes.div_ceil(32);
@@ -517,13 +581,20 @@ impl Conv<'_> {
             }
             s.push_str("                }\n");
             for j in 0..r {
+                let m = match self.out {
+                    QuantOut::Requant(q) if q.multiplier.len() == 1 => {
+                        format!("Q6_V_vsplat_R({})", q.multiplier[0])
+                    }
+                    _ => format!("Q6_V_vsplat_R(mult[{co0} + {j}])"),
+                };
+                requant(s, self.out, j, &m, "                ");
                 let _ = writeln!(s, "                *(HVX_Vector *)acc_out[{j}] = acc{j};");
             }
             let _ = writeln!(
                 s,
                 "                for (ix_t j = 0; j < {r}; j++) {{\n                    const ix_t co = {co0} + j;\n                    {}    *yo = Y + (nn * {c_out} + co) * {planes} + pb * 32;\n                    for (ix_t p = 0; p < np; p++) {{\n                        const int32_t acc = acc_out[j][p];\n                        {}\n                    }}\n                }}",
                 ctype(self.out.dtype()),
-                store(self.out, "yo", "p", "co")
+                store(self.out, "yo", "p")
             );
         };
         if full > 0 {

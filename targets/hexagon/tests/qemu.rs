@@ -23,6 +23,10 @@ fn qgemm_programs_match_the_executor() {
         (1, 17, 33, DType::I8, DType::I8, true, true),
         (5, 9, 13, DType::U8, DType::I8, true, false),
         (4, 6, 11, DType::I8, DType::U8, false, true),
+        // Column blocks of 32 with tails, four-row blocks with a row tail, k a multiple
+        // of 4 (no tail word) and k with one.
+        (9, 70, 64, DType::U8, DType::U8, true, false),
+        (8, 33, 12, DType::I8, DType::I8, false, true),
         (2, 3, 19, DType::U8, DType::I8, false, false),
     ];
     for (ci, &(m, n, k, adt, odt, per_channel, relu)) in cases.iter().enumerate() {
@@ -87,6 +91,79 @@ fn qgemm_programs_match_the_executor() {
             buf: c,
             offset: 0,
             strides: vec![1, m as i64],
+        },
+    });
+    // A read from the arena (word-aligned rows: the aligned load path) with a row stride
+    // wider than k, an i8 run-time zero point, 37 columns.
+    let (m, n, k, row) = (6u32, 37u32, 20u32, 24u32);
+    let src = b.input(DType::I8, rng.bytes((m * row) as usize));
+    let staged = b.arena((m * row) as u64 + 64);
+    let Buffer::Arena { offset } = staged else {
+        unreachable!()
+    };
+    b.p.kernels.push(Kernel::Copy {
+        bytes: (m * row) as u64,
+        src,
+        dst: Buffer::Arena {
+            offset: offset + 64,
+        },
+    });
+    let zp = b.input(DType::I8, vec![0xfa]);
+    let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
+    let bias = b.konst(DType::I32, i32_bytes(&mut rng, n as usize, 9000));
+    let r = requant(&mut rng, DType::I8, n, false, true);
+    let c = b.output(DType::I8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: staged,
+            offset: 64,
+            strides: vec![row as i64, 1],
+        },
+        a_dtype: DType::I8,
+        a_zero: ZeroPoint::Runtime(zp),
+        b: w,
+        bias: Some(bias),
+        out: QuantOut::Requant(r),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![n as i64, 1],
+        },
+    });
+    // A small shift: acc · m / 2^s overflows int32 and must saturate before the clamp
+    // (both signs, since the zero point 128 spreads the accumulators around 0).
+    let (m, n, k) = (5u32, 40u32, 16u32);
+    let a = b.input(DType::U8, rng.bytes((m * k) as usize));
+    let w = b.konst(DType::I8, rng.bytes((k * n) as usize));
+    let c = b.output(DType::U8, (m * n) as u64);
+    b.p.kernels.push(Kernel::QGemm {
+        m,
+        n,
+        k,
+        a: View {
+            buf: a,
+            offset: 0,
+            strides: vec![k as i64, 1],
+        },
+        a_dtype: DType::U8,
+        a_zero: ZeroPoint::Const(128),
+        b: w,
+        bias: None,
+        out: QuantOut::Requant(Requant {
+            dtype: DType::U8,
+            multiplier: vec![(1 << 30) + 12345],
+            shift: 3,
+            zero_point: 7,
+            lo: 0,
+            hi: 255,
+        }),
+        c: View {
+            buf: c,
+            offset: 0,
+            strides: vec![n as i64, 1],
         },
     });
     // Exact ties (acc / 2 for odd acc) round toward +inf: multiplier 2^30, shift 31.
@@ -222,6 +299,49 @@ fn qconv_programs_match_the_executor() {
             false,
             false,
         ),
+        // Ten output channels (two blocks of four and a tail of two), 143 pixels (four
+        // vectors and a tail), k = 81 (a tail word).
+        (
+            1,
+            9,
+            10,
+            1,
+            11,
+            13,
+            window((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            DType::U8,
+            DType::U8,
+            true,
+            false,
+        ),
+        // Depthwise over 12x12 (k = 9), i8.
+        (
+            1,
+            8,
+            8,
+            8,
+            12,
+            12,
+            window((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            DType::I8,
+            DType::I8,
+            true,
+            true,
+        ),
+        // k = 540: past the HVX kernel's im2col block, so the plain-C kernel runs.
+        (
+            1,
+            60,
+            3,
+            1,
+            5,
+            5,
+            window((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            DType::U8,
+            DType::U8,
+            false,
+            false,
+        ),
     ];
     for (ci, &(n, c_in, c_out, groups, in_h, in_w, w, idt, odt, pc, relu)) in
         cases.iter().enumerate()
@@ -271,6 +391,47 @@ fn qconv_programs_match_the_executor() {
             in_zero: ZeroPoint::Const(if idt == DType::U8 { 120 + ci as i32 } else { 5 }),
             weight: wt,
             bias,
+            out,
+            output,
+            scratch,
+        });
+    }
+    // Run-time zero points (DynamicQuantizeLinear), i8 and u8, one storing int32.
+    for (idt, zp, out) in [
+        (DType::I8, 0xf3u8, QuantOut::I32),
+        (
+            DType::U8,
+            141,
+            QuantOut::Requant(requant(&mut rng, DType::U8, 6, true, false)),
+        ),
+    ] {
+        let (c_in, c_out, h, w) = (5u32, 6u32, 6u32, 7u32);
+        let win = window((3, 3), (1, 2), (1, 1), (1, 1, 1, 1));
+        let (out_h, out_w) = (out_size(h, 3, 1, 1, 1, 1), out_size(w, 3, 2, 1, 1, 1));
+        let input = b.input(idt, rng.bytes((c_in * h * w) as usize));
+        let zero = b.input(idt, vec![zp]);
+        let wt = b.konst(DType::I8, rng.bytes((c_out * c_in * 9) as usize));
+        let output = b.output(out.dtype(), (c_out * out_h * out_w) as u64);
+        let spatial = Spatial {
+            n: 1,
+            in_h: h,
+            in_w: w,
+            out_h,
+            out_w,
+        };
+        let sb = Kernel::qconv_scratch_bytes(c_in, c_out, 1, &spatial, &win);
+        let scratch = (sb > 0).then(|| b.arena(sb));
+        b.p.kernels.push(Kernel::QConv {
+            c_in,
+            c_out,
+            groups: 1,
+            spatial,
+            window: win,
+            input,
+            in_dtype: idt,
+            in_zero: ZeroPoint::Runtime(zero),
+            weight: wt,
+            bias: None,
             out,
             output,
             scratch,
