@@ -28,12 +28,60 @@ use crate::Error;
 use crate::c::{ctype, ptr};
 
 /// HVX declarations, after the common prelude.
-pub(crate) const PRELUDE: &str = r#"
+pub(crate) fn prelude() -> String {
+    let mut s = String::from(PRELUDE);
+    // ec_taps4: four taps of 128 pixels each (unaligned loads) regrouped as four vectors
+    // of 32 pixels × 4 taps, the operand layout of vrmpy. Two rounds of two-vector
+    // shuffles; clang lowers each to HVX shuffles.
+    let pairs = |base: usize| -> String {
+        (0..64)
+            .flat_map(|i| [base + i, 128 + base + i])
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let quads = |base: usize| -> String {
+        (0..32)
+            .flat_map(|i| {
+                let j = 2 * (base + i);
+                [j, j + 1, 128 + j, 129 + j]
+            })
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let _ = write!(
+        s,
+        "EC_FN void ec_taps4(const uint8_t *b, const int32_t *off, HVX_Vector *o) {{
+    const ec_b128 t0 = *(const ec_bu128 *)(b + off[0]), t1 = *(const ec_bu128 *)(b + off[1]);
+    const ec_b128 t2 = *(const ec_bu128 *)(b + off[2]), t3 = *(const ec_bu128 *)(b + off[3]);
+    const ec_b128 lo01 = __builtin_shufflevector(t0, t1, {p0});
+    const ec_b128 hi01 = __builtin_shufflevector(t0, t1, {p1});
+    const ec_b128 lo23 = __builtin_shufflevector(t2, t3, {p0});
+    const ec_b128 hi23 = __builtin_shufflevector(t2, t3, {p1});
+    o[0] = (HVX_Vector)__builtin_shufflevector(lo01, lo23, {q0});
+    o[1] = (HVX_Vector)__builtin_shufflevector(lo01, lo23, {q1});
+    o[2] = (HVX_Vector)__builtin_shufflevector(hi01, hi23, {q0});
+    o[3] = (HVX_Vector)__builtin_shufflevector(hi01, hi23, {q1});
+}}
+",
+        p0 = pairs(0),
+        p1 = pairs(64),
+        q0 = quads(0),
+        q1 = quads(32),
+    );
+    s
+}
+
+const PRELUDE: &str = r#"
 #if !defined(__HVX__) || __HVX_LENGTH__ != 128
 #error "this file uses 128-byte HVX: compile with -mhvx -mhvx-length=128b (or emit it with --hvx off)"
 #endif
 #include <hexagon_types.h>
 #include <hvx_hexagon_protos.h>
+
+typedef uint8_t ec_b128 __attribute__((vector_size(128)));
+typedef uint8_t ec_bu128 __attribute__((vector_size(128), aligned(1)));
 
 /* Four activation bytes as one little-endian word, from any alignment (Hexagon traps on
    unaligned word loads); `n` < 4 reads only that many bytes, the rest are 0. */
@@ -77,6 +125,9 @@ EC_FN HVX_Vector ec_vrequant(HVX_Vector acc, HVX_Vector m, int s, int32_t zp, in
 /// The largest reduction (`c_in / groups · kh · kw`) the convolution handles: its im2col
 /// block is `K · 32` bytes of stack (16 KiB here). Larger ones use the plain-C kernel.
 const MAX_CONV_K: u64 = 512;
+
+/// The stack a stride-1 convolution's padded input band may take.
+const MAX_BAND: u32 = 16 * 1024;
 
 /// Emits `k` with HVX and returns true, or returns false for the plain-C fallback.
 pub(crate) fn kernel(s: &mut String, k: &Kernel, p: &Program) -> Result<bool, Error> {
@@ -227,7 +278,7 @@ fn store(out: &QuantOut, dst: &str, idx: &str) -> String {
 
 /// `acc{j} = ec_vrequant(acc{j}, m, ..)` for a requantizing output, with `m` the
 /// multiplier vector expression; nothing for int32 outputs.
-fn requant(s: &mut String, out: &QuantOut, j: usize, m: &str, ind: &str) {
+fn requant(s: &mut String, out: &QuantOut, j: impl std::fmt::Display, m: &str, ind: &str) {
     if let QuantOut::Requant(r) = out {
         let _ = writeln!(
             s,
@@ -521,6 +572,10 @@ impl Conv<'_> {
             }
             array(s, "int32_t", "mult", &r.multiplier[..c_out]);
         }
+        if let Some(plan) = self.wide_plan() {
+            self.emit_wide(s, plan, k, k4);
+            return Ok(());
+        }
         let planes = (out_h * out_w) as usize;
         let blocks = planes.div_ceil(32);
         let last = planes - (blocks - 1) * 32;
@@ -615,5 +670,211 @@ impl Conv<'_> {
         }
         s.push_str("        }\n    }\n");
         Ok(())
+    }
+
+    /// Whether the convolution runs on the padded wide grid, and with how many output
+    /// rows per band: `(rows, padded width, band rows)`.
+    ///
+    /// With stride 1, output pixel `(oy, ox)` reads padded input `(oy + ky·dh, ox + kx·dw)`.
+    /// Over a copy of the input with its padding written out (`Wp` wide), the output
+    /// grid taken `Wp` wide (`ox ≥ out_w` computed and dropped) makes every tap a
+    /// contiguous run: `band[tap offset + p]` for wide pixel `p`. So each tap of 128
+    /// pixels is one unaligned vector load, with no im2col and no bounds checks.
+    fn wide_plan(&self) -> Option<(u32, u32, u32)> {
+        let w = &self.w;
+        let sp = &self.sp;
+        if w.stride_h != 1 || w.stride_w != 1 {
+            return None;
+        }
+        let wp = sp.in_w + w.pad_left + w.pad_right;
+        let ext = (w.kh - 1) * w.dilation_h;
+        if sp.out_w + (w.kw - 1) * w.dilation_w != wp
+            || sp.out_h + ext != sp.in_h + w.pad_top + w.pad_bottom
+        {
+            return None;
+        }
+        let cpg = self.c_in / self.groups;
+        (1..=sp.out_h)
+            .rev()
+            .map(|rows| (rows, wp, rows + ext))
+            .find(|&(_, wp, br)| (cpg as u64 * br as u64 * wp as u64 + 128) <= MAX_BAND as u64)
+    }
+
+    fn emit_wide(&self, s: &mut String, (rows, wp, br): (u32, u32, u32), k: usize, k4: usize) {
+        let g = self.groups;
+        let cpg = self.c_in / g;
+        let opg = (self.c_out / g) as usize;
+        let Window {
+            kh,
+            kw,
+            dilation_h,
+            dilation_w,
+            pad_top,
+            pad_left,
+            ..
+        } = self.w;
+        let Spatial {
+            n,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        } = self.sp;
+        let ext = (kh - 1) * dilation_h;
+        let used = cpg * br * wp;
+        let band = used + 128;
+        // Band offset of each tap; taps past k read anything (their weights are 0).
+        let mut toff = vec![0u32; k4 * 4];
+        for (kk, t) in toff.iter_mut().enumerate().take(k) {
+            let kk = kk as u32;
+            let (ci, r) = (kk / (kh * kw), kk % (kh * kw));
+            let (ky, kx) = (r / kw, r % kw);
+            *t = ci * br * wp + ky * dilation_h * wp + kx * dilation_w;
+        }
+        array(s, "int32_t", "toff", &toff);
+        let flip = if self.signed { " ^ 0x80" } else { "" };
+        let oty = ctype(self.out.dtype());
+        let _ = writeln!(
+            s,
+            "    const u8a *X = {};
+    {oty} *Y = {};
+    uint8_t band[{band}] __attribute__((aligned(128)));
+    int32_t acc_out[4][128] __attribute__((aligned(128)));
+    /* Read past the last band row by the garbage lanes of the last vector. */
+    for (ix_t i = {used}; i < {band}; i++) band[i] = pad;
+    for (ix_t nn = 0; nn < {n}; nn++)
+    for (ix_t gr = 0; gr < {g}; gr++) {{
+        const u8a *xg = X + (nn * {} + gr * {cpg}) * {};
+        for (ix_t oy0 = 0; oy0 < {out_h}; oy0 += {rows}) {{
+            const ix_t rows = {out_h} - oy0 < {rows} ? {out_h} - oy0 : {rows};
+            for (ix_t ci = 0; ci < {cpg}; ci++)
+            for (ix_t r = 0; r < rows + {ext}; r++) {{
+                const ix_t iy = oy0 + r - {pad_top};
+                uint8_t *d = band + (ci * {br} + r) * {wp};
+                if (iy < 0 || iy >= {in_h}) {{
+                    for (ix_t x = 0; x < {wp}; x++) d[x] = pad;
+                    continue;
+                }}
+                const u8a *xr = xg + (ci * {in_h} + iy) * {in_w};
+                for (ix_t x = 0; x < {pad_left}; x++) d[x] = pad;
+                for (ix_t x = 0; x < {in_w}; x++) d[{pad_left} + x] = (uint8_t)(xr[x]{flip});
+                for (ix_t x = {}; x < {wp}; x++) d[x] = pad;
+            }}
+            const ix_t pw = (rows - 1) * {wp} + {out_w};
+            for (ix_t p0 = 0; p0 < pw; p0 += 128) {{
+                const ix_t nl = pw - p0 < 128 ? pw - p0 : 128;
+                const uint8_t *bp = band + p0;",
+            ptr(self.input, "u8a"),
+            ptr(self.output, oty),
+            self.c_in,
+            in_h * in_w,
+            pad_left + in_w,
+        );
+        let full = opg - opg % 4;
+        let planes = out_h * out_w;
+        let block = |s: &mut String, r: usize| {
+            for j in 0..r {
+                let _ = writeln!(
+                    s,
+                    "                    const HVX_Vector b{j} = {};
+                    const int32_t *w{j} = &wq[(cbase + {j}) * {k4}];",
+                    self.init(&format!("cbase + {j}"))
+                );
+                for t in 0..4 {
+                    let _ = writeln!(s, "                    HVX_Vector acc{t}_{j} = b{j};");
+                }
+            }
+            let _ = writeln!(
+                s,
+                "                    for (ix_t q = 0; q < {k4}; q++) {{
+                        HVX_Vector v[4];
+                        ec_taps4(bp, &toff[q * 4], v);"
+            );
+            for j in 0..r {
+                for t in 0..4 {
+                    let _ = writeln!(
+                        s,
+                        "                        acc{t}_{j} = Q6_Vw_vrmpyacc_VwVubRb(acc{t}_{j}, v[{t}], w{j}[q]);"
+                    );
+                }
+            }
+            s.push_str(
+                "                    }
+",
+            );
+            for j in 0..r {
+                let m = self.multiplier(&format!("cbase + {j}"));
+                for t in 0..4 {
+                    requant(s, self.out, format!("{t}_{j}"), &m, "                    ");
+                    let _ = writeln!(
+                        s,
+                        "                    *(HVX_Vector *)&acc_out[{j}][{}] = acc{t}_{j};",
+                        32 * t
+                    );
+                }
+            }
+            let _ = writeln!(
+                s,
+                "                    for (ix_t j = 0; j < {r}; j++) {{
+                        {oty} *yo = Y + (nn * {} + cbase + j) * {planes} + oy0 * {out_w};
+                        ix_t oy = p0 / {wp}, ox = p0 - oy * {wp};
+                        for (ix_t l = 0; l < nl; l++) {{
+                            if (ox < {out_w}) yo[oy * {out_w} + ox] = ({oty})acc_out[j][l];
+                            if (++ox == {wp}) {{ ox = 0; oy++; }}
+                        }}
+                    }}",
+                self.c_out
+            );
+        };
+        if full > 0 {
+            let _ = writeln!(
+                s,
+                "                for (ix_t cb = 0; cb < {full}; cb += 4) {{
+                    const ix_t cbase = gr * {opg} + cb;"
+            );
+            block(s, 4);
+            s.push_str(
+                "                }
+",
+            );
+        }
+        if !opg.is_multiple_of(4) {
+            let _ = writeln!(
+                s,
+                "                {{
+                    const ix_t cbase = gr * {opg} + {full};"
+            );
+            block(s, opg % 4);
+            s.push_str(
+                "                }
+",
+            );
+        }
+        s.push_str(
+            "            }
+        }
+    }
+",
+        );
+    }
+
+    /// The bias (less the zero point's share) of channel `c`, splatted.
+    fn init(&self, c: &str) -> String {
+        match self.zero {
+            ZeroPoint::Const(_) => format!("Q6_V_vsplat_R(bz[{c}])"),
+            ZeroPoint::Runtime(_) => format!(
+                "Q6_V_vsplat_R((int32_t)((uint32_t)bb[{c}] - (uint32_t)zp * (uint32_t)ws[{c}]))"
+            ),
+        }
+    }
+
+    /// The requantization multiplier of channel `c`, splatted.
+    fn multiplier(&self, c: &str) -> String {
+        match self.out {
+            QuantOut::Requant(q) if q.multiplier.len() == 1 => {
+                format!("Q6_V_vsplat_R({})", q.multiplier[0])
+            }
+            _ => format!("Q6_V_vsplat_R(mult[{c}])"),
+        }
     }
 }

@@ -88,7 +88,7 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
     let mut s = String::new();
     s.push_str(PRELUDE);
     if opts.hvx == Hvx::B128 {
-        s.push_str(hvx::PRELUDE);
+        s.push_str(&hvx::prelude());
     }
     let mut kernels = String::new();
     for (i, k) in p.kernels.iter().enumerate() {

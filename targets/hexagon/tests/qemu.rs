@@ -328,6 +328,34 @@ fn qconv_programs_match_the_executor() {
             true,
             true,
         ),
+        // Stride 1 with dilation and uneven padding (the wide-grid path).
+        (
+            1,
+            3,
+            6,
+            1,
+            9,
+            11,
+            window((3, 3), (1, 1), (2, 1), (2, 0, 1, 3)),
+            DType::U8,
+            DType::I8,
+            true,
+            false,
+        ),
+        // A 40x40 input too large for one band: several bands of output rows.
+        (
+            1,
+            16,
+            5,
+            1,
+            40,
+            40,
+            window((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            DType::I8,
+            DType::U8,
+            false,
+            true,
+        ),
         // k = 540: past the HVX kernel's im2col block, so the plain-C kernel runs.
         (
             1,
