@@ -63,7 +63,7 @@ fn tiny_qgemm_c() {
             },
         }],
     };
-    insta::assert_snapshot!(
-        edgecc_hexagon::emit_c(&p, &edgecc_hexagon::Options::default()).unwrap()
-    );
+    use edgecc_hexagon::{Hvx, Options, emit_c};
+    insta::assert_snapshot!("hvx", emit_c(&p, &Options { hvx: Hvx::B128 }).unwrap());
+    insta::assert_snapshot!("plain", emit_c(&p, &Options { hvx: Hvx::Off }).unwrap());
 }
