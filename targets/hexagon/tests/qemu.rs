@@ -479,11 +479,81 @@ fn qconv_programs_match_the_executor() {
 fn pool_quantize_gather_select_match_the_executor() {
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut b = Builder::new();
-    // Max pool 3x3 stride 2 pad 1 over 3 channels of 9x7, u8 and i8.
-    for dt in [DType::U8, DType::I8] {
-        let w = window((3, 3), (2, 2), (1, 1), (1, 1, 1, 1));
-        let (ih, iw) = (9, 7);
-        let (oh, ow) = (out_size(ih, 3, 2, 1, 1, 1), out_size(iw, 3, 2, 1, 1, 1));
+    // 8-bit max pools: 3x3 stride 2 pad 1 (u8, i8); 2x2 stride 2; dilation with uneven
+    // padding; ceil-mode output (the last windows reach past the input); padding wider
+    // than the window (windows with no input give the minimum); a 100x100 plane, past the
+    // HVX kernel's stack band (the plain-C kernel).
+    let cases = [
+        (
+            DType::U8,
+            (3, 3),
+            (2, 2),
+            (1, 1),
+            (1, 1, 1, 1),
+            (9, 7),
+            None,
+        ),
+        (
+            DType::I8,
+            (3, 3),
+            (2, 2),
+            (1, 1),
+            (1, 1, 1, 1),
+            (9, 7),
+            None,
+        ),
+        (
+            DType::U8,
+            (2, 2),
+            (2, 2),
+            (1, 1),
+            (0, 0, 0, 0),
+            (8, 8),
+            None,
+        ),
+        (
+            DType::I8,
+            (3, 3),
+            (1, 1),
+            (2, 1),
+            (2, 0, 1, 1),
+            (11, 13),
+            None,
+        ),
+        (
+            DType::U8,
+            (2, 2),
+            (2, 2),
+            (1, 1),
+            (0, 0, 0, 0),
+            (7, 7),
+            Some((4, 4)),
+        ),
+        (
+            DType::I8,
+            (2, 2),
+            (1, 1),
+            (1, 1),
+            (2, 2, 2, 2),
+            (3, 4),
+            None,
+        ),
+        (
+            DType::U8,
+            (3, 3),
+            (2, 2),
+            (1, 1),
+            (1, 1, 1, 1),
+            (100, 100),
+            None,
+        ),
+    ];
+    for (dt, k, st, d, pad, (ih, iw), ceil) in cases {
+        let w = window(k, st, d, pad);
+        let (oh, ow) = ceil.unwrap_or((
+            out_size(ih, k.0, st.0, d.0, pad.0, pad.2),
+            out_size(iw, k.1, st.1, d.1, pad.1, pad.3),
+        ));
         let input = b.input(dt, rng.bytes(3 * (ih * iw) as usize));
         let output = b.output(dt, 3 * (oh * ow) as u64);
         b.p.kernels.push(Kernel::Pool {
