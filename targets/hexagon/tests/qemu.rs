@@ -800,22 +800,43 @@ fn pool_quantize_gather_select_match_the_executor() {
             });
         }
     }
-    // Byte-table gather: 256-entry table indexed by u8 bytes read as signed.
-    let table = b.konst(DType::U8, rng.bytes(256));
-    let idx = b.input(DType::U8, rng.bytes(29));
-    let g = b.output(DType::U8, 29);
-    b.p.kernels.push(Kernel::Gather {
-        outer: 1,
-        axis_len: 256,
-        inner: 1,
-        count: 29,
-        elem_bytes: 1,
-        data: Buffer::Const(table),
-        indices: idx,
-        index_bytes: 1,
-        output: g,
-        elementwise: false,
-    });
+    // Byte-table gathers: 256-entry tables indexed by bytes read as signed, 29 bytes
+    // (only the tail loop of the HVX kernel) and 300 (two vectors and a tail) holding
+    // every byte value, from an unaligned offset of the arena.
+    for (n, at) in [(29u64, 0u64), (300, 3)] {
+        let table = b.konst(DType::U8, rng.bytes(256));
+        let mut bytes = rng.bytes(n as usize);
+        for (i, x) in bytes.iter_mut().enumerate().take(256.min(n as usize)) {
+            *x = (i as u8).wrapping_mul(167);
+        }
+        let src = b.input(DType::U8, bytes);
+        let staged = b.arena(n + 64);
+        let Buffer::Arena { offset } = staged else {
+            unreachable!()
+        };
+        b.p.kernels.push(Kernel::Copy {
+            bytes: n,
+            src,
+            dst: Buffer::Arena {
+                offset: offset + at,
+            },
+        });
+        let g = b.output(DType::U8, n);
+        b.p.kernels.push(Kernel::Gather {
+            outer: 1,
+            axis_len: 256,
+            inner: 1,
+            count: n,
+            elem_bytes: 1,
+            data: Buffer::Const(table),
+            indices: Buffer::Arena {
+                offset: offset + at,
+            },
+            index_bytes: 1,
+            output: g,
+            elementwise: false,
+        });
+    }
     // Select as a strided byte move (transpose 3x5 -> 5x3) and a copy through the arena.
     let src = b.input(DType::U8, rng.bytes(15));
     let cond = b.konst(DType::Bool, vec![1]);
