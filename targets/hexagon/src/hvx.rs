@@ -72,6 +72,31 @@ pub(crate) fn prelude() -> String {
         q0 = quads(0),
         q1 = quads(32),
     );
+    // ec_narrow4: byte 0 of every word of four vectors (requantized lanes, all within a
+    // byte), in order, as one vector of 128 bytes.
+    let words = |from: usize| -> String {
+        (0..32)
+            .map(|i| (4 * i + from).to_string())
+            .chain((0..32).map(|i| (128 + 4 * i + from).to_string()))
+            .chain((0..64).map(|_| "-1".to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let halves: String = (0..64)
+        .chain(128..192)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let _ = write!(
+        s,
+        "EC_FN HVX_Vector ec_narrow4(HVX_Vector a, HVX_Vector b, HVX_Vector c, HVX_Vector d) {{
+    const ec_b128 ab = __builtin_shufflevector((ec_b128)a, (ec_b128)b, {w});
+    const ec_b128 cd = __builtin_shufflevector((ec_b128)c, (ec_b128)d, {w});
+    return (HVX_Vector)__builtin_shufflevector(ab, cd, {halves});
+}}
+",
+        w = words(0),
+    );
     s
 }
 
@@ -91,6 +116,18 @@ EC_FN uint32_t ec_ld32(const uint8_t *p, int n) {
     uint32_t v = 0;
     for (int i = 0; i < n; i++) v |= (uint32_t)p[i] << (8 * i);
     return v;
+}
+
+/* Stores lanes [l, l + n) of v at dst, any alignment (1 <= n, l + n <= 128): the vector
+   is rotated so lane l sits at dst's offset in its aligned block, then one or two
+   predicated aligned stores write exactly those bytes. */
+EC_FN void ec_store_lanes(uint8_t *dst, HVX_Vector v, int32_t l, int32_t n) {
+    const int32_t a = (int32_t)((uint32_t)dst & 127u);
+    HVX_Vector *base = (HVX_Vector *)(void *)(dst - a);
+    const HVX_Vector r = Q6_V_vror_VR(v, (l - a) & 127);
+    const HVX_VectorPred upto = Q6_Q_vsetq2_R(a + n > 128 ? 128 : a + n);
+    Q6_vmem_QRIV(Q6_Q_and_QQn(upto, Q6_Q_vsetq_R(a)), base, r);
+    if (a + n > 128) Q6_vmem_QRIV(Q6_Q_vsetq_R(a + n - 128), base + 1, r);
 }
 
 /* ec_requant on 32 lanes, bit for bit: the 64-bit product acc * m (the pair is the
@@ -540,11 +577,10 @@ impl Gemm<'_> {
             mv.resize(nb * 32, 0);
             array(s, "int32_t", "mv", &mv);
         }
-        let _ = writeln!(
-            s,
-            "    const u8a *A = {} + {};\n    int32_t acc_out[4][32] __attribute__((aligned(128)));",
-            self.a_ptr, self.a_offset
-        );
+        let _ = writeln!(s, "    const u8a *A = {} + {};", self.a_ptr, self.a_offset);
+        if !(self.c_strides.1 == 1 && matches!(self.out, QuantOut::Requant(_))) {
+            s.push_str("    int32_t acc_out[4][32] __attribute__((aligned(128)));\n");
+        }
         let full = m - m % 4;
         if full > 0 {
             let _ = writeln!(s, "    for (ix_t i = 0; i < {full}; i += 4) {{");
@@ -629,12 +665,30 @@ impl Gemm<'_> {
             }
             _ => "*(const HVX_Vector *)&mv[jb * 32]".to_string(),
         };
+        let last = n - (nb - 1) * 32;
+        let (c0, c1) = self.c_strides;
+        if c1 == 1 && matches!(self.out, QuantOut::Requant(_)) {
+            // Contiguous byte rows: narrow each vector and store its columns at once.
+            let _ = writeln!(
+                s,
+                "            const ix_t nj = jb == {} ? {last} : 32;",
+                nb - 1
+            );
+            for row in 0..r {
+                requant(s, self.out, row, &mvec, "            ");
+                let _ = writeln!(
+                    s,
+                    "            ec_store_lanes((uint8_t *)({} + {} + (i + {row}) * {c0} + jb * 32), ec_narrow4(acc{row}, acc{row}, acc{row}, acc{row}), 0, nj);",
+                    self.c_ptr, self.c_offset
+                );
+            }
+            s.push_str("        }\n");
+            return;
+        }
         for row in 0..r {
             requant(s, self.out, row, &mvec, "            ");
             let _ = writeln!(s, "            *(HVX_Vector *)acc_out[{row}] = acc{row};");
         }
-        let last = n - (nb - 1) * 32;
-        let (c0, c1) = self.c_strides;
         let _ = writeln!(
             s,
             "            const ix_t nj = jb == {} ? {last} : 32;\n            for (ix_t r = 0; r < {r}; r++)\n            for (ix_t j = 0; j < nj; j++) {{\n                const int32_t acc = acc_out[r][j];\n                const ix_t col = jb * 32 + j;\n                {}\n            }}\n        }}",
@@ -907,7 +961,7 @@ impl Conv<'_> {
             "    const u8a *X = {};
     {oty} *Y = {};
     uint8_t band[{band}] __attribute__((aligned(128)));
-    int32_t acc_out[4][128] __attribute__((aligned(128)));
+{}
     /* Read past the last band row by the garbage lanes of the last vector. */
     for (ix_t i = {used}; i < {band}; i++) band[i] = pad;
     for (ix_t nn = 0; nn < {n}; nn++)
@@ -934,6 +988,11 @@ impl Conv<'_> {
                 const uint8_t *bp = band + p0;",
             ptr(self.input, "u8a"),
             ptr(self.output, oty),
+            if self.out == &QuantOut::I32 {
+                "    int32_t acc_out[4][128] __attribute__((aligned(128)));"
+            } else {
+                "    /* Requantized lanes are narrowed and stored straight from the vectors. */"
+            },
             self.c_in,
             in_h * in_w,
             pad_left + in_w,
@@ -974,12 +1033,34 @@ impl Conv<'_> {
                 let m = self.multiplier(&format!("cbase + {j}"));
                 for t in 0..4 {
                     requant(s, self.out, format!("{t}_{j}"), &m, "                    ");
+                    if self.out == &QuantOut::I32 {
+                        let _ = writeln!(
+                            s,
+                            "                    *(HVX_Vector *)&acc_out[{j}][{}] = acc{t}_{j};",
+                            32 * t
+                        );
+                    }
+                }
+            }
+            if matches!(self.out, QuantOut::Requant(_)) {
+                // Bytes: one narrowed vector per channel, stored a wide row at a time.
+                for j in 0..r {
                     let _ = writeln!(
                         s,
-                        "                    *(HVX_Vector *)&acc_out[{j}][{}] = acc{t}_{j};",
-                        32 * t
+                        "                    {{
+                        const HVX_Vector o = ec_narrow4(acc0_{j}, acc1_{j}, acc2_{j}, acc3_{j});
+                        uint8_t *yo = (uint8_t *)(Y + (nn * {} + cbase + {j}) * {planes} + oy0 * {out_w});
+                        ix_t oy = p0 / {wp}, ox = p0 - oy * {wp};
+                        for (ix_t l = 0; l < nl; oy++, ox = 0) {{
+                            const ix_t run = {wp} - ox < nl - l ? {wp} - ox : nl - l;
+                            if (ox < {out_w}) ec_store_lanes(yo + oy * {out_w} + ox, o, l, run < {out_w} - ox ? run : {out_w} - ox);
+                            l += run;
+                        }}
+                    }}",
+                        self.c_out
                     );
                 }
+                return;
             }
             let _ = writeln!(
                 s,

@@ -103,9 +103,10 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
         kernels.push_str("    return 0;\n}\n");
     }
     // Only the constants some kernel reads as they are: the HVX kernels embed their own
-    // repacked copies, and an unused `static const` would be a warning.
+    // repacked copies, and an unused `static const` would be a warning. Every read goes
+    // through `c::ptr`, which spells constant `i` as `((T *)c<i>)`.
     for (i, c) in p.consts.iter().enumerate() {
-        if !kernels.contains(&format!("c{i})")) {
+        if !kernels.contains(&format!(" *)c{i})")) {
             continue;
         }
         let _ = write!(
