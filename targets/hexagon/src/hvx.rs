@@ -130,6 +130,18 @@ EC_FN void ec_store_lanes(uint8_t *dst, HVX_Vector v, int32_t l, int32_t n) {
     if (a + n > 128) Q6_vmem_QRIV(Q6_Q_vsetq_R(a + n - 128), base + 1, r);
 }
 
+/* d[0, n) = s[0, n) ^ flip. Vector loads only while all 128 bytes lie before lim (the
+   end of what may be read from s's buffer); the rest byte by byte. */
+EC_FN void ec_copy_row(uint8_t *d, const uint8_t *s, int32_t n, uint8_t flip, const uint8_t *lim) {
+    const int32_t avail = (int32_t)(lim - s);
+    int32_t x = 0;
+    for (; x < n && x + 128 <= avail; x += 128) {
+        const HVX_Vector v = Q6_V_vxor_VV(*(const HVX_UVector *)(s + x), Q6_V_vsplat_R(flip * 0x01010101));
+        ec_store_lanes(d + x, v, 0, n - x < 128 ? n - x : 128);
+    }
+    for (; x < n; x++) d[x] = (uint8_t)(s[x] ^ flip);
+}
+
 /* ec_requant on 32 lanes, bit for bit: the 64-bit product acc * m (the pair is the
    exact product, hi:lo), plus 2^(s-1) with the carry, shifted right by s, saturated to
    int32 (the clamp below makes that exact), plus the zero point, clamped. `s` is a
@@ -246,6 +258,7 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel, p: &Program) -> Result<bool, Er
                 return Ok(false);
             }
             let conv = Conv {
+                in_limit: readable(p, *input),
                 c_in: *c_in,
                 c_out: *c_out,
                 groups: g,
@@ -276,12 +289,12 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel, p: &Program) -> Result<bool, Er
             output,
         } => Ok(max_pool(
             s,
+            readable(p, *input),
             *dtype == DType::I8,
             *channels,
             spatial,
             window,
-            *input,
-            *output,
+            (*input, *output),
         )),
         Kernel::Gather {
             outer: 1,
@@ -350,12 +363,12 @@ fn byte_table(s: &mut String, table: &[u8], count: u64, indices: Buffer, output:
 /// than the stack band.
 fn max_pool(
     s: &mut String,
+    limit: u64,
     signed: bool,
     channels: u32,
     sp: &Spatial,
     w: &Window,
-    input: Buffer,
-    output: Buffer,
+    (input, output): (Buffer, Buffer),
 ) -> bool {
     let ext_h = (w.kh.max(1) - 1) * w.dilation_h;
     let ext_w = (w.kw.max(1) - 1) * w.dilation_w;
@@ -378,7 +391,7 @@ fn max_pool(
         .flat_map(|ky| (0..w.kw).map(move |kx| ky * w.dilation_h * wp + kx * w.dilation_w))
         .collect();
     array(s, "int32_t", "toff", &taps);
-    let flip = if signed { " ^ 0x80" } else { "" };
+    let flip = if signed { "0x80" } else { "0" };
     let t = if signed { "i8a" } else { "u8a" };
     let Spatial {
         in_h,
@@ -405,7 +418,7 @@ fn max_pool(
             }}
             const u8a *xr = xc + iy * {in_w};
             for (ix_t x = 0; x < {}; x++) d[x] = 0;
-            for (ix_t x = 0; x < {in_w}; x++) d[{} + x] = (uint8_t)(xr[x]{flip});
+            ec_copy_row(d + {}, xr, {in_w}, {flip}, X + {limit});
             for (ix_t x = {}; x < {wp}; x++) d[x] = 0;
         }}
         for (ix_t p0 = 0; p0 < {need}; p0 += 128) {{
@@ -416,7 +429,7 @@ fn max_pool(
         {t} *yc = Y + c * {};
         for (ix_t oy = 0; oy < {out_h}; oy++)
         for (ix_t ox = 0; ox < {out_w}; ox++)
-            yc[oy * {out_w} + ox] = ({t})(mb[oy * {} + ox * {}]{flip});
+            yc[oy * {out_w} + ox] = ({t})(mb[oy * {} + ox * {}] ^ {flip});
     }}",
         ptr(input, "u8a"),
         ptr(output, t),
@@ -431,6 +444,17 @@ fn max_pool(
         w.stride_w,
     );
     true
+}
+
+/// How many bytes may be read from the start of `buf`: to the end of its input, output,
+/// constant or the arena. Vector loads of a row may run past the row, never past this.
+fn readable(p: &Program, buf: Buffer) -> u64 {
+    match buf {
+        Buffer::Arena { offset } => p.arena_size.saturating_sub(offset),
+        Buffer::Input(i) => p.inputs.get(i as usize).map_or(0, |t| t.byte_size()),
+        Buffer::Output(i) => p.outputs.get(i as usize).map_or(0, |t| t.byte_size()),
+        Buffer::Const(c) => p.consts.get(c.0 as usize).map_or(0, |c| c.data.len() as u64),
+    }
 }
 
 /// Whether `buf + offset` is 4-byte aligned whatever the caller passes: the arena is
@@ -703,6 +727,8 @@ impl Gemm<'_> {
 }
 
 struct Conv<'a> {
+    /// Bytes that may be read from the input's start (its buffer's end), for vector loads.
+    in_limit: u64,
     c_in: u32,
     c_out: u32,
     groups: u32,
@@ -954,7 +980,8 @@ impl Conv<'_> {
             *t = ci * br * wp + ky * dilation_h * wp + kx * dilation_w;
         }
         array(s, "int32_t", "toff", &toff);
-        let flip = if self.signed { " ^ 0x80" } else { "" };
+        let flip8 = if self.signed { "0x80" } else { "0" };
+        let limit = self.in_limit;
         let oty = ctype(self.out.dtype());
         let _ = writeln!(
             s,
@@ -979,7 +1006,7 @@ impl Conv<'_> {
                 }}
                 const u8a *xr = xg + (ci * {in_h} + iy) * {in_w};
                 for (ix_t x = 0; x < {pad_left}; x++) d[x] = pad;
-                for (ix_t x = 0; x < {in_w}; x++) d[{pad_left} + x] = (uint8_t)(xr[x]{flip});
+                ec_copy_row(d + {pad_left}, xr, {in_w}, {flip8}, X + {limit});
                 for (ix_t x = {}; x < {wp}; x++) d[x] = pad;
             }}
             const ix_t pw = (rows - 1) * {wp} + {out_w};
