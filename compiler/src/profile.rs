@@ -140,6 +140,7 @@ fn describe(k: &Kernel) -> (String, u64) {
             shape, op, dtype, ..
         } => (format!("{} {op:?} {}", dims(shape), dtype.name()), 0),
         Kernel::Logic { shape, op, .. } => (format!("{} {op:?}", dims(shape)), 0),
+        Kernel::QBinary { shape, q, .. } => (format!("{} {:?} int8", dims(shape), q.op), 0),
         Kernel::IntElementwise {
             shape, op, dtype, ..
         } => (format!("{} {op:?} {}", dims(shape), dtype.name()), 0),

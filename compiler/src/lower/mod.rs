@@ -2152,7 +2152,7 @@ fn map_buffers(k: &mut Kernel, f: &impl Fn(Buffer) -> Buffer) {
             *input = f(*input);
             *output = f(*output);
         }
-        Kernel::Compare { a, b, output, .. } => {
+        Kernel::Compare { a, b, output, .. } | Kernel::QBinary { a, b, output, .. } => {
             v(a);
             v(b);
             v(output);

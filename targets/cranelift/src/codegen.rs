@@ -119,7 +119,7 @@ fn raw_consts(consts: &[Const], k: &Kernel) -> Vec<ConstId> {
         Kernel::Copy { src, .. } => bufs.push(*src),
         Kernel::Gather { data, indices, .. } => bufs.extend([*data, *indices]),
         Kernel::Convert { input, .. } => bufs.push(*input),
-        Kernel::Compare { a, b, .. } => bufs.extend([a.buf, b.buf]),
+        Kernel::Compare { a, b, .. } | Kernel::QBinary { a, b, .. } => bufs.extend([a.buf, b.buf]),
         Kernel::IntElementwise { a, b, .. } => {
             bufs.extend(std::iter::once(a.buf).chain(b.as_ref().map(|b| b.buf)))
         }
@@ -742,6 +742,9 @@ fn emit_kernel(
             b,
             output,
         } => integer::emit_int_elementwise(fx, shape, *dtype, *op, a, b.as_ref(), output),
+        Kernel::QBinary { .. } => Err(Error::Unsupported(
+            "quantized Add/Mul has no Cranelift kernel yet".into(),
+        )),
         Kernel::CumSum {
             outer,
             len,

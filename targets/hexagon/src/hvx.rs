@@ -453,7 +453,10 @@ fn readable(p: &Program, buf: Buffer) -> u64 {
         Buffer::Arena { offset } => p.arena_size.saturating_sub(offset),
         Buffer::Input(i) => p.inputs.get(i as usize).map_or(0, |t| t.byte_size()),
         Buffer::Output(i) => p.outputs.get(i as usize).map_or(0, |t| t.byte_size()),
-        Buffer::Const(c) => p.consts.get(c.0 as usize).map_or(0, |c| c.data.len() as u64),
+        Buffer::Const(c) => p
+            .consts
+            .get(c.0 as usize)
+            .map_or(0, |c| c.data.len() as u64),
     }
 }
 

@@ -1228,6 +1228,42 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
                 mem.st_bytes(output.buf, o, &r)?;
             }
         }
+        Kernel::QBinary {
+            shape,
+            a,
+            a_dtype,
+            b,
+            b_dtype,
+            q,
+            output,
+        } => {
+            let byte = |d: DType| matches!(d, DType::U8 | DType::I8);
+            let fits = |z: i32, d: DType| match d {
+                DType::U8 => (0..=255).contains(&z),
+                _ => (-128..=127).contains(&z),
+            };
+            if !(byte(*a_dtype) && byte(*b_dtype) && byte(q.dtype))
+                || !fits(q.a_zero, *a_dtype)
+                || !fits(q.b_zero, *b_dtype)
+                || !(1..=31).contains(&q.shift)
+                || !(fits(q.lo, q.dtype) && fits(q.hi, q.dtype) && q.lo <= q.hi)
+            {
+                return Err(mem.malformed("quantized binary parameters out of range"));
+            }
+            check_rank(mem, a, shape.len(), "a")?;
+            check_rank(mem, b, shape.len(), "b")?;
+            check_rank(mem, output, shape.len(), "output")?;
+            let mut results = Vec::new();
+            for_each_index(shape, |idx| {
+                let x = mem.ld_int(a.buf, at(a, idx), *a_dtype)? as i32;
+                let y = mem.ld_int(b.buf, at(b, idx), *b_dtype)? as i32;
+                results.push((at(output, idx), q.apply(x, y) as u8));
+                Ok(())
+            })?;
+            for (o, r) in results {
+                mem.st_bytes(output.buf, o, &[r])?;
+            }
+        }
         Kernel::IntElementwise {
             shape,
             dtype,
@@ -1491,6 +1527,102 @@ mod tests {
         assert_eq!(r.apply(1000, 0), 255);
         // ·0.75 on channel 1: 7 → 5.25 → 5.
         assert_eq!(r.apply(7, 1), 15);
+    }
+
+    #[test]
+    fn qbinary_rounds_half_up_and_clamps_in_32_bits() {
+        use crate::{QBinary, QBinaryOp};
+        let add = QBinary {
+            op: QBinaryOp::Add {
+                ma: 1 << 13,
+                mb: 3 << 12,
+            },
+            a_zero: 128,
+            b_zero: -3,
+            shift: 14,
+            dtype: DType::U8,
+            zero_point: 100,
+            lo: 100,
+            hi: 255,
+        };
+        // 0.5·(a − 128) + 0.75·(b + 3) + 100: 0.5·3 + 0.75·(−1) = 0.75 → 1;
+        // 0.5·1 + 0 = 0.5 → 1 (ties up); −0.5 → 0; below 0 clamps at the Relu's 100.
+        assert_eq!(add.apply(131, -4), 101);
+        assert_eq!(add.apply(129, -3), 101);
+        assert_eq!(add.apply(127, -3), 100);
+        assert_eq!(add.apply(0, -128), 100);
+        assert_eq!(add.apply(255, 127), 255);
+        // The extreme Mul product: 255 · 255 · (2^15 − 1) is just below 2^31.
+        let mul = QBinary {
+            op: QBinaryOp::Mul { m: i16::MAX },
+            a_zero: 0,
+            b_zero: -128,
+            shift: 31,
+            dtype: DType::I8,
+            zero_point: -1,
+            lo: -128,
+            hi: 127,
+        };
+        let acc = 255i64 * 255 * i16::MAX as i64;
+        assert!(acc < 1 << 31);
+        assert_eq!(mul.apply(255, 127) as i64, ((acc + (1 << 30)) >> 31) - 1);
+
+        // Through the executor: b broadcast along the rows (a per-column bias), i8 output.
+        let q = QBinary {
+            dtype: DType::I8,
+            lo: -128,
+            hi: 127,
+            zero_point: 0,
+            ..add.clone()
+        };
+        let a: Vec<u8> = vec![128, 130, 140, 0, 255, 129];
+        let b: Vec<u8> = vec![0xfd, 1];
+        let mut p = Program {
+            name: "q".into(),
+            inputs: vec![
+                IoTensor {
+                    name: "a".into(),
+                    dtype: DType::U8,
+                    shape: vec![3, 2],
+                },
+                IoTensor {
+                    name: "b".into(),
+                    dtype: DType::I8,
+                    shape: vec![2],
+                },
+            ],
+            outputs: vec![IoTensor {
+                name: "y".into(),
+                dtype: DType::I8,
+                shape: vec![3, 2],
+            }],
+            arena_size: 0,
+            arena_align: 64,
+            consts: vec![],
+            kernels: vec![Kernel::QBinary {
+                shape: vec![3, 2],
+                a: view(Buffer::Input(0), 0, &[2, 1]),
+                a_dtype: DType::U8,
+                b: view(Buffer::Input(1), 0, &[0, 1]),
+                b_dtype: DType::I8,
+                q: q.clone(),
+                output: view(Buffer::Output(0), 0, &[2, 1]),
+            }],
+        };
+        let mut out = vec![0u8; 6];
+        run(&p, &[&a, &b], &mut [&mut out], &mut []).unwrap();
+        let want: Vec<u8> = (0..6)
+            .map(|i| q.apply(a[i] as i32, b[i % 2] as i8 as i32) as u8)
+            .collect();
+        assert_eq!(out, want);
+        assert_eq!(out[..2], [0, 4]);
+        // A zero point outside its operand's range is malformed, not silently wrapped.
+        let Kernel::QBinary { q, .. } = &mut p.kernels[0] else {
+            unreachable!()
+        };
+        q.b_zero = 200;
+        let e = run(&p, &[&a, &b], &mut [&mut out], &mut []).unwrap_err();
+        assert!(matches!(e, ExecError::Malformed { .. }), "{e:?}");
     }
 
     #[test]

@@ -328,6 +328,60 @@ impl QuantOut {
     }
 }
 
+/// How a [`Kernel::QBinary`] combines its operands, each with its zero point already
+/// subtracted, into the integer it rounds. The multipliers are `i16` so that every
+/// product fits int32 whatever they are: `|x − z| ≤ 255` for an 8-bit `x` and a zero point
+/// of its dtype, so an Add term stays below 2^23 and a Mul below `255² · 2^15 < 2^31`,
+/// and 16×16-bit multiplies (HVX `vmpyh`, NEON `smull`) compute them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QBinaryOp {
+    /// `acc = (a − za)·ma + (b − zb)·mb`: `ma / 2^shift ≈ sa / sy` and `mb / 2^shift ≈
+    /// sb / sy` (ONNX QLinearAdd, or Add between DequantizeLinear and QuantizeLinear).
+    Add { ma: i16, mb: i16 },
+    /// `acc = (a − za)·(b − zb)·m` with `m / 2^shift ≈ sa·sb / sy` (QLinearMul).
+    Mul { m: i16 },
+}
+
+/// The arithmetic of a [`Kernel::QBinary`]: `acc` from [`QBinaryOp`], then
+///
+/// `out = clamp(zero_point + ((acc + 2^(shift−1)) >> shift), lo, hi)`
+///
+/// with `>>` an arithmetic shift, i.e. `acc / 2^shift` rounded to nearest with ties toward
+/// +∞, as [`Requant`] rounds. Everything fits int32 for zero points in their operand's
+/// range (which [`exec`] checks); a target may compute the rounding as `(acc >> shift) +
+/// ((acc >> (shift − 1)) & 1)`, which is the same value without the overflow of `acc +
+/// 2^(shift−1)`. No float math.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QBinary {
+    pub op: QBinaryOp,
+    /// The zero point of `a`, in the range of its dtype.
+    pub a_zero: i32,
+    /// The zero point of `b`, in the range of its dtype.
+    pub b_zero: i32,
+    /// In `1..=31`.
+    pub shift: u32,
+    /// The output dtype, `U8` or `I8`.
+    pub dtype: DType,
+    pub zero_point: i32,
+    /// `dtype`'s range or narrower (a folded Relu or Clip); `lo <= hi`.
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl QBinary {
+    /// The output for operands `a` and `b` (the definition above; targets must match it
+    /// bit for bit). Computed in 64 bits, so it is defined for any parameters.
+    pub fn apply(&self, a: i32, b: i32) -> i32 {
+        let (x, y) = (a as i64 - self.a_zero as i64, b as i64 - self.b_zero as i64);
+        let acc = match self.op {
+            QBinaryOp::Add { ma, mb } => x * ma as i64 + y * mb as i64,
+            QBinaryOp::Mul { m } => x * y * m as i64,
+        };
+        let r = (acc + (1i64 << (self.shift.clamp(1, 62) - 1))) >> self.shift.clamp(1, 62);
+        (r + self.zero_point as i64).clamp(self.lo as i64, self.hi as i64) as i32
+    }
+}
+
 /// Max or average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -664,6 +718,22 @@ pub enum Kernel {
         b: Option<View>,
         output: View,
     },
+    /// Elementwise Add or Mul of two 8-bit quantized tensors into an 8-bit one, in integers
+    /// ([`QBinary`]): `out[i] = q.apply(a[i], b[i])` for every multi-index `i` of `shape`.
+    /// `a` is `a_dtype`, `b` is `b_dtype` and `output` is `q.dtype` (each `U8` or `I8`),
+    /// views with `shape.len()` strides in bytes (0 broadcasts: a bias vector, a scalar). This
+    /// is the residual Add of a quantized network and QLinearAdd / QLinearMul, which would
+    /// otherwise dequantize both operands, add in f32 and quantize again. The output may be
+    /// one of the inputs with an identical view (in place); otherwise it overlaps no input.
+    QBinary {
+        shape: Vec<u64>,
+        a: View,
+        a_dtype: DType,
+        b: View,
+        b_dtype: DType,
+        q: QBinary,
+        output: View,
+    },
     /// Running sums along the middle axis of a dense `[outer, len, inner]` tensor of
     /// `dtype` (`F32`, `I32` or `I64`) into a dense output of the same shape (ONNX
     /// CumSum). For each `(o, i)` the scan visits `k = 0, 1, .., len-1` (`len-1, .., 0`
@@ -767,6 +837,7 @@ impl Kernel {
             Kernel::Logic { .. } => "logic",
             Kernel::Select { .. } => "select",
             Kernel::IntElementwise { .. } => "int_elementwise",
+            Kernel::QBinary { .. } => "qbinary",
             Kernel::CumSum { .. } => "cumsum",
         }
     }
