@@ -1237,19 +1237,8 @@ fn run_kernel(mem: &mut Mem, k: &Kernel) -> Result<(), ExecError> {
             q,
             output,
         } => {
-            let byte = |d: DType| matches!(d, DType::U8 | DType::I8);
-            let fits = |z: i32, d: DType| match d {
-                DType::U8 => (0..=255).contains(&z),
-                _ => (-128..=127).contains(&z),
-            };
-            if !(byte(*a_dtype) && byte(*b_dtype) && byte(q.dtype))
-                || !fits(q.a_zero, *a_dtype)
-                || !fits(q.b_zero, *b_dtype)
-                || !(1..=31).contains(&q.shift)
-                || !(fits(q.lo, q.dtype) && fits(q.hi, q.dtype) && q.lo <= q.hi)
-            {
-                return Err(mem.malformed("quantized binary parameters out of range"));
-            }
+            q.check(*a_dtype, *b_dtype)
+                .map_err(|e| mem.malformed(format!("quantized binary: {e}")))?;
             check_rank(mem, a, shape.len(), "a")?;
             check_rank(mem, b, shape.len(), "b")?;
             check_rank(mem, output, shape.len(), "output")?;

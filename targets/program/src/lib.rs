@@ -369,6 +369,31 @@ pub struct QBinary {
 }
 
 impl QBinary {
+    /// Whether the parameters are in the ranges the definition needs, for operands of
+    /// `a_dtype` and `b_dtype`: every dtype `U8` or `I8`, each zero point in its operand's
+    /// range, `shift` in `1..=31`, `lo <= hi` both in the output's range.
+    pub fn check(&self, a_dtype: DType, b_dtype: DType) -> Result<(), String> {
+        let range = |d: DType| match d {
+            DType::U8 => Ok(0..=255),
+            DType::I8 => Ok(-128..=127),
+            _ => Err(format!("{} is not an 8-bit quantized dtype", d.name())),
+        };
+        let (ra, rb, ry) = (range(a_dtype)?, range(b_dtype)?, range(self.dtype)?);
+        if !ra.contains(&self.a_zero) || !rb.contains(&self.b_zero) {
+            return Err("a zero point is outside its operand's range".into());
+        }
+        if !(1..=31).contains(&self.shift) {
+            return Err(format!("shift {} is not in 1..=31", self.shift));
+        }
+        if !(ry.contains(&self.lo) && ry.contains(&self.hi) && self.lo <= self.hi) {
+            return Err(format!(
+                "clamp [{}, {}] does not fit the output",
+                self.lo, self.hi
+            ));
+        }
+        Ok(())
+    }
+
     /// The output for operands `a` and `b` (the definition above; targets must match it
     /// bit for bit). Computed in 64 bits, so it is defined for any parameters.
     pub fn apply(&self, a: i32, b: i32) -> i32 {
