@@ -311,6 +311,7 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel, p: &Program) -> Result<bool, Er
             byte_table(s, const_bytes(p, *table, 256)?, *count, *indices, *output);
             Ok(true)
         }
+        Kernel::QBinary { .. } => crate::qbinary::emit_hvx(s, k),
         _ => Ok(false),
     }
 }

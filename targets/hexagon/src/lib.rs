@@ -14,6 +14,7 @@
 mod c;
 mod hvx;
 mod prelude;
+mod qbinary;
 mod scalar;
 
 use std::fmt::{self, Write};
@@ -87,8 +88,19 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
     }
     let mut s = String::new();
     s.push_str(PRELUDE);
+    // Helpers of one kernel kind only in the files that have it.
+    let qbinary = p
+        .kernels
+        .iter()
+        .any(|k| matches!(k, edgecc_program::Kernel::QBinary { .. }));
+    if qbinary {
+        s.push_str(qbinary::PRELUDE);
+    }
     if opts.hvx == Hvx::B128 {
         s.push_str(&hvx::prelude());
+        if qbinary {
+            s.push_str(qbinary::HVX_PRELUDE);
+        }
     }
     let mut kernels = String::new();
     for (i, k) in p.kernels.iter().enumerate() {

@@ -54,6 +54,7 @@ pub(crate) fn unsupported(k: &Kernel) -> Option<String> {
                 .collect();
             (!bad.is_empty()).then(|| format!("unary/binary ops {}", bad.join(", ")))
         }
+        Kernel::QBinary { .. } => crate::qbinary::unsupported(k),
         Kernel::Copy { .. } => None,
         Kernel::Gather { index_bytes, .. } => {
             (!matches!(index_bytes, 1 | 4 | 8)).then(|| format!("{index_bytes}-byte indices"))
@@ -353,6 +354,7 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
             );
             close_loops(s, depth);
         }
+        Kernel::QBinary { .. } => crate::qbinary::emit_c(s, k)?,
         Kernel::Copy { bytes, src, dst } => {
             let _ = writeln!(
                 s,
