@@ -40,7 +40,7 @@ fn params(rng: &mut Rng, mul: bool, a: DType, b: DType, y: DType, relu: bool) ->
     let any = |rng: &mut Rng| rng.range(-(1 << 15), (1 << 15) - 1) as i16;
     let op = if mul {
         QBinaryOp::Mul { m: big(rng) }
-    } else if rng.next() % 2 == 0 {
+    } else if rng.next().is_multiple_of(2) {
         QBinaryOp::Add {
             ma: big(rng),
             mb: any(rng),
