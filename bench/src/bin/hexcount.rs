@@ -1,18 +1,19 @@
-//! Hexagon: code size and guest packets per inference, HVX vs plain C, under qemu-hexagon.
+//! Hexagon: code size and guest packets and instructions per inference, HVX vs plain C,
+//! under qemu-hexagon.
 //!
 //!     cargo run --release -p edgecc-bench --bin hexcount -- [MODEL ...] [--work DIR]
 //!
 //! For each model: emits the C twice (`--hvx 128` and `--hvx off`), builds each for v67
-//! with the `edgecc run --target hexagon` harness, checks both give the same outputs (and
-//! reports the largest error against the folder's onnxruntime outputs), then runs each
-//! once more under `qemu-hexagon -singlestep -d exec,nochain`, which logs one line per
-//! executed translation block; with `-singlestep` a block is one packet (up to four
-//! instructions issued together), so the count is packets per inference, the closest
-//! to cycles qemu offers. Sizes come from `llvm-size-19` on the model's object alone
-//! (`-c`, no harness): `.text` is code, `.rodata` the weights and tables (the HVX build's
-//! are repacked: GEMM columns padded to 32, convolution taps to 4).
+//! with the `edgecc run --target hexagon` harness, runs each under qemu-hexagon with a
+//! counting plugin (`bench/c/hexinsn.c`, built here with `cc`), checks both builds give
+//! the same outputs and reports the largest error against the folder's onnxruntime
+//! outputs. A packet is up to four instructions issued together, so packets are the
+//! closest to cycles qemu offers; instructions are counted from each packet's
+//! disassembly. Sizes come from `llvm-size-19` on the model's object alone (`-c`, no
+//! harness): `.text` is code, `.rodata` the weights and tables (the HVX build's are
+//! repacked: GEMM columns padded to 32, convolution taps to 4).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -50,24 +51,28 @@ fn run() -> Result<()> {
     if models.is_empty() {
         models = DEFAULT.iter().map(|s| s.to_string()).collect();
     }
+    let plugin = plugin(&work)?;
     println!(
-        "| model | .text HVX | .text plain | .rodata HVX | .rodata plain | packets HVX | packets plain | plain/HVX | max abs err vs ORT |"
+        "| model | .text HVX | .text plain | .rodata HVX | .rodata plain | packets HVX | packets plain | plain/HVX | instructions HVX | instructions plain | plain/HVX | max abs err vs ORT |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in &models {
         let case = Case::find(m)?;
         let p = prepare(&case, &[])?;
-        match measure(&p, &work.join(&case.name)) {
+        match measure(&p, &plugin, &work.join(&case.name)) {
             Ok(r) => println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.1}x | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1}x | {} | {} | {:.1}x | {} |",
                 case.name,
                 r.text[0],
                 r.text[1],
                 r.rodata[0],
                 r.rodata[1],
-                r.packets[0],
-                r.packets[1],
-                r.packets[1] as f64 / r.packets[0] as f64,
+                r.counts[0].packets,
+                r.counts[1].packets,
+                r.counts[1].packets as f64 / r.counts[0].packets as f64,
+                r.counts[0].instructions,
+                r.counts[1].instructions,
+                r.counts[1].instructions as f64 / r.counts[0].instructions as f64,
                 r.err.map_or("-".into(), |e| format!("{e:.2e}")),
             ),
             Err(e) => println!("| {} | {} |", case.name, e.replace('\n', " ")),
@@ -80,14 +85,20 @@ struct Report {
     /// HVX, plain.
     text: [u64; 2],
     rodata: [u64; 2],
-    packets: [u64; 2],
+    counts: [Counts; 2],
     err: Option<f32>,
 }
 
-fn measure(p: &Prepared, dir: &Path) -> Result<Report> {
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    packets: u64,
+    instructions: u64,
+}
+
+fn measure(p: &Prepared, plugin: &Path, dir: &Path) -> Result<Report> {
     let mut text = [0; 2];
     let mut rodata = [0; 2];
-    let mut packets = [0; 2];
+    let mut counts = [Counts::default(); 2];
     let mut outputs = vec![];
     for (i, hvx) in [Hvx::B128, Hvx::Off].into_iter().enumerate() {
         let target = Hexagon {
@@ -101,8 +112,8 @@ fn measure(p: &Prepared, dir: &Path) -> Result<Report> {
         let (t, r) = size(&d, &target)?;
         text[i] = t;
         rodata[i] = r;
-        let (outs, n) = count(&exe, &p.inputs, p.program())?;
-        packets[i] = n;
+        let (outs, n) = count(&exe, plugin, &p.inputs, p.program())?;
+        counts[i] = n;
         outputs.push(outs);
     }
     if outputs[0] != outputs[1] {
@@ -119,7 +130,7 @@ fn measure(p: &Prepared, dir: &Path) -> Result<Report> {
     Ok(Report {
         text,
         rodata,
-        packets,
+        counts,
         err,
     })
 }
@@ -152,39 +163,48 @@ fn size(dir: &Path, target: &Hexagon) -> Result<(u64, u64)> {
     Ok((section(".text"), section(".rodata")))
 }
 
-/// Runs `exe` once under qemu-hexagon with the packet trace; returns the outputs and the
-/// number of packets executed (the whole process, harness included: its I/O loops are
-/// a few hundred packets).
-fn count(exe: &Path, inputs: &[Vec<u8>], p: &edgecc_program::Program) -> Result<(Vec<u8>, u64)> {
-    let fifo: PathBuf = exe.with_extension("trace");
-    let _ = std::fs::remove_file(&fifo);
-    let st = Command::new("mkfifo")
-        .arg(&fifo)
+/// Builds the counting plugin (`bench/c/hexinsn.c`) into `dir` with the host's `cc`.
+fn plugin(dir: &Path) -> Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/hexinsn.c");
+    let so = dir.join("hexinsn.so");
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let st = Command::new("cc")
+        .args([
+            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+        ])
+        .arg(&so)
+        .arg(&src)
         .status()
-        .map_err(|e| format!("mkfifo: {e}"))?;
+        .map_err(|e| format!("cc: {e}"))?;
     if !st.success() {
-        return Err("mkfifo failed".into());
+        return Err("cc bench/c/hexinsn.c failed".into());
     }
+    Ok(so)
+}
+
+/// Runs `exe` once under qemu-hexagon with the counting plugin; returns the outputs and
+/// the packets and instructions executed (the whole process, harness included: its I/O
+/// loops are a few hundred packets).
+fn count(
+    exe: &Path,
+    plugin: &Path,
+    inputs: &[Vec<u8>],
+    p: &edgecc_program::Program,
+) -> Result<(Vec<u8>, Counts)> {
+    let log = exe.with_extension("counts");
+    let _ = std::fs::remove_file(&log);
     let mut child = Command::new("qemu-hexagon")
-        .args(["-singlestep", "-d", "exec,nochain", "-D"])
-        .arg(&fifo)
+        .arg("-plugin")
+        .arg(plugin)
+        .args(["-d", "plugin", "-D"])
+        .arg(&log)
         .arg(exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("qemu-hexagon: {e}"))?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let (outs, n) = std::thread::scope(|s| {
-        let counter = s.spawn(|| -> Result<u64> {
-            let f = std::fs::File::open(&fifo).map_err(|e| e.to_string())?;
-            let mut n = 0;
-            for line in BufReader::with_capacity(1 << 20, f).split(b'\n') {
-                if line.map_err(|e| e.to_string())?.starts_with(b"Trace") {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        });
+    let out = std::thread::scope(|s| {
         s.spawn(move || {
             for b in inputs {
                 if stdin.write_all(b).is_err() {
@@ -192,11 +212,8 @@ fn count(exe: &Path, inputs: &[Vec<u8>], p: &edgecc_program::Program) -> Result<
                 }
             }
         });
-        let out = child.wait_with_output().map_err(|e| e.to_string());
-        (out, counter.join().expect("counter thread"))
-    });
-    let out = outs?;
-    let _ = std::fs::remove_file(&fifo);
+        child.wait_with_output().map_err(|e| e.to_string())
+    })?;
     if !out.status.success() {
         return Err(format!("the harness exited with {}", out.status));
     }
@@ -204,5 +221,20 @@ fn count(exe: &Path, inputs: &[Vec<u8>], p: &edgecc_program::Program) -> Result<
     if out.stdout.len() as u64 != want {
         return Err("the harness wrote the wrong number of output bytes".into());
     }
-    Ok((out.stdout, n?))
+    let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let field = |name: &str| -> Option<u64> {
+        let mut w = text.split_whitespace();
+        w.position(|x| x == name)?;
+        w.next()?.parse().ok()
+    };
+    match (field("packets"), field("instructions")) {
+        (Some(packets), Some(instructions)) => Ok((
+            out.stdout,
+            Counts {
+                packets,
+                instructions,
+            },
+        )),
+        _ => Err(format!("no counts in {}", log.display())),
+    }
 }
