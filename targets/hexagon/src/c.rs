@@ -133,3 +133,34 @@ pub(crate) fn float_lit(x: f32) -> String {
         format!("ec_float(0x{:08x}u)", x.to_bits())
     }
 }
+
+/// `shape` and `views` (one stride per dim each) with size-1 dims dropped and neighbouring
+/// dims merged wherever every view steps through them as through one (`stride[d] ==
+/// stride[d+1] · shape[d+1]`): the same elements in the same order, in fewer and longer
+/// loops (clang spends less time on them, and a contiguous run is one loop).
+pub(crate) fn simplify(shape: &[u64], views: &[&View]) -> (Vec<u64>, Vec<View>) {
+    let mut dims: Vec<(u64, Vec<i64>)> = Vec::new();
+    for (d, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let st: Vec<i64> = views.iter().map(|v| v.strides[d]).collect();
+        match dims.last_mut() {
+            Some((pn, ps)) if ps.iter().zip(&st).all(|(p, s)| *p == s * n as i64) => {
+                *pn *= n;
+                *ps = st;
+            }
+            _ => dims.push((n, st)),
+        }
+    }
+    let views = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| View {
+            buf: v.buf,
+            offset: v.offset,
+            strides: dims.iter().map(|(_, st)| st[i]).collect(),
+        })
+        .collect();
+    (dims.into_iter().map(|(n, _)| n).collect(), views)
+}

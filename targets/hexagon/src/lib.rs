@@ -7,14 +7,23 @@
 //! `int32_t <name>_run(const void *const *inputs, void *const *outputs, void *arena)`.
 //!
 //! With [`Hvx::B128`] the int8 kernels use HVX intrinsics (`hvx`); everything else, and
-//! the whole program with [`Hvx::Off`], is plain C (`scalar`). Integer kernels match
-//! [`edgecc_program::exec`] bit for bit either way. Kernels and ops not covered are
-//! refused with one [`Error`] listing all of them.
+//! the whole program with [`Hvx::Off`], is plain C (`scalar`, which dispatches the float
+//! kernels to `gemm`, `conv`, `rows` and `elementwise`; transcendentals are the
+//! polynomials of `math`, no libm). Every kernel of the program contract is covered;
+//! integer kernels match [`edgecc_program::exec`] bit for bit, float ones within the
+//! tolerances `tests/float.rs` and `tests/math.rs` state. The object clang makes of the C
+//! has no undefined symbol. What the contract does not allow (or a malformed kernel) is
+//! refused with one [`Error`] listing every such kernel.
 
 mod c;
+mod conv;
+mod elementwise;
+mod gemm;
 mod hvx;
+mod math;
 mod prelude;
 mod qbinary;
+mod rows;
 mod scalar;
 
 use std::fmt::{self, Write};
@@ -75,7 +84,7 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
         .collect();
     if !unsupported.is_empty() {
         return Err(Error(format!(
-            "not supported by the hexagon target yet: {}",
+            "not supported by the hexagon target: {}",
             unsupported.join("; ")
         )));
     }
@@ -103,16 +112,23 @@ pub fn emit_c(p: &Program, opts: &Options) -> Result<String, Error> {
         }
     }
     let mut kernels = String::new();
+    // Kernels stay functions of their own (`noinline`): clang would inline each (called
+    // once) into `<name>_run`, and its Hexagon back end (software pipelining above all)
+    // takes several times longer on one function of a whole transformer.
     for (i, k) in p.kernels.iter().enumerate() {
         let _ = writeln!(
             kernels,
-            "\nstatic int32_t k{i}_{}(const void *const *inputs, void *const *outputs, uint8_t *arena) {{\n    (void)inputs; (void)outputs; (void)arena;",
+            "\nstatic __attribute__((noinline)) int32_t k{i}_{}(const void *const *inputs, void *const *outputs, uint8_t *arena) {{\n    (void)inputs; (void)outputs; (void)arena;",
             k.name()
         );
         if opts.hvx == Hvx::Off || !hvx::kernel(&mut kernels, k, p)? {
             scalar::kernel(&mut kernels, k)?;
         }
         kernels.push_str("    return 0;\n}\n");
+    }
+    // The float helpers (exp, log, sqrt, ...) only when some kernel calls one.
+    if math::used(&kernels) {
+        s.push_str(&math::helpers());
     }
     // Only the constants some kernel reads as they are: the HVX kernels embed their own
     // repacked copies, and an unused `static const` would be a warning. Every read goes

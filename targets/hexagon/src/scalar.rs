@@ -1,17 +1,40 @@
 //! Plain, portable C for every kernel: the whole program without HVX, and the fallback
-//! for what the HVX kernels do not cover.
+//! for what the HVX kernels do not cover. The integer kernels, pooling, conversions and
+//! data movement are here; the float GEMM, convolution, row kernels and strided
+//! elementwise kernels have their own modules (`gemm`, `conv`, `rows`, `elementwise`),
+//! which this one dispatches to.
 
 use std::fmt::Write;
 
 use edgecc_program::{
-    Buffer, DType, ExprNode, Kernel, PoolKind, QuantOut, Spatial, UnaryOp, Window,
+    Buffer, DType, ExprNode, Kernel, LogicOp, PoolKind, QuantOut, Spatial, View, Window,
 };
 
 use crate::Error;
 use crate::c::*;
+use crate::conv::Conv;
+use crate::gemm::Gemm;
+use crate::{elementwise, rows};
 
-/// Why `k` cannot be emitted yet, or `None` when it can.
+/// Why `k` cannot be emitted, or `None` when it can: a dtype, element size or operand
+/// count the program contract does not allow, or a malformed kernel (a view with the
+/// wrong number of strides, groups that do not divide the channels, an expression that
+/// refers forward). Every kernel kind of the contract is otherwise covered.
 pub(crate) fn unsupported(k: &Kernel) -> Option<String> {
+    let rank = |views: &[(Option<&View>, &str)], r: usize| -> Option<String> {
+        views.iter().find_map(|(v, what)| {
+            v.filter(|v| v.strides.len() != r).map(|v| {
+                format!(
+                    "malformed view `{what}`: {} strides, expected {r}",
+                    v.strides.len()
+                )
+            })
+        })
+    };
+    let groups = |c_in: u32, c_out: u32, g: u32| {
+        (g == 0 || !c_in.is_multiple_of(g) || !c_out.is_multiple_of(g))
+            .then(|| format!("{g} groups do not divide {c_in} input and {c_out} output channels"))
+    };
     match k {
         Kernel::QGemm { a_dtype, out, .. }
         | Kernel::QConv {
@@ -27,42 +50,170 @@ pub(crate) fn unsupported(k: &Kernel) -> Option<String> {
             {
                 return Some("malformed requantization".into());
             }
+            if let Kernel::QGemm { a, c, .. } = k {
+                return rank(&[(Some(a), "a"), (Some(c), "c")], 2);
+            }
+            if let Kernel::QConv {
+                c_in,
+                c_out,
+                groups: g,
+                ..
+            } = k
+            {
+                return groups(*c_in, *c_out, *g);
+            }
             None
         }
+        Kernel::Gemm {
+            a,
+            b,
+            bias,
+            residual,
+            c,
+            ..
+        } => rank(
+            &[
+                (Some(a), "a"),
+                (Some(b), "b"),
+                (Some(c), "c"),
+                (bias.as_ref(), "bias"),
+                (residual.as_ref(), "residual"),
+            ],
+            3,
+        ),
+        Kernel::Conv {
+            c_in,
+            c_out,
+            groups: g,
+            ..
+        } => groups(*c_in, *c_out, *g),
         Kernel::Pool { kind, dtype, .. } => match (kind, dtype) {
             (PoolKind::Max, DType::U8 | DType::I8) => None,
             (_, DType::F32) => None,
             _ => Some(format!("{kind:?} pooling of {}", dtype.name())),
         },
         // Every pair: int64 <-> f32 are single instructions (convert_d2sf, convert_sf2d).
-        Kernel::Convert { .. } => None,
-        Kernel::Elementwise { expr, .. } => {
-            let bad: Vec<String> = expr
+        Kernel::Convert { .. } | Kernel::Copy { .. } | Kernel::Reduce { .. } => None,
+        Kernel::Elementwise {
+            shape,
+            inputs,
+            expr,
+            output,
+        } => {
+            let views: Vec<(Option<&View>, &str)> = inputs
                 .iter()
-                .filter_map(|e| match e {
-                    ExprNode::Unary(op, _)
-                        if !matches!(
-                            op,
-                            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Round
-                        ) =>
-                    {
-                        Some(format!("{op:?}"))
-                    }
-                    ExprNode::Binary(edgecc_program::BinaryOp::Pow, _, _) => Some("Pow".into()),
-                    _ => None,
-                })
+                .map(|v| (Some(v), "input"))
+                .chain([(Some(output), "output")])
                 .collect();
-            (!bad.is_empty()).then(|| format!("unary/binary ops {}", bad.join(", ")))
+            if let Some(why) = rank(&views, shape.len()) {
+                return Some(why);
+            }
+            if expr.is_empty() {
+                return Some("empty expression".into());
+            }
+            expr.iter().enumerate().find_map(|(j, e)| {
+                let back = |x: &u32| (*x as usize) < j;
+                let fine = match e {
+                    ExprNode::Input(i) => (*i as usize) < inputs.len(),
+                    ExprNode::Const(_) => true,
+                    ExprNode::Unary(_, x) | ExprNode::Clip { x, .. } => back(x),
+                    ExprNode::Binary(_, a, b) => back(a) && back(b),
+                };
+                (!fine)
+                    .then(|| format!("expression node {j} ({e:?}) refers forward or to no input"))
+            })
+        }
+        Kernel::Softmax { outer, mask, .. } => mask.as_ref().and_then(|m| {
+            let prod: u64 = m.outer.iter().product();
+            if m.view.strides.len() != m.outer.len() + 2 {
+                Some(format!(
+                    "malformed mask view: {} strides for {} outer dims",
+                    m.view.strides.len(),
+                    m.outer.len()
+                ))
+            } else if *outer != 0 && (prod == 0 || !outer.is_multiple_of(prod)) {
+                Some(format!(
+                    "mask outer dims {:?} do not divide {outer} rows",
+                    m.outer
+                ))
+            } else {
+                None
+            }
+        }),
+        Kernel::LayerNorm { scale, bias, .. } => {
+            rank(&[(scale.as_ref(), "scale"), (bias.as_ref(), "bias")], 1)
         }
         Kernel::QBinary { .. } => crate::qbinary::unsupported(k),
-        Kernel::Copy { .. } => None,
         Kernel::Gather { index_bytes, .. } => {
             (!matches!(index_bytes, 1 | 4 | 8)).then(|| format!("{index_bytes}-byte indices"))
         }
-        Kernel::Select { elem_bytes, .. } => {
-            (!matches!(elem_bytes, 1 | 4 | 8)).then(|| format!("{elem_bytes}-byte elements"))
+        Kernel::Compare {
+            shape,
+            a,
+            b,
+            output,
+            ..
+        } => rank(
+            &[(Some(a), "a"), (Some(b), "b"), (Some(output), "output")],
+            shape.len(),
+        ),
+        Kernel::Logic {
+            shape,
+            op,
+            a,
+            b,
+            output,
+        } => {
+            if (*op == LogicOp::Not) != b.is_none() {
+                return Some(format!("{op:?} with the wrong number of operands"));
+            }
+            rank(
+                &[(Some(a), "a"), (b.as_ref(), "b"), (Some(output), "output")],
+                shape.len(),
+            )
         }
-        _ => Some("kernel".into()),
+        Kernel::Select {
+            shape,
+            elem_bytes,
+            cond,
+            a,
+            b,
+            output,
+        } => {
+            if elementwise::select_type(*elem_bytes).is_none() {
+                return Some(format!("{elem_bytes}-byte elements"));
+            }
+            rank(
+                &[
+                    (Some(cond), "cond"),
+                    (Some(a), "a"),
+                    (Some(b), "b"),
+                    (Some(output), "output"),
+                ],
+                shape.len(),
+            )
+        }
+        Kernel::IntElementwise {
+            shape,
+            dtype,
+            op,
+            a,
+            b,
+            output,
+        } => {
+            if !matches!(dtype, DType::I32 | DType::I64) {
+                return Some(format!("integer arithmetic on {}", dtype.name()));
+            }
+            if op.is_binary() != b.is_some() {
+                return Some(format!("{op:?} with the wrong number of operands"));
+            }
+            rank(
+                &[(Some(a), "a"), (b.as_ref(), "b"), (Some(output), "output")],
+                shape.len(),
+            )
+        }
+        Kernel::CumSum { dtype, .. } => (!matches!(dtype, DType::F32 | DType::I32 | DType::I64))
+            .then(|| format!("running sums of {}", dtype.name())),
     }
 }
 
@@ -284,76 +435,6 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
                 ctype(*to)
             );
         }
-        Kernel::Elementwise {
-            shape,
-            inputs,
-            expr,
-            output,
-        } => {
-            for (i, v) in inputs.iter().enumerate() {
-                check_rank(v, shape.len(), &format!("input {i}"))?;
-            }
-            check_rank(output, shape.len(), "output")?;
-            let (ind, depth) = open_loops(s, shape);
-            for (j, e) in expr.iter().enumerate() {
-                let get = |x: u32| -> Result<String, Error> {
-                    if (x as usize) < j {
-                        Ok(format!("v{x}"))
-                    } else {
-                        Err(Error(
-                            "malformed program: expression operand out of order".into(),
-                        ))
-                    }
-                };
-                let rhs = match *e {
-                    ExprNode::Input(i) => {
-                        let v = inputs.get(i as usize).ok_or_else(|| {
-                            Error("malformed program: expression input out of range".into())
-                        })?;
-                        format!("{}[{}]", ptr(v.buf, "f32a"), at(v))
-                    }
-                    ExprNode::Const(c) => float_lit(c),
-                    ExprNode::Unary(op, x) => {
-                        let x = get(x)?;
-                        match op {
-                            UnaryOp::Neg => format!("-{x}"),
-                            UnaryOp::Abs => format!("ec_abs({x})"),
-                            UnaryOp::Relu => format!("ec_relu({x})"),
-                            UnaryOp::Round => format!("ec_round({x})"),
-                            _ => return Err(Error(format!("unary {op:?} not supported"))),
-                        }
-                    }
-                    ExprNode::Binary(op, a, b) => {
-                        let (a, b) = (get(a)?, get(b)?);
-                        use edgecc_program::BinaryOp as B;
-                        match op {
-                            B::Add => format!("{a} + {b}"),
-                            B::Sub => format!("{a} - {b}"),
-                            B::Mul => format!("{a} * {b}"),
-                            B::Div => format!("{a} / {b}"),
-                            B::Max => format!("ec_max({a}, {b})"),
-                            B::Min => format!("ec_min({a}, {b})"),
-                            B::Pow => return Err(Error("binary Pow not supported".into())),
-                        }
-                    }
-                    ExprNode::Clip { x, lo, hi } => {
-                        format!("ec_clip({}, {}, {})", get(x)?, float_lit(lo), float_lit(hi))
-                    }
-                };
-                let _ = writeln!(s, "{ind}const float v{j} = {rhs};");
-            }
-            if expr.is_empty() {
-                return Err(Error("malformed program: empty expression".into()));
-            }
-            let _ = writeln!(
-                s,
-                "{ind}{}[{}] = v{};",
-                ptr(output.buf, "f32a"),
-                at(output),
-                expr.len() - 1
-            );
-            close_loops(s, depth);
-        }
         Kernel::QBinary { .. } => crate::qbinary::emit_c(s, k)?,
         Kernel::Copy { bytes, src, dst } => {
             let _ = writeln!(
@@ -402,6 +483,80 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
                 ptr(*data, "u8a")
             );
         }
+        Kernel::Gemm {
+            batch,
+            m,
+            n,
+            k,
+            a,
+            b,
+            alpha,
+            bias,
+            residual,
+            act,
+            c,
+        } => Gemm {
+            batch: *batch,
+            m: *m,
+            n: *n,
+            k: *k,
+            a,
+            b,
+            alpha: *alpha,
+            bias: bias.as_ref(),
+            residual: residual.as_ref(),
+            act: *act,
+            c,
+        }
+        .emit(s)?,
+        Kernel::Conv {
+            c_in,
+            c_out,
+            groups,
+            spatial,
+            window,
+            input,
+            weight,
+            bias,
+            residual,
+            act,
+            output,
+            scratch: _,
+        } => Conv {
+            c_in: *c_in,
+            c_out: *c_out,
+            groups: *groups,
+            sp: *spatial,
+            w: *window,
+            input: *input,
+            weight: *weight,
+            bias: *bias,
+            residual: *residual,
+            act: *act,
+            output: *output,
+        }
+        .emit(s)?,
+        Kernel::Elementwise {
+            shape,
+            inputs,
+            expr,
+            output,
+        } => elementwise::elementwise(s, shape, inputs, expr, output)?,
+        Kernel::Compare {
+            shape,
+            op,
+            dtype,
+            a,
+            b,
+            output,
+        } => elementwise::compare(s, shape, *op, *dtype, a, b, output)?,
+        Kernel::Logic {
+            shape,
+            op,
+            a,
+            b,
+            output,
+        } => elementwise::logic(s, shape, *op, a, b.as_ref(), output)?,
         Kernel::Select {
             shape,
             elem_bytes,
@@ -409,36 +564,75 @@ pub(crate) fn kernel(s: &mut String, k: &Kernel) -> Result<(), Error> {
             a,
             b,
             output,
-        } => {
-            for (v, what) in [(cond, "cond"), (a, "a"), (b, "b"), (output, "output")] {
-                check_rank(v, shape.len(), what)?;
-            }
-            let t = match elem_bytes {
-                1 => "u8a",
-                4 => "i32a",
-                _ => "i64a",
-            };
-            let (ind, depth) = open_loops(s, shape);
-            let _ = writeln!(
-                s,
-                "{ind}{}[{}] = {}[{}] ? {}[{}] : {}[{}];",
-                ptr(output.buf, t),
-                at(output),
-                ptr(cond.buf, "u8a"),
-                at(cond),
-                ptr(a.buf, t),
-                at(a),
-                ptr(b.buf, t),
-                at(b)
-            );
-            close_loops(s, depth);
-        }
-        other => {
-            return Err(Error(format!(
-                "{} not supported by the hexagon target yet",
-                other.name()
-            )));
-        }
+        } => elementwise::select(s, shape, *elem_bytes, [cond, a, b, output])?,
+        Kernel::IntElementwise {
+            shape,
+            dtype,
+            op,
+            a,
+            b,
+            output,
+        } => elementwise::int_elementwise(s, shape, *dtype, *op, a, b.as_ref(), output)?,
+        Kernel::Softmax {
+            outer,
+            len,
+            inner,
+            input,
+            output,
+            scale,
+            mask,
+        } => rows::softmax(
+            s,
+            *outer,
+            *len,
+            *inner,
+            *input,
+            *output,
+            *scale,
+            mask.as_ref(),
+        )?,
+        Kernel::LayerNorm {
+            outer,
+            len,
+            epsilon,
+            input,
+            scale,
+            bias,
+            output,
+            mean,
+            inv_std,
+        } => rows::layer_norm(
+            s,
+            *outer,
+            *len,
+            *epsilon,
+            *input,
+            scale.as_ref(),
+            bias.as_ref(),
+            *output,
+            *mean,
+            *inv_std,
+        )?,
+        Kernel::Reduce {
+            op,
+            outer,
+            len,
+            inner,
+            input,
+            output,
+        } => rows::reduce(s, *op, *outer, *len, *inner, *input, *output)?,
+        Kernel::CumSum {
+            outer,
+            len,
+            inner,
+            dtype,
+            exclusive,
+            reverse,
+            input,
+            output,
+        } => rows::cumsum(
+            s, *outer, *len, *inner, *dtype, *exclusive, *reverse, *input, *output,
+        )?,
     }
     Ok(())
 }
