@@ -33,8 +33,35 @@ pub(crate) fn elementwise(
     let all: Vec<&View> = inputs.iter().chain([output]).collect();
     let (shape, views) = simplify(shape, &all);
     let (inputs, output) = (&views[..inputs.len()], &views[inputs.len()]);
+    // Nodes the result does not depend on are not emitted (an unused local would be a
+    // warning).
+    let mut live = vec![false; expr.len()];
+    live[expr.len() - 1] = true;
+    for j in (0..expr.len()).rev() {
+        if !live[j] {
+            continue;
+        }
+        match expr[j] {
+            ExprNode::Unary(_, x) | ExprNode::Clip { x, .. } => {
+                if let Some(l) = live.get_mut(x as usize) {
+                    *l = true;
+                }
+            }
+            ExprNode::Binary(_, a, b) => {
+                for x in [a, b] {
+                    if let Some(l) = live.get_mut(x as usize) {
+                        *l = true;
+                    }
+                }
+            }
+            ExprNode::Input(_) | ExprNode::Const(_) => {}
+        }
+    }
     let (ind, depth) = open_loops(s, &shape);
     for (j, e) in expr.iter().enumerate() {
+        if !live[j] {
+            continue;
+        }
         let get = |x: u32| -> Result<String, Error> {
             if (x as usize) < j {
                 Ok(format!("v{x}"))
@@ -71,8 +98,9 @@ pub(crate) fn elementwise(
     Ok(())
 }
 
-/// `out[i] = a[i] op b[i]` as a 0/1 byte; floats compare as IEEE (NaN unordered), the
-/// integer dtypes as their C types (`uint8_t` unsigned), bools as 0/1.
+/// `out[i] = a[i] op b[i]` as a 0/1 byte; floats compare as IEEE (NaN unordered, `-0 ==
+/// +0`) through integer keys, the integer dtypes as their C types (`uint8_t` unsigned),
+/// bools as 0/1.
 pub(crate) fn compare(
     s: &mut String,
     shape: &[u64],
@@ -107,13 +135,24 @@ pub(crate) fn compare(
             x
         }
     };
+    let e = if dtype == DType::F32 {
+        // On integer keys (`ec_fkey`), NaN first: a float compare against a constant
+        // infinity is miscompiled for NaN by clang-19's Hexagon back end.
+        let _ = writeln!(
+            s,
+            "{ind}const float x = {};\n{ind}const float y = {};",
+            load(a),
+            load(b)
+        );
+        format!("!ec_fnan(x) && !ec_fnan(y) && ec_fkey(x) {c} ec_fkey(y)")
+    } else {
+        format!("{} {c} {}", load(a), load(b))
+    };
     let _ = writeln!(
         s,
-        "{ind}{}[{}] = (uint8_t)({} {c} {});",
+        "{ind}{}[{}] = (uint8_t)({e});",
         ptr(output.buf, "u8a"),
-        at(output),
-        load(a),
-        load(b)
+        at(output)
     );
     close_loops(s, depth);
     Ok(())

@@ -8,20 +8,27 @@
 //! c` in one expression may be contracted into Hexagon's fused multiply-add (clang's
 //! default `-ffp-contract=on`): the polynomials are written that way on purpose, and the
 //! errors below were measured so, under qemu-hexagon (v67), against `f64` references
-//! (`cargo test -p edgecc-hexagon --test math -- --nocapture`):
+//! (`cargo test -p edgecc-hexagon --test math -- --nocapture`); the Cranelift target
+//! measures 1.16e-7, 1.09e-7, 1.82e-7, 2.95e-7 and 7.9e-8 for the first five:
 //!
-//! | function        | measured max error                                   |
-//! |-----------------|------------------------------------------------------|
-//! | `ec_exp`        | relative 1.16e-7 on `[-87, 88.72]`                    |
-//! | `ec_tanh`       | absolute 1.19e-7 on `[-20, 20]`                       |
-//! | `ec_sigmoid`    | relative 1.79e-7 on `[-20, 20]`                       |
-//! | `ec_erf`        | absolute 2.98e-7 on `[-6, 6]`                         |
-//! | `ec_log`        | relative 7.9e-8 over every binade and subnormals      |
-//! | `ec_sqrt`       | correctly rounded (0 ulp; every one of the 2^32 inputs checked on the host) |
-//! | `ec_pow`        | relative `|y·log|x|| · 2^-23` plus a few ulp           |
+//! | function     | measured max error                                              |
+//! |--------------|-----------------------------------------------------------------|
+//! | `ec_exp`     | relative 1.18e-7 (0.99 ulp) on `[-87, 88.3]`; subnormal results within one subnormal step |
+//! | `ec_tanh`    | absolute 1.05e-7 on `[-20, 20]`                                 |
+//! | `ec_sigmoid` | relative 1.79e-7 on `[-20, 20]`                                 |
+//! | `ec_erf`     | absolute 2.92e-7 on `[-6, 6]` (at −3.56)                        |
+//! | `ec_log`     | relative 7.76e-8 (0.65 ulp) over every binade, subnormals too   |
+//! | `ec_sqrt`    | none: correctly rounded (all 2^32 inputs checked on the host)   |
+//! | `ec_pow`     | relative 0.75 × (`|y·log|x|| · 2^-23 + 2^-23`) on a grid        |
 //!
-//! The table is kept in step with the measurements by `tests/math.rs`, which fails when a
-//! function is worse than its bound there.
+//! Special values follow `edgecc_program::exec` (NaN in, NaN out; `exp(-inf) = 0`,
+//! `log(0) = -inf`, `erf(±inf) = ±1`, powf's rules), unlike the Cranelift target's `exp`,
+//! which gives a finite result for NaN. Two clang-19 Hexagon back-end quirks shape the
+//! code: `x < c ? c : x` becomes `sfmax`, which drops a NaN operand, and `fcmp one` (what
+//! LLVM makes of `!(x < inf)`) is lowered as true for NaN; so NaN is tested with `x != x`.
+//!
+//! `tests/math.rs` fails when a function is worse than the Cranelift target's bound
+//! (exp 3e-7, tanh 3e-7, sigmoid 5e-7, erf 3.5e-7, log 3e-7; sqrt and `1/x` bit for bit).
 
 use std::fmt::Write;
 
@@ -87,12 +94,13 @@ pub(crate) fn helpers() -> String {
     let mut s = String::from(
         "\n/* Float functions without libm (targets/hexagon/src/math.rs states each one's\n   measured error). */\n",
     );
-    // e^x: clamp (NaN passes: both compares are false), Cody-Waite reduction with n found
-    // by the 1.5*2^23 rounding trick, Cephes' polynomial, 2^n as two normal factors.
+    // e^x: clamp, Cody-Waite reduction with n found by the 1.5*2^23 rounding trick,
+    // Cephes' polynomial, 2^n as two normal factors. NaN is returned explicitly: clang's
+    // Hexagon back end turns `x < c ? c : x` into `sfmax`, which drops a NaN operand.
     let _ = writeln!(
         s,
-        "EC_FN float ec_exp(float x) {{
-    x = x < -104.0f ? -104.0f : x;
+        "EC_FN float ec_exp(float x0) {{
+    float x = x0 < -104.0f ? -104.0f : x0;
     x = x > 89.0f ? 89.0f : x;
     const float t = x * {log2e} + 12582912.0f;
     const float n = t - 12582912.0f;
@@ -109,7 +117,8 @@ pub(crate) fn helpers() -> String {
     const int32_t k = (int32_t)(ec_bits(t) - 0x4b400000u);
     const int32_t ka = k >> 1, kb = k - ka;
     const float y = er * ec_float((uint32_t)(ka + 127) << 23);
-    return y * ec_float((uint32_t)(kb + 127) << 23);
+    const float z = y * ec_float((uint32_t)(kb + 127) << 23);
+    return x0 != x0 ? x0 : z;
 }
 /* sign(x) * (1 - 2 / (e^(2|x|) + 1)): no overflow for any x; NaN gives NaN. */
 EC_FN float ec_tanh(float x) {
@@ -124,7 +133,8 @@ EC_FN float ec_sigmoid(float x) {
 }
 ",
     );
-    // erf: x·P(x²)/Q(x²) on the clamped x, exactly ±1 from the clamp on (NaN stays NaN).
+    // erf: x·P(x²)/Q(x²) on the clamped x, exactly ±1 from the clamp on, NaN for NaN
+    // (explicitly, as in ec_exp).
     let _ = writeln!(
         s,
         "EC_FN float ec_erf(float x) {{
@@ -140,12 +150,14 @@ EC_FN float ec_sigmoid(float x) {
         "    const float cp = c * p;
     float r = cp / q;
     if ({cl} <= ec_abs(x)) r = ec_float(0x3f800000u | (ec_bits(x) & 0x80000000u));
-    return r;
+    return x != x ? x : r;
 }}",
         cl = float_lit(ERF_CLAMP)
     );
     // log: subnormals scaled by 2^23, x = 2^k·m with m in [√½, √2) by musl's bit offset,
-    // Cephes' polynomial in f = m − 1, k·ln2 in two parts; special values last.
+    // Cephes' polynomial in f = m − 1, k·ln2 in two parts; special values last. (Not
+    // `!(x < inf)`: LLVM folds it into `fcmp one x, inf`, which clang-19's Hexagon back
+    // end lowers as true for NaN.)
     let _ = writeln!(
         s,
         "EC_FN float ec_log(float x) {{
@@ -170,7 +182,7 @@ EC_FN float ec_sigmoid(float x) {
     y = z * -0.5f + y;
     float r = f + y;
     r = kf * {hi} + r;
-    if (!(x < ec_float(0x7f800000u))) r = x;
+    if (x != x || x == ec_float(0x7f800000u)) r = x;
     if (x < 0.0f) r = ec_float(0x7fc00000u);
     if (x == 0.0f) r = ec_float(0xff800000u);
     return r;
@@ -251,6 +263,14 @@ EC_FN float ec_sqrt(float x) {
     while ((uint64_t)y * y + y < M) y++;
     return ec_float((uint32_t)((p / 2 + 149) << 23) + y);
 }
+/* Float comparisons on integers, IEEE's order (-0 == +0; NaN compares false, tested
+   first): clang-19's Hexagon back end gets unordered compares against a constant wrong
+   (x < +inf is folded into `fcmp one`, lowered as true for NaN). */
+EC_FN int ec_fnan(float x) { return (ec_bits(x) & 0x7fffffffu) > 0x7f800000u; }
+EC_FN int32_t ec_fkey(float x) {
+    const uint32_t b = ec_bits(x);
+    return (b >> 31) ? -(int32_t)(b & 0x7fffffffu) : (int32_t)b;
+}
 /* Max and min that propagate NaN (Reduce), unlike ec_max and ec_min. */
 EC_FN float ec_nmax(float a, float x) { return a != a ? a : x != x ? x : x > a ? x : a; }
 EC_FN float ec_nmin(float a, float x) { return a != a ? a : x != x ? x : x < a ? x : a; }
@@ -287,6 +307,7 @@ pub(crate) fn used(kernels: &str) -> bool {
         "ec_hardswish(",
         "ec_nmax(",
         "ec_nmin(",
+        "ec_fkey(",
     ]
     .iter()
     .any(|f| kernels.contains(f))
