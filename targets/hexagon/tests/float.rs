@@ -706,6 +706,9 @@ fn softmax_programs_match_the_executor() {
     println!("softmax: max relative error {worst:.2e}");
 }
 
+/// Layer norm outputs: within this of `max(|y|, 1)`.
+const LAYER_NORM_ABS: f64 = 4e-6;
+
 #[test]
 fn layer_norm_programs_match_the_executor() {
     let mut rng = Rng(0x1a7e_40e5_aa55_0001);
@@ -719,7 +722,7 @@ fn layer_norm_programs_match_the_executor() {
         (2, 7, 0, 0, true, true),
         (1, 130, 1, 1, false, false),
     ];
-    for (outer, len, sc, bi, stats, in_place) in cases {
+    for (ci, (outer, len, sc, bi, stats, in_place)) in cases.into_iter().enumerate() {
         // An offset mean, so the two-pass variance matters.
         let data: Vec<f32> = uniform(&mut rng, (outer * len) as usize, -2.0, 2.0)
             .iter()
@@ -765,7 +768,7 @@ fn layer_norm_programs_match_the_executor() {
         b.p.kernels.push(Kernel::LayerNorm {
             outer,
             len,
-            epsilon: 1e-5,
+            epsilon: if ci % 2 == 0 { 1e-5 } else { 0.05 },
             input: src,
             scale,
             bias,
@@ -798,7 +801,8 @@ fn layer_norm_programs_match_the_executor() {
     });
     let (got, want) = run_both(&b, "layer_norm");
     // Outputs are O(1) (standardized, scaled by at most 1.5, plus a bias of at most 1):
-    // an absolute bound covers the reassociated statistics of rows of mean 3.
+    // an absolute bound covers the reassociated statistics of rows of mean 3 (measured
+    // 8.9e-7).
     let mut worst = 0.0f64;
     for (o, (g, w)) in got.iter().zip(&want).enumerate() {
         let (g, w) = (f32s(g), f32s(w));
@@ -806,7 +810,7 @@ fn layer_norm_programs_match_the_executor() {
             &format!("layer_norm output {o}"),
             &g,
             &w,
-            |i| 2e-5 * w[i].abs().max(1.0) as f64,
+            |i| LAYER_NORM_ABS * w[i].abs().max(1.0) as f64,
             |i| w[i].abs().max(1.0) as f64,
         );
         worst = worst.max(e);
