@@ -15,7 +15,7 @@ use common::*;
 use edgecc_hexagon::{Hvx, Options};
 use edgecc_program::{
     Activation, BinaryOp, Buffer, CmpOp, DType, ExprNode, IntOp, Kernel, LogicOp, PoolKind,
-    QuantOut, ReduceOp, SoftmaxMask, Spatial, UnaryOp, View, Window, ZeroPoint,
+    QBinary, QBinaryOp, QuantOut, ReduceOp, SoftmaxMask, Spatial, UnaryOp, View, Window, ZeroPoint,
 };
 
 /// Every kernel kind, by name: a new variant of [`Kernel`] does not compile here until
@@ -38,10 +38,11 @@ fn kind(k: &Kernel) -> &'static str {
         Kernel::Logic { .. } => "logic",
         Kernel::Select { .. } => "select",
         Kernel::IntElementwise { .. } => "int_elementwise",
+        Kernel::QBinary { .. } => "qbinary",
         Kernel::CumSum { .. } => "cumsum",
     }
 }
-const KINDS: usize = 17;
+const KINDS: usize = 18;
 
 /// Every unary op (a new one does not compile here until listed).
 fn unary_ops() -> Vec<UnaryOp> {
@@ -237,6 +238,32 @@ fn everything() -> Builder {
             }),
             output: a(0),
             scratch: None,
+        });
+    }
+    for (op, (da, db)) in [
+        QBinaryOp::Add { ma: 300, mb: -7 },
+        QBinaryOp::Mul { m: 12345 },
+    ]
+    .into_iter()
+    .zip([(DType::U8, DType::I8), (DType::I8, DType::U8)])
+    {
+        b.p.kernels.push(Kernel::QBinary {
+            shape: vec![4, 40],
+            a: v(a(1), &[40, 1]),
+            a_dtype: da,
+            b: v(a(2), &[0, 1]),
+            b_dtype: db,
+            q: QBinary {
+                op,
+                a_zero: 3,
+                b_zero: 2,
+                shift: 12,
+                dtype: da,
+                zero_point: 5,
+                lo: 0,
+                hi: 100,
+            },
+            output: v(a(0), &[40, 1]),
         });
     }
     for (kind, dtype) in [
