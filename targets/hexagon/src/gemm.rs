@@ -73,7 +73,7 @@ impl Gemm<'_> {
                 let _ = writeln!(s, "{ind}}}");
             }
             if nt > 0 {
-                let _ = writeln!(s, "{ind}{{\n{ind}    const ix_t j = {nf};");
+                let _ = writeln!(s, "{ind}{{\n{ind}    const ix_t j = {nf}; (void)j;");
                 self.tile(s, mr, nt, &format!("{ind}    "));
                 let _ = writeln!(s, "{ind}}}");
             }
@@ -84,7 +84,8 @@ impl Gemm<'_> {
             s.push_str("        }\n");
         }
         if mt > 0 {
-            let _ = writeln!(s, "        {{\n            const ix_t i = {mf};");
+            // `(void)`: a view may not depend on the row (or column) at all.
+            let _ = writeln!(s, "        {{\n            const ix_t i = {mf}; (void)i;");
             cols(s, mt, "            ");
             s.push_str("        }\n");
         }

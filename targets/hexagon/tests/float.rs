@@ -265,6 +265,33 @@ fn gemm_programs_match_the_executor() {
             ..base
         },
     ];
+    // One row, read and written through row strides of 0 (a view need not depend on the
+    // row), batches sharing B.
+    {
+        let (bt, k, n) = (2u64, 5u64, 3u64);
+        let a = b.input(
+            DType::F32,
+            f32_bytes(&uniform(&mut rng, (bt * k) as usize, -1.0, 1.0)),
+        );
+        let w = b.konst(
+            DType::F32,
+            f32_bytes(&uniform(&mut rng, (k * n) as usize, -1.0, 1.0)),
+        );
+        let c = b.output(DType::F32, bt * n);
+        b.p.kernels.push(Kernel::Gemm {
+            batch: bt as u32,
+            m: 1,
+            n: n as u32,
+            k: k as u32,
+            a: view(a, 0, &[k as i64, 0, 1]),
+            b: view(Buffer::Const(w), 0, &[0, n as i64, 1]),
+            alpha: 1.0,
+            bias: None,
+            residual: None,
+            act: Activation::None,
+            c: view(c, 0, &[n as i64, 0, 1]),
+        });
+    }
     for (ci, g) in cases.iter().enumerate() {
         let act = ACTS[ci % ACTS.len()];
         let (bt, m, n, k) = (g.batch as u64, g.m as u64, g.n as u64, g.k as u64);
