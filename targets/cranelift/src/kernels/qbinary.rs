@@ -7,20 +7,25 @@
 //! broadcast (stride 0: a bias vector along the rows, a scalar), 16 elements are one step:
 //!
 //! - each operand's 16 bytes (one load, or one byte splat) widened to two `i16x8`
-//!   (`uxtl`/`sxtl`, `pmovzxbw`/`pmovsxbw`) and its zero point subtracted: `|x − z| ≤ 255`
-//!   fits i16;
-//! - Add: `acc = (x − za)·ma + (y − zb)·mb` as 16×16→32 multiplies of each half
-//!   (`imul(swiden_low(x), swiden_low(m))`, which aarch64 emits as `smull`/`smull2`) and
-//!   one add per 4 lanes; Mul: `(x − za)·(y − zb)` the same way (at most 255², exact in
-//!   int32), then one i32 multiply by `m` (below 2^31 for any i16 `m`, as the contract
-//!   says);
-//! - the rounding `(acc >> s) + ((acc >> (s − 1)) & 1)`, which is `(acc + 2^(s−1)) >> s`
-//!   without its overflow;
-//! - saturating narrows to i16, `+ zero_point` saturating in i16, a saturating narrow to
-//!   the output's 8 bits and the clamp to `[lo, hi]` on the bytes. Each saturation only
-//!   moves a value that lies past `[lo, hi]` anyway (`lo`, `hi` and the zero point are in
-//!   the output's range, the narrowed values 2^15 away), so this is exactly
+//!   (`uxtl`/`sxtl`, `pmovzxbw`/`pmovsxbw`);
+//! - Mul: the zero points subtracted (`|x − z| ≤ 255` fits i16), `(x − za)·(y − zb)` as
+//!   16×16→32 multiplies of each half (`imul(swiden_low(x), swiden_low(y))`, which aarch64
+//!   emits as `smull`/`smull2`; at most 255², exact), one i32 multiply by `m` (below 2^31
+//!   for any i16 `m`, as the contract says), then the rounding `(acc >> s) + ((acc >>
+//!   (s − 1)) & 1)`, which is `(acc + 2^(s−1)) >> s` without its overflow;
+//! - Add: `a·ma + b·mb` on the raw bytes (the same 16×16→32 multiplies, one add per 4
+//!   lanes), plus one constant `2^(s−1) − za·ma − zb·mb (+ zero_point·2^s)`, then one
+//!   shift: `|acc| < 2^24`, so nothing overflows and the zero points cost nothing in the
+//!   loop ([`add_constant`]);
+//! - saturating narrows to i16, `+ zero_point` saturating in i16 (unless the Add's
+//!   constant holds it), a saturating narrow to the output's 8 bits and the clamp to
+//!   `[lo, hi]` on the bytes (only the bounds narrower than the dtype). Each saturation
+//!   only moves a value that lies past `[lo, hi]` anyway (`lo`, `hi` and the zero point are
+//!   in the output's range, the narrowed values 2^15 away), so this is exactly
 //!   `clamp(zero_point + r, lo, hi)`.
+//!
+//! A residual Add is 39 aarch64 instructions per 16 elements, loop included (`cnn_qdq`'s,
+//! `edgecc compile --target aarch64-neon --emit asm`).
 //!
 //! The rest of the innermost dimension, and every dimension that is strided in another
 //! way, runs the same arithmetic one element at a time in i32 registers. An output in place
@@ -85,7 +90,12 @@ pub(crate) fn emit_qbinary(
                 } else {
                     fx.load(types::I8X16, v[i], 0, ro[i])
                 };
-                let zero = if i == 0 { q.a_zero } else { q.b_zero };
+                // An Add's zero points join its rounding constant (see `add_constant`).
+                let zero = match (add_constant(q), i) {
+                    (Some(_), _) => 0,
+                    (None, 0) => q.a_zero,
+                    (None, _) => q.b_zero,
+                };
                 halves.push(widen_centered(fx, bytes, signed[i], zero));
             }
             let r = vector_apply(fx, q, &halves[0], &halves[1]);
@@ -147,12 +157,15 @@ fn i8x16(fx: &mut Fx, v: i32) -> Value {
 
 /// 16 bytes as two `i16x8` (low and high lanes) minus the zero point.
 fn widen_centered(fx: &mut Fx, bytes: Value, signed: bool, zero: i32) -> [Value; 2] {
-    let z = i16x8(fx, zero);
     let (lo, hi) = if signed {
         (fx.b.ins().swiden_low(bytes), fx.b.ins().swiden_high(bytes))
     } else {
         (fx.b.ins().uwiden_low(bytes), fx.b.ins().uwiden_high(bytes))
     };
+    if zero == 0 {
+        return [lo, hi];
+    }
+    let z = i16x8(fx, zero);
     [fx.b.ins().isub(lo, z), fx.b.ins().isub(hi, z)]
 }
 
@@ -163,7 +176,34 @@ fn widening_mul(fx: &mut Fx, a: Value, b: Value) -> [Value; 2] {
     [fx.b.ins().imul(al, bl), fx.b.ins().imul(ah, bh)]
 }
 
-/// The 16 results of `QBinary::apply` as bytes, from both operands' centred halves.
+/// For an Add, the constant `c` with `(a·ma + b·mb + c) >> shift = zero_point + round(acc
+/// / 2^shift)` for the raw operand bytes `a`, `b`, and whether the zero point is in it:
+/// `c = 2^(shift−1) − za·ma − zb·mb (+ zero_point·2^shift)`. An Add's `acc` is below 2^24
+/// in magnitude (`|x − z| ≤ 255`, `|m| ≤ 2^15`), so `acc + 2^(shift−1)` cannot overflow
+/// and the plain rounding shift is exact; the zero point joins when that still fits int32
+/// for every input (adding a multiple of 2^shift before the shift adds it after), which
+/// saves its saturating add. `None` for a Mul, whose product may reach 2^31.
+fn add_constant(q: &QBinary) -> Option<(i32, bool)> {
+    let QBinaryOp::Add { ma, mb } = q.op else {
+        return None;
+    };
+    let (ma, mb) = (ma as i64, mb as i64);
+    // The largest |a·ma + b·mb| over raw bytes of either signedness.
+    let raw = 255 * (ma.abs() + mb.abs());
+    let c = (1i64 << (q.shift - 1)) - q.a_zero as i64 * ma - q.b_zero as i64 * mb;
+    let with_zero = c + ((q.zero_point as i64) << q.shift);
+    let fits = |c: i64| raw + c.abs() < 1 << 31;
+    if fits(with_zero) {
+        Some((with_zero as i32, true))
+    } else if fits(c) {
+        Some((c as i32, false))
+    } else {
+        None
+    }
+}
+
+/// The 16 results of `QBinary::apply` as bytes, from both operands' halves (raw for an Add
+/// with an [`add_constant`], centred on their zero points otherwise).
 fn vector_apply(fx: &mut Fx, q: &QBinary, x: &[Value; 2], y: &[Value; 2]) -> Value {
     // Four i32x4 accumulators, lanes 0–3, 4–7, 8–11, 12–15.
     let mut acc = Vec::with_capacity(4);
@@ -186,32 +226,70 @@ fn vector_apply(fx: &mut Fx, q: &QBinary, x: &[Value; 2], y: &[Value; 2]) -> Val
             }
         }
     }
-    let one = fx.i32x4_const([1; 4]);
     let s = fx.b.ins().iconst(types::I32, q.shift as i64);
-    let s1 = fx.b.ins().iconst(types::I32, q.shift as i64 - 1);
-    let rounded: Vec<Value> = acc
-        .into_iter()
-        .map(|a| {
-            let high = fx.b.ins().sshr(a, s);
-            let half = fx.b.ins().sshr(a, s1);
-            let half = fx.b.ins().band(half, one);
-            fx.b.ins().iadd(high, half)
-        })
-        .collect();
-    let zp = i16x8(fx, q.zero_point);
+    let (rounded, zero_added): (Vec<Value>, bool) = match add_constant(q) {
+        Some((c, zero_added)) => {
+            let c = fx.i32x4_const([c; 4]);
+            let r = acc
+                .into_iter()
+                .map(|a| {
+                    let a = fx.b.ins().iadd(a, c);
+                    fx.b.ins().sshr(a, s)
+                })
+                .collect();
+            (r, zero_added)
+        }
+        None => {
+            let one = fx.i32x4_const([1; 4]);
+            let s1 = fx.b.ins().iconst(types::I32, q.shift as i64 - 1);
+            let r = acc
+                .into_iter()
+                .map(|a| {
+                    let high = fx.b.ins().sshr(a, s);
+                    let half = fx.b.ins().sshr(a, s1);
+                    let half = fx.b.ins().band(half, one);
+                    fx.b.ins().iadd(high, half)
+                })
+                .collect();
+            (r, false)
+        }
+    };
     let mut words = Vec::with_capacity(2);
     for pair in rounded.chunks(2) {
         let w = fx.b.ins().snarrow(pair[0], pair[1]);
-        words.push(fx.b.ins().sadd_sat(w, zp));
+        words.push(if zero_added {
+            w
+        } else {
+            let zp = i16x8(fx, q.zero_point);
+            fx.b.ins().sadd_sat(w, zp)
+        });
     }
+    // The saturating narrow already clamps to the dtype's range; `[lo, hi]` only when
+    // narrower.
+    let (full_lo, full_hi) = if q.dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let (narrow_lo, narrow_hi) = (q.lo > full_lo, q.hi < full_hi);
     let (lo, hi) = (i8x16(fx, q.lo), i8x16(fx, q.hi));
     if q.dtype == DType::U8 {
-        let v = fx.b.ins().unarrow(words[0], words[1]);
-        let v = fx.b.ins().umax(v, lo);
-        fx.b.ins().umin(v, hi)
+        let mut v = fx.b.ins().unarrow(words[0], words[1]);
+        if narrow_lo {
+            v = fx.b.ins().umax(v, lo);
+        }
+        if narrow_hi {
+            v = fx.b.ins().umin(v, hi);
+        }
+        v
     } else {
-        let v = fx.b.ins().snarrow(words[0], words[1]);
-        let v = fx.b.ins().smax(v, lo);
-        fx.b.ins().smin(v, hi)
+        let mut v = fx.b.ins().snarrow(words[0], words[1]);
+        if narrow_lo {
+            v = fx.b.ins().smax(v, lo);
+        }
+        if narrow_hi {
+            v = fx.b.ins().smin(v, hi);
+        }
+        v
     }
 }
