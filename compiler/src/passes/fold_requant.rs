@@ -1295,9 +1295,9 @@ fn why_float(g: &Graph, n: NodeIndex) -> String {
         {
             return match (match_integer(g, q), match_qbinary(g, q)) {
                 (Ok(_), _) | (_, Ok(_)) => "foldable, but fold-requant did not run".into(),
-                // An Add or Mul of two dequantized values is the integer Add/Mul's case.
+                // An Add or Mul that is not a product's bias is the integer Add/Mul's case.
                 (Err(e), Err(b)) => {
-                    if binary_of_dequantized(g, q) {
+                    if binary_island(g, q) {
                         b
                     } else {
                         e
@@ -1315,9 +1315,9 @@ fn why_float(g: &Graph, n: NodeIndex) -> String {
     "its result is not quantized (no QuantizeLinear follows)".into()
 }
 
-/// Whether QuantizeLinear `q` quantizes (through a Relu or Clip) an Add or Mul whose
-/// operands are both dequantized.
-fn binary_of_dequantized(g: &Graph, q: NodeIndex) -> bool {
+/// Whether QuantizeLinear `q` quantizes (through a Relu or Clip) an Add or Mul that is not
+/// a bias added to a Conv/MatMul/Gemm (the GEMM rule's case).
+fn binary_island(g: &Graph, q: NodeIndex) -> bool {
     let mut v = g.node(q).inputs[0];
     for _ in 0..2 {
         let Some((_, node)) = producer(g, v) else {
@@ -1326,7 +1326,11 @@ fn binary_of_dequantized(g: &Graph, q: NodeIndex) -> bool {
         match node.op {
             Op::Unary(Unary::Relu) | Op::Clip { .. } => v = node.inputs[0],
             Op::Binary(Binary::Add | Binary::Mul) => {
-                return node.inputs.iter().all(|&i| dequantized(g, i).is_some());
+                return !node.inputs.iter().any(|&i| {
+                    producer(g, i).is_some_and(|(_, p)| {
+                        matches!(p.op, Op::Conv { .. } | Op::MatMul | Op::Gemm { .. })
+                    })
+                });
             }
             _ => return false,
         }
@@ -1385,6 +1389,28 @@ mod tests {
         // sa/sy ≈ 1000.3: fits at shift 5, but 128·(|ma/32 − ra| + ..) exceeds half a step.
         let r = add_reason(1.0003, 1.0, 0.001, false).unwrap();
         assert!(r.contains("more than half a step"), "{r}");
+    }
+
+    /// An Add of a float constant (not quantized) says so, not that a DequantizeLinear
+    /// has no integer kernel.
+    #[test]
+    fn float_constant_add_says_its_operand_is_not_quantized() {
+        let text = "graph g {
+  input x: f32[3,4]
+  const s: f32[] = [0.05]
+  const z: u8[] = [128]
+  const b: f32[4] = [0.1,0.2,0.3,0.4]
+  xq: u8[3,4] = QuantizeLinear{axis=1 to=u8}(x, s, z)  # x_q
+  xd: f32[3,4] = DequantizeLinear{axis=1}(xq, s, z)  # x_dq
+  a: f32[3,4] = Add(xd, b)  # add
+  y: u8[3,4] = QuantizeLinear{axis=1 to=u8}(a, s, z)  # y_q
+  output y
+}";
+        let mut g = crate::ir::parse::parse(text).unwrap();
+        FoldRequant.run(&mut g).unwrap();
+        let islands = float_islands(&g);
+        let add = islands.iter().find(|i| i.node == "add").unwrap();
+        assert_eq!(add.reason, "an operand is not dequantized");
     }
 
     #[test]
