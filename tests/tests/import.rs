@@ -791,7 +791,6 @@ fn matmul_integer_with_a_skipped_zero_point() {
 /// the expansion's arithmetic nodes, within one output step of the expanded graph.
 #[test]
 fn qlinear_add_and_mul_fold_to_integer_add_and_mul() {
-    use edgecc::passes::Pass as _;
     let m = model(
         17,
         vec![
