@@ -266,3 +266,41 @@ fn dequantize_with_run_time_parameters_is_exact() {
         assert_eq!(got[0], want);
     }
 }
+
+/// Every quantized Add of the examples is an integer Add (the residuals, the encoders'
+/// bias, embedding and mask Adds), and no Add or Mul is left among their float islands.
+#[test]
+fn quantized_adds_are_integer() {
+    for (name, adds, islands) in [
+        ("cnn_qdq", 1, 2),
+        ("cnn_qoperator", 1, 4),
+        ("encoder_qdq", 19, 12),
+        ("encoder_qoperator", 19, 12),
+    ] {
+        let dir = common::example(name);
+        let opts = Options {
+            name: "q".into(),
+            ..Options::default()
+        };
+        let c = pipeline::compile(&dir.join("model.onnx"), &opts).unwrap();
+        let q = c
+            .graph
+            .topo_order()
+            .into_iter()
+            .filter(|&n| matches!(c.graph.node(n).op, Op::QBinary(_)))
+            .count();
+        assert_eq!(q, adds, "{name}: integer Add/Mul nodes");
+        let left: Vec<_> = c
+            .float_islands
+            .iter()
+            .map(|i| format!("{} ({})", i.node, i.op))
+            .collect();
+        assert!(
+            !c.float_islands
+                .iter()
+                .any(|i| matches!(i.op, "Add" | "Mul")),
+            "{name}: {left:?}"
+        );
+        assert_eq!(left.len(), islands, "{name}: {left:?}");
+    }
+}
