@@ -1480,3 +1480,123 @@ fn packed_weights_take_about_one_byte_each() {
         }
     }
 }
+
+/// Malformed QBinary kernels are refused by the checker (and by exec) instead of becoming
+/// out-of-bounds code: views past a buffer's end or with the wrong rank, parameters
+/// outside `QBinary::check`'s ranges, an output in an input.
+#[test]
+fn malformed_qbinary_kernels_are_refused() {
+    let q = QBinary {
+        op: QBinaryOp::Add { ma: 100, mb: 200 },
+        a_zero: 128,
+        b_zero: 0,
+        shift: 10,
+        dtype: DType::U8,
+        zero_point: 3,
+        lo: 0,
+        hi: 255,
+    };
+    let v = |buf, offset, strides: &[i64]| View {
+        buf,
+        offset,
+        strides: strides.to_vec(),
+    };
+    let k = |a: View, b: View, q: QBinary, output: View| Kernel::QBinary {
+        shape: vec![2, 8],
+        a,
+        a_dtype: DType::U8,
+        b,
+        b_dtype: DType::I8,
+        q,
+        output,
+    };
+    let (a, b, y) = (Buffer::Input(0), Buffer::Input(1), Buffer::Output(0));
+    let good = k(
+        v(a, 0, &[8, 1]),
+        v(b, 0, &[0, 1]),
+        q.clone(),
+        v(y, 0, &[8, 1]),
+    );
+    let with = |f: &dyn Fn(&mut QBinary)| {
+        let mut q = q.clone();
+        f(&mut q);
+        k(v(a, 0, &[8, 1]), v(b, 0, &[0, 1]), q, v(y, 0, &[8, 1]))
+    };
+    let bad = [
+        // a reads one element past its 16 bytes; b's broadcast row past its 8.
+        k(
+            v(a, 1, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[8, 1]),
+        ),
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 1, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[8, 1]),
+        ),
+        // The output's last row past its end; a view of the wrong rank.
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[9, 1]),
+        ),
+        k(v(a, 0, &[1]), v(b, 0, &[0, 1]), q.clone(), v(y, 0, &[8, 1])),
+        // An output in an input.
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(a, 0, &[8, 1]),
+        ),
+        with(&|q| q.shift = 0),
+        with(&|q| q.shift = 32),
+        with(&|q| q.a_zero = 256),
+        with(&|q| q.b_zero = 128),
+        with(&|q| q.zero_point = -1),
+        with(&|q| (q.lo, q.hi) = (9, 8)),
+        with(&|q| (q.dtype, q.hi) = (DType::I8, 200)),
+        with(&|q| q.dtype = DType::I32),
+    ];
+    let program = |k: Kernel| Program {
+        name: "q".into(),
+        inputs: vec![
+            IoTensor {
+                name: "a".into(),
+                dtype: DType::U8,
+                shape: vec![2, 8],
+            },
+            IoTensor {
+                name: "b".into(),
+                dtype: DType::I8,
+                shape: vec![8],
+            },
+        ],
+        outputs: vec![IoTensor {
+            name: "y".into(),
+            dtype: DType::U8,
+            shape: vec![2, 8],
+        }],
+        arena_size: 0,
+        arena_align: 64,
+        consts: vec![],
+        kernels: vec![k],
+    };
+    let run_exec = |p: &Program| {
+        let ins = [vec![7u8; 16], vec![9u8; 8]];
+        let refs: Vec<&[u8]> = ins.iter().map(|b| &b[..]).collect();
+        let mut out = [0u8; 16];
+        exec::run(p, &refs, &mut [&mut out[..]], &mut [])
+    };
+    // The well-formed kernel compiles and runs, so the refusals below are about the flaw.
+    let p = program(good);
+    assert!(edgecc_cranelift::compile_jit(&p).is_ok());
+    assert!(run_exec(&p).is_ok());
+    for k in bad {
+        let p = program(k.clone());
+        assert!(edgecc_cranelift::compile_jit(&p).is_err(), "accepted {k:?}");
+        assert!(run_exec(&p).is_err(), "exec accepted {k:?}");
+    }
+}
