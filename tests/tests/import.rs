@@ -785,3 +785,86 @@ fn matmul_integer_with_a_skipped_zero_point() {
     assert_eq!(y.dtype, edgecc::ir::DType::I32);
     assert_eq!(y.to_i64s().unwrap(), [4, 13, 0, 750]);
 }
+
+/// QLinearAdd (a constant u8 bias vector broadcast along the rows) and QLinearMul of two
+/// computed values, imported and folded: one QAdd and one QMul on the bytes, named after
+/// the expansion's arithmetic nodes, within one output step of the expanded graph.
+#[test]
+fn qlinear_add_and_mul_fold_to_integer_add_and_mul() {
+    let m = model(
+        17,
+        vec![
+            node("QuantizeLinear", &["x", "s1", "z1"], &["aq"], vec![]),
+            node("QuantizeLinear", &["x", "s2", "z2"], &["bq"], vec![]),
+            ms(node(
+                "QLinearAdd",
+                &["aq", "s1", "z1", "bias", "sb", "zb", "s3", "z3"],
+                &["cq"],
+                vec![],
+            )),
+            ms(node(
+                "QLinearMul",
+                &["cq", "s3", "z3", "bq", "s2", "z2", "s4", "z4"],
+                &["mq"],
+                vec![],
+            )),
+            node("DequantizeLinear", &["mq", "s4", "z4"], &["y"], vec![]),
+        ],
+        vec![
+            init_scalar("s1", 0.01),
+            init_u8("z1", &[], &[128]),
+            init_scalar("s2", 0.02),
+            init_u8("z2", &[], &[100]),
+            init_u8("bias", &[4], &[0, 50, 128, 255]),
+            init_scalar("sb", 0.005),
+            init_u8("zb", &[], &[128]),
+            init_scalar("s3", 0.015),
+            init_u8("z3", &[], &[120]),
+            init_scalar("s4", 0.004),
+            init_u8("z4", &[], &[60]),
+        ],
+        value("x", &[3, 4]),
+        &["y"],
+    );
+    let g = import(&m).unwrap();
+    let mut folded = g.clone();
+    edgecc::passes::by_name("fold-requant")
+        .unwrap()
+        .run(&mut folded)
+        .unwrap();
+    let names = op_names(&folded);
+    for want in [("QLinearAdd_cq/add", "QAdd"), ("QLinearMul_mq/mul", "QMul")] {
+        assert!(
+            names.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {names:?}"
+        );
+    }
+    // The bias stays a u8 constant read by the QAdd.
+    let add = folded
+        .topo_order()
+        .into_iter()
+        .find(|&n| folded.node(n).name == "QLinearAdd_cq/add")
+        .unwrap();
+    let bias = folded
+        .konst(folded.node(add).inputs[1])
+        .expect("constant bias");
+    assert_eq!(
+        (bias.dtype, bias.shape.clone()),
+        (edgecc::ir::DType::U8, vec![4])
+    );
+    // Every x in [-1, 1) on a grid: the folded graph within one step (0.004) of the
+    // expanded one, and not identical by accident of a trivial input.
+    let x = Tensor::f32(
+        vec![3, 4],
+        (0..12).map(|i| -0.97 + i as f32 * 0.17).collect(),
+    );
+    let want = edgecc::interp::run(&g, std::slice::from_ref(&x))
+        .unwrap()
+        .remove(0);
+    let got = edgecc::interp::run(&folded, &[x]).unwrap().remove(0);
+    let (w, o) = (want.as_f32().unwrap(), got.as_f32().unwrap());
+    assert!(w.iter().any(|&v| v != w[0]), "{w:?}");
+    for (a, b) in w.iter().zip(o) {
+        assert!((a - b).abs() <= 0.004 * 1.001, "{w:?} vs {o:?}");
+    }
+}

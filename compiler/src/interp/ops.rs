@@ -434,6 +434,7 @@ pub fn eval(op: &Op, x: &[&Tensor]) -> R {
             group,
             requant,
         } => super::quant::qconv(x, window, *group, *requant),
+        Op::QBinary(q) => super::quant::qbinary(arg(0)?, arg(1)?, q),
         Op::DynamicQuantizeLinear => super::quant::dynamic_quantize(arg(0)?),
         Op::MatMulInteger => {
             super::integer::matmul_integer(arg(0)?, arg(1)?, x.get(2).copied(), x.get(3).copied())

@@ -3,7 +3,7 @@
 //! rounds half to even before adding the zero point and saturating.
 
 use crate::ir::infer::norm_axis;
-use crate::ir::{DType, Data, Requant, Tensor, WindowAttrs};
+use crate::ir::{DType, Data, QBinaryAttrs, Requant, Tensor, WindowAttrs};
 
 type R = Result<Vec<Tensor>, String>;
 
@@ -178,6 +178,43 @@ pub fn qconv(x: &[&Tensor], w: &WindowAttrs, group: usize, requant: Option<Requa
     let channel = |i: usize| (i / plane) % co;
     let acc = with_bias(&sums, bias, channel)?;
     store(acc, sums.shape, requant, rest.first().copied(), channel)
+}
+
+/// [`crate::ir::Op::QBinary`]: `edgecc_program::QBinary::apply` (the targets' definition)
+/// on every element of the broadcast shape.
+pub fn qbinary(a: &Tensor, b: &Tensor, q: &QBinaryAttrs) -> R {
+    let program = q
+        .to_program()
+        .ok_or_else(|| format!("quantized Add/Mul into {}", q.to))?;
+    let dtype = |t: &Tensor| {
+        t.dtype
+            .to_program()
+            .ok_or_else(|| format!("quantized Add/Mul of {}", t.dtype))
+    };
+    program.check(dtype(a)?, dtype(b)?)?;
+    let (x, y) = (
+        a.to_i64s().ok_or("QAdd/QMul operands must be integers")?,
+        b.to_i64s().ok_or("QAdd/QMul operands must be integers")?,
+    );
+    let shape = crate::ir::infer::broadcast(&a.shape, &b.shape)?;
+    let (sa, sb) = (
+        super::ops::broadcast_strides(&a.shape, &shape),
+        super::ops::broadcast_strides(&b.shape, &shape),
+    );
+    let mut out = Vec::with_capacity(shape.iter().product());
+    super::tensor_ops::each_index(&shape, |_, idx| {
+        let at = |s: &[usize]| idx.iter().zip(s).map(|(i, s)| i * s).sum::<usize>();
+        out.push(program.apply(x[at(&sa)] as i32, y[at(&sb)] as i32));
+    });
+    let data = match q.to {
+        DType::U8 => Data::U8(out.iter().map(|&v| v as u8).collect()),
+        _ => Data::I8(out.iter().map(|&v| v as i8).collect()),
+    };
+    Ok(vec![Tensor {
+        dtype: q.to,
+        shape,
+        data,
+    }])
 }
 
 /// ONNX DynamicQuantizeLinear in f32 as the spec (and onnxruntime) computes it: the range

@@ -472,6 +472,22 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             requant_params(types, *requant, shape[1])?;
             Ok(vec![(requant.map_or(DType::I32, |r| r.to), shape)])
         }
+        Op::QBinary(q) => {
+            want(2, types, 2)?;
+            let (a, b) = (types[0].0, types[1].0);
+            let bad = |e: String| InferError::Invalid(format!("{}: {e}", op.name()));
+            let program = q
+                .to_program()
+                .ok_or_else(|| bad(format!("result of type {}", q.to)))?;
+            let (pa, pb) = (
+                a.to_program()
+                    .ok_or_else(|| bad(format!("a of type {a}")))?,
+                b.to_program()
+                    .ok_or_else(|| bad(format!("b of type {b}")))?,
+            );
+            program.check(pa, pb).map_err(bad)?;
+            Ok(vec![(q.to, broadcast(types[0].1, types[1].1)?)])
+        }
         Op::DynamicQuantizeLinear => {
             want(1, types, 1)?;
             float(&types[0], "input")?;

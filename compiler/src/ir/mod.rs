@@ -14,7 +14,8 @@ pub use dtype::DType;
 pub use einsum::Equation;
 pub use graph::{Graph, Node, Value, ValueId};
 pub use op::{
-    Act, AutoPad, Binary, Cmp, Logic, Op, PadMode, ReduceKind, Requant, Unary, WindowAttrs,
+    Act, AutoPad, Binary, Cmp, Logic, Op, PadMode, QBinaryAttrs, QBinaryOp, ReduceKind, Requant,
+    Unary, WindowAttrs,
 };
 pub use petgraph::stable_graph::NodeIndex;
 pub use tensor::{Data, Tensor, decode_code};

@@ -183,6 +183,57 @@ impl fmt::Display for Requant {
     }
 }
 
+pub use edgecc_program::QBinaryOp;
+
+/// The parameters of an integer Add or Mul of two 8-bit quantized tensors
+/// ([`Op::QBinary`]): exactly those of `edgecc_program::QBinary`, whose `apply` defines the
+/// arithmetic (the interpreter calls it), with the output dtype as an IR [`DType`].
+/// `op` is `Add { ma, mb }`: `acc = (a − a_zero)·ma + (b − b_zero)·mb`, or `Mul { m }`:
+/// `acc = (a − a_zero)·(b − b_zero)·m`; then `clamp(zero_point + round(acc / 2^shift),
+/// lo, hi)`, rounding half up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QBinaryAttrs {
+    pub op: QBinaryOp,
+    pub a_zero: i32,
+    pub b_zero: i32,
+    pub shift: u32,
+    pub to: DType,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl QBinaryAttrs {
+    /// The same parameters as the program's `QBinary` (`None` when `to` has no program
+    /// dtype).
+    pub fn to_program(&self) -> Option<edgecc_program::QBinary> {
+        Some(edgecc_program::QBinary {
+            op: self.op,
+            a_zero: self.a_zero,
+            b_zero: self.b_zero,
+            shift: self.shift,
+            dtype: self.to.to_program()?,
+            zero_point: self.zero_point,
+            lo: self.lo,
+            hi: self.hi,
+        })
+    }
+}
+
+impl fmt::Display for QBinaryAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.op {
+            QBinaryOp::Add { ma, mb } => write!(f, "ma={ma} mb={mb}")?,
+            QBinaryOp::Mul { m } => write!(f, "m={m}")?,
+        }
+        write!(
+            f,
+            " a_zero={} b_zero={} shift={} to={} zero_point={} lo={} hi={}",
+            self.a_zero, self.b_zero, self.shift, self.to, self.zero_point, self.lo, self.hi
+        )
+    }
+}
+
 /// The activation that ends a fused matrix product ([`Op::FusedMatMul`]) or convolution
 /// ([`Op::FusedConv`]). Each is the
 /// single-input op [`Act::op`] names, computed exactly as that op.
@@ -430,6 +481,12 @@ pub enum Op {
         group: usize,
         requant: Option<Requant>,
     },
+    /// Integer Add (`QAdd` in the text IR) or Mul (`QMul`) of two 8-bit quantized tensors
+    /// with numpy broadcasting, made by `fold-requant` from `Q(act(Add|Mul(DQ(a), DQ(b))))`
+    /// (onnxruntime's QLinearAdd/QLinearMul, a quantized residual or bias Add). Inputs: a
+    /// and b (u8/i8 each); the result is `attrs.to`. Defined by
+    /// `edgecc_program::QBinary::apply`, element by element.
+    QBinary(QBinaryAttrs),
     /// ONNX DynamicQuantizeLinear: quantizes f32 `x` to u8 with a scale and zero point
     /// computed from `x` itself. Outputs y (u8, x's shape), y_scale (f32 scalar) and
     /// y_zero_point (u8 scalar): the range `[min(0, min x), max(0, max x)]` (adjusted to hold
@@ -597,6 +654,10 @@ impl Op {
             Op::DequantizeLinear { .. } => "DequantizeLinear",
             Op::QGemm { .. } => "QGemm",
             Op::QConv { .. } => "QConv",
+            Op::QBinary(q) => match q.op {
+                QBinaryOp::Add { .. } => "QAdd",
+                QBinaryOp::Mul { .. } => "QMul",
+            },
             Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
             Op::MatMulInteger => "MatMulInteger",
             Op::ConvInteger { .. } => "ConvInteger",
@@ -774,6 +835,7 @@ impl fmt::Display for Op {
                 }
                 f.write_str("}")
             }
+            Op::QBinary(q) => write!(f, "{{{q}}}"),
             Op::Shape { start, end } => match end {
                 Some(e) => write!(f, "{{start={start} end={e}}}"),
                 None if *start != 0 => write!(f, "{{start={start}}}"),

@@ -30,8 +30,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Act, AutoPad, Binary, Cmp, DType, Data, Equation, Graph, Logic, Op, PadMode, ReduceKind,
-    Requant, Tensor, Unary, ValueId, WindowAttrs,
+    Act, AutoPad, Binary, Cmp, DType, Data, Equation, Graph, Logic, Op, PadMode, QBinaryAttrs,
+    QBinaryOp, ReduceKind, Requant, Tensor, Unary, ValueId, WindowAttrs,
 };
 use crate::Error;
 
@@ -700,6 +700,60 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// The parameters of a QAdd (`ma=.. mb=..`) or QMul (`m=..`), then `a_zero=.. b_zero=..
+    /// shift=.. to=<dtype> zero_point=.. lo=.. hi=..`, every one required.
+    fn qbinary(&mut self, add: bool) -> Result<QBinaryAttrs, Error> {
+        let mut need = |key: &str| -> Result<i64, Error> {
+            self.scalar(key, INT)?
+                .ok_or_else(|| self.fail(format!("missing attribute {key}")))
+        };
+        let i16_of = |v: i64| i16::try_from(v).ok();
+        let op = if add {
+            let (ma, mb) = (need("ma")?, need("mb")?);
+            i16_of(ma)
+                .zip(i16_of(mb))
+                .map(|(ma, mb)| QBinaryOp::Add { ma, mb })
+        } else {
+            i16_of(need("m")?).map(|m| QBinaryOp::Mul { m })
+        };
+        let (a_zero, b_zero, shift) = (need("a_zero")?, need("b_zero")?, need("shift")?);
+        let (zero_point, lo, hi) = (need("zero_point")?, need("lo")?, need("hi")?);
+        let to = self
+            .raw("to")?
+            .ok_or_else(|| self.fail("missing attribute to=<dtype>".into()))?;
+        let to = DType::from_name(to).ok_or_else(|| self.fail(format!("to={to}: not a dtype")))?;
+        let int = |v: i64| i32::try_from(v).ok();
+        match (
+            op,
+            int(a_zero),
+            int(b_zero),
+            u32::try_from(shift).ok(),
+            int(zero_point),
+            int(lo),
+            int(hi),
+        ) {
+            (
+                Some(op),
+                Some(a_zero),
+                Some(b_zero),
+                Some(shift),
+                Some(zero_point),
+                Some(lo),
+                Some(hi),
+            ) => Ok(QBinaryAttrs {
+                op,
+                a_zero,
+                b_zero,
+                shift,
+                to,
+                zero_point,
+                lo,
+                hi,
+            }),
+            _ => Err(self.fail("quantized Add/Mul parameters out of range".into())),
+        }
+    }
+
     fn finish(self) -> Result<(), Error> {
         match self.items.iter().find(|(_, _, used)| !used) {
             None => Ok(()),
@@ -923,6 +977,8 @@ fn parse_op(no: usize, name: &str, body: &str) -> Result<Op, Error> {
             group: a.scalar("group", SIZE)?.unwrap_or(1),
             requant: a.requant()?,
         },
+        (None, "QAdd") => Op::QBinary(a.qbinary(true)?),
+        (None, "QMul") => Op::QBinary(a.qbinary(false)?),
         (None, "Shape") => Op::Shape {
             start: a.scalar("start", INT)?.unwrap_or(0),
             end: a.scalar("end", INT)?,
@@ -1057,6 +1113,31 @@ mod tests {
                 &["c: f32[3] = [1,2,3]"],
                 &format!("y: f32[2,3] = {b}(x, c)"),
             );
+        }
+        // The integer Add/Mul of fold-requant, at the ends of every parameter's range,
+        // with a broadcast operand.
+        let q = [("a", "u8[2,3]"), ("b", "i8[3]")];
+        op_case(
+            &q,
+            &[],
+            "y: i8[2,3] = QAdd{ma=-32768 mb=32767 a_zero=255 b_zero=-128 shift=31 to=i8 \
+             zero_point=-128 lo=-128 hi=127}(a, b)",
+        );
+        op_case(
+            &q,
+            &[],
+            "y: u8[2,3] = QMul{m=7 a_zero=0 b_zero=127 shift=1 to=u8 zero_point=255 lo=3 \
+             hi=200}(a, b)",
+        );
+        // Parameters the contract refuses are refused by shape inference, named.
+        for bad in ["shift=0", "shift=32"] {
+            let text = format!(
+                "graph t {{\n  input a: u8[2]\n  input b: u8[2]\n  y: u8[2] = QMul{{m=1 \
+                 a_zero=0 b_zero=0 {bad} to=u8 zero_point=0 lo=0 hi=255}}(a, b)  # n\n  \
+                 output y\n}}\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("QMul") && e.contains("shift"), "{e}");
         }
         for c in ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"] {
             op_case(
@@ -1551,6 +1632,31 @@ mod tests {
                     requant
                 }
             ),
+            (
+                any::<bool>(),
+                any::<[i16; 2]>(),
+                any::<[i32; 6]>(),
+                any::<u32>(),
+                any::<bool>()
+            )
+                .prop_map(
+                    |(add, [m0, m1], [a_zero, b_zero, zero_point, lo, hi, _], shift, u8)| {
+                        Op::QBinary(QBinaryAttrs {
+                            op: if add {
+                                QBinaryOp::Add { ma: m0, mb: m1 }
+                            } else {
+                                QBinaryOp::Mul { m: m0 }
+                            },
+                            a_zero,
+                            b_zero,
+                            shift,
+                            to: if u8 { DType::U8 } else { DType::I8 },
+                            zero_point,
+                            lo,
+                            hi,
+                        })
+                    }
+                ),
             Just(Op::DynamicQuantizeLinear),
             Just(Op::MatMulInteger),
             (window(), 1usize..9).prop_map(|(window, group)| Op::ConvInteger { window, group }),

@@ -550,6 +550,7 @@ impl<'g> Builder<'g> {
                 Op::QuantizeLinear { .. }
                     | Op::QGemm { .. }
                     | Op::QConv { .. }
+                    | Op::QBinary(_)
                     | Op::DynamicQuantizeLinear
                     | Op::MatMulInteger
                     | Op::ConvInteger { .. }
@@ -582,6 +583,7 @@ impl<'g> Builder<'g> {
                 group,
                 requant,
             } => self.qconv(n, window, *group, *requant)?,
+            Op::QBinary(q) => self.qbinary(n, q)?,
             Op::DynamicQuantizeLinear => self.dynamic_quantize_linear(n)?,
             Op::MatMulInteger | Op::ConvInteger { .. } => {
                 return Err(unsupported(

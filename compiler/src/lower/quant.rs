@@ -1,5 +1,6 @@
 //! Quantized nodes: the integer GEMM and convolution `fold-requant` makes become
-//! [`Kernel::QGemm`] and [`Kernel::QConv`]; the QuantizeLinear and DequantizeLinear left at
+//! [`Kernel::QGemm`] and [`Kernel::QConv`], its integer Add and Mul [`Kernel::QBinary`]
+//! (operands broadcast by stride-0 views, in place when an operand dies there); the QuantizeLinear and DequantizeLinear left at
 //! the edges of float islands run as a conversion plus one elementwise kernel, computing
 //! exactly what the interpreter does (the scale divides, rounding is half to even).
 
@@ -10,7 +11,7 @@ use edgecc_program::{
 use super::{Builder, Loc, dense, geometry, unsupported};
 use crate::Error;
 use crate::ir::infer::norm_axis;
-use crate::ir::{DType, NodeIndex, Requant, Tensor, ValueId, WindowAttrs};
+use crate::ir::{DType, NodeIndex, QBinaryAttrs, Requant, Tensor, ValueId, WindowAttrs};
 
 impl Builder<'_> {
     /// A view of a quantization parameter (scalar, or 1-D along `axis`) broadcast over
@@ -456,6 +457,43 @@ impl Builder<'_> {
             out,
             output,
             scratch,
+        });
+        Ok(())
+    }
+
+    /// [`crate::ir::Op::QBinary`] as one [`Kernel::QBinary`] over the output's shape: each
+    /// operand a view with stride 0 on the dims it is broadcast along.
+    pub(super) fn qbinary(&mut self, n: NodeIndex, q: &QBinaryAttrs) -> Result<(), Error> {
+        let g = self.g;
+        let node = g.node(n);
+        let (a, b, out) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let qp = q
+            .to_program()
+            .ok_or_else(|| unsupported(g, n, format!("quantized Add/Mul into {}", q.to)))?;
+        let dtype = |v: ValueId| {
+            let d = g.value(v).dtype;
+            d.to_program()
+                .ok_or_else(|| unsupported(g, n, format!("quantized Add/Mul of {d}")))
+        };
+        let (a_dtype, b_dtype) = (dtype(a)?, dtype(b)?);
+        qp.check(a_dtype, b_dtype)
+            .map_err(|e| unsupported(g, n, format!("quantized Add/Mul: {e}")))?;
+        let shape = self.shape(out).to_vec();
+        if shape.contains(&0) {
+            return Ok(());
+        }
+        self.reuse_input(n, out, &[a, b]);
+        let av = self.bview(a, &shape);
+        let bv = self.bview(b, &shape);
+        let output = self.dview(out);
+        self.kernels.push(Kernel::QBinary {
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            a: av,
+            a_dtype,
+            b: bv,
+            b_dtype,
+            q: qp,
+            output,
         });
         Ok(())
     }

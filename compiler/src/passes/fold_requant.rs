@@ -21,6 +21,17 @@
 //!   HardSwish, a scalar Mul, GELU written out with each step quantized, earlier tables,
 //!   and `Q(DQ(x))` with other parameters, i.e. a requantization) is a 256-entry table the
 //!   interpreter computes at compile time (so it is exact) and a Gather on the 8-bit values.
+//! - **Integer Add and Mul.** `Q(act(Add(DQ(a), DQ(b))))` and `Q(act(Mul(DQ(a), DQ(b))))`
+//!   (the residual Add of a quantized CNN or encoder, onnxruntime's separately quantized
+//!   bias Add, QLinearAdd / QLinearMul) with constant per-tensor scales and zero points on
+//!   both DQs and the Q, u8 or i8 each, ONNX broadcasting, either operand possibly a
+//!   constant (a quantized bias vector stays 8-bit), become one [`Op::QBinary`]:
+//!   `acc = (a − za)·ma + (b − zb)·mb` with `ma/2^s ≈ sa/sy`, `mb/2^s ≈ sb/sy`, or
+//!   `acc = (a − za)·(b − zb)·m` with `m/2^s ≈ sa·sb/sy` (computed in f64), then
+//!   `y = clamp(zy + round(acc / 2^s))` with the activation as the clamp as above. The
+//!   multipliers are `i16` (so every product fits int32 and 16-bit multiplies compute
+//!   them) and `s` is the largest shift in `1..=31` that keeps the largest `|multiplier|`
+//!   ≤ 32767; a ratio of 2^14 or more fits at no shift and stays in float.
 //! - **Dynamic quantization.** MatMulInteger / ConvInteger with constant weights (zero
 //!   points folded into i8) become QGemm / QConv with int32 output; DynamicQuantizeLinear
 //!   and the Cast/Mul scale chain after them stay as they are (lowered as float kernels).
@@ -31,18 +42,49 @@
 //!   8-bit values, with no float round trip.
 //! - **`Q(DQ(q))` with the same parameters is `q`**: the quantize-dequantize pairs around
 //!   every moved op collapse.
+//!
+//! At a QuantizeLinear the rules are tried in that order of precedence: the GEMM/conv rule
+//! (which also takes a float bias Add after a product), the collapse of a pair, the lookup
+//! table (an Add or Mul whose operands come from the same bytes, or one operand a
+//! dequantized one-element constant, is a function of one byte: exact as a table), then
+//! the integer Add/Mul.
 //! - **Quantized weights that feed float work** are dequantized here, at compile time.
 //!
 //! The folded graph computes within one quantization step of the unfolded one: the
 //! differences are the rounding of the bias to the accumulator's unit (half a unit of
 //! `sx·sw`, far below `sy`) and of the multiplier, and ties (the multiplier rounds half
-//! up, QuantizeLinear half to even). What stays in float is listed by [`float_islands`].
+//! up, QuantizeLinear half to even). Whenever the exact value `v` (in output steps) and
+//! the folded one `v + e` are within `|e| < 1` of each other, their two roundings are at
+//! most one step apart, whatever the tie rules; so it is enough that the fixed-point
+//! factors move the value by less than a step (the f32 rounding of the unfolded graph is
+//! about 2^-22 of the terms):
+//!
+//! - GEMM and convolution multipliers have 31 bits: `e` is about 2^-31 of the
+//!   accumulator's value in steps.
+//! - A Mul's multiplier has at least 15 bits (`m ≥ 2^14` unless the shift stops at 31):
+//!   `e ≤ |v|·2^-15`, under 0.02 step for any output in range (`|v| ≤ 511` between the
+//!   zero point and the clamp), and an output past the range by more than half a step
+//!   stays past it; with shift 31, `|e| ≤ 255²·2^-32`.
+//! - An Add rounds two multipliers at one shift: `e = (a − za)·(ma/2^s − ra) + (b −
+//!   zb)·(mb/2^s − rb)`, where the terms need not be of the output's size (they can
+//!   cancel), so the bound is over the operands: `|e| ≤ Σ max|x − z|·|m/2^s − r|`. The
+//!   rule computes that bound from the actual multipliers and zero points and folds only
+//!   when it is at most half a step. With 15 bits in the larger multiplier each error is
+//!   at most `2^-(s+1)`, which keeps the bound below half a step for every ratio below 64
+//!   (residual Adds have ratios near 1, bias Adds below); a larger ratio (an output scale
+//!   64 times finer than an operand's, where almost every sum saturates) folds only if its
+//!   multipliers happen to be that accurate, and is otherwise reported as float.
+//!
+//! What stays in float is listed by [`float_islands`].
 
 use super::Pass;
 use super::pattern::{producer, replace_value, single_use};
 use crate::Error;
 use crate::interp;
-use crate::ir::{DType, Data, Graph, NodeIndex, Op, Requant, Tensor, Unary, ValueId, WindowAttrs};
+use crate::ir::{
+    Binary, DType, Data, Graph, NodeIndex, Op, QBinaryAttrs, QBinaryOp, Requant, Tensor, Unary,
+    ValueId, WindowAttrs,
+};
 
 pub struct FoldRequant;
 
@@ -68,6 +110,9 @@ impl Pass for FoldRequant {
                             counts.pairs += 1;
                         } else if lookup_table(g, n)? {
                             counts.tables += 1;
+                        } else if let Ok(m) = match_qbinary(g, n) {
+                            rewrite_qbinary(g, m)?;
+                            counts.binary += 1;
                         }
                     }
                     Op::MatMulInteger | Op::ConvInteger { .. } => {
@@ -84,9 +129,15 @@ impl Pass for FoldRequant {
         }
         counts.weights = dequantize_constants(g)?;
         Ok(format!(
-            "{} integer kernels, {} lookup tables, {} ops moved onto 8-bit values, {} \
-             quantize/dequantize pairs removed, {} weights dequantized for float ops",
-            counts.integer, counts.tables, counts.moved, counts.pairs, counts.weights
+            "{} integer kernels, {} integer Add/Mul, {} lookup tables, {} ops moved onto \
+             8-bit values, {} quantize/dequantize pairs removed, {} weights dequantized for \
+             float ops",
+            counts.integer,
+            counts.binary,
+            counts.tables,
+            counts.moved,
+            counts.pairs,
+            counts.weights
         ))
     }
 }
@@ -94,6 +145,7 @@ impl Pass for FoldRequant {
 #[derive(Default)]
 struct Counts {
     integer: usize,
+    binary: usize,
     tables: usize,
     moved: usize,
     pairs: usize,
@@ -102,7 +154,7 @@ struct Counts {
 
 impl Counts {
     fn total(&self) -> usize {
-        self.integer + self.tables + self.moved + self.pairs
+        self.integer + self.binary + self.tables + self.moved + self.pairs
     }
 }
 
@@ -199,6 +251,38 @@ fn quantize_value(v: f32, scale: f32, zero: i64) -> f64 {
     (v / scale).round_ties_even() as f64 + zero as f64
 }
 
+/// What QuantizeLinear `q` (per-tensor parameters `out`) quantizes, seen through one Relu
+/// or Clip: the value before the activation and the clamp `[lo, hi]` that replaces it
+/// (`Q` is monotone, so `Q(clip(v, a, b)) = clamp(Q(v), Q(a), Q(b))` exactly), or the
+/// value `q` reads and its dtype's full range when there is no activation.
+fn through_activation(
+    g: &Graph,
+    q: NodeIndex,
+    out: &Params,
+) -> Result<(ValueId, i32, i32), String> {
+    let (full_lo, full_hi) = range(out.dtype);
+    let v = g.node(q).inputs[0];
+    let (_, node) = producer(g, v).ok_or("the quantized value is not computed")?;
+    // An activation the clamp can take.
+    let (min, max) = match &node.op {
+        Op::Unary(Unary::Relu) => (0.0, f32::INFINITY),
+        Op::Clip { min, max } => (*min, *max),
+        _ => return Ok((v, full_lo, full_hi)),
+    };
+    if !single_use(g, v) {
+        return Err("the activation's input has other readers".into());
+    }
+    let (s, z) = (out.scale[0], out.zero[0]);
+    let lo = quantize_value(min, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
+    let hi = quantize_value(max, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
+    if min.is_nan() || max.is_nan() || min > max || lo > hi {
+        return Err("the clip range is empty".into());
+    }
+    let v = node.inputs[0];
+    producer(g, v).ok_or("the activation's input is not computed")?;
+    Ok((v, lo, hi))
+}
+
 /// Matches an integer island ending at QuantizeLinear `q`; the error says why not, for
 /// the float report.
 fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
@@ -206,30 +290,8 @@ fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
     if !out.per_tensor() {
         return Err("the output is quantized per channel".into());
     }
-    let (full_lo, full_hi) = range(out.dtype);
-    let mut lo = full_lo;
-    let mut hi = full_hi;
-    let mut v = g.node(q).inputs[0];
+    let (mut v, lo, hi) = through_activation(g, q, &out)?;
     let (mut n, mut node) = producer(g, v).ok_or("the quantized value is not computed")?;
-    // An activation the clamp can take.
-    let act = match &node.op {
-        Op::Unary(Unary::Relu) => Some((0.0, f32::INFINITY)),
-        Op::Clip { min, max } => Some((*min, *max)),
-        _ => None,
-    };
-    if let Some((min, max)) = act {
-        if !single_use(g, v) {
-            return Err("the activation's input has other readers".into());
-        }
-        let (s, z) = (out.scale[0], out.zero[0]);
-        lo = quantize_value(min, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
-        hi = quantize_value(max, s, z).clamp(full_lo as f64, full_hi as f64) as i32;
-        if min.is_nan() || max.is_nan() || min > max || lo > hi {
-            return Err("the clip range is empty".into());
-        }
-        v = node.inputs[0];
-        (n, node) = producer(g, v).ok_or("the activation's input is not computed")?;
-    }
     // A bias added after the product (a Linear exported as MatMul + Add).
     let mut added_bias = None;
     if matches!(node.op, Op::Binary(crate::ir::Binary::Add)) {
@@ -631,6 +693,147 @@ fn i32_tensor(v: Vec<i32>) -> Tensor {
     }
 }
 
+/// An Add or Mul island that becomes one [`Op::QBinary`].
+struct QBin {
+    /// The QuantizeLinear ending the island; its result is replaced.
+    q: NodeIndex,
+    /// The Add or Mul.
+    op: NodeIndex,
+    a: ValueId,
+    b: ValueId,
+    attrs: QBinaryAttrs,
+}
+
+/// The 8-bit value behind a per-tensor DequantizeLinear with constant parameters producing
+/// `v`: the value, its scale and its zero point.
+fn dequantized_operand(g: &Graph, v: ValueId) -> Result<(ValueId, f64, i32), String> {
+    let dq = dequantized(g, v).ok_or("an operand is not dequantized")?;
+    let p = params(g, dq).ok_or("an operand's scale or zero point is computed at run time")?;
+    if !p.per_tensor() {
+        return Err("an operand is quantized per channel".into());
+    }
+    let x = g.node(dq).inputs[0];
+    let dtype = g.value(x).dtype;
+    if !matches!(dtype, DType::U8 | DType::I8) {
+        return Err(format!("an operand is dequantized from {dtype}"));
+    }
+    let scale = p.scale[0] as f64;
+    if !(scale > 0.0 && scale.is_finite()) {
+        return Err("an operand's scale is not a positive number".into());
+    }
+    Ok((x, scale, p.zero[0] as i32))
+}
+
+/// `i16` multipliers for the factors `real` with one shift: the largest shift in `1..=31`
+/// at which every `|round(r · 2^shift)|` is at most 32767; `None` when even shift 1 is
+/// too much (a factor of 2^14 or more).
+pub fn multipliers_i16(real: &[f64]) -> Option<(Vec<i16>, u32)> {
+    let max = real.iter().map(|r| r.abs()).fold(0.0f64, f64::max);
+    if !max.is_finite() || real.iter().any(|r| r.is_nan()) {
+        return None;
+    }
+    let fits = |s: u32| (max * 2f64.powi(s as i32)).round() <= i16::MAX as f64;
+    let shift = (1..=31).rev().find(|&s| fits(s))?;
+    let scale = 2f64.powi(shift as i32);
+    Some((
+        real.iter().map(|&r| (r * scale).round() as i16).collect(),
+        shift,
+    ))
+}
+
+/// The largest `|x − zero|` for an 8-bit `x` of `dtype`.
+fn span(dtype: DType, zero: i32) -> f64 {
+    let (lo, hi) = range(dtype);
+    (zero - lo).max(hi - zero) as f64
+}
+
+/// Matches `Q(act(Add(DQ(a), DQ(b))))` or `Q(act(Mul(DQ(a), DQ(b))))` with constant
+/// per-tensor parameters on both DQs and the Q; the error says why not, for the float
+/// report.
+fn match_qbinary(g: &Graph, q: NodeIndex) -> Result<QBin, String> {
+    let out = params(g, q).ok_or("the output scale or zero point is not a constant")?;
+    if !out.per_tensor() {
+        return Err("the output is quantized per channel".into());
+    }
+    let sy = out.scale[0] as f64;
+    if !(sy > 0.0 && sy.is_finite()) {
+        return Err("the output scale is not a positive number".into());
+    }
+    let (v, lo, hi) = through_activation(g, q, &out)?;
+    let (n, node) = producer(g, v).ok_or("the quantized value is not computed")?;
+    let add = match node.op {
+        Op::Binary(Binary::Add) => true,
+        Op::Binary(Binary::Mul) => false,
+        ref other => return Err(format!("{} is not an Add or Mul", other.name())),
+    };
+    if !single_use(g, v) {
+        return Err(format!("the result of '{}' has other readers", node.name));
+    }
+    let [ia, ib] = node.inputs[..] else {
+        return Err(format!("a malformed {}", node.op.name()));
+    };
+    let (a, sa, za) = dequantized_operand(g, ia)?;
+    let (b, sb, zb) = dequantized_operand(g, ib)?;
+    let (da, db) = (g.value(a).dtype, g.value(b).dtype);
+    let to = g.value(g.node(q).outputs[0]).dtype;
+    let zy = out.zero[0] as i32;
+    let (op, shift) = if add {
+        let (ra, rb) = (sa / sy, sb / sy);
+        let Some((m, shift)) = multipliers_i16(&[ra, rb]) else {
+            return Err(format!(
+                "the Add's scale ratio {:.0} needs a multiplier of more than 16 bits",
+                ra.max(rb)
+            ));
+        };
+        // How far the multipliers' rounding can move the sum, in output steps.
+        let unit = 2f64.powi(shift as i32);
+        let err = span(da, za) * (m[0] as f64 / unit - ra).abs()
+            + span(db, zb) * (m[1] as f64 / unit - rb).abs();
+        if err > 0.5 {
+            return Err(format!(
+                "the Add's scale ratio {:.0} leaves its 16-bit multipliers {err:.2} steps \
+                 off (more than half a step)",
+                ra.max(rb)
+            ));
+        }
+        (QBinaryOp::Add { ma: m[0], mb: m[1] }, shift)
+    } else {
+        // No precision check: a Mul is always within one step (the module doc).
+        let r = sa * sb / sy;
+        let Some((m, shift)) = multipliers_i16(&[r]) else {
+            return Err(format!(
+                "the Mul's scale ratio {r:.0} needs a multiplier of more than 16 bits"
+            ));
+        };
+        (QBinaryOp::Mul { m: m[0] }, shift)
+    };
+    Ok(QBin {
+        q,
+        op: n,
+        a,
+        b,
+        attrs: QBinaryAttrs {
+            op,
+            a_zero: za,
+            b_zero: zb,
+            shift,
+            to,
+            zero_point: zy,
+            lo,
+            hi,
+        },
+    })
+}
+
+fn rewrite_qbinary(g: &mut Graph, m: QBin) -> Result<(), Error> {
+    let name = g.node(m.op).name.clone();
+    let (_, outs) = g.add_node(name, Op::QBinary(m.attrs), vec![m.a, m.b])?;
+    let old = g.node(m.q).outputs[0];
+    replace_value(g, old, outs[0]);
+    remove_dead(g, m.q);
+    Ok(())
+}
+
 /// MatMulInteger / ConvInteger (dynamic quantization) with constant weights whose zero
 /// point folds into i8 → QGemm / QConv with int32 output (the scale chain after them
 /// stays as it is).
@@ -828,6 +1031,15 @@ fn byte_source(g: &Graph, v: ValueId, region: &mut Vec<NodeIndex>) -> Option<Val
                 continue;
             }
             return None;
+        }
+        // A dequantized one-element constant is a constant operand too: its
+        // DequantizeLinear joins the region and is evaluated with the table.
+        if let Some(dq) = dequantized(g, i)
+            && g.value(i).num_elements() == 1
+            && g.node(dq).inputs.iter().all(|&c| g.konst(c).is_some())
+        {
+            region.push(dq);
+            continue;
         }
         if &g.value(i).shape != shape {
             return None;
@@ -1032,6 +1244,7 @@ pub fn float_islands(g: &Graph) -> Vec<FloatIsland> {
                 | Op::DequantizeLinear { .. }
                 | Op::QGemm { .. }
                 | Op::QConv { .. }
+                | Op::QBinary(_)
         );
         if quant_op || node.op.is_view() {
             continue;
@@ -1052,7 +1265,10 @@ pub fn float_islands(g: &Graph) -> Vec<FloatIsland> {
             | Op::BatchNorm { .. }
             | Op::GlobalAveragePool
             | Op::AveragePool { .. } => why_float(g, n),
-            Op::Unary(Unary::Relu) | Op::Clip { .. } => why_float(g, n),
+            Op::Unary(Unary::Relu)
+            | Op::Clip { .. }
+            | Op::Binary(Binary::Add)
+            | Op::Binary(Binary::Mul) => why_float(g, n),
             Op::Softmax { .. } | Op::LayerNorm { .. } | Op::Gelu { .. } => {
                 "kept in float: edgecc has no integer form of it (float by design)".into()
             }
@@ -1077,9 +1293,16 @@ fn why_float(g: &Graph, n: NodeIndex) -> String {
             .iter()
             .find(|&&c| matches!(g.node(c).op, Op::QuantizeLinear { .. }))
         {
-            return match match_integer(g, q) {
-                Err(e) => e,
-                Ok(_) => "foldable, but fold-requant did not run".into(),
+            return match (match_integer(g, q), match_qbinary(g, q)) {
+                (Ok(_), _) | (_, Ok(_)) => "foldable, but fold-requant did not run".into(),
+                // An Add or Mul that is not a product's bias is the integer Add/Mul's case.
+                (Err(e), Err(b)) => {
+                    if binary_island(g, q) {
+                        b
+                    } else {
+                        e
+                    }
+                }
             };
         }
         match readers.as_slice() {
@@ -1090,4 +1313,117 @@ fn why_float(g: &Graph, n: NodeIndex) -> String {
         }
     }
     "its result is not quantized (no QuantizeLinear follows)".into()
+}
+
+/// Whether QuantizeLinear `q` quantizes (through a Relu or Clip) an Add or Mul that is not
+/// a bias added to a Conv/MatMul/Gemm (the GEMM rule's case).
+fn binary_island(g: &Graph, q: NodeIndex) -> bool {
+    let mut v = g.node(q).inputs[0];
+    for _ in 0..2 {
+        let Some((_, node)) = producer(g, v) else {
+            return false;
+        };
+        match node.op {
+            Op::Unary(Unary::Relu) | Op::Clip { .. } => v = node.inputs[0],
+            Op::Binary(Binary::Add | Binary::Mul) => {
+                return !node.inputs.iter().any(|&i| {
+                    producer(g, i).is_some_and(|(_, p)| {
+                        matches!(p.op, Op::Conv { .. } | Op::MatMul | Op::Gemm { .. })
+                    })
+                });
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::Pass;
+
+    /// `Q(Add(DQ(a), DQ(b)))` with the given scales (sa, sb, sy), u8 zero points 128, the
+    /// Add's float-island reason after the pass (`None` when it folded).
+    fn add_reason(sa: f32, sb: f32, sy: f32, per_channel: bool) -> Option<String> {
+        let (sa_ty, sa_v, za_ty, za_v) = if per_channel {
+            ("f32[2]", format!("[{sa},{sa}]"), "u8[2]", "[128,128]")
+        } else {
+            ("f32[]", format!("[{sa}]"), "u8[]", "[128]")
+        };
+        let text = format!(
+            "graph g {{
+  input x: f32[3,2]
+  input r: f32[3,2]
+  const sa: {sa_ty} = {sa_v}
+  const za: {za_ty} = {za_v}
+  const sb: f32[] = [{sb}]
+  const sy: f32[] = [{sy}]
+  const z: u8[] = [128]
+  xq: u8[3,2] = QuantizeLinear{{axis=1 to=u8}}(x, sa, za)  # x_q
+  rq: u8[3,2] = QuantizeLinear{{axis=1 to=u8}}(r, sb, z)  # r_q
+  xd: f32[3,2] = DequantizeLinear{{axis=1}}(xq, sa, za)  # x_dq
+  rd: f32[3,2] = DequantizeLinear{{axis=1}}(rq, sb, z)  # r_dq
+  s: f32[3,2] = Add(xd, rd)  # add
+  y: u8[3,2] = QuantizeLinear{{axis=1 to=u8}}(s, sy, z)  # y_q
+  output y
+}}"
+        );
+        let mut g = crate::ir::parse::parse(&text).unwrap();
+        FoldRequant.run(&mut g).unwrap();
+        let islands = float_islands(&g);
+        islands
+            .iter()
+            .find(|i| i.node == "add")
+            .map(|i| i.reason.clone())
+    }
+
+    #[test]
+    fn float_add_islands_say_why() {
+        assert_eq!(add_reason(0.01, 0.02, 0.015, false), None);
+        let r = add_reason(0.01, 0.02, 0.015, true).unwrap();
+        assert!(r.contains("quantized per channel"), "{r}");
+        // sa/sy = 2^14 + a bit: no shift keeps the multiplier in i16.
+        let r = add_reason(1.0, 0.01, 1.0 / 16400.0, false).unwrap();
+        assert!(r.contains("more than 16 bits"), "{r}");
+        // sa/sy ≈ 1000.3: fits at shift 5, but 128·(|ma/32 − ra| + ..) exceeds half a step.
+        let r = add_reason(1.0003, 1.0, 0.001, false).unwrap();
+        assert!(r.contains("more than half a step"), "{r}");
+    }
+
+    /// An Add of a float constant (not quantized) says so, not that a DequantizeLinear
+    /// has no integer kernel.
+    #[test]
+    fn float_constant_add_says_its_operand_is_not_quantized() {
+        let text = "graph g {
+  input x: f32[3,4]
+  const s: f32[] = [0.05]
+  const z: u8[] = [128]
+  const b: f32[4] = [0.1,0.2,0.3,0.4]
+  xq: u8[3,4] = QuantizeLinear{axis=1 to=u8}(x, s, z)  # x_q
+  xd: f32[3,4] = DequantizeLinear{axis=1}(xq, s, z)  # x_dq
+  a: f32[3,4] = Add(xd, b)  # add
+  y: u8[3,4] = QuantizeLinear{axis=1 to=u8}(a, s, z)  # y_q
+  output y
+}";
+        let mut g = crate::ir::parse::parse(text).unwrap();
+        FoldRequant.run(&mut g).unwrap();
+        let islands = float_islands(&g);
+        let add = islands.iter().find(|i| i.node == "add").unwrap();
+        assert_eq!(add.reason, "an operand is not dequantized");
+    }
+
+    #[test]
+    fn i16_multipliers_take_the_largest_shift() {
+        assert_eq!(multipliers_i16(&[1.0]), Some((vec![16384], 14)));
+        assert_eq!(
+            multipliers_i16(&[0.75, 0.5]),
+            Some((vec![24576, 16384], 15))
+        );
+        // A tiny ratio stops at shift 31.
+        assert_eq!(multipliers_i16(&[1e-12]), Some((vec![0], 31)));
+        // 2^14 needs 2^15 at shift 1, one past i16.
+        assert_eq!(multipliers_i16(&[16384.0]), None);
+        assert_eq!(multipliers_i16(&[16383.0]), Some((vec![32766], 1)));
+    }
 }

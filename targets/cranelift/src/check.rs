@@ -498,11 +498,20 @@ pub(crate) fn program(p: &Program) -> Result<(), Error> {
                 sized_view(p, k, b, shape, size, "b")?;
                 sized_view(p, k, output, shape, size, "output")?;
             }
-            // Not generated yet: refused until its kernel lands, never miscompiled.
-            Kernel::QBinary { .. } => {
-                return Err(unsupported(format!(
-                    "kernel {k}: quantized Add/Mul has no Cranelift kernel yet"
-                )));
+            Kernel::QBinary {
+                shape,
+                a,
+                a_dtype,
+                b,
+                b_dtype,
+                q,
+                output,
+            } => {
+                q.check(*a_dtype, *b_dtype)
+                    .map_err(|e| unsupported(format!("kernel {k}: quantized Add/Mul: {e}")))?;
+                sized_view(p, k, a, shape, 1, "a")?;
+                sized_view(p, k, b, shape, 1, "b")?;
+                sized_view(p, k, output, shape, 1, "output")?;
             }
             Kernel::IntElementwise {
                 shape,

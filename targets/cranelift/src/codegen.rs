@@ -27,8 +27,8 @@ use edgecc_program::{Buffer, Const, ConstId, Kernel, Program, View};
 use crate::error::Error;
 use crate::fx::{Features, Fx, bytes_of, io_params};
 use crate::kernels::{
-    conv, convert, copy, elementwise, gather, gemm, integer, mask, qconv, qdepthwise, qgemm,
-    qwindow, rows, window,
+    conv, convert, copy, elementwise, gather, gemm, integer, mask, qbinary, qconv, qdepthwise,
+    qgemm, qwindow, rows, window,
 };
 
 /// What to record of each function for `--emit asm`.
@@ -742,9 +742,15 @@ fn emit_kernel(
             b,
             output,
         } => integer::emit_int_elementwise(fx, shape, *dtype, *op, a, b.as_ref(), output),
-        Kernel::QBinary { .. } => Err(Error::Unsupported(
-            "quantized Add/Mul has no Cranelift kernel yet".into(),
-        )),
+        Kernel::QBinary {
+            shape,
+            a,
+            a_dtype,
+            b,
+            b_dtype,
+            q,
+            output,
+        } => qbinary::emit_qbinary(fx, shape, a, *a_dtype, b, *b_dtype, q, output),
         Kernel::CumSum {
             outer,
             len,

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use edgecc_cranelift::{ObjectOptions, Target, compile_object, emit_clif};
 use edgecc_program::{
-    Buffer, Const, ConstId, DType, IoTensor, Kernel, PoolKind, Program, QuantOut, Requant, Spatial,
-    View, Window, ZeroPoint, exec,
+    Buffer, Const, ConstId, DType, IoTensor, Kernel, PoolKind, Program, QBinary, QBinaryOp,
+    QuantOut, Requant, Spatial, View, Window, ZeroPoint, exec,
 };
 use proptest::prelude::*;
 
@@ -336,6 +336,125 @@ impl Suite {
         });
     }
 
+    /// A `QBinary` over `shape`: `a` and `b` dense over the dims they are not broadcast
+    /// along (`bcast_*` true: stride 0), `b` a constant when `b_const`; `a` read transposed
+    /// (its last two dims swapped in memory, so no dim is contiguous) when `a_transposed`;
+    /// `in_place` computes over a copy of `a` in the arena and copies the result out.
+    #[allow(clippy::too_many_arguments)]
+    fn qbinary(
+        &mut self,
+        shape: &[u64],
+        (a_dtype, bcast_a, a_transposed): (DType, &[bool], bool),
+        (b_dtype, bcast_b, b_const): (DType, &[bool], bool),
+        q: QBinary,
+        in_place: bool,
+    ) {
+        let n: u64 = shape.iter().product();
+        // Strides of a dense array over the non-broadcast dims, 0 on the others.
+        let strides = |bcast: &[bool]| -> (Vec<i64>, u64) {
+            let mut st = vec![0i64; shape.len()];
+            let mut run = 1u64;
+            for d in (0..shape.len()).rev() {
+                if !bcast[d] {
+                    st[d] = run as i64;
+                    run *= shape[d];
+                }
+            }
+            (st, run)
+        };
+        let (mut sa, na) = strides(bcast_a);
+        let r = shape.len();
+        if a_transposed && r >= 2 && !bcast_a[r - 1] && !bcast_a[r - 2] {
+            // Memory holds [.., d1, d0]: element (.., i, j) at (.., j, i).
+            let d0 = shape[r - 2] as i64;
+            sa[r - 2] = 1;
+            sa[r - 1] = d0;
+        }
+        let (sb, nb) = strides(bcast_b);
+        let a_in = self.input(a_dtype, na);
+        let b_buf = if b_const {
+            let data = self.rng.bytes(nb);
+            Buffer::Const(self.konst(b_dtype, data))
+        } else {
+            self.input(b_dtype, nb)
+        };
+        let out = self.output(q.dtype, n);
+        let dense = strides(&vec![false; shape.len()]).0;
+        let view = |buf, strides: Vec<i64>| View {
+            buf,
+            offset: 0,
+            strides,
+        };
+        let b = view(b_buf, sb);
+        if in_place {
+            // Only an `a` of the output's shape can be the output in place.
+            let t = self.arena(n);
+            self.p.kernels.push(Kernel::Copy {
+                bytes: n,
+                src: a_in,
+                dst: t,
+            });
+            self.p.kernels.push(Kernel::QBinary {
+                shape: shape.to_vec(),
+                a: view(t, dense.clone()),
+                a_dtype,
+                b,
+                b_dtype,
+                q,
+                output: view(t, dense),
+            });
+            self.p.kernels.push(Kernel::Copy {
+                bytes: n,
+                src: t,
+                dst: out,
+            });
+        } else {
+            self.p.kernels.push(Kernel::QBinary {
+                shape: shape.to_vec(),
+                a: view(a_in, sa),
+                a_dtype,
+                b,
+                b_dtype,
+                q,
+                output: view(out, dense),
+            });
+        }
+    }
+
+    /// A random `QBinary` case: rank 1–4 shapes up to 40 wide in the last dim, random
+    /// broadcasts, dtypes and parameters (see [`qbinary_params`]).
+    fn random_qbinary(&mut self, r: &mut Rng) {
+        let rank = r.range(1, 4) as usize;
+        let mut shape: Vec<u64> = (0..rank).map(|_| r.range(1, 5) as u64).collect();
+        shape[rank - 1] = r.range(1, 70) as u64;
+        let dt = |r: &mut Rng| {
+            if r.next().is_multiple_of(2) {
+                DType::U8
+            } else {
+                DType::I8
+            }
+        };
+        let (a_dtype, b_dtype, y_dtype) = (dt(r), dt(r), dt(r));
+        let in_place = r.next().is_multiple_of(5);
+        let bcast = |r: &mut Rng, never: bool| -> Vec<bool> {
+            (0..rank)
+                .map(|_| !never && r.next().is_multiple_of(3))
+                .collect()
+        };
+        let ba = bcast(r, in_place);
+        let bb = bcast(r, false);
+        let a_transposed = !in_place && r.next().is_multiple_of(4);
+        let b_const = r.next().is_multiple_of(3);
+        let q = qbinary_params(r, a_dtype, b_dtype, y_dtype);
+        self.qbinary(
+            &shape,
+            (a_dtype, &ba, a_transposed),
+            (b_dtype, &bb, b_const),
+            q,
+            in_place,
+        );
+    }
+
     fn want(&self) -> Vec<Vec<u8>> {
         let refs: Vec<&[u8]> = self.ins.iter().map(|v| &v[..]).collect();
         let mut outs: Vec<Vec<u8>> = self
@@ -390,6 +509,65 @@ impl Suite {
     }
 }
 
+/// Random `QBinary` parameters for operands of `a` and `b` into `y`: multipliers often
+/// at the ends of i16 (±32767, −32768), shifts 1 and 31 among the others, zero points and
+/// clamp bounds often at the ends of their ranges.
+fn qbinary_params(r: &mut Rng, a: DType, b: DType, y: DType) -> QBinary {
+    let bounds = |d: DType| {
+        if d == DType::U8 {
+            (0, 255)
+        } else {
+            (-128, 127)
+        }
+    };
+    let pick = |r: &mut Rng, (lo, hi): (i64, i64)| -> i32 {
+        match r.next() % 4 {
+            0 => lo as i32,
+            1 => hi as i32,
+            _ => r.range(lo, hi) as i32,
+        }
+    };
+    let mult = |r: &mut Rng| -> i16 {
+        match r.next() % 6 {
+            0 => i16::MAX,
+            1 => -i16::MAX,
+            2 => i16::MIN,
+            _ => r.range(-32768, 32767) as i16,
+        }
+    };
+    let op = if r.next().is_multiple_of(2) {
+        QBinaryOp::Add {
+            ma: mult(r),
+            mb: mult(r),
+        }
+    } else {
+        QBinaryOp::Mul { m: mult(r) }
+    };
+    let shift = match r.next() % 5 {
+        0 => 1,
+        1 => 31,
+        // Where results land mostly inside the 8-bit range: an Add's sum is up to 2^24,
+        // a Mul's product 2^31.
+        2 | 3 => match op {
+            QBinaryOp::Add { .. } => r.range(12, 18) as u32,
+            QBinaryOp::Mul { .. } => r.range(18, 25) as u32,
+        },
+        _ => r.range(1, 31) as u32,
+    };
+    let yb = bounds(y);
+    let (l, h) = (pick(r, yb), pick(r, yb));
+    QBinary {
+        op,
+        a_zero: pick(r, bounds(a)),
+        b_zero: pick(r, bounds(b)),
+        shift,
+        dtype: y,
+        zero_point: pick(r, yb),
+        lo: l.min(h),
+        hi: l.max(h),
+    }
+}
+
 /// The kernel writing output `o`, for failure messages.
 fn kernel_of(p: &Program, o: usize) -> String {
     let k = p
@@ -399,6 +577,8 @@ fn kernel_of(p: &Program, o: usize) -> String {
             let out = match k {
                 Kernel::QGemm { c, .. } => c.buf,
                 Kernel::QConv { output, .. } | Kernel::Pool { output, .. } => *output,
+                Kernel::QBinary { output, .. } => output.buf,
+                Kernel::Copy { dst, .. } => *dst,
                 _ => return false,
             };
             out == Buffer::Output(o as u32)
@@ -476,6 +656,16 @@ proptest! {
         let mut s = Suite::new(seed);
         s.qconv(n, c_in, c_out, 1, (h, w), window((1, 1), (1, 1), (1, 1), [0; 4]), q);
         s.compare(&s.jit(), "pointwise qconv");
+    }
+
+    #[test]
+    fn qbinary_matches_exec(seed: u64) {
+        let mut s = Suite::new(seed);
+        let mut r = Rng(seed ^ 0x5bd1_e995);
+        for _ in 0..4 {
+            s.random_qbinary(&mut r);
+        }
+        s.compare(&s.jit(), "qbinary");
     }
 
     #[test]
@@ -623,6 +813,79 @@ fn fixed_suite(seed: u64) -> Suite {
         (8, 35),
         window((2, 2), (2, 2), (1, 1), [0; 4]),
     );
+    // Quantized Add/Mul: the vector path with tails, broadcasts along rows and along the
+    // contiguous dim, the extreme products, saturation both ways, in place, transposed.
+    let qb = |op, a_zero, b_zero, shift, dtype, zero_point, lo, hi| QBinary {
+        op,
+        a_zero,
+        b_zero,
+        shift,
+        dtype,
+        zero_point,
+        lo,
+        hi,
+    };
+    let (u, i) = (DType::U8, DType::I8);
+    let add = |ma, mb| QBinaryOp::Add { ma, mb };
+    let (no2, no3) = ([false; 2], [false; 3]);
+    s.qbinary(
+        &[1, 8, 6, 6],
+        (u, &[false; 4], false),
+        (u, &[false; 4], false),
+        qb(add(20165, 27727), 128, 120, 15, u, 125, 0, 255),
+        false,
+    );
+    s.qbinary(
+        &[2, 5, 37],
+        (u, &no3, false),
+        (i, &[true, true, false], true),
+        qb(add(31969, 1598), 128, 0, 15, u, 126, 0, 255),
+        false,
+    );
+    s.qbinary(
+        &[3, 40],
+        (i, &no2, false),
+        (u, &[false, true], false),
+        qb(add(-21065, 18725), -5, 3, 14, i, -20, -20, 127),
+        false,
+    );
+    s.qbinary(
+        &[2, 35],
+        (u, &no2, false),
+        (i, &no2, false),
+        qb(
+            QBinaryOp::Mul { m: i16::MAX },
+            255,
+            -128,
+            31,
+            i,
+            -1,
+            -128,
+            127,
+        ),
+        false,
+    );
+    s.qbinary(
+        &[2, 35],
+        (u, &no2, false),
+        (i, &no2, false),
+        qb(QBinaryOp::Mul { m: i16::MIN }, 0, 127, 20, u, 255, 0, 255),
+        false,
+    );
+    s.qbinary(
+        &[4, 33],
+        (i, &no2, false),
+        (i, &no2, true),
+        qb(add(i16::MIN, i16::MAX), 127, -128, 1, i, 0, -128, 127),
+        true,
+    );
+    s.qbinary(
+        &[5, 19],
+        (u, &no2, true),
+        (u, &no2, false),
+        qb(QBinaryOp::Mul { m: 12345 }, 0, 255, 23, u, 0, 3, 250),
+        false,
+    );
     s
 }
 
@@ -737,7 +1000,12 @@ fn run_aarch64(s: &Suite, target: &str, cpu: &str, dir: &Path) -> Vec<Vec<u8>> {
 fn random_suite(seed: u64) -> Suite {
     let mut s = Suite::new(seed);
     let mut r = Rng(seed ^ 0x9e37_79b9);
-    for i in 0..12 {
+    for i in 0..16 {
+        // Four quantized Add/Mul cases after the twelve GEMM, convolution and pool cases.
+        if i >= 12 {
+            s.random_qbinary(&mut r);
+            continue;
+        }
         let q = Quant {
             dtype: if r.next().is_multiple_of(2) {
                 DType::U8
@@ -1210,5 +1478,125 @@ fn packed_weights_take_about_one_byte_each() {
                 obj.const_bytes
             );
         }
+    }
+}
+
+/// Malformed QBinary kernels are refused by the checker (and by exec) instead of becoming
+/// out-of-bounds code: views past a buffer's end or with the wrong rank, parameters
+/// outside `QBinary::check`'s ranges, an output in an input.
+#[test]
+fn malformed_qbinary_kernels_are_refused() {
+    let q = QBinary {
+        op: QBinaryOp::Add { ma: 100, mb: 200 },
+        a_zero: 128,
+        b_zero: 0,
+        shift: 10,
+        dtype: DType::U8,
+        zero_point: 3,
+        lo: 0,
+        hi: 255,
+    };
+    let v = |buf, offset, strides: &[i64]| View {
+        buf,
+        offset,
+        strides: strides.to_vec(),
+    };
+    let k = |a: View, b: View, q: QBinary, output: View| Kernel::QBinary {
+        shape: vec![2, 8],
+        a,
+        a_dtype: DType::U8,
+        b,
+        b_dtype: DType::I8,
+        q,
+        output,
+    };
+    let (a, b, y) = (Buffer::Input(0), Buffer::Input(1), Buffer::Output(0));
+    let good = k(
+        v(a, 0, &[8, 1]),
+        v(b, 0, &[0, 1]),
+        q.clone(),
+        v(y, 0, &[8, 1]),
+    );
+    let with = |f: &dyn Fn(&mut QBinary)| {
+        let mut q = q.clone();
+        f(&mut q);
+        k(v(a, 0, &[8, 1]), v(b, 0, &[0, 1]), q, v(y, 0, &[8, 1]))
+    };
+    let bad = [
+        // a reads one element past its 16 bytes; b's broadcast row past its 8.
+        k(
+            v(a, 1, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[8, 1]),
+        ),
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 1, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[8, 1]),
+        ),
+        // The output's last row past its end; a view of the wrong rank.
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(y, 0, &[9, 1]),
+        ),
+        k(v(a, 0, &[1]), v(b, 0, &[0, 1]), q.clone(), v(y, 0, &[8, 1])),
+        // An output in an input.
+        k(
+            v(a, 0, &[8, 1]),
+            v(b, 0, &[0, 1]),
+            q.clone(),
+            v(a, 0, &[8, 1]),
+        ),
+        with(&|q| q.shift = 0),
+        with(&|q| q.shift = 32),
+        with(&|q| q.a_zero = 256),
+        with(&|q| q.b_zero = 128),
+        with(&|q| q.zero_point = -1),
+        with(&|q| (q.lo, q.hi) = (9, 8)),
+        with(&|q| (q.dtype, q.hi) = (DType::I8, 200)),
+        with(&|q| q.dtype = DType::I32),
+    ];
+    let program = |k: Kernel| Program {
+        name: "q".into(),
+        inputs: vec![
+            IoTensor {
+                name: "a".into(),
+                dtype: DType::U8,
+                shape: vec![2, 8],
+            },
+            IoTensor {
+                name: "b".into(),
+                dtype: DType::I8,
+                shape: vec![8],
+            },
+        ],
+        outputs: vec![IoTensor {
+            name: "y".into(),
+            dtype: DType::U8,
+            shape: vec![2, 8],
+        }],
+        arena_size: 0,
+        arena_align: 64,
+        consts: vec![],
+        kernels: vec![k],
+    };
+    let run_exec = |p: &Program| {
+        let ins = [vec![7u8; 16], vec![9u8; 8]];
+        let refs: Vec<&[u8]> = ins.iter().map(|b| &b[..]).collect();
+        let mut out = [0u8; 16];
+        exec::run(p, &refs, &mut [&mut out[..]], &mut [])
+    };
+    // The well-formed kernel compiles and runs, so the refusals below are about the flaw.
+    let p = program(good);
+    assert!(edgecc_cranelift::compile_jit(&p).is_ok());
+    assert!(run_exec(&p).is_ok());
+    for k in bad {
+        let p = program(k.clone());
+        assert!(edgecc_cranelift::compile_jit(&p).is_err(), "accepted {k:?}");
+        assert!(run_exec(&p).is_err(), "exec accepted {k:?}");
     }
 }

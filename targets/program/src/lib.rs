@@ -362,6 +362,7 @@ pub struct QBinary {
     pub shift: u32,
     /// The output dtype, `U8` or `I8`.
     pub dtype: DType,
+    /// In `dtype`'s range.
     pub zero_point: i32,
     /// `dtype`'s range or narrower (a folded Relu or Clip); `lo <= hi`.
     pub lo: i32,
@@ -370,8 +371,9 @@ pub struct QBinary {
 
 impl QBinary {
     /// Whether the parameters are in the ranges the definition needs, for operands of
-    /// `a_dtype` and `b_dtype`: every dtype `U8` or `I8`, each zero point in its operand's
-    /// range, `shift` in `1..=31`, `lo <= hi` both in the output's range.
+    /// `a_dtype` and `b_dtype`: every dtype `U8` or `I8`, each zero point (the output's
+    /// too) in its operand's range, `shift` in `1..=31`, `lo <= hi` both in the output's
+    /// range. With these, `zero_point + (rounded acc)` cannot overflow int32 either.
     pub fn check(&self, a_dtype: DType, b_dtype: DType) -> Result<(), String> {
         let range = |d: DType| match d {
             DType::U8 => Ok(0..=255),
@@ -379,7 +381,10 @@ impl QBinary {
             _ => Err(format!("{} is not an 8-bit quantized dtype", d.name())),
         };
         let (ra, rb, ry) = (range(a_dtype)?, range(b_dtype)?, range(self.dtype)?);
-        if !ra.contains(&self.a_zero) || !rb.contains(&self.b_zero) {
+        if !ra.contains(&self.a_zero)
+            || !rb.contains(&self.b_zero)
+            || !ry.contains(&self.zero_point)
+        {
             return Err("a zero point is outside its operand's range".into());
         }
         if !(1..=31).contains(&self.shift) {

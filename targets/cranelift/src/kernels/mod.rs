@@ -9,6 +9,7 @@ pub(crate) mod gather;
 pub(crate) mod gemm;
 pub(crate) mod integer;
 pub(crate) mod mask;
+pub(crate) mod qbinary;
 pub(crate) mod qconv;
 pub(crate) mod qdepthwise;
 pub(crate) mod qgemm;
