@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what edgecc's demo and tests need, when missing: the aarch64 cross toolchain and
-# qemu-user, clang-19/lld-19 for the Hexagon target (Debian packages), and onnx/onnxruntime/numpy (PyPI, pinned) for the scripts
+# qemu-user, clang-19/lld-19/llvm-19 for the Hexagon target (Debian packages), and onnx/onnxruntime/numpy (PyPI, pinned) for the scripts
 # that make and check the example models. Idempotent; needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -13,6 +13,9 @@ command -v cc >/dev/null || need_apt+=(gcc)
 # qemu-hexagon (in qemu-user) runs it.
 command -v clang-19 >/dev/null || need_apt+=(clang-19)
 command -v ld.lld-19 >/dev/null || need_apt+=(lld-19)
+# llvm-nm-19 / llvm-readelf-19 / llvm-size-19: the Hexagon link tests and `hexcount`
+# (clang-19 only recommends llvm-19).
+command -v llvm-nm-19 >/dev/null || need_apt+=(llvm-19)
 command -v qemu-hexagon >/dev/null || need_apt+=(qemu-user)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -1089,6 +1089,37 @@ fn hexagon_compile_writes_deterministic_c_that_clang_accepts() {
         for o in ["model.o", "use.o", "harness.o"] {
             assert!(dir.join(o).exists(), "{name}: no {o}");
         }
+        // As the DSP's dynamic loader takes it (a FastRPC skeleton's library): position-
+        // independent, shared, linked with nothing, and still nothing undefined or needed.
+        tool(
+            Command::new("clang-19")
+                .current_dir(dir)
+                .arg("--target=hexagon")
+                .args(clang_flags)
+                .args(["-O2", "-ffreestanding", "-nostdlib", "-fPIC", "-shared"])
+                .args(["-fuse-ld=lld", "-Wall", "-Wextra", "-Werror"])
+                .args(["model.c", "-o", "libmodel.so"]),
+        );
+        let undefined = tool(
+            Command::new("llvm-nm-19")
+                .arg("-u")
+                .arg(dir.join("libmodel.so")),
+        );
+        assert!(
+            undefined.stdout.is_empty(),
+            "{name}: the shared object needs {}",
+            String::from_utf8_lossy(&undefined.stdout)
+        );
+        let dynamic = tool(
+            Command::new("llvm-readelf-19")
+                .arg("-d")
+                .arg(dir.join("libmodel.so")),
+        );
+        let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+        assert!(
+            !dynamic.contains("NEEDED") && !dynamic.contains("TEXTREL"),
+            "{name}: {dynamic}"
+        );
         sources.push(c);
     }
     // With and without HVX: the int8 kernels differ.
