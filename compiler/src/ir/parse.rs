@@ -707,14 +707,14 @@ impl<'a> Attrs<'a> {
             self.scalar(key, INT)?
                 .ok_or_else(|| self.fail(format!("missing attribute {key}")))
         };
-        let i16_of = |v: i64| i16::try_from(v).ok();
+        let i32_of = |v: i64| i32::try_from(v).ok();
         let op = if add {
             let (ma, mb) = (need("ma")?, need("mb")?);
-            i16_of(ma)
-                .zip(i16_of(mb))
+            i32_of(ma)
+                .zip(i32_of(mb))
                 .map(|(ma, mb)| QBinaryOp::Add { ma, mb })
         } else {
-            i16_of(need("m")?).map(|m| QBinaryOp::Mul { m })
+            i32_of(need("m")?).map(|m| QBinaryOp::Mul { m })
         };
         let (a_zero, b_zero, shift) = (need("a_zero")?, need("b_zero")?, need("shift")?);
         let (zero_point, lo, hi) = (need("zero_point")?, need("lo")?, need("hi")?);
@@ -1634,7 +1634,7 @@ mod tests {
             ),
             (
                 any::<bool>(),
-                any::<[i16; 2]>(),
+                any::<[i32; 2]>(),
                 any::<[i32; 6]>(),
                 any::<u32>(),
                 any::<bool>()
