@@ -873,6 +873,15 @@ fn fixed_suite(seed: u64) -> Suite {
         qb(add(mmax, mmax), 0, 0, 24, u, 255, 0, 255),
         false,
     );
+    // Full low halves at shift 24 (operands scaled by 2^7): `L` comes near 2^31 and leaves
+    // no room for the constant's low part, so the high-half form keeps it in 32 bits.
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add(14876671, 13926399), 249, 14, 24, u, 199, 0, 255),
+        false,
+    );
     // The extreme Mul products: 255 · 255 · (2^30 − 1) at shift 46 (the contract's split
     // rounding), and −2^30 at shift 16 (saturation both ways).
     s.qbinary(

@@ -251,6 +251,9 @@ struct AddPlan {
     /// Whether the output zero point is in the constant.
     zp_in: bool,
     shift: u32,
+    /// The high-half form's constant added to the 16-bit results (wrapping) instead of
+    /// `Ch` before them: see [`add_plan`].
+    post: Option<i16>,
 }
 
 /// A Mul of the centred operands: `P = x·y`, `H = P·mh`, `L = P·ml`.
@@ -286,9 +289,18 @@ impl Plan {
                 if !ks.contains(&0) {
                     ks.push(0);
                 }
+                let high = |k: u32| aarch64 && s + k == 31;
                 ks.into_iter()
-                    .flat_map(|k| [(k, true), (k, false)])
-                    .find_map(|(k, zp_in)| add_plan(q, (ma, mb), (ra, rb), k, zp_in))
+                    .flat_map(|k| {
+                        [
+                            (k, true, true),
+                            (k, true, false),
+                            (k, false, true),
+                            (k, false, false),
+                        ]
+                    })
+                    .filter(|&(k, _, post)| high(k) || !post)
+                    .find_map(|(k, zp_in, post)| add_plan(q, (ma, mb), (ra, rb), k, zp_in, post))
                     .map(Plan::Add)
             }
             QBinaryOp::Mul { m } => Some(Plan::Mul(mul_plan(q, m, (ra, rb))?)),
@@ -311,12 +323,20 @@ impl Plan {
 
 /// The Add form with operands scaled by `2^k` and the zero point in the constant when
 /// `zp_in`, if the bounds over every pair of bytes in `ra × rb` say it is exact.
+///
+/// With `post` (the high-half form only), `Ch ≡ Ch_hi·2^16 + Ch_lo` modulo 2^32 with
+/// `−2^15 ≤ Ch_lo < 2^15`: `Ch_lo·2^15` joins the low sum's constant (`(L + Cl +
+/// Ch_lo·2^15) >> 15 = ((L + Cl) >> 15) + Ch_lo` when that sum does not overflow, which
+/// the bounds check) and `Ch_hi` is added to the high halves in i16, modulo 2^16: `V` and
+/// `V − Ch_hi·2^16` agree in their low 16 bits, so their high halves differ by `Ch_hi`
+/// modulo 2^16, and the result is in i16. That is one add per 8 lanes instead of one per 4.
 fn add_plan(
     q: &QBinary,
     (ma, mb): (i32, i32),
     (ra, rb): ((i64, i64), (i64, i64)),
     k: u32,
     zp_in: bool,
+    post: bool,
 ) -> Option<AddPlan> {
     let s = q.shift;
     let (ma128, mb128) = (ma as i128, mb as i128);
@@ -326,7 +346,15 @@ fn add_plan(
         0
     };
     let c = ((1i128 << (s - 1)) - q.a_zero as i128 * ma128 - q.b_zero as i128 * mb128 + zp) << k;
-    let (ch, cl) = (c >> 15, c & 0x7fff);
+    let (ch, mut cl) = (c >> 15, c & 0x7fff);
+    let mut ch = wrap(ch);
+    let mut post_add = None;
+    if post {
+        let lo = ch as i16;
+        post_add = Some(((ch as i64 - lo as i64) >> 16) as i16);
+        cl += (lo as i128) << 15;
+        ch = 0;
+    }
     let ((mah, mal), (mbh, mbl)) = (split(ma), split(mb));
     for (a, b) in [(ra.0, rb.0), (ra.0, rb.1), (ra.1, rb.0), (ra.1, rb.1)] {
         let (a, b) = ((a as i128) << k, (b as i128) << k);
@@ -341,10 +369,11 @@ fn add_plan(
         k,
         hi: [mah, mbh],
         lo: [mal, mbl],
-        ch: wrap(ch),
+        ch,
         cl: cl as i32,
         zp_in,
         shift: s + k - 15,
+        post: post_add,
     })
 }
 
@@ -557,8 +586,10 @@ fn add_groups(fx: &mut Fx, p: &AddPlan, bytes: [Value; 2], signed: [bool; 2]) ->
     sums.into_iter()
         .map(|(h, l)| {
             let h = add_const(fx, h, p.ch);
-            // `(L + cl) >> 15`; with no `L` (both low halves 0) it is `cl >> 15 = 0`.
-            let Some(l) = l else { return h };
+            // `(L + cl) >> 15`; with no `L` (both low halves 0), `cl >> 15`.
+            let Some(l) = l else {
+                return add_const(fx, Some(h), p.cl >> 15);
+            };
             let l = add_const(fx, Some(l), p.cl);
             let l = vsshr(fx, l, 15);
             fx.b.ins().iadd(h, l)
@@ -637,7 +668,14 @@ fn vector_apply(
                     fx.bitcast(types::I8X16, pair[1]),
                 );
                 let w = shuffle(fx, x, y, UZP2_16);
-                words.push(fx.bitcast(types::I16X8, w));
+                let w = fx.bitcast(types::I16X8, w);
+                words.push(match plan {
+                    Plan::Add(AddPlan { post: Some(c), .. }) if *c != 0 => {
+                        let c = i16x8(fx, *c as i32);
+                        fx.b.ins().iadd(w, c)
+                    }
+                    _ => w,
+                });
             }
             zp_in
         }
@@ -730,7 +768,13 @@ mod tests {
                     .and_then(|l| l.checked_add(p.cl))
                     .expect("L + cl overflows");
                 let v = h.wrapping_add(p.ch).wrapping_add(l >> 15);
-                (sat16(v >> p.shift), p.zp_in)
+                match p.post {
+                    Some(c) => {
+                        assert_eq!(p.shift, 16);
+                        (((v >> 16) as i16).wrapping_add(c) as i32, p.zp_in)
+                    }
+                    None => (sat16(v >> p.shift), p.zp_in),
+                }
             }
             Plan::Mul(p) => {
                 let prod = (a - q.a_zero) * (b - q.b_zero);
@@ -865,8 +909,9 @@ mod tests {
         }
         // Every form was exercised.
         for k in [
+            "AddHighPost(true)",
+            "AddHighPost(false)",
             "AddHigh(true)",
-            "AddHigh(false)",
             "AddShift(true)",
             "AddShift(false)",
             "MulFolded(true)",
@@ -879,6 +924,7 @@ mod tests {
     #[derive(Debug)]
     #[allow(dead_code)]
     enum Kind {
+        AddHighPost(bool),
         AddHigh(bool),
         AddShift(bool),
         MulFolded(bool),
@@ -887,6 +933,7 @@ mod tests {
 
     fn kind(p: &Plan) -> Kind {
         match *p {
+            Plan::Add(a) if a.post.is_some() => Kind::AddHighPost(a.zp_in),
             Plan::Add(a) if a.shift == 16 => Kind::AddHigh(a.zp_in),
             Plan::Add(a) => Kind::AddShift(a.zp_in),
             Plan::Mul(MulPlan {
@@ -919,7 +966,8 @@ mod tests {
         let Some(Plan::Add(p)) = Plan::new(&q, u, true) else {
             panic!()
         };
-        assert_eq!((p.k, p.shift, p.zp_in), (1, 16, true));
+        assert_eq!((p.k, p.shift, p.zp_in, p.ch), (1, 16, true, 0));
+        assert!(p.post.is_some());
         let Some(Plan::Add(p)) = Plan::new(&q, u, false) else {
             panic!()
         };
