@@ -24,7 +24,11 @@
 //!   i.e. the high halves of the 32-bit lanes, which one `uzp2` per 8 lanes narrows to i16
 //!   without a shift or a saturation (the bounds check that `2^k·a` fits i16, that `L + Cl`
 //!   does not overflow and that `V` fits i32: the result plus the zero point then lies in
-//!   i16). Every example model's Adds have shift 29 or 30.
+//!   i16). `Ch` then need not be added to every 32-bit lane: its low 16 bits (signed) join
+//!   `Cl` in the low sum's constant (`(L + Cl + Ch_lo·2^15) >> 15` adds `Ch_lo` when it does
+//!   not overflow) and its high part is added to the 16-bit results, modulo 2^16 (adding a
+//!   multiple of 2^16 to `V` adds its quotient to the high half). Every example model's
+//!   Adds have shift 29 or 30 and take this form.
 //! - x86_64 computes an Add's sums with `pmaddwd` on interleaved operand pairs `(a_i, b_i)`
 //!   and multiplier pairs `(mah, mbh)`, `(mal, mbl)`: one instruction for each of `H` and
 //!   `L` per 4 lanes (the bytes are interleaved before widening when both operands have the
@@ -46,9 +50,14 @@
 //!
 //! Where the innermost dimension writes contiguous bytes and reads each operand
 //! contiguously or broadcast (stride 0: a bias vector along the rows, a scalar), 16
-//! elements are one step. A residual Add is 58 aarch64 instructions per 16 elements, loop
-//! included (`cnn_qdq`'s, `edgecc compile --target aarch64-neon --emit asm`); it was 39
-//! with the former 15-bit multipliers, whose products fit 32 bits directly.
+//! elements are one step, addressed as `base + off` with one byte offset counted down to
+//! 0 (`sub`, `cmp`, `b.ge`). A residual Add is 53 aarch64 instructions per 16 elements,
+//! loop included (`cnn_qdq`'s, `edgecc compile --target aarch64-neon --emit asm`; one of
+//! them recomputes an operand's base in the arena, which the optimizer rematerialises in
+//! the loop): 2 loads, 4 `umull` (widening and scaling), 16 `smull`, 18 adds, 4 `sshr`,
+//! 2 `uzp2`, 2 `sqxtun`, the store and the loop. It was 39 with 15-bit multipliers, whose
+//! products with the raw bytes fit 32 bits whole: the split costs the 8 low-half
+//! products, their sums and the carries of `L`.
 //!
 //! The rest of the innermost dimension, and every dimension that is strided in another
 //! way, runs one element at a time in 64-bit registers, where `acc` and its rounding are
