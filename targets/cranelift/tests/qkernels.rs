@@ -921,6 +921,24 @@ fn fixed_suite(seed: u64) -> Suite {
         qb(add(mmax, mmin), 255, -128, 46, i, 127, -128, 127),
         false,
     );
+    // `a` read with a row pitch wider than its rows (a column slice of a wider tensor) and
+    // `b` a bias along the rows: the rows run innermost with one pointer per view.
+    let (a_in, b_in) = (s.input(i, 5 * 48), s.input(u, 37));
+    let out = s.output(u, 5 * 37);
+    let view = |buf, offset, strides: &[i64]| View {
+        buf,
+        offset,
+        strides: strides.to_vec(),
+    };
+    s.p.kernels.push(Kernel::QBinary {
+        shape: vec![5, 37],
+        a: view(a_in, 3, &[48, 1]),
+        a_dtype: i,
+        b: view(b_in, 0, &[0, 1]),
+        b_dtype: u,
+        q: qb(add(1056895193, 121045652), 5, 66, 30, u, 132, 0, 255),
+        output: view(out, 0, &[37, 1]),
+    });
     // Multipliers with few significant bits: exact ties everywhere (rounding half up), in
     // the high-half form (shift 29), the shifted one (21) and a folded Mul.
     s.qbinary(

@@ -59,6 +59,13 @@
 //! products with the raw bytes fit 32 bits whole: the split costs the 8 low-half
 //! products, their sums and the carries of `L`.
 //!
+//! When the next dimension out broadcasts an operand (a bias Add: `[rows, n] + [n]`, or an
+//! attention mask along the heads and rows), the rows run innermost, one 16-column block
+//! at a time, and an Add sums that operand's products and the constants first: all of it
+//! is then invariant in the row loop and hoisted out of it (Cranelift hoists a `vconst`
+//! out of one loop only, so the constants also leave the row loop this way instead of
+//! being rebuilt per row). A bias Add's step is then 37 aarch64 instructions.
+//!
 //! The rest of the innermost dimension, and every dimension that is strided in another
 //! way, runs one element at a time in 64-bit registers, where `acc` and its rounding are
 //! exact as written in the contract. An output in place of an operand (identical views)
@@ -116,67 +123,117 @@ pub(crate) fn emit_qbinary(
         return Err(unsupported("quantized Add/Mul without dimensions"));
     };
     let (nvec, tail) = (inner.size / 16, inner.size % 16);
-    let mut body = |fx: &mut Fx, p: &[Value]| {
-        let ends: Vec<Value> = p
-            .iter()
-            .zip(&inner.strides)
-            .map(|(&v, &s)| fx.addp(v, 16 * nvec as i64 * s))
-            .collect();
-        // Operands broadcast along the dim keep their pointer.
-        step_loop(fx, nvec, |fx, off| {
-            let at = |fx: &mut Fx, i: usize| {
-                if inner.strides[i] == 0 {
-                    p[i]
-                } else {
-                    fx.b.ins().iadd(p[i], off)
-                }
-            };
-            let bytes: [Value; 2] = std::array::from_fn(|i| {
-                let ptr = at(fx, i);
-                if inner.strides[i] == 0 {
-                    let s = fx.load(types::I8, ptr, 0, ro[i]);
-                    fx.b.ins().splat(types::I8X16, s)
-                } else {
-                    fx.load(types::I8X16, ptr, 0, ro[i])
-                }
+    // When the next dimension out broadcasts an operand (a bias vector along the rows),
+    // the rows run innermost, one 16-column block at a time: that operand's bytes, its
+    // products and the constants are then invariant in the row loop and hoisted out of it.
+    let rows = match dims.last() {
+        Some(d) if nvec > 0 && d.strides[..2].contains(&0) => dims.pop(),
+        _ => None,
+    };
+    let first = match &rows {
+        Some(r) if r.strides[0] == 0 && r.strides[1] != 0 => 0,
+        _ => 1,
+    };
+    // One step of 16 elements at the addresses `at` (a, b, output).
+    let mut step = |fx: &mut Fx, at: &[Value]| {
+        let bytes: [Value; 2] = std::array::from_fn(|i| {
+            if inner.strides[i] == 0 {
+                let s = fx.load(types::I8, at[i], 0, ro[i]);
+                fx.b.ins().splat(types::I8X16, s)
+            } else {
+                fx.load(types::I8X16, at[i], 0, ro[i])
+            }
+        });
+        let r = vector_apply(fx, &plan, q, bytes, signed, first);
+        fx.store(r, at[2], 0);
+    };
+    let step16: Vec<i64> = inner.strides.iter().map(|s| 16 * s).collect();
+    let mut body = |fx: &mut Fx, p: &[Value]| match &rows {
+        Some(rows) => {
+            let ends = fx.for_n(nvec, p, |fx, _, v| {
+                offset_loop(fx, rows.size, &rows.strides, v, &mut step);
+                advance(fx, v, &step16)
             });
-            let r = vector_apply(fx, &plan, q, bytes, signed);
-            let out = at(fx, 2);
-            fx.store(r, out, 0);
-        });
-        fx.for_n(tail, &ends, |fx, _, v| {
-            scalar(fx, v);
-            v.iter()
-                .zip(&inner.strides)
-                .map(|(&v, &s)| fx.addp(v, s))
-                .collect()
-        });
+            fx.for_n(if tail > 0 { rows.size } else { 0 }, &ends, |fx, _, v| {
+                fx.for_n(tail, v, |fx, _, w| {
+                    scalar(fx, w);
+                    advance(fx, w, &inner.strides)
+                });
+                advance(fx, v, &rows.strides)
+            });
+        }
+        None => {
+            offset_loop(fx, nvec, &step16, p, &mut step);
+            let ends: Vec<Value> = p
+                .iter()
+                .zip(&step16)
+                .map(|(&v, &s)| fx.addp(v, nvec as i64 * s))
+                .collect();
+            fx.for_n(tail, &ends, |fx, _, v| {
+                scalar(fx, v);
+                advance(fx, v, &inner.strides)
+            });
+        }
     };
     nest(fx, &dims, &ptrs, &mut body)
 }
 
-/// `body(off)` for the byte offsets `off = 16·(n − 1), …, 16, 0`, last step first, as a
-/// rotated loop whose only induction variable is `off`: one subtract and one branch on
-/// non-zero per step (`sub` + `cbnz` on aarch64), the addresses `p + off` folded into the
-/// loads and the store. (Counting up would need a compare; counting up to 0 from
-/// `−16·n` would address from `p + 16·n`, which the optimizer recomputes in the loop.)
-/// The order is free: each step reads its own 16 bytes before it writes them.
-fn step_loop(fx: &mut Fx, n: u64, mut body: impl FnMut(&mut Fx, Value)) {
+/// Each pointer advanced by its byte stride.
+fn advance(fx: &mut Fx, ptrs: &[Value], strides: &[i64]) -> Vec<Value> {
+    ptrs.iter()
+        .zip(strides)
+        .map(|(&p, &s)| fx.addp(p, s))
+        .collect()
+}
+
+/// `body(addresses)` for `n` steps of the views at `bases` advancing by `strides` bytes.
+/// When every non-zero stride is the same `S > 0` (the usual case), the loop's only
+/// induction variable is one byte offset counted down from `S·(n − 1)` to 0, last step
+/// first: a subtract, a compare and a branch per step (`sub`, `cmp`, `b.ge` on aarch64),
+/// the addresses `base + off` folded into the loads and the store. (Counting up would
+/// compare with `S·n`, a constant the optimizer rematerialises in the loop, as it does
+/// `base + S·n` when counting up to 0.) The order is free: each step reads its own bytes
+/// before it writes them, and the output overlaps an operand only with the same view.
+/// Otherwise one pointer per view advances, as in [`Fx::for_n`].
+fn offset_loop(
+    fx: &mut Fx,
+    n: u64,
+    strides: &[i64],
+    bases: &[Value],
+    body: &mut dyn FnMut(&mut Fx, &[Value]),
+) {
     if n == 0 {
         return;
     }
-    let start = fx.iconst(16 * (n as i64 - 1));
     if n == 1 {
-        return body(fx, start);
+        return body(fx, bases);
     }
+    let moving: Vec<i64> = strides.iter().copied().filter(|&s| s != 0).collect();
+    let common = moving
+        .first()
+        .copied()
+        .filter(|&s| s > 0 && moving.iter().all(|&x| x == s));
+    let Some(stride) = common else {
+        fx.for_n(n, bases, |fx, _, v| {
+            body(fx, v);
+            advance(fx, v, strides)
+        });
+        return;
+    };
+    let start = fx.iconst(stride * (n as i64 - 1));
     let head = fx.b.create_block();
     let exit = fx.b.create_block();
     fx.b.append_block_param(head, PTR);
     fx.b.ins().jump(head, &[start.into()]);
     fx.b.switch_to_block(head);
     let off = fx.b.block_params(head)[0];
-    body(fx, off);
-    let next = fx.b.ins().iadd_imm_s(off, -16);
+    let at: Vec<Value> = bases
+        .iter()
+        .zip(strides)
+        .map(|(&p, &s)| if s == 0 { p } else { fx.b.ins().iadd(p, off) })
+        .collect();
+    body(fx, &at);
+    let next = fx.b.ins().iadd_imm_s(off, -stride);
     let more =
         fx.b.ins()
             .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, next, 0);
@@ -499,22 +556,34 @@ fn widen8_scaled(fx: &mut Fx, bytes: Value, signed: bool, high: bool, k: u32) ->
     fx.b.ins().ishl(x, k)
 }
 
-/// `Σ x_i · m_i` of `i16x8` operands and multipliers as `i32x4` for lanes 0–3 (`high`
-/// false) or 4–7, exact (16×16→32 multiplies, which aarch64 emits as `smull`/`smull2`);
-/// terms with a zero multiplier are left out.
-fn products(fx: &mut Fx, xs: [Value; 2], ms: [i16; 2], high: bool) -> Option<Value> {
+/// `(x_f·m_f + c) + x_o·m_o` of `i16x8` operands and multipliers as `i32x4` for lanes 0–3
+/// (`high` false) or 4–7, `f = first` and `o` the other operand, exact modulo 2^32
+/// (16×16→32 multiplies, which aarch64 emits as `smull`/`smull2`); terms with a zero
+/// multiplier are left out, `None` when nothing is left. The first operand's term and the
+/// constant come first so that, when that operand is the same in every step of a loop (a
+/// bias vector along the rows), their sum is loop-invariant and hoisted.
+fn products(
+    fx: &mut Fx,
+    xs: [Value; 2],
+    ms: [i16; 2],
+    high: bool,
+    first: usize,
+    c: i32,
+) -> Option<Value> {
     let mut sum = None;
-    for (x, m) in xs.into_iter().zip(ms) {
-        if m == 0 {
-            continue;
+    for (n, i) in [first, 1 - first].into_iter().enumerate() {
+        if ms[i] != 0 {
+            let mv = i16x8(fx, ms[i] as i32);
+            let (x, mv) = (half(fx, xs[i], high), half(fx, mv, high));
+            let p = fx.b.ins().imul(x, mv);
+            sum = Some(match sum {
+                Some(s) => fx.b.ins().iadd(s, p),
+                None => p,
+            });
         }
-        let mv = i16x8(fx, m as i32);
-        let (x, mv) = (half(fx, x, high), half(fx, mv, high));
-        let p = fx.b.ins().imul(x, mv);
-        sum = Some(match sum {
-            Some(s) => fx.b.ins().iadd(s, p),
-            None => p,
-        });
+        if n == 0 && c != 0 {
+            sum = Some(add_const(fx, sum, c));
+        }
     }
     sum
 }
@@ -550,17 +619,35 @@ fn add_const(fx: &mut Fx, v: Option<Value>, c: i32) -> Value {
     }
 }
 
-/// The Add's `V` for the four groups of 4 lanes (0–3, 4–7, 8–11, 12–15).
-fn add_groups(fx: &mut Fx, p: &AddPlan, bytes: [Value; 2], signed: [bool; 2]) -> Vec<Value> {
-    // `(H, L)` per group.
+/// The Add's `V` for the four groups of 4 lanes (0–3, 4–7, 8–11, 12–15); operand `first`
+/// and the constants are summed first (see [`products`]).
+fn add_groups(
+    fx: &mut Fx,
+    p: &AddPlan,
+    bytes: [Value; 2],
+    signed: [bool; 2],
+    first: usize,
+) -> Vec<Value> {
+    // With both low halves 0, `L` is 0 and `(0 + cl) >> 15` joins `ch`.
+    let no_low = p.lo == [0, 0];
+    let ch = if no_low {
+        p.ch.wrapping_add(p.cl >> 15)
+    } else {
+        p.ch
+    };
+    // `(H + ch, L + cl)` per group.
     let mut sums: Vec<(Option<Value>, Option<Value>)> = Vec::with_capacity(4);
     if fx.feat.aarch64 {
         for h in [false, true] {
             let xs: [Value; 2] =
                 std::array::from_fn(|i| widen8_scaled(fx, bytes[i], signed[i], h, p.k));
             for g in [false, true] {
-                let hs = products(fx, xs, p.hi, g);
-                let ls = products(fx, xs, p.lo, g);
+                let hs = products(fx, xs, p.hi, g, first, ch);
+                let ls = if no_low {
+                    None
+                } else {
+                    products(fx, xs, p.lo, g, first, p.cl)
+                };
                 sums.push((hs, ls));
             }
         }
@@ -588,20 +675,27 @@ fn add_groups(fx: &mut Fx, p: &AddPlan, bytes: [Value; 2], signed: [bool; 2]) ->
         }
         for pr in pairs {
             let hs = pair_products(fx, pr, p.hi);
-            let ls = pair_products(fx, pr, p.lo);
+            let hs = Some(add_const(fx, hs, ch));
+            let ls = if no_low {
+                None
+            } else {
+                let ls = pair_products(fx, pr, p.lo);
+                Some(add_const(fx, ls, p.cl))
+            };
             sums.push((hs, ls));
         }
     }
     sums.into_iter()
         .map(|(h, l)| {
-            let h = add_const(fx, h, p.ch);
-            // `(L + cl) >> 15`; with no `L` (both low halves 0), `cl >> 15`.
-            let Some(l) = l else {
-                return add_const(fx, Some(h), p.cl >> 15);
-            };
-            let l = add_const(fx, Some(l), p.cl);
-            let l = vsshr(fx, l, 15);
-            fx.b.ins().iadd(h, l)
+            let h = h.unwrap_or_else(|| fx.i32x4_const([0; 4]));
+            match l {
+                // `(L + cl) >> 15`.
+                Some(l) => {
+                    let l = vsshr(fx, l, 15);
+                    fx.b.ins().iadd(h, l)
+                }
+                None => h,
+            }
         })
         .collect()
 }
@@ -654,16 +748,18 @@ fn mul_groups(
     out
 }
 
-/// The 16 results of `QBinary::apply` as bytes, from both operands' 16 bytes.
+/// The 16 results of `QBinary::apply` as bytes, from both operands' 16 bytes; an Add sums
+/// operand `first`'s terms first (see [`products`]).
 fn vector_apply(
     fx: &mut Fx,
     plan: &Plan,
     q: &QBinary,
     bytes: [Value; 2],
     signed: [bool; 2],
+    first: usize,
 ) -> Value {
     let v = match plan {
-        Plan::Add(p) => add_groups(fx, p, bytes, signed),
+        Plan::Add(p) => add_groups(fx, p, bytes, signed, first),
         Plan::Mul(p) => mul_groups(fx, p, q, bytes, signed),
     };
     // Two i16x8 of results (plus the zero point when `zp_in`), lanes 0–7 and 8–15.
