@@ -126,14 +126,14 @@ fn cnn_qoperator_expands_to_the_same_integer_kernels() {
 #[test]
 fn encoder_qdq_projections_are_integer() {
     // Every constant-weight projection (Q, K, V, output, FFN up and down, 2 layers), and
-    // every bias and residual Add (QAdd). Each QAdd is within one step of the float Add it
-    // replaces (on this input 3 of its 11776 results are not: near-ties, 36.50029 steps and
-    // the like, that its 16-bit multipliers round the other way), but the float
-    // LayerNorm after each residual maps one step of its input to up to two steps of its
-    // output on a row with a small deviation, so the output may move by two.
-    let r = check("encoder_qdq", 12, &[2.0]);
+    // every bias and residual Add (QAdd). The QAdds' 30-bit multipliers round near-ties
+    // (36.50029 steps and the like) as the float Add does; with 16-bit ones 3 of the 11776
+    // results on this input rounded the other way, and the float LayerNorm after a
+    // residual, which maps one step of its input to up to two of its output on a row with
+    // a small deviation, moved the output by two steps on 5.66 % of its elements.
+    let r = check("encoder_qdq", 12, &[1.0]);
     assert!(
-        r[0].0 <= 2.01 && r[0].1 <= 0.1,
+        r[0].0 <= 1.01 && r[0].1 <= 0.01,
         "vs onnxruntime: {:?}",
         r[0]
     );

@@ -707,14 +707,14 @@ impl<'a> Attrs<'a> {
             self.scalar(key, INT)?
                 .ok_or_else(|| self.fail(format!("missing attribute {key}")))
         };
-        let i16_of = |v: i64| i16::try_from(v).ok();
+        let i32_of = |v: i64| i32::try_from(v).ok();
         let op = if add {
             let (ma, mb) = (need("ma")?, need("mb")?);
-            i16_of(ma)
-                .zip(i16_of(mb))
+            i32_of(ma)
+                .zip(i32_of(mb))
                 .map(|(ma, mb)| QBinaryOp::Add { ma, mb })
         } else {
-            i16_of(need("m")?).map(|m| QBinaryOp::Mul { m })
+            i32_of(need("m")?).map(|m| QBinaryOp::Mul { m })
         };
         let (a_zero, b_zero, shift) = (need("a_zero")?, need("b_zero")?, need("shift")?);
         let (zero_point, lo, hi) = (need("zero_point")?, need("lo")?, need("hi")?);
@@ -1120,24 +1120,29 @@ mod tests {
         op_case(
             &q,
             &[],
-            "y: i8[2,3] = QAdd{ma=-32768 mb=32767 a_zero=255 b_zero=-128 shift=31 to=i8 \
-             zero_point=-128 lo=-128 hi=127}(a, b)",
+            "y: i8[2,3] = QAdd{ma=-1073741824 mb=1073741823 a_zero=255 b_zero=-128 shift=46 \
+             to=i8 zero_point=-128 lo=-128 hi=127}(a, b)",
         );
         op_case(
             &q,
             &[],
-            "y: u8[2,3] = QMul{m=7 a_zero=0 b_zero=127 shift=1 to=u8 zero_point=255 lo=3 \
+            "y: u8[2,3] = QMul{m=7 a_zero=0 b_zero=127 shift=16 to=u8 zero_point=255 lo=3 \
              hi=200}(a, b)",
         );
         // Parameters the contract refuses are refused by shape inference, named.
-        for bad in ["shift=0", "shift=32"] {
+        for (bad, what) in [
+            ("m=1 shift=15", "shift"),
+            ("m=1 shift=47", "shift"),
+            ("m=1073741824 shift=30", "multiplier"),
+            ("m=-1073741825 shift=30", "multiplier"),
+        ] {
             let text = format!(
-                "graph t {{\n  input a: u8[2]\n  input b: u8[2]\n  y: u8[2] = QMul{{m=1 \
-                 a_zero=0 b_zero=0 {bad} to=u8 zero_point=0 lo=0 hi=255}}(a, b)  # n\n  \
+                "graph t {{\n  input a: u8[2]\n  input b: u8[2]\n  y: u8[2] = QMul{{{bad} \
+                 a_zero=0 b_zero=0 to=u8 zero_point=0 lo=0 hi=255}}(a, b)  # n\n  \
                  output y\n}}\n"
             );
             let e = parse(&text).unwrap_err().to_string();
-            assert!(e.contains("QMul") && e.contains("shift"), "{e}");
+            assert!(e.contains("QMul") && e.contains(what), "{e}");
         }
         for c in ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"] {
             op_case(
@@ -1634,7 +1639,7 @@ mod tests {
             ),
             (
                 any::<bool>(),
-                any::<[i16; 2]>(),
+                any::<[i32; 2]>(),
                 any::<[i32; 6]>(),
                 any::<u32>(),
                 any::<bool>()

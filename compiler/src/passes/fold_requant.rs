@@ -29,9 +29,11 @@
 //!   `acc = (a − za)·ma + (b − zb)·mb` with `ma/2^s ≈ sa/sy`, `mb/2^s ≈ sb/sy`, or
 //!   `acc = (a − za)·(b − zb)·m` with `m/2^s ≈ sa·sb/sy` (computed in f64), then
 //!   `y = clamp(zy + round(acc / 2^s))` with the activation as the clamp as above. The
-//!   multipliers are `i16` (so every product fits int32 and 16-bit multiplies compute
-//!   them) and `s` is the largest shift in `1..=31` that keeps the largest `|multiplier|`
-//!   ≤ 32767; a ratio of 2^14 or more fits at no shift and stays in float.
+//!   multipliers carry 30 bits: `s` is the largest shift in `16..=46` that keeps every
+//!   multiplier in `[−2^30, 2^30)` (the range whose high halves `m >> 15` are i16, so
+//!   targets compute `acc` exactly with 16×16-bit multiplies and 32-bit sums, see
+//!   `edgecc_program::QBinary`); a ratio of 2^14 or more does not fit at shift 16 and
+//!   stays in float.
 //! - **Dynamic quantization.** MatMulInteger / ConvInteger with constant weights (zero
 //!   points folded into i8) become QGemm / QConv with int32 output; DynamicQuantizeLinear
 //!   and the Cast/Mul scale chain after them stay as they are (lowered as float kernels).
@@ -61,19 +63,24 @@
 //!
 //! - GEMM and convolution multipliers have 31 bits: `e` is about 2^-31 of the
 //!   accumulator's value in steps.
-//! - A Mul's multiplier has at least 15 bits (`m ≥ 2^14` unless the shift stops at 31):
-//!   `e ≤ |v|·2^-15`, under 0.02 step for any output in range (`|v| ≤ 511` between the
+//! - A Mul's multiplier has at least 29 bits (`|m| ≥ 2^29` unless the shift stops at 46):
+//!   `e ≤ |v|·2^-29`, far under a step for any output in range (`|v| ≤ 511` between the
 //!   zero point and the clamp), and an output past the range by more than half a step
-//!   stays past it; with shift 31, `|e| ≤ 255²·2^-32`.
+//!   stays past it; with shift 46, `|e| ≤ 255²·2^-47`.
 //! - An Add rounds two multipliers at one shift: `e = (a − za)·(ma/2^s − ra) + (b −
 //!   zb)·(mb/2^s − rb)`, where the terms need not be of the output's size (they can
 //!   cancel), so the bound is over the operands: `|e| ≤ Σ max|x − z|·|m/2^s − r|`. The
 //!   rule computes that bound from the actual multipliers and zero points and folds only
-//!   when it is at most half a step. With 15 bits in the larger multiplier each error is
-//!   at most `2^-(s+1)`, which keeps the bound below half a step for every ratio below 64
-//!   (residual Adds have ratios near 1, bias Adds below); a larger ratio (an output scale
-//!   64 times finer than an operand's, where almost every sum saturates) folds only if its
-//!   multipliers happen to be that accurate, and is otherwise reported as float.
+//!   when it is at most half a step. Each multiplier's error is at most `2^-(s+1)` with
+//!   `s ≥ 16`, so the bound is at most `2·255·2^-17 < 0.004` step for every ratio that
+//!   fits: the check never refuses a fitting Add, it only states the argument.
+//!
+//! Why 30 bits and not 15 (which 16×16-bit products would take directly): a residual Add
+//! whose exact sum lies within `|v|·2^-15` of a rounding step (36.5003 steps, say) rounds
+//! the other way with 15-bit multipliers. That is still within one step, but a float
+//! LayerNorm after the Add divides by the row's deviation and can make that step two:
+//! `encoder_qdq` moved by two steps on 6 % of its outputs. With 30 bits such near-ties
+//! need `|v|·2^-30`, below the f32 rounding of the unfolded graph itself.
 //!
 //! What stays in float is listed by [`float_islands`].
 
@@ -724,19 +731,27 @@ fn dequantized_operand(g: &Graph, v: ValueId) -> Result<(ValueId, f64, i32), Str
     Ok((x, scale, p.zero[0] as i32))
 }
 
-/// `i16` multipliers for the factors `real` with one shift: the largest shift in `1..=31`
-/// at which every `|round(r · 2^shift)|` is at most 32767; `None` when even shift 1 is
-/// too much (a factor of 2^14 or more).
-pub fn multipliers_i16(real: &[f64]) -> Option<(Vec<i16>, u32)> {
-    let max = real.iter().map(|r| r.abs()).fold(0.0f64, f64::max);
-    if !max.is_finite() || real.iter().any(|r| r.is_nan()) {
+/// [`QBinary`] multipliers for the factors `real` with one shift: the largest shift in
+/// `16..=46` at which every `round(r · 2^shift)` lies in `[−2^30, 2^30)`, so the largest
+/// carries 30 bits; `None` when even shift 16 is too much (a factor of 2^14 or more).
+///
+/// [`QBinary`]: edgecc_program::QBinary
+pub fn multipliers_30(real: &[f64]) -> Option<(Vec<i32>, u32)> {
+    use edgecc_program::QBinary;
+    if real.iter().any(|r| !r.is_finite()) {
         return None;
     }
-    let fits = |s: u32| (max * 2f64.powi(s as i32)).round() <= i16::MAX as f64;
-    let shift = (1..=31).rev().find(|&s| fits(s))?;
+    let range = QBinary::MULTIPLIERS;
+    let fits = |s: u32| {
+        real.iter().all(|&r| {
+            let m = (r * 2f64.powi(s as i32)).round();
+            m >= range.start as f64 && m < range.end as f64
+        })
+    };
+    let shift = QBinary::SHIFTS.rev().find(|&s| fits(s))?;
     let scale = 2f64.powi(shift as i32);
     Some((
-        real.iter().map(|&r| (r * scale).round() as i16).collect(),
+        real.iter().map(|&r| (r * scale).round() as i32).collect(),
         shift,
     ))
 }
@@ -779,9 +794,9 @@ fn match_qbinary(g: &Graph, q: NodeIndex) -> Result<QBin, String> {
     let zy = out.zero[0] as i32;
     let (op, shift) = if add {
         let (ra, rb) = (sa / sy, sb / sy);
-        let Some((m, shift)) = multipliers_i16(&[ra, rb]) else {
+        let Some((m, shift)) = multipliers_30(&[ra, rb]) else {
             return Err(format!(
-                "the Add's scale ratio {:.0} needs a multiplier of more than 16 bits",
+                "the Add's scale ratio {:.0} is 2^14 or more: its multiplier does not fit",
                 ra.max(rb)
             ));
         };
@@ -791,8 +806,8 @@ fn match_qbinary(g: &Graph, q: NodeIndex) -> Result<QBin, String> {
             + span(db, zb) * (m[1] as f64 / unit - rb).abs();
         if err > 0.5 {
             return Err(format!(
-                "the Add's scale ratio {:.0} leaves its 16-bit multipliers {err:.2} steps \
-                 off (more than half a step)",
+                "the Add's scale ratio {:.0} leaves its multipliers {err:.2} steps off \
+                 (more than half a step)",
                 ra.max(rb)
             ));
         }
@@ -800,9 +815,9 @@ fn match_qbinary(g: &Graph, q: NodeIndex) -> Result<QBin, String> {
     } else {
         // No precision check: a Mul is always within one step (the module doc).
         let r = sa * sb / sy;
-        let Some((m, shift)) = multipliers_i16(&[r]) else {
+        let Some((m, shift)) = multipliers_30(&[r]) else {
             return Err(format!(
-                "the Mul's scale ratio {r:.0} needs a multiplier of more than 16 bits"
+                "the Mul's scale ratio {r:.0} is 2^14 or more: its multiplier does not fit"
             ));
         };
         (QBinaryOp::Mul { m: m[0] }, shift)
@@ -1383,12 +1398,11 @@ mod tests {
         assert_eq!(add_reason(0.01, 0.02, 0.015, false), None);
         let r = add_reason(0.01, 0.02, 0.015, true).unwrap();
         assert!(r.contains("quantized per channel"), "{r}");
-        // sa/sy = 2^14 + a bit: no shift keeps the multiplier in i16.
+        // sa/sy = 2^14 + a bit: even shift 16 puts the multiplier past 2^30.
         let r = add_reason(1.0, 0.01, 1.0 / 16400.0, false).unwrap();
-        assert!(r.contains("more than 16 bits"), "{r}");
-        // sa/sy ≈ 1000.3: fits at shift 5, but 128·(|ma/32 − ra| + ..) exceeds half a step.
-        let r = add_reason(1.0003, 1.0, 0.001, false).unwrap();
-        assert!(r.contains("more than half a step"), "{r}");
+        assert!(r.contains("2^14 or more"), "{r}");
+        // sa/sy ≈ 1000.3 fits at shift 20, with 30 bits: well within half a step.
+        assert_eq!(add_reason(1.0003, 1.0, 0.001, false), None);
     }
 
     /// An Add of a float constant (not quantized) says so, not that a DequantizeLinear
@@ -1414,16 +1428,22 @@ mod tests {
     }
 
     #[test]
-    fn i16_multipliers_take_the_largest_shift() {
-        assert_eq!(multipliers_i16(&[1.0]), Some((vec![16384], 14)));
+    fn multipliers_take_30_bits_at_the_largest_shift() {
+        assert_eq!(multipliers_30(&[1.0]), Some((vec![1 << 29], 29)));
         assert_eq!(
-            multipliers_i16(&[0.75, 0.5]),
-            Some((vec![24576, 16384], 15))
+            multipliers_30(&[0.75, -0.5]),
+            Some((vec![3 << 28, -(1 << 29)], 30))
         );
-        // A tiny ratio stops at shift 31.
-        assert_eq!(multipliers_i16(&[1e-12]), Some((vec![0], 31)));
-        // 2^14 needs 2^15 at shift 1, one past i16.
-        assert_eq!(multipliers_i16(&[16384.0]), None);
-        assert_eq!(multipliers_i16(&[16383.0]), Some((vec![32766], 1)));
+        // −1 reaches −2^30 at shift 30 (allowed), +1 only 2^30 − 2^29.
+        assert_eq!(multipliers_30(&[-1.0]), Some((vec![-(1 << 30)], 30)));
+        // A tiny ratio stops at shift 46.
+        assert_eq!(multipliers_30(&[1e-20]), Some((vec![0], 46)));
+        // 2^14 needs 2^30 at shift 16, one past the range; just below it fits.
+        assert_eq!(multipliers_30(&[16384.0]), None);
+        assert_eq!(
+            multipliers_30(&[16383.99]),
+            Some((vec![(16383.99f64 * 65536.0).round() as i32], 16))
+        );
+        assert_eq!(multipliers_30(&[f64::NAN]), None);
     }
 }

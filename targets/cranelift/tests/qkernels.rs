@@ -510,8 +510,11 @@ impl Suite {
 }
 
 /// Random `QBinary` parameters for operands of `a` and `b` into `y`: multipliers often
-/// at the ends of i16 (±32767, −32768), shifts 1 and 31 among the others, zero points and
-/// clamp bounds often at the ends of their ranges.
+/// at the ends of their range (−2^30, 2^30 − 1), 30-bit ones as the fold-requant rule makes
+/// them, small ones, ones with few significant bits (ties) and ones with a full low half
+/// (`m & 0x7fff = 0x7fff`); shifts 16 and
+/// 46, 24..=31 (the aarch64 Add's high-half form) and ones where results land mostly
+/// inside the 8-bit range; zero points and clamp bounds often at the ends of their ranges.
 fn qbinary_params(r: &mut Rng, a: DType, b: DType, y: DType) -> QBinary {
     let bounds = |d: DType| {
         if d == DType::U8 {
@@ -527,12 +530,19 @@ fn qbinary_params(r: &mut Rng, a: DType, b: DType, y: DType) -> QBinary {
             _ => r.range(lo, hi) as i32,
         }
     };
-    let mult = |r: &mut Rng| -> i16 {
-        match r.next() % 6 {
-            0 => i16::MAX,
-            1 => -i16::MAX,
-            2 => i16::MIN,
-            _ => r.range(-32768, 32767) as i16,
+    let (mlo, mhi) = (-(1i64 << 30), (1i64 << 30) - 1);
+    let mult = |r: &mut Rng| -> i32 {
+        let sign = if r.next().is_multiple_of(2) { 1 } else { -1 };
+        match r.next() % 8 {
+            0 => mlo as i32,
+            1 => mhi as i32,
+            2 => ((r.range(-(1 << 15), (1 << 15) - 1) << 15) | 0x7fff) as i32,
+            3 => (r.range(0, 1 << 16) * sign) as i32,
+            4 => r.range(mlo, mhi) as i32,
+            // Few significant bits: exact ties (`acc` an odd multiple of 2^(shift−1)) are
+            // common, so rounding half up is tested.
+            5 => ((r.range(1, 7) << r.range(14, 27)) * sign) as i32,
+            _ => (r.range(1 << 28, mhi) * sign) as i32,
         }
     };
     let op = if r.next().is_multiple_of(2) {
@@ -543,16 +553,17 @@ fn qbinary_params(r: &mut Rng, a: DType, b: DType, y: DType) -> QBinary {
     } else {
         QBinaryOp::Mul { m: mult(r) }
     };
-    let shift = match r.next() % 5 {
-        0 => 1,
-        1 => 31,
-        // Where results land mostly inside the 8-bit range: an Add's sum is up to 2^24,
-        // a Mul's product 2^31.
-        2 | 3 => match op {
-            QBinaryOp::Add { .. } => r.range(12, 18) as u32,
-            QBinaryOp::Mul { .. } => r.range(18, 25) as u32,
+    let shift = match r.next() % 6 {
+        0 => 16,
+        1 => 46,
+        2 => r.range(24, 31) as u32,
+        // Where results land mostly inside the 8-bit range for 30-bit multipliers: an
+        // Add's sum is up to 2^39, a Mul's product 2^46.
+        3 | 4 => match op {
+            QBinaryOp::Add { .. } => r.range(27, 33) as u32,
+            QBinaryOp::Mul { .. } => r.range(35, 41) as u32,
         },
-        _ => r.range(1, 31) as u32,
+        _ => r.range(16, 46) as u32,
     };
     let yb = bounds(y);
     let (l, h) = (pick(r, yb), pick(r, yb));
@@ -827,63 +838,178 @@ fn fixed_suite(seed: u64) -> Suite {
     };
     let (u, i) = (DType::U8, DType::I8);
     let add = |ma, mb| QBinaryOp::Add { ma, mb };
+    let mul = |m| QBinaryOp::Mul { m };
+    let (mmin, mmax) = (-(1 << 30), (1 << 30) - 1);
     let (no2, no3) = ([false; 2], [false; 3]);
+    // cnn_qdq's residual Add (shift 30: the aarch64 high-half form, zero point folded).
     s.qbinary(
         &[1, 8, 6, 6],
         (u, &[false; 4], false),
         (u, &[false; 4], false),
-        qb(add(20165, 27727), 128, 120, 15, u, 125, 0, 255),
+        qb(add(1010138490, 528231573), 0, 127, 30, u, 63, 0, 255),
         false,
     );
+    // A bias vector along the rows (i8 constant, shift 29).
     s.qbinary(
         &[2, 5, 37],
         (u, &no3, false),
         (i, &[true, true, false], true),
-        qb(add(31969, 1598), 128, 0, 15, u, 126, 0, 255),
+        qb(add(1047535616, 52363264), 128, 0, 29, u, 126, 0, 255),
         false,
     );
+    // A broadcast along the contiguous dim, i8 operands scaled by 2^7 (shift 24), lo > −128.
     s.qbinary(
         &[3, 40],
         (i, &no2, false),
         (u, &[false, true], false),
-        qb(add(-21065, 18725), -5, 3, 14, i, -20, -20, 127),
+        qb(add(-690290688, 613613568), -5, 3, 24, i, -20, -20, 127),
+        false,
+    );
+    // Near i16 before the zero point: the high-half form without it in the constant.
+    s.qbinary(
+        &[2, 35],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add(mmax, mmax), 0, 0, 24, u, 255, 0, 255),
+        false,
+    );
+    // Full low halves at shift 24 (operands scaled by 2^7): `L` comes near 2^31 and leaves
+    // no room for the constant's low part, so the high-half form keeps it in 32 bits.
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add(14876671, 13926399), 249, 14, 24, u, 199, 0, 255),
+        false,
+    );
+    // The extreme Mul products: 255 · 255 · (2^30 − 1) at shift 46 (the contract's split
+    // rounding), and −2^30 at shift 16 (saturation both ways).
+    s.qbinary(
+        &[2, 35],
+        (u, &no2, false),
+        (i, &no2, false),
+        qb(mul(mmax), 255, -128, 46, i, -1, -128, 127),
         false,
     );
     s.qbinary(
         &[2, 35],
         (u, &no2, false),
         (i, &no2, false),
-        qb(
-            QBinaryOp::Mul { m: i16::MAX },
-            255,
-            -128,
-            31,
-            i,
-            -1,
-            -128,
-            127,
-        ),
+        qb(mul(mmin), 0, 127, 16, u, 255, 0, 255),
         false,
     );
+    // Shift 31 (high halves without scaling), mixed signedness (x86_64 interleaves words).
     s.qbinary(
-        &[2, 35],
-        (u, &no2, false),
+        &[2, 33],
         (i, &no2, false),
-        qb(QBinaryOp::Mul { m: i16::MIN }, 0, 127, 20, u, 255, 0, 255),
+        (u, &no2, false),
+        qb(add(mmin, (1 << 30) - 0x8000), 127, 0, 31, u, 0, 0, 255),
         false,
     );
+    // The extreme Add at shift 16 in place (sums of 2^39 saturate both ways), and at 46.
     s.qbinary(
         &[4, 33],
         (i, &no2, false),
         (i, &no2, true),
-        qb(add(i16::MIN, i16::MAX), 127, -128, 1, i, 0, -128, 127),
+        qb(add(mmin, mmax), 127, -128, 16, i, 0, -128, 127),
         true,
     );
+    s.qbinary(
+        &[4, 33],
+        (u, &no2, false),
+        (i, &no2, false),
+        qb(add(mmax, mmin), 255, -128, 46, i, 127, -128, 127),
+        false,
+    );
+    // `a` read with a row pitch wider than its rows (a column slice of a wider tensor) and
+    // `b` a bias along the rows: the rows run innermost with one pointer per view.
+    let (a_in, b_in) = (s.input(i, 5 * 48), s.input(u, 37));
+    let out = s.output(u, 5 * 37);
+    let view = |buf, offset, strides: &[i64]| View {
+        buf,
+        offset,
+        strides: strides.to_vec(),
+    };
+    s.p.kernels.push(Kernel::QBinary {
+        shape: vec![5, 37],
+        a: view(a_in, 3, &[48, 1]),
+        a_dtype: i,
+        b: view(b_in, 0, &[0, 1]),
+        b_dtype: u,
+        q: qb(add(1056895193, 121045652), 5, 66, 30, u, 132, 0, 255),
+        output: view(out, 0, &[37, 1]),
+    });
+    // Multipliers with few significant bits: exact ties everywhere (rounding half up), in
+    // the high-half form (shift 29), the shifted one (21) and a folded Mul.
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add(3 << 27, -(1 << 28)), 100, 50, 29, u, 128, 0, 255),
+        false,
+    );
+    s.qbinary(
+        &[2, 40],
+        (i, &no2, false),
+        (i, &no2, false),
+        qb(add(5 << 20, 3 << 21), 0, 0, 21, i, 0, -128, 127),
+        false,
+    );
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (i, &no2, false),
+        qb(mul(1 << 29), 128, 0, 38, u, 128, 0, 255),
+        false,
+    );
+    // Sums just above a rounding boundary by less than 2^15 (in units of 2^-k), where the
+    // carry of `L + Cl` decides the result: `(x + y + 1)·2^(s−1) + x + 3y` with low bits in
+    // the zero points' terms; the high-half form (shift 24) and the shifted one (20).
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add((1 << 23) + 1, (1 << 23) + 3), 5, 3, 24, u, 7, 0, 255),
+        false,
+    );
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(add((1 << 19) + 1, (1 << 19) + 3), 5, 3, 20, u, 7, 0, 255),
+        false,
+    );
+    // The largest Mul product, 255² · (2^30 − 1), at shift 46: `V` would pass 2^31, so the
+    // contract's split rounding.
+    s.qbinary(
+        &[2, 40],
+        (u, &no2, false),
+        (u, &no2, false),
+        qb(mul(mmax), 0, 0, 46, u, 0, 0, 255),
+        false,
+    );
+    // Ties on the scalar path (`a` transposed: no contiguous dim).
+    s.qbinary(
+        &[6, 7],
+        (u, &no2, true),
+        (i, &no2, false),
+        qb(add(3 << 27, -(1 << 28)), 100, 0, 29, u, 128, 0, 255),
+        false,
+    );
+    // A Mul with a full low half, transposed `a` (scalar path), narrow clamp.
     s.qbinary(
         &[5, 19],
         (u, &no2, true),
         (u, &no2, false),
-        qb(QBinaryOp::Mul { m: 12345 }, 0, 255, 23, u, 0, 3, 250),
+        qb(mul((12345 << 15) | 0x7fff), 0, 255, 38, u, 0, 3, 250),
+        false,
+    );
+    // A vector Mul with the zero point folded, i8 output narrower on both sides.
+    s.qbinary(
+        &[3, 48],
+        (i, &no2, false),
+        (u, &[true, false], false),
+        qb(mul(777777777), -128, 255, 38, i, 5, -100, 100),
         false,
     );
     s
@@ -1487,10 +1613,13 @@ fn packed_weights_take_about_one_byte_each() {
 #[test]
 fn malformed_qbinary_kernels_are_refused() {
     let q = QBinary {
-        op: QBinaryOp::Add { ma: 100, mb: 200 },
+        op: QBinaryOp::Add {
+            ma: 100 << 20,
+            mb: 200 << 20,
+        },
         a_zero: 128,
         b_zero: 0,
-        shift: 10,
+        shift: 30,
         dtype: DType::U8,
         zero_point: 3,
         lo: 0,
@@ -1551,8 +1680,10 @@ fn malformed_qbinary_kernels_are_refused() {
             q.clone(),
             v(a, 0, &[8, 1]),
         ),
-        with(&|q| q.shift = 0),
-        with(&|q| q.shift = 32),
+        with(&|q| q.shift = 15),
+        with(&|q| q.shift = 47),
+        with(&|q| q.op = QBinaryOp::Add { ma: 1 << 30, mb: 1 }),
+        with(&|q| q.op = QBinaryOp::Mul { m: -(1 << 30) - 1 }),
         with(&|q| q.a_zero = 256),
         with(&|q| q.b_zero = 128),
         with(&|q| q.zero_point = -1),

@@ -1519,16 +1519,16 @@ mod tests {
     }
 
     #[test]
-    fn qbinary_rounds_half_up_and_clamps_in_32_bits() {
+    fn qbinary_rounds_half_up_and_clamps() {
         use crate::{QBinary, QBinaryOp};
         let add = QBinary {
             op: QBinaryOp::Add {
-                ma: 1 << 13,
-                mb: 3 << 12,
+                ma: 1 << 27,
+                mb: 3 << 26,
             },
             a_zero: 128,
             b_zero: -3,
-            shift: 14,
+            shift: 28,
             dtype: DType::U8,
             zero_point: 100,
             lo: 100,
@@ -1541,20 +1541,36 @@ mod tests {
         assert_eq!(add.apply(127, -3), 100);
         assert_eq!(add.apply(0, -128), 100);
         assert_eq!(add.apply(255, 127), 255);
-        // The extreme Mul product: 255 · 255 · (2^15 − 1) is just below 2^31.
+        // The extreme Mul product: 255 · 255 · (2^30 − 1) needs 46 bits.
         let mul = QBinary {
-            op: QBinaryOp::Mul { m: i16::MAX },
+            op: QBinaryOp::Mul { m: (1 << 30) - 1 },
             a_zero: 0,
             b_zero: -128,
-            shift: 31,
+            shift: 46,
             dtype: DType::I8,
             zero_point: -1,
             lo: -128,
             hi: 127,
         };
-        let acc = 255i64 * 255 * i16::MAX as i64;
-        assert!(acc < 1 << 31);
-        assert_eq!(mul.apply(255, 127) as i64, ((acc + (1 << 30)) >> 31) - 1);
+        let acc = 255i64 * 255 * ((1 << 30) - 1);
+        assert_eq!(mul.apply(255, 127) as i64, ((acc + (1 << 45)) >> 46) - 1);
+        assert_eq!(add.check(DType::U8, DType::I8), Ok(()));
+        for bad in [
+            QBinary {
+                shift: 15,
+                ..add.clone()
+            },
+            QBinary {
+                shift: 47,
+                ..add.clone()
+            },
+            QBinary {
+                op: QBinaryOp::Mul { m: 1 << 30 },
+                ..add.clone()
+            },
+        ] {
+            assert!(bad.check(DType::U8, DType::I8).is_err(), "{bad:?}");
+        }
 
         // Through the executor: b broadcast along the rows (a per-column bias), i8 output.
         let q = QBinary {
@@ -1612,6 +1628,88 @@ mod tests {
         q.b_zero = 200;
         let e = run(&p, &[&a, &b], &mut [&mut out], &mut []).unwrap_err();
         assert!(matches!(e, ExecError::Malformed { .. }), "{e:?}");
+    }
+
+    /// The 32-bit computation the contract documents (high and low halves of the
+    /// multipliers, `H' = H + (L >> 15)`, the rounding shift of `H'`) equals `apply` on
+    /// every pair of operand bytes, for random and extreme parameters, with no
+    /// intermediate overflowing i32 (checked arithmetic).
+    #[test]
+    fn qbinary_split_32_bit_form_equals_the_definition() {
+        use crate::{QBinary, QBinaryOp};
+        fn split(q: &QBinary, a: i32, b: i32) -> i32 {
+            let (x, y) = (a - q.a_zero, b - q.b_zero);
+            let parts = |m: i32| (m >> 15, m & 0x7fff);
+            let (h, l) = match q.op {
+                QBinaryOp::Add { ma, mb } => {
+                    let ((ah, al), (bh, bl)) = (parts(ma), parts(mb));
+                    (
+                        (x * ah).checked_add(y * bh).unwrap(),
+                        (x * al).checked_add(y * bl).unwrap(),
+                    )
+                }
+                QBinaryOp::Mul { m } => {
+                    let (mh, ml) = parts(m);
+                    let p = x * y;
+                    (p.checked_mul(mh).unwrap(), p.checked_mul(ml).unwrap())
+                }
+            };
+            let h = h.checked_add(l >> 15).unwrap();
+            let t = h >> (q.shift - 16);
+            let r = (t >> 1) + (t & 1) + q.zero_point;
+            r.clamp(q.lo, q.hi)
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |lo: i64, hi: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            lo + (seed % (hi - lo + 1) as u64) as i64
+        };
+        let (mlo, mhi) = (-(1i64 << 30), (1i64 << 30) - 1);
+        for case in 0..40 {
+            let (da, db, dy) = [
+                (DType::U8, DType::U8, DType::U8),
+                (DType::I8, DType::I8, DType::I8),
+                (DType::U8, DType::I8, DType::I8),
+                (DType::I8, DType::U8, DType::U8),
+            ][case % 4];
+            let zero = |d: DType, v: i64| match d {
+                DType::U8 => v.rem_euclid(256) as i32,
+                _ => (v.rem_euclid(256) - 128) as i32,
+            };
+            let m = |next: &mut dyn FnMut(i64, i64) -> i64| match case % 5 {
+                0 => mlo as i32,
+                1 => mhi as i32,
+                _ => next(mlo, mhi) as i32,
+            };
+            let op = if case % 3 == 0 {
+                QBinaryOp::Mul { m: m(&mut next) }
+            } else {
+                QBinaryOp::Add {
+                    ma: m(&mut next),
+                    mb: next(mlo, mhi) as i32,
+                }
+            };
+            let q = QBinary {
+                op,
+                a_zero: zero(da, if case % 7 == 0 { 0 } else { next(0, 255) }),
+                b_zero: zero(db, if case % 7 == 1 { 255 } else { next(0, 255) }),
+                shift: [16, 46, 30][case % 3].max(next(16, 46) as u32 * (case as u32 % 2)),
+                dtype: dy,
+                zero_point: zero(dy, next(0, 255)),
+                lo: if dy == DType::U8 { 0 } else { -128 },
+                hi: if dy == DType::U8 { 255 } else { 127 },
+            };
+            q.check(da, db).unwrap();
+            let val = |d: DType, v: i32| if d == DType::U8 { v } else { v - 128 };
+            for a in 0..256 {
+                for b in 0..256 {
+                    let (a, b) = (val(da, a), val(db, b));
+                    assert_eq!(split(&q, a, b), q.apply(a, b), "{q:?} a={a} b={b}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -329,28 +329,36 @@ impl QuantOut {
 }
 
 /// How a [`Kernel::QBinary`] combines its operands, each with its zero point already
-/// subtracted, into the integer it rounds. The multipliers are `i16` so that every
-/// product fits int32 whatever they are: `|x − z| ≤ 255` for an 8-bit `x` and a zero point
-/// of its dtype, so an Add term stays below 2^23 and a Mul below `255² · 2^15 < 2^31`,
-/// and 16×16-bit multiplies (HVX `vmpyh`, NEON `smull`) compute them.
+/// subtracted, into the integer it rounds. The multipliers carry 30 bits (`[−2^30, 2^30)`,
+/// checked by [`QBinary::check`]) so that a sum on the edge of a rounding step rounds as
+/// the float computation it replaces would: with 15 bits, one residual Add in four
+/// thousand of a quantized encoder rounded the other way, and the float LayerNorm after
+/// it turned that one step into two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QBinaryOp {
     /// `acc = (a − za)·ma + (b − zb)·mb`: `ma / 2^shift ≈ sa / sy` and `mb / 2^shift ≈
     /// sb / sy` (ONNX QLinearAdd, or Add between DequantizeLinear and QuantizeLinear).
-    Add { ma: i16, mb: i16 },
+    Add { ma: i32, mb: i32 },
     /// `acc = (a − za)·(b − zb)·m` with `m / 2^shift ≈ sa·sb / sy` (QLinearMul).
-    Mul { m: i16 },
+    Mul { m: i32 },
 }
 
-/// The arithmetic of a [`Kernel::QBinary`]: `acc` from [`QBinaryOp`], then
+/// The arithmetic of a [`Kernel::QBinary`]: `acc` from [`QBinaryOp`], exact, then
 ///
-/// `out = clamp(zero_point + ((acc + 2^(shift−1)) >> shift), lo, hi)`
+/// `out = clamp(zero_point + ⌊(acc + 2^(shift−1)) / 2^shift⌋, lo, hi)`
 ///
-/// with `>>` an arithmetic shift, i.e. `acc / 2^shift` rounded to nearest with ties toward
-/// +∞, as [`Requant`] rounds. Everything fits int32 for zero points in their operand's
-/// range (which [`exec`] checks); a target may compute the rounding as `(acc >> shift) +
-/// ((acc >> (shift − 1)) & 1)`, which is the same value without the overflow of `acc +
-/// 2^(shift−1)`. No float math.
+/// i.e. `acc / 2^shift` rounded to nearest with ties toward +∞, as [`Requant`] rounds.
+/// No float math.
+///
+/// `acc` needs up to 48 bits, but 32-bit lanes and 16×16-bit multiplies compute the
+/// result exactly: split each multiplier `m = mh·2^15 + ml` (`mh = m >> 15` fits i16, `ml =
+/// m & 0x7fff`), sum the products with the high halves into `H` and with the low halves
+/// into `L` (for Mul, `P·mh` and `P·ml` with `P = (a − za)(b − zb)`), and take
+/// `H' = H + (L >> 15)`; then `out = clamp(zero_point + ((t >> 1) + (t & 1)), lo, hi)` with
+/// `t = H' >> (shift − 16)`. The low 15 bits of `L` cannot change the result because
+/// `shift ≥ 16`: `⌊((H' + 2^(shift−16))·2^15 + low) / 2^shift⌋ = ⌊(H' + 2^(shift−16)) /
+/// 2^(shift−15)⌋` for `0 ≤ low < 2^15`. Every intermediate fits int32: `|x − z| ≤ 255`, so
+/// an Add's `H` and `L` stay below 2^24 and a Mul's below `255²·2^15 + 255² < 2^31`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QBinary {
     pub op: QBinaryOp,
@@ -358,7 +366,7 @@ pub struct QBinary {
     pub a_zero: i32,
     /// The zero point of `b`, in the range of its dtype.
     pub b_zero: i32,
-    /// In `1..=31`.
+    /// In `16..=46`.
     pub shift: u32,
     /// The output dtype, `U8` or `I8`.
     pub dtype: DType,
@@ -370,10 +378,16 @@ pub struct QBinary {
 }
 
 impl QBinary {
+    /// Multipliers lie in `[−2^30, 2^30)`, so that `mh = m >> 15` is an i16.
+    pub const MULTIPLIERS: std::ops::Range<i32> = -(1 << 30)..(1 << 30);
+
+    /// The shifts the split computation allows.
+    pub const SHIFTS: std::ops::RangeInclusive<u32> = 16..=46;
+
     /// Whether the parameters are in the ranges the definition needs, for operands of
     /// `a_dtype` and `b_dtype`: every dtype `U8` or `I8`, each zero point (the output's
-    /// too) in its operand's range, `shift` in `1..=31`, `lo <= hi` both in the output's
-    /// range. With these, `zero_point + (rounded acc)` cannot overflow int32 either.
+    /// too) in its operand's range, multipliers in `[−2^30, 2^30)`, `shift` in `16..=46`,
+    /// `lo <= hi` both in the output's range.
     pub fn check(&self, a_dtype: DType, b_dtype: DType) -> Result<(), String> {
         let range = |d: DType| match d {
             DType::U8 => Ok(0..=255),
@@ -387,8 +401,15 @@ impl QBinary {
         {
             return Err("a zero point is outside its operand's range".into());
         }
-        if !(1..=31).contains(&self.shift) {
-            return Err(format!("shift {} is not in 1..=31", self.shift));
+        let ms: &[i32] = match &self.op {
+            QBinaryOp::Add { ma, mb } => &[*ma, *mb],
+            QBinaryOp::Mul { m } => &[*m],
+        };
+        if let Some(m) = ms.iter().find(|m| !Self::MULTIPLIERS.contains(*m)) {
+            return Err(format!("multiplier {m} is not in [-2^30, 2^30)"));
+        }
+        if !Self::SHIFTS.contains(&self.shift) {
+            return Err(format!("shift {} is not in 16..=46", self.shift));
         }
         if !(ry.contains(&self.lo) && ry.contains(&self.hi) && self.lo <= self.hi) {
             return Err(format!(
@@ -400,15 +421,19 @@ impl QBinary {
     }
 
     /// The output for operands `a` and `b` (the definition above; targets must match it
-    /// bit for bit). Computed in 64 bits, so it is defined for any parameters.
+    /// bit for bit). Computed in 128 bits, so it is defined for any parameters.
     pub fn apply(&self, a: i32, b: i32) -> i32 {
-        let (x, y) = (a as i64 - self.a_zero as i64, b as i64 - self.b_zero as i64);
+        let (x, y) = (
+            a as i128 - self.a_zero as i128,
+            b as i128 - self.b_zero as i128,
+        );
         let acc = match self.op {
-            QBinaryOp::Add { ma, mb } => x * ma as i64 + y * mb as i64,
-            QBinaryOp::Mul { m } => x * y * m as i64,
+            QBinaryOp::Add { ma, mb } => x * ma as i128 + y * mb as i128,
+            QBinaryOp::Mul { m } => x * y * m as i128,
         };
-        let r = (acc + (1i64 << (self.shift.clamp(1, 62) - 1))) >> self.shift.clamp(1, 62);
-        (r + self.zero_point as i64).clamp(self.lo as i64, self.hi as i64) as i32
+        let s = self.shift.clamp(1, 100);
+        let r = (acc + (1i128 << (s - 1))) >> s;
+        (r + self.zero_point as i128).clamp(self.lo as i128, self.hi as i128) as i32
     }
 }
 
