@@ -1,18 +1,20 @@
 //! Integer Add and Mul of two 8-bit quantized tensors ([`Kernel::QBinary`]), in plain C and
 //! on HVX.
 //!
-//! The arithmetic is [`QBinary::apply`]'s, all in 32 bits: operands minus their zero
-//! points are 16-bit, every product of them and the `i16` multipliers fits a word, and
-//! the rounding `(acc + 2^(s−1)) >> s` is computed as `(t + 1) >> 1` with `t = acc >>
-//! (s − 1)`, which cannot overflow (`vavg:rnd` on HVX).
+//! The arithmetic is [`QBinary::apply`]'s, in 32 bits by the split form the contract
+//! documents: each 30-bit multiplier as `mh·2^15 + ml` (both halves fit i16), the products
+//! with the high halves summed into `H` and with the low halves into `L`, then `H' = H +
+//! (L >> 15)` rounded by `shift − 15`: `t = H' >> (shift − 16)`, `(t >> 1) + (t & 1)`,
+//! which is `(t + 1) >> 1` without its overflow (`vavg:rnd` on HVX).
 //!
 //! On HVX a row of 128 bytes is widened into halfwords (even bytes in one vector, odd in
 //! the other: `vzxt`/`vsxt`), multiplied into words by `vmpy` (which splits even and odd
-//! lanes again), rounded, and packed back by the saturating `vsat` (words to halfwords),
-//! the clamp on halfwords, and `vshuffe` (the low byte of each halfword), which undo the
-//! splits in reverse order. Rows are the innermost dimension after merging every run of
-//! dimensions the views walk contiguously; each operand's row is contiguous or one
-//! broadcast byte (splatted); tails shorter than a vector run the scalar code.
+//! lanes again; a Mul's word products then by `vmpyi` with each half), rounded, and packed
+//! back by the saturating `vsat` (words to halfwords), the clamp on halfwords, and
+//! `vshuffe` (the low byte of each halfword), which undo the splits in reverse order. Rows
+//! are the innermost dimension after merging every run of dimensions the views walk
+//! contiguously; each operand's row is contiguous or one broadcast byte (splatted); tails
+//! shorter than a vector run the scalar code.
 
 use std::fmt::Write;
 
@@ -21,14 +23,26 @@ use edgecc_program::{DType, Kernel, QBinary, QBinaryOp, View};
 use crate::Error;
 use crate::c::{at, check_rank, close_loops, ctype, open_loops, ptr};
 
-/// Helpers of the plain-C form (part of every file's prelude).
+/// Helpers of the plain-C form (in files with a QBinary kernel).
 pub(crate) const PRELUDE: &str = r#"
-/* QBinary's rounding without the overflow of acc + 2^(s-1): t = acc >> (s-1), then
-   (t >> 1) + (t & 1) = floor((acc + 2^(s-1)) / 2^s). Then the zero point and the clamp. */
-EC_FN int32_t ec_qround(int32_t acc, int s, int32_t zp, int32_t lo, int32_t hi) {
-    const int32_t t = acc >> (s - 1);
+/* QBinary's result from the split sums H and L: H' = H + (L >> 15), rounded by s - 15
+   as t = H' >> (s - 16), (t >> 1) + (t & 1) (no overflow), then the zero point and the
+   clamp. */
+EC_FN int32_t ec_qround(int32_t h, int32_t l, int s, int32_t zp, int32_t lo, int32_t hi) {
+    const int32_t t = (h + (l >> 15)) >> (s - 16);
     const int32_t r = (t >> 1) + (t & 1) + zp;
     return r < lo ? lo : r > hi ? hi : r;
+}
+/* (x·ma + y·mb) / 2^s with ma = mah·2^15 + mal, mb = mbh·2^15 + mbl. */
+EC_FN int32_t ec_qadd(int32_t x, int32_t y, int32_t mah, int32_t mal, int32_t mbh, int32_t mbl,
+                      int s, int32_t zp, int32_t lo, int32_t hi) {
+    return ec_qround(x * mah + y * mbh, x * mal + y * mbl, s, zp, lo, hi);
+}
+/* x·y·m / 2^s with m = mh·2^15 + ml. */
+EC_FN int32_t ec_qmul(int32_t x, int32_t y, int32_t mh, int32_t ml, int s, int32_t zp,
+                      int32_t lo, int32_t hi) {
+    const int32_t p = x * y;
+    return ec_qround(p * mh, p * ml, s, zp, lo, hi);
 }
 "#;
 
@@ -40,14 +54,19 @@ EC_FN HVX_VectorPair ec_widen_sub(HVX_Vector v, int sgn, int32_t z) {
     const HVX_Vector zz = Q6_Vh_vsplat_R(z);
     return Q6_W_vcombine_VV(Q6_Vh_vsub_VhVh(Q6_V_hi_W(w), zz), Q6_Vh_vsub_VhVh(Q6_V_lo_W(w), zz));
 }
-/* ec_qround's first part on words: vavg(acc >> (s-1), 0):rnd, plus the zero point. */
-EC_FN HVX_Vector ec_vqround(HVX_Vector acc, int s, int32_t zp) {
-    const HVX_Vector t = Q6_Vw_vavg_VwVw_rnd(Q6_Vw_vasr_VwR(acc, s - 1), Q6_V_vzero());
+/* H' = H + (L >> 15) on each vector of a pair. */
+EC_FN HVX_VectorPair ec_vjoin(HVX_VectorPair h, HVX_VectorPair l) {
+    return Q6_W_vcombine_VV(Q6_Vw_vadd_VwVw(Q6_V_hi_W(h), Q6_Vw_vasr_VwR(Q6_V_hi_W(l), 15)),
+                            Q6_Vw_vadd_VwVw(Q6_V_lo_W(h), Q6_Vw_vasr_VwR(Q6_V_lo_W(l), 15)));
+}
+/* ec_qround on words: vavg(H' >> (s - 16), 0):rnd, plus the zero point. */
+EC_FN HVX_Vector ec_vqround(HVX_Vector h, int s, int32_t zp) {
+    const HVX_Vector t = Q6_Vw_vavg_VwVw_rnd(Q6_Vw_vasr_VwR(h, s - 16), Q6_V_vzero());
     return Q6_Vw_vadd_VwVw(t, Q6_V_vsplat_R(zp));
 }
-/* The words of the even bytes' products (e) and the odd bytes' (o), each split even/odd
-   by vmpy, back to 128 bytes in order, clamped to [lo, hi] (saturating to halfwords
-   first changes nothing: lo and hi lie within a byte's range). */
+/* The words H' of the even bytes (e) and of the odd bytes (o), each split even/odd by
+   vmpy, back to 128 bytes in order, clamped to [lo, hi] (saturating to halfwords first
+   changes nothing: lo and hi lie within a byte's range). */
 EC_FN HVX_Vector ec_vqpack(HVX_VectorPair e, HVX_VectorPair o, int s, int32_t zp, int32_t lo, int32_t hi) {
     HVX_Vector he = Q6_Vh_vsat_VwVw(ec_vqround(Q6_V_hi_W(e), s, zp), ec_vqround(Q6_V_lo_W(e), s, zp));
     HVX_Vector ho = Q6_Vh_vsat_VwVw(ec_vqround(Q6_V_hi_W(o), s, zp), ec_vqround(Q6_V_lo_W(o), s, zp));
@@ -56,25 +75,31 @@ EC_FN HVX_Vector ec_vqpack(HVX_VectorPair e, HVX_VectorPair o, int s, int32_t zp
     ho = Q6_Vh_vmin_VhVh(Q6_Vh_vmax_VhVh(ho, l), h);
     return Q6_Vb_vshuffe_VbVb(ho, he);
 }
-/* (a - za)·ma + (b - zb)·mb on 128 lanes; ma, mb as halfword pairs (m | m << 16). */
+/* (a - za)·ma + (b - zb)·mb on 128 lanes; each multiplier's halves as halfword pairs
+   (h | h << 16). */
 EC_FN HVX_Vector ec_vqadd(HVX_Vector a, HVX_Vector b, int sa, int sb, int32_t za, int32_t zb,
-                          int32_t ma, int32_t mb, int s, int32_t zp, int32_t lo, int32_t hi) {
+                          int32_t mah, int32_t mal, int32_t mbh, int32_t mbl,
+                          int s, int32_t zp, int32_t lo, int32_t hi) {
     const HVX_VectorPair x = ec_widen_sub(a, sa, za), y = ec_widen_sub(b, sb, zb);
-    HVX_VectorPair e = Q6_Ww_vmpy_VhRh(Q6_V_lo_W(x), ma);
-    HVX_VectorPair o = Q6_Ww_vmpy_VhRh(Q6_V_hi_W(x), ma);
-    e = Q6_Ww_vmpyacc_WwVhRh(e, Q6_V_lo_W(y), mb);
-    o = Q6_Ww_vmpyacc_WwVhRh(o, Q6_V_hi_W(y), mb);
-    return ec_vqpack(e, o, s, zp, lo, hi);
+    HVX_VectorPair eh = Q6_Ww_vmpy_VhRh(Q6_V_lo_W(x), mah), oh = Q6_Ww_vmpy_VhRh(Q6_V_hi_W(x), mah);
+    HVX_VectorPair el = Q6_Ww_vmpy_VhRh(Q6_V_lo_W(x), mal), ol = Q6_Ww_vmpy_VhRh(Q6_V_hi_W(x), mal);
+    eh = Q6_Ww_vmpyacc_WwVhRh(eh, Q6_V_lo_W(y), mbh);
+    oh = Q6_Ww_vmpyacc_WwVhRh(oh, Q6_V_hi_W(y), mbh);
+    el = Q6_Ww_vmpyacc_WwVhRh(el, Q6_V_lo_W(y), mbl);
+    ol = Q6_Ww_vmpyacc_WwVhRh(ol, Q6_V_hi_W(y), mbl);
+    return ec_vqpack(ec_vjoin(eh, el), ec_vjoin(oh, ol), s, zp, lo, hi);
 }
-/* (a - za)·(b - zb)·m on 128 lanes; m as a halfword pair. */
+/* (a - za)·(b - zb)·m on 128 lanes; m's halves as halfword pairs. */
 EC_FN HVX_Vector ec_vqmul(HVX_Vector a, HVX_Vector b, int sa, int sb, int32_t za, int32_t zb,
-                          int32_t m, int s, int32_t zp, int32_t lo, int32_t hi) {
+                          int32_t mh, int32_t ml, int s, int32_t zp, int32_t lo, int32_t hi) {
     const HVX_VectorPair x = ec_widen_sub(a, sa, za), y = ec_widen_sub(b, sb, zb);
-    HVX_VectorPair e = Q6_Ww_vmpy_VhVh(Q6_V_lo_W(x), Q6_V_lo_W(y));
-    HVX_VectorPair o = Q6_Ww_vmpy_VhVh(Q6_V_hi_W(x), Q6_V_hi_W(y));
-    e = Q6_W_vcombine_VV(Q6_Vw_vmpyi_VwRh(Q6_V_hi_W(e), m), Q6_Vw_vmpyi_VwRh(Q6_V_lo_W(e), m));
-    o = Q6_W_vcombine_VV(Q6_Vw_vmpyi_VwRh(Q6_V_hi_W(o), m), Q6_Vw_vmpyi_VwRh(Q6_V_lo_W(o), m));
-    return ec_vqpack(e, o, s, zp, lo, hi);
+    const HVX_VectorPair e = Q6_Ww_vmpy_VhVh(Q6_V_lo_W(x), Q6_V_lo_W(y));
+    const HVX_VectorPair o = Q6_Ww_vmpy_VhVh(Q6_V_hi_W(x), Q6_V_hi_W(y));
+#define EC_TIMES(p, m) Q6_W_vcombine_VV(Q6_Vw_vmpyi_VwRh(Q6_V_hi_W(p), m), Q6_Vw_vmpyi_VwRh(Q6_V_lo_W(p), m))
+    const HVX_VectorPair ej = ec_vjoin(EC_TIMES(e, mh), EC_TIMES(e, ml));
+    const HVX_VectorPair oj = ec_vjoin(EC_TIMES(o, mh), EC_TIMES(o, ml));
+#undef EC_TIMES
+    return ec_vqpack(ej, oj, s, zp, lo, hi);
 }
 "#;
 
@@ -168,21 +193,28 @@ pub(crate) fn merge_dims(shape: &[u64], views: &[&View]) -> (Vec<u64>, Vec<Vec<i
     (dims, strides)
 }
 
+/// The high and low halves of a 30-bit multiplier (`m = h·2^15 + l`, `0 <= l < 2^15`).
+fn halves(m: i32) -> (i32, i32) {
+    (m >> 15, m & 0x7fff)
+}
+
 /// The scalar value of one output element, given C expressions for the operand bytes.
 fn scalar_expr(p: &Parts, x: &str, y: &str) -> String {
     let q = p.q;
-    let acc = match q.op {
-        QBinaryOp::Add { ma, mb } => format!(
-            "((int32_t){x} - {}) * {ma} + ((int32_t){y} - {}) * {mb}",
-            q.a_zero, q.b_zero
-        ),
-        QBinaryOp::Mul { m } => format!(
-            "((int32_t){x} - {}) * ((int32_t){y} - {}) * {m}",
-            q.a_zero, q.b_zero
-        ),
+    let x = format!("(int32_t){x} - {}", q.a_zero);
+    let y = format!("(int32_t){y} - {}", q.b_zero);
+    let call = match q.op {
+        QBinaryOp::Add { ma, mb } => {
+            let ((ah, al), (bh, bl)) = (halves(ma), halves(mb));
+            format!("ec_qadd({x}, {y}, {ah}, {al}, {bh}, {bl}")
+        }
+        QBinaryOp::Mul { m } => {
+            let (h, l) = halves(m);
+            format!("ec_qmul({x}, {y}, {h}, {l}")
+        }
     };
     format!(
-        "({})ec_qround({acc}, {}, {}, {}, {})",
+        "({}){call}, {}, {}, {}, {})",
         ctype(q.dtype),
         q.shift,
         q.zero_point,
@@ -245,33 +277,43 @@ pub(crate) fn emit_hvx(s: &mut String, k: &Kernel) -> Result<bool, Error> {
         }
     };
     let q = p.q;
-    let pair = |m: i16| (m as u16 as u32) * 0x1_0001;
+    // A multiplier half in both halfwords of a word, for `vmpy(Vu.h, Rt.h)`.
+    let pair = |h: i32| format!("(int32_t){}u", (h as u16 as u32) * 0x1_0001);
     let (sa, sb) = (
         i32::from(p.a_dtype == DType::I8),
         i32::from(p.b_dtype == DType::I8),
     );
     let call = match q.op {
-        QBinaryOp::Add { ma, mb } => format!(
-            "ec_vqadd(va, vb, {sa}, {sb}, {}, {}, (int32_t){}u, (int32_t){}u, {}, {}, {}, {})",
-            q.a_zero,
-            q.b_zero,
-            pair(ma),
-            pair(mb),
-            q.shift,
-            q.zero_point,
-            q.lo,
-            q.hi
-        ),
-        QBinaryOp::Mul { m } => format!(
-            "ec_vqmul(va, vb, {sa}, {sb}, {}, {}, (int32_t){}u, {}, {}, {}, {})",
-            q.a_zero,
-            q.b_zero,
-            pair(m),
-            q.shift,
-            q.zero_point,
-            q.lo,
-            q.hi
-        ),
+        QBinaryOp::Add { ma, mb } => {
+            let ((ah, al), (bh, bl)) = (halves(ma), halves(mb));
+            format!(
+                "ec_vqadd(va, vb, {sa}, {sb}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                q.a_zero,
+                q.b_zero,
+                pair(ah),
+                pair(al),
+                pair(bh),
+                pair(bl),
+                q.shift,
+                q.zero_point,
+                q.lo,
+                q.hi
+            )
+        }
+        QBinaryOp::Mul { m } => {
+            let (h, l) = halves(m);
+            format!(
+                "ec_vqmul(va, vb, {sa}, {sb}, {}, {}, {}, {}, {}, {}, {}, {})",
+                q.a_zero,
+                q.b_zero,
+                pair(h),
+                pair(l),
+                q.shift,
+                q.zero_point,
+                q.lo,
+                q.hi
+            )
+        }
     };
     let full = len - len % 128;
     let idx = |v: &View, name: &str| {

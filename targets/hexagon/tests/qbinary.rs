@@ -34,10 +34,10 @@ fn zero(rng: &mut Rng, d: DType) -> i32 {
 }
 
 /// Parameters as `fold-requant` would choose them for random scales: the larger
-/// multiplier with 15 bits, or extreme ones.
+/// multiplier with 30 bits, the other anything in range.
 fn params(rng: &mut Rng, mul: bool, a: DType, b: DType, y: DType, relu: bool) -> QBinary {
-    let big = |rng: &mut Rng| rng.range(1 << 14, (1 << 15) - 1) as i16;
-    let any = |rng: &mut Rng| rng.range(-(1 << 15), (1 << 15) - 1) as i16;
+    let big = |rng: &mut Rng| rng.range(1 << 29, (1 << 30) - 1) as i32;
+    let any = |rng: &mut Rng| rng.range(-(1 << 30), (1 << 30) - 1) as i32;
     let op = if mul {
         QBinaryOp::Mul { m: big(rng) }
     } else if rng.next().is_multiple_of(2) {
@@ -62,9 +62,9 @@ fn params(rng: &mut Rng, mul: bool, a: DType, b: DType, y: DType, relu: bool) ->
         a_zero: zero(rng, a),
         b_zero: zero(rng, b),
         shift: if mul {
-            rng.range(21, 23) as u32
+            rng.range(36, 38) as u32
         } else {
-            rng.range(15, 16) as u32
+            rng.range(29, 30) as u32
         },
         dtype: y,
         zero_point: zy,
@@ -144,53 +144,55 @@ fn qbinary_extremes_transposes_and_in_place_match_the_executor() {
     let mut b = Builder::new();
     let all: Vec<u8> = (0..=255u8).collect();
     let rev: Vec<u8> = (0..=255u8).rev().collect();
+    let (max, min) = ((1 << 30) - 1, -(1 << 30));
     let extremes = [
+        (QBinaryOp::Mul { m: max }, 46, 0, -128, DType::U8, DType::I8),
         (
-            QBinaryOp::Mul { m: i16::MAX },
-            31,
-            0,
-            -128,
-            DType::U8,
-            DType::I8,
-        ),
-        (
-            QBinaryOp::Mul { m: i16::MIN },
-            31,
+            QBinaryOp::Mul { m: min },
+            46,
             255,
             127,
             DType::U8,
             DType::I8,
         ),
-        (QBinaryOp::Mul { m: 1 }, 1, -128, 0, DType::I8, DType::U8),
+        (QBinaryOp::Mul { m: 1 }, 16, -128, 0, DType::I8, DType::U8),
         (
-            QBinaryOp::Add {
-                ma: i16::MIN,
-                mb: i16::MAX,
-            },
-            1,
+            QBinaryOp::Add { ma: min, mb: max },
+            16,
             0,
             255,
             DType::U8,
             DType::U8,
         ),
         (
-            QBinaryOp::Add {
-                ma: i16::MAX,
-                mb: i16::MAX,
-            },
-            31,
+            QBinaryOp::Add { ma: max, mb: max },
+            46,
             127,
             -128,
             DType::I8,
             DType::I8,
         ),
         (
-            QBinaryOp::Add { ma: 3, mb: -5 },
-            2,
+            QBinaryOp::Add {
+                ma: 3 << 14,
+                mb: -5 << 13,
+            },
+            16,
             -128,
             127,
             DType::I8,
             DType::I8,
+        ),
+        (
+            QBinaryOp::Add {
+                ma: 0x2000_7fff,
+                mb: -0x2000_7fff,
+            },
+            31,
+            0,
+            0,
+            DType::U8,
+            DType::U8,
         ),
     ];
     for (i, &(op, shift, za, zb, da, db)) in extremes.iter().enumerate() {
@@ -263,8 +265,7 @@ fn qbinary_extremes_transposes_and_in_place_match_the_executor() {
     });
     let (got, want) = run_both(&b, "qbinary-edges");
     assert_same(&b.p, &got, &want);
-    // The largest products (255² · (2^15 − 1), just below 2^31) round across a step at
-    // shift 31: `acc + 2^30` would overflow there.
+    // The largest products (255² · (2^30 − 1)) round across a step at shift 46.
     let distinct = |w: &Vec<u8>| w.iter().collect::<std::collections::BTreeSet<_>>().len();
     assert_eq!(distinct(&want[0]), 2);
     assert!(distinct(&want[5]) > 32);
@@ -285,7 +286,7 @@ fn qbinary_parameters_out_of_range_are_refused() {
             op: QBinaryOp::Add { ma: 1, mb: 1 },
             a_zero: 0,
             b_zero: 300,
-            shift: 32,
+            shift: 47,
             dtype: DType::U8,
             zero_point: 0,
             lo: 0,
