@@ -241,8 +241,11 @@ fn everything() -> Builder {
         });
     }
     for (op, (da, db)) in [
-        QBinaryOp::Add { ma: 300, mb: -7 },
-        QBinaryOp::Mul { m: 12345 },
+        QBinaryOp::Add {
+            ma: 300 << 15,
+            mb: -7 << 15,
+        },
+        QBinaryOp::Mul { m: 12345 << 12 },
     ]
     .into_iter()
     .zip([(DType::U8, DType::I8), (DType::I8, DType::U8)])
@@ -257,7 +260,7 @@ fn everything() -> Builder {
                 op,
                 a_zero: 3,
                 b_zero: 2,
-                shift: 12,
+                shift: 27,
                 dtype: da,
                 zero_point: 5,
                 lo: 0,
