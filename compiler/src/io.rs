@@ -13,13 +13,38 @@ use crate::onnx::{DataDir, tensor};
 /// Reads a tensor from `.npy` or `.pb` (chosen by extension; anything else is tried as npy).
 pub fn read_tensor(path: &Path) -> Result<Tensor, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let what = |m: String| Error::Input(format!("{}: {m}", path.display()));
-    if path.extension().is_some_and(|e| e == "pb") {
-        let t = TensorProto::parse_from_bytes(&bytes)
-            .map_err(|e| what(format!("not a TensorProto: {e}")))?;
-        return tensor::decode(&t, DataDir { base: None });
+    let format = if path.extension().is_some_and(|e| e == "pb") {
+        TensorFormat::Pb
+    } else {
+        TensorFormat::Npy
+    };
+    decode_tensor(&bytes, format).map_err(|e| match e {
+        Error::Input(m) => Error::Input(format!("{}: {m}", path.display())),
+        e => e,
+    })
+}
+
+/// The file formats [`decode_tensor`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorFormat {
+    /// NumPy's `.npy`.
+    Npy,
+    /// A serialized ONNX `TensorProto` (the ONNX test-data `.pb` files); external data is
+    /// refused, since the bytes have no folder.
+    Pb,
+}
+
+/// Decodes a tensor file's bytes. Sizes in a header are checked against the data before
+/// anything is allocated for them.
+pub fn decode_tensor(bytes: &[u8], format: TensorFormat) -> Result<Tensor, Error> {
+    match format {
+        TensorFormat::Pb => {
+            let t = TensorProto::parse_from_bytes(bytes)
+                .map_err(|e| Error::Input(format!("not a TensorProto: {e}")))?;
+            tensor::decode(&t, DataDir { base: None })
+        }
+        TensorFormat::Npy => read_npy(bytes).map_err(Error::Input),
     }
-    read_npy(&bytes).map_err(what)
 }
 
 fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
