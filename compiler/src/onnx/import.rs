@@ -274,6 +274,13 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 shape
             }
         };
+        if crate::ir::checked_elements(&shape).is_none() {
+            return Err(Error::Model(format!(
+                "input '{}' is {dtype}{shape:?}: more than 2^{} elements",
+                vi.name,
+                crate::ir::MAX_ELEMENTS.trailing_zeros()
+            )));
+        }
         let id = graph.add_input(vi.name.clone(), dtype, shape);
         graph.inputs.push(id);
         scope.insert(vi.name.clone(), id);
