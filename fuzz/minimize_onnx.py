@@ -3,7 +3,7 @@
 past protobuf's length prefixes): drops nodes, outputs, initializers, inputs, value infos,
 attributes and metadata one at a time while the fuzz target still fails the same way.
 
-    python3 fuzz/minimize_onnx.py TARGET_BINARY CRASH OUT [--signature TEXT]
+    python3 fuzz/minimize_onnx.py TARGET_BINARY CRASH OUT [--signature TEXT] [--timeout S]
 
 The signature defaults to the failure's first line (`panicked at FILE:LINE`, a sanitizer
 report or libFuzzer's out-of-memory/timeout line); a candidate counts only when the
@@ -23,12 +23,15 @@ SIG = re.compile(
 )
 
 
+TIMEOUT = 20
+
+
 def failure(binary: str, data: bytes) -> str | None:
     with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
         f.write(data)
         f.flush()
         p = subprocess.run(
-            [binary, "-rss_limit_mb=2048", "-malloc_limit_mb=1024", "-timeout=20", f.name],
+            [binary, "-rss_limit_mb=2048", "-malloc_limit_mb=1024", f"-timeout={TIMEOUT}", f.name],
             capture_output=True,
             text=True,
             errors="replace",
@@ -45,7 +48,10 @@ def main() -> None:
     ap.add_argument("crash")
     ap.add_argument("out")
     ap.add_argument("--signature")
+    ap.add_argument("--timeout", type=int, default=20, help="seconds that count as a hang")
     a = ap.parse_args()
+    global TIMEOUT
+    TIMEOUT = a.timeout
     data = open(a.crash, "rb").read()
     sig = a.signature or failure(a.binary, data)
     if sig is None:

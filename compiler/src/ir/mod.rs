@@ -34,6 +34,8 @@ pub fn checked_elements(shape: &[usize]) -> Option<usize> {
     let nonzero = shape
         .iter()
         .filter(|&&d| d != 0)
-        .try_fold(1usize, |n, &d| n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS))?;
+        .try_fold(1usize, |n, &d| {
+            n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS)
+        })?;
     Some(if shape.contains(&0) { 0 } else { nonzero })
 }
