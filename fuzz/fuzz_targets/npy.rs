@@ -10,6 +10,10 @@ fuzz_target!(|data: &[u8]| {
         // Every shape keeps to the graph's limit (so no product over its dims overflows).
         let n = edgecc::ir::checked_elements(&t.shape).expect("a shape within 2^40 elements");
         assert_eq!(t.data.len(), n, "elements vs shape {:?}", t.shape);
-        assert!(n <= data.len() * 8, "{n} elements from {} bytes", data.len());
+        assert!(
+            n <= data.len() * 8,
+            "{n} elements from {} bytes",
+            data.len()
+        );
     }
 });

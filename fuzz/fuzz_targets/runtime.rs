@@ -11,7 +11,9 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::cell::RefCell;
 use std::ffi::CString;
 
-use edgecc_runtime::{ABI_MAGIC, ABI_VERSION, Error, MAX_IO, MAX_RANK, Model, ModelDesc, TensorDesc};
+use edgecc_runtime::{
+    ABI_MAGIC, ABI_VERSION, Error, MAX_IO, MAX_RANK, Model, ModelDesc, TensorDesc,
+};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,7 +33,11 @@ thread_local! {
 
 /// The artifact's entry point: reads every input byte, writes every output byte and the
 /// arena, as compiled code may.
-unsafe extern "C" fn entry(inputs: *const *const u8, outputs: *const *mut u8, arena: *mut u8) -> i32 {
+unsafe extern "C" fn entry(
+    inputs: *const *const u8,
+    outputs: *const *mut u8,
+    arena: *mut u8,
+) -> i32 {
     EXPECT.with(|e| {
         let mut e = e.borrow_mut();
         let e = e.as_mut().expect("an expectation");
@@ -178,10 +184,22 @@ fn one(u: &mut Unstructured) -> Result<()> {
         outs.push(tensor_desc(u, &mut names)?);
     }
     let desc = ModelDesc {
-        magic: if u.ratio(15, 16)? { ABI_MAGIC } else { u.arbitrary()? },
-        abi_version: if u.ratio(15, 16)? { ABI_VERSION } else { u.arbitrary()? },
+        magic: if u.ratio(15, 16)? {
+            ABI_MAGIC
+        } else {
+            u.arbitrary()?
+        },
+        abi_version: if u.ratio(15, 16)? {
+            ABI_VERSION
+        } else {
+            u.arbitrary()?
+        },
         name: model_name.as_ptr(),
-        arena_size: if u.ratio(7, 8)? { u.int_in_range(0..=1024)? } else { u.arbitrary()? },
+        arena_size: if u.ratio(7, 8)? {
+            u.int_in_range(0..=1024)?
+        } else {
+            u.arbitrary()?
+        },
         arena_align: if u.ratio(3, 4)? {
             1u64 << u.int_in_range(0..=8)?
         } else {
@@ -196,7 +214,10 @@ fn one(u: &mut Unstructured) -> Result<()> {
     let model = match Model::new(&desc) {
         Ok(m) => m,
         Err(e) => {
-            assert!(desc.magic != ABI_MAGIC || desc.abi_version != ABI_VERSION, "{e}");
+            assert!(
+                desc.magic != ABI_MAGIC || desc.abi_version != ABI_VERSION,
+                "{e}"
+            );
             let _ = e.to_string();
             return Ok(());
         }
@@ -214,8 +235,16 @@ fn one(u: &mut Unstructured) -> Result<()> {
     }
 
     // The caller's side: buffer counts usually right.
-    let give_in = if u.ratio(15, 16)? { n_in as usize } else { u.int_in_range(0..=n_in as usize + 2)? };
-    let give_out = if u.ratio(15, 16)? { n_out as usize } else { u.int_in_range(0..=n_out as usize + 2)? };
+    let give_in = if u.ratio(15, 16)? {
+        n_in as usize
+    } else {
+        u.int_in_range(0..=n_in as usize + 2)?
+    };
+    let give_out = if u.ratio(15, 16)? {
+        n_out as usize
+    } else {
+        u.int_in_range(0..=n_out as usize + 2)?
+    };
     let mut in_bufs = Vec::new();
     for i in 0..give_in {
         in_bufs.push(buffer(u, ins.get(i))?);
@@ -225,33 +254,64 @@ fn one(u: &mut Unstructured) -> Result<()> {
         out_bufs.push(buffer(u, outs.get(i))?);
     }
     let arena_want = desc.arena_size.min(1 << 16) as usize;
-    let arena_len = if u.ratio(7, 8)? { arena_want } else { u.int_in_range(0..=arena_want + 64)? };
-    let arena_off = if u.ratio(7, 8)? { 0 } else { u.int_in_range(0..=63)? };
+    let arena_len = if u.ratio(7, 8)? {
+        arena_want
+    } else {
+        u.int_in_range(0..=arena_want + 64)?
+    };
+    let arena_off = if u.ratio(7, 8)? {
+        0
+    } else {
+        u.int_in_range(0..=63)?
+    };
     let mut arena = Buf::new(arena_len, arena_off);
     let status = if u.ratio(7, 8)? { 0 } else { u.arbitrary()? };
     let use_run_with = u.arbitrary::<bool>()?;
-    let in_ptr_len = if u.ratio(7, 8)? { give_in } else { u.int_in_range(0..=give_in + 2)? };
-    let out_ptr_len = if u.ratio(7, 8)? { give_out } else { u.int_in_range(0..=give_out + 2)? };
+    let in_ptr_len = if u.ratio(7, 8)? {
+        give_in
+    } else {
+        u.int_in_range(0..=give_in + 2)?
+    };
+    let out_ptr_len = if u.ratio(7, 8)? {
+        give_out
+    } else {
+        u.int_in_range(0..=give_out + 2)?
+    };
 
     let in_slices: Vec<&[u8]> = in_bufs.iter_mut().map(|b| &*b.slice()).collect();
     let mut out_slices: Vec<&mut [u8]> = out_bufs.iter_mut().map(|b| b.slice()).collect();
     let arena_slice = arena.slice();
 
     // The checks, stated independently: what must be refused, in the runtime's order.
-    let aligned = |s: &[u8], td: &TensorDesc| s.is_empty() || (s.as_ptr() as usize).is_multiple_of(td.element_size());
+    let aligned = |s: &[u8], td: &TensorDesc| {
+        s.is_empty() || (s.as_ptr() as usize).is_multiple_of(td.element_size())
+    };
     let ok = (use_run_with || (n_in.max(n_out) as usize) <= MAX_IO)
         && give_in == n_in as usize
         && give_out == n_out as usize
         && (!use_run_with || (in_ptr_len >= give_in && out_ptr_len >= give_out))
         && arena_slice.len() as u64 >= desc.arena_size
-        && (desc.arena_align <= 1 || (arena_slice.as_ptr() as usize).is_multiple_of(desc.arena_align as usize))
-        && in_slices.iter().zip(&ins).all(|(s, td)| s.len() as u64 == td.byte_size && aligned(s, td))
-        && out_slices.iter().zip(&outs).all(|(s, td)| s.len() as u64 == td.byte_size && aligned(s, td));
+        && (desc.arena_align <= 1
+            || (arena_slice.as_ptr() as usize).is_multiple_of(desc.arena_align as usize))
+        && in_slices
+            .iter()
+            .zip(&ins)
+            .all(|(s, td)| s.len() as u64 == td.byte_size && aligned(s, td))
+        && out_slices
+            .iter()
+            .zip(&outs)
+            .all(|(s, td)| s.len() as u64 == td.byte_size && aligned(s, td));
 
     EXPECT.with(|e| {
         *e.borrow_mut() = Some(Expect {
-            inputs: ins.iter().map(|t| (t.byte_size, t.element_size())).collect(),
-            outputs: outs.iter().map(|t| (t.byte_size, t.element_size())).collect(),
+            inputs: ins
+                .iter()
+                .map(|t| (t.byte_size, t.element_size()))
+                .collect(),
+            outputs: outs
+                .iter()
+                .map(|t| (t.byte_size, t.element_size()))
+                .collect(),
             arena_size: desc.arena_size,
             arena_align: desc.arena_align,
             status,
@@ -261,7 +321,13 @@ fn one(u: &mut Unstructured) -> Result<()> {
     let result = if use_run_with {
         let mut in_ptrs = vec![std::ptr::null::<u8>(); in_ptr_len];
         let mut out_ptrs = vec![std::ptr::null_mut::<u8>(); out_ptr_len];
-        model.run_with(&in_slices, &mut out_slices, arena_slice, &mut in_ptrs, &mut out_ptrs)
+        model.run_with(
+            &in_slices,
+            &mut out_slices,
+            arena_slice,
+            &mut in_ptrs,
+            &mut out_ptrs,
+        )
     } else {
         model.run(&in_slices, &mut out_slices, arena_slice)
     };

@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
         let n = edgecc::ir::checked_elements(&t.shape).expect("a shape within 2^40 elements");
         assert_eq!(t.data.len(), n, "elements vs shape {:?}", t.shape);
         // Sub-byte dtypes pack up to 4 (2-bit) elements a byte.
-        assert!(n <= data.len() * 8, "{n} elements from {} bytes", data.len());
+        assert!(
+            n <= data.len() * 8,
+            "{n} elements from {} bytes",
+            data.len()
+        );
     }
 });
