@@ -41,6 +41,28 @@ def onnx_import(out: Path, full: bool) -> None:
     for m in sorted(ROOT.glob("examples/models/*/model.onnx")):
         if full or m.stat().st_size <= 100_000:
             shutil.copy(m, out / f"example_{m.parent.name}.onnx")
+    # External data: the target's folder holds weights.bin (4096 bytes) and sub/data (64).
+    from onnx import TensorProto, helper
+
+    for loc, offset, dims in [("weights.bin", 128, [4, 8]), ("sub/data", 0, [16])]:
+        w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=dims)
+        w.data_location = TensorProto.EXTERNAL
+        n = 1
+        for d in dims:
+            n *= d
+        for k, v in [("location", loc), ("offset", str(offset)), ("length", str(4 * n))]:
+            e = w.external_data.add()
+            e.key, e.value = k, v
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dims[0]])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        node = (
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")
+            if len(dims) == 2
+            else helper.make_node("Add", ["x", "w"], ["y"], name="add")
+        )
+        g = helper.make_graph([node], "external", [x], [y], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        write(out, f"external_{loc.replace('/', '_')}.onnx", m.SerializeToString())
     by_ops = collections.defaultdict(list)
     for d in sorted(NODE_TESTS.iterdir()):
         p = d / "model.onnx"
