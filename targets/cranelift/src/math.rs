@@ -10,8 +10,8 @@
 //! subnormal range and up to `f32::MAX` are right and larger inputs give `+inf`. Measured
 //! max relative error against an f64 reference on `[-87, 88.72]`: 1.16e-7, about one
 //! `f32::EPSILON`; subnormal results are within one subnormal step (`tests/math.rs`,
-//! `cargo test -p edgecc-cranelift --test math -- --nocapture`). NaN inputs give a finite
-//! result: kernels feed exp max-subtracted or bounded values.
+//! `cargo test -p edgecc-cranelift --test math -- --nocapture`). NaN gives NaN (one compare
+//! and select at the end, as `exec` and onnxruntime have it).
 //!
 //! `tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1))`: no overflow for any `x`; measured max
 //! absolute error 1.09e-7 on `[-20, 20]`, so near 0 the *relative* error grows.
@@ -48,6 +48,7 @@ pub(crate) fn exp(fx: &mut Fx, w: W, x: Value) -> Value {
     // subnormal range and up to f32::MAX come out right and overflow gives +inf.
     let lo = fx.fconst(w, -104.0);
     let hi = fx.fconst(w, 89.0);
+    let input = x;
     let x = fx.max(w, x, lo);
     let x = fx.min(w, x, hi);
     let log2e = fx.fconst(w, LOG2E);
@@ -84,7 +85,11 @@ pub(crate) fn exp(fx: &mut Fx, w: W, x: Value) -> Value {
     let sa = fx.bitcast(w.ty(), ea);
     let sb = fx.bitcast(w.ty(), eb);
     let y = fx.b.ins().fmul(e_r, sa);
-    fx.b.ins().fmul(y, sb)
+    let y = fx.b.ins().fmul(y, sb);
+    // NaN in, NaN out (the clamp above turned it into a bound on x86_64 and into garbage
+    // bits of `n` on aarch64).
+    let nan = fx.b.ins().fcmp(FloatCC::Unordered, input, input);
+    fx.pick(w, nan, input, y)
 }
 
 /// `x^y` lane-wise as `exp(y · log|x|)`, with C `powf`'s special values (see
