@@ -16,6 +16,40 @@ use petgraph::visit::EdgeRef;
 use super::{DType, Op, Tensor, infer};
 use crate::Error;
 
+/// The most bytes one value (a graph input, a node's output) may have: 4 GiB, far above
+/// any edge model's tensors. A shape beyond it, or whose element count overflows 64 bits,
+/// is refused where it is declared ([`crate::onnx`]) or inferred ([`Graph::add_node`]), so
+/// nothing downstream multiplies dims unchecked or sizes memory from a header's claim.
+pub const MAX_VALUE_BYTES: u64 = 4 << 30;
+
+/// Bytes of a dense `dtype` tensor of `shape` (a byte per element for strings), or `None`
+/// when the element or byte count overflows 64 bits.
+pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Option<u64> {
+    let n = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+    let bits = if dtype == DType::String {
+        8
+    } else {
+        dtype.bits()
+    } as u64;
+    Some(n.checked_mul(bits)?.div_ceil(8))
+}
+
+/// Why a value of `dtype` and `shape` is refused (see [`MAX_VALUE_BYTES`]), if it is.
+pub fn value_size_error(dtype: DType, shape: &[usize]) -> Option<String> {
+    match checked_bytes(dtype, shape) {
+        None => Some(format!(
+            "{dtype}{shape:?} has more elements than fit in 64 bits"
+        )),
+        Some(b) if b > MAX_VALUE_BYTES => Some(format!(
+            "{dtype}{shape:?} would take {b} bytes, more than the 4 GiB edgecc allows for \
+             one tensor"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Index of a value in [`Graph::values`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueId(pub u32);
@@ -157,6 +191,15 @@ impl Graph {
             })
             .collect();
         let out_types = infer::infer(&op, &types).map_err(|e| infer_error(&name, &op, e))?;
+        for (i, (dtype, shape)) in out_types.iter().enumerate() {
+            if let Some(msg) = value_size_error(*dtype, shape) {
+                return Err(Error::Shape {
+                    node: name,
+                    op: op.name().to_string(),
+                    msg: format!("output {i}: {msg}"),
+                });
+            }
+        }
         let n = self.dag.add_node(Node {
             name: name.clone(),
             op,
