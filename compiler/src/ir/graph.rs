@@ -23,7 +23,7 @@ use crate::Error;
 pub const MAX_VALUE_BYTES: u64 = 4 << 30;
 
 /// Bytes of a dense `dtype` tensor of `shape` (a byte per element for strings), or `None`
-/// when the element or byte count overflows 64 bits.
+/// when it is 2^64 bytes or more.
 pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Option<u64> {
     let n = shape
         .iter()
@@ -32,16 +32,14 @@ pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Option<u64> {
         8
     } else {
         dtype.bits()
-    } as u64;
-    Some(n.checked_mul(bits)?.div_ceil(8))
+    } as u128;
+    u64::try_from((n as u128 * bits).div_ceil(8)).ok()
 }
 
 /// Why a value of `dtype` and `shape` is refused (see [`MAX_VALUE_BYTES`]), if it is.
 pub fn value_size_error(dtype: DType, shape: &[usize]) -> Option<String> {
     match checked_bytes(dtype, shape) {
-        None => Some(format!(
-            "{dtype}{shape:?} has more elements than fit in 64 bits"
-        )),
+        None => Some(format!("{dtype}{shape:?} is more than 2^64 bytes")),
         Some(b) if b > MAX_VALUE_BYTES => Some(format!(
             "{dtype}{shape:?} would take {b} bytes, more than the 4 GiB edgecc allows for \
              one tensor"

@@ -536,7 +536,12 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         return Err(Error::Unsupported(unsupported));
     }
     for vi in &g.output {
-        let v = lookup(&scope, &vi.name, "graph output")?;
+        let v = scope.get(&vi.name).copied().ok_or_else(|| {
+            Error::Model(format!(
+                "graph output '{}' is not an input, initializer or node output",
+                vi.name
+            ))
+        })?;
         graph.outputs.push(v);
         graph.output_names.push(vi.name.clone());
     }
@@ -1546,7 +1551,19 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, Strin
     if d == 0.0 {
         return Err("delta is 0".into());
     }
-    let n = ((l - s) / d).ceil().max(0.0) as usize;
+    let first = |t: &Tensor| t.to_i64s().and_then(|v| v.first().copied());
+    let ints = match (first(start), first(limit), first(delta)) {
+        (Some(s), Some(l), Some(d)) => Some((s as i128, l as i128, d as i128)),
+        _ => None,
+    };
+    // Integer ranges count exactly (in f64, i64::MAX - 1000 and i64::MAX are one number).
+    let n = match ints {
+        Some((s, l, d)) => {
+            let (span, step) = if d > 0 { (l - s, d) } else { (s - l, -d) };
+            usize::try_from(((span + step - 1) / step).max(0)).unwrap_or(usize::MAX)
+        }
+        None => ((l - s) / d).ceil().max(0.0) as usize,
+    };
     // Evaluated at import, so bounded like any folded constant: a few scalars in the file
     // must not make edgecc allocate gigabytes.
     let most = MAX_FOLDED_BYTES / 8;
@@ -1555,9 +1572,10 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, Strin
             "{n} elements, more than the {most} edgecc evaluates at compile time"
         ));
     }
-    if let (Some(si), Some(di)) = (start.to_i64s(), delta.to_i64s()) {
-        let v: Vec<i64> = (0..n as i64)
-            .map(|i| i.checked_mul(di[0]).and_then(|x| x.checked_add(si[0])))
+    if let Some((s, _, d)) = ints {
+        // Every value lies between start and limit, so it fits; checked all the same.
+        let v: Vec<i64> = (0..n as i128)
+            .map(|i| i64::try_from(s + i * d).ok())
             .collect::<Option<_>>()
             .ok_or("the values overflow int64")?;
         return crate::interp::tensor_ops::cast(&Tensor::i64(vec![n], v), start.dtype)
