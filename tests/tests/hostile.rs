@@ -700,6 +700,90 @@ fn range_is_bounded_and_overflow_checked() {
     );
 }
 
+/// A hundred nodes each broadcasting one number to 16 MiB (a 5 KB file): evaluating them
+/// all at compile time took 8 GB and three minutes. Folding has a budget (16 MiB plus four
+/// times the model's initializers); past it the nodes stay nodes and run at run time, or,
+/// for Range, which has no kernel, are refused.
+#[test]
+fn folding_many_large_constants_stays_within_a_budget() {
+    let n = 100;
+    let mut nodes = vec![];
+    let mut prev = "x".to_string();
+    for i in 0..n {
+        let (e, a) = (format!("e{i}"), format!("a{i}"));
+        let op = if i % 2 == 0 {
+            node("Expand", &["one", "s"], &[&e])
+        } else {
+            with(
+                node("ConstantOfShape", &["s"], &[&e]),
+                vec![tensor_attr(
+                    "value",
+                    raw("v", 1, &[1], 1f32.to_le_bytes().to_vec()),
+                )],
+            )
+        };
+        nodes.push(op);
+        nodes.push(node("Add", &[&prev, &e], &[&a]));
+        prev = a;
+    }
+    let m = model(
+        nodes,
+        vec![
+            i64s("s", &[4 << 20]),
+            raw("one", 1, &[1], 1f32.to_le_bytes().to_vec()),
+        ],
+        vec![value("x", &[1])],
+        &[&prev],
+    );
+    assert!(m.write_to_bytes().unwrap().len() < 8 * KIB);
+    let (g, peak) = peak_during(|| {
+        let mut g = import(&m).unwrap();
+        edgecc::passes::PassManager::default_pipeline()
+            .run(&mut g)
+            .unwrap();
+        g
+    });
+    assert!(peak < 96 * MIB, "peak {peak} bytes");
+    let live: usize = g
+        .values()
+        .filter_map(|(_, v)| v.konst.as_ref().map(|t| t.len() * 4))
+        .sum();
+    assert!(live <= 17 * MIB, "{live} bytes of constants");
+    let kept = g
+        .node_indices()
+        .filter(|&i| g.node(i).op.name() == "Expand")
+        .count();
+    assert!(kept >= n - 2, "{kept} broadcasts left as nodes");
+
+    let ranges: Vec<NodeProto> = (0..n)
+        .map(|i| node("Range", &["zero", "big", "step"], &[&format!("r{i}")]))
+        .collect();
+    let outputs: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let outputs: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
+    let m = model(
+        ranges,
+        vec![
+            i64_scalar("zero", 0),
+            i64_scalar("big", 1 << 21),
+            i64_scalar("step", 1),
+        ],
+        vec![],
+        &outputs,
+    );
+    let (err, peak) = refused(
+        &m,
+        &[
+            "node 'Range_1': Range (ai.onnx, opset 17): 16777216 bytes, past what edgecc \
+             evaluates at compile time for this model",
+        ],
+    );
+    let Error::Unsupported(ops) = err else {
+        unreachable!()
+    };
+    assert_eq!(ops.len(), n - 1);
+    assert!(peak < 64 * MIB, "peak {peak} bytes");
+}
+
 // ---------------------------------------------------------------------------------------
 // Graph structure.
 

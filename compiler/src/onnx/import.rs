@@ -287,6 +287,9 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
 
     for t in &g.initializer {
         let tensor = tensor::decode(t, dir)?;
+        // Folding may create constants in proportion to the model's own.
+        let bytes = crate::ir::checked_bytes(tensor.dtype, &tensor.shape).unwrap_or(0);
+        graph.allow_folding(bytes.saturating_mul(4));
         let id = graph.add_const(t.name.clone(), tensor);
         scope.insert(t.name.clone(), id);
     }
@@ -433,7 +436,8 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 scope.get(n).map(|&v| graph.value(v).shape.clone())
             };
             let dtype = |n: &str| -> Option<DType> { scope.get(n).map(|&v| graph.value(v).dtype) };
-            let lowered = match translate(node, opset, &konst, &shape, &dtype) {
+            let room = graph.fold_room();
+            let lowered = match translate(node, opset, &konst, &shape, &dtype, room) {
                 Ok(l) if !tainted => l,
                 result => {
                     // An op that failed only for want of a constant its unsupported producer
@@ -464,6 +468,12 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             };
             match lowered {
                 Lowered::Const(t) => {
+                    // A Range is computed, not read from the file: it was sized within
+                    // the folding budget (`fold_room`), which it now spends.
+                    if node.op_type == "Range" {
+                        let bytes = crate::ir::checked_bytes(t.dtype, &t.shape).unwrap_or(0);
+                        graph.may_fold(bytes);
+                    }
                     let out = node.output.first().cloned().unwrap_or_default();
                     let id = graph.add_const(out.clone(), t);
                     scope.insert(out, id);
@@ -553,7 +563,8 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
 
 /// Results larger than this stay nodes rather than becoming constants at import: a
 /// broadcast of a small constant into a huge one would bloat the artifact for no gain.
-const MAX_FOLDED_BYTES: usize = 16 << 20;
+/// (Between 1 KiB and this, a graph-wide budget applies too: `Graph::may_fold`.)
+const MAX_FOLDED_BYTES: usize = crate::ir::MAX_FOLDED_BYTES as usize;
 
 /// Adds a node's op to the graph, or its value when it can be computed now, and names the
 /// outputs as the model does.
@@ -577,12 +588,12 @@ fn build(
             .iter()
             .map(|&v| (graph.value(v).dtype, graph.value(v).shape.as_slice()));
         let types: Vec<_> = types.collect();
-        crate::ir::infer::infer(&op, &types).is_ok_and(|outs| {
+        let bytes = crate::ir::infer::infer(&op, &types).ok().and_then(|outs| {
             outs.iter()
-                .map(|(d, s)| crate::ir::checked_bytes(*d, s).unwrap_or(u64::MAX))
-                .try_fold(0u64, |a, b| a.checked_add(b))
-                .is_some_and(|total| total <= MAX_FOLDED_BYTES as u64)
-        })
+                .map(|(d, s)| crate::ir::checked_bytes(*d, s))
+                .try_fold(0u64, |a, b| a.checked_add(b?))
+        });
+        bytes.is_some_and(|b| graph.may_fold(b))
     } {
         // Check the types first so a bad node gets the same error either way.
         let (n, _) = graph.add_node(name.clone(), op.clone(), ins.clone())?;
@@ -801,6 +812,7 @@ fn translate(
     konst: &dyn Fn(&str) -> Option<Tensor>,
     konst_shape: &dyn Fn(&str) -> Option<Vec<usize>>,
     dtype_of: &dyn Fn(&str) -> Option<DType>,
+    fold_room: u64,
 ) -> Result<Lowered, Option<String>> {
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Err(None);
@@ -1303,10 +1315,11 @@ fn translate(
                 .map(|&d| usize::try_from(d))
                 .collect::<Result<Vec<usize>, _>>()
                 .map_err(|_| some(format!("shape {shape:?} has a negative dimension")))?;
-            // Small results become constants; a larger one is a broadcast of the value,
-            // sized like any node's output (and refused past 4 GiB), never allocated here.
+            // Small results become constants here; a larger one is a broadcast of the value,
+            // sized like any node's output (and refused past 4 GiB), which `build` folds
+            // within the folding budget (`Graph::may_fold`) and otherwise keeps a node.
             let small = crate::ir::checked_bytes(value.dtype, &dims)
-                .is_some_and(|b| b <= MAX_FOLDED_BYTES as u64);
+                .is_some_and(|b| b <= crate::ir::FOLD_ALWAYS_BYTES);
             if !small {
                 let one = Tensor {
                     shape: vec![1; dims.len()],
@@ -1331,7 +1344,7 @@ fn translate(
                     .ok_or_else(|| some(format!("'{n}' is not a constant scalar")))
             };
             let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
-            return range(&start, &limit, &delta)
+            return range(&start, &limit, &delta, fold_room)
                 .map(Lowered::Const)
                 .map_err(some);
         }
@@ -1541,7 +1554,7 @@ fn const_ints(
 }
 
 /// ONNX Range on constant scalars.
-fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, String> {
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor, room: u64) -> Result<Tensor, String> {
     let f = |t: &Tensor| {
         t.to_f64s()
             .and_then(|v| v.first().copied())
@@ -1565,11 +1578,17 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, Strin
         None => ((l - s) / d).ceil().max(0.0) as usize,
     };
     // Evaluated at import, so bounded like any folded constant: a few scalars in the file
-    // must not make edgecc allocate gigabytes.
+    // must not make edgecc allocate gigabytes (`Graph::fold_room`).
     let most = MAX_FOLDED_BYTES / 8;
     if n > most {
         return Err(format!(
             "{n} elements, more than the {most} edgecc evaluates at compile time"
+        ));
+    }
+    let bytes = (n * start.dtype.bits().max(8) / 8) as u64;
+    if bytes > room {
+        return Err(format!(
+            "{bytes} bytes, past what edgecc evaluates at compile time for this model"
         ));
     }
     if let Some((s, _, d)) = ints {
