@@ -778,10 +778,13 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
                     x.len()
                 )));
             }
-            Ok(vec![(
-                types[0].0,
-                x.iter().zip(repeats).map(|(a, b)| a * b).collect(),
-            )])
+            let out = x
+                .iter()
+                .zip(repeats)
+                .map(|(a, b)| a.checked_mul(*b))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| format!("repeats {repeats:?} of {x:?} overflow"))?;
+            Ok(vec![(types[0].0, out)])
         }
         Op::Pad { pads, .. } => {
             want(1, types, 1)?;
@@ -794,7 +797,10 @@ pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> 
             }
             let out = (0..x.len())
                 .map(|d| {
-                    let n = x[d] as i64 + pads[d] + pads[d + x.len()];
+                    let n = (x[d] as i64)
+                        .checked_add(pads[d])
+                        .and_then(|n| n.checked_add(pads[d + x.len()]))
+                        .ok_or_else(|| format!("pads {pads:?} overflow dim {d}"))?;
                     usize::try_from(n).map_err(|_| format!("pads {pads:?} crop dim {d} below 0"))
                 })
                 .collect::<Result<_, _>>()?;
@@ -1158,7 +1164,10 @@ pub fn reshape_target(x: &[usize], shape: &[i64], allowzero: bool) -> Result<Vec
             _ => return Err(format!("shape {shape:?} has a negative dim")),
         }
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than fit in 64 bits"))?;
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));
