@@ -660,6 +660,73 @@ fn shared_object_loads_through_the_runtime() {
         model.run(&[&input], &mut [&mut short_out], arena_bytes),
         Err(E::OutputSize { .. })
     ));
+    // Every refusal has the C ABI's code (edgecc_runtime::status = model.h's EDGECC_ERR_*).
+    use edgecc_runtime::status;
+    let mut wide_in = vec![0u32; input.len() / 4 + 1];
+    let wide_in: &mut [u8] =
+        unsafe { std::slice::from_raw_parts_mut(wide_in.as_mut_ptr() as *mut u8, input.len() + 4) };
+    let mut wide_out = vec![0u32; out_buf.len() / 4 + 1];
+    let wide_out: &mut [u8] = unsafe {
+        std::slice::from_raw_parts_mut(wide_out.as_mut_ptr() as *mut u8, out_buf.len() + 4)
+    };
+    let mut wide_arena = vec![0u8; model.arena_size() as usize + 128];
+    let code = |r: Result<(), E>| r.unwrap_err().code();
+    assert_eq!(
+        code(model.run(&[&input], &mut [&mut out_buf], &mut small)),
+        status::ERR_ARENA_SIZE
+    );
+    let shift = (1..64)
+        .find(|k| !(wide_arena.as_ptr() as usize + k).is_multiple_of(model.arena_align() as usize))
+        .unwrap();
+    let arena_size = model.arena_size() as usize;
+    assert_eq!(
+        code(model.run(
+            &[&input],
+            &mut [&mut out_buf],
+            &mut wide_arena[shift..shift + arena_size]
+        )),
+        status::ERR_ARENA_ALIGN
+    );
+    assert_eq!(
+        code(model.run(&[], &mut [&mut out_buf], arena_bytes)),
+        status::ERR_IO_COUNT
+    );
+    assert_eq!(
+        code(model.run(&[&input], &mut [], arena_bytes)),
+        status::ERR_IO_COUNT
+    );
+    assert_eq!(
+        code(model.run(&[&input[4..]], &mut [&mut out_buf], arena_bytes)),
+        status::ERR_INPUT_SIZE
+    );
+    assert_eq!(
+        code(model.run(&[&input], &mut [&mut short_out], arena_bytes)),
+        status::ERR_OUTPUT_SIZE
+    );
+    let n = input.len();
+    wide_in[1..n + 1].copy_from_slice(&input);
+    assert_eq!(
+        code(model.run(&[&wide_in[1..n + 1]], &mut [&mut out_buf], arena_bytes)),
+        status::ERR_IO_ALIGN
+    );
+    let m = out_buf.len();
+    assert_eq!(
+        code(model.run(&[&input], &mut [&mut wide_out[2..m + 2]], arena_bytes)),
+        status::ERR_IO_ALIGN
+    );
+    // A descriptor of another ABI version (the artifact's, one field changed).
+    let d = model.desc();
+    let other = edgecc_runtime::ModelDesc {
+        abi_version: edgecc_runtime::ABI_VERSION + 1,
+        ..*d
+    };
+    let e = edgecc_runtime::Model::new(&other).err().unwrap();
+    assert_eq!(e.code(), status::ERR_ABI);
+    assert!(e.to_string().contains("ABI version 2"), "{e}");
+    // And the model still runs after all those refusals.
+    model
+        .run(&[&input], &mut [&mut out_buf], arena_bytes)
+        .unwrap();
     // A library whose symbol has another name: a clear load error.
     assert!(matches!(
         unsafe { edgecc_runtime::dylib::Library::open(&so, "nope") },
@@ -718,6 +785,169 @@ fn firmware_example_links_and_runs_under_qemu() {
         "{text}"
     );
     assert!(text.contains("short arena: status -2"), "{text}");
+}
+
+/// Compiles the encoder example (two int64 inputs, one float output, token ids that can be
+/// out of range) as `enc` into `dir` with `args`.
+fn compile_enc(dir: &Path, out: &str, args: &[&str]) {
+    let model = example("encoder").join("model.onnx");
+    let o = dir.join(out);
+    let mut a = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "--name",
+        "enc",
+        "-o",
+        o.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    ok(&a);
+}
+
+/// `tests/c/abi_checks.c` (every refusal of `enc_run_checked` and `enc_run_checked_io`,
+/// each with its EDGECC_ERR_* code, the canaries proving nothing ran, the model's own
+/// status for token ids out of range) against the encoder compiled for x86_64: under
+/// AddressSanitizer and UBSan, under valgrind (which, as a control, must see the unchecked
+/// entry point overrun a short output buffer), with a header of another ABI version, and
+/// built for aarch64 under qemu.
+#[test]
+fn abi_refusals_from_c_under_asan_and_valgrind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    compile_enc(d, "enc.o", &["--target", "x86_64"]);
+    let src = root().join("tests/c/abi_checks.c");
+    let cc = |exe: &str, include: &Path, flags: &[&str]| -> PathBuf {
+        let out = d.join(exe);
+        tool(
+            Command::new("gcc")
+                .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+                .args(flags)
+                .arg("-I")
+                .arg(include)
+                .arg(&src)
+                .arg(d.join("enc.o"))
+                .arg("-o")
+                .arg(&out),
+        );
+        out
+    };
+    let passed = |run: &Output| -> String {
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            text.contains("abi checks:") && !text.contains("FAIL"),
+            "{text}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        text
+    };
+    let asan = cc(
+        "asan",
+        d,
+        &[
+            "-O1",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+        ],
+    );
+    let text = passed(&tool(&mut Command::new(&asan)));
+    assert!(text.contains("78 of 78 passed"), "{text}");
+
+    let valgrind = |exe: &Path| {
+        Command::new("valgrind")
+            .args(["-q", "--error-exitcode=99", "--leak-check=full"])
+            .arg(exe)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run valgrind (apt-get install valgrind): {e}"))
+    };
+    let plain = cc("plain", d, &["-O1"]);
+    let run = valgrind(&plain);
+    assert!(
+        run.status.success(),
+        "valgrind: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(passed(&run).contains("78 of 78 passed"));
+    let control = cc("control", d, &["-O1", "-DOVERRUN_CONTROL"]);
+    let run = valgrind(&control);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.code() == Some(99) && err.contains("Invalid write") && err.contains("enc_run"),
+        "valgrind did not see the unchecked call overrun the short buffer: {err}"
+    );
+
+    // The artifact is of ABI version 1; a header of version 2 refuses to call it.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let header = std::fs::read_to_string(d.join("enc.h")).unwrap();
+    let v = format!(
+        "#define EDGECC_ABI_VERSION {}u",
+        edgecc_runtime::ABI_VERSION
+    );
+    assert!(header.contains(&v), "{header}");
+    let next = format!(
+        "#define EDGECC_ABI_VERSION {}u",
+        edgecc_runtime::ABI_VERSION + 1
+    );
+    std::fs::write(other.join("enc.h"), header.replace(&v, &next)).unwrap();
+    let exe = cc(
+        "other_abi",
+        &other,
+        &["-DEXPECT_OTHER_ABI", "-fsanitize=address,undefined"],
+    );
+    assert!(passed(&tool(&mut Command::new(&exe))).contains("4 of 4 passed"));
+
+    // The same checks on aarch64.
+    let arm = d.join("arm");
+    std::fs::create_dir(&arm).unwrap();
+    compile_enc(&arm, "enc.o", &["--target", "aarch64-neon"]);
+    let exe = arm.join("abi_checks");
+    tool(
+        Command::new("aarch64-linux-gnu-gcc")
+            .args([
+                "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-static", "-I",
+            ])
+            .arg(&arm)
+            .arg(&src)
+            .arg(arm.join("enc.o"))
+            .arg("-o")
+            .arg(&exe),
+    );
+    assert!(passed(&tool(Command::new("qemu-aarch64").arg(&exe))).contains("78 of 78 passed"));
+}
+
+/// The same checks on the Hexagon C (plain C, v67, the model.h of the same generator and
+/// the descriptor the C defines), freestanding under qemu-hexagon: 32-bit pointers and
+/// `size_t`, and no 64-bit division in the checks.
+#[test]
+fn abi_refusals_on_hexagon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    compile_enc(d, "model.c", &["--target", "hexagon-v67", "--hvx", "off"]);
+    std::fs::copy(d.join("model.h"), d.join("enc.h")).unwrap();
+    let exe = d.join("abi.elf");
+    tool(
+        Command::new("clang-19")
+            .current_dir(d)
+            .args([
+                "--target=hexagon",
+                "-mv67",
+                "-O2",
+                "-ffreestanding",
+                "-nostdlib",
+            ])
+            .args(["-fuse-ld=lld", "-static", "-Wall", "-Wextra", "-Werror"])
+            .args(["-DFREESTANDING", "-I."])
+            .arg(root().join("tests/c/abi_checks.c"))
+            .args(["model.c", "-o"])
+            .arg(&exe),
+    );
+    let run = tool(Command::new("qemu-hexagon").arg(&exe));
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("78 of 78 passed") && !text.contains("FAIL"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1062,7 +1292,7 @@ fn hexagon_compile_writes_deterministic_c_that_clang_accepts() {
         );
         assert_eq!(manifest["artifact"]["code_bytes"], c.len());
         // A caller that includes the header, sizes everything from its macros and calls
-        // both entry points; and the harness `run` links, built as `run` builds it.
+        // every entry point; and the harness `run` links, built as `run` builds it.
         let dir = dirs[0].path();
         std::fs::write(
             dir.join("use.c"),
@@ -1072,8 +1302,11 @@ fn hexagon_compile_writes_deterministic_c_that_clang_accepts() {
              int32_t infer(void) {\n\
                  const void *ins[DIGITS_NUM_INPUTS] = { in0 };\n\
                  void *outs[DIGITS_NUM_OUTPUTS] = { out0 };\n\
+                 const size_t in_sizes[DIGITS_NUM_INPUTS] = { sizeof in0 };\n\
+                 const size_t out_sizes[DIGITS_NUM_OUTPUTS] = { sizeof out0 };\n\
                  int32_t st = digits_run(ins, outs, arena);\n\
-                 return st != 0 ? st : digits_run_checked(ins, outs, arena, sizeof arena);\n\
+                 if (st == 0) st = digits_run_checked(ins, outs, arena, sizeof arena);\n\
+                 return st != 0 ? st : digits_run_checked_io(ins, in_sizes, outs, out_sizes, arena, sizeof arena);\n\
              }\n",
         )
         .unwrap();

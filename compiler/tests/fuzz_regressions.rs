@@ -34,6 +34,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "negative_weight_scale_requant_loop.onnx",
         "ok",
     ),
+    // A Shape node without an input indexed an empty list at import.
+    (
+        "onnx_import",
+        "shape_without_input.onnx",
+        "node 'shape': Shape takes one input, not 0",
+    ),
     // npyz allocated the header length the preamble states (4 GiB from 73 bytes).
     (
         "npy",

@@ -14,7 +14,7 @@
 //! [`dylib::Library`], which loads a compiled `.so`.
 #![no_std]
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 #[cfg(feature = "std")]
@@ -87,7 +87,36 @@ pub struct ModelDesc {
 const _: () = assert!(core::mem::size_of::<TensorDesc>() == 88);
 const _: () = assert!(core::mem::size_of::<ModelDesc>() == 64);
 
-/// Why a call was refused. Nothing was run when one of these is returned.
+/// The status codes of the C ABI (`model.h`'s `EDGECC_OK` and `EDGECC_ERR_*`), which
+/// [`Error::code`] returns: 0 is success, a negative code a refused call (nothing ran), a
+/// positive one the model's own status (1: an index, e.g. a token id, was out of range).
+pub mod status {
+    pub const OK: i32 = 0;
+    /// Not an edgecc descriptor (magic word), or one of another ABI version.
+    pub const ERR_ABI: i32 = -1;
+    /// The arena is smaller than the model's.
+    pub const ERR_ARENA_SIZE: i32 = -2;
+    /// The arena is not aligned to the model's arena alignment.
+    pub const ERR_ARENA_ALIGN: i32 = -3;
+    /// The number of inputs or outputs differs from the model's.
+    pub const ERR_IO_COUNT: i32 = -4;
+    /// A NULL pointer (C only: Rust slices cannot be null).
+    pub const ERR_NULL: i32 = -5;
+    /// An input's byte size differs from the model's.
+    pub const ERR_INPUT_SIZE: i32 = -6;
+    /// An output buffer's byte size differs from the model's.
+    pub const ERR_OUTPUT_SIZE: i32 = -7;
+    /// An input or output buffer is not aligned to its element size.
+    pub const ERR_IO_ALIGN: i32 = -8;
+    /// [`crate::Model::run`]'s pointer arrays are too short for the model (Rust only).
+    pub const ERR_TOO_MANY_IO: i32 = -9;
+    /// The model's own status for an index out of range.
+    pub const INDEX_OUT_OF_RANGE: i32 = 1;
+}
+
+/// Why a call was refused. Nothing was run when one of these is returned, except
+/// [`Error::Failed`], the model's own non-zero status. [`Error::code`] maps each to the C
+/// ABI's `EDGECC_ERR_*` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     /// The descriptor's magic word is wrong: not an edgecc descriptor.
@@ -142,6 +171,24 @@ pub enum Error {
     Failed {
         status: i32,
     },
+}
+
+impl Error {
+    /// The C ABI's status code for this error ([`status`]; the same as `model.h`'s
+    /// `EDGECC_ERR_*`, or the model's own status for [`Error::Failed`]).
+    pub const fn code(&self) -> i32 {
+        match *self {
+            Error::BadMagic { .. } | Error::AbiMismatch { .. } => status::ERR_ABI,
+            Error::ArenaTooSmall { .. } => status::ERR_ARENA_SIZE,
+            Error::ArenaMisaligned { .. } => status::ERR_ARENA_ALIGN,
+            Error::WrongInputCount { .. } | Error::WrongOutputCount { .. } => status::ERR_IO_COUNT,
+            Error::InputSize { .. } => status::ERR_INPUT_SIZE,
+            Error::OutputSize { .. } => status::ERR_OUTPUT_SIZE,
+            Error::InputMisaligned { .. } | Error::OutputMisaligned { .. } => status::ERR_IO_ALIGN,
+            Error::TooManyTensors { .. } => status::ERR_TOO_MANY_IO,
+            Error::Failed { status } => status,
+        }
+    }
 }
 
 impl core::fmt::Display for Error {
@@ -338,8 +385,11 @@ impl<'a> Model<'a> {
                 given: arena.len() as u64,
             });
         }
+        // As in C: the arena's alignment matters only when the model uses one, and a
+        // zero-sized buffer's address is never read.
         let address = arena.as_ptr() as usize;
-        if d.arena_align > 1 && !address.is_multiple_of(d.arena_align as usize) {
+        if d.arena_size > 0 && d.arena_align > 1 && !address.is_multiple_of(d.arena_align as usize)
+        {
             return Err(Error::ArenaMisaligned {
                 align: d.arena_align,
                 address,
@@ -388,3 +438,240 @@ pub const MAX_IO: usize = 64;
 /// artifact, chosen with `-DEDGECC_MODEL=<name>_model`, and runs one inference on raw
 /// files: `harness in0.bin ... -- out0.bin ...`. `edgecc run` uses it for cross targets.
 pub const HARNESS_C: &str = include_str!("../c/edgecc_harness.c");
+
+#[cfg(test)]
+mod tests {
+    //! Every refusal of [`Model::run`] on a descriptor built here, whose entry point counts
+    //! its calls: each refusal has its C code and runs nothing.
+
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::vec;
+    use std::vec::Vec;
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Copies input 0 (2 floats) to output 0 and writes input 1 (an i64) into the arena.
+    unsafe extern "C" fn run(
+        inputs: *const *const u8,
+        outputs: *const *mut u8,
+        arena: *mut u8,
+    ) -> i32 {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: `Model::run` checked every buffer against `DESC`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(*inputs, *outputs, 8);
+            core::ptr::copy_nonoverlapping(*inputs.add(1), arena, 8);
+        }
+        0
+    }
+
+    unsafe extern "C" fn fails(_: *const *const u8, _: *const *mut u8, _: *mut u8) -> i32 {
+        status::INDEX_OUT_OF_RANGE
+    }
+
+    const fn tensor(name: &'static core::ffi::CStr, dtype: u32, n: u64, bytes: u64) -> TensorDesc {
+        TensorDesc {
+            name: name.as_ptr(),
+            dtype,
+            rank: 1,
+            byte_size: bytes,
+            shape: [n, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+
+    struct Tensors([TensorDesc; 2]);
+    // SAFETY: the names are static C strings, never written.
+    unsafe impl Sync for Tensors {}
+
+    static INPUTS: Tensors = Tensors([
+        tensor(c"x", dtype::F32, 2, 8),
+        tensor(c"ids", dtype::I64, 1, 8),
+    ]);
+    static OUTPUTS: Tensors = Tensors([tensor(c"y", dtype::F32, 2, 8), tensor(c"-", 0, 0, 0)]);
+
+    fn desc(magic: u32, version: u32, entry: RunFn) -> ModelDesc {
+        ModelDesc {
+            magic,
+            abi_version: version,
+            name: c"fake".as_ptr(),
+            arena_size: 16,
+            arena_align: 64,
+            num_inputs: 2,
+            num_outputs: 1,
+            inputs: INPUTS.0.as_ptr(),
+            outputs: OUTPUTS.0.as_ptr(),
+            run: entry,
+        }
+    }
+
+    /// 64-byte-aligned storage, with room to offset into.
+    #[repr(C, align(64))]
+    struct Aligned([u8; 256]);
+
+    #[test]
+    fn every_refusal_has_its_code_and_runs_nothing() {
+        let good = desc(ABI_MAGIC, ABI_VERSION, run);
+        assert_eq!(
+            Model::new(&desc(0x1234_5678, ABI_VERSION, run)).err(),
+            Some(Error::BadMagic { found: 0x1234_5678 })
+        );
+        let other = Model::new(&desc(ABI_MAGIC, ABI_VERSION + 1, run))
+            .err()
+            .unwrap();
+        assert_eq!(
+            other,
+            Error::AbiMismatch {
+                expected: ABI_VERSION,
+                found: ABI_VERSION + 1
+            }
+        );
+        assert_eq!(other.code(), status::ERR_ABI);
+        let m = Model::new(&good).unwrap();
+        assert_eq!(m.name(), "fake");
+
+        let mut store = Aligned([0; 256]);
+        let b = &mut store.0;
+        // Split one aligned block into the buffers, so offsets decide the alignment.
+        let (x, rest) = b.split_at_mut(64);
+        let (ids, rest) = rest.split_at_mut(64);
+        let (y, arena) = rest.split_at_mut(64);
+        x[..8].copy_from_slice(&[0, 0, 128, 63, 0, 0, 0, 64]);
+        ids[..8].copy_from_slice(&7i64.to_le_bytes());
+        let calls = CALLS.load(Ordering::SeqCst);
+        let cases: Vec<(Error, Result<(), Error>)> = {
+            let (x, ids) = (&x[..], &ids[..]);
+            let mut out = vec![];
+            out.push((
+                Error::WrongInputCount {
+                    expected: 2,
+                    given: 1,
+                },
+                m.run(&[&x[..8]], &mut [&mut y[..8]], &mut arena[..16]),
+            ));
+            out.push((
+                Error::WrongOutputCount {
+                    expected: 1,
+                    given: 0,
+                },
+                m.run(&[&x[..8], &ids[..8]], &mut [], &mut arena[..16]),
+            ));
+            out.push((
+                Error::ArenaTooSmall {
+                    needed: 16,
+                    given: 15,
+                },
+                m.run(&[&x[..8], &ids[..8]], &mut [&mut y[..8]], &mut arena[..15]),
+            ));
+            let misaligned = arena[1..17].as_ptr() as usize;
+            out.push((
+                Error::ArenaMisaligned {
+                    align: 64,
+                    address: misaligned,
+                },
+                m.run(&[&x[..8], &ids[..8]], &mut [&mut y[..8]], &mut arena[1..17]),
+            ));
+            out.push((
+                Error::InputSize {
+                    index: 0,
+                    expected: 8,
+                    given: 4,
+                },
+                m.run(&[&x[..4], &ids[..8]], &mut [&mut y[..8]], &mut arena[..16]),
+            ));
+            out.push((
+                Error::InputSize {
+                    index: 1,
+                    expected: 8,
+                    given: 9,
+                },
+                m.run(&[&x[..8], &ids[..9]], &mut [&mut y[..8]], &mut arena[..16]),
+            ));
+            out.push((
+                Error::InputMisaligned { index: 1 },
+                m.run(
+                    &[&x[..8], &ids[4..12]],
+                    &mut [&mut y[..8]],
+                    &mut arena[..16],
+                ),
+            ));
+            out.push((
+                Error::InputMisaligned { index: 0 },
+                m.run(
+                    &[&x[2..10], &ids[..8]],
+                    &mut [&mut y[..8]],
+                    &mut arena[..16],
+                ),
+            ));
+            out.push((
+                Error::OutputSize {
+                    index: 0,
+                    expected: 8,
+                    given: 7,
+                },
+                m.run(&[&x[..8], &ids[..8]], &mut [&mut y[..7]], &mut arena[..16]),
+            ));
+            out.push((
+                Error::OutputMisaligned { index: 0 },
+                m.run(&[&x[..8], &ids[..8]], &mut [&mut y[1..9]], &mut arena[..16]),
+            ));
+            out
+        };
+        for (want, got) in &cases {
+            assert_eq!(got.as_ref().err(), Some(want));
+        }
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            calls,
+            "a refused call ran the model"
+        );
+        let codes: Vec<i32> = cases.iter().map(|(e, _)| e.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                status::ERR_IO_COUNT,
+                status::ERR_IO_COUNT,
+                status::ERR_ARENA_SIZE,
+                status::ERR_ARENA_ALIGN,
+                status::ERR_INPUT_SIZE,
+                status::ERR_INPUT_SIZE,
+                status::ERR_IO_ALIGN,
+                status::ERR_IO_ALIGN,
+                status::ERR_OUTPUT_SIZE,
+                status::ERR_IO_ALIGN,
+            ]
+        );
+        // The stack arrays of `run` are MAX_IO long; `run_with` takes the caller's.
+        let mut few_in = [core::ptr::null::<u8>(); 1];
+        let mut few_out = [core::ptr::null_mut::<u8>(); 1];
+        let e = m
+            .run_with(
+                &[&x[..8], &ids[..8]],
+                &mut [&mut y[..8]],
+                &mut arena[..16],
+                &mut few_in,
+                &mut few_out,
+            )
+            .unwrap_err();
+        assert_eq!(e, Error::TooManyTensors { count: 2 });
+        assert_eq!(e.code(), status::ERR_TOO_MANY_IO);
+        assert_eq!(CALLS.load(Ordering::SeqCst), calls);
+
+        // A correct call runs, once; a larger arena is fine.
+        m.run(&[&x[..8], &ids[..8]], &mut [&mut y[..8]], &mut arena[..64])
+            .unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), calls + 1);
+        assert_eq!(&y[..8], &x[..8]);
+        assert_eq!(&arena[..8], &7i64.to_le_bytes());
+
+        // The model's own status comes back as `Failed`, its code the status.
+        let failing = desc(ABI_MAGIC, ABI_VERSION, fails);
+        let e = Model::new(&failing)
+            .unwrap()
+            .run(&[&x[..8], &ids[..8]], &mut [&mut y[..8]], &mut arena[..16])
+            .unwrap_err();
+        assert_eq!(e, Error::Failed { status: 1 });
+        assert_eq!(e.code(), status::INDEX_OUT_OF_RANGE);
+        assert!(std::format!("{e}").contains("out of range"));
+    }
+}

@@ -68,7 +68,17 @@ pub fn compile(
     let program = &c.lowered.program;
     let source = args.model.display().to_string();
     let header_path = output.with_file_name(format!("{stem}.h"));
-    let header_text = header::header(program, &source, &target.to_string());
+    // The header names the model by file name and hash, not by the path it was given:
+    // the same model compiled in another checkout or folder gives the same header.
+    let file = args
+        .model
+        .file_name()
+        .map_or(source.clone(), |f| f.to_string_lossy().into_owned());
+    let header_text = header::header(
+        program,
+        &format!("{file} (sha256 {})", c.source_sha256),
+        &target.to_string(),
+    );
     let (code_bytes, const_bytes, kind) = match (emit, &target) {
         (Emit::Ir, _) => {
             write(&output, edgecc::ir::print::print(&c.graph))?;

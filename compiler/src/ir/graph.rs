@@ -16,6 +16,38 @@ use petgraph::visit::EdgeRef;
 use super::{DType, Op, Tensor, infer};
 use crate::Error;
 
+/// The most bytes one value (a graph input, a node's output) may have: 4 GiB, far above
+/// any edge model's tensors. A shape beyond it, or whose element count overflows 64 bits,
+/// is refused where it is declared ([`crate::onnx`]) or inferred ([`Graph::add_node`]), so
+/// nothing downstream multiplies dims unchecked or sizes memory from a header's claim.
+pub const MAX_VALUE_BYTES: u64 = 4 << 30;
+
+/// Bytes of a dense `dtype` tensor of `shape` (a byte per element for strings), or `None`
+/// when it is 2^64 bytes or more.
+pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Option<u64> {
+    let n = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+    let bits = if dtype == DType::String {
+        8
+    } else {
+        dtype.bits()
+    } as u128;
+    u64::try_from((n as u128 * bits).div_ceil(8)).ok()
+}
+
+/// Why a value of `dtype` and `shape` is refused (see [`MAX_VALUE_BYTES`]), if it is.
+pub fn value_size_error(dtype: DType, shape: &[usize]) -> Option<String> {
+    match checked_bytes(dtype, shape) {
+        None => Some(format!("{dtype}{shape:?} is more than 2^64 bytes")),
+        Some(b) if b > MAX_VALUE_BYTES => Some(format!(
+            "{dtype}{shape:?} would take {b} bytes, more than the 4 GiB edgecc allows for \
+             one tensor"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Index of a value in [`Graph::values`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueId(pub u32);
@@ -64,7 +96,24 @@ pub struct Graph {
     /// The model's names for its outputs, when they differ from the values' own names (an
     /// output reached through Identity is the same value as its input).
     pub output_names: Vec<String>,
+    /// Constant bytes that evaluating nodes at compile time has created, and how many more
+    /// than [`FOLD_BUDGET_BASE`] it may create ([`Graph::may_fold`]).
+    folded_bytes: u64,
+    fold_allowance: u64,
 }
+
+/// A folded result up to this size is always made (shape arithmetic, small tables): a
+/// node of the file then costs at most this much memory.
+pub const FOLD_ALWAYS_BYTES: u64 = 1 << 10;
+
+/// No folded result is larger than this: a broadcast of a small constant into a huge one
+/// would bloat the artifact for no gain; such nodes stay nodes.
+pub const MAX_FOLDED_BYTES: u64 = 16 << 20;
+
+/// Larger folded results together may take this much, plus what
+/// [`Graph::allow_folding`] adds in proportion to the model's own constants: a hundred
+/// nodes each broadcasting a number to 16 MiB must not cost gigabytes.
+pub const FOLD_BUDGET_BASE: u64 = 16 << 20;
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
@@ -72,6 +121,36 @@ impl Graph {
             name: name.into(),
             ..Graph::default()
         }
+    }
+
+    /// Whether a node whose results take `bytes` may be evaluated now and replaced by
+    /// constants (records them if so): always up to [`FOLD_ALWAYS_BYTES`], never past
+    /// [`MAX_FOLDED_BYTES`], and in between while the budget lasts. A node not folded stays
+    /// a node and is computed at run time, so this changes speed, never results.
+    pub fn may_fold(&mut self, bytes: u64) -> bool {
+        if bytes <= FOLD_ALWAYS_BYTES {
+            return true;
+        }
+        let budget = FOLD_BUDGET_BASE.saturating_add(self.fold_allowance);
+        if bytes > MAX_FOLDED_BYTES || self.folded_bytes.saturating_add(bytes) > budget {
+            return false;
+        }
+        self.folded_bytes += bytes;
+        true
+    }
+
+    /// The largest result [`Graph::may_fold`] would accept now.
+    pub fn fold_room(&self) -> u64 {
+        let budget = FOLD_BUDGET_BASE.saturating_add(self.fold_allowance);
+        budget
+            .saturating_sub(self.folded_bytes)
+            .clamp(FOLD_ALWAYS_BYTES, MAX_FOLDED_BYTES)
+    }
+
+    /// Raises the folding budget by `bytes` (the importer adds four times the model's
+    /// initializers, so models with large weights fold as before).
+    pub fn allow_folding(&mut self, bytes: u64) {
+        self.fold_allowance = self.fold_allowance.saturating_add(bytes);
     }
 
     pub fn value(&self, v: ValueId) -> &Value {
@@ -157,6 +236,15 @@ impl Graph {
             })
             .collect();
         let out_types = infer::infer(&op, &types).map_err(|e| infer_error(&name, &op, e))?;
+        for (i, (dtype, shape)) in out_types.iter().enumerate() {
+            if let Some(msg) = value_size_error(*dtype, shape) {
+                return Err(Error::Shape {
+                    node: name,
+                    op: op.name().to_string(),
+                    msg: format!("output {i}: {msg}"),
+                });
+            }
+        }
         let n = self.dag.add_node(Node {
             name: name.clone(),
             op,

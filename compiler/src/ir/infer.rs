@@ -800,10 +800,13 @@ fn infer_op(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> {
                     x.len()
                 )));
             }
-            Ok(vec![(
-                types[0].0,
-                x.iter().zip(repeats).map(|(a, b)| a * b).collect(),
-            )])
+            let out = x
+                .iter()
+                .zip(repeats)
+                .map(|(a, b)| a.checked_mul(*b))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| format!("repeats {repeats:?} of {x:?} overflow"))?;
+            Ok(vec![(types[0].0, out)])
         }
         Op::Pad { pads, .. } => {
             want(1, types, 1)?;
@@ -816,7 +819,10 @@ fn infer_op(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> {
             }
             let out = (0..x.len())
                 .map(|d| {
-                    let n = x[d] as i64 + pads[d] + pads[d + x.len()];
+                    let n = (x[d] as i64)
+                        .checked_add(pads[d])
+                        .and_then(|n| n.checked_add(pads[d + x.len()]))
+                        .ok_or_else(|| format!("pads {pads:?} overflow dim {d}"))?;
                     usize::try_from(n).map_err(|_| format!("pads {pads:?} crop dim {d} below 0"))
                 })
                 .collect::<Result<_, _>>()?;

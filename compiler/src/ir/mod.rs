@@ -12,7 +12,10 @@ pub mod verify;
 
 pub use dtype::DType;
 pub use einsum::Equation;
-pub use graph::{Graph, Node, Value, ValueId};
+pub use graph::{
+    FOLD_ALWAYS_BYTES, FOLD_BUDGET_BASE, Graph, MAX_FOLDED_BYTES, MAX_VALUE_BYTES, Node, Value,
+    ValueId, checked_bytes, value_size_error,
+};
 pub use op::{
     Act, AutoPad, Binary, Cmp, Logic, Op, PadMode, QBinaryAttrs, QBinaryOp, ReduceKind, Requant,
     Unary, WindowAttrs,

@@ -111,7 +111,11 @@ impl WindowAttrs {
             if k == 0 || s == 0 || dil == 0 {
                 return Err("kernel, strides and dilations must be positive".into());
             }
-            let ek = (k - 1) * dil + 1;
+            if input[d] == 0 {
+                return Err(format!("spatial dim {d} of the input is 0"));
+            }
+            let too_big = || format!("window, pads or strides overflow in spatial dim {d}");
+            let ek = (k - 1).checked_mul(dil).ok_or_else(too_big)? + 1;
             match self.auto_pad {
                 AutoPad::NotSet | AutoPad::Valid => {
                     let (pb, pe) = if self.auto_pad == AutoPad::Valid {
@@ -119,7 +123,10 @@ impl WindowAttrs {
                     } else {
                         (self.pads[d], self.pads[d + r])
                     };
-                    let span = input[d] + pb + pe;
+                    let span = input[d]
+                        .checked_add(pb)
+                        .and_then(|n| n.checked_add(pe))
+                        .ok_or_else(too_big)?;
                     if span < ek {
                         return Err(format!(
                             "window {ek} is larger than padded input {span} in spatial dim {d}"
@@ -141,7 +148,11 @@ impl WindowAttrs {
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let o = input[d].div_ceil(s);
-                    let total = ((o - 1) * s + ek).saturating_sub(input[d]);
+                    let total = (o - 1)
+                        .checked_mul(s)
+                        .and_then(|n| n.checked_add(ek))
+                        .ok_or_else(too_big)?
+                        .saturating_sub(input[d]);
                     let small = total / 2;
                     let big = total - small;
                     if self.auto_pad == AutoPad::SameUpper {

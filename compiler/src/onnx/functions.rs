@@ -12,6 +12,13 @@ use crate::Error;
 /// Calls nested deeper than this are refused (a function calling itself, directly or not).
 const MAX_DEPTH: usize = 32;
 
+/// Inlining stops with an error past `INLINED_NODES_BASE` plus `INLINED_NODES_PER_NODE`
+/// nodes per node in the file (graph and function bodies): functions that each call the
+/// next twice, 30 deep, are two kilobytes of file and 2^30 nodes inlined. Memory stays
+/// proportional to the file.
+pub const INLINED_NODES_BASE: usize = 1 << 16;
+pub const INLINED_NODES_PER_NODE: usize = 16;
+
 /// The graph's nodes with every call of a local function expanded, recursively.
 pub fn inline(model: &ModelProto, nodes: &[NodeProto]) -> Result<Vec<NodeProto>, Error> {
     if model.functions.is_empty() {
@@ -24,8 +31,10 @@ pub fn inline(model: &ModelProto, nodes: &[NodeProto]) -> Result<Vec<NodeProto>,
         .collect();
     let mut out = Vec::with_capacity(nodes.len());
     let mut counter = 0usize;
+    let in_file = nodes.len() + model.functions.iter().map(|f| f.node.len()).sum::<usize>();
+    let budget = INLINED_NODES_BASE + INLINED_NODES_PER_NODE * in_file;
     for n in nodes {
-        expand(&table, n, 0, &mut counter, &mut out)?;
+        expand(&table, n, 0, &mut counter, &mut out, budget)?;
     }
     Ok(out)
 }
@@ -36,8 +45,16 @@ fn expand(
     depth: usize,
     counter: &mut usize,
     out: &mut Vec<NodeProto>,
+    budget: usize,
 ) -> Result<(), Error> {
     let Some(f) = table.get(&(call.domain.as_str(), call.op_type.as_str())) else {
+        if out.len() >= budget {
+            return Err(Error::Model(format!(
+                "inlining the model's local functions makes more than {budget} nodes (the \
+                 calls multiply: '{}' is reached at depth {depth})",
+                call.op_type
+            )));
+        }
         out.push(call.clone());
         return Ok(());
     };
@@ -104,7 +121,7 @@ fn expand(
                 })
             })
             .collect();
-        expand(table, &node, depth + 1, counter, out)?;
+        expand(table, &node, depth + 1, counter, out, budget)?;
     }
     Ok(())
 }

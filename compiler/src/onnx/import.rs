@@ -57,6 +57,9 @@ pub fn declared_type(vi: &ValueInfoProto) -> Result<(DType, Vec<Dim>), Error> {
             use onnx_protobuf::tensor_shape_proto::dimension::Value;
             match &d.value {
                 Some(Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                // A negative size is no size: unresolved, named by its value so the error
+                // shows it (`x[-1]`); some exporters write -1 for "any".
+                Some(Value::DimValue(v)) => Dim::Symbolic(v.to_string()),
                 Some(Value::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
                 _ => Dim::Symbolic("?".into()),
             }
@@ -73,6 +76,62 @@ pub fn opset_of(model: &ModelProto, domain: &str) -> Option<i64> {
         .iter()
         .find(|o| norm(&o.domain) == norm(domain))
         .map(|o| o.version)
+}
+
+/// The newest default-domain opset whose semantics the importer knows: onnx 1.23's, which
+/// `tests/conformance` runs. A model importing a newer one (or a version below 1) is
+/// refused: an op's meaning may have changed, and a compiler must not guess it.
+pub const MAX_OPSET: i64 = 28;
+
+/// ONNX values are assigned once. A name defined twice (by two nodes, by a node and a graph
+/// input or initializer, or listed twice as an input or initializer) is refused when
+/// anything reads it (a node or the graph's outputs), since which definition is meant is
+/// unknowable. A duplicate nothing reads, such as a dangling extra output two nodes both
+/// name, changes no result and is accepted (the importer never looks it up).
+fn check_single_assignment(
+    g: &onnx_protobuf::GraphProto,
+    nodes: &[NodeProto],
+) -> Result<(), Error> {
+    let mut defs: HashMap<&str, Vec<String>> = HashMap::new();
+    let initializers: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    for t in &g.initializer {
+        defs.entry(&t.name)
+            .or_default()
+            .push("an initializer".into());
+    }
+    for vi in &g.input {
+        // An input that names an initializer is how IR < 4 models declare it.
+        if !initializers.contains(vi.name.as_str()) {
+            defs.entry(&vi.name)
+                .or_default()
+                .push("a graph input".into());
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            defs.entry(o).or_default().push(node_label(nodes, i));
+        }
+    }
+    let readers = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.input.iter().map(move |x| (x.as_str(), Some(i))))
+        .chain(g.output.iter().map(|o| (o.name.as_str(), None)));
+    for (name, reader) in readers {
+        if let Some(d) = defs.get(name).filter(|d| d.len() > 1) {
+            let reader = match reader {
+                Some(i) => node_label(nodes, i),
+                None => "the graph's outputs".into(),
+            };
+            return Err(Error::Model(format!(
+                "'{name}' is defined {} times ({}) and {reader} reads it; an ONNX value is \
+                 assigned once",
+                d.len(),
+                d.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The ONNX ops the importer translates (default domain), for `inspect` and errors.
@@ -200,6 +259,25 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             ));
         }
     };
+    let versions: Vec<i64> = model
+        .opset_import
+        .iter()
+        .filter(|o| default_domain(&o.domain))
+        .map(|o| o.version)
+        .collect();
+    if versions.iter().any(|&v| v != opset) {
+        return Err(Error::Model(format!(
+            "the model imports the default ONNX opset more than once, as versions {versions:?}"
+        )));
+    }
+    if !versions.is_empty() && !(1..=MAX_OPSET).contains(&opset) {
+        return Err(Error::Model(format!(
+            "the model imports opset {opset} of the default ONNX domain; edgecc knows opsets \
+             1 to {MAX_OPSET} (onnx 1.23). Convert it (onnx.version_converter) or export it \
+             with an opset up to {MAX_OPSET}"
+        )));
+    }
+    check_single_assignment(g, &nodes)?;
     let mut graph = Graph::new(if g.name.is_empty() {
         "model".to_string()
     } else {
@@ -209,6 +287,9 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
 
     for t in &g.initializer {
         let tensor = tensor::decode(t, dir)?;
+        // Folding may create constants in proportion to the model's own.
+        let bytes = crate::ir::checked_bytes(tensor.dtype, &tensor.shape).unwrap_or(0);
+        graph.allow_folding(bytes.saturating_mul(4));
         let id = graph.add_const(t.name.clone(), tensor);
         scope.insert(t.name.clone(), id);
     }
@@ -280,6 +361,9 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 vi.name,
                 crate::ir::MAX_ELEMENTS.trailing_zeros()
             )));
+        }
+        if let Some(msg) = crate::ir::value_size_error(dtype, &shape) {
+            return Err(Error::Model(format!("input '{}': {msg}", vi.name)));
         }
         let id = graph.add_input(vi.name.clone(), dtype, shape);
         graph.inputs.push(id);
@@ -359,7 +443,8 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 scope.get(n).map(|&v| graph.value(v).shape.clone())
             };
             let dtype = |n: &str| -> Option<DType> { scope.get(n).map(|&v| graph.value(v).dtype) };
-            let lowered = match translate(node, opset, &konst, &shape, &dtype) {
+            let room = graph.fold_room();
+            let lowered = match translate(node, opset, &konst, &shape, &dtype, room) {
                 Ok(l) if !tainted => l,
                 result => {
                     // An op that failed only for want of a constant its unsupported producer
@@ -367,11 +452,20 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                     if let Err(reason) = result
                         && (!tainted || reason.is_none())
                     {
+                        let domain_opset = opset_of(model, &node.domain);
+                        let reason = reason.or_else(|| {
+                            domain_opset.is_none().then(|| {
+                                format!(
+                                    "domain '{}' is not among the model's opset imports",
+                                    node.domain
+                                )
+                            })
+                        });
                         unsupported.push(UnsupportedOp {
                             node: name,
                             op_type: node.op_type.clone(),
                             domain: node.domain.clone(),
-                            opset: opset_of(model, &node.domain).unwrap_or(0),
+                            opset: domain_opset.unwrap_or(0),
                             reason,
                         });
                     }
@@ -381,6 +475,12 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
             };
             match lowered {
                 Lowered::Const(t) => {
+                    // A Range is computed, not read from the file: it was sized within
+                    // the folding budget (`fold_room`), which it now spends.
+                    if node.op_type == "Range" {
+                        let bytes = crate::ir::checked_bytes(t.dtype, &t.shape).unwrap_or(0);
+                        graph.may_fold(bytes);
+                    }
                     let out = node.output.first().cloned().unwrap_or_default();
                     let id = graph.add_const(out.clone(), t);
                     scope.insert(out, id);
@@ -453,7 +553,12 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
         return Err(Error::Unsupported(unsupported));
     }
     for vi in &g.output {
-        let v = lookup(&scope, &vi.name, "graph output")?;
+        let v = scope.get(&vi.name).copied().ok_or_else(|| {
+            Error::Model(format!(
+                "graph output '{}' is not an input, initializer or node output",
+                vi.name
+            ))
+        })?;
         graph.outputs.push(v);
         graph.output_names.push(vi.name.clone());
     }
@@ -465,7 +570,8 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
 
 /// Results larger than this stay nodes rather than becoming constants at import: a
 /// broadcast of a small constant into a huge one would bloat the artifact for no gain.
-const MAX_FOLDED_BYTES: usize = 16 << 20;
+/// (Between 1 KiB and this, a graph-wide budget applies too: `Graph::may_fold`.)
+const MAX_FOLDED_BYTES: usize = crate::ir::MAX_FOLDED_BYTES as usize;
 
 /// Adds a node's op to the graph, or its value when it can be computed now, and names the
 /// outputs as the model does.
@@ -481,7 +587,13 @@ fn build(
         && ins.iter().all(|&v| graph.konst(v).is_some())
         && !crate::passes::keeps_quantized(&op);
     let outs = if let Op::Shape { start, end } = op {
-        let shape = &graph.value(ins[0]).shape;
+        let [x] = ins[..] else {
+            return Err(Error::Model(format!(
+                "node '{name}': Shape takes one input, not {}",
+                ins.len()
+            )));
+        };
+        let shape = &graph.value(x).shape;
         let t = crate::interp::tensor_ops::shape_of(shape, start, end);
         vec![graph.add_const(name.clone(), t)]
     } else if fold && {
@@ -489,12 +601,12 @@ fn build(
             .iter()
             .map(|&v| (graph.value(v).dtype, graph.value(v).shape.as_slice()));
         let types: Vec<_> = types.collect();
-        crate::ir::infer::infer(&op, &types).is_ok_and(|outs| {
+        let bytes = crate::ir::infer::infer(&op, &types).ok().and_then(|outs| {
             outs.iter()
-                .map(|(d, s)| s.iter().product::<usize>() * d.bits() / 8)
-                .sum::<usize>()
-                <= MAX_FOLDED_BYTES
-        })
+                .map(|(d, s)| crate::ir::checked_bytes(*d, s))
+                .try_fold(0u64, |a, b| a.checked_add(b?))
+        });
+        bytes.is_some_and(|b| graph.may_fold(b))
     } {
         // Check the types first so a bad node gets the same error either way.
         let (n, _) = graph.add_node(name.clone(), op.clone(), ins.clone())?;
@@ -544,44 +656,115 @@ fn lookup(scope: &HashMap<String, ValueId>, name: &str, user: &str) -> Result<Va
 }
 
 /// Orders nodes so each comes after the producers of its inputs (ONNX requires this, not
-/// every exporter obeys). Stable: already-sorted models keep their order.
+/// every exporter obeys). Stable: already-sorted models keep their order. The order is
+/// that of sweeping the list in index order again and again, taking every node whose
+/// inputs are defined, but computed in O(n log n) with a count of missing inputs per node
+/// (a model listed backwards must not take quadratic time).
 fn topo_sort(nodes: &[NodeProto], scope: &HashMap<String, ValueId>) -> Result<Vec<usize>, Error> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let mut defined: HashSet<&str> = scope.keys().map(|s| s.as_str()).collect();
     defined.insert("");
+    let mut waiting_on = vec![0usize; nodes.len()];
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for x in &n.input {
+            if !defined.contains(x.as_str()) {
+                waiting_on[i] += 1;
+                readers.entry(x.as_str()).or_default().push(i);
+            }
+        }
+    }
+    // `this`: ready nodes the current sweep still reaches; `next`: ready ones it passed.
+    let mut this: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut next = BinaryHeap::new();
     let mut done = vec![false; nodes.len()];
     let mut order = Vec::with_capacity(nodes.len());
     loop {
-        let before = order.len();
-        for (i, n) in nodes.iter().enumerate() {
-            if !done[i] && n.input.iter().all(|x| defined.contains(x.as_str())) {
-                done[i] = true;
-                order.push(i);
-                for o in &n.output {
-                    defined.insert(o);
+        while let Some(Reverse(i)) = this.pop() {
+            done[i] = true;
+            order.push(i);
+            for o in &nodes[i].output {
+                if !defined.insert(o.as_str()) {
+                    continue;
+                }
+                for &r in readers
+                    .get(o.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    waiting_on[r] -= 1;
+                    if waiting_on[r] == 0 {
+                        (if r > i { &mut this } else { &mut next }).push(Reverse(r));
+                    }
                 }
             }
         }
-        if order.len() == nodes.len() {
-            return Ok(order);
+        if next.is_empty() {
+            break;
         }
-        if order.len() == before {
-            let stuck = nodes
+        this = std::mem::take(&mut next);
+    }
+    if order.len() == nodes.len() {
+        Ok(order)
+    } else {
+        Err(stuck_error(nodes, &done, &defined))
+    }
+}
+
+/// A node, as errors name it: its name, or its position and op when it has none.
+fn node_label(nodes: &[NodeProto], i: usize) -> String {
+    let n = &nodes[i];
+    if n.name.is_empty() {
+        format!("node #{i} ({})", n.op_type)
+    } else {
+        format!("node '{}' ({})", n.name, n.op_type)
+    }
+}
+
+/// Why the nodes not `done` cannot be ordered: one reads a value nothing defines, or, when
+/// every value they miss is some waiting node's output, they form a cycle, which is named.
+fn stuck_error(nodes: &[NodeProto], done: &[bool], defined: &HashSet<&str>) -> Error {
+    let missing = |i: usize| {
+        nodes[i]
+            .input
+            .iter()
+            .filter(|x| !defined.contains(x.as_str()))
+            .map(|x| x.as_str())
+            .collect::<Vec<&str>>()
+    };
+    let waiting: Vec<usize> = (0..nodes.len()).filter(|&i| !done[i]).collect();
+    let producer: HashMap<&str, usize> = waiting
+        .iter()
+        .flat_map(|&i| nodes[i].output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    for &i in &waiting {
+        if let Some(name) = missing(i).into_iter().find(|x| !producer.contains_key(x)) {
+            return Error::Model(format!(
+                "{} reads '{name}', which nothing defines",
+                node_label(nodes, i)
+            ));
+        }
+    }
+    // Every missing value has a waiting producer: follow them until a node repeats.
+    let mut path: Vec<(usize, &str)> = Vec::new();
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut at = waiting[0];
+    loop {
+        if let Some(&k) = seen.get(&at) {
+            let cycle: Vec<String> = path[k..]
                 .iter()
-                .enumerate()
-                .find(|(i, _)| !done[*i])
-                .map(|(_, n)| n)
-                .expect("some node is not done");
-            let missing: Vec<&str> = stuck
-                .input
-                .iter()
-                .filter(|x| !defined.contains(x.as_str()))
-                .map(|s| s.as_str())
+                .map(|&(n, v)| format!("{} reads '{v}'", node_label(nodes, n)))
                 .collect();
-            return Err(Error::Model(format!(
-                "node '{}' ({}) reads {:?}, which nothing defines (or the graph has a cycle)",
-                stuck.name, stuck.op_type, missing
-            )));
+            return Error::Model(format!("the graph has a cycle: {}", cycle.join(", ")));
         }
+        let v = missing(at)[0];
+        seen.insert(at, path.len());
+        path.push((at, v));
+        at = producer[v];
     }
 }
 
@@ -642,6 +825,7 @@ fn translate(
     konst: &dyn Fn(&str) -> Option<Tensor>,
     konst_shape: &dyn Fn(&str) -> Option<Vec<usize>>,
     dtype_of: &dyn Fn(&str) -> Option<DType>,
+    fold_room: u64,
 ) -> Result<Lowered, Option<String>> {
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Err(None);
@@ -1136,9 +1320,30 @@ fn translate(
                 }
                 None => Tensor::f32(vec![1], vec![0.0]),
             };
-            let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-            let n: usize = dims.iter().product();
-            let src = vec![0usize; n];
+            if value.len() != 1 {
+                return Err(some(format!("value has {} elements, not 1", value.len())));
+            }
+            let dims = shape
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<usize>, _>>()
+                .map_err(|_| some(format!("shape {shape:?} has a negative dimension")))?;
+            // Small results become constants here; a larger one is a broadcast of the value,
+            // sized like any node's output (and refused past 4 GiB), which `build` folds
+            // within the folding budget (`Graph::may_fold`) and otherwise keeps a node.
+            let small = crate::ir::checked_bytes(value.dtype, &dims)
+                .is_some_and(|b| b <= crate::ir::FOLD_ALWAYS_BYTES);
+            if !small {
+                let one = Tensor {
+                    shape: vec![1; dims.len()],
+                    ..value
+                };
+                return Ok(Lowered::Seq(vec![(
+                    Op::Expand { shape },
+                    vec![Arg::Const(one)],
+                )]));
+            }
+            let src = vec![0usize; dims.iter().product()];
             let t = crate::interp::tensor_ops::take(&value, dims, &src, None).map_err(some)?;
             return Ok(Lowered::Const(t));
         }
@@ -1152,7 +1357,7 @@ fn translate(
                     .ok_or_else(|| some(format!("'{n}' is not a constant scalar")))
             };
             let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
-            return range(&start, &limit, &delta)
+            return range(&start, &limit, &delta, fold_room)
                 .map(Lowered::Const)
                 .map_err(some);
         }
@@ -1362,7 +1567,7 @@ fn const_ints(
 }
 
 /// ONNX Range on constant scalars.
-fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, String> {
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor, room: u64) -> Result<Tensor, String> {
     let f = |t: &Tensor| {
         t.to_f64s()
             .and_then(|v| v.first().copied())
@@ -1372,12 +1577,39 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, Strin
     if d == 0.0 {
         return Err("delta is 0".into());
     }
-    let n = ((l - s) / d).ceil().max(0.0) as usize;
-    if n > 1 << 28 {
-        return Err(format!("{n} elements is too many"));
+    let first = |t: &Tensor| t.to_i64s().and_then(|v| v.first().copied());
+    let ints = match (first(start), first(limit), first(delta)) {
+        (Some(s), Some(l), Some(d)) => Some((s as i128, l as i128, d as i128)),
+        _ => None,
+    };
+    // Integer ranges count exactly (in f64, i64::MAX - 1000 and i64::MAX are one number).
+    let n = match ints {
+        Some((s, l, d)) => {
+            let (span, step) = if d > 0 { (l - s, d) } else { (s - l, -d) };
+            usize::try_from(((span + step - 1) / step).max(0)).unwrap_or(usize::MAX)
+        }
+        None => ((l - s) / d).ceil().max(0.0) as usize,
+    };
+    // Evaluated at import, so bounded like any folded constant: a few scalars in the file
+    // must not make edgecc allocate gigabytes (`Graph::fold_room`).
+    let most = MAX_FOLDED_BYTES / 8;
+    if n > most {
+        return Err(format!(
+            "{n} elements, more than the {most} edgecc evaluates at compile time"
+        ));
     }
-    if let (Some(si), Some(di)) = (start.to_i64s(), delta.to_i64s()) {
-        let v: Vec<i64> = (0..n as i64).map(|i| si[0] + i * di[0]).collect();
+    let bytes = (n * start.dtype.bits().max(8) / 8) as u64;
+    if bytes > room {
+        return Err(format!(
+            "{bytes} bytes, past what edgecc evaluates at compile time for this model"
+        ));
+    }
+    if let Some((s, _, d)) = ints {
+        // Every value lies between start and limit, so it fits; checked all the same.
+        let v: Vec<i64> = (0..n as i128)
+            .map(|i| i64::try_from(s + i * d).ok())
+            .collect::<Option<_>>()
+            .ok_or("the values overflow int64")?;
         return crate::interp::tensor_ops::cast(&Tensor::i64(vec![n], v), start.dtype)
             .map(|mut v| v.remove(0));
     }

@@ -8,6 +8,7 @@ mod functions;
 mod import;
 mod qoperator;
 pub mod tensor;
+mod wire;
 
 use std::path::Path;
 
@@ -24,8 +25,10 @@ use crate::ir::Graph;
 /// 2 GiB, and an edge model is far smaller.
 pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 
-/// Decodes protobuf bytes. Truncated or corrupt input is an error.
+/// Decodes protobuf bytes. Truncated or corrupt input is an error; no length prefix in the
+/// file makes the decoder reserve memory past the file's size (see `wire.rs`).
 pub fn decode(bytes: &[u8]) -> Result<ModelProto, Error> {
+    wire::check(bytes).map_err(Error::Decode)?;
     let model = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))?;
     if model.graph.is_none() {
         return Err(Error::Model("the file has no graph".into()));

@@ -126,6 +126,13 @@ fn read_external(
         )));
     }
     use std::io::{Read, Seek, SeekFrom};
+    // Only a regular file: opening a FIFO would block, a device could be endless.
+    let kind = canon
+        .metadata()
+        .map_err(|e| err(&format!("cannot open: {e}")))?;
+    if !kind.is_file() {
+        return Err(err("not a regular file"));
+    }
     let mut f = std::fs::File::open(&canon).map_err(|e| err(&format!("cannot open: {e}")))?;
     let size = f.metadata().map_err(|e| err(&e.to_string()))?.len();
     if offset.checked_add(length).is_none_or(|end| end > size) {

@@ -12,10 +12,6 @@ use crate::ir::{Graph, Op};
 
 pub struct FoldConstants;
 
-/// Do not fold results larger than this: a broadcast of a small constant into a huge one
-/// would bloat the artifact for no speed gain.
-const MAX_FOLDED_BYTES: usize = 16 << 20;
-
 /// A DequantizeLinear of a constant is a quantized weight: it stays 8-bit for
 /// `fold-requant`, which either consumes it in an integer kernel or dequantizes it itself.
 pub fn keeps_quantized(op: &Op) -> bool {
@@ -37,13 +33,14 @@ impl Pass for FoldConstants {
             {
                 continue;
             }
-            if node
+            // Results past 16 MiB, or past the graph's folding budget, stay nodes
+            // (`Graph::may_fold`).
+            let bytes = node
                 .outputs
                 .iter()
-                .map(|&o| g.value(o).byte_size())
-                .sum::<usize>()
-                > MAX_FOLDED_BYTES
-            {
+                .map(|&o| g.value(o).byte_size() as u64)
+                .sum::<u64>();
+            if !g.may_fold(bytes) {
                 continue;
             }
             let args: Vec<_> = node

@@ -10,8 +10,8 @@
 //! subnormal range and up to `f32::MAX` are right and larger inputs give `+inf`. Measured
 //! max relative error against an f64 reference on `[-87, 88.72]`: 1.16e-7, about one
 //! `f32::EPSILON`; subnormal results are within one subnormal step (`tests/math.rs`,
-//! `cargo test -p edgecc-cranelift --test math -- --nocapture`). NaN inputs give a finite
-//! result: kernels feed exp max-subtracted or bounded values.
+//! `cargo test -p edgecc-cranelift --test math -- --nocapture`). NaN gives NaN (one compare
+//! and select at the end, as `exec` and onnxruntime have it).
 //!
 //! `tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1))`: no overflow for any `x`; measured max
 //! absolute error 1.09e-7 on `[-20, 20]`, so near 0 the *relative* error grows.
@@ -33,21 +33,13 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, Value, types};
+use edgecc_program::poly::{
+    ERF_CLAMP, ERF_P, ERF_Q, EXP_P, LN2_HI, LN2_LO, LOG_P, LOG2E, SQRT_HALF_BITS,
+};
 
 use crate::fx::{Fx, W};
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
 const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-const LN2_HI: f32 = 0.693_359_4; // 0x3f318000
-const LN2_LO: f32 = -2.121_944_4e-4;
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
 
 /// `e^x` lane-wise.
 pub(crate) fn exp(fx: &mut Fx, w: W, x: Value) -> Value {
@@ -56,6 +48,7 @@ pub(crate) fn exp(fx: &mut Fx, w: W, x: Value) -> Value {
     // subnormal range and up to f32::MAX come out right and overflow gives +inf.
     let lo = fx.fconst(w, -104.0);
     let hi = fx.fconst(w, 89.0);
+    let input = x;
     let x = fx.max(w, x, lo);
     let x = fx.min(w, x, hi);
     let log2e = fx.fconst(w, LOG2E);
@@ -92,7 +85,11 @@ pub(crate) fn exp(fx: &mut Fx, w: W, x: Value) -> Value {
     let sa = fx.bitcast(w.ty(), ea);
     let sb = fx.bitcast(w.ty(), eb);
     let y = fx.b.ins().fmul(e_r, sa);
-    fx.b.ins().fmul(y, sb)
+    let y = fx.b.ins().fmul(y, sb);
+    // NaN in, NaN out (the clamp above turned it into a bound on x86_64 and into garbage
+    // bits of `n` on aarch64).
+    let nan = fx.b.ins().fcmp(FloatCC::Unordered, input, input);
+    fx.pick(w, nan, input, y)
 }
 
 /// `x^y` lane-wise as `exp(y · log|x|)`, with C `powf`'s special values (see
@@ -191,26 +188,6 @@ fn horner(fx: &mut Fx, w: W, t: Value, c: &[f32]) -> Value {
     p
 }
 
-const ERF_CLAMP: f32 = 3.832_507;
-/// Odd numerator `x·P(x²)`, highest degree first.
-const ERF_P: [f32; 7] = [
-    -2.726_142_4e-10,
-    2.770_681_5e-8,
-    -2.101_024e-6,
-    -5.692_506_2e-5,
-    -7.349_906_4e-4,
-    -2.954_6e-3,
-    -1.609_603_3e-2,
-];
-/// Even denominator `Q(x²)`, highest degree first.
-const ERF_Q: [f32; 5] = [
-    -1.456_607_15e-5,
-    -2.133_740_5e-4,
-    -1.682_827e-3,
-    -7.373_329_3e-3,
-    -1.426_473_9e-2,
-];
-
 /// `erf(x)` lane-wise.
 pub(crate) fn erf(fx: &mut Fx, w: W, x: Value) -> Value {
     let x0 = x;
@@ -233,20 +210,6 @@ pub(crate) fn erf(fx: &mut Fx, w: W, x: Value) -> Value {
     fx.pick(w, big, one, r)
 }
 
-/// Cephes' `logf` polynomial: `log(1 + f) ≈ f − f²/2 + f³·P(f)`, highest degree first.
-const LOG_P: [f32; 9] = [
-    7.037_683_6e-2,
-    -1.151_461e-1,
-    1.167_699_9e-1,
-    -1.242_014_1e-1,
-    1.424_932_3e-1,
-    -1.666_805_8e-1,
-    2.000_071_4e-1,
-    -2.499_999_4e-1,
-    3.333_333e-1,
-];
-const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
-
 /// `ln(x)` lane-wise.
 pub(crate) fn log(fx: &mut Fx, w: W, x: Value) -> Value {
     // Subnormals (and 0, negatives: overridden below) are scaled by 2^23 first.
@@ -263,7 +226,7 @@ pub(crate) fn log(fx: &mut Fx, w: W, x: Value) -> Value {
     // Split x = 2^k · m with m in [√½, √2) (musl's bit trick): offsetting the bits by
     // 1 − √½ moves the exponent boundary to √½.
     let bits = fx.bitcast(w.ity(), xn);
-    let off = fx.iconst_w(w, 0x3f80_0000 - SQRT_HALF_BITS);
+    let off = fx.iconst_w(w, (0x3f80_0000 - SQRT_HALF_BITS) as i32);
     let ix = fx.b.ins().iadd(bits, off);
     let sh = fx.b.ins().iconst(types::I32, 23);
     let k = fx.b.ins().sshr(ix, sh);
@@ -271,7 +234,7 @@ pub(crate) fn log(fx: &mut Fx, w: W, x: Value) -> Value {
     let k = fx.b.ins().iadd(k, bias);
     let mask = fx.iconst_w(w, 0x007f_ffff);
     let mb = fx.b.ins().band(ix, mask);
-    let sq = fx.iconst_w(w, SQRT_HALF_BITS);
+    let sq = fx.iconst_w(w, SQRT_HALF_BITS as i32);
     let mb = fx.b.ins().iadd(mb, sq);
     let m = fx.bitcast(w.ty(), mb);
     let kf = fx.b.ins().fcvt_from_sint(w.ty(), k);

@@ -57,6 +57,13 @@ fn exp_error() {
         far,
         vec![f32::INFINITY, f32::INFINITY, f32::INFINITY, 0.0, 0.0]
     );
+    // NaN in, NaN out, in a vector lane and in a scalar tail lane.
+    let nan = unary(UnaryOp::Exp, &[f32::NAN, 1.0, 0.0, -f32::NAN, f32::NAN]);
+    assert!(
+        nan[0].is_nan() && nan[3].is_nan() && nan[4].is_nan(),
+        "{nan:?}"
+    );
+    assert_eq!(&nan[1..3], &[std::f32::consts::E, 1.0]);
     let xs = sweep(-103.9, -87.0, 10_001);
     for (&x, &y) in xs.iter().zip(&unary(UnaryOp::Exp, &xs)) {
         let r = (x as f64).exp();

@@ -32,54 +32,12 @@
 
 use std::fmt::Write;
 
+use edgecc_program::poly::{
+    ERF_CLAMP, ERF_P, ERF_Q, EXP_P, LN2_HI, LN2_LO, LOG_P, LOG2E, SQRT_HALF_BITS,
+};
 use edgecc_program::{Activation, BinaryOp, UnaryOp};
 
 use crate::c::float_lit;
-
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4; // 0x3f318000
-const LN2_LO: f32 = -2.121_944_4e-4;
-/// Cephes' `e^r` on `|r| ≤ ln2/2`: `1 + r + r²·P(r)`, highest degree first.
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
-const ERF_CLAMP: f32 = 3.832_507;
-/// Odd numerator `x·P(x²)` of erf, highest degree first.
-const ERF_P: [f32; 7] = [
-    -2.726_142_4e-10,
-    2.770_681_5e-8,
-    -2.101_024e-6,
-    -5.692_506_2e-5,
-    -7.349_906_4e-4,
-    -2.954_6e-3,
-    -1.609_603_3e-2,
-];
-/// Even denominator `Q(x²)` of erf, highest degree first.
-const ERF_Q: [f32; 5] = [
-    -1.456_607_15e-5,
-    -2.133_740_5e-4,
-    -1.682_827e-3,
-    -7.373_329_3e-3,
-    -1.426_473_9e-2,
-];
-/// Cephes' `log(1 + f) ≈ f − f²/2 + f³·P(f)`, highest degree first.
-const LOG_P: [f32; 9] = [
-    7.037_683_6e-2,
-    -1.151_461e-1,
-    1.167_699_9e-1,
-    -1.242_014_1e-1,
-    1.424_932_3e-1,
-    -1.666_805_8e-1,
-    2.000_071_4e-1,
-    -2.499_999_4e-1,
-    3.333_333e-1,
-];
-const SQRT_HALF_BITS: u32 = 0x3f35_04f3;
 
 /// `p = c[0]; p = p * t + c[i]...` as C statements (Horner, contractible).
 fn horner(s: &mut String, p: &str, t: &str, c: &[f32]) {

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 
 use edgecc_program::{
-    Activation, Buffer, DType, Kernel, PoolKind, ReduceOp, SoftmaxMask, Spatial, View, Window,
+    Activation, Buffer, DType, Kernel, PoolKind, ReduceOp, SoftmaxMask, Spatial, View,
 };
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -361,25 +361,6 @@ fn gemm_programs_match_the_executor() {
     let (got, want) = run_both(&b, "gemm");
     let worst = check_sums(&b, &got, &want, "gemm");
     println!("gemm: max |error| / Σ|term| = {worst:.2e}");
-}
-
-fn window(k: (u32, u32), s: (u32, u32), d: (u32, u32), pad: (u32, u32, u32, u32)) -> Window {
-    Window {
-        kh: k.0,
-        kw: k.1,
-        stride_h: s.0,
-        stride_w: s.1,
-        dilation_h: d.0,
-        dilation_w: d.1,
-        pad_top: pad.0,
-        pad_left: pad.1,
-        pad_bottom: pad.2,
-        pad_right: pad.3,
-    }
-}
-
-fn out_size(i: u32, k: u32, s: u32, d: u32, p0: u32, p1: u32) -> u32 {
-    (i + p0 + p1 - d * (k - 1) - 1) / s + 1
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use edgecc_program::{
     BinaryOp, Buffer, DType, ExprNode, Kernel, PoolKind, QuantOut, Requant, Spatial, UnaryOp, View,
-    Window, ZeroPoint,
+    ZeroPoint,
 };
 
 #[test]
@@ -207,25 +207,6 @@ fn qgemm_programs_match_the_executor() {
         want.iter().flatten().any(|&x| x != 0),
         "outputs are not all zero"
     );
-}
-
-fn window(k: (u32, u32), s: (u32, u32), d: (u32, u32), pad: (u32, u32, u32, u32)) -> Window {
-    Window {
-        kh: k.0,
-        kw: k.1,
-        stride_h: s.0,
-        stride_w: s.1,
-        dilation_h: d.0,
-        dilation_w: d.1,
-        pad_top: pad.0,
-        pad_left: pad.1,
-        pad_bottom: pad.2,
-        pad_right: pad.3,
-    }
-}
-
-fn out_size(i: u32, k: u32, s: u32, d: u32, p0: u32, p1: u32) -> u32 {
-    (i + p0 + p1 - d * (k - 1) - 1) / s + 1
 }
 
 #[test]

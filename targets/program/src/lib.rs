@@ -15,6 +15,7 @@
 //!   kernel reads and writes never overlap unless the doc says so (elementwise in place).
 
 pub mod exec;
+pub mod poly;
 
 /// Element type of a tensor that crosses the artifact boundary or lives in the arena.
 ///

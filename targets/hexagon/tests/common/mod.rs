@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use edgecc_hexagon::{Hvx, Options};
-use edgecc_program::{Buffer, Const, ConstId, DType, IoTensor, Program, Requant};
+use edgecc_program::{Buffer, Const, ConstId, DType, IoTensor, Program, Requant, Window};
 
 pub const INSTALL: &str =
     "apt-get install -y clang-19 lld-19 qemu-user (or scripts/install-deps.sh)";
@@ -344,4 +344,26 @@ pub fn assert_same(p: &Program, got: &[Vec<u8>], want: &[Vec<u8>]) {
             assert_eq!(g, w, "output {i} differs from the executor");
         }
     }
+}
+
+/// A window from (kh, kw), strides, dilations and pads (top, left, bottom, right).
+pub fn window(k: (u32, u32), s: (u32, u32), d: (u32, u32), pad: (u32, u32, u32, u32)) -> Window {
+    Window {
+        kh: k.0,
+        kw: k.1,
+        stride_h: s.0,
+        stride_w: s.1,
+        dilation_h: d.0,
+        dilation_w: d.1,
+        pad_top: pad.0,
+        pad_left: pad.1,
+        pad_bottom: pad.2,
+        pad_right: pad.3,
+    }
+}
+
+/// The output size of a window along one axis (input `i`, kernel `k`, stride, dilation,
+/// pads).
+pub fn out_size(i: u32, k: u32, s: u32, d: u32, p0: u32, p1: u32) -> u32 {
+    (i + p0 + p1 - d * (k - 1) - 1) / s + 1
 }
