@@ -11,3 +11,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The ONNX backend node tests, written once per pinned onnx version (tests/tests/conformance.rs).
 python3 scripts/make_node_tests.py target/onnx-node-tests
 cargo test --workspace
+# The fuzz targets build, and the inputs fuzzing found bugs with stay fixed (fuzz/README.md).
+bash scripts/fuzz-smoke.sh

@@ -336,6 +336,28 @@ fn float(t: &(DType, &[usize]), what: &str) -> Result<(), InferError> {
 /// Output types of `op` applied to inputs of the given types. Operands that must be
 /// constants (Reshape's shape, Slice's bounds...) were read into the op at import.
 pub fn infer(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> {
+    for (i, (_, shape)) in types.iter().enumerate() {
+        check_size(shape).map_err(|e| format!("input {i}: {e}"))?;
+    }
+    let out = infer_op(op, types)?;
+    for (i, (_, shape)) in out.iter().enumerate() {
+        check_size(shape).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// Refuses a shape over [`super::MAX_ELEMENTS`].
+fn check_size(shape: &[usize]) -> Result<(), String> {
+    match super::checked_elements(shape) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "shape {shape:?} has more than 2^{} elements",
+            super::MAX_ELEMENTS.trailing_zeros()
+        )),
+    }
+}
+
+fn infer_op(op: &Op, types: &[(DType, &[usize])]) -> Result<Types, InferError> {
     match op {
         Op::Unary(_) | Op::Clip { .. } | Op::Identity => {
             want(1, types, 1)?;
@@ -1164,10 +1186,8 @@ pub fn reshape_target(x: &[usize], shape: &[i64], allowzero: bool) -> Result<Vec
             _ => return Err(format!("shape {shape:?} has a negative dim")),
         }
     }
-    let known = out
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| format!("shape {shape:?} has more elements than fit in 64 bits"))?;
+    check_size(&out).map_err(|e| format!("target {e}"))?;
+    let known: usize = out.iter().product();
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));

@@ -52,6 +52,11 @@ pub struct ParseOptions {
     pub missing_consts: MissingConsts,
 }
 
+/// The most elements the constants of one text may generate (`random`, `zeros`, `splat`,
+/// and [`MissingConsts::Fill`]) in all, 2^24: a line of text must not allocate gigabytes.
+/// Literals hold their elements in the text.
+pub const MAX_GENERATED: usize = 1 << 24;
+
 /// Parses a graph in the text IR; constants must have initializers.
 pub fn parse(text: &str) -> Result<Graph, Error> {
     parse_with(text, ParseOptions::default())
@@ -61,6 +66,7 @@ pub fn parse(text: &str) -> Result<Graph, Error> {
 pub fn parse_with(text: &str, opts: ParseOptions) -> Result<Graph, Error> {
     Parser {
         opts,
+        generated: MAX_GENERATED,
         graph: None,
         names: HashMap::new(),
         outputs_seen: false,
@@ -130,6 +136,8 @@ fn tensor_from_f64s(dtype: DType, shape: Vec<usize>, v: &[f64]) -> Result<Tensor
 
 struct Parser {
     opts: ParseOptions,
+    /// Elements still allowed in generated constants ([`MAX_GENERATED`]).
+    generated: usize,
     graph: Option<Graph>,
     names: HashMap<String, ValueId>,
     outputs_seen: bool,
@@ -261,6 +269,15 @@ impl<'a> Line<'a> {
                     .map_err(|_| err(self.no, format!("'{x}' is not a dimension in {what}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if super::checked_elements(&dims).is_none() {
+            return Err(err(
+                self.no,
+                format!(
+                    "{d}{dims:?} has more than 2^{} elements",
+                    super::MAX_ELEMENTS.trailing_zeros()
+                ),
+            ));
+        }
         Ok((dtype, dims))
     }
 }
@@ -363,7 +380,7 @@ impl Parser {
         let (dtype, shape) = l.ty()?;
         let n: usize = shape.iter().product();
         let t = if l.eat("=") {
-            let t = init(&mut l, dtype, shape)?;
+            let t = init(&mut l, dtype, shape, &mut self.generated)?;
             l.end()?;
             t
         } else {
@@ -376,6 +393,7 @@ impl Parser {
                     ),
                 ));
             }
+            generate(&mut self.generated, n, l.no)?;
             tensor_from_f64s(dtype, shape, &vec![0.0; n]).map_err(|m| err(l.no, m))?
         };
         let v = self.g().add_const(name, t);
@@ -495,7 +513,26 @@ impl Parser {
 }
 
 /// The initializer after `=`.
-fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> {
+/// Takes `n` elements from the budget of generated constants.
+fn generate(budget: &mut usize, n: usize, no: usize) -> Result<(), Error> {
+    *budget = budget.checked_sub(n).ok_or_else(|| {
+        err(
+            no,
+            format!(
+                "generated constants hold more than 2^{} elements in all; write fewer or smaller",
+                MAX_GENERATED.trailing_zeros()
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+fn init(
+    l: &mut Line,
+    dtype: DType,
+    shape: Vec<usize>,
+    budget: &mut usize,
+) -> Result<Tensor, Error> {
     let n: usize = shape.iter().product();
     let no = l.no;
     let t = if l.eat("[") {
@@ -524,11 +561,13 @@ fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> 
         let seed = s
             .parse::<u64>()
             .map_err(|_| err(no, format!("'{s}' is not a seed (an unsigned integer)")))?;
+        generate(budget, n, no)?;
         random_tensor(dtype, shape, seed)
     } else if l.eat("splat(") {
         let s = l.word(")");
         l.expect(")")?;
         let v = number(s).ok_or_else(|| err(no, format!("'{s}' is not a number")))?;
+        generate(budget, n, no)?;
         if dtype == DType::F32 {
             // Straight to f32, as literals (see `exact_literal`).
             let v: f32 = s
@@ -538,6 +577,7 @@ fn init(l: &mut Line, dtype: DType, shape: Vec<usize>) -> Result<Tensor, Error> 
         }
         tensor_from_f64s(dtype, shape, &vec![v; n])
     } else if l.eat("zeros") {
+        generate(budget, n, no)?;
         tensor_from_f64s(dtype, shape, &vec![0.0; n])
     } else {
         return Err(l.expected("an initializer: [..], random(SEED), zeros or splat(V)"));

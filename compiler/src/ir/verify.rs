@@ -3,9 +3,9 @@
 use super::{Graph, infer};
 use crate::Error;
 
-/// Checks that every node's inputs exist and are defined before use, that producer links
-/// and types agree with shape inference, that the graph is acyclic, and that every
-/// output is defined. Returns the first violation found.
+/// Checks that every value keeps to [`super::MAX_ELEMENTS`], that every node's inputs
+/// exist and are defined before use, that producer links and types agree with shape
+/// inference, that the graph is acyclic, and that every output is defined. Returns the first violation found.
 pub fn verify(g: &Graph) -> Result<(), Error> {
     let bad = |msg: String| Err(Error::Internal(format!("verifier: {msg}")));
     let order = g.topo_order();
@@ -14,6 +14,14 @@ pub fn verify(g: &Graph) -> Result<(), Error> {
     }
     let mut defined: std::collections::HashSet<_> = g.inputs.iter().copied().collect();
     for (id, v) in g.values() {
+        if super::checked_elements(&v.shape).is_none() {
+            return bad(format!(
+                "{} has shape {:?}, more than 2^{} elements",
+                v.name,
+                v.shape,
+                super::MAX_ELEMENTS.trailing_zeros()
+            ));
+        }
         if v.konst.is_some() {
             if v.producer.is_some() {
                 return bad(format!("constant {} has a producer", v.name));

@@ -355,6 +355,13 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 shape
             }
         };
+        if crate::ir::checked_elements(&shape).is_none() {
+            return Err(Error::Model(format!(
+                "input '{}' is {dtype}{shape:?}: more than 2^{} elements",
+                vi.name,
+                crate::ir::MAX_ELEMENTS.trailing_zeros()
+            )));
+        }
         if let Some(msg) = crate::ir::value_size_error(dtype, &shape) {
             return Err(Error::Model(format!("input '{}': {msg}", vi.name)));
         }
@@ -580,7 +587,13 @@ fn build(
         && ins.iter().all(|&v| graph.konst(v).is_some())
         && !crate::passes::keeps_quantized(&op);
     let outs = if let Op::Shape { start, end } = op {
-        let shape = &graph.value(ins[0]).shape;
+        let [x] = ins[..] else {
+            return Err(Error::Model(format!(
+                "node '{name}': Shape takes one input, not {}",
+                ins.len()
+            )));
+        };
+        let shape = &graph.value(x).shape;
         let t = crate::interp::tensor_ops::shape_of(shape, start, end);
         vec![graph.add_const(name.clone(), t)]
     } else if fold && {

@@ -40,6 +40,10 @@ pub fn decode(t: &TensorProto, dir: DataDir<'_>) -> Result<Tensor, Error> {
             .ok_or_else(|| bad(t, format!("dims {:?} are too large", t.dims)))?;
         shape.push(d as usize);
     }
+    // Zero dims too: the others must keep to the graph's limit (`ir::checked_elements`).
+    if crate::ir::checked_elements(&shape).is_none() {
+        return Err(bad(t, format!("dims {:?} are too large", t.dims)));
+    }
     let n = n as usize;
     let external;
     let raw: Option<&[u8]> = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {

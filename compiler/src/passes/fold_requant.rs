@@ -291,8 +291,46 @@ fn through_activation(
 }
 
 /// Matches an integer island ending at QuantizeLinear `q`; the error says why not, for
-/// the float report.
+/// the float report. A match is always rewritten: its multipliers and bias fit.
 fn match_integer(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
+    let m = match_island(g, q)?;
+    fixed_point(&m)?;
+    Ok(m)
+}
+
+/// The requantization of a matched island: multipliers, their shift and the bias in
+/// units of `alpha·sx·sw[c]`; the error says why there is none.
+fn fixed_point(m: &Integer) -> Result<(Vec<i32>, u32, Vec<i32>), String> {
+    let real: Vec<f64> =
+        m.sw.iter()
+            .map(|&sw| m.alpha as f64 * m.sx as f64 * sw as f64 / m.out.scale[0] as f64)
+            .collect();
+    let (mult, shift) = multipliers(&real).ok_or_else(|| {
+        format!(
+            "the rescale factors alpha·sx·sw/sy are not all positive and finite (sx {}, sw {:?}, \
+             sy {}, alpha {})",
+            m.sx,
+            &m.sw[..m.sw.len().min(8)],
+            m.out.scale[0],
+            m.alpha
+        )
+    })?;
+    let mut bias = vec![0i32; m.sw.len()];
+    if let Some(b) = &m.bias {
+        for (c, (&bv, &sw)) in b.iter().zip(&m.sw).enumerate() {
+            let q = (bv as f64 / (m.alpha as f64 * m.sx as f64 * sw as f64)).round_ties_even();
+            if q.is_nan() || q.abs() >= i32::MAX as f64 {
+                return Err(format!(
+                    "bias {bv} of channel {c} does not fit int32 in units of alpha·sx·sw"
+                ));
+            }
+            bias[c] = q as i32;
+        }
+    }
+    Ok((mult, shift, bias))
+}
+
+fn match_island(g: &Graph, q: NodeIndex) -> Result<Integer, String> {
     let out = params(g, q).ok_or("the output scale or zero point is not a constant")?;
     if !out.per_tensor() {
         return Err("the output is quantized per channel".into());
@@ -623,24 +661,9 @@ pub fn multipliers(real: &[f64]) -> Option<(Vec<i32>, u32)> {
 
 fn rewrite_integer(g: &mut Graph, m: Integer) -> Result<(), Error> {
     let op_name = g.node(m.op).name.clone();
-    let channels = m.sw.len();
-    let real: Vec<f64> =
-        m.sw.iter()
-            .map(|&sw| m.alpha as f64 * m.sx as f64 * sw as f64 / m.out.scale[0] as f64)
-            .collect();
-    let Some((mult, shift)) = multipliers(&real) else {
-        return Ok(());
-    };
-    let mut bias = vec![0i32; channels];
-    if let Some(b) = &m.bias {
-        for (c, (&bv, &sw)) in b.iter().zip(&m.sw).enumerate() {
-            let q = (bv as f64 / (m.alpha as f64 * m.sx as f64 * sw as f64)).round_ties_even();
-            if q.is_nan() || q.abs() >= i32::MAX as f64 {
-                return Ok(());
-            }
-            bias[c] = q as i32;
-        }
-    }
+    // `match_integer` checked that these exist.
+    let (mult, shift, bias) =
+        fixed_point(&m).map_err(|e| Error::Internal(format!("{op_name}: {e}")))?;
     let x_dtype = g.value(m.x).dtype;
     let x_zero = match m.x_zero {
         Some(z) => z,
@@ -1425,6 +1448,39 @@ mod tests {
         let islands = float_islands(&g);
         let add = islands.iter().find(|i| i.node == "add").unwrap();
         assert_eq!(add.reason, "an operand is not dequantized");
+    }
+
+    /// A weight scale < 0 has no fixed-point multiplier: the island is no match (with the
+    /// reason), and the pass ends. It used to count the declined rewrite as a change and
+    /// loop forever (found by fuzzing: fuzz/regressions/onnx_import/
+    /// negative_weight_scale_requant_loop.onnx).
+    #[test]
+    fn an_island_without_multipliers_is_no_match_and_the_pass_ends() {
+        let text = "graph g {
+  input x: u8[1,4]
+  const sx: f32[] = [0.02]
+  const zx: u8[] = [128]
+  const wq: i8[4,2] = [0,1,2,3,4,5,6,7]
+  const sw: f32[2] = [0.01,-0.01]
+  const zw: i8[2] = [0,0]
+  const sy: f32[] = [0.05]
+  const zy: u8[] = [128]
+  xf: f32[1,4] = DequantizeLinear{axis=1}(x, sx, zx)  # dq_x
+  w: f32[4,2] = DequantizeLinear{axis=1}(wq, sw, zw)  # dq_w
+  yf: f32[1,2] = MatMul(xf, w)  # matmul
+  y: u8[1,2] = QuantizeLinear{axis=1 to=u8}(yf, sy, zy)  # q_y
+  output y
+}";
+        let mut g = crate::ir::parse::parse(text).unwrap();
+        let q = g.node_indices().find(|&n| g.node(n).name == "q_y").unwrap();
+        let why = match_integer(&g, q).err().unwrap();
+        assert!(
+            why.contains("the rescale factors alpha·sx·sw/sy are not all positive and finite"),
+            "{why}"
+        );
+        let summary = FoldRequant.run(&mut g).unwrap();
+        assert!(summary.starts_with("0 integer kernels"), "{summary}");
+        assert!(g.node_indices().any(|n| g.node(n).op == Op::MatMul));
     }
 
     #[test]
