@@ -24,7 +24,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     (
         "onnx_import",
         "input_too_large.onnx",
-        "input 'x' is f32[4611686018427387904, 4]: more than 2^40 elements",
+        "input 'x': f32[4611686018427387904, 4] is more than 2^64 bytes",
     ),
     // fold-requant counted an island it then declined to rewrite (a weight scale < 0 has
     // no fixed-point multiplier) as a change, and repeated forever (unit test:

@@ -355,15 +355,16 @@ pub fn import(model: &ModelProto, dir: DataDir<'_>, opts: &ImportOptions) -> Res
                 shape
             }
         };
+        if let Some(msg) = crate::ir::value_size_error(dtype, &shape) {
+            return Err(Error::Model(format!("input '{}': {msg}", vi.name)));
+        }
+        // A zero dim hides the others from the byte count.
         if crate::ir::checked_elements(&shape).is_none() {
             return Err(Error::Model(format!(
                 "input '{}' is {dtype}{shape:?}: more than 2^{} elements",
                 vi.name,
                 crate::ir::MAX_ELEMENTS.trailing_zeros()
             )));
-        }
-        if let Some(msg) = crate::ir::value_size_error(dtype, &shape) {
-            return Err(Error::Model(format!("input '{}': {msg}", vi.name)));
         }
         let id = graph.add_input(vi.name.clone(), dtype, shape);
         graph.inputs.push(id);
