@@ -40,6 +40,24 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "shape_without_input.onnx",
         "node 'shape': Shape takes one input, not 0",
     ),
+    // Split of a scalar with sizes left to the importer indexed the input's first dim.
+    (
+        "onnx_import",
+        "split_of_a_scalar.onnx",
+        "node 'split': Split (ai.onnx, opset 18): axis 0: the input is a scalar, it has no dims",
+    ),
+    // Found with the one above: Pad's `axes` input on a scalar, and fewer pads than two
+    // per axis, indexed past the pads.
+    (
+        "onnx_import",
+        "pad_axes_of_a_scalar.onnx",
+        "node 'pad': Pad (ai.onnx, opset 18): axis 0: the input is a scalar, it has no dims",
+    ),
+    (
+        "onnx_import",
+        "pad_fewer_pads_than_axes.onnx",
+        "node 'pad': Pad (ai.onnx, opset 18): 1 pads for 1 axes, not two per axis",
+    ),
     // npyz allocated the header length the preamble states (4 GiB from 73 bytes).
     (
         "npy",

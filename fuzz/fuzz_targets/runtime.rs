@@ -291,7 +291,9 @@ fn one(u: &mut Unstructured) -> Result<()> {
         && give_out == n_out as usize
         && (!use_run_with || (in_ptr_len >= give_in && out_ptr_len >= give_out))
         && arena_slice.len() as u64 >= desc.arena_size
-        && (desc.arena_align <= 1
+        // A model without an arena never touches it, so its alignment does not matter.
+        && (desc.arena_size == 0
+            || desc.arena_align <= 1
             || (arena_slice.as_ptr() as usize).is_multiple_of(desc.arena_align as usize))
         && in_slices
             .iter()

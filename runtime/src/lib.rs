@@ -674,4 +674,35 @@ mod tests {
         assert_eq!(e.code(), status::INDEX_OUT_OF_RANGE);
         assert!(std::format!("{e}").contains("out of range"));
     }
+
+    /// Fuzz finding (`fuzz/regressions/runtime/no_arena_odd_alignment`): a model without an
+    /// arena runs with any arena slice, whatever alignment its descriptor names, as the C
+    /// check does (the entry point never touches it). The fuzz target's own statement of the
+    /// checks had required the alignment.
+    #[test]
+    fn a_model_without_an_arena_ignores_the_arena_alignment() {
+        unsafe extern "C" fn copy(
+            inputs: *const *const u8,
+            outputs: *const *mut u8,
+            _: *mut u8,
+        ) -> i32 {
+            // SAFETY: `Model::run` checked both buffers against the descriptor.
+            unsafe { core::ptr::copy_nonoverlapping(*inputs, *outputs, 8) };
+            0
+        }
+        let d = ModelDesc {
+            arena_size: 0,
+            arena_align: 9_764_863,
+            num_inputs: 1,
+            ..desc(ABI_MAGIC, ABI_VERSION, copy)
+        };
+        let m = Model::new(&d).unwrap();
+        let mut store = Aligned([0; 256]);
+        let (x, rest) = store.0.split_at_mut(64);
+        let (y, arena) = rest.split_at_mut(64);
+        x[..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        m.run(&[&x[..8]], &mut [&mut y[..8]], &mut arena[1..1])
+            .unwrap();
+        assert_eq!(&y[..8], &x[..8]);
+    }
 }

@@ -85,7 +85,7 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
 }
 
 /// [`norm_axis`] for ops that index a dim of the input: a scalar has none.
-fn dim_axis(axis: i64, rank: usize) -> Result<usize, String> {
+pub fn dim_axis(axis: i64, rank: usize) -> Result<usize, String> {
     if rank == 0 {
         return Err(format!(
             "axis {axis}: the input is a scalar, it has no dims"

@@ -1386,7 +1386,7 @@ fn translate(
                         .first()
                         .and_then(|n| konst_shape(n))
                         .ok_or_else(|| some("cannot size the split".into()))?;
-                    let ax = crate::ir::infer::norm_axis(axis, dim.len()).map_err(some)?;
+                    let ax = crate::ir::infer::dim_axis(axis, dim.len()).map_err(some)?;
                     let per = dim[ax].div_ceil(outputs.max(1));
                     (0..outputs)
                         .map(|i| per.min(dim[ax].saturating_sub(i * per)))
@@ -1454,9 +1454,16 @@ fn translate(
                         .and_then(|n| konst_shape(n))
                         .map(|s| s.len())
                         .ok_or_else(|| some("cannot resolve axes".into()))?;
+                    if pads.len() != 2 * axes.len() {
+                        return Err(some(format!(
+                            "{} pads for {} axes, not two per axis",
+                            pads.len(),
+                            axes.len()
+                        )));
+                    }
                     let mut full = vec![0i64; 2 * rank];
                     for (i, &ax) in axes.iter().enumerate() {
-                        let d = crate::ir::infer::norm_axis(ax, rank).map_err(some)?;
+                        let d = crate::ir::infer::dim_axis(ax, rank).map_err(some)?;
                         full[d] = pads[i];
                         full[d + rank] = pads[i + axes.len()];
                     }
