@@ -402,14 +402,19 @@ def slice_bert(bert, heads, chans):
 
 # ---------------------------------------------------------------- onnxruntime
 
-def ort_session(path, threads=1):
+def ort_session(path, threads=1, optimize=True):
+    """onnxruntime on the CPU. `optimize=False` (ORT_DISABLE_ALL) runs the graph node by node
+    as written: the ONNX semantics of QuantizeLinear/DequantizeLinear/MatMulInteger literally,
+    without onnxruntime's fused int8 kernels; the two differ on quantized models (see
+    `agreement`)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.log_severity_level = 3
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
@@ -610,16 +615,40 @@ def run_hexagon(build, ids, mask):
     secs = time.time() - t0
     if p.returncode != 0:
         sys.exit(f"qemu-hexagon embed.elf: exit status {p.returncode}\n{p.stderr.decode(errors='replace')}")
+    with open(os.path.join(d, "hidden.bin"), "wb") as f:
+        f.write(p.stdout)
     return np.frombuffer(p.stdout, np.float32).reshape(len(ids), SEQ, -1), secs
 
 
+def row_errors(got, want, mask):
+    """Per row: the largest difference on the real tokens' rows (what the embedding reads)
+    relative to the reference's largest magnitude there."""
+    out = np.zeros(len(got))
+    for i in range(len(got)):
+        m = mask[i].astype(bool)
+        out[i] = np.abs(got[i][m] - want[i][m]).max() / np.abs(want[i][m]).max()
+    return out
+
+
 def agreement(got, want, mask):
-    """Largest difference on the real tokens' rows (what the embedding reads) relative to the
-    reference's largest magnitude there, and the smallest cosine of the pooled embeddings."""
-    m = mask.astype(bool)
-    err = float(np.abs(got[m] - want[m]).max() / np.abs(want[m]).max())
+    """[largest relative difference over the rows (row_errors), smallest cosine of the pooled
+    embeddings, median relative difference, share of rows above TOL_INT8]."""
+    e = row_errors(got, want, mask)
     cos = float((pool(got, mask) * pool(want, mask)).sum(-1).min())
-    return err, cos
+    return [float(e.max()), cos, float(np.median(e)), float((e > TOL_INT8).mean())]
+
+
+def check_rows(a, first):
+    """The rows run under qemu: the data step's two (the longest test docstring and a short
+    one) and six more at spread lengths."""
+    lens = a["test_mask"].sum(1)
+    order = np.argsort(lens, kind="stable")
+    rows = list(first)
+    for q in (0.05, 0.2, 0.4, 0.6, 0.8, 0.95):
+        r = int(order[int(q * (len(order) - 1))])
+        if r not in rows:
+            rows.append(r)
+    return rows
 
 
 # ---------------------------------------------------------------- latency
@@ -802,40 +831,52 @@ def step_compile(w, only):
         w.save("compile", res)
 
 
+HEX_ROWS = 2  # of the check rows, run under qemu-hexagon too (an fp32 inference takes a minute there)
+
+
 def step_run(w, only):
     a = data(w)
-    chk = w.load("data")["check_rows"]
+    chk = check_rows(a, w.load("data")["check_rows"])
+    hchk = chk[:HEX_ROWS]
     clf = probe(w)
     res = w.load("run") if os.path.exists(w.path("run.json")) else {}
-    fp32_ort = pool(ort_hidden(ort_session(w.model("fp32")), a["test_ids"], a["test_mask"]), a["test_mask"])
+    mask = a["test_mask"]
+    fp32_ort = pool(ort_hidden(ort_session(w.model("fp32")), a["test_ids"], mask), mask)
     for name, _, _ in variants(w, only):
         log(f"run {name}")
         build = w.path("build", name)
-        sess = ort_session(w.model(name))
-        h_ort = ort_hidden(sess, a["test_ids"], a["test_mask"])
+        h_ort = ort_hidden(ort_session(w.model(name)), a["test_ids"], mask)
+        h_lit = ort_hidden(ort_session(w.model(name), optimize=False), a["test_ids"], mask)
         so = EdgeccSO(os.path.join(build, "x86_64", f"{NAME}.so"), os.path.join(build, "x86_64", f"{NAME}.json"))
-        h_x86 = so.hidden(a["test_ids"], a["test_mask"])
-        e_ort, e_x86 = pool(h_ort, a["test_mask"]), pool(h_x86, a["test_mask"])
-        ids, mask = a["test_ids"][chk], a["test_mask"][chk]
-        h_a64, e_a64, s_a64 = run_aarch64(build, ids, mask)
-        h_hex, s_hex = run_hexagon(build, ids[:1], mask[:1])
+        h_x86 = so.hidden(a["test_ids"], mask)
+        e_ort, e_x86 = pool(h_ort, mask), pool(h_x86, mask)
+        h_a64, e_a64, s_a64 = run_aarch64(build, a["test_ids"][chk], mask[chk])
+        h_hex, s_hex = run_hexagon(build, a["test_ids"][hchk], mask[hchk])
+        np.savez(os.path.join(build, "row_errors.npz"), x86_vs_ort=row_errors(h_x86, h_ort, mask),
+                 x86_vs_literal=row_errors(h_x86, h_lit, mask), literal_vs_ort=row_errors(h_lit, h_ort, mask))
         r = {
             "acc_ort": float(clf.score(e_ort, a["test_y"])),
+            "acc_ort_literal": float(clf.score(pool(h_lit, mask), a["test_y"])),
             "acc_edgecc_x86": float(clf.score(e_x86, a["test_y"])),
             "cos_fp32_ort": float((e_ort * fp32_ort).sum(1).mean()),
             "cos_fp32_edgecc": float((e_x86 * fp32_ort).sum(1).mean()),
-            "x86_vs_ort": agreement(h_x86, h_ort, a["test_mask"]),
-            "aarch64_vs_ort": agreement(h_a64, h_ort[chk], mask),
-            "aarch64_c_embedding_vs_ort": float((e_a64 * pool(h_ort[chk], mask)).sum(1).min()),
-            "hexagon_vs_ort": agreement(h_hex, h_ort[chk[:1]], mask[:1]),
-            "hexagon_vs_x86": agreement(h_hex, h_x86[chk[:1]], mask[:1]),
-            "aarch64_vs_x86": agreement(h_a64, h_x86[chk], mask),
-            "qemu_aarch64_s": round(s_a64 / len(chk), 1), "qemu_hexagon_s": round(s_hex, 1),
-            "check_rows": {"x86_64": len(a["test_ids"]), "aarch64": len(chk), "hexagon": 1},
+            # [max, min cosine, median, share of rows > TOL_INT8]
+            "x86_vs_ort": agreement(h_x86, h_ort, mask),
+            "x86_vs_literal": agreement(h_x86, h_lit, mask),
+            "literal_vs_ort": agreement(h_lit, h_ort, mask),
+            "aarch64_vs_ort": agreement(h_a64, h_ort[chk], mask[chk]),
+            "aarch64_vs_literal": agreement(h_a64, h_lit[chk], mask[chk]),
+            "aarch64_vs_x86": agreement(h_a64, h_x86[chk], mask[chk]),
+            "aarch64_c_embedding_vs_ort": float((e_a64 * pool(h_ort[chk], mask[chk])).sum(1).min()),
+            "hexagon_vs_ort": agreement(h_hex, h_ort[hchk], mask[hchk]),
+            "hexagon_vs_literal": agreement(h_hex, h_lit[hchk], mask[hchk]),
+            "hexagon_vs_x86": agreement(h_hex, h_x86[hchk], mask[hchk]),
+            "qemu_aarch64_s": round(s_a64 / len(chk), 1), "qemu_hexagon_s": round(s_hex / len(hchk), 1),
+            "rows": {"x86_64": len(a["test_ids"]), "aarch64": chk, "hexagon": hchk},
         }
         res[name] = r
         log(f"  acc ort {r['acc_ort']:.3f} edgecc {r['acc_edgecc_x86']:.3f}; vs ort: x86 {r['x86_vs_ort']}, "
-            f"aarch64 {r['aarch64_vs_ort']}, hexagon {r['hexagon_vs_ort']}")
+            f"aarch64 {r['aarch64_vs_ort']}, hexagon {r['hexagon_vs_ort']}; ort vs literal {r['literal_vs_ort']}")
         w.save("run", res)
 
 
@@ -859,8 +900,18 @@ def step_latency(w, only):
 # ---------------------------------------------------------------- report
 
 TOL_FP32 = 1e-4   # fp32 variants: largest difference / largest magnitude, real-token rows
-TOL_INT8 = 1e-2   # int8 variants: the same, a few output steps (float islands round per target)
-COS_MIN = 0.9999  # every variant: cosine of the pooled embeddings to onnxruntime's
+COS_MIN = 0.9999  # fp32 variants: smallest cosine of the pooled embeddings to onnxruntime's
+# int8 variants. One quantization step of difference (a rounding near a tie, a float island
+# rounded differently) is amplified by the encoder: per-tensor uint8 steps of the LayerNorm
+# outputs are about 0.2, and the error grows layer after layer. onnxruntime's own fused int8
+# kernels (ORT_ENABLE_ALL) differ from the literal ONNX semantics it runs with ORT_DISABLE_ALL
+# by up to ~20 % of the output scale on some docstrings. So an int8 variant passes when every
+# target's largest difference from onnxruntime is within SPREAD times onnxruntime's own
+# (optimised vs literal, over the whole test set; at least TOL_INT8), its smallest cosine
+# likewise, and edgecc's accuracy is within ACC_TOL of onnxruntime's.
+TOL_INT8 = 1e-2
+SPREAD = 1.5
+ACC_TOL = 0.01
 
 
 def mb(n):
@@ -891,6 +942,18 @@ def environment():
             "date": time.strftime("%Y-%m-%d")}
 
 
+def is_int8(name):
+    return "dyn" in name or "qdq" in name
+
+
+def tolerance(name, r):
+    """(largest relative difference, smallest cosine) a target may show against onnxruntime."""
+    if not is_int8(name):
+        return TOL_FP32, COS_MIN
+    err, cos = r["literal_vs_ort"][:2]
+    return max(TOL_INT8, SPREAD * err), min(COS_MIN, 1 - SPREAD * (1 - cos))
+
+
 def rows(w, only):
     comp, runs, lat = w.load("compile"), w.load("run"), w.load("latency")
     total_heads = comp["fp32"]["x86_64"]["heads_matched"]
@@ -899,9 +962,11 @@ def rows(w, only):
     for name, _, desc in variants(w, only):
         c, r, t = comp[name], runs[name], lat[name]
         x, a, hx = c["x86_64"], c["aarch64"], c["hexagon"]
-        tol = TOL_FP32 if "dyn" not in name and "qdq" not in name else TOL_INT8
+        tol, cos_min = tolerance(name, r)
         checks = [r["x86_vs_ort"], r["aarch64_vs_ort"], r["hexagon_vs_ort"]]
-        ok = all(e <= tol and cs >= COS_MIN for e, cs in checks)
+        ok = all(ag[0] <= tol and ag[1] >= cos_min for ag in checks)
+        if is_int8(name):
+            ok = ok and abs(r["acc_edgecc_x86"] - r["acc_ort"]) <= ACC_TOL + 1e-9
         out.append({
             "variant": name, "description": desc, "onnx_bytes": c["onnx_bytes"],
             "x86_64_code_bytes": x["code_bytes"], "x86_64_weight_bytes": x["const_bytes"],
@@ -911,12 +976,19 @@ def rows(w, only):
             "heads_removed": x["heads_removed"], "heads_total": total_heads,
             "channels_removed": x["channels_removed"], "channels_total": total_ch,
             "pruning_matched": x["heads_matched"] > 0, "float_nodes": x["float_nodes"], "kernels": x["kernels"],
-            "accuracy_ort": r["acc_ort"], "accuracy_edgecc_x86_64": r["acc_edgecc_x86"],
+            "accuracy_ort": r["acc_ort"], "accuracy_ort_literal": r["acc_ort_literal"],
+            "accuracy_edgecc_x86_64": r["acc_edgecc_x86"],
             "cosine_to_fp32_ort": r["cos_fp32_ort"], "cosine_to_fp32_edgecc": r["cos_fp32_edgecc"],
             "x86_64_err": r["x86_vs_ort"][0], "x86_64_cos_min": r["x86_vs_ort"][1],
+            "x86_64_err_median": r["x86_vs_ort"][2], "x86_64_rows_over_1e-2": r["x86_vs_ort"][3],
+            "x86_64_err_vs_literal": r["x86_vs_literal"][0], "x86_64_err_median_vs_literal": r["x86_vs_literal"][2],
+            "ort_literal_err": r["literal_vs_ort"][0], "ort_literal_cos_min": r["literal_vs_ort"][1],
+            "ort_literal_err_median": r["literal_vs_ort"][2], "ort_literal_rows_over_1e-2": r["literal_vs_ort"][3],
             "aarch64_err": r["aarch64_vs_ort"][0], "aarch64_cos_min": r["aarch64_vs_ort"][1],
+            "aarch64_err_vs_x86_64": r["aarch64_vs_x86"][0], "aarch64_rows": len(r["rows"]["aarch64"]),
             "hexagon_err": r["hexagon_vs_ort"][0], "hexagon_cos_min": r["hexagon_vs_ort"][1],
-            "tolerance": tol, "check": "ok" if ok else "FAIL",
+            "hexagon_err_vs_x86_64": r["hexagon_vs_x86"][0], "hexagon_rows": len(r["rows"]["hexagon"]),
+            "tolerance": tol, "cos_tolerance": cos_min, "check": "ok" if ok else "FAIL",
             "edgecc_ms": t["edgecc_ms"], "ort_ms": t["ort_ms"], "edgecc_over_ort": t["edgecc_ms"] / t["ort_ms"],
             "qemu_aarch64_s_per_inference": r["qemu_aarch64_s"], "qemu_hexagon_s_per_inference": r["qemu_hexagon_s"],
             "hexagon_clang_s": hx.get("clang_s"),
@@ -965,19 +1037,31 @@ def write_md(path, w, rs, env):
              f"{pr['acc_pruned_ft']:.1%} after a {pr['finetune_steps']}-step distillation fine-tune "
              f"({pr['finetune_s']:.0f} s; cosine {pr['cos_pruned_ft']:.3f}). The sliced model (heads and channels "
              f"removed in torch) gives the zeroed model's embeddings (cosine ≥ {pr['sliced_vs_zeroed_cos_min']:.6f}).\n")
-    L.append("Agreement columns: largest difference from onnxruntime's `last_hidden_state` on the real tokens' rows, "
-             "relative to onnxruntime's largest magnitude there, and the smallest cosine of the pooled embeddings; "
-             f"x86_64 over all {d['test']} test docstrings (the compiled `.so` through ctypes), aarch64 (the object "
-             "linked into `embed.c`, qemu-aarch64, Cortex-A76) over 2, Hexagon (v66 + HVX, the C linked into "
-             f"`embed_hexagon.c`, qemu-hexagon) over 1. Check: ≤ {TOL_FP32:g} (fp32) or ≤ {TOL_INT8:g} (int8) and "
-             f"cosine ≥ {COS_MIN}.\n")
-    L.append("| variant | accuracy (onnxruntime) | accuracy (edgecc x86_64) | cosine to fp32 | x86_64 vs ORT | aarch64 vs ORT "
-             "| Hexagon vs ORT | check |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    L.append("Agreement with onnxruntime (ORT, `ORT_ENABLE_ALL`, one thread) on `last_hidden_state`: per docstring, "
+             "the largest difference on the real tokens' rows relative to ORT's largest magnitude there; the table gives "
+             "the largest over the rows (and the median, or the smallest cosine of the pooled embeddings). x86_64: the "
+             f"compiled `.so` through ctypes on all {d['test']} test docstrings; aarch64: the object linked into "
+             "`embed.c`, qemu-aarch64 (Cortex-A76), on the docstrings listed in details.json; Hexagon: the C built for "
+             "v66 + HVX and linked into `embed_hexagon.c`, qemu-hexagon, on the first of those. \"ORT's own spread\" is "
+             "ORT_ENABLE_ALL against ORT_DISABLE_ALL (the graph run node by node, the literal ONNX semantics of the "
+             "quantization ops) on the same model and docstrings.\n")
+    L.append(f"Check: fp32 variants within {TOL_FP32:g} and cosine ≥ {COS_MIN} on every target. int8 variants: one "
+             "quantization step of difference is amplified by this encoder (uint8 steps of about 0.2 on the LayerNorm "
+             "outputs, six layers), so ORT disagrees with itself by up to the spread column; a target passes when its "
+             f"largest difference is within {SPREAD:g}× ORT's spread (at least {TOL_INT8:g}), its smallest cosine "
+             f"likewise, and edgecc's accuracy is within {ACC_TOL * 100:.0f} point of ORT's.\n")
+    L.append("| variant | accuracy ORT | accuracy edgecc | cosine to fp32 (ORT / edgecc) | x86_64 vs ORT: max / median / min cos "
+             "| ORT's own spread: max / median / min cos | x86_64 vs literal ORT: max / median | aarch64 vs ORT "
+             "| Hexagon vs ORT | tolerance | check |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rs:
-        ag = lambda k: f"{r[k + '_err']:.1e} / {r[k + '_cos_min']:.6f}"  # noqa: E731
         L.append(f"| {r['variant']} | {r['accuracy_ort']:.1%} | {r['accuracy_edgecc_x86_64']:.1%} "
-                 f"| {r['cosine_to_fp32_ort']:.4f} | {ag('x86_64')} | {ag('aarch64')} | {ag('hexagon')} | {r['check']} |")
+                 f"| {r['cosine_to_fp32_ort']:.4f} / {r['cosine_to_fp32_edgecc']:.4f} "
+                 f"| {r['x86_64_err']:.1e} / {r['x86_64_err_median']:.1e} / {r['x86_64_cos_min']:.4f} "
+                 f"| {r['ort_literal_err']:.1e} / {r['ort_literal_err_median']:.1e} / {r['ort_literal_cos_min']:.4f} "
+                 f"| {r['x86_64_err_vs_literal']:.1e} / {r['x86_64_err_median_vs_literal']:.1e} "
+                 f"| {r['aarch64_err']:.1e} ({r['aarch64_rows']} rows) | {r['hexagon_err']:.1e} ({r['hexagon_rows']} rows) "
+                 f"| {r['tolerance']:.1e} | {r['check']} |")
     L.append("")
     L.append("## Latency on the host (x86_64, one thread)\n")
     L.append("edgecc: the `.so` called through ctypes; onnxruntime: `InferenceSession.run`, one intra-op thread, "
