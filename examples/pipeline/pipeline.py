@@ -1081,6 +1081,30 @@ def write_md(path, w, rs, env):
     L.append("![sizes and latency](sizes_latency.png)\n")
     with open(path, "w") as f:
         f.write("\n".join(L))
+    return L
+
+
+README_BEGIN = "<!-- results: written by pipeline.py's report step from results/results.md; do not edit -->"
+README_END = "<!-- end of results -->"
+
+
+def update_readme(lines):
+    """Copies results.md's tables (from its first section on) into README.md between the
+    two markers, headings one level down and the plot's path from the README."""
+    path = os.path.join(HERE, "README.md")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    start = next(i for i, line in enumerate(lines) if line.startswith("## "))
+    body = [("#" + line if line.startswith("## ") else line.replace("](sizes_latency.png)", "](results/sizes_latency.png)"))
+            for line in lines[start:]]
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + README_BEGIN + "\n\n" + "\n".join(body).rstrip() + "\n\n" + README_END + tail)
 
 
 def plot(path, rs):
@@ -1120,7 +1144,7 @@ def step_report(w, only):
     env = environment()
     os.makedirs(RESULTS, exist_ok=True)
     write_csv(os.path.join(RESULTS, "results.csv"), rs)
-    write_md(os.path.join(RESULTS, "results.md"), w, rs, env)
+    update_readme(write_md(os.path.join(RESULTS, "results.md"), w, rs, env))
     plot(os.path.join(RESULTS, "sizes_latency.png"), rs)
     details = {k: w.load(k) for k in ("data", "export", "prune", "quantize", "compile", "run", "latency")}
     details["environment"] = env
