@@ -1125,9 +1125,12 @@ def plot(path, rs):
     a.set_ylabel("MB")
     a.set_title("Size")
     b.bar(x - wd / 2, [r["edgecc_ms"] for r in rs], wd, label="edgecc (.so)", color="#3b75af")
+    for i, r in enumerate(rs):
+        b.annotate(f"{r['edgecc_over_ort']:.1f}×", (x[i] - wd / 2, r["edgecc_ms"]), ha="center", va="bottom",
+                   fontsize=7)
     b.bar(x + wd / 2, [r["ort_ms"] for r in rs], wd, label="onnxruntime", color="#e07a5f")
     b.set_ylabel("ms per inference (x86_64, 1 thread, seq 64)")
-    b.set_title("Latency")
+    b.set_title("Latency (numbers: edgecc / onnxruntime)")
     for ax in (a, b):
         ax.set_xticks(x)
         ax.set_xticklabels([f"{n}\n{r['accuracy_edgecc_x86_64']:.1%}" for n, r in zip(names, rs)], fontsize=8)
