@@ -21,16 +21,19 @@ Steps (README.md explains each, with the flags):
    third per layer) by head/channel-gate gradients, zeroed the way pruning tools leave them
    (a head's Q/K/V rows and biases and its output-projection columns; an FFN channel's
    intermediate row and bias and its output column); a short distillation fine-tune towards
-   the fp32 embeddings with the zeros kept; the task metric before and after;
+   the fp32 embeddings with the zeros kept; the task metric before and after; exported as
+   `pruned` (zeroed) and `sliced` (the same model with the heads and channels removed in
+   torch: the workaround for quantized graphs, which edgecc's pruning passes do not match);
 3. onnxruntime's `quantize_dynamic` (int8 weights, MatMulInteger) and `quantize_static`
-   (QDQ, calibrated on training docstrings) of the pruned model, and of the fp32 one for
-   comparison;
-4. `edgecc compile` of every variant for x86_64 (object and `.so`), aarch64-neon+dotprod
-   (object) and hexagon (C, HVX), the compile reports kept;
+   (QDQ, calibrated on training docstrings) of the pruned and sliced models, and of the fp32
+   one for comparison;
+4. `edgecc compile` of every variant for x86_64 (`.so`), aarch64-neon+dotprod (object,
+   linked into `embed.c`) and hexagon (C with HVX, built with clang-19 and linked into
+   `embed_hexagon.c`), the compile reports kept;
 5. runs: the x86_64 `.so` through ctypes on the whole test set (task metric on edgecc's own
-   outputs), the aarch64 object linked into `embed.c` under qemu-aarch64, the Hexagon C
-   under qemu-hexagon (`edgecc run --target hexagon`), each checked against onnxruntime's
-   outputs for the same input;
+   outputs), the aarch64 program under qemu-aarch64 on 8 docstrings, the Hexagon program
+   under qemu-hexagon on 2, each checked against onnxruntime's outputs for the same input
+   (and onnxruntime against itself without graph optimisations: the spread int8 is judged by);
 6. latency on the host, one thread, edgecc's `.so` and onnxruntime side by side in this
    process (alternating blocks, median per block, best block each side);
 7. `results/results.md`, `results/results.csv`, `results/sizes_latency.png`.
