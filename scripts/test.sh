@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --python
 # The committed example models and onnxruntime references must be what the script makes.
 python3 scripts/make_models.py --check
+# The committed record of the pipeline example (examples/pipeline/results) is well-formed and
+# every variant's agreement check passed; the pipeline itself (torch, minutes) is not run here.
+python3 examples/pipeline/check_results.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The ONNX backend node tests, written once per pinned onnx version (tests/tests/conformance.rs).
