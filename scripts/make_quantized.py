@@ -16,6 +16,11 @@ seeded calibration data and onnxruntime's outputs on a seeded input as the refer
   tensors). Reference: default options.
 - examples/models/encoder_dynamic: examples/models/encoder by quantize_dynamic (int8
   weights; DynamicQuantizeLinear + MatMulInteger + Cast/Mul). Reference: default options.
+- examples/models/encoder_pruned_qdq, encoder_pruned_dynamic: examples/models/encoder
+  structurally pruned (see `prune_encoder`: heads and FFN channels zeroed as a pruning tool
+  leaves them), then quantized like encoder_qdq (but per-channel, as pruned models are) and
+  encoder_dynamic. What edgecc's dead-heads and dead-channels passes must find through the
+  quantization (compiler/tests/cli.rs checks it).
 
 The models onnxruntime runs with its int8 kernels (all but cnn_qdq) have 7-bit weights
 (`reduce_range=True`): on x86 without VNNI, onnxruntime's u8×s8 kernels sum pairs of products
@@ -26,10 +31,13 @@ which makes the committed outputs the exact int8 results on every machine.
 
     python3 scripts/make_quantized.py
 """
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
 
@@ -129,12 +137,61 @@ def encoder_dynamic():
     reference(out, encoder_input(), optimized=True)
 
 
+def prune_encoder(path):
+    """examples/models/encoder with structured pruning applied, written to `path`:
+
+    - layer0: heads 1 and 2 removed as a pruning tool does (their Q/K/V weight columns and
+      biases and their output-projection rows zeroed); FFN channels 0-15 removed (first
+      projection columns and bias, second projection rows).
+    - layer1: head 3 with only its output-projection rows zeroed (its V is not: a head the
+      dynamic quantization must keep, see dead_heads.rs); FFN channels 48-63 with only the
+      first projection's columns and bias zeroed (GELU(0) = 0).
+    """
+    m = onnx.load(str(MODELS / "encoder/model.onnx"))
+    w = {t.name: numpy_helper.to_array(t).copy() for t in m.graph.initializer}
+    d = 8  # head width
+    for h in (1, 2):
+        cols = slice(h * d, (h + 1) * d)
+        for t in "qkv":
+            w[f"layer0/{t}_w"][:, cols] = 0
+            w[f"layer0/{t}_b"][cols] = 0
+        w["layer0/o_w"][cols, :] = 0
+    w["layer0/f1_w"][:, 0:16] = 0
+    w["layer0/f1_b"][0:16] = 0
+    w["layer0/f2_w"][0:16, :] = 0
+    w["layer1/o_w"][3 * d:4 * d, :] = 0
+    w["layer1/f1_w"][:, 48:64] = 0
+    w["layer1/f1_b"][48:64] = 0
+    for t in m.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(w[t.name], t.name))
+    onnx.save(m, str(path))
+
+
+def encoder_pruned():
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "pruned.onnx"
+        prune_encoder(src)
+        out = MODELS / "encoder_pruned_qdq"
+        out.mkdir(parents=True, exist_ok=True)
+        quantize_static(str(src), str(out / "model.onnx"), encoder_calibration(),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=True)
+        reference(out, encoder_input(), optimized=True)
+        out = MODELS / "encoder_pruned_dynamic"
+        out.mkdir(parents=True, exist_ok=True)
+        quantize_dynamic(str(src), str(out / "model.onnx"), weight_type=QuantType.QInt8,
+                         reduce_range=True)
+        reference(out, encoder_input(), optimized=True)
+
+
 def main():
     cnn("cnn_qdq", QuantFormat.QDQ, optimized=False, reduce_range=False)
     cnn("cnn_qoperator", QuantFormat.QOperator, optimized=True, reduce_range=True)
     encoder_qdq()
     encoder_qoperator()
     encoder_dynamic()
+    encoder_pruned()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ use std::collections::{HashMap, HashSet};
 
 use super::Pass;
 use super::pruning::{
-    Linear, Rebuild, group_is_zero, is_elementwise, keep_names_unique, linear, region_label,
-    replace_with_constant, slice_groups,
+    Linear, Rebuild, finite_scalar, group_is_zero, is_elementwise, is_per_tensor_quant,
+    is_table_lookup, keep_names_unique, linear, region_label, replace_with_constant, slice_groups,
 };
 use crate::Error;
 use crate::interp;
-use crate::ir::{Binary, DType, Graph, NodeIndex, Op, Tensor, ValueId};
+use crate::ir::{Binary, DType, Data, Graph, NodeIndex, Op, Tensor, ValueId};
 
 pub struct DeadChannels;
 
@@ -39,6 +39,8 @@ struct Ffn {
     /// The constant bias add after the second projection: node and constant's input index.
     bias2: Option<(NodeIndex, usize)>,
     channels: usize,
+    /// A DynamicQuantizeLinear in the chain, whose result the second projection reads.
+    dql: Option<NodeIndex>,
 }
 
 impl Pass for DeadChannels {
@@ -68,7 +70,12 @@ impl Pass for DeadChannels {
             nodes.push(ffn.second.node);
             nodes.extend(ffn.bias2.map(|(a, _)| a));
             let label = region_label(g, &[ffn.first.node, ffn.second.node], &nodes);
-            per_layer.push(format!("{label} {n_dead}/{}", ffn.channels));
+            let why = plan
+                .why
+                .as_ref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            per_layer.push(format!("{label} {n_dead}/{}{why}", ffn.channels));
             if n_dead == 0 {
                 continue;
             }
@@ -91,6 +98,7 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
     let mut chain_vals: HashSet<ValueId> = HashSet::from([first.output]);
     let mut chain = Vec::new();
     let mut second: Option<Linear> = None;
+    let mut dql = None;
     let start = order.iter().position(|&n| n == first.node)? + 1;
     for &n in &order[start..] {
         let node = g.node(n);
@@ -118,7 +126,26 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             chain.push(n);
             continue;
         }
-        if !is_elementwise(&node.op) {
+        if node.op == Op::DynamicQuantizeLinear {
+            // Only its codes are per channel; its scale and zero point are not.
+            if dql.is_some() {
+                return None;
+            }
+            dql = Some(n);
+            chain_vals.insert(node.outputs[0]);
+            chain.push(n);
+            continue;
+        }
+        if is_table_lookup(g, n) {
+            if g.value(node.inputs[1]).shape != *out_shape || !chain_vals.contains(&node.inputs[1])
+            {
+                return None;
+            }
+            chain_vals.insert(node.outputs[0]);
+            chain.push(n);
+            continue;
+        }
+        if !is_elementwise(&node.op) && !is_per_tensor_quant(g, n) {
             return None;
         }
         for &v in &node.inputs {
@@ -128,11 +155,14 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
                 }
                 continue;
             }
+            if node.op == Op::Binary(Binary::Mul) && finite_scalar(g, v) && g.konst(v).is_none() {
+                continue; // dynamic quantization's rescale
+            }
             let t = g.konst(v)?;
             let r = t.shape.len();
             let per_channel = r <= out_shape.len()
                 && t.shape[..r.saturating_sub(1)].iter().all(|&d| d == 1)
-                && (t.len() == 1 || (t.shape[r - 1] == channels && t.dtype == DType::F32));
+                && (t.len() == 1 || t.shape[r - 1] == channels);
             if !per_channel {
                 return None;
             }
@@ -149,6 +179,14 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
     if chain_vals.iter().any(|v| g.outputs.contains(v)) {
         return None;
     }
+    // A DynamicQuantizeLinear must quantize exactly what the second projection reads.
+    if let Some(d) = dql {
+        let outs = &g.node(d).outputs;
+        let x_zero = second.quant.as_ref().map(|q| q.x_zero);
+        if second.input != outs[0] || x_zero != Some(outs[2]) {
+            return None;
+        }
+    }
     // The second projection's constant bias add, if it is the only reader.
     let out = second.output;
     let readers = g.consumers(out);
@@ -161,7 +199,8 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
             let ok = t.dtype == DType::F32
                 && t.shape.last() == Some(&n_out)
                 && t.shape[..t.shape.len() - 1].iter().all(|&d| d == 1)
-                && g.value(node.outputs[0]).shape == g.value(out).shape;
+                && g.value(node.outputs[0]).shape == g.value(out).shape
+                && second.quant.is_none();
             ok.then_some((*a, k))
         }
         _ => None,
@@ -172,13 +211,18 @@ fn match_ffn(g: &Graph, order: &[NodeIndex], first: Linear) -> Option<Ffn> {
         second,
         bias2,
         channels,
+        dql,
     })
 }
 
-/// What to remove: the kept channels and the second bias with constant channels folded in.
+/// What to remove: the kept channels and the second bias with constant channels folded in
+/// (the float bias add's constant, or a QGemm's int32 bias).
 struct Plan {
     keep: Vec<usize>,
     bias2: Option<Tensor>,
+    qbias: Option<Tensor>,
+    /// Why channels with zero weights were kept, when some were.
+    why: Option<String>,
 }
 
 fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
@@ -189,65 +233,148 @@ fn plan(g: &Graph, f: &Ffn) -> Result<Option<Plan>, Error> {
     let zero_in: Vec<bool> = (0..c)
         .map(|j| group_is_zero(w1, f.first.out_axis, 1, j))
         .collect();
-    if !zero_in.iter().any(|&z| z) && !(0..c).any(|j| group_is_zero(w2, w2_in, 1, j)) {
-        return Ok(Some(Plan {
-            keep: (0..c).collect(),
-            bias2: None,
-        }));
+    let zero_out: Vec<bool> = (0..c).map(|j| group_is_zero(w2, w2_in, 1, j)).collect();
+    let all = Plan {
+        keep: (0..c).collect(),
+        bias2: None,
+        qbias: None,
+        why: None,
+    };
+    if !zero_in.iter().any(|&z| z) && !zero_out.iter().any(|&z| z) {
+        return Ok(Some(all));
     }
-    let Some(consts) = chain_at_zero(g, f)? else {
+    let Some(at) = chain_at_zero(g, f)? else {
         return Ok(None);
     };
-    let w2d = w2.as_f32().expect("f32 weight");
+    if let Some(d) = f.dql {
+        // DynamicQuantizeLinear's range spans every channel (and 0): a channel may go only
+        // if it is exactly 0.0 there, so that its codes are the zero point (contributing
+        // `(x − x_zero)·W2 = 0`) and the range of what is left is the same.
+        let x = at
+            .value
+            .as_f32()
+            .expect("DynamicQuantizeLinear input is f32");
+        let dead = |j: usize| zero_in[j] && at.known[j] && x[j] == 0.0;
+        let keep: Vec<usize> = (0..c).filter(|&j| !dead(j)).collect();
+        let kept: Vec<String> = keep
+            .iter()
+            .filter(|&&j| zero_in[j] || zero_out[j])
+            .map(|j| j.to_string())
+            .collect();
+        let why = (!kept.is_empty()).then(|| {
+            format!(
+                "kept channels {}: DynamicQuantizeLinear {} ranges over their non-zero values",
+                kept.join(","),
+                g.node(d).name
+            )
+        });
+        return Ok(Some(Plan {
+            why,
+            ..Plan { keep, ..all }
+        }));
+    }
     let n_out = w2.shape[f.second.out_axis];
     let mut bias2 = f
         .bias2
         .map(|(a, k)| g.konst(g.node(a).inputs[k]).expect("bias").clone());
+    let second_zero = f
+        .second
+        .quant
+        .as_ref()
+        .and_then(|q| g.konst(q.x_zero))
+        .and_then(|t| t.to_i64s())
+        .and_then(|z| z.first().copied());
+    let mut qbias: Option<Vec<i32>> = match (&f.second.quant, second_zero) {
+        (Some(_), Some(_)) => {
+            let b = g.konst(f.second.bias.expect("QGemm bias")).expect("bias");
+            b.to_i64s().map(|v| v.iter().map(|&x| x as i32).collect())
+        }
+        _ => None,
+    };
     let mut keep = Vec::new();
     for j in 0..c {
-        if group_is_zero(w2, w2_in, 1, j) {
+        if zero_out[j] {
             continue;
         }
-        if zero_in[j] && consts[j].is_finite() {
-            if consts[j] == 0.0 {
-                continue;
-            }
-            if let Some(b) = bias2.as_mut() {
-                let Some(bd) = b.as_f32() else {
-                    keep.push(j);
-                    continue;
-                };
-                let mut bd = bd.to_vec();
-                for (o, x) in bd.iter_mut().enumerate().take(n_out) {
-                    let w = if w2_in == 0 {
-                        w2d[j * n_out + o]
-                    } else {
-                        w2d[o * c + j]
-                    };
-                    *x += f.second.alpha * consts[j] * w;
-                }
-                *b = Tensor::f32(b.shape.clone(), bd);
-                continue;
-            }
+        if !(zero_in[j] && at.known[j]) {
+            keep.push(j);
+            continue;
         }
-        keep.push(j);
+        if f.second.quant.is_some() {
+            // The constant code c_j contributes (c_j − x_zero)·W2[j,:] to the exact int32
+            // accumulator: nothing, or a constant folded into the int32 bias.
+            let (Some(cj), Some(z), Some(qb), Some(w)) = (
+                at.value.to_i64s().map(|v| v[j]),
+                second_zero,
+                qbias.as_mut(),
+                w2.to_i64s(),
+            ) else {
+                keep.push(j);
+                continue;
+            };
+            if cj == z {
+                continue;
+            }
+            for (o, b) in qb.iter_mut().enumerate().take(n_out) {
+                *b = b.wrapping_add(((cj - z) * w[j * n_out + o]) as i32);
+            }
+            continue;
+        }
+        let Some(cj) = at.value.as_f32().map(|x| x[j]).filter(|x| x.is_finite()) else {
+            keep.push(j);
+            continue;
+        };
+        if cj == 0.0 {
+            continue;
+        }
+        let (Some(b), Some(w2d)) = (bias2.as_mut(), w2.as_f32()) else {
+            keep.push(j);
+            continue;
+        };
+        let Some(bd) = b.as_f32() else {
+            keep.push(j);
+            continue;
+        };
+        let mut bd = bd.to_vec();
+        for (o, x) in bd.iter_mut().enumerate().take(n_out) {
+            let w = if w2_in == 0 {
+                w2d[j * n_out + o]
+            } else {
+                w2d[o * c + j]
+            };
+            *x += f.second.alpha * cj * w;
+        }
+        *b = Tensor::f32(b.shape.clone(), bd);
     }
-    Ok(Some(Plan { keep, bias2 }))
+    let qbias = qbias.map(|v| Tensor {
+        dtype: DType::I32,
+        shape: vec![v.len()],
+        data: Data::I32(v),
+    });
+    Ok(Some(Plan {
+        keep,
+        bias2,
+        qbias,
+        why: None,
+    }))
+}
+
+/// The chain's per-channel values when the first projection's product is zero.
+struct AtZero {
+    /// At the second projection's input, or at the DynamicQuantizeLinear's input.
+    value: Tensor,
+    /// Which channels are known constants (a rescale by a run-time scalar keeps only the
+    /// zero ones).
+    known: Vec<bool>,
 }
 
 /// The chain's value in every channel when the first projection's product is zero, by
-/// running the chain's ops on per-channel vectors; `None` if the chain is not f32.
-fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
+/// running the chain's ops on per-channel vectors; `None` if an op cannot run on them.
+fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<AtZero>, Error> {
     let c = f.channels;
-    let start = match f.first.bias {
-        Some(b) => {
-            let b = g.konst(b).expect("bias").as_f32().expect("f32");
-            b.iter().map(|&x| f.first.beta * x).collect()
-        }
-        None => vec![0.0; c],
-    };
-    let mut vals: HashMap<ValueId, Tensor> =
-        HashMap::from([(f.first.output, Tensor::f32(vec![c], start))]);
+    let start = f.first.at_zero(g)?;
+    let mut vals: HashMap<ValueId, (Tensor, Vec<bool>)> =
+        HashMap::from([(f.first.output, (start, vec![true; c]))]);
     for &n in &f.chain {
         let node = g.node(n);
         if node.op.is_view() {
@@ -255,14 +382,42 @@ fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
             vals.insert(node.outputs[0], v);
             continue;
         }
+        if Some(n) == f.dql {
+            let (t, known) = vals[&node.inputs[0]].clone();
+            return Ok(t.as_f32().is_some().then_some(AtZero { value: t, known }));
+        }
+        let known: Vec<bool> = (0..c)
+            .map(|j| {
+                node.inputs
+                    .iter()
+                    .filter_map(|v| vals.get(v))
+                    .all(|(_, k)| k[j])
+            })
+            .collect();
+        if let Some(k) = (0..node.inputs.len())
+            .find(|&k| !vals.contains_key(&node.inputs[k]) && g.konst(node.inputs[k]).is_none())
+        {
+            // `x · s` with `s` a finite run-time scalar: 0 where x is 0, unknown elsewhere.
+            let (t, _) = &vals[&node.inputs[1 - k]];
+            let Some(x) = t.as_f32() else {
+                return Ok(None);
+            };
+            let known = (0..c).map(|j| known[j] && x[j] == 0.0).collect();
+            vals.insert(node.outputs[0], (t.clone(), known));
+            continue;
+        }
+        let table = is_table_lookup(g, n);
         let args: Vec<Tensor> = node
             .inputs
             .iter()
-            .map(|v| match vals.get(v) {
-                Some(t) => t.clone(),
+            .enumerate()
+            .map(|(i, v)| match vals.get(v) {
+                Some((t, _)) => t.clone(),
                 None => {
                     let mut t = g.konst(*v).expect("checked constant").clone();
-                    t.shape = if t.len() == 1 { vec![] } else { vec![c] };
+                    if !(table && i == 0) {
+                        t.shape = if t.len() == 1 { vec![] } else { vec![c] };
+                    }
                     t
                 }
             })
@@ -273,11 +428,12 @@ fn chain_at_zero(g: &Graph, f: &Ffn) -> Result<Option<Vec<f32>>, Error> {
             return Ok(None);
         };
         for (&o, t) in node.outputs.iter().zip(out) {
-            vals.insert(o, t);
+            vals.insert(o, (t, known.clone()));
         }
     }
     let last = g.node(f.second.node).inputs[0];
-    Ok(vals[&last].as_f32().map(<[f32]>::to_vec))
+    let (value, known) = vals[&last].clone();
+    Ok(Some(AtZero { value, known }))
 }
 
 fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
@@ -293,31 +449,62 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
     nodes.extend(&f.chain);
     nodes.push(f.second.node);
     if plan.keep.is_empty() {
-        replace_with_constant(g, &f.second, &nodes);
-        return Ok(());
+        // With a folded int32 bias, or a DynamicQuantizeLinear whose scale is read after
+        // the second projection, one (zero) input channel stays rather than the second
+        // projection becoming a constant here.
+        if plan.qbias.is_none() && f.dql.is_none() {
+            return replace_with_constant(g, &f.second, &nodes);
+        }
     }
-    let keep = &plan.keep;
+    let keep = if plan.keep.is_empty() {
+        vec![0]
+    } else {
+        plan.keep.clone()
+    };
     let slice = |g: &Graph, v: ValueId, axis: usize| {
-        slice_groups(g.konst(v).expect("constant"), axis, 1, keep)
-            .ok_or_else(|| Error::Internal("slicing a non-f32 per-channel constant".into()))
+        slice_groups(g.konst(v).expect("constant"), axis, 1, &keep).ok_or_else(|| {
+            Error::Internal("slicing a per-channel constant of no program dtype".into())
+        })
     };
     let mut rb = Rebuild {
         nodes: nodes.clone(),
         exits: vec![f.second.output],
         ..Rebuild::default()
     };
+    if let Some(d) = f.dql {
+        // Its scale and zero point are read after the second projection too.
+        rb.exits.extend(&g.node(d).outputs[1..]);
+    }
     rb.consts.insert(
-        (f.first.node, 1),
+        (f.first.node, f.first.weight_input()),
         slice(g, f.first.weight, f.first.out_axis)?,
     );
     if let Some(b) = f.first.bias {
         let r = g.value(b).shape.len();
-        rb.consts.insert((f.first.node, 2), slice(g, b, r - 1)?);
+        rb.consts
+            .insert((f.first.node, f.first.bias_input()), slice(g, b, r - 1)?);
     }
-    rb.consts.insert(
-        (f.second.node, 1),
-        slice(g, f.second.weight, f.second.in_axis())?,
-    );
+    if let Some(m) = f.first.quant.as_ref().and_then(|q| q.multipliers)
+        && g.value(m).num_elements() > 1
+    {
+        rb.consts.insert((f.first.node, 4), slice(g, m, 0)?);
+    }
+    let mut w2 = slice(g, f.second.weight, f.second.in_axis())?;
+    if plan.keep.is_empty() {
+        // The one channel kept for shape's sake contributes nothing.
+        let n = w2.len();
+        w2 = Tensor::from_le_bytes(
+            w2.dtype,
+            w2.shape.clone(),
+            &vec![0; n * w2.dtype.bits() / 8],
+        )
+        .expect("a zero weight");
+    }
+    rb.consts
+        .insert((f.second.node, f.second.weight_input()), w2);
+    if let Some(qb) = plan.qbias {
+        rb.consts.insert((f.second.node, f.second.bias_input()), qb);
+    }
     for &n in &f.chain {
         let node = g.node(n);
         if let Op::Reshape { shape, allowzero } = &node.op {
@@ -329,9 +516,10 @@ fn remove_channels(g: &mut Graph, f: &Ffn, plan: Plan) -> Result<(), Error> {
             let allowzero = *allowzero;
             rb.ops.insert(n, Op::Reshape { shape, allowzero });
         }
+        let table = is_table_lookup(g, n);
         for (i, &v) in node.inputs.iter().enumerate() {
             let Some(t) = g.konst(v) else { continue };
-            if t.len() > 1 && t.shape.last() == Some(&f.channels) {
+            if t.len() > 1 && t.shape.last() == Some(&f.channels) && !(table && i == 0) {
                 rb.consts.insert((n, i), slice(g, v, t.shape.len() - 1)?);
             }
         }

@@ -30,11 +30,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::Pass;
 use super::pruning::{
-    Linear, Rebuild, aligned_axis, all_zero, group_is_zero, is_elementwise, linear, region_label,
+    Linear, Rebuild, aligned_axis, all_equal, finite_scalar, group_is, group_is_zero,
+    is_elementwise, is_per_tensor_quant, is_table_lookup, linear, region_label,
     replace_with_constant, slice_groups,
 };
 use crate::Error;
-use crate::ir::{Binary, Graph, NodeIndex, Op, ValueId};
+use crate::ir::{Binary, DType, Graph, NodeIndex, Op, QBinaryOp, ValueId};
 
 pub struct DeadHeads;
 
@@ -115,6 +116,8 @@ struct Block {
     /// The output projection with the head width of its input.
     exit: Option<(Linear, usize)>,
     head_consts: Vec<HeadConst>,
+    /// DynamicQuantizeLinear nodes in the block (their scale depends on every head).
+    dqls: Vec<NodeIndex>,
 }
 
 impl Block {
@@ -156,14 +159,15 @@ impl Pass for DeadHeads {
                     continue;
                 }
             };
-            let dead = dead_heads(g, &block);
+            let (dead, kept) = dead_heads(g, &block);
             let n_dead = dead.iter().filter(|&&d| d).count();
             total += block.heads;
             removed += n_dead;
             per_layer.push(format!(
-                "{} {n_dead}/{}",
+                "{} {n_dead}/{}{}",
                 block_label(g, &block),
-                block.heads
+                block.heads,
+                kept.map(|k| format!(" ({k})")).unwrap_or_default()
             ));
             if n_dead == 0 {
                 continue;
@@ -207,6 +211,7 @@ fn match_block(g: &Graph, s: NodeIndex) -> Result<Block, String> {
         entries: Vec::new(),
         exit: None,
         head_consts: Vec::new(),
+        dqls: Vec::new(),
     };
     let mut queue = VecDeque::new();
     set(&mut b, &mut queue, out, Layout::Split(rank - 3))?;
@@ -400,6 +405,32 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 .iter()
                 .try_for_each(|&o| set(b, q, o, Layout::Flat(d)))
         }
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } if !is_per_tensor_quant(g, n) => {
+            Err(format!(
+                "{} {} quantizes per axis",
+                node.op.name(),
+                node.name
+            ))
+        }
+        Op::DynamicQuantizeLinear => {
+            // Its scale and zero point (outputs 1 and 2) come from the whole tensor: which
+            // heads may go is decided in `dead_heads`.
+            let (i, o) = (node.inputs[0], node.outputs[0]);
+            let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+            b.dqls.push(n);
+            set(b, q, i, l)?;
+            set(b, q, o, l)
+        }
+        Op::Gather { .. } if is_table_lookup(g, n) => {
+            // An elementwise function of 8-bit values as a lookup table.
+            let (i, o) = (node.inputs[1], node.outputs[0]);
+            if shape(i) != shape(o) {
+                return Err(format!("gather {} reshapes", node.name));
+            }
+            let l = known(b, i).or(known(b, o)).ok_or("no layout")?;
+            set(b, q, i, l)?;
+            set(b, q, o, l)
+        }
         Op::Gather { axis } => {
             // Picking Q, K or V out of a fused projection.
             let (i, o) = (node.inputs[0], node.outputs[0]);
@@ -450,7 +481,7 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 _ => Err(format!("matmul {} mixes heads", node.name)),
             }
         }
-        op if is_elementwise(op) => {
+        op if is_elementwise(op) || is_per_tensor_quant(g, n) => {
             let o = node.outputs[0];
             let so = shape(o);
             let inner: Vec<usize> = (0..node.inputs.len())
@@ -490,7 +521,7 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
                 if sv[ax] == 1 {
                     continue;
                 }
-                if sv[ax] != size || super::pruning::const_f32(g, v).is_none() {
+                if sv[ax] != size || g.konst(v).is_none() {
                     return Err(format!("{} mixes a per-head value", node.name));
                 }
                 b.head_consts.push(HeadConst {
@@ -510,18 +541,94 @@ fn visit(g: &Graph, n: NodeIndex, b: &mut Block, q: &mut VecDeque<ValueId>) -> R
     }
 }
 
-/// Which heads provably contribute nothing to the block's output.
-fn dead_heads(g: &Graph, b: &Block) -> Vec<bool> {
+/// Which heads provably contribute nothing to the block's output, and why heads whose `Wo`
+/// rows are zero were kept, if some were.
+fn dead_heads(g: &Graph, b: &Block) -> (Vec<bool>, Option<String>) {
     let (exit, d_out) = b.exit();
     let wo = g.konst(exit.weight).expect("weight");
-    let by_wo = (0..b.heads).map(|h| group_is_zero(wo, exit.in_axis(), *d_out, h));
-    let by_v = v_dead(g, b).unwrap_or_else(|| vec![false; b.heads]);
-    by_wo.zip(by_v).map(|(a, v)| a || v).collect()
+    let by_wo: Vec<bool> = (0..b.heads)
+        .map(|h| group_is_zero(wo, exit.in_axis(), *d_out, h))
+        .collect();
+    let v = v_dead(g, b);
+    let by_v = v
+        .as_ref()
+        .map(|(d, _)| d.clone())
+        .unwrap_or_else(|| vec![false; b.heads]);
+    // A DynamicQuantizeLinear ranges over every head: removing a head leaves its scale and
+    // zero point as they are only when the head's values there are exactly zero, which
+    // `v_dead` proves for the ones on the context path of zero-V heads.
+    let on_path = v.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
+    let ranged = b.dqls.iter().find(|n| !on_path.contains(n));
+    let wo_ok = b.dqls.is_empty();
+    let dead: Vec<bool> = (0..b.heads)
+        .map(|h| match ranged {
+            Some(_) => false,
+            None => by_v[h] || (by_wo[h] && wo_ok),
+        })
+        .collect();
+    let kept: Vec<String> = (0..b.heads)
+        .filter(|&h| (by_wo[h] || by_v[h]) && !dead[h])
+        .map(|h| h.to_string())
+        .collect();
+    let why = (!kept.is_empty()).then(|| {
+        let dql = ranged.or(b.dqls.first()).expect("a DynamicQuantizeLinear");
+        format!(
+            "kept heads {}: DynamicQuantizeLinear {} ranges over their non-zero values",
+            kept.join(","),
+            g.node(*dql).name
+        )
+    });
+    (dead, why)
+}
+
+/// What value means "zero" at a point of the path between a projection and `probs·V` (or
+/// `probs·V` and `Wo`): `0.0` in float, or the integer code that (de)quantizes to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Zero {
+    Float,
+    /// A constant integer code (a constant zero point, or 0 for an int32 accumulator).
+    Code(i64),
+    /// The zero point DynamicQuantizeLinear computes (its output 2).
+    Dynamic(ValueId),
+}
+
+/// The zero point input `i` of node `n` stands for: its constant value (0 when absent),
+/// or DynamicQuantizeLinear's computed one.
+fn zero_point(g: &Graph, n: NodeIndex, i: usize) -> Option<Zero> {
+    let Some(&z) = g.node(n).inputs.get(i) else {
+        return Some(Zero::Code(0));
+    };
+    if let Some(t) = g.konst(z) {
+        return Some(Zero::Code(*t.to_i64s()?.first()?));
+    }
+    let p = g.value(z).producer?;
+    (g.node(p).op == Op::DynamicQuantizeLinear && g.node(p).outputs.get(2) == Some(&z))
+        .then_some(Zero::Dynamic(z))
+}
+
+/// Whether per-tensor (De)QuantizeLinear `n` has a constant, finite, non-zero scale: then
+/// `Q(0) = zero_point` and `DQ(zero_point) = 0` exactly.
+fn exact_scale(g: &Graph, n: NodeIndex) -> bool {
+    is_per_tensor_quant(g, n)
+        && g.konst(g.node(n).inputs[1])
+            .and_then(|t| t.to_f64s())
+            .is_some_and(|s| s.iter().all(|&s| s.is_finite() && s != 0.0))
 }
 
 /// Heads whose V slice is zero, when the block's output is `probs·V` moved by layout ops
-/// and V is a projection plus bias adds and constant scalings (`None` otherwise).
-fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
+/// and per-tensor quantizations, and V is a projection plus bias adds, constant (or
+/// finite scalar) scalings, casts and per-tensor (de)quantizations (`None` otherwise);
+/// with the DynamicQuantizeLinear nodes on the way from `probs·V` to `Wo`.
+///
+/// Walking back from `Wo`'s input, `Zero` tracks which value the zero context of a dead
+/// head has at each point: the exit QGemm's input zero point (its rows then contribute
+/// `(x − x_zero)·W = 0`), `0.0` before a QuantizeLinear with that zero point (or a
+/// DynamicQuantizeLinear whose computed zero point it is: its range always holds 0, so a
+/// zero head's codes are the zero point and removing them changes neither the scale nor
+/// the zero point), and so on back to `probs·V`; then from V back to its projection, whose
+/// dead output must be that zero: `0.0` for a float layer, `0` for a QGemm's int32
+/// accumulator, the requantization's zero point for a requantized QGemm.
+fn v_dead(g: &Graph, b: &Block) -> Option<(Vec<bool>, Vec<NodeIndex>)> {
     let layout_node = |node: &crate::ir::Node| {
         matches!(
             node.op,
@@ -533,21 +640,44 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         ) || matches!(node.op, Op::Concat { .. }) && node.inputs.len() == 1
     };
     // Back from Wo's input to probs·V.
-    let mut v = b.exit().0.input;
+    let exit = &b.exit().0;
+    let mut want = match &exit.quant {
+        Some(_) => zero_point(g, exit.node, 1)?,
+        None => Zero::Float,
+    };
+    let mut dqls = Vec::new();
+    let mut v = exit.input;
     let pv = loop {
         let p = g.value(v).producer?;
         let node = g.node(p);
-        if layout_node(node) {
-            v = node.inputs[0];
-        } else if node.op == Op::MatMul && linear(g, p).is_none() {
-            break p;
-        } else {
-            return None;
+        match (&node.op, want) {
+            _ if layout_node(node) => v = node.inputs[0],
+            (Op::MatMul, Zero::Float) if linear(g, p).is_none() => break p,
+            (Op::QuantizeLinear { .. }, Zero::Code(_)) if exact_scale(g, p) => {
+                if zero_point(g, p, 2)? != want {
+                    return None;
+                }
+                want = Zero::Float;
+                v = node.inputs[0];
+            }
+            (Op::DynamicQuantizeLinear, Zero::Dynamic(z))
+                if node.outputs[2] == z && node.outputs[0] == v =>
+            {
+                dqls.push(p);
+                want = Zero::Float;
+                v = node.inputs[0];
+            }
+            (Op::DequantizeLinear { .. }, Zero::Float) if exact_scale(g, p) => {
+                want = zero_point(g, p, 2)?;
+                v = node.inputs[0];
+            }
+            _ => return None,
         }
     };
     // Back from V to its projection, collecting added constants and which block of a
     // fused projection V is.
     let mut added = Vec::new();
+    let mut want = Zero::Float;
     let mut v = g.node(pv).inputs[1];
     let mut block = None;
     let entry = loop {
@@ -558,6 +688,7 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
         let node = g.node(p);
         let konst = node.inputs.iter().position(|&i| g.konst(i).is_some());
         let other = |k: usize| node.inputs[1 - k];
+        let float = want == Zero::Float;
         match (&node.op, konst) {
             _ if layout_node(node) => v = node.inputs[0],
             (Op::Split { .. }, _) => {
@@ -581,29 +712,88 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
                 block = Some(i as usize);
                 v = node.inputs[0];
             }
-            (Op::Binary(Binary::Add), Some(k)) => {
+            (Op::Binary(Binary::Add), Some(k)) if float => {
                 let out = node.outputs[0];
                 let l = b.layout.get(&out).copied();
-                added.push((node.inputs[k], g.value(out).shape.len(), l));
+                added.push((node.inputs[k], g.value(out).shape.len(), l, 0));
                 v = other(k);
             }
-            (Op::Binary(Binary::Mul), Some(k)) => {
+            (Op::QBinary(q), Some(k)) if !float => {
+                // Integer Add or Mul: operands at their zero points give an accumulator
+                // of 0, so the output zero point.
+                if want != Zero::Code(i64::from(q.zero_point.clamp(q.lo, q.hi))) {
+                    return None;
+                }
+                let (z_other, z_const) = if k == 1 {
+                    (q.a_zero, q.b_zero)
+                } else {
+                    (q.b_zero, q.a_zero)
+                };
+                if let QBinaryOp::Add { .. } = q.op {
+                    let out = node.outputs[0];
+                    let l = b.layout.get(&out).copied();
+                    let r = g.value(out).shape.len();
+                    added.push((node.inputs[k], r, l, i64::from(z_const)));
+                }
+                want = Zero::Code(i64::from(z_other));
+                v = other(k);
+            }
+            (Op::Binary(Binary::Mul), Some(k)) if float => {
                 let c = g.konst(node.inputs[k])?.as_f32()?;
                 if !c.iter().all(|x| x.is_finite()) {
                     return None;
                 }
                 v = other(k);
             }
-            (Op::Binary(Binary::Div), Some(1)) => {
+            (Op::Binary(Binary::Mul), None) if float => {
+                // Dynamic quantization's rescale by `y_scale · w_scale`.
+                let k = (0..2).find(|&k| finite_scalar(g, node.inputs[k]))?;
+                v = other(k);
+            }
+            (Op::Binary(Binary::Div), Some(1)) if float => {
                 let c = g.konst(node.inputs[1])?.as_f32()?;
                 if c.contains(&0.0) || !c.iter().all(|x| x.is_finite()) {
                     return None;
                 }
                 v = node.inputs[0];
             }
+            (Op::Cast { to: DType::F32 }, _) if float => {
+                // An integer 0 casts to 0.0.
+                let from = g.value(node.inputs[0]).dtype;
+                if !matches!(
+                    from,
+                    DType::I32 | DType::I8 | DType::U8 | DType::I16 | DType::I64
+                ) {
+                    return None;
+                }
+                want = Zero::Code(0);
+                v = node.inputs[0];
+            }
+            (Op::DequantizeLinear { .. }, _) if float && exact_scale(g, p) => {
+                want = zero_point(g, p, 2)?;
+                v = node.inputs[0];
+            }
+            (Op::QuantizeLinear { .. }, _) if !float && exact_scale(g, p) => {
+                if zero_point(g, p, 2)? != want {
+                    return None;
+                }
+                want = Zero::Float;
+                v = node.inputs[0];
+            }
             _ => return None,
         }
     };
+    // What the projection's dead output features compute.
+    let out_zero = match &entry.quant {
+        None => Zero::Float,
+        Some(q) => match q.requant {
+            None => Zero::Code(0),
+            Some(r) => Zero::Code(i64::from(r.zero_point.clamp(r.lo, r.hi))),
+        },
+    };
+    if want != out_zero {
+        return None;
+    }
     let (_, d, k) = b.entries.iter().find(|(l, _, _)| l.node == entry.node)?;
     let block = match (block, k) {
         (None, 1) => 0,
@@ -618,22 +808,24 @@ fn v_dead(g: &Graph, b: &Block) -> Option<Vec<bool>> {
                 let t = g.konst(c).expect("bias");
                 group_is_zero(t, t.shape.len() - 1, *d, group)
             })
-            && added.iter().all(|&(c, out_rank, l)| {
+            && added.iter().all(|&(c, out_rank, l, zero)| {
                 let t = g.konst(c).expect("const");
-                const_head_zero(t, out_rank, l, b.heads, group)
+                const_head_is(t, out_rank, l, b.heads, group, zero)
             })
     };
-    Some((0..b.heads).map(zero).collect())
+    Some(((0..b.heads).map(zero).collect(), dqls))
 }
 
 /// Whether constant `t`, broadcast against a block value of rank `out_rank` and layout `l`,
-/// is zero for head `h` (counting the heads of every block of a fused projection).
-fn const_head_zero(
+/// is `zero` (0, or a quantized operand's zero point) for head `h` (counting the heads of
+/// every block of a fused projection).
+fn const_head_is(
     t: &crate::ir::Tensor,
     out_rank: usize,
     l: Option<Layout>,
     heads: usize,
     h: usize,
+    zero: i64,
 ) -> bool {
     let (axis, size, group) = match l {
         Some(Layout::Split(a)) => (a, heads, 1),
@@ -642,8 +834,8 @@ fn const_head_zero(
         Some(Layout::Sel { .. }) | None => return false,
     };
     match aligned_axis(axis, out_rank, t.shape.len()) {
-        Some(ax) if t.shape[ax] == size => group_is_zero(t, ax, group, h),
-        _ => all_zero(t),
+        Some(ax) if t.shape[ax] == size => group_is(t, ax, group, h, zero),
+        _ => all_equal(t, zero),
     }
 }
 
@@ -655,34 +847,51 @@ fn remove_heads(g: &mut Graph, b: &Block, keep: &[usize]) -> Result<(), Error> {
         .filter(|n| b.nodes.contains(n))
         .collect();
     let exit = &b.exit().0;
-    if keep.is_empty() {
-        replace_with_constant(g, exit, &order);
-        return Ok(());
+    if keep.is_empty() && b.dqls.is_empty() {
+        return replace_with_constant(g, exit, &order);
     }
+    // A DynamicQuantizeLinear's scale is read after the output projection: one dead head
+    // (zero where it is quantized, so the scale is the same) stays for it.
+    let one = [0];
+    let keep = if keep.is_empty() { &one[..] } else { keep };
     let heads = b.heads;
     let slice = |g: &Graph, v: ValueId, axis: usize, group: usize, k: usize| {
         let t = g.konst(v).expect("constant");
         let keep: Vec<usize> = (0..k)
             .flat_map(|s| keep.iter().map(move |&h| s * heads + h))
             .collect();
-        slice_groups(t, axis, group, &keep)
-            .ok_or_else(|| Error::Internal("slicing a non-f32 per-head constant".into()))
+        slice_groups(t, axis, group, &keep).ok_or_else(|| {
+            Error::Internal("slicing a per-head constant of no program dtype".into())
+        })
     };
     let mut rb = Rebuild {
         nodes: order.clone(),
         exits: vec![exit.output],
         ..Rebuild::default()
     };
+    for &d in &b.dqls {
+        // Its scale and zero point are read outside the block too.
+        rb.exits.extend(&g.node(d).outputs[1..]);
+    }
     for (lin, d, k) in &b.entries {
-        rb.consts
-            .insert((lin.node, 1), slice(g, lin.weight, lin.out_axis, *d, *k)?);
+        rb.consts.insert(
+            (lin.node, lin.weight_input()),
+            slice(g, lin.weight, lin.out_axis, *d, *k)?,
+        );
         if let Some(c) = lin.bias {
             let r = g.value(c).shape.len();
-            rb.consts.insert((lin.node, 2), slice(g, c, r - 1, *d, *k)?);
+            rb.consts
+                .insert((lin.node, lin.bias_input()), slice(g, c, r - 1, *d, *k)?);
+        }
+        // A QGemm's per-output-channel multipliers go with their channels.
+        if let Some(m) = lin.quant.as_ref().and_then(|q| q.multipliers)
+            && g.value(m).num_elements() > 1
+        {
+            rb.consts.insert((lin.node, 4), slice(g, m, 0, *d, *k)?);
         }
     }
     rb.consts.insert(
-        (exit.node, 1),
+        (exit.node, exit.weight_input()),
         slice(g, exit.weight, exit.in_axis(), b.exit().1, 1)?,
     );
     for hc in &b.head_consts {

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use crate::Error;
-use crate::ir::{DType, Graph, NodeIndex, Op, Tensor, ValueId};
+use crate::ir::{Binary, DType, Data, Graph, NodeIndex, Op, Requant, Tensor, ValueId};
 
-/// A `MatMul(x, W)` or `Gemm(x, W, C)` whose weight (and bias) are f32 constants.
+/// A `MatMul(x, W)` or `Gemm(x, W, C)` whose weight (and bias) are f32 constants, or a
+/// [`Op::QGemm`] (what `fold-requant` makes of a quantized one) whose int8 weight, int32
+/// bias and multipliers are constants.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub node: NodeIndex,
@@ -15,13 +17,28 @@ pub struct Linear {
     pub weight: ValueId,
     /// The axis of `W` that indexes output features (1 for `[in,out]`, 0 for Gemm `trans_b`).
     pub out_axis: usize,
-    /// Gemm's `C` when it is a per-output-feature constant (`[out]` or `[1,out]`).
+    /// Gemm's `C` when it is a per-output-feature constant (`[out]` or `[1,out]`); QGemm's
+    /// int32 bias (`[out]`).
     pub bias: Option<ValueId>,
-    /// Gemm's scale of the product (1 for MatMul).
+    /// Gemm's scale of the product (1 for MatMul and QGemm).
     pub alpha: f32,
     /// Gemm's scale of `C`.
     pub beta: f32,
     pub output: ValueId,
+    /// For a QGemm: its requantization, input zero point and multipliers.
+    pub quant: Option<QLinear>,
+}
+
+/// The integer side of a [`Linear`] that is a QGemm: `acc[.., n] = Σ_k (x[.., k] −
+/// x_zero)·W[k, n] + bias[n]`, exact in int32, then stored as int32 or requantized per
+/// output channel (`clamp(zero_point + round(acc·M[n] / 2^shift))`).
+#[derive(Clone, Debug)]
+pub struct QLinear {
+    pub requant: Option<Requant>,
+    /// The input's zero point (a constant, or DynamicQuantizeLinear's computed one).
+    pub x_zero: ValueId,
+    /// The multipliers (`[1]` or `[out]`), when requantized.
+    pub multipliers: Option<ValueId>,
 }
 
 impl Linear {
@@ -29,9 +46,60 @@ impl Linear {
     pub fn in_axis(&self) -> usize {
         1 - self.out_axis
     }
+
+    /// The node's input index of the weight.
+    pub fn weight_input(&self) -> usize {
+        if self.quant.is_some() { 2 } else { 1 }
+    }
+
+    /// The node's input index of the bias.
+    pub fn bias_input(&self) -> usize {
+        if self.quant.is_some() { 3 } else { 2 }
+    }
+
+    /// What the layer computes for an output feature whose weights are all zero, one value
+    /// per output feature: Gemm's `beta·C` (or 0) in f32; for a QGemm its bias requantized
+    /// (or the int32 bias itself), evaluated by the interpreter's QGemm.
+    pub fn at_zero(&self, g: &Graph) -> Result<Tensor, Error> {
+        let n_out = g.konst(self.weight).expect("linear weight").shape[self.out_axis];
+        let Some(q) = &self.quant else {
+            let mut data = vec![0.0; n_out];
+            if let Some(c) = self.bias.and_then(|c| g.konst(c)).and_then(|t| t.as_f32()) {
+                for (i, x) in data.iter_mut().enumerate() {
+                    *x = self.beta * c[i % c.len()];
+                }
+            }
+            return Ok(Tensor::f32(vec![n_out], data));
+        };
+        let a = Tensor {
+            dtype: DType::U8,
+            shape: vec![1, 1],
+            data: Data::U8(vec![0]),
+        };
+        let za = Tensor {
+            dtype: DType::U8,
+            shape: vec![],
+            data: Data::U8(vec![0]),
+        };
+        let w = Tensor {
+            dtype: DType::I8,
+            shape: vec![1, n_out],
+            data: Data::I8(vec![0; n_out]),
+        };
+        let bias = g.konst(self.bias.expect("QGemm bias")).expect("bias");
+        let mut args = vec![&a, &za, &w, bias];
+        if let Some(m) = q.multipliers {
+            args.push(g.konst(m).expect("multipliers"));
+        }
+        let mut out = crate::interp::eval(&g.node(self.node).op, &args)
+            .map_err(|e| Error::Internal(format!("QGemm at zero: {e}")))?
+            .remove(0);
+        out.shape = vec![n_out];
+        Ok(out)
+    }
 }
 
-/// The constant f32 data of `v`, if it is one.
+/// The constant data of `v`, if it is an f32 one.
 pub fn const_f32(g: &Graph, v: ValueId) -> Option<&Tensor> {
     g.konst(v).filter(|t| t.dtype == DType::F32)
 }
@@ -40,6 +108,9 @@ pub fn const_f32(g: &Graph, v: ValueId) -> Option<&Tensor> {
 /// (alpha and beta scale whole results, so slicing features is valid for any values).
 pub fn linear(g: &Graph, n: NodeIndex) -> Option<Linear> {
     let node = g.node(n);
+    if let Op::QGemm { requant } = node.op {
+        return qlinear(g, n, requant);
+    }
     let (out_axis, alpha, beta) = match node.op {
         Op::MatMul => (1, 1.0, 1.0),
         Op::Gemm {
@@ -80,34 +151,94 @@ pub fn linear(g: &Graph, n: NodeIndex) -> Option<Linear> {
         alpha,
         beta,
         output: node.outputs[0],
+        quant: None,
+    })
+}
+
+/// A QGemm with a constant `[K, N]` int8 weight, `[N]` int32 bias and `[1]` or `[N]`
+/// multipliers.
+fn qlinear(g: &Graph, n: NodeIndex, requant: Option<Requant>) -> Option<Linear> {
+    let node = g.node(n);
+    let [x, x_zero, weight, bias, rest @ ..] = node.inputs.as_slice() else {
+        return None;
+    };
+    let w = g.konst(*weight).filter(|t| t.dtype == DType::I8)?;
+    if w.shape.len() != 2 || g.konst(*x).is_some() {
+        return None;
+    }
+    let n_out = w.shape[1];
+    let b = g.konst(*bias).filter(|t| t.dtype == DType::I32)?;
+    if b.shape != [n_out] {
+        return None;
+    }
+    let multipliers = match (requant, rest) {
+        (Some(_), [m]) => {
+            let t = g.konst(*m)?;
+            (t.shape == [1] || t.shape == [n_out]).then_some(*m)?;
+            Some(*m)
+        }
+        (None, []) => None,
+        _ => return None,
+    };
+    Some(Linear {
+        node: n,
+        input: *x,
+        weight: *weight,
+        out_axis: 1,
+        bias: Some(*bias),
+        alpha: 1.0,
+        beta: 1.0,
+        output: node.outputs[0],
+        quant: Some(QLinear {
+            requant,
+            x_zero: *x_zero,
+            multipliers,
+        }),
     })
 }
 
 /// Keeps, along `axis`, the groups of `group` consecutive indices listed in `keep`
-/// (group `k` is indices `k*group .. (k+1)*group`). `None` for non-f32 data.
+/// (group `k` is indices `k*group .. (k+1)*group`). `None` for data of a dtype the
+/// program does not carry (f32, i32, i64, i8, u8 and bool are sliced).
 pub fn slice_groups(t: &Tensor, axis: usize, group: usize, keep: &[usize]) -> Option<Tensor> {
-    let x = t.as_f32()?;
+    let bytes = t.to_le_bytes()?;
+    let size = t.dtype.bits() / 8;
     let outer: usize = t.shape[..axis].iter().product();
     let n = t.shape[axis];
     let inner: usize = t.shape[axis + 1..].iter().product();
-    let mut out = Vec::with_capacity(outer * keep.len() * group * inner);
+    let mut out = Vec::with_capacity(outer * keep.len() * group * inner * size);
     for o in 0..outer {
         for &k in keep {
             for i in k * group..(k + 1) * group {
-                let base = (o * n + i) * inner;
-                out.extend_from_slice(&x[base..base + inner]);
+                let base = (o * n + i) * inner * size;
+                out.extend_from_slice(&bytes[base..base + inner * size]);
             }
         }
     }
     let mut shape = t.shape.clone();
     shape[axis] = keep.len() * group;
-    Some(Tensor::f32(shape, out))
+    Tensor::from_le_bytes(t.dtype, shape, &out)
+}
+
+/// Which elements of `t` are exactly `value` (`-0.0` counts as 0); `None` for
+/// non-numeric data.
+fn equal(t: &Tensor, value: i64) -> Option<Vec<bool>> {
+    match t.as_f32() {
+        Some(x) => Some(x.iter().map(|&v| v == value as f32).collect()),
+        None => Some(t.to_i64s()?.iter().map(|&v| v == value).collect()),
+    }
 }
 
 /// Whether every element of group `k` (indices `k*group .. (k+1)*group` along `axis`) is
-/// exactly zero (`-0.0` counts as zero). `false` for non-f32 data.
+/// exactly zero (`-0.0` counts as zero). `false` for non-numeric data.
 pub fn group_is_zero(t: &Tensor, axis: usize, group: usize, k: usize) -> bool {
-    let Some(x) = t.as_f32() else {
+    group_is(t, axis, group, k, 0)
+}
+
+/// Whether every element of group `k` is exactly `value` (a quantized tensor's zero
+/// point, say).
+pub fn group_is(t: &Tensor, axis: usize, group: usize, k: usize, value: i64) -> bool {
+    let Some(x) = equal(t, value) else {
         return false;
     };
     let outer: usize = t.shape[..axis].iter().product();
@@ -116,14 +247,58 @@ pub fn group_is_zero(t: &Tensor, axis: usize, group: usize, k: usize) -> bool {
     (0..outer).all(|o| {
         (k * group..(k + 1) * group).all(|i| {
             let base = (o * n + i) * inner;
-            x[base..base + inner].iter().all(|&v| v == 0.0)
+            x[base..base + inner].iter().all(|&z| z)
         })
     })
 }
 
-/// Whether every element of `t` is exactly zero.
-pub fn all_zero(t: &Tensor) -> bool {
-    t.as_f32().is_some_and(|x| x.iter().all(|&v| v == 0.0))
+/// Whether every element of `t` is exactly `value`.
+pub fn all_equal(t: &Tensor, value: i64) -> bool {
+    equal(t, value).is_some_and(|x| x.iter().all(|&z| z))
+}
+
+/// Whether `n` is a QuantizeLinear or DequantizeLinear with per-tensor (one-element)
+/// scale and zero point: elementwise, so it keeps any head or channel layout.
+pub fn is_per_tensor_quant(g: &Graph, n: NodeIndex) -> bool {
+    let node = g.node(n);
+    matches!(
+        node.op,
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. }
+    ) && node.inputs[1..]
+        .iter()
+        .all(|&v| g.value(v).num_elements() == 1)
+}
+
+/// Whether `n` is a lookup table on 8-bit values (`Gather(table, x)` with a constant 1-D
+/// table of 256 entries, what `fold-requant` makes of an elementwise function between
+/// quantizations): elementwise in `x`.
+pub fn is_table_lookup(g: &Graph, n: NodeIndex) -> bool {
+    let node = g.node(n);
+    matches!(node.op, Op::Gather { axis: 0 })
+        && g.konst(node.inputs[0]).is_some_and(|t| t.shape.len() == 1)
+        && g.konst(node.inputs[1]).is_none()
+        && matches!(g.value(node.inputs[1]).dtype, DType::U8 | DType::I8)
+}
+
+/// Whether `v` is a finite scalar for finite inputs: a finite one-element constant,
+/// DynamicQuantizeLinear's scale (a finite range over 255, or 1), or a product of such
+/// (the scale chain `y_scale · w_scale` of dynamic quantization). `0·v` is then 0.
+pub fn finite_scalar(g: &Graph, v: ValueId) -> bool {
+    if g.value(v).num_elements() != 1 {
+        return false;
+    }
+    if let Some(t) = g.konst(v) {
+        return t.to_f64s().is_some_and(|x| x.iter().all(|x| x.is_finite()));
+    }
+    let Some(p) = g.value(v).producer else {
+        return false;
+    };
+    let node = g.node(p);
+    match node.op {
+        Op::DynamicQuantizeLinear => node.outputs.get(1) == Some(&v),
+        Op::Binary(Binary::Mul) => node.inputs.iter().all(|&i| finite_scalar(g, i)),
+        _ => false,
+    }
 }
 
 /// The axis of an operand of rank `operand_rank` that numpy broadcasting aligns with
@@ -146,6 +321,7 @@ pub fn is_elementwise(op: &Op) -> bool {
             | Op::Not
             | Op::Where
             | Op::Cast { .. }
+            | Op::QBinary(_)
     )
 }
 
@@ -232,23 +408,32 @@ pub fn keep_names_unique(g: &mut Graph, new: ValueId, old: ValueId) {
 }
 
 /// Replaces every reader of linear layer `lin`'s output by what it computes when its input
-/// features are all dead: zero, or Gemm's `beta·C` broadcast. Then removes `nodes`, which
-/// must be the only other readers of each other's outputs.
-pub fn replace_with_constant(g: &mut Graph, lin: &Linear, nodes: &[NodeIndex]) {
+/// features are all dead ([`Linear::at_zero`] broadcast: zero, Gemm's `beta·C`, or a
+/// QGemm's requantized bias). Then removes `nodes`, which must be the only other readers of
+/// each other's outputs.
+pub fn replace_with_constant(
+    g: &mut Graph,
+    lin: &Linear,
+    nodes: &[NodeIndex],
+) -> Result<(), Error> {
+    let row = lin.at_zero(g)?;
     let val = g.value(lin.output);
     let (name, shape) = (val.name.clone(), val.shape.clone());
     let n: usize = shape.iter().product();
-    let mut data = vec![0.0; n];
-    if let Some(c) = lin.bias.and_then(|c| g.konst(c)).and_then(|t| t.as_f32()) {
-        for (i, x) in data.iter_mut().enumerate() {
-            *x = lin.beta * c[i % c.len()];
-        }
-    }
-    let z = g.add_const(name, Tensor::f32(shape, data));
+    let bytes = row.to_le_bytes().ok_or_else(|| {
+        Error::Internal("a constant projection result of no program dtype".into())
+    })?;
+    let size = row.dtype.bits() / 8;
+    let per_row = bytes.len().max(1);
+    let data: Vec<u8> = (0..n * size).map(|i| bytes[i % per_row]).collect();
+    let t = Tensor::from_le_bytes(row.dtype, shape, &data)
+        .ok_or_else(|| Error::Internal("a constant projection result".into()))?;
+    let z = g.add_const(name, t);
     g.replace_uses(lin.output, z);
     for &n in nodes {
         g.remove_node(n);
     }
+    Ok(())
 }
 
 /// The common prefix of `names` cut back to the last `/` or `.` separator, without the
