@@ -105,7 +105,7 @@ fn run_matches_onnxruntime(name: &str, target: &[&str], extra: &[&str]) {
 /// to the output's largest magnitude: about one quantization step of the output (a
 /// probability after a softmax of dequantized logits a few). Measured figures are in
 /// `tests/tests/quantized.rs`' output.
-const QUANTIZED_EXAMPLES: [(&str, f64); 7] = [
+const QUANTIZED_EXAMPLES: [(&str, f64); 9] = [
     ("cnn_qdq", 0.02),
     ("cnn_qoperator", 0.02),
     ("digits_cnn_qdq", 0.01),
@@ -113,6 +113,8 @@ const QUANTIZED_EXAMPLES: [(&str, f64); 7] = [
     ("encoder_qdq", 0.02),
     ("encoder_qoperator", 0.02),
     ("encoder_dynamic", 0.02),
+    ("encoder_pruned_qdq", 0.02),
+    ("encoder_pruned_dynamic", 0.02),
 ];
 
 /// `edgecc run` on the quantized examples, on this machine and under qemu-aarch64 with and

@@ -230,3 +230,62 @@ fn unpruned_models_lose_no_head_or_channel() {
         assert!(g.node_count() <= before);
     }
 }
+
+/// Structured pruning through quantization: examples/models/encoder pruned
+/// (scripts/make_quantized.py's `prune_encoder`) and quantized by onnxruntime, statically
+/// (QDQ, per-channel int8 weights) and dynamically. The passes find the zeroed heads and
+/// channels through fold-requant's integer GEMMs, lookup tables and (dynamic)
+/// quantizations, keep the head whose removal would change a DynamicQuantizeLinear's
+/// range, and the compiled result is bit for bit the one without them, and within the
+/// int8 tolerance of onnxruntime's.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn pruned_quantized_encoders_lose_their_dead_heads_and_channels_exactly() {
+    let cases = [
+        (
+            "encoder_pruned_qdq",
+            "removed 3 of 8 heads: layer0 2/4, layer1 1/4",
+        ),
+        (
+            "encoder_pruned_dynamic",
+            "removed 2 of 8 heads: layer0 2/4, layer1 0/4 (kept heads 3: \
+             DynamicQuantizeLinear layer1/ctx_r_QuantizeLinear ranges over their non-zero \
+             values)",
+        ),
+    ];
+    let channels = "removed 32 of 128 channels: layer0/ffn 16/64, layer1/ffn 16/64";
+    for (name, heads) in cases {
+        let dir = common::example(name);
+        let inputs = common::npys(&dir, "input");
+        let onnxruntime = common::npys(&dir, "output");
+        let mut pruned = load(name);
+        let mut unpruned = pruned.clone();
+        let records = optimize(&mut pruned);
+        assert_eq!(summary(&records, "dead-heads"), heads, "{name}");
+        assert_eq!(summary(&records, "dead-channels"), channels, "{name}");
+        let off = ["dead-heads".to_string(), "dead-channels".to_string()];
+        let records = PassManager::default_pipeline_without(&off)
+            .unwrap()
+            .run(&mut unpruned)
+            .unwrap();
+        assert!(records.iter().all(|r| !off.iter().any(|o| o == r.name)));
+        let (a, b) = (
+            edgecc::interp::run(&pruned, &inputs).unwrap(),
+            edgecc::interp::run(&unpruned, &inputs).unwrap(),
+        );
+        assert_eq!(
+            a, b,
+            "{name}: the interpreter's outputs with and without pruning"
+        );
+        let (a, b) = (jit(&pruned, &inputs), jit(&unpruned, &inputs));
+        assert_eq!(
+            a, b,
+            "{name}: the compiled outputs with and without pruning"
+        );
+        for (k, got) in a.iter().enumerate() {
+            let err = common::max_rel_err(got, onnxruntime[k].as_f32().unwrap());
+            eprintln!("{name} output {k}: jit vs onnxruntime {err:.1e}");
+            assert!(err <= 0.02, "{name} output {k}: {err:e}");
+        }
+    }
+}

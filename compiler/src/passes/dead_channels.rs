@@ -609,6 +609,33 @@ mod tests {
     }
 
     #[test]
+    fn quantized_ffns_report_what_they_removed_and_kept() {
+        let cases = [
+            (
+                include_str!("../../tests/filetests/dead-channels/qdq-w1-zero-and-w2-rows.ir"),
+                "removed 3 of 6 channels: ffn 3/6",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-channels/qdq-constant-channel-folded.ir"),
+                "removed 1 of 6 channels: ffn 1/6",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-channels/dynamic-w1-zero.ir"),
+                "removed 2 of 6 channels: ffn 2/6",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-channels/keep-dynamic-w2-rows.ir"),
+                "removed 0 of 6 channels: ffn 0/6 (kept channels 1: DynamicQuantizeLinear \
+                 ffn/act_dql ranges over their non-zero values)",
+            ),
+        ];
+        for (text, want) in cases {
+            let g = crate::ir::parse::parse(text).unwrap();
+            assert_eq!(run_checked(&g, &DeadChannels).1, want);
+        }
+    }
+
+    #[test]
     fn zero_w1_columns_and_bias_are_removed() {
         let g = build(Act::Gelu, &[1, 4], &[1, 4], &[], true);
         let (g, s) = run_checked(&g, &DeadChannels);

@@ -1128,6 +1128,42 @@ mod tests {
             .map(|n| g.value(g.node(n).outputs[0]).shape[1])
     }
 
+    /// The pass's report on a filetest's graph (the interpreter checks the result).
+    fn report_on(text: &str) -> String {
+        let g = crate::ir::parse::parse(text).unwrap();
+        run_checked(&g, &DeadHeads).1
+    }
+
+    #[test]
+    fn quantized_blocks_report_what_they_removed_and_kept() {
+        let cases = [
+            (
+                include_str!("../../tests/filetests/dead-heads/qdq-v-zero.ir"),
+                "removed 1 of 2 heads: attn 1/2",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-heads/qdq-wo-rows-zero.ir"),
+                "removed 1 of 2 heads: attn 1/2",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-heads/keep-qdq-v-bias.ir"),
+                "removed 0 of 2 heads: attn 0/2",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-heads/dynamic-v-zero.ir"),
+                "removed 1 of 2 heads: attn 1/2",
+            ),
+            (
+                include_str!("../../tests/filetests/dead-heads/keep-dynamic-wo-rows.ir"),
+                "removed 0 of 2 heads: attn 0/2 (kept heads 1: DynamicQuantizeLinear \
+                 attn/ctx_dql ranges over their non-zero values)",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(report_on(text), want);
+        }
+    }
+
     #[test]
     fn zero_v_removes_the_head() {
         let mut w = weights();
