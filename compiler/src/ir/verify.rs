@@ -5,7 +5,8 @@ use crate::Error;
 
 /// Checks that every value keeps to [`super::MAX_ELEMENTS`], that every node's inputs
 /// exist and are defined before use, that producer links and types agree with shape
-/// inference, that the graph is acyclic, and that every output is defined. Returns the first violation found.
+/// inference, that the graph is acyclic, and that every output is defined. Returns the
+/// first violation found.
 pub fn verify(g: &Graph) -> Result<(), Error> {
     let bad = |msg: String| Err(Error::Internal(format!("verifier: {msg}")));
     let order = g.topo_order();

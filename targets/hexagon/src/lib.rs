@@ -199,7 +199,7 @@ typedef struct edgecc_model_desc {
 #endif
 "#;
 
-/// Emits `<name>_model`, the descriptor `model.h` declares (ABI version 1, magic "EDGC"),
+/// Emits `<name>_model`, the descriptor `model.h` declares (the runtime's ABI version and magic),
 /// so code using the header links against this file as against the Cranelift object.
 fn descriptor(s: &mut String, p: &Program) -> Result<(), Error> {
     s.push_str(ABI_TYPES);
@@ -244,7 +244,9 @@ fn descriptor(s: &mut String, p: &Program) -> Result<(), Error> {
     };
     let _ = writeln!(
         s,
-        "const edgecc_model_desc {name}_model = {{\n    0x43474445u, 1u, {}, {}u, {}u, {}u, {}u, {}, {}, {name}_run\n}};",
+        "const edgecc_model_desc {name}_model = {{\n    {:#x}u, {}u, {}, {}u, {}u, {}u, {}u, {}, {}, {name}_run\n}};",
+        edgecc_runtime::ABI_MAGIC,
+        edgecc_runtime::ABI_VERSION,
         c_string(name),
         p.arena_size,
         p.arena_align,
