@@ -23,7 +23,7 @@ Steps (README.md explains each, with the flags):
    intermediate row and bias and its output column); a short distillation fine-tune towards
    the fp32 embeddings with the zeros kept; the task metric before and after; exported as
    `pruned` (zeroed) and `sliced` (the same model with the heads and channels removed in
-   torch: the workaround for quantized graphs, which edgecc's pruning passes do not match);
+   torch, which makes the ONNX file itself smaller for onnxruntime too);
 3. onnxruntime's `quantize_dynamic` (int8 weights, MatMulInteger) and `quantize_static`
    (QDQ, calibrated on training docstrings) of the pruned and sliced models, and of the fp32
    one for comparison;
@@ -373,8 +373,9 @@ def distill(student, teacher, ms, ids, mask, steps=FT_STEPS, batch=FT_BATCH, lr=
 
 def slice_bert(bert, heads, chans):
     """A copy with the pruned heads and channels physically removed (smaller Linear layers):
-    the workaround for the int8 variants, whose quantized graphs edgecc's pruning passes do
-    not match (README, "What still needs a workaround")."""
+    what onnxruntime, which computes the zeros, needs to gain from pruning; edgecc's
+    pruning passes find the zeroed heads and channels in the float and the quantized
+    graphs alike."""
     import torch
 
     b = copy.deepcopy(bert)
@@ -1036,8 +1037,8 @@ def write_md(path, w, rs, env):
     L.append("")
     L.append("Code: the artifact's machine code (Hexagon: the object's `.text`); weights: its constants (aarch64) and the "
              "Hexagon object's `.rodata`. Heads and channels removed: what edgecc's `dead-heads` and `dead-channels` "
-             "passes report (compile.txt and the manifest); \"not matched\" means the passes found no float attention "
-             "or FFN block to work on, which is the case for every quantized graph (README, \"Findings\"). The "
+             "passes report (compile.txt and the manifest), through the quantization for the int8 variants; \"not "
+             "matched\" would mean the passes found no attention or FFN block to work on. The "
              "`sliced-*` models have had the pruned heads and channels removed in torch before quantization, so their "
              "8 heads and 1024 channels per layer are all live anyway. Nodes left in float: the quantized model's nodes "
              "that the compile report lists as computed in float.\n")
