@@ -220,13 +220,27 @@ pub fn slice_groups(t: &Tensor, axis: usize, group: usize, keep: &[usize]) -> Op
     Tensor::from_le_bytes(t.dtype, shape, &out)
 }
 
-/// Which elements of `t` are exactly `value` (`-0.0` counts as 0); `None` for
-/// non-numeric data.
-fn equal(t: &Tensor, value: i64) -> Option<Vec<bool>> {
-    match t.as_f32() {
-        Some(x) => Some(x.iter().map(|&v| v == value as f32).collect()),
-        None => Some(t.to_i64s()?.iter().map(|&v| v == value).collect()),
+/// A test of whether element `i` of `t` is exactly `value` (`-0.0` counts as 0); `None`
+/// for non-numeric data. Element by element on the tensor's own storage: the pruning
+/// passes ask it once per head or channel of weights of millions of elements.
+fn equal(t: &Tensor, value: i64) -> Option<Box<dyn Fn(usize) -> bool + '_>> {
+    fn int<T: Copy + Into<i64>>(v: &[T], value: i64) -> Box<dyn Fn(usize) -> bool + '_> {
+        Box::new(move |i| v[i].into() == value)
     }
+    Some(match &t.data {
+        Data::F32(v) => {
+            let f = value as f32;
+            Box::new(move |i| v[i] == f)
+        }
+        Data::I64(v) => int(v, value),
+        Data::I32(v) => int(v, value),
+        Data::I16(v) => int(v, value),
+        Data::I8(v) => int(v, value),
+        Data::U32(v) => int(v, value),
+        Data::U16(v) => int(v, value),
+        Data::U8(v) => int(v, value),
+        _ => return None,
+    })
 }
 
 /// Whether every element of group `k` (indices `k*group .. (k+1)*group` along `axis`) is
@@ -247,14 +261,14 @@ pub fn group_is(t: &Tensor, axis: usize, group: usize, k: usize, value: i64) -> 
     (0..outer).all(|o| {
         (k * group..(k + 1) * group).all(|i| {
             let base = (o * n + i) * inner;
-            x[base..base + inner].iter().all(|&z| z)
+            (base..base + inner).all(&x)
         })
     })
 }
 
 /// Whether every element of `t` is exactly `value`.
 pub fn all_equal(t: &Tensor, value: i64) -> bool {
-    equal(t, value).is_some_and(|x| x.iter().all(|&z| z))
+    equal(t, value).is_some_and(|x| (0..t.len()).all(x))
 }
 
 /// Whether `n` is a QuantizeLinear or DequantizeLinear with per-tensor (one-element)
