@@ -61,7 +61,11 @@ impl Linear {
     /// per output feature: Gemm's `beta·C` (or 0) in f32; for a QGemm its bias requantized
     /// (or the int32 bias itself), evaluated by the interpreter's QGemm.
     pub fn at_zero(&self, g: &Graph) -> Result<Tensor, Error> {
-        let n_out = g.konst(self.weight).expect("linear weight").shape[self.out_axis];
+        let konst = |v: Option<ValueId>, what: &str| {
+            v.and_then(|v| g.konst(v))
+                .ok_or_else(|| Error::Internal(format!("a linear layer's {what} is not constant")))
+        };
+        let n_out = konst(Some(self.weight), "weight")?.shape[self.out_axis];
         let Some(q) = &self.quant else {
             let mut data = vec![0.0; n_out];
             if let Some(c) = self.bias.and_then(|c| g.konst(c)).and_then(|t| t.as_f32()) {
@@ -86,10 +90,9 @@ impl Linear {
             shape: vec![1, n_out],
             data: Data::I8(vec![0; n_out]),
         };
-        let bias = g.konst(self.bias.expect("QGemm bias")).expect("bias");
-        let mut args = vec![&a, &za, &w, bias];
-        if let Some(m) = q.multipliers {
-            args.push(g.konst(m).expect("multipliers"));
+        let mut args = vec![&a, &za, &w, konst(self.bias, "int32 bias")?];
+        if q.multipliers.is_some() {
+            args.push(konst(q.multipliers, "multipliers")?);
         }
         let mut out = crate::interp::eval(&g.node(self.node).op, &args)
             .map_err(|e| Error::Internal(format!("QGemm at zero: {e}")))?
